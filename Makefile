@@ -1,0 +1,41 @@
+# sluice: the two commands of the README quick start are `make run` and `make test`.
+# Both install what a fresh Debian machine with only the Rust toolchain lacks (cmake,
+# needed by Pingora's zlib-ng build).
+
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps build run test bench lint clean
+
+## Install the system packages the build needs (only those missing).
+deps:
+	@command -v cmake >/dev/null 2>&1 || { \
+		echo "installing cmake (needed to build Pingora)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake; }
+	@command -v cc >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential; }
+
+build: deps
+	$(CARGO) build --release --bins
+
+## Start two demo backends and sluice with conf/sluice.yaml in the foreground (Ctrl-C stops all).
+run: build
+	@trap 'kill 0' INT TERM EXIT; \
+	./target/release/sluice-demo-backend 127.0.0.1:8081 backend-a & \
+	./target/release/sluice-demo-backend 127.0.0.1:8082 backend-b & \
+	echo; echo "try:  curl -i http://127.0.0.1:8080/hello    (admin: curl http://127.0.0.1:9901/upstreams)"; echo; \
+	./target/release/sluice -c conf/sluice.yaml
+
+## Run the whole test suite: unit tests and integration tests against the real binary.
+test: deps
+	$(CARGO) test --all-targets -- --test-threads=4
+
+bench: build
+	bench/compare.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,104 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`, `/upstreams`.
+//!
+//! `/readyz` reflects only sluice itself (config loaded, not draining), never the health of
+//! backends: an outer load balancer must not eject a sluice node because one app is down.
+
+use crate::observe::metrics;
+use crate::state::State;
+use async_trait::async_trait;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Serves the admin endpoints from the process state.
+pub struct AdminApp {
+    state: Arc<State>,
+}
+
+impl AdminApp {
+    /// An admin app reading `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+
+    fn upstreams(&self) -> serde_json::Value {
+        let snapshot = self.state.snapshot();
+        let upstreams: Vec<_> = snapshot
+            .upstreams
+            .iter()
+            .map(|u| {
+                let endpoints: Vec<_> = u
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "address": e.address.to_string(),
+                            "weight": e.weight,
+                            "ready": true,
+                            "terminating": false,
+                            "health": "not_checked",
+                            "ejected": false,
+                            "slow_start": null,
+                            "in_flight": e.state.in_flight(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": u.name(),
+                    "balance": u.config.balance,
+                    "hash_key": u.config.hash_key.as_ref().map(|k| k.template()),
+                    "retries_in_flight": u.retry_budget.retries_in_flight(),
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        json!({ "generation": snapshot.generation, "upstreams": upstreams })
+    }
+}
+
+fn response(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
+    let mut builder = http::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len());
+    if status >= 400 {
+        builder = builder.header("cache-control", "no-store");
+    }
+    builder.body(body).unwrap_or_else(|e| {
+        log::error!("cannot build admin response: {e}");
+        http::Response::new(Vec::new())
+    })
+}
+
+fn json_response(status: u16, value: &serde_json::Value) -> http::Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    response(status, "application/json", body)
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/healthz" => response(200, "text/plain", b"ok\n".to_vec()),
+            "/readyz" if self.state.is_ready() => response(200, "text/plain", b"ready\n".to_vec()),
+            "/readyz" => response(503, "text/plain", b"draining\n".to_vec()),
+            "/metrics" => response(200, "text/plain; version=0.0.4", metrics::render()),
+            "/config" => {
+                let snapshot = self.state.snapshot();
+                json_response(
+                    200,
+                    &json!({
+                        "generation": snapshot.generation,
+                        "file": snapshot.config.path.display().to_string(),
+                        "config": &*snapshot.config.raw,
+                    }),
+                )
+            }
+            "/upstreams" => json_response(200, &self.upstreams()),
+            _ => json_response(404, &json!({ "status": 404, "error": "not found" })),
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! sluice.yaml: the schema, its validation, and the typed configuration the rest of sluice uses.
+//!
+//! Loading is two steps: serde parses the text into [`schema::RawConfig`] (unknown keys and
+//! wrong YAML types stop here, with serde_yaml's position), then [`validate`] checks every
+//! value and cross-reference, collecting *all* problems, each with FILE:LINE:COL and key path.
+
+mod location;
+pub mod schema;
+mod validate;
+
+use crate::upstream::hash_key::HashKey;
+pub use location::Position;
+use regex::Regex;
+pub use schema::{BalancePolicy, ListenerProtocol, RawConfig, RetryMethods, UpstreamProtocol};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The file as parsed, with defaults filled in (served by `/config`).
+    pub raw: Arc<RawConfig>,
+    pub server: ServerSettings,
+    /// The admin listener's address.
+    pub admin_listen: SocketAddr,
+    pub access_log: AccessLogTarget,
+    pub listeners: Vec<ListenerConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `server:` settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub upgrade_sock: String,
+    pub pid_file: String,
+    pub grace_period: Duration,
+    pub watch_config: bool,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+/// A listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub protocol: ListenerProtocol,
+    /// How long an idle downstream keepalive connection is kept.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one downstream connection before it is closed.
+    pub keepalive_max_requests: u32,
+}
+
+/// A route: which requests go to which upstream.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub listener: String,
+    pub hosts: Vec<HostMatch>,
+    pub paths: Vec<PathMatch>,
+    pub upstream: String,
+    /// Per-route overrides of the upstream's timeouts.
+    pub timeouts: TimeoutOverrides,
+}
+
+/// How a route matches the request's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `shop.example.com`
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (any depth, as nginx).
+    Suffix(String),
+}
+
+/// How a route matches the request's path.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+/// Timeouts that a route overrides (unset fields keep the upstream's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutOverrides {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub write: Option<Duration>,
+    pub total: Option<Option<Duration>>,
+}
+
+/// An upstream: a set of endpoints and how to talk to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub endpoints: Vec<EndpointConfig>,
+    pub protocol: UpstreamProtocol,
+    pub balance: BalancePolicy,
+    /// Present exactly when `balance` is `consistent_hash`.
+    pub hash_key: Option<HashKey>,
+    pub hash_points: u32,
+    pub keepalive: UpstreamKeepalive,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
+}
+
+/// A static endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+/// The upstream connection pool settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamKeepalive {
+    pub max_idle: u32,
+    pub idle_timeout: Duration,
+    pub max_requests: u32,
+}
+
+/// Effective timeouts of a request to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    /// Deadline for the whole request including retries; `None` means none.
+    pub total: Option<Duration>,
+}
+
+impl Timeouts {
+    /// These timeouts with a route's overrides applied.
+    pub fn with_overrides(self, overrides: &TimeoutOverrides) -> Self {
+        Self {
+            connect: overrides.connect.unwrap_or(self.connect),
+            read: overrides.read.unwrap_or(self.read),
+            write: overrides.write.unwrap_or(self.write),
+            total: overrides.total.unwrap_or(self.total),
+        }
+    }
+}
+
+/// When a failed attempt may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in total, the first included.
+    pub attempts: u32,
+    pub on_connect_failure: bool,
+    pub on_reset_before_response: bool,
+    pub methods: RetryMethods,
+    /// Retries in flight may not exceed this share of the upstream's active requests.
+    pub budget_percent: u32,
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub position: Position,
+    /// Key path, e.g. `upstreams[1].hash_key`; empty for file-level problems.
+    pub key_path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: ",
+            self.file, self.position.line, self.position.column
+        )?;
+        if !self.key_path.is_empty() {
+            write!(f, "{}: ", self.key_path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a config file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            position: Position { line: 0, column: 0 },
+            key_path: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    parse(path, &source)
+}
+
+/// Parses and validates `source`, read from `path`.
+pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let raw: RawConfig = serde_yaml::from_str(source).map_err(|e| {
+        let position = e
+            .location()
+            .map(|l| Position {
+                line: l.line(),
+                column: l.column(),
+            })
+            .unwrap_or(Position { line: 1, column: 1 });
+        let message = e.to_string();
+        let message = match message.rfind(" at line ") {
+            Some(cut) => message[..cut].to_string(),
+            None => message,
+        };
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            position,
+            key_path: String::new(),
+            message,
+        }])
+    })?;
+    let positions = location::PositionIndex::build(source);
+    validate::validate(path, raw, &positions)
+}

@@ -1,0 +1,476 @@
+//! The YAML schema of sluice.yaml, exactly as written by the operator.
+//!
+//! Values that need checking beyond their YAML type (durations, addresses, templates, regexes)
+//! stay strings here so that one bad value does not stop parsing: `validate` turns this raw
+//! form into the typed [`super::Config`] and reports every problem at once. Unknown keys are
+//! rejected by serde (`deny_unknown_fields`), with the position serde_yaml gives.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub access_log: RawAccessLog,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<RawKubernetes>,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub upstreams: Vec<RawUpstream>,
+}
+
+/// `server:` process-wide settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Worker threads; `None` means one per CPU.
+    pub threads: Option<usize>,
+    pub upgrade_sock: String,
+    pub pid_file: String,
+    pub grace_period: String,
+    pub drain_delay: String,
+    pub watch_config: bool,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            upgrade_sock: "/run/sluice/upgrade.sock".into(),
+            pid_file: "/run/sluice/sluice.pid".into(),
+            grace_period: "300s".into(),
+            drain_delay: "0s".into(),
+            watch_config: true,
+        }
+    }
+}
+
+/// `admin:` the loopback admin listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9901".into(),
+        }
+    }
+}
+
+/// `access_log:` where the JSON lines go.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAccessLog {
+    /// `stdout`, `off`, or a file path.
+    pub path: String,
+    pub format: AccessLogFormat,
+}
+
+impl Default for RawAccessLog {
+    fn default() -> Self {
+        Self {
+            path: "stdout".into(),
+            format: AccessLogFormat::Json,
+        }
+    }
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    Json,
+}
+
+/// `kubernetes:` API client settings (issue #4).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetes {
+    pub api_server: Option<String>,
+    pub token_file: Option<String>,
+    pub ca_file: Option<String>,
+}
+
+/// `listeners[]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: String,
+    pub listen: String,
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    #[serde(default)]
+    pub h2c: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawListenerTls>,
+    #[serde(default)]
+    pub keepalive: RawDownstreamKeepalive,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    #[default]
+    Http,
+    Tcp,
+}
+
+/// `listeners[].tls` (issue #6).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Vec<RawCertificate>,
+}
+
+/// One certificate chain and its private key, as file paths.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+}
+
+/// `listeners[].keepalive`: downstream keepalive.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDownstreamKeepalive {
+    pub timeout: String,
+    pub max_requests: u32,
+}
+
+impl Default for RawDownstreamKeepalive {
+    fn default() -> Self {
+        Self {
+            timeout: "75s".into(),
+            max_requests: 10_000,
+        }
+    }
+}
+
+/// `routes[]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    pub listener: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<RawPathMatch>,
+    pub upstream: String,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// One of `prefix`, `exact` or `regex`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// `routes[].rate_limit` (issue #6).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub requests_per_second: u32,
+    #[serde(default)]
+    pub burst: u32,
+    #[serde(default = "default_rate_limit_by")]
+    pub by: String,
+}
+
+fn default_rate_limit_by() -> String {
+    "route".into()
+}
+
+/// Timeouts; every field optional so routes can override only some.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
+}
+
+/// `upstreams[]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<RawKubernetesService>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<RawEndpoint>>,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    #[serde(default)]
+    pub balance: BalancePolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<String>,
+    #[serde(default = "default_hash_points")]
+    pub hash_points: u32,
+    #[serde(default)]
+    pub keepalive: RawUpstreamKeepalive,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub retry: RawRetry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<RawHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminating: Option<TerminatingPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawUpstreamTls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u32>,
+}
+
+fn default_hash_points() -> u32 {
+    160
+}
+
+/// `upstreams[].kubernetes`: EndpointSlice discovery (issue #4).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetesService {
+    pub namespace: String,
+    pub service: String,
+    pub port: RawServicePort,
+}
+
+/// A service port, by number or by name.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawServicePort {
+    Number(u16),
+    Name(String),
+}
+
+/// A static endpoint: `"10.0.0.1:80"` or `{ address: "10.0.0.1:80", weight: 2 }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(
+    untagged,
+    expecting = "an endpoint: \"IP:PORT\" or { address: \"IP:PORT\", weight: N }"
+)]
+pub enum RawEndpoint {
+    Address(String),
+    Weighted(RawWeightedEndpoint),
+}
+
+/// The long form of a static endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedEndpoint {
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// What sluice speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2c,
+    H2,
+    Tcp,
+}
+
+/// How an endpoint is chosen for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancePolicy {
+    #[default]
+    RoundRobin,
+    Random,
+    LeastRequest,
+    ConsistentHash,
+}
+
+/// What to do with endpoints that are terminating but still serving (issue #4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminatingPolicy {
+    Drain,
+    Drop,
+}
+
+/// `upstreams[].keepalive`: the upstream connection pool.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstreamKeepalive {
+    pub max_idle: u32,
+    pub idle_timeout: String,
+    pub max_requests: u32,
+}
+
+impl Default for RawUpstreamKeepalive {
+    fn default() -> Self {
+        Self {
+            max_idle: 128,
+            idle_timeout: "60s".into(),
+            max_requests: 10_000,
+        }
+    }
+}
+
+/// `upstreams[].retry`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    pub attempts: u32,
+    pub on: Vec<RetryCondition>,
+    pub methods: RetryMethods,
+    pub budget_percent: u32,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            on: vec![
+                RetryCondition::ConnectFailure,
+                RetryCondition::ResetBeforeResponse,
+            ],
+            methods: RetryMethods::Idempotent,
+            budget_percent: 20,
+        }
+    }
+}
+
+/// A failure after which a request may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryCondition {
+    /// The connection could not be established (refused, timed out): nothing was sent.
+    ConnectFailure,
+    /// The connection failed before any response header arrived.
+    ResetBeforeResponse,
+}
+
+/// Which request methods may be retried after `reset_before_response`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryMethods {
+    Idempotent,
+    All,
+}
+
+/// `upstreams[].health` (issue #3).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<RawActiveHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<RawPassiveHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_threshold_percent: Option<u32>,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActiveHealth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default = "default_health_interval")]
+    pub interval: String,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_health_threshold")]
+    pub healthy_after: u32,
+    #[serde(default = "default_health_threshold")]
+    pub unhealthy_after: u32,
+    #[serde(default = "default_expect_status")]
+    pub expect_status: String,
+}
+
+fn default_health_interval() -> String {
+    "2s".into()
+}
+fn default_health_timeout() -> String {
+    "1s".into()
+}
+fn default_health_threshold() -> u32 {
+    2
+}
+fn default_expect_status() -> String {
+    "200-399".into()
+}
+
+/// Passive ejection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassiveHealth {
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    #[serde(default = "default_eject_for")]
+    pub eject_for: String,
+    #[serde(default = "default_max_ejected_percent")]
+    pub max_ejected_percent: u32,
+    #[serde(default)]
+    pub on_5xx: bool,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_eject_for() -> String {
+    "30s".into()
+}
+fn default_max_ejected_percent() -> u32 {
+    50
+}
+
+/// `upstreams[].tls`: TLS towards the upstream (issue #6).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}

@@ -1,0 +1,701 @@
+//! Semantic validation: turns a [`RawConfig`] into a [`Config`], reporting every problem.
+
+use super::location::PositionIndex;
+use super::schema::*;
+use super::*;
+use std::collections::{HashMap, HashSet};
+
+/// Collects errors with their positions while checking.
+struct Checker<'a> {
+    file: String,
+    positions: &'a PositionIndex,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, key_path: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            position: self.positions.find(key_path),
+            key_path: key_path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Reports a section that parses but whose feature is not built yet: never silently ignored.
+    fn not_implemented(&mut self, key_path: &str, feature: &str, issue: u32) {
+        self.error(
+            key_path,
+            format!("{feature} is not implemented yet (issue #{issue}); remove this setting"),
+        );
+    }
+
+    fn duration(&mut self, key_path: &str, text: &str) -> Option<Duration> {
+        match humantime::parse_duration(text.trim()) {
+            Ok(duration) => Some(duration),
+            Err(e) => {
+                self.error(
+                    key_path,
+                    format!("invalid duration {text:?} ({e}); write e.g. 250ms, 3s, 1h"),
+                );
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, key_path: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse::<SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.error(
+                    key_path,
+                    format!(
+                        "invalid address {text:?}: expected IP:PORT (e.g. 10.0.0.1:80 or [::1]:80); \
+                         host names are not resolved"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn nonzero(&mut self, key_path: &str, value: u32) {
+        if value == 0 {
+            self.error(key_path, "must be at least 1");
+        }
+    }
+}
+
+/// Validates `raw`, read from `path`.
+pub(super) fn validate(
+    path: &Path,
+    raw: RawConfig,
+    positions: &PositionIndex,
+) -> Result<Config, ConfigErrors> {
+    let mut check = Checker {
+        file: path.display().to_string(),
+        positions,
+        errors: Vec::new(),
+    };
+
+    let server = check_server(&mut check, &raw.server);
+    let admin_listen = check.socket_addr("admin.listen", &raw.admin.listen);
+    let access_log = match raw.access_log.path.as_str() {
+        "" => {
+            check.error(
+                "access_log.path",
+                "must not be empty (use stdout, off, or a file path)",
+            );
+            AccessLogTarget::Off
+        }
+        "stdout" => AccessLogTarget::Stdout,
+        "off" => AccessLogTarget::Off,
+        file => AccessLogTarget::File(PathBuf::from(file)),
+    };
+    if raw.kubernetes.is_some() {
+        check.not_implemented("kubernetes", "Kubernetes discovery", 4);
+    }
+
+    let listeners = check_listeners(&mut check, &raw.listeners);
+    let upstreams = check_upstreams(&mut check, &raw.upstreams);
+    let routes = check_routes(&mut check, &raw);
+
+    if check.errors.is_empty() {
+        if let (Some(server), Some(admin_listen)) = (server, admin_listen) {
+            let listeners = listeners.into_iter().flatten().collect();
+            let upstreams = upstreams.into_iter().flatten().collect();
+            return Ok(Config {
+                path: path.to_path_buf(),
+                raw: Arc::new(raw),
+                server,
+                admin_listen,
+                access_log,
+                listeners,
+                routes,
+                upstreams,
+            });
+        }
+    }
+    let mut errors = check.errors;
+    errors.sort_by_key(|e| (e.position.line, e.position.column));
+    Err(ConfigErrors(errors))
+}
+
+fn check_server(check: &mut Checker, raw: &RawServer) -> Option<ServerSettings> {
+    let threads = match raw.threads {
+        Some(0) => {
+            check.error("server.threads", "must be at least 1");
+            1
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let grace_period = check.duration("server.grace_period", &raw.grace_period);
+    let drain_delay = check.duration("server.drain_delay", &raw.drain_delay);
+    if drain_delay.is_some_and(|d| !d.is_zero()) {
+        check.not_implemented("server.drain_delay", "a non-zero drain delay", 5);
+    }
+    Some(ServerSettings {
+        threads,
+        upgrade_sock: raw.upgrade_sock.clone(),
+        pid_file: raw.pid_file.clone(),
+        grace_period: grace_period?,
+        watch_config: raw.watch_config,
+    })
+}
+
+fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<ListenerConfig>> {
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let at = format!("listeners[{i}]");
+            if listener.name.is_empty() {
+                check.error(&format!("{at}.name"), "must not be empty");
+            } else if !names.insert(listener.name.as_str()) {
+                check.error(
+                    &format!("{at}.name"),
+                    format!("duplicate listener name {:?}", listener.name),
+                );
+            }
+            let listen = check.socket_addr(&format!("{at}.listen"), &listener.listen);
+            if let Some(address) = listen {
+                if !addresses.insert(address) {
+                    check.error(
+                        &format!("{at}.listen"),
+                        format!("address {address} is used by another listener"),
+                    );
+                }
+            }
+            if listener.protocol == ListenerProtocol::Tcp {
+                check.not_implemented(&format!("{at}.protocol"), "protocol: tcp (L4 proxying)", 5);
+            }
+            if listener.h2c {
+                check.not_implemented(&format!("{at}.h2c"), "h2c on listeners", 6);
+            }
+            if let Some(tls) = &listener.tls {
+                if tls.certificates.is_empty() {
+                    check.error(
+                        &format!("{at}.tls.certificates"),
+                        "needs at least one certificate",
+                    );
+                }
+                check.not_implemented(&format!("{at}.tls"), "TLS termination", 6);
+            }
+            let keepalive_timeout = check.duration(
+                &format!("{at}.keepalive.timeout"),
+                &listener.keepalive.timeout,
+            );
+            check.nonzero(
+                &format!("{at}.keepalive.max_requests"),
+                listener.keepalive.max_requests,
+            );
+            Some(ListenerConfig {
+                name: listener.name.clone(),
+                listen: listen?,
+                protocol: listener.protocol,
+                keepalive_timeout: keepalive_timeout?,
+                keepalive_max_requests: listener.keepalive.max_requests,
+            })
+        })
+        .collect()
+}
+
+fn check_timeouts(check: &mut Checker, at: &str, raw: &RawTimeouts) -> TimeoutOverrides {
+    let mut one = |field: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .and_then(|text| check.duration(&format!("{at}.{field}"), text))
+    };
+    let connect = one("connect", &raw.connect);
+    let read = one("read", &raw.read);
+    let write = one("write", &raw.write);
+    let total = one("total", &raw.total).map(|d| (!d.is_zero()).then_some(d));
+    if raw.idle.is_some() {
+        check.not_implemented(
+            &format!("{at}.idle"),
+            "the idle timeout of tcp/websocket connections",
+            5,
+        );
+    }
+    if connect.is_some_and(|d| d.is_zero()) {
+        check.error(&format!("{at}.connect"), "must be more than 0s");
+    }
+    for (field, value) in [("read", read), ("write", write)] {
+        if value.is_some_and(|d| d.is_zero()) {
+            check.error(&format!("{at}.{field}"), "must be more than 0s");
+        }
+    }
+    TimeoutOverrides {
+        connect,
+        read,
+        write,
+        total,
+    }
+}
+
+fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<UpstreamConfig>> {
+    let mut names = HashSet::new();
+    raw.iter()
+        .enumerate()
+        .map(|(i, upstream)| {
+            let at = format!("upstreams[{i}]");
+            if upstream.name.is_empty() {
+                check.error(&format!("{at}.name"), "must not be empty");
+            } else if !names.insert(upstream.name.as_str()) {
+                check.error(
+                    &format!("{at}.name"),
+                    format!("duplicate upstream name {:?}", upstream.name),
+                );
+            }
+            let endpoints = check_endpoints(check, &at, upstream);
+
+            let hash_key = match (upstream.balance, &upstream.hash_key) {
+                (BalancePolicy::ConsistentHash, None) => {
+                    check.error(
+                        &format!("{at}.balance"),
+                        "consistent_hash needs a hash_key (e.g. hash_key: \"$host$request_uri\")",
+                    );
+                    None
+                }
+                (BalancePolicy::ConsistentHash, Some(template)) => match HashKey::parse(template) {
+                    Ok(key) => Some(key),
+                    Err(e) => {
+                        check.error(&format!("{at}.hash_key"), e);
+                        None
+                    }
+                },
+                (_, Some(_)) => {
+                    check.error(
+                        &format!("{at}.hash_key"),
+                        "hash_key is only used with balance: consistent_hash",
+                    );
+                    None
+                }
+                (_, None) => None,
+            };
+            if upstream.hash_points == 0 || upstream.hash_points > 10_000 {
+                check.error(&format!("{at}.hash_points"), "must be between 1 and 10000");
+            }
+
+            match upstream.protocol {
+                UpstreamProtocol::Http1 => {}
+                UpstreamProtocol::Tcp => {
+                    check.not_implemented(&format!("{at}.protocol"), "protocol: tcp upstreams", 5)
+                }
+                UpstreamProtocol::H2c | UpstreamProtocol::H2 => check.not_implemented(
+                    &format!("{at}.protocol"),
+                    "HTTP/2 upstreams (h2c, h2)",
+                    6,
+                ),
+            }
+            if upstream.tls.is_some() {
+                check.not_implemented(&format!("{at}.tls"), "TLS to upstreams", 6);
+            }
+            if upstream.max_streams == Some(0) {
+                check.error(&format!("{at}.max_streams"), "must be at least 1");
+            } else if upstream.max_streams.is_some() {
+                check.not_implemented(&format!("{at}.max_streams"), "HTTP/2 upstream streams", 6);
+            }
+            check_health(check, &at, upstream);
+            if upstream.terminating.is_some() {
+                check.not_implemented(&format!("{at}.terminating"), "terminating endpoints", 4);
+            }
+
+            let idle_timeout = check.duration(
+                &format!("{at}.keepalive.idle_timeout"),
+                &upstream.keepalive.idle_timeout,
+            );
+            check.nonzero(
+                &format!("{at}.keepalive.max_requests"),
+                upstream.keepalive.max_requests,
+            );
+
+            let overrides = check_timeouts(check, &format!("{at}.timeouts"), &upstream.timeouts);
+            let timeouts = Timeouts {
+                connect: Duration::from_secs(1),
+                read: Duration::from_secs(60),
+                write: Duration::from_secs(60),
+                total: None,
+            }
+            .with_overrides(&overrides);
+
+            let retry = &upstream.retry;
+            if retry.attempts == 0 || retry.attempts > 10 {
+                check.error(&format!("{at}.retry.attempts"), "must be between 1 and 10");
+            }
+            if retry.budget_percent > 100 {
+                check.error(
+                    &format!("{at}.retry.budget_percent"),
+                    "must be between 0 and 100",
+                );
+            }
+            Some(UpstreamConfig {
+                name: upstream.name.clone(),
+                endpoints: endpoints?,
+                protocol: upstream.protocol,
+                balance: upstream.balance,
+                hash_key: if upstream.balance == BalancePolicy::ConsistentHash {
+                    Some(hash_key?)
+                } else {
+                    None
+                },
+                hash_points: upstream.hash_points,
+                keepalive: UpstreamKeepalive {
+                    max_idle: upstream.keepalive.max_idle,
+                    idle_timeout: idle_timeout?,
+                    max_requests: upstream.keepalive.max_requests,
+                },
+                timeouts,
+                retry: RetryPolicy {
+                    attempts: retry.attempts,
+                    on_connect_failure: retry.on.contains(&RetryCondition::ConnectFailure),
+                    on_reset_before_response: retry
+                        .on
+                        .contains(&RetryCondition::ResetBeforeResponse),
+                    methods: retry.methods,
+                    budget_percent: retry.budget_percent,
+                },
+            })
+        })
+        .collect()
+}
+
+fn check_endpoints(
+    check: &mut Checker,
+    at: &str,
+    upstream: &RawUpstream,
+) -> Option<Vec<EndpointConfig>> {
+    match (&upstream.kubernetes, &upstream.endpoints) {
+        (Some(_), Some(_)) => {
+            check.error(
+                &format!("{at}.kubernetes"),
+                "set either kubernetes or endpoints, not both",
+            );
+            None
+        }
+        (None, None) => {
+            check.error(
+                at,
+                "needs endpoints (a static list) or kubernetes (discovery)",
+            );
+            None
+        }
+        (Some(service), None) => {
+            if service.namespace.is_empty() || service.service.is_empty() {
+                check.error(
+                    &format!("{at}.kubernetes"),
+                    "namespace and service must not be empty",
+                );
+            }
+            check.not_implemented(&format!("{at}.kubernetes"), "Kubernetes discovery", 4);
+            None
+        }
+        (None, Some(list)) => {
+            if list.is_empty() {
+                check.error(&format!("{at}.endpoints"), "needs at least one endpoint");
+            }
+            let mut seen = HashSet::new();
+            let mut endpoints = Vec::with_capacity(list.len());
+            for (j, endpoint) in list.iter().enumerate() {
+                let (address_path, address, weight) = match endpoint {
+                    RawEndpoint::Address(address) => (format!("{at}.endpoints[{j}]"), address, 1),
+                    RawEndpoint::Weighted(w) => {
+                        (format!("{at}.endpoints[{j}].address"), &w.address, w.weight)
+                    }
+                };
+                if weight == 0 {
+                    check.error(
+                        &format!("{at}.endpoints[{j}].weight"),
+                        "weight 0 is not allowed; remove the endpoint instead",
+                    );
+                } else if weight > 1000 {
+                    check.error(
+                        &format!("{at}.endpoints[{j}].weight"),
+                        "weight must be at most 1000",
+                    );
+                }
+                if let Some(address) = check.socket_addr(&address_path, address) {
+                    if !seen.insert(address) {
+                        check.error(&address_path, format!("duplicate endpoint {address}"));
+                    }
+                    endpoints.push(EndpointConfig { address, weight });
+                }
+            }
+            (endpoints.len() == list.len()).then_some(endpoints)
+        }
+    }
+}
+
+fn check_health(check: &mut Checker, at: &str, upstream: &RawUpstream) {
+    if let Some(slow_start) = &upstream.slow_start {
+        check.duration(&format!("{at}.slow_start"), slow_start);
+        check.not_implemented(&format!("{at}.slow_start"), "slow start", 3);
+    }
+    let Some(health) = &upstream.health else {
+        return;
+    };
+    if let Some(active) = &health.active {
+        let a = format!("{at}.health.active");
+        check.duration(&format!("{a}.interval"), &active.interval);
+        check.duration(&format!("{a}.timeout"), &active.timeout);
+        check.nonzero(&format!("{a}.healthy_after"), active.healthy_after);
+        check.nonzero(&format!("{a}.unhealthy_after"), active.unhealthy_after);
+        if let Some(path) = &active.http_path {
+            if !path.starts_with('/') {
+                check.error(&format!("{a}.http_path"), "must start with /");
+            }
+        }
+        if parse_status_range(&active.expect_status).is_none() {
+            check.error(
+                &format!("{a}.expect_status"),
+                format!(
+                    "invalid status range {:?}: write e.g. 200 or 200-399",
+                    active.expect_status
+                ),
+            );
+        }
+    }
+    if let Some(passive) = &health.passive {
+        let p = format!("{at}.health.passive");
+        check.nonzero(
+            &format!("{p}.consecutive_failures"),
+            passive.consecutive_failures,
+        );
+        check.duration(&format!("{p}.eject_for"), &passive.eject_for);
+        if passive.max_ejected_percent > 100 {
+            check.error(
+                &format!("{p}.max_ejected_percent"),
+                "must be between 0 and 100",
+            );
+        }
+    }
+    if health.panic_threshold_percent.is_some_and(|p| p > 100) {
+        check.error(
+            &format!("{at}.health.panic_threshold_percent"),
+            "must be between 0 and 100",
+        );
+    }
+    check.not_implemented(&format!("{at}.health"), "health checks", 3);
+}
+
+/// Parses `200` or `200-399`.
+fn parse_status_range(text: &str) -> Option<(u16, u16)> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let low: u16 = low.trim().parse().ok()?;
+    let high: u16 = high.trim().parse().ok()?;
+    ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
+}
+
+fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
+    let listener_protocols: HashMap<&str, ListenerProtocol> = raw
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.protocol))
+        .collect();
+    let upstream_names: HashSet<&str> = raw.upstreams.iter().map(|u| u.name.as_str()).collect();
+    let mut names = HashSet::new();
+    // (listener, host, path) triples already claimed, to reject ambiguous routes.
+    let mut claimed: HashMap<(String, String, String), String> = HashMap::new();
+    let mut routes = Vec::with_capacity(raw.routes.len());
+
+    for (i, route) in raw.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if route.name.is_empty() {
+            check.error(&format!("{at}.name"), "must not be empty");
+        } else if !names.insert(route.name.as_str()) {
+            check.error(
+                &format!("{at}.name"),
+                format!("duplicate route name {:?}", route.name),
+            );
+        }
+        match listener_protocols.get(route.listener.as_str()) {
+            None => check.error(
+                &format!("{at}.listener"),
+                format!("undefined listener {:?}", route.listener),
+            ),
+            Some(ListenerProtocol::Tcp) => {
+                if !route.hosts.is_empty() || !route.paths.is_empty() {
+                    check.error(&at, "a route on a tcp listener has no hosts or paths");
+                }
+            }
+            Some(ListenerProtocol::Http) => {}
+        }
+        if !upstream_names.contains(route.upstream.as_str()) {
+            check.error(
+                &format!("{at}.upstream"),
+                format!("undefined upstream {:?}", route.upstream),
+            );
+        }
+        if let Some(limit) = &route.rate_limit {
+            let r = format!("{at}.rate_limit");
+            check.nonzero(
+                &format!("{r}.requests_per_second"),
+                limit.requests_per_second,
+            );
+            let by = limit.by.as_str();
+            let valid_by = by == "route"
+                || by == "client_ip"
+                || by.strip_prefix("header:").is_some_and(|h| {
+                    !h.is_empty() && http::HeaderName::from_bytes(h.as_bytes()).is_ok()
+                });
+            if !valid_by {
+                check.error(
+                    &format!("{r}.by"),
+                    format!("invalid {by:?}: expected route, client_ip or header:NAME"),
+                );
+            }
+            check.not_implemented(&r, "rate limiting", 6);
+        }
+
+        let hosts = check_hosts(check, &at, &route.hosts);
+        let paths = check_paths(check, &at, &route.paths);
+        let timeouts = check_timeouts(check, &format!("{at}.timeouts"), &route.timeouts);
+
+        let host_keys: Vec<String> = if route.hosts.is_empty() {
+            vec!["*".into()]
+        } else {
+            route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+        };
+        for host in &host_keys {
+            for (j, path) in paths.iter().enumerate() {
+                let path_key = match path {
+                    PathMatch::Exact(p) => format!("exact:{p}"),
+                    PathMatch::Prefix(p) => format!("prefix:{p}"),
+                    PathMatch::Regex(r) => format!("regex:{}", r.as_str()),
+                };
+                let key = (route.listener.clone(), host.clone(), path_key);
+                if let Some(other) = claimed.get(&key) {
+                    check.error(
+                        &format!("{at}.paths[{j}]"),
+                        format!(
+                            "host {host:?} and this path are already routed by route {other:?}"
+                        ),
+                    );
+                } else {
+                    claimed.insert(key, route.name.clone());
+                }
+            }
+        }
+        routes.push(RouteConfig {
+            name: route.name.clone(),
+            listener: route.listener.clone(),
+            hosts,
+            paths,
+            upstream: route.upstream.clone(),
+            timeouts,
+        });
+    }
+    routes
+}
+
+fn check_hosts(check: &mut Checker, at: &str, raw: &[String]) -> Vec<HostMatch> {
+    let mut hosts = Vec::with_capacity(raw.len());
+    for (j, host) in raw.iter().enumerate() {
+        let host = host.to_ascii_lowercase();
+        let (wildcard, name) = match host.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, host.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            && !name.starts_with('.')
+            && !name.ends_with('.');
+        if !valid {
+            check.error(
+                &format!("{at}.hosts[{j}]"),
+                format!("invalid host {host:?}: expected a name like shop.example.com or *.example.com (no port)"),
+            );
+            continue;
+        }
+        hosts.push(if wildcard {
+            HostMatch::Suffix(format!(".{name}"))
+        } else {
+            HostMatch::Exact(name.to_string())
+        });
+    }
+    hosts
+}
+
+fn check_paths(check: &mut Checker, at: &str, raw: &[RawPathMatch]) -> Vec<PathMatch> {
+    if raw.is_empty() {
+        return vec![PathMatch::Prefix("/".into())];
+    }
+    let mut paths = Vec::with_capacity(raw.len());
+    for (j, path) in raw.iter().enumerate() {
+        let p = format!("{at}.paths[{j}]");
+        match (&path.prefix, &path.exact, &path.regex) {
+            (Some(prefix), None, None) => {
+                if prefix.starts_with('/') {
+                    paths.push(PathMatch::Prefix(prefix.clone()));
+                } else {
+                    check.error(&format!("{p}.prefix"), "must start with /");
+                }
+            }
+            (None, Some(exact), None) => {
+                if exact.starts_with('/') {
+                    paths.push(PathMatch::Exact(exact.clone()));
+                } else {
+                    check.error(&format!("{p}.exact"), "must start with /");
+                }
+            }
+            (None, None, Some(pattern)) => match Regex::new(pattern) {
+                Ok(regex) => paths.push(PathMatch::Regex(regex)),
+                Err(e) => check.error(
+                    &format!("{p}.regex"),
+                    format!(
+                        "regex {pattern:?} does not compile: {}",
+                        e.to_string().replace('\n', " ")
+                    ),
+                ),
+            },
+            _ => check.error(&p, "needs exactly one of prefix, exact or regex"),
+        }
+    }
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(yaml: &str) -> Vec<String> {
+        match super::super::parse(Path::new("t.yaml"), yaml) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_range("200-399"), Some((200, 399)));
+        assert_eq!(parse_status_range("204"), Some((204, 204)));
+        assert_eq!(parse_status_range("399-200"), None);
+        assert_eq!(parse_status_range("abc"), None);
+    }
+
+    #[test]
+    fn reports_all_errors_in_file_order() {
+        let yaml = "\
+listeners:
+  - { name: web, listen: \"nope\" }
+routes:
+  - { name: r, listener: web, upstream: missing, timeouts: { read: 3 parsecs } }
+upstreams:
+  - name: u
+    endpoints: [\"127.0.0.1:1\", { address: \"127.0.0.1:2\", weight: 0 }]
+    balance: consistent_hash
+";
+        let errors = errors_of(yaml);
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+        assert!(errors[0].starts_with("t.yaml:2:26: listeners[0].listen: invalid address"));
+        assert!(errors[1].starts_with("t.yaml:4:41: routes[0].upstream: undefined upstream"));
+        assert!(errors[2].starts_with("t.yaml:4:68: routes[0].timeouts.read: invalid duration"));
+        assert!(errors[3].contains("t.yaml:7:") && errors[3].contains("weight 0"));
+        assert!(errors[4]
+            .starts_with("t.yaml:8:14: upstreams[0].balance: consistent_hash needs a hash_key"));
+    }
+}

@@ -1,0 +1,114 @@
+//! The access log: one JSON object per line per request, written off the request path.
+//!
+//! Request handlers hand a finished line to a bounded channel; a dedicated thread writes
+//! lines in batches and flushes when the channel runs dry. If the writer falls behind, lines
+//! are dropped and counted rather than slowing requests down.
+
+use super::metrics::METRICS;
+use crate::config::AccessLogTarget;
+use once_cell::sync::OnceCell;
+use serde::Serialize;
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+
+/// Lines that may wait for the writer.
+const QUEUE_LINES: usize = 64 * 1024;
+
+static SENDER: OnceCell<SyncSender<Vec<u8>>> = OnceCell::new();
+
+/// One access-log record, as in DESIGN.md.
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    pub ts: String,
+    pub request_id: &'a str,
+    pub listener: &'a str,
+    pub route: Option<&'a str>,
+    pub client: Option<String>,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub uri: &'a str,
+    pub proto: &'a str,
+    pub status: u16,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+    pub duration_ms: f64,
+    pub upstream: Option<&'a str>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One try of a request against an endpoint.
+#[derive(Debug, Serialize)]
+pub struct AttemptRecord {
+    pub endpoint: String,
+    pub result: &'static str,
+    pub status: Option<u16>,
+    pub connect_ms: Option<f64>,
+    pub duration_ms: f64,
+    pub reused: bool,
+}
+
+/// Starts the writer for `target`. Without a call, records are discarded.
+pub fn start(target: &AccessLogTarget) -> std::io::Result<()> {
+    let mut out: Box<dyn Write + Send> = match target {
+        AccessLogTarget::Off => return Ok(()),
+        AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+        AccessLogTarget::File(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot open access log {}: {e}", path.display()),
+                    )
+                })?,
+        ),
+    };
+    let (sender, receiver) = mpsc::sync_channel(QUEUE_LINES);
+    if SENDER.set(sender).is_err() {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || write_lines(receiver, &mut out))?;
+    Ok(())
+}
+
+fn write_lines(receiver: Receiver<Vec<u8>>, out: &mut Box<dyn Write + Send>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(line) = receiver.recv() {
+        let mut result = out.write_all(&line);
+        while let Ok(line) = receiver.try_recv() {
+            result = result.and_then(|_| out.write_all(&line));
+        }
+        if let Err(e) = result.and_then(|_| out.flush()) {
+            log::error!("cannot write access log: {e}");
+        }
+    }
+}
+
+/// Queues `record` for writing.
+pub fn write(record: &Record) {
+    let Some(sender) = SENDER.get() else { return };
+    let mut line = match serde_json::to_vec(record) {
+        Ok(line) => line,
+        Err(e) => {
+            log::error!("cannot encode access log record: {e}");
+            return;
+        }
+    };
+    line.push(b'\n');
+    match sender.try_send(line) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => METRICS
+            .access_log_dropped
+            .with_label_values(&["full"])
+            .inc(),
+        Err(TrySendError::Disconnected(_)) => METRICS
+            .access_log_dropped
+            .with_label_values(&["writer_gone"])
+            .inc(),
+    }
+}

@@ -1,0 +1,124 @@
+//! Per-request state carried through Pingora's hooks.
+
+use crate::proxy::retry::BudgetGuard;
+use crate::state::Snapshot;
+use crate::upstream::endpoint::InFlightGuard;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How one try ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// Still running, or ended without error.
+    Ok,
+    ConnectRefused,
+    ConnectTimeout,
+    ConnectError,
+    /// The connection broke before a response header arrived.
+    Reset,
+    /// A read or write timed out.
+    Timeout,
+    /// Any other failure (including a break after the response started).
+    Error,
+}
+
+impl AttemptResult {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Ok => "ok",
+            AttemptResult::ConnectRefused => "connect_refused",
+            AttemptResult::ConnectTimeout => "connect_timeout",
+            AttemptResult::ConnectError => "connect_error",
+            AttemptResult::Reset => "reset",
+            AttemptResult::Timeout => "timeout",
+            AttemptResult::Error => "error",
+        }
+    }
+}
+
+/// One try of the request against an endpoint.
+#[derive(Debug)]
+pub struct Attempt {
+    /// Index into the snapshot upstream's endpoints.
+    pub endpoint: usize,
+    pub address: SocketAddr,
+    pub started: Instant,
+    pub connect_time: Option<Duration>,
+    pub ended: Option<Instant>,
+    pub result: AttemptResult,
+    pub status: Option<u16>,
+    pub reused: bool,
+}
+
+/// The route a request matched and the upstream it goes to.
+pub struct Routed {
+    pub snapshot: Arc<Snapshot>,
+    pub route: usize,
+    /// Counts the request as active in the upstream's retry budget.
+    pub _active: BudgetGuard,
+    /// Absolute deadline from `timeouts.total`.
+    pub deadline: Option<Instant>,
+}
+
+impl Routed {
+    /// The route's upstream.
+    pub fn upstream(&self) -> &crate::upstream::Upstream {
+        &self.snapshot.upstreams[self.snapshot.routes[self.route].upstream]
+    }
+}
+
+/// State of one request.
+pub struct RequestContext {
+    pub started: Instant,
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+    /// Set once the request matched a route.
+    pub routed: Option<Routed>,
+    pub attempts: Vec<Attempt>,
+    /// Retry slots held until the request ends.
+    pub retry_slots: Vec<BudgetGuard>,
+    /// Counts the request against the current endpoint (least_request).
+    pub in_flight: Option<InFlightGuard>,
+    /// A response header from the upstream was received.
+    pub response_started: bool,
+    /// Send `Connection: close` upstream: the connection reached `keepalive.max_requests`.
+    pub close_upstream_connection: bool,
+}
+
+impl RequestContext {
+    /// A context for a request that starts now.
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            request_id: String::new(),
+            client_ip: None,
+            routed: None,
+            attempts: Vec::new(),
+            retry_slots: Vec::new(),
+            in_flight: None,
+            response_started: false,
+            close_upstream_connection: false,
+        }
+    }
+
+    /// The try in progress.
+    pub fn current_attempt(&mut self) -> Option<&mut Attempt> {
+        self.attempts.last_mut()
+    }
+
+    /// Ends the try in progress with `result`.
+    pub fn end_attempt(&mut self, result: AttemptResult) {
+        if let Some(attempt) = self.attempts.last_mut() {
+            attempt.result = result;
+            attempt.ended.get_or_insert_with(Instant::now);
+        }
+    }
+}
+
+impl Default for RequestContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,6 @@
+//! The data path: the HTTP proxy (Pingora `ProxyHttp` glue) and its retry policy.
+
+pub mod context;
+pub mod headers;
+pub mod http;
+pub mod retry;

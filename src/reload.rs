@@ -1,0 +1,91 @@
+//! Config reload triggers: SIGHUP, and (with `server.watch_config`) a change of the file's
+//! content, which also catches Kubernetes ConfigMap updates (an atomic symlink swap that
+//! leaves the path's own modification time unchanged).
+
+use crate::observe::metrics::METRICS;
+use crate::state::State;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// How often the file is read when `watch_config` is on.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Reloads the config on SIGHUP and on content change.
+pub struct Reloader {
+    state: Arc<State>,
+    path: PathBuf,
+    watch: bool,
+}
+
+impl Reloader {
+    /// A reloader of `path` into `state`.
+    pub fn new(state: Arc<State>, path: PathBuf, watch: bool) -> Self {
+        Self { state, path, watch }
+    }
+
+    fn reload(&self, trigger: &str) {
+        match self.state.reload() {
+            Ok(generation) => {
+                METRICS.config_reloads.with_label_values(&["ok"]).inc();
+                METRICS.config_generation.set(generation as i64);
+                log::info!(
+                    "config reloaded ({trigger}): {} is generation {generation}",
+                    self.path.display()
+                );
+            }
+            Err(e) => {
+                METRICS.config_reloads.with_label_values(&["error"]).inc();
+                log::error!(
+                    "config reload ({trigger}) rejected; still serving the previous config:\n{e}"
+                );
+            }
+        }
+    }
+
+    /// A fingerprint of the file's content, or `None` when it cannot be read right now.
+    fn fingerprint(&self) -> Option<u64> {
+        let content = std::fs::read(&self.path).ok()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        content.hash(&mut hasher);
+        Some(hasher.finish())
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP, reload by signal is off: {e}");
+                return;
+            }
+        };
+        self.state.set_reload_armed();
+        let mut last = self.fingerprint();
+        let mut ticker = tokio::time::interval(WATCH_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hangups.recv() => {
+                    self.reload("SIGHUP");
+                    last = self.fingerprint();
+                }
+                _ = ticker.tick(), if self.watch => {
+                    let now = self.fingerprint();
+                    if now.is_some() && now != last {
+                        last = now;
+                        self.reload("file changed");
+                    }
+                }
+            }
+        }
+    }
+}

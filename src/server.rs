@@ -1,0 +1,97 @@
+//! Assembles the Pingora server: one proxy service per HTTP listener, the admin service,
+//! and the reloader, all sharing one [`State`].
+
+use crate::admin::AdminApp;
+use crate::cli::Cli;
+use crate::config::{Config, ListenerProtocol};
+use crate::observe::{access_log, metrics::METRICS};
+use crate::proxy::http::HttpProxy;
+use crate::reload::Reloader;
+use crate::state::State;
+use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
+use pingora::connectors::ConnectorOptions;
+use pingora::proxy::ProxyServiceBuilder;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::sync::Arc;
+
+/// Upper bound on tries per request; each upstream's `retry.attempts` (≤ 10) is the real cap.
+const MAX_ATTEMPTS: usize = 10;
+
+/// Runs sluice with the validated `config` until it is told to stop.
+pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
+    access_log::start(&config.access_log).map_err(|e| e.to_string())?;
+
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        upgrade_sock: config.server.upgrade_sock.clone(),
+        pid_file: config.server.pid_file.clone(),
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        daemon: cli.daemon,
+        max_retries: MAX_ATTEMPTS,
+        ..ServerConf::default()
+    };
+    // The pool is one process-wide LRU; size it so every upstream can keep its max_idle.
+    conf.upstream_keepalive_pool_size = config
+        .upstreams
+        .iter()
+        .map(|u| u.keepalive.max_idle as usize)
+        .sum::<usize>()
+        .max(1);
+    let pool_size = conf.upstream_keepalive_pool_size;
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let server_conf = server.configuration.clone();
+
+    let listeners = config.listeners.clone();
+    let admin_listen = config.admin_listen;
+    let path = config.path.clone();
+    let watch = config.server.watch_config;
+    let state = Arc::new(State::new(&path, config));
+    METRICS.config_generation.set(1);
+
+    for listener in listeners {
+        if listener.protocol != ListenerProtocol::Http {
+            continue;
+        }
+        let app = HttpProxy::new(
+            state.clone(),
+            listener.name.clone(),
+            listener.keepalive_timeout,
+        );
+        let mut options = HttpServerOptions::default();
+        options.keepalive_request_limit = Some(listener.keepalive_max_requests);
+        let mut service = ProxyServiceBuilder::new(&server_conf, app)
+            .name(format!("listener {}", listener.name))
+            .server_options(options)
+            .client_options(ConnectorOptions::new(pool_size))
+            .build();
+        service.add_tcp(&listener.listen.to_string());
+        server.add_service(service);
+    }
+
+    let mut admin = Service::new(
+        "admin".to_string(),
+        HttpServer::new_app(AdminApp::new(state.clone())),
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&admin_listen.to_string());
+    server.add_service(admin);
+    server.add_service(background_service(
+        "config reloader",
+        Reloader::new(state, path, watch),
+    ));
+    log::info!("sluice {} starting", env!("CARGO_PKG_VERSION"));
+    server.run_forever()
+}

@@ -1,0 +1,182 @@
+//! The running configuration as one immutable snapshot, swapped atomically on reload.
+//!
+//! The request path loads the current [`Snapshot`] once per request and keeps that `Arc`
+//! to the end, so a request finishes on the snapshot it started with. Reload builds a whole
+//! new snapshot off the request path, carrying over the live state (in-flight counts, retry
+//! budgets) of upstreams and endpoints that remain, then swaps it in.
+
+use crate::config::{self, Config, ConfigErrors, Timeouts};
+use crate::observe::metrics::METRICS;
+use crate::routing::RouteTable;
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A route at run time.
+pub struct Route {
+    pub name: String,
+    /// Index into [`Snapshot::upstreams`].
+    pub upstream: usize,
+    /// The upstream's timeouts with the route's overrides applied.
+    pub timeouts: Timeouts,
+}
+
+/// Everything the request path needs, for one config generation.
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    /// Route tables by listener name.
+    pub route_tables: HashMap<String, RouteTable>,
+    pub routes: Vec<Route>,
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+impl Snapshot {
+    /// Builds the snapshot of `config`, keeping live state from `previous`.
+    fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
+        let previous_upstreams: HashMap<&str, &Upstream> = previous
+            .map(|p| p.upstreams.iter().map(|u| (u.name(), u.as_ref())).collect())
+            .unwrap_or_default();
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let previous = previous_upstreams.get(u.name.as_str()).copied();
+                Arc::new(Upstream::build(u, previous))
+            })
+            .collect();
+        let upstream_index: HashMap<&str, usize> = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.name.as_str(), i))
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                // Validation guarantees the upstream exists.
+                let upstream = *upstream_index.get(r.upstream.as_str())?;
+                Some(Route {
+                    name: r.name.clone(),
+                    upstream,
+                    timeouts: config.upstreams[upstream]
+                        .timeouts
+                        .with_overrides(&r.timeouts),
+                })
+            })
+            .collect();
+        let route_tables = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), RouteTable::build(&l.name, &config.routes)))
+            .collect();
+        Self {
+            generation,
+            config: Arc::new(config),
+            route_tables,
+            routes,
+            upstreams,
+        }
+    }
+}
+
+/// Why a reload did not take effect.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file is invalid; every problem is listed.
+    Invalid(ConfigErrors),
+    /// The file changes something only a restart or graceful upgrade can change.
+    NeedsUpgrade(String),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Invalid(errors) => write!(f, "{errors}"),
+            ReloadError::NeedsUpgrade(what) => write!(
+                f,
+                "{what}; listeners change only through a graceful upgrade (sluice -u); \
+                 the running config is kept"
+            ),
+        }
+    }
+}
+
+/// The process's current snapshot and readiness.
+pub struct State {
+    path: PathBuf,
+    current: ArcSwap<Snapshot>,
+    next_generation: AtomicU64,
+    /// Set once SIGHUP is handled: before that a SIGHUP would kill the process.
+    reload_armed: AtomicBool,
+}
+
+impl State {
+    /// Starts with the already validated `config`, read from `path`.
+    pub fn new(path: &Path, config: Config) -> Self {
+        let snapshot = Snapshot::build(config, 1, None);
+        publish_endpoint_counts(&snapshot);
+        Self {
+            path: path.to_path_buf(),
+            current: ArcSwap::from_pointee(snapshot),
+            next_generation: AtomicU64::new(2),
+            reload_armed: AtomicBool::new(false),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the config file and swaps it in; on any error the running snapshot stays.
+    pub fn reload(&self) -> Result<u64, ReloadError> {
+        let config = config::load(&self.path).map_err(ReloadError::Invalid)?;
+        let previous = self.current.load();
+        let running = &previous.config;
+        if config.listeners != running.listeners {
+            return Err(ReloadError::NeedsUpgrade("the listeners changed".into()));
+        }
+        if config.admin_listen != running.admin_listen {
+            return Err(ReloadError::NeedsUpgrade("admin.listen changed".into()));
+        }
+        if config.access_log != running.access_log
+            || config.server.threads != running.server.threads
+        {
+            log::warn!(
+                "access_log and server.threads changes take effect at the next start or upgrade"
+            );
+        }
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let snapshot = Snapshot::build(config, generation, Some(&previous));
+        publish_endpoint_counts(&snapshot);
+        self.current.store(Arc::new(snapshot));
+        Ok(generation)
+    }
+
+    /// Whether `/readyz` should answer 200: the config is loaded and reloads are handled.
+    pub fn is_ready(&self) -> bool {
+        self.reload_armed.load(Ordering::Relaxed)
+    }
+
+    /// Records that SIGHUP now triggers a reload.
+    pub fn set_reload_armed(&self) {
+        self.reload_armed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Sets `sluice_upstream_endpoints` from `snapshot` (static endpoints are all ready until
+/// health checks exist).
+fn publish_endpoint_counts(snapshot: &Snapshot) {
+    METRICS.upstream_endpoints.reset();
+    for upstream in &snapshot.upstreams {
+        METRICS
+            .upstream_endpoints
+            .with_label_values(&[upstream.name(), "ready"])
+            .set(upstream.endpoints.len() as i64);
+    }
+}

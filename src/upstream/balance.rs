@@ -1,0 +1,212 @@
+//! Endpoint selection: one trait, one small implementation per `balance` policy.
+//!
+//! Round robin, random and consistent hashing use pingora-load-balancing's selections
+//! (consistent hashing is its Ketama ring, built with `weight × hash_points` points per
+//! endpoint; it is deterministic for a given set of (address, weight), so every replica and
+//! every restart maps a key to the same endpoint). Least request is power-of-two-choices over
+//! in-flight counts divided by weight.
+
+use super::endpoint::Endpoint;
+use crate::config::BalancePolicy;
+use pingora::lb::selection::consistent::{KetamaConfig, KetamaHashing};
+use pingora::lb::selection::{BackendIter, BackendSelection, Random, RoundRobin};
+use pingora::lb::Backend;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use rand::Rng;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Chooses an endpoint for one attempt of a request.
+pub trait Balancer: Send + Sync {
+    /// Returns the index of the chosen endpoint. `key` is the request's hash key (empty unless
+    /// the policy hashes); `usable` rejects endpoints that must not be used for this attempt
+    /// (already tried, later: unhealthy). `None` when no endpoint is usable.
+    fn pick(&self, key: &[u8], usable: &dyn Fn(usize) -> bool) -> Option<usize>;
+}
+
+/// Builds the balancer of `policy` over `endpoints` (whose order gives the indexes).
+pub fn build(policy: BalancePolicy, hash_points: u32, endpoints: &[Endpoint]) -> Box<dyn Balancer> {
+    match policy {
+        BalancePolicy::RoundRobin => Box::new(PingoraSelection::<RoundRobin>::new(endpoints, &())),
+        BalancePolicy::Random => Box::new(PingoraSelection::<Random>::new(endpoints, &())),
+        BalancePolicy::ConsistentHash => Box::new(PingoraSelection::<KetamaHashing>::new(
+            endpoints,
+            &KetamaConfig {
+                point_multiple: Some(hash_points),
+            },
+        )),
+        BalancePolicy::LeastRequest => Box::new(LeastRequest {
+            endpoints: endpoints.to_vec(),
+        }),
+    }
+}
+
+/// Which endpoint a pingora [`Backend`] stands for, stored in its `ext`.
+#[derive(Clone, Copy)]
+struct EndpointIndex(usize);
+
+/// A pingora-load-balancing selection, mapped back to endpoint indexes.
+struct PingoraSelection<S> {
+    selection: Arc<S>,
+    endpoint_count: usize,
+    /// Iterator steps before giving up on the selection's own order.
+    max_steps: usize,
+}
+
+impl<S: BackendSelection> PingoraSelection<S> {
+    fn new(endpoints: &[Endpoint], config: &S::Config) -> Self {
+        let backends: BTreeSet<Backend> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, endpoint)| {
+                let mut backend = Backend {
+                    addr: PingoraAddr::Inet(endpoint.address),
+                    weight: endpoint.weight as usize,
+                    ext: Default::default(),
+                };
+                backend.ext.insert(EndpointIndex(i));
+                backend
+            })
+            .collect();
+        let total_weight: usize = endpoints.iter().map(|e| e.weight as usize).sum();
+        Self {
+            selection: Arc::new(S::build_with_config(&backends, config)),
+            endpoint_count: endpoints.len(),
+            // A Ketama walk may pass every point of the ring before it meets a usable endpoint.
+            max_steps: (total_weight * 10_000).clamp(64, 1 << 22),
+        }
+    }
+}
+
+impl<S> Balancer for PingoraSelection<S>
+where
+    S: BackendSelection + Send + Sync,
+    S::Iter: BackendIter,
+{
+    fn pick(&self, key: &[u8], usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let mut iter = self.selection.iter(key);
+        for _ in 0..self.max_steps {
+            let Some(backend) = iter.next() else { break };
+            if let Some(EndpointIndex(i)) = backend.ext.get::<EndpointIndex>().copied() {
+                if usable(i) {
+                    return Some(i);
+                }
+            }
+        }
+        (0..self.endpoint_count).find(|i| usable(*i))
+    }
+}
+
+/// Power of two choices on `in_flight / weight`.
+struct LeastRequest {
+    endpoints: Vec<Endpoint>,
+}
+
+impl LeastRequest {
+    /// `a` is less loaded than `b`, relative to their weights.
+    fn lighter(&self, a: usize, b: usize) -> bool {
+        let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+        (ea.state.in_flight() as u64) * u64::from(eb.weight)
+            <= (eb.state.in_flight() as u64) * u64::from(ea.weight)
+    }
+}
+
+impl Balancer for LeastRequest {
+    fn pick(&self, _key: &[u8], usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let mut rng = rand::thread_rng();
+        let mut draw = || (0..4).map(|_| rng.gen_range(0..n)).find(|i| usable(*i));
+        let first = draw().or_else(|| (0..n).find(|i| usable(*i)))?;
+        Some(match draw() {
+            Some(second) if second != first && self.lighter(second, first) => second,
+            _ => first,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::endpoint::EndpointState;
+    use std::collections::HashMap;
+
+    fn endpoints(weights: &[u32]) -> Vec<Endpoint> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Endpoint {
+                address: format!("10.0.0.{}:80", i + 1).parse().expect("addr"),
+                weight: *w,
+                state: Arc::new(EndpointState::default()),
+            })
+            .collect()
+    }
+
+    fn spread(balancer: &dyn Balancer, keys: usize) -> HashMap<usize, usize> {
+        let mut counts = HashMap::new();
+        for k in 0..keys {
+            let i = balancer
+                .pick(format!("key-{k}").as_bytes(), &|_| true)
+                .expect("pick");
+            *counts.entry(i).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn consistent_hash_is_stable_and_weighted() {
+        let eps = endpoints(&[1, 2, 1]);
+        let a = build(BalancePolicy::ConsistentHash, 160, &eps);
+        let b = build(BalancePolicy::ConsistentHash, 160, &eps);
+        for k in 0..1000 {
+            let key = format!("k{k}");
+            assert_eq!(
+                a.pick(key.as_bytes(), &|_| true),
+                b.pick(key.as_bytes(), &|_| true)
+            );
+        }
+        let counts = spread(a.as_ref(), 10_000);
+        let middle = counts[&1] as f64 / 10_000.0;
+        assert!((0.4..=0.6).contains(&middle), "weight-2 share {middle}");
+    }
+
+    #[test]
+    fn consistent_hash_skips_unusable_to_next_distinct_endpoint() {
+        let eps = endpoints(&[1, 1, 1, 1]);
+        let ring = build(BalancePolicy::ConsistentHash, 160, &eps);
+        for k in 0..200 {
+            let key = format!("k{k}");
+            let first = ring.pick(key.as_bytes(), &|_| true).expect("first");
+            let second = ring.pick(key.as_bytes(), &|i| i != first).expect("second");
+            assert_ne!(first, second);
+            // The fallback is stable too: the same key always falls back to the same endpoint.
+            assert_eq!(ring.pick(key.as_bytes(), &|i| i != first), Some(second));
+        }
+        assert_eq!(ring.pick(b"x", &|_| false), None);
+    }
+
+    #[test]
+    fn round_robin_and_random_honour_weights_and_exclusions() {
+        let eps = endpoints(&[1, 3]);
+        for policy in [BalancePolicy::RoundRobin, BalancePolicy::Random] {
+            let balancer = build(policy, 160, &eps);
+            let counts = spread(balancer.as_ref(), 4000);
+            let heavy = counts[&1] as f64 / 4000.0;
+            assert!((0.65..=0.85).contains(&heavy), "{policy:?}: {heavy}");
+            assert_eq!(balancer.pick(b"", &|i| i == 0), Some(0));
+        }
+    }
+
+    #[test]
+    fn least_request_prefers_idle_endpoint() {
+        let eps = endpoints(&[1, 1]);
+        let _busy: Vec<_> = (0..10).map(|_| eps[0].state.start_request()).collect();
+        let balancer = build(BalancePolicy::LeastRequest, 160, &eps);
+        let counts = spread(balancer.as_ref(), 1000);
+        assert!(counts.get(&1).copied().unwrap_or(0) > counts.get(&0).copied().unwrap_or(0));
+        assert_eq!(balancer.pick(b"", &|i| i == 0), Some(0));
+    }
+}

@@ -1,0 +1,258 @@
+//! `sluice -t -c FILE`: every error class is reported as FILE:LINE:COL with its key path,
+//! all at once, with exit code 1; a valid file exits 0. Starting with a bad file fails too.
+
+mod support;
+
+use std::process::Command;
+use support::*;
+
+/// Runs `-t` on `yaml` and returns (exit code, stdout + stderr, config path).
+fn check(yaml: &str) -> (i32, String, String) {
+    let (output, path, _dir) = check_config(yaml);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        output.status.code().unwrap_or(-1),
+        text,
+        path.display().to_string(),
+    )
+}
+
+/// Asserts the output holds `FILE:line:col: key_path: ...message...`.
+fn assert_error(text: &str, file: &str, line: usize, key_path: &str, message: &str) {
+    let prefix = format!("{file}:{line}:");
+    let found = text.lines().any(|l| {
+        l.starts_with(&prefix) && l.contains(&format!(" {key_path}: ")) && l.contains(message)
+    });
+    assert!(
+        found,
+        "expected `{prefix}COL: {key_path}: ...{message}...` in:\n{text}"
+    );
+}
+
+const VALID: &str = r#"
+listeners:
+  - name: web
+    listen: 127.0.0.1:8080
+routes:
+  - name: all
+    listener: web
+    hosts: ["shop.example.com", "*.shop.example.com"]
+    paths: [{ prefix: / }, { exact: /x }, { regex: "^/v[0-9]+/" }]
+    upstream: app
+    timeouts: { read: 30s }
+upstreams:
+  - name: app
+    endpoints: ["127.0.0.1:1", { address: "127.0.0.1:2", weight: 2 }]
+    balance: consistent_hash
+    hash_key: "$host$request_uri${http_x_user}$arg_id$cookie_s$remote_addr$scheme$request_method$uri$args"
+    keepalive: { max_idle: 16, idle_timeout: 30s, max_requests: 100 }
+    timeouts: { connect: 250ms, read: 5s, write: 5s, total: 10s }
+    retry: { attempts: 3, on: [connect_failure], methods: all, budget_percent: 50 }
+"#;
+
+#[test]
+fn valid_config_passes_with_exit_0() {
+    let (code, text, _) = check(VALID);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("configuration OK"), "{text}");
+}
+
+#[test]
+fn every_semantic_error_is_reported_at_once_with_line_and_key_path() {
+    let yaml = r#"server:
+  grace_period: soon
+admin:
+  listen: "localhost"
+listeners:
+  - name: web
+    listen: 127.0.0.1:8080
+  - name: web
+    listen: "not-an-address"
+routes:
+  - name: r1
+    listener: nowhere
+    upstream: missing
+    hosts: ["bad host!"]
+    paths: [{ regex: "([unclosed" }, { prefix: "no-slash" }, { prefix: /a, exact: /b }]
+  - name: r1
+    listener: web
+    upstream: u1
+upstreams:
+  - name: u1
+    endpoints: ["127.0.0.1:80", { address: "127.0.0.1:81", weight: 0 }, "example.com:80"]
+    balance: consistent_hash
+    hash_key: "$host$bogus_var"
+    timeouts: { connect: 1 fortnight }
+  - name: u1
+    endpoints: ["127.0.0.1:80"]
+    balance: consistent_hash
+  - name: u3
+    endpoints: ["127.0.0.1:80"]
+    hash_key: "$host"
+    retry: { attempts: 0 }
+    keepalive: { idle_timeout: "-1s" }
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    let expected = [
+        (2, "server.grace_period", "invalid duration"),
+        (4, "admin.listen", "invalid address"),
+        (8, "listeners[1].name", "duplicate listener name"),
+        (9, "listeners[1].listen", "invalid address"),
+        (12, "routes[0].listener", "undefined listener \"nowhere\""),
+        (13, "routes[0].upstream", "undefined upstream \"missing\""),
+        (14, "routes[0].hosts[0]", "invalid host"),
+        (15, "routes[0].paths[0].regex", "does not compile"),
+        (15, "routes[0].paths[1].prefix", "must start with /"),
+        (
+            15,
+            "routes[0].paths[2]",
+            "exactly one of prefix, exact or regex",
+        ),
+        (16, "routes[1].name", "duplicate route name"),
+        (21, "upstreams[0].endpoints[1].weight", "weight 0"),
+        (
+            21,
+            "upstreams[0].endpoints[2]",
+            "host names are not resolved",
+        ),
+        (23, "upstreams[0].hash_key", "unknown variable $bogus_var"),
+        (24, "upstreams[0].timeouts.connect", "invalid duration"),
+        (25, "upstreams[1].name", "duplicate upstream name"),
+        (
+            27,
+            "upstreams[1].balance",
+            "consistent_hash needs a hash_key",
+        ),
+        (
+            30,
+            "upstreams[2].hash_key",
+            "only used with balance: consistent_hash",
+        ),
+        (31, "upstreams[2].retry.attempts", "between 1 and 10"),
+        (
+            32,
+            "upstreams[2].keepalive.idle_timeout",
+            "invalid duration",
+        ),
+    ];
+    for (line, key_path, message) in expected {
+        assert_error(&text, &file, line, key_path, message);
+    }
+    assert!(
+        text.contains(&format!("{} error(s)", expected.len())),
+        "every error, and only those, is reported:\n{text}"
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_rejected_with_position() {
+    let (code, text, file) =
+        check("listeners:\n  - name: web\n    listen: 127.0.0.1:8080\n    lisen: oops\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.starts_with(&format!("{file}:4:")), "{text}");
+    assert!(text.contains("unknown field `lisen`"), "{text}");
+
+    let (code, text, file) =
+        check("upstreams:\n  - name: u\n    endpoints: [\"127.0.0.1:1\"]\n    balance: fastest\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.starts_with(&format!("{file}:4:")), "{text}");
+    assert!(text.contains("unknown variant `fastest`"), "{text}");
+}
+
+#[test]
+fn sections_of_later_features_parse_but_are_refused_by_name() {
+    let yaml = r#"
+kubernetes: { api_server: "https://10.0.0.1:6443" }
+listeners:
+  - { name: web, listen: 127.0.0.1:8080, tls: { certificates: [{ cert: a.crt, key: a.key }] } }
+  - { name: sql, listen: 127.0.0.1:10000, protocol: tcp }
+routes:
+  - { name: r, listener: web, upstream: u, rate_limit: { requests_per_second: 5, by: "header:x-user" } }
+upstreams:
+  - name: u
+    kubernetes: { namespace: web, service: app, port: http }
+    health: { active: { http_path: /healthz, interval: 2s } }
+    slow_start: 30s
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    assert_error(
+        &text,
+        &file,
+        2,
+        "kubernetes",
+        "Kubernetes discovery is not implemented yet (issue #4)",
+    );
+    assert_error(
+        &text,
+        &file,
+        4,
+        "listeners[0].tls",
+        "TLS termination is not implemented yet (issue #6)",
+    );
+    assert_error(&text, &file, 5, "listeners[1].protocol", "(issue #5)");
+    assert_error(
+        &text,
+        &file,
+        7,
+        "routes[0].rate_limit",
+        "rate limiting is not implemented yet (issue #6)",
+    );
+    assert_error(&text, &file, 10, "upstreams[0].kubernetes", "(issue #4)");
+    assert_error(
+        &text,
+        &file,
+        11,
+        "upstreams[0].health",
+        "health checks is not implemented yet (issue #3)",
+    );
+    assert_error(&text, &file, 12, "upstreams[0].slow_start", "(issue #3)");
+
+    let (code, text, file) = check(
+        "upstreams:\n  - name: u\n    endpoints: [\"127.0.0.1:1\"]\n    health: { active: { expect_status: \"600-100\" } }\n",
+    );
+    assert_eq!(code, 1);
+    assert_error(
+        &text,
+        &file,
+        4,
+        "upstreams[0].health.active.expect_status",
+        "invalid status range",
+    );
+}
+
+#[test]
+fn starting_with_a_bad_config_fails_without_serving() {
+    let dir = ScratchDir::new();
+    let path = dir.write(
+        "bad.yaml",
+        "listeners:\n  - { name: web, listen: nowhere }\n",
+    );
+    let output = Command::new(sluice_binary())
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run sluice");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:", path.display()))
+            && stderr.contains("listeners[0].listen"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let output = Command::new(sluice_binary())
+        .args(["-t", "-c", "/nonexistent/sluice.yaml"])
+        .output()
+        .expect("run sluice");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config file"));
+}

@@ -1,0 +1,630 @@
+//! Test support: real backend servers, a small HTTP/1.1 client, and a harness that runs the
+//! real `sluice` binary with a generated config, all over 127.0.0.1.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a readiness poll may take before the test fails.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// An address where nothing listens: connections are refused.
+pub fn refused_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Polls `condition` every 20 ms until it holds, failing the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------
+
+/// What a test backend does with each request.
+#[derive(Clone, Copy, Debug)]
+pub enum Behavior {
+    /// Answer 200 with a JSON body describing the request.
+    Echo,
+    /// Read the whole request, then close the connection without answering.
+    CloseAfterRequest,
+    /// Wait this long, then answer like `Echo`.
+    Delay(Duration),
+}
+
+/// A request as a backend saw it.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    pub method: String,
+    pub target: String,
+    /// Header names lower-cased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// Which accepted connection (1-based) carried it.
+    pub connection: usize,
+}
+
+impl SeenRequest {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1 that records what it sees.
+pub struct Backend {
+    pub name: String,
+    pub address: SocketAddr,
+    accepts: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<SeenRequest>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Backend {
+    /// Starts a backend named `name`.
+    pub fn start(name: &str, behavior: Behavior) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let address = listener.local_addr().expect("backend address");
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, r, s, n) = (
+            accepts.clone(),
+            requests.clone(),
+            stop.clone(),
+            name.to_string(),
+        );
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let connection = a.fetch_add(1, Ordering::SeqCst) + 1;
+                let (r, n) = (r.clone(), n.clone());
+                thread::spawn(move || serve_connection(stream, connection, behavior, &n, &r));
+            }
+        });
+        Self {
+            name: name.to_string(),
+            address,
+            accepts,
+            requests,
+            stop,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+
+    /// Requests seen so far.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.requests.lock().expect("requests lock").clone()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees `stop`.
+        let _ = TcpStream::connect(self.address);
+    }
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    connection: usize,
+    behavior: Behavior,
+    name: &str,
+    requests: &Mutex<Vec<SeenRequest>>,
+) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let Some((request, _body)) = read_request(&mut reader, connection) else {
+            return;
+        };
+        requests
+            .lock()
+            .expect("requests lock")
+            .push(request.clone());
+        let delay = match behavior {
+            Behavior::CloseAfterRequest => {
+                let _ = reader.get_ref().shutdown(Shutdown::Both);
+                return;
+            }
+            Behavior::Delay(d) => d,
+            Behavior::Echo => Duration::ZERO,
+        };
+        thread::sleep(delay);
+        let headers: serde_json::Map<String, serde_json::Value> = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let body = serde_json::json!({
+            "backend": name,
+            "method": request.method,
+            "target": request.target,
+            "connection": connection,
+            "headers": headers,
+        })
+        .to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-backend: {name}\r\n\
+             x-connection: {connection}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if reader.get_mut().write_all(response.as_bytes()).is_err() {
+            return;
+        }
+        let close = request
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if close {
+            return;
+        }
+    }
+}
+
+/// Reads one request (header and content-length body); `None` at EOF or on garbage.
+fn read_request(
+    reader: &mut BufReader<TcpStream>,
+    connection: usize,
+) -> Option<(SeenRequest, Vec<u8>)> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((
+        SeenRequest {
+            method,
+            target,
+            headers,
+            connection,
+        },
+        body,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Client
+// ---------------------------------------------------------------------------------------
+
+/// A response as the client received it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Which test backend answered (its `x-backend` header).
+    pub fn backend(&self) -> &str {
+        self.header("x-backend").unwrap_or("")
+    }
+}
+
+/// An HTTP/1.1 keepalive client connection.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    /// Connects to `address`.
+    pub fn connect(address: SocketAddr) -> Self {
+        let stream = TcpStream::connect(address).expect("connect to sluice");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("set read timeout");
+        Self {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// The local address of this connection (to tell connections apart).
+    pub fn local_address(&self) -> SocketAddr {
+        self.reader.get_ref().local_addr().expect("local address")
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.reader
+            .get_mut()
+            .write_all(bytes)
+            .expect("send request");
+    }
+
+    /// Sends a request and reads its response; `None` if the connection was closed.
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Option<Response> {
+        let mut request = format!("{method} {target} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            request.push_str("host: test.local\r\n");
+        }
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            request.push_str(&format!("content-length: {}\r\n", body.len()));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body);
+        self.reader.get_mut().write_all(&bytes).ok()?;
+        self.read_response()
+    }
+
+    /// Like [`Self::try_request`], failing the test if the connection was closed.
+    pub fn request(&mut self, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
+        self.try_request(method, target, headers, b"")
+            .unwrap_or_else(|| panic!("connection closed before a response to {method} {target}"))
+    }
+
+    /// `GET target` with a `Host` header.
+    pub fn get(&mut self, host: &str, target: &str) -> Response {
+        self.request("GET", target, &[("host", host)])
+    }
+
+    /// Reads one response; `None` at EOF.
+    pub fn read_response(&mut self) -> Option<Response> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
+        let mut headers = HashMap::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).ok()?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (k, v) = line.split_once(':')?;
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+        let mut body = Vec::new();
+        if headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let mut size = String::new();
+                self.reader.read_line(&mut size).ok()?;
+                let size = usize::from_str_radix(size.trim(), 16).ok()?;
+                let mut chunk = vec![0; size + 2];
+                self.reader.read_exact(&mut chunk).ok()?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(length) = headers.get("content-length") {
+            body = vec![0; length.parse().ok()?];
+            self.reader.read_exact(&mut body).ok()?;
+        }
+        Some(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Whether the server has closed this connection (reads EOF without blocking long).
+    pub fn is_closed_by_peer(&mut self) -> bool {
+        let stream = self.reader.get_ref();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("set read timeout");
+        let mut byte = [0u8; 1];
+        let closed = matches!(stream.peek(&mut byte), Ok(0));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("set read timeout");
+        closed
+    }
+}
+
+/// One `GET` on a fresh connection.
+pub fn get(address: SocketAddr, target: &str) -> Response {
+    Client::connect(address).get("test.local", target)
+}
+
+// ---------------------------------------------------------------------------------------
+// sluice
+// ---------------------------------------------------------------------------------------
+
+/// The path of the sluice binary cargo built for these tests.
+pub fn sluice_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+/// A scratch directory for one test, removed on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    /// Creates a fresh directory.
+    pub fn new() -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "sluice-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create scratch dir");
+        Self(path)
+    }
+
+    /// Writes `content` to `name` in the directory and returns its path.
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).expect("write scratch file");
+        path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `sluice -t -c` on `yaml` and returns the process output.
+pub fn check_config(yaml: &str) -> (Output, PathBuf, ScratchDir) {
+    let dir = ScratchDir::new();
+    let path = dir.write("sluice.yaml", yaml);
+    let output = Command::new(sluice_binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run sluice -t");
+    (output, path, dir)
+}
+
+/// A running sluice process, killed on drop.
+pub struct Sluice {
+    child: Child,
+    pub dir: ScratchDir,
+    pub config_path: PathBuf,
+    pub admin: SocketAddr,
+    header: String,
+}
+
+impl Sluice {
+    /// Starts sluice with `body` (listeners, routes, upstreams) under a generated
+    /// `server`/`admin`/`access_log` header, and waits until `/readyz` answers 200.
+    pub fn start(body: &str) -> Self {
+        Self::start_with_server(body, "watch_config: false")
+    }
+
+    /// Like [`Self::start`], with extra `server:` settings (one flow-mapping entry list).
+    pub fn start_with_server(body: &str, server_settings: &str) -> Self {
+        let dir = ScratchDir::new();
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let header = format!(
+            "server: {{ threads: 2, grace_period: 1s, upgrade_sock: {up}, pid_file: {pid}, {server_settings} }}\n\
+             admin: {{ listen: \"{admin}\" }}\n\
+             access_log: {{ path: {log} }}\n",
+            up = dir.0.join("upgrade.sock").display(),
+            pid = dir.0.join("sluice.pid").display(),
+            log = dir.0.join("access.log").display(),
+        );
+        let config_path = dir.write("sluice.yaml", &format!("{header}{body}"));
+        let child = Command::new(sluice_binary())
+            .arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("stderr.log")).expect("stderr file"))
+            .spawn()
+            .expect("spawn sluice");
+        let mut sluice = Self {
+            child,
+            dir,
+            config_path,
+            admin,
+            header,
+        };
+        sluice.wait_ready();
+        sluice
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("sluice exited early ({status}):\n{}", self.stderr());
+            }
+            if self.admin_get("/readyz").is_some_and(|r| r.status == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice not ready:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What sluice wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// `GET path` on the admin listener; `None` if it does not answer.
+    pub fn admin_get(&self, path: &str) -> Option<Response> {
+        let stream = TcpStream::connect_timeout(&self.admin, Duration::from_millis(500)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut client = Client {
+            reader: BufReader::new(stream),
+        };
+        client.try_request("GET", path, &[("host", "admin")], b"")
+    }
+
+    /// The running config generation, from `/config`.
+    pub fn generation(&self) -> u64 {
+        self.admin_get("/config")
+            .map(|r| r.json()["generation"].as_u64().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// The value of a metric line starting with `series` (e.g. `sluice_x{a="b"}`), or 0.
+    pub fn metric(&self, series: &str) -> f64 {
+        let Some(response) = self.admin_get("/metrics") else {
+            return 0.0;
+        };
+        String::from_utf8_lossy(&response.body)
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == series).then(|| value.parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Replaces the config body (keeping the generated header) without signalling.
+    pub fn write_config(&self, body: &str) {
+        // Write then rename, as a ConfigMap update would, so sluice never reads half a file.
+        let temp = self.dir.0.join("sluice.yaml.new");
+        std::fs::write(&temp, format!("{}{body}", self.header)).expect("write config");
+        std::fs::rename(&temp, &self.config_path).expect("replace config");
+    }
+
+    /// Writes raw text as the whole config file.
+    pub fn write_raw_config(&self, text: &str) {
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+
+    /// Sends SIGHUP.
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
+    /// Writes `body`, sends SIGHUP and waits until the generation advances.
+    pub fn reload(&self, body: &str) {
+        let before = self.generation();
+        self.write_config(body);
+        self.sighup();
+        wait_until("the reload to take effect", READY_TIMEOUT, || {
+            self.generation() > before
+        });
+    }
+
+    /// Access-log records written so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.0.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("access log line is JSON"))
+            .collect()
+    }
+
+    /// Waits until the access log holds at least `n` records and returns them.
+    pub fn wait_access_log(&self, n: usize) -> Vec<serde_json::Value> {
+        let mut records = Vec::new();
+        wait_until("access log records", READY_TIMEOUT, || {
+            records = self.access_log();
+            records.len() >= n
+        });
+        records
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `127.0.0.1:PORT` for a fresh port, as a listener address.
+pub fn listen_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}

@@ -208,7 +208,7 @@ impl ProxyHttp for HttpProxy {
             .with_label_values(&[upstream.name(), if reused { "true" } else { "false" }])
             .inc();
         let uses = CONNECTION_USES.record(fd, reused);
-        ctx.close_upstream_connection = uses >= upstream.config.keepalive.max_requests;
+        ctx.close_upstream_connection = upstream.must_close_connection(uses);
         if let Some(attempt) = ctx.current_attempt() {
             attempt.reused = reused;
             attempt.connect_time = Some(attempt.started.elapsed());

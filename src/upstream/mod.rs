@@ -14,7 +14,6 @@ use hash_key::RequestFacts;
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// An upstream of one config snapshot.
 pub struct Upstream {
@@ -79,6 +78,13 @@ impl Upstream {
         })
     }
 
+    /// Whether a connection that has carried `uses` requests (this one included) must be
+    /// closed after this request rather than pooled.
+    pub fn must_close_connection(&self, uses: u32) -> bool {
+        let keepalive = &self.config.keepalive;
+        keepalive.max_idle == 0 || uses >= keepalive.max_requests
+    }
+
     /// The peer to connect to `endpoint` with `timeouts`.
     pub fn peer(&self, endpoint: usize, timeouts: &Timeouts) -> HttpPeer {
         let address = self.endpoints[endpoint].address;
@@ -87,12 +93,7 @@ impl Upstream {
         options.connection_timeout = Some(timeouts.connect);
         options.read_timeout = Some(timeouts.read);
         options.write_timeout = Some(timeouts.write);
-        // Some(0) disables pooling for this upstream.
-        options.idle_timeout = Some(if self.config.keepalive.max_idle == 0 {
-            Duration::ZERO
-        } else {
-            self.config.keepalive.idle_timeout
-        });
+        options.idle_timeout = Some(self.config.keepalive.idle_timeout);
         match self.config.protocol {
             UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => {}
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => options.set_http_version(2, 2),

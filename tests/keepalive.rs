@@ -1,0 +1,98 @@
+//! Upstream connection pooling: reuse under load, and `keepalive.max_requests`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::thread;
+use support::*;
+
+fn config(web: SocketAddr, backend: &Backend, keepalive: &str) -> String {
+    format!(
+        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes: [{{ name: all, listener: web, upstream: app }}]\n\
+         upstreams: [{{ name: app, endpoints: [\"{}\"], keepalive: {keepalive} }}]\n",
+        backend.address
+    )
+}
+
+#[test]
+fn concurrent_load_reuses_a_few_upstream_connections() {
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let sluice = Sluice::start(&config(
+        web,
+        &backend,
+        "{ max_idle: 32, idle_timeout: 60s }",
+    ));
+    const CLIENTS: usize = 10;
+    const PER_CLIENT: usize = 200;
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            thread::spawn(move || {
+                let mut client = Client::connect(web);
+                for i in 0..PER_CLIENT {
+                    let r = client.get("pool.test", &format!("/c{c}/{i}"));
+                    assert_eq!(r.status, 200);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client thread");
+    }
+    let total = CLIENTS * PER_CLIENT;
+    let accepts = backend.accepts();
+    assert_eq!(backend.requests().len(), total);
+    let reuse = 1.0 - accepts as f64 / total as f64;
+    println!("keepalive: {total} requests at concurrency {CLIENTS} opened {accepts} upstream connections (reuse ratio {reuse:.4})");
+    assert!(
+        accepts <= 2 * CLIENTS,
+        "{accepts} upstream connections for concurrency {CLIENTS}"
+    );
+    let reused =
+        sluice.metric("sluice_upstream_connections_total{reused=\"true\",upstream=\"app\"}");
+    assert_eq!(reused as usize, total - accepts);
+}
+
+#[test]
+fn max_requests_closes_upstream_connections_after_n_uses() {
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let _sluice = Sluice::start(&config(web, &backend, "{ max_requests: 5 }"));
+    let mut client = Client::connect(web);
+    for i in 0..50 {
+        assert_eq!(client.get("pool.test", &format!("/{i}")).status, 200);
+    }
+    let mut per_connection: HashMap<usize, usize> = HashMap::new();
+    for request in backend.requests() {
+        *per_connection.entry(request.connection).or_default() += 1;
+    }
+    assert!(
+        per_connection.values().all(|n| *n <= 5),
+        "a connection carried more than 5 requests: {per_connection:?}"
+    );
+    assert!(
+        backend.accepts() >= 10,
+        "50 requests need at least 10 connections"
+    );
+    // The fifth request on each connection asked the backend to close it.
+    let closes = backend
+        .requests()
+        .iter()
+        .filter(|r| r.header("connection") == Some("close"))
+        .count();
+    assert!(closes >= 9, "{closes} requests carried Connection: close");
+}
+
+#[test]
+fn max_idle_zero_disables_pooling() {
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let _sluice = Sluice::start(&config(web, &backend, "{ max_idle: 0 }"));
+    let mut client = Client::connect(web);
+    for i in 0..10 {
+        assert_eq!(client.get("pool.test", &format!("/{i}")).status, 200);
+    }
+    assert_eq!(backend.accepts(), 10);
+}

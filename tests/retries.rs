@@ -1,0 +1,190 @@
+//! Bounded, safe retries: connect failures go to another endpoint, non-idempotent requests
+//! are never replayed after they reached a backend, and the number of tries is capped.
+
+mod support;
+
+use std::net::SocketAddr;
+use support::*;
+
+fn config(web: SocketAddr, endpoints: &[String], upstream_extra: &str) -> String {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes: [{{ name: all, listener: web, upstream: app }}]\n\
+         upstreams: [{{ name: app, endpoints: [{}]{upstream_extra} }}]\n",
+        list.join(", ")
+    )
+}
+
+#[test]
+fn refused_endpoint_is_retried_on_another_endpoint() {
+    let good = Backend::start("good", Behavior::Echo);
+    let refused = refused_address();
+    let web = listen_address();
+    let sluice = Sluice::start(&config(
+        web,
+        &[refused.to_string(), good.address.to_string()],
+        ", balance: round_robin, retry: { attempts: 2 }",
+    ));
+    let mut client = Client::connect(web);
+    const REQUESTS: usize = 10;
+    for i in 0..REQUESTS {
+        let response = client.get("retry.test", &format!("/{i}"));
+        assert_eq!(response.status, 200, "request {i}");
+        assert_eq!(response.backend(), "good");
+    }
+    let log = sluice.wait_access_log(REQUESTS);
+    let retried: Vec<_> = log
+        .iter()
+        .filter(|r| r["attempts"].as_array().is_some_and(|a| a.len() == 2))
+        .collect();
+    assert!(
+        !retried.is_empty(),
+        "round robin sent some requests to the refused endpoint first"
+    );
+    for record in &retried {
+        let attempts = &record["attempts"];
+        assert_eq!(attempts[0]["endpoint"], refused.to_string());
+        assert_eq!(attempts[0]["result"], "connect_refused");
+        assert_eq!(attempts[1]["endpoint"], good.address.to_string());
+        assert_eq!(attempts[1]["result"], "ok");
+        assert_eq!(record["status"], 200);
+    }
+    // The backend sees which try it is serving.
+    let second_tries = good
+        .requests()
+        .iter()
+        .filter(|r| r.header("x-sluice-attempt") == Some("2"))
+        .count();
+    assert_eq!(second_tries, retried.len());
+    assert_eq!(
+        sluice.metric("sluice_upstream_retries_total{upstream=\"app\"}") as usize,
+        retried.len()
+    );
+}
+
+#[test]
+fn post_is_not_replayed_after_a_reset_but_get_is() {
+    let closer_a = Backend::start("closer-a", Behavior::CloseAfterRequest);
+    let closer_b = Backend::start("closer-b", Behavior::CloseAfterRequest);
+    let web = listen_address();
+    let sluice = Sluice::start(&config(
+        web,
+        &[closer_a.address.to_string(), closer_b.address.to_string()],
+        ", retry: { attempts: 3 }",
+    ));
+    let mut client = Client::connect(web);
+    let response = client
+        .try_request(
+            "POST",
+            "/orders",
+            &[("host", "retry.test")],
+            b"{\"buy\": 1}",
+        )
+        .expect("a response");
+    assert_eq!(response.status, 502);
+    let seen = closer_a.requests().len() + closer_b.requests().len();
+    assert_eq!(seen, 1, "the POST reached a backend exactly once");
+    let log = sluice.wait_access_log(1);
+    assert_eq!(log[0]["attempts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(log[0]["attempts"][0]["result"], "reset");
+    assert_eq!(log[0]["status"], 502);
+
+    // An idempotent request broken before any response is retried, on another endpoint.
+    let response = Client::connect(web).get("retry.test", "/idempotent");
+    assert_eq!(response.status, 502);
+    let log = sluice.wait_access_log(2);
+    let attempts = log[1]["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 3, "GET tried `attempts` times: {}", log[1]);
+    assert_ne!(attempts[0]["endpoint"], attempts[1]["endpoint"]);
+}
+
+#[test]
+fn reset_get_succeeds_on_the_next_endpoint() {
+    let closer = Backend::start("closer", Behavior::CloseAfterRequest);
+    let good = Backend::start("good", Behavior::Echo);
+    let web = listen_address();
+    let _sluice = Sluice::start(&config(
+        web,
+        &[closer.address.to_string(), good.address.to_string()],
+        ", retry: { attempts: 2 }",
+    ));
+    let mut client = Client::connect(web);
+    for i in 0..6 {
+        assert_eq!(client.get("retry.test", &format!("/{i}")).status, 200);
+    }
+    assert!(
+        !closer.requests().is_empty(),
+        "round robin reached the closing endpoint"
+    );
+}
+
+#[test]
+fn all_endpoints_refusing_gives_502_after_exactly_attempts_tries() {
+    let refused: Vec<String> = (0..4).map(|_| refused_address().to_string()).collect();
+    let web = listen_address();
+    let sluice = Sluice::start(&config(web, &refused, ", retry: { attempts: 3 }"));
+    let response = Client::connect(web).get("retry.test", "/");
+    assert_eq!(response.status, 502);
+    assert_eq!(response.json()["error"], "bad gateway");
+    let log = sluice.wait_access_log(1);
+    let attempts = log[0]["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 3, "{}", log[0]);
+    let distinct: std::collections::HashSet<_> =
+        attempts.iter().map(|a| a["endpoint"].to_string()).collect();
+    assert_eq!(distinct.len(), 3, "each try went to a different endpoint");
+    assert!(attempts.iter().all(|a| a["result"] == "connect_refused"));
+}
+
+#[test]
+fn read_timeout_gives_504_without_retry() {
+    let slow = Backend::start("slow", Behavior::Delay(std::time::Duration::from_secs(3)));
+    let other = Backend::start("other", Behavior::Delay(std::time::Duration::from_secs(3)));
+    let web = listen_address();
+    let sluice = Sluice::start(&config(
+        web,
+        &[slow.address.to_string(), other.address.to_string()],
+        ", timeouts: { read: 300ms }",
+    ));
+    let response = Client::connect(web).get("retry.test", "/slow");
+    assert_eq!(response.status, 504);
+    let log = sluice.wait_access_log(1);
+    assert_eq!(log[0]["status"], 504);
+    assert_eq!(log[0]["attempts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(log[0]["attempts"][0]["result"], "timeout");
+    assert_eq!(slow.requests().len() + other.requests().len(), 1);
+}
+
+#[test]
+fn route_timeout_overrides_the_upstream() {
+    let slow = Backend::start(
+        "slow",
+        Behavior::Delay(std::time::Duration::from_millis(600)),
+    );
+    let web = listen_address();
+    let _sluice = Sluice::start(&format!(
+        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes:\n\
+         \x20 - {{ name: patient, listener: web, paths: [{{ prefix: /patient }}], upstream: app, timeouts: {{ read: 5s }} }}\n\
+         \x20 - {{ name: hasty, listener: web, paths: [{{ prefix: / }}], upstream: app }}\n\
+         upstreams: [{{ name: app, endpoints: [\"{}\"], timeouts: {{ read: 200ms }} }}]\n",
+        slow.address
+    ));
+    assert_eq!(Client::connect(web).get("t", "/hasty").status, 504);
+    assert_eq!(Client::connect(web).get("t", "/patient").status, 200);
+}
+
+#[test]
+fn total_timeout_bounds_the_request() {
+    let slow = Backend::start("slow", Behavior::Delay(std::time::Duration::from_secs(3)));
+    let web = listen_address();
+    let _sluice = Sluice::start(&config(
+        web,
+        &[slow.address.to_string()],
+        ", timeouts: { read: 10s, total: 300ms }",
+    ));
+    // The backend would answer 200 after 3 s, within the 10 s read timeout: only the
+    // 300 ms total deadline can produce this 504.
+    let response = Client::connect(web).get("retry.test", "/");
+    assert_eq!(response.status, 504);
+}

@@ -188,3 +188,48 @@ fn total_timeout_bounds_the_request() {
     let response = Client::connect(web).get("retry.test", "/");
     assert_eq!(response.status, 504);
 }
+
+#[test]
+fn retry_budget_caps_retries_in_flight() {
+    // Every request that starts on the refused endpoint needs a retry, and each retry then
+    // holds its budget slot for a second on the slow endpoint. With budget_percent 0 only the
+    // minimum of 3 retries may be in flight at once.
+    let slow = Backend::start("slow", Behavior::Delay(std::time::Duration::from_secs(1)));
+    let refused = refused_address();
+    let web = listen_address();
+    let sluice = Sluice::start(&config(
+        web,
+        &[refused.to_string(), slow.address.to_string()],
+        ", balance: round_robin, retry: { attempts: 2, budget_percent: 0 }",
+    ));
+    const CLIENTS: usize = 20;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::connect(web);
+                barrier.wait();
+                client.get("budget.test", &format!("/{i}")).status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = workers
+        .into_iter()
+        .map(|w| w.join().expect("client thread"))
+        .collect();
+    let rejected = statuses.iter().filter(|s| **s == 502).count();
+    let retries = sluice.metric("sluice_upstream_retries_total{upstream=\"app\"}");
+    assert!(retries <= 3.0, "{retries} retries in flight at once");
+    assert!(
+        rejected >= 1,
+        "requests beyond the budget fail instead of retrying: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count() + rejected,
+        CLIENTS
+    );
+    assert!(sluice
+        .stderr()
+        .contains("retry budget of upstream app exhausted"));
+}

@@ -142,12 +142,13 @@ impl ProxyHttp for HttpProxy {
             timeouts.read = timeouts.read.min(left);
             timeouts.write = timeouts.write.min(left);
         }
-        let tried: Vec<usize> = ctx.attempts.iter().map(|a| a.endpoint).collect();
         let facts = RequestFacts {
             header: session.req_header(),
             client_ip: ctx.client_ip,
             scheme: SCHEME,
         };
+        let attempts = &ctx.attempts;
+        let tried = |i: usize| attempts.iter().any(|a| a.endpoint == i);
         let endpoint = upstream.pick(&facts, &tried).ok_or_else(|| {
             Error::explain(
                 ErrorType::HTTPStatus(503),

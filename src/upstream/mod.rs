@@ -62,9 +62,10 @@ impl Upstream {
         &self.config.name
     }
 
-    /// Chooses an endpoint for a request, avoiding those in `tried` while another exists.
-    pub fn pick(&self, facts: &RequestFacts, tried: &[usize]) -> Option<usize> {
-        let usable = |i: usize| !tried.contains(&i);
+    /// Chooses an endpoint for a request, avoiding those `tried` says were tried while
+    /// another exists.
+    pub fn pick(&self, facts: &RequestFacts, tried: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let usable = |i: usize| !tried(i);
         let fresh = match &self.config.hash_key {
             Some(key) => key.with_key(facts, |key| self.balancer.pick(key, &usable)),
             None => self.balancer.pick(&[], &usable),

@@ -3,9 +3,9 @@
 //! calls them at the right hook.
 
 use super::context::{Attempt, AttemptResult, RequestContext, Routed};
-use super::headers;
+use super::report::{self, Exchange};
 use super::retry::{self, AttemptFacts, Failure};
-use crate::observe::access_log::{self, AttemptRecord, Record};
+use super::{errors, headers};
 use crate::observe::metrics::METRICS;
 use crate::state::State;
 use crate::upstream::connection_uses::ConnectionUses;
@@ -17,7 +17,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorType, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,21 +45,12 @@ impl HttpProxy {
     }
 }
 
-/// Writes a small JSON response; the downstream connection stays reusable.
-async fn respond_json(session: &mut Session, status: u16, body: String) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
+/// A response header for a JSON body of `length` bytes.
+fn json_header(status: u16, length: usize) -> Result<Box<ResponseHeader>> {
+    let mut header = ResponseHeader::build(status, Some(2))?;
     header.insert_header("content-type", "application/json")?;
-    header.insert_header("content-length", body.len().to_string())?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await
-}
-
-fn error_body(status: u16, error: &str, request_id: &str) -> String {
-    serde_json::json!({ "status": status, "error": error, "request_id": request_id }).to_string()
+    header.insert_header("content-length", length.to_string())?;
+    Ok(Box::new(header))
 }
 
 /// Classifies a connect error for logs and metrics.
@@ -69,13 +60,6 @@ fn connect_result(e: &Error) -> AttemptResult {
         ErrorType::ConnectTimedout => AttemptResult::ConnectTimeout,
         _ => AttemptResult::ConnectError,
     }
-}
-
-fn is_timeout(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout
-    )
 }
 
 #[async_trait]
@@ -103,7 +87,12 @@ impl ProxyHttp for HttpProxy {
             .get(&self.listener)
             .and_then(|table| table.find_for(session.req_header()));
         let Some(route) = route else {
-            respond_json(session, 404, error_body(404, "no route", &ctx.request_id)).await?;
+            let body = Bytes::from(errors::json_body(404, &ctx.request_id));
+            // A 404 keeps the client connection open.
+            session
+                .write_response_header(json_header(404, body.len())?, false)
+                .await?;
+            session.write_response_body(Some(body), true).await?;
             return Ok(true);
         };
         let runtime_route = &snapshot.routes[route];
@@ -256,7 +245,7 @@ impl ProxyHttp for HttpProxy {
         let mut e = e.more_context(format!("peer: {peer}"));
         let (failure, result) = if ctx.response_started {
             (Failure::AfterResponseStarted, AttemptResult::Error)
-        } else if is_timeout(&e) {
+        } else if errors::is_timeout(&e) {
             // A timeout means the upstream may be working on the request: not retried.
             (Failure::AfterResponseStarted, AttemptResult::Timeout)
         } else {
@@ -274,34 +263,15 @@ impl ProxyHttp for HttpProxy {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            _ if is_timeout(e) && e.esource() == &ErrorSource::Upstream => 504,
-            _ => match e.esource() {
-                ErrorSource::Upstream => 502,
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                ErrorSource::Internal | ErrorSource::Unset => 500,
-            },
-        };
-        if code > 0 && session.response_written().is_none() {
-            let reason = match code {
-                502 => "bad gateway",
-                503 => "no endpoint available",
-                504 => "upstream timed out",
-                400 => "bad request",
-                _ => "error",
-            };
-            let body = Bytes::from(error_body(code, reason, &ctx.request_id));
-            let written = match ResponseHeader::build(code, Some(2)) {
-                Ok(mut header) => {
-                    let _ = header.insert_header("content-type", "application/json");
-                    let _ = header.insert_header("content-length", body.len().to_string());
+        let status = errors::status_for(e);
+        if status > 0 && session.response_written().is_none() {
+            let body = Bytes::from(errors::json_body(status, &ctx.request_id));
+            let written = match json_header(status, body.len()) {
+                Ok(header) => {
+                    // Closes the client connection after the answer, as Pingora does on errors.
                     session
                         .as_downstream_mut()
-                        .write_error_response(header, body)
+                        .write_error_response(*header, body)
                         .await
                 }
                 Err(e) => Err(e),
@@ -311,7 +281,7 @@ impl ProxyHttp for HttpProxy {
             }
         }
         FailToProxy {
-            error_code: code,
+            error_code: status,
             can_reuse_downstream: false,
         }
     }
@@ -320,66 +290,14 @@ impl ProxyHttp for HttpProxy {
         if e.is_none() {
             ctx.end_attempt(AttemptResult::Ok);
         }
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        let route = ctx
-            .routed
-            .as_ref()
-            .map(|r| r.snapshot.routes[r.route].name.as_str());
-        let upstream = ctx.routed.as_ref().map(|r| r.upstream().name());
-        let route_label = route.unwrap_or("none");
-        let duration = ctx.started.elapsed();
-        METRICS
-            .http_requests
-            .with_label_values(&[route_label, status_label(status)])
-            .inc();
-        METRICS
-            .http_request_duration
-            .with_label_values(&[route_label])
-            .observe(duration.as_secs_f64());
-        if let Some(upstream) = upstream {
-            for attempt in &ctx.attempts {
-                METRICS
-                    .upstream_attempts
-                    .with_label_values(&[upstream, attempt.result.as_str()])
-                    .inc();
-            }
-        }
-
-        let header = session.req_header();
-        let now = Instant::now();
-        let attempts = ctx
-            .attempts
-            .iter()
-            .map(|a| AttemptRecord {
-                endpoint: a.address.to_string(),
-                result: a.result.as_str(),
-                status: a.status,
-                connect_ms: a.connect_time.map(millis),
-                duration_ms: millis(a.ended.unwrap_or(now) - a.started),
-                reused: a.reused,
-            })
-            .collect();
-        let record = Record {
-            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            request_id: &ctx.request_id,
+        let exchange = Exchange {
             listener: &self.listener,
-            route,
-            client: ctx.client_ip.map(|ip| ip.to_string()),
-            method: header.method.as_str(),
-            host: crate::routing::request_host(header),
-            uri: std::str::from_utf8(header.raw_path()).unwrap_or("<non-utf8>"),
-            proto: version_label(header.version),
-            status,
+            request: session.req_header(),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),
-            duration_ms: millis(duration),
-            upstream,
-            attempts,
         };
-        access_log::write(&record);
+        report::report(ctx, &exchange);
     }
 }
 
@@ -415,28 +333,5 @@ impl HttpProxy {
                 false
             }
         }
-    }
-}
-
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
-}
-
-/// The status code as a metric label, without allocating per request.
-fn status_label(status: u16) -> &'static str {
-    static LABELS: Lazy<Vec<String>> = Lazy::new(|| (0..600).map(|c| c.to_string()).collect());
-    LABELS
-        .get(usize::from(status))
-        .map_or("other", String::as_str)
-}
-
-fn version_label(version: pingora::http::Version) -> &'static str {
-    match version {
-        pingora::http::Version::HTTP_09 => "HTTP/0.9",
-        pingora::http::Version::HTTP_10 => "HTTP/1.0",
-        pingora::http::Version::HTTP_11 => "HTTP/1.1",
-        pingora::http::Version::HTTP_2 => "HTTP/2",
-        pingora::http::Version::HTTP_3 => "HTTP/3",
-        _ => "unknown",
     }
 }

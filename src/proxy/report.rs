@@ -1,0 +1,115 @@
+//! What a finished request tells operators: its metrics and its access-log line.
+
+use super::context::RequestContext;
+use crate::observe::access_log::{self, AttemptRecord, Record};
+use crate::observe::metrics::METRICS;
+use once_cell::sync::Lazy;
+use pingora::http::{RequestHeader, Version};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Facts about the finished exchange that the context does not hold.
+pub struct Exchange<'a> {
+    pub listener: &'a str,
+    pub request: &'a RequestHeader,
+    /// Status sent to the client, 0 if none.
+    pub status: u16,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+}
+
+/// Records the metrics and the access-log line of a finished request.
+pub fn report(ctx: &RequestContext, exchange: &Exchange) {
+    let route = ctx
+        .routed
+        .as_ref()
+        .map(|r| r.snapshot.routes[r.route].name.as_str());
+    let upstream = ctx.routed.as_ref().map(|r| r.upstream().name());
+    let route_label = route.unwrap_or("none");
+    let duration = ctx.started.elapsed();
+    METRICS
+        .http_requests
+        .with_label_values(&[route_label, status_label(exchange.status)])
+        .inc();
+    METRICS
+        .http_request_duration
+        .with_label_values(&[route_label])
+        .observe(duration.as_secs_f64());
+    if let Some(upstream) = upstream {
+        for attempt in &ctx.attempts {
+            METRICS
+                .upstream_attempts
+                .with_label_values(&[upstream, attempt.result.as_str()])
+                .inc();
+        }
+    }
+
+    let now = Instant::now();
+    let attempts = ctx
+        .attempts
+        .iter()
+        .map(|a| AttemptRecord {
+            endpoint: a.address.to_string(),
+            result: a.result.as_str(),
+            status: a.status,
+            connect_ms: a.connect_time.map(millis),
+            duration_ms: millis(a.ended.unwrap_or(now) - a.started),
+            reused: a.reused,
+        })
+        .collect();
+    let request = exchange.request;
+    access_log::write(&Record {
+        ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        request_id: &ctx.request_id,
+        listener: exchange.listener,
+        route,
+        client: ctx.client_ip.map(|ip| ip.to_string()),
+        method: request.method.as_str(),
+        host: crate::routing::request_host(request),
+        uri: std::str::from_utf8(request.raw_path()).unwrap_or("<non-utf8>"),
+        proto: version_label(request.version),
+        status: exchange.status,
+        bytes_in: exchange.bytes_in,
+        bytes_out: exchange.bytes_out,
+        duration_ms: millis(duration),
+        upstream,
+        attempts,
+    });
+}
+
+/// Milliseconds with microsecond precision.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// The status code as a metric label, without allocating per request.
+fn status_label(status: u16) -> &'static str {
+    static LABELS: Lazy<Vec<String>> = Lazy::new(|| (0..600).map(|c| c.to_string()).collect());
+    LABELS
+        .get(usize::from(status))
+        .map_or("other", String::as_str)
+}
+
+fn version_label(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_units() {
+        assert_eq!(status_label(404), "404");
+        assert_eq!(status_label(0), "0");
+        assert_eq!(status_label(999), "other");
+        assert_eq!(millis(Duration::from_micros(1234)), 1.234);
+        assert_eq!(version_label(Version::HTTP_11), "HTTP/1.1");
+    }
+}

@@ -233,3 +233,32 @@ fn retry_budget_caps_retries_in_flight() {
         .stderr()
         .contains("retry budget of upstream app exhausted"));
 }
+
+#[test]
+fn client_going_away_is_not_retried() {
+    let slow_a = Backend::start(
+        "slow-a",
+        Behavior::Delay(std::time::Duration::from_millis(500)),
+    );
+    let slow_b = Backend::start(
+        "slow-b",
+        Behavior::Delay(std::time::Duration::from_millis(500)),
+    );
+    let web = listen_address();
+    let sluice = Sluice::start(&config(
+        web,
+        &[slow_a.address.to_string(), slow_b.address.to_string()],
+        ", retry: { attempts: 3 }",
+    ));
+    let mut client = Client::connect(web);
+    client.send_raw(b"GET /leaving HTTP/1.1\r\nhost: retry.test\r\n\r\n");
+    wait_until("the request to reach a backend", READY_TIMEOUT, || {
+        slow_a.requests().len() + slow_b.requests().len() == 1
+    });
+    drop(client);
+    let log = sluice.wait_access_log(1);
+    let attempts = log[0]["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{}", log[0]);
+    assert_eq!(attempts[0]["result"], "client_error");
+    assert_eq!(slow_a.requests().len() + slow_b.requests().len(), 1);
+}

@@ -19,6 +19,8 @@ pub enum AttemptResult {
     Reset,
     /// A read or write timed out.
     Timeout,
+    /// The client closed the connection or failed mid-request.
+    ClientError,
     /// Any other failure (including a break after the response started).
     Error,
 }
@@ -33,6 +35,7 @@ impl AttemptResult {
             AttemptResult::ConnectError => "connect_error",
             AttemptResult::Reset => "reset",
             AttemptResult::Timeout => "timeout",
+            AttemptResult::ClientError => "client_error",
             AttemptResult::Error => "error",
         }
     }

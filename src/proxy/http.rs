@@ -17,7 +17,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -243,11 +243,12 @@ impl ProxyHttp for HttpProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        let (failure, result) = if ctx.response_started {
+        let (failure, result) = if e.esource() == &ErrorSource::Downstream {
+            (Failure::Downstream, AttemptResult::ClientError)
+        } else if ctx.response_started {
             (Failure::AfterResponseStarted, AttemptResult::Error)
         } else if errors::is_timeout(&e) {
-            // A timeout means the upstream may be working on the request: not retried.
-            (Failure::AfterResponseStarted, AttemptResult::Timeout)
+            (Failure::Timeout, AttemptResult::Timeout)
         } else {
             (Failure::BeforeResponse, AttemptResult::Reset)
         };

@@ -20,10 +20,14 @@ const MIN_RETRY_CONCURRENCY: usize = 3;
 pub enum Failure {
     /// The TCP connection could not be established (refused, timed out).
     Connect,
-    /// The connection broke or timed out before a response header arrived.
+    /// The connection broke before a response header arrived.
     BeforeResponse,
+    /// A read or write timed out: the upstream may still be working on the request.
+    Timeout,
     /// The response had started: a retry would send the client a second response.
     AfterResponseStarted,
+    /// The client side failed (closed, sent garbage): nobody is waiting for a retry.
+    Downstream,
 }
 
 /// What is known about the request when an attempt fails.
@@ -48,7 +52,7 @@ pub fn allows_retry(policy: &RetryPolicy, failure: Failure, facts: AttemptFacts)
                 && facts.body_replayable
                 && (policy.methods == RetryMethods::All || is_idempotent(facts.method))
         }
-        Failure::AfterResponseStarted => false,
+        Failure::Timeout | Failure::AfterResponseStarted | Failure::Downstream => false,
     }
 }
 

@@ -118,3 +118,26 @@ fn watch_config_reloads_when_the_file_content_changes() {
     });
     assert_eq!(get(web, "/moving").backend(), "b");
 }
+
+#[test]
+fn requests_in_flight_finish_on_the_config_they_started_with() {
+    let slow = Backend::start(
+        "slow",
+        Behavior::Delay(std::time::Duration::from_millis(500)),
+    );
+    let b = Backend::start("b", Behavior::Echo);
+    let web = listen_address();
+    let sluice = Sluice::start(&config(web, "a", &slow, &b));
+    let in_flight = std::thread::spawn(move || Client::connect(web).get("t", "/moving"));
+    wait_until(
+        "the request to reach the slow backend",
+        READY_TIMEOUT,
+        || slow.requests().len() == 1,
+    );
+    // The new config no longer routes /moving to the slow backend's upstream.
+    sluice.reload(&config(web, "b", &slow, &b));
+    let response = in_flight.join().expect("client thread");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.backend(), "slow");
+    assert_eq!(get(web, "/moving").backend(), "b");
+}

@@ -118,10 +118,17 @@ impl Balancer for LeastRequest {
             return None;
         }
         let mut rng = rand::thread_rng();
-        let mut draw = || (0..4).map(|_| rng.gen_range(0..n)).find(|i| usable(*i));
-        let first = draw().or_else(|| (0..n).find(|i| usable(*i)))?;
-        Some(match draw() {
-            Some(second) if second != first && self.lighter(second, first) => second,
+        // A usable endpoint other than `except`: a few random draws, then a scan.
+        let mut draw = |except: Option<usize>| {
+            let ok = |i: usize| Some(i) != except && usable(i);
+            (0..4)
+                .map(|_| rng.gen_range(0..n))
+                .find(|i| ok(*i))
+                .or_else(|| (0..n).find(|i| ok(*i)))
+        };
+        let first = draw(None)?;
+        Some(match draw(Some(first)) {
+            Some(second) if self.lighter(second, first) => second,
             _ => first,
         })
     }

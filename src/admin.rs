@@ -5,6 +5,7 @@
 
 use crate::observe::metrics;
 use crate::state::State;
+use crate::upstream::health::now_ms;
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -24,30 +25,46 @@ impl AdminApp {
 
     fn upstreams(&self) -> serde_json::Value {
         let snapshot = self.state.snapshot();
+        let now = now_ms();
         let upstreams: Vec<_> = snapshot
             .upstreams
             .iter()
             .map(|u| {
+                let checked = u.config.health.active.is_some();
                 let endpoints: Vec<_> = u
                     .endpoints
                     .iter()
-                    .map(|e| {
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let health = &e.state.health;
+                        let share = health.slow_start_share(now, u.config.slow_start);
                         json!({
                             "address": e.address.to_string(),
                             "weight": e.weight,
                             "ready": true,
                             "terminating": false,
-                            "health": "not_checked",
-                            "ejected": false,
-                            "slow_start": null,
+                            "available": u.is_available(i, now),
+                            "health": if checked { health.verdict().as_str() } else { "not_checked" },
+                            "last_check": health.last_check().map(|c| json!({
+                                "result": c.result,
+                                "detail": c.detail,
+                                "at": humantime::format_rfc3339_millis(c.at).to_string(),
+                            })),
+                            "ejected_until": health
+                                .ejected_until(now)
+                                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                            "slow_start": (share < 1.0).then(|| json!({ "share": share })),
                             "in_flight": e.state.in_flight(),
                         })
                     })
                     .collect();
+                let summary = u.refresh_health_summary();
                 json!({
                     "name": u.name(),
                     "balance": u.config.balance,
                     "hash_key": u.config.hash_key.as_ref().map(|k| k.template()),
+                    "panic": u.in_panic(),
+                    "healthy": summary.healthy,
                     "retries_in_flight": u.retry_budget.retries_in_flight(),
                     "endpoints": endpoints,
                 })

@@ -8,6 +8,7 @@ use crate::observe::{access_log, metrics::METRICS};
 use crate::proxy::http::HttpProxy;
 use crate::reload::Reloader;
 use crate::state::State;
+use crate::upstream::checker::HealthChecker;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::connectors::ConnectorOptions;
@@ -88,6 +89,10 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     admin.threads = Some(1);
     admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
+    server.add_service(background_service(
+        "health checker",
+        HealthChecker::new(state.clone()),
+    ));
     server.add_service(background_service(
         "config reloader",
         Reloader::new(state, path, watch),

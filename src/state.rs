@@ -6,7 +6,6 @@
 //! budgets) of upstreams and endpoints that remain, then swaps it in.
 
 use crate::config::{self, Config, ConfigErrors, Timeouts};
-use crate::observe::metrics::METRICS;
 use crate::routing::RouteTable;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
@@ -119,7 +118,6 @@ impl State {
     /// Starts with the already validated `config`, read from `path`.
     pub fn new(path: &Path, config: Config) -> Self {
         let snapshot = Snapshot::build(config, 1, None);
-        publish_endpoint_counts(&snapshot);
         Self {
             path: path.to_path_buf(),
             current: ArcSwap::from_pointee(snapshot),
@@ -153,7 +151,6 @@ impl State {
         }
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let snapshot = Snapshot::build(config, generation, Some(&previous));
-        publish_endpoint_counts(&snapshot);
         self.current.store(Arc::new(snapshot));
         Ok(generation)
     }
@@ -166,17 +163,5 @@ impl State {
     /// Records that SIGHUP now triggers a reload.
     pub fn set_reload_armed(&self) {
         self.reload_armed.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Sets `sluice_upstream_endpoints` from `snapshot` (static endpoints are all ready until
-/// health checks exist).
-fn publish_endpoint_counts(snapshot: &Snapshot) {
-    METRICS.upstream_endpoints.reset();
-    for upstream in &snapshot.upstreams {
-        METRICS
-            .upstream_endpoints
-            .with_label_values(&[upstream.name(), "ready"])
-            .set(upstream.endpoints.len() as i64);
     }
 }

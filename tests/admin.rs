@@ -44,7 +44,7 @@ fn admin_endpoints_describe_the_running_process() {
         5.0
     );
     assert_eq!(
-        sluice.metric("sluice_upstream_endpoints{state=\"ready\",upstream=\"app\"}"),
+        sluice.metric("sluice_upstream_endpoints{state=\"healthy\",upstream=\"app\"}"),
         2.0
     );
     assert_eq!(sluice.metric("sluice_config_generation"), 1.0);

@@ -204,14 +204,10 @@ upstreams:
         "rate limiting is not implemented yet (issue #6)",
     );
     assert_error(&text, &file, 10, "upstreams[0].kubernetes", "(issue #4)");
-    assert_error(
-        &text,
-        &file,
-        11,
-        "upstreams[0].health",
-        "health checks is not implemented yet (issue #3)",
+    assert!(
+        !text.contains("issue #3"),
+        "health and slow start are implemented:\n{text}"
     );
-    assert_error(&text, &file, 12, "upstreams[0].slow_start", "(issue #3)");
 
     let (code, text, file) = check(
         "upstreams:\n  - name: u\n    endpoints: [\"127.0.0.1:1\"]\n    health: { active: { expect_status: \"600-100\" } }\n",
@@ -255,4 +251,75 @@ fn missing_file_is_a_clear_error() {
         .expect("run sluice");
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config file"));
+}
+
+#[test]
+fn health_settings_are_validated() {
+    let yaml = r#"upstreams:
+  - name: u
+    endpoints: ["127.0.0.1:1"]
+    slow_start: soonish
+    health:
+      active: { expect_status: "600-100", interval: 0s, host: example.com, healthy_after: 0 }
+      passive: { eject_for: forever, max_ejected_percent: 150 }
+      panic_threshold_percent: 101
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    assert_error(
+        &text,
+        &file,
+        4,
+        "upstreams[0].slow_start",
+        "invalid duration",
+    );
+    assert_error(
+        &text,
+        &file,
+        6,
+        "upstreams[0].health.active.expect_status",
+        "invalid status range",
+    );
+    assert_error(
+        &text,
+        &file,
+        6,
+        "upstreams[0].health.active.interval",
+        "more than 0s",
+    );
+    assert_error(
+        &text,
+        &file,
+        6,
+        "upstreams[0].health.active.host",
+        "only used with http_path",
+    );
+    assert_error(
+        &text,
+        &file,
+        6,
+        "upstreams[0].health.active.healthy_after",
+        "at least 1",
+    );
+    assert_error(
+        &text,
+        &file,
+        7,
+        "upstreams[0].health.passive.eject_for",
+        "invalid duration",
+    );
+    assert_error(
+        &text,
+        &file,
+        7,
+        "upstreams[0].health.passive.max_ejected_percent",
+        "between 0 and 100",
+    );
+    assert_error(
+        &text,
+        &file,
+        8,
+        "upstreams[0].health.panic_threshold_percent",
+        "between 0 and 100",
+    );
 }

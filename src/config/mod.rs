@@ -112,9 +112,63 @@ pub struct UpstreamConfig {
     /// Present exactly when `balance` is `consistent_hash`.
     pub hash_key: Option<HashKey>,
     pub hash_points: u32,
+    pub health: HealthConfig,
+    /// A new or recovered endpoint's share ramps from 10% to 100% over this window.
+    pub slow_start: Option<Duration>,
     pub keepalive: UpstreamKeepalive,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+}
+
+/// `upstreams[].health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub active: Option<ActiveCheck>,
+    pub passive: Option<PassiveEjection>,
+    /// Below this share of healthy endpoints, health is ignored and all endpoints are used.
+    pub panic_threshold_percent: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            active: None,
+            passive: None,
+            panic_threshold_percent: 50,
+        }
+    }
+}
+
+/// Active checks of every endpoint of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
+}
+
+/// What an active check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET path` (with `Host: host` when set); healthy if the status is in `expect`.
+    Http {
+        path: String,
+        host: Option<String>,
+        expect: (u16, u16),
+    },
+    /// A TCP connect.
+    Tcp,
+}
+
+/// Passive ejection of endpoints that fail real requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveEjection {
+    pub consecutive_failures: u32,
+    pub eject_for: Duration,
+    pub max_ejected_percent: u32,
+    pub on_5xx: bool,
 }
 
 /// A static endpoint.

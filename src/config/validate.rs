@@ -298,7 +298,7 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
             } else if upstream.max_streams.is_some() {
                 check.not_implemented(&format!("{at}.max_streams"), "HTTP/2 upstream streams", 6);
             }
-            check_health(check, &at, upstream);
+            let health = check_health(check, &at, upstream);
             if upstream.terminating.is_some() {
                 check.not_implemented(&format!("{at}.terminating"), "terminating endpoints", 4);
             }
@@ -342,6 +342,8 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                     None
                 },
                 hash_points: upstream.hash_points,
+                health: health.as_ref()?.0.clone(),
+                slow_start: health?.1,
                 keepalive: UpstreamKeepalive {
                     max_idle: upstream.keepalive.max_idle,
                     idle_timeout: idle_timeout?,
@@ -428,26 +430,41 @@ fn check_endpoints(
     }
 }
 
-fn check_health(check: &mut Checker, at: &str, upstream: &RawUpstream) {
-    if let Some(slow_start) = &upstream.slow_start {
-        check.duration(&format!("{at}.slow_start"), slow_start);
-        check.not_implemented(&format!("{at}.slow_start"), "slow start", 3);
-    }
-    let Some(health) = &upstream.health else {
-        return;
+/// Checks `health` and `slow_start`; `None` if something is invalid (already reported).
+fn check_health(
+    check: &mut Checker,
+    at: &str,
+    upstream: &RawUpstream,
+) -> Option<(HealthConfig, Option<Duration>)> {
+    let mut valid = true;
+    let slow_start = match &upstream.slow_start {
+        Some(text) => match check.duration(&format!("{at}.slow_start"), text) {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => {
+                valid = false;
+                None
+            }
+        },
+        None => None,
     };
-    if let Some(active) = &health.active {
+    let Some(health) = &upstream.health else {
+        return valid.then_some((HealthConfig::default(), slow_start));
+    };
+    let active = health.active.as_ref().and_then(|active| {
         let a = format!("{at}.health.active");
-        check.duration(&format!("{a}.interval"), &active.interval);
-        check.duration(&format!("{a}.timeout"), &active.timeout);
+        let interval = check.duration(&format!("{a}.interval"), &active.interval);
+        let timeout = check.duration(&format!("{a}.timeout"), &active.timeout);
+        if interval.is_some_and(|d| d.is_zero()) {
+            check.error(&format!("{a}.interval"), "must be more than 0s");
+        }
+        if timeout.is_some_and(|d| d.is_zero()) {
+            check.error(&format!("{a}.timeout"), "must be more than 0s");
+        }
         check.nonzero(&format!("{a}.healthy_after"), active.healthy_after);
         check.nonzero(&format!("{a}.unhealthy_after"), active.unhealthy_after);
-        if let Some(path) = &active.http_path {
-            if !path.starts_with('/') {
-                check.error(&format!("{a}.http_path"), "must start with /");
-            }
-        }
-        if parse_status_range(&active.expect_status).is_none() {
+        let expect = parse_status_range(&active.expect_status);
+        if expect.is_none() {
             check.error(
                 &format!("{a}.expect_status"),
                 format!(
@@ -456,28 +473,80 @@ fn check_health(check: &mut Checker, at: &str, upstream: &RawUpstream) {
                 ),
             );
         }
+        let probe = match &active.http_path {
+            Some(path)
+                if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace()) =>
+            {
+                check.error(
+                    &format!("{a}.http_path"),
+                    "must start with / and hold no spaces",
+                );
+                None
+            }
+            Some(path) => Some(Probe::Http {
+                path: path.clone(),
+                host: active.host.clone(),
+                expect: expect?,
+            }),
+            None if active.host.is_some() => {
+                check.error(&format!("{a}.host"), "is only used with http_path");
+                None
+            }
+            None => Some(Probe::Tcp),
+        };
+        Some(ActiveCheck {
+            probe: probe?,
+            interval: interval.filter(|d| !d.is_zero())?,
+            timeout: timeout.filter(|d| !d.is_zero())?,
+            healthy_after: active.healthy_after.max(1),
+            unhealthy_after: active.unhealthy_after.max(1),
+        })
+    });
+    if health.active.is_some() && active.is_none() {
+        valid = false;
     }
-    if let Some(passive) = &health.passive {
+    let passive = health.passive.as_ref().and_then(|passive| {
         let p = format!("{at}.health.passive");
         check.nonzero(
             &format!("{p}.consecutive_failures"),
             passive.consecutive_failures,
         );
-        check.duration(&format!("{p}.eject_for"), &passive.eject_for);
+        let eject_for = check.duration(&format!("{p}.eject_for"), &passive.eject_for);
+        if eject_for.is_some_and(|d| d.is_zero()) {
+            check.error(&format!("{p}.eject_for"), "must be more than 0s");
+        }
         if passive.max_ejected_percent > 100 {
             check.error(
                 &format!("{p}.max_ejected_percent"),
                 "must be between 0 and 100",
             );
         }
+        Some(PassiveEjection {
+            consecutive_failures: passive.consecutive_failures.max(1),
+            eject_for: eject_for.filter(|d| !d.is_zero())?,
+            max_ejected_percent: passive.max_ejected_percent.min(100),
+            on_5xx: passive.on_5xx,
+        })
+    });
+    if health.passive.is_some() && passive.is_none() {
+        valid = false;
     }
-    if health.panic_threshold_percent.is_some_and(|p| p > 100) {
+    let panic_threshold_percent = health.panic_threshold_percent.unwrap_or(50);
+    if panic_threshold_percent > 100 {
         check.error(
             &format!("{at}.health.panic_threshold_percent"),
             "must be between 0 and 100",
         );
+        valid = false;
     }
-    check.not_implemented(&format!("{at}.health"), "health checks", 3);
+    valid.then_some((
+        HealthConfig {
+            active,
+            passive,
+            panic_threshold_percent,
+        },
+        slow_start,
+    ))
 }
 
 /// Parses `200` or `200-399`.

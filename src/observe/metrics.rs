@@ -14,6 +14,9 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub upstream_connections: IntCounterVec,
     pub upstream_endpoints: IntGaugeVec,
+    pub upstream_ejections: IntCounterVec,
+    pub upstream_panic_routed: IntCounterVec,
+    pub health_checks: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub access_log_dropped: IntCounterVec,
@@ -86,6 +89,21 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             &["upstream", "reused"],
         ),
         upstream_endpoints,
+        upstream_ejections: counter(
+            "sluice_upstream_ejections_total",
+            "Endpoints ejected by passive health (consecutive failures on real requests).",
+            &["upstream"],
+        ),
+        upstream_panic_routed: counter(
+            "sluice_upstream_panic_routed_total",
+            "Requests routed while too few endpoints were healthy (health ignored).",
+            &["upstream"],
+        ),
+        health_checks: counter(
+            "sluice_health_checks_total",
+            "Active health checks, by result (ok, bad_status, timeout, connect_error, error).",
+            &["upstream", "result"],
+        ),
         config_reloads: counter(
             "sluice_config_reloads_total",
             "Config reloads, by result (ok or error).",

@@ -53,6 +53,13 @@ fn json_header(status: u16, length: usize) -> Result<Box<ResponseHeader>> {
     Ok(Box::new(header))
 }
 
+/// Tells passive health how the current try went.
+fn record_outcome(ctx: &RequestContext, failed: bool) {
+    if let (Some(routed), Some(attempt)) = (ctx.routed.as_ref(), ctx.attempts.last()) {
+        routed.upstream().record_outcome(attempt.endpoint, failed);
+    }
+}
+
 /// Classifies a connect error for logs and metrics.
 fn connect_result(e: &Error) -> AttemptResult {
     match e.etype() {
@@ -175,6 +182,7 @@ impl ProxyHttp for HttpProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.end_attempt(connect_result(&e));
+        record_outcome(ctx, true);
         let retry = self.retry_allowed(session, ctx, Failure::Connect);
         e.set_retry(retry);
         e
@@ -231,6 +239,12 @@ impl ProxyHttp for HttpProxy {
         if let Some(attempt) = ctx.current_attempt() {
             attempt.status = Some(status);
         }
+        let counts_as_failure = status >= 500
+            && ctx.routed.as_ref().is_some_and(|r| {
+                let passive = &r.upstream().config.health.passive;
+                passive.as_ref().is_some_and(|p| p.on_5xx)
+            });
+        record_outcome(ctx, counts_as_failure);
         Ok(())
     }
 
@@ -253,6 +267,9 @@ impl ProxyHttp for HttpProxy {
             (Failure::BeforeResponse, AttemptResult::Reset)
         };
         ctx.end_attempt(result);
+        if failure != Failure::Downstream {
+            record_outcome(ctx, true);
+        }
         let retry = self.retry_allowed(session, ctx, failure);
         e.set_retry(retry);
         e

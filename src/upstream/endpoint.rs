@@ -1,5 +1,6 @@
 //! An endpoint of an upstream and the state that outlives config reloads.
 
+use super::health::EndpointHealth;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,9 +18,18 @@ pub struct Endpoint {
 #[derive(Debug, Default)]
 pub struct EndpointState {
     in_flight: AtomicUsize,
+    pub health: EndpointHealth,
 }
 
 impl EndpointState {
+    /// State of an endpoint with the given health.
+    pub fn with_health(health: EndpointHealth) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            health,
+        }
+    }
+
     /// Requests currently sent to this endpoint.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)

@@ -1,18 +1,24 @@
-//! Upstreams at run time: endpoints, their balancer, and how to connect to them.
+//! Upstreams at run time: endpoints, their balancer, their health, and how to connect.
 
 pub mod balance;
+pub mod checker;
 pub mod connection_uses;
 pub mod endpoint;
 pub mod hash_key;
+pub mod health;
 
 use crate::config::UpstreamConfig;
 use crate::config::{Timeouts, UpstreamProtocol};
+use crate::observe::metrics::METRICS;
 use crate::proxy::retry::RetryBudget;
 use balance::Balancer;
 use endpoint::{Endpoint, EndpointState};
 use hash_key::RequestFacts;
+use health::{now_ms, EndpointHealth, Transition};
 use pingora::upstreams::peer::HttpPeer;
+use rand::Rng;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// An upstream of one config snapshot.
@@ -22,6 +28,17 @@ pub struct Upstream {
     balancer: Box<dyn Balancer>,
     /// Shared by every snapshot that has an upstream of this name.
     pub retry_budget: Arc<RetryBudget>,
+    /// Too few endpoints are healthy: health is ignored (shared like `retry_budget`).
+    panic: Arc<AtomicBool>,
+}
+
+/// Counts of an upstream's endpoints by state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSummary {
+    pub healthy: usize,
+    pub unhealthy: usize,
+    pub unknown: usize,
+    pub ejected: usize,
 }
 
 impl Upstream {
@@ -36,6 +53,17 @@ impl Upstream {
                     .collect()
             })
             .unwrap_or_default();
+        let new_state = || {
+            let health = if previous.is_some() {
+                EndpointHealth::added_to_running_upstream(
+                    config.slow_start.is_some(),
+                    config.health.active.is_some(),
+                )
+            } else {
+                EndpointHealth::default()
+            };
+            Arc::new(EndpointState::with_health(health))
+        };
         let endpoints: Box<[Endpoint]> = config
             .endpoints
             .iter()
@@ -45,16 +73,19 @@ impl Upstream {
                 state: previous_states
                     .get(&e.address)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(EndpointState::default())),
+                    .unwrap_or_else(new_state),
             })
             .collect();
         let balancer = balance::build(config.balance, config.hash_points, &endpoints);
-        Self {
+        let upstream = Self {
             config: config.clone(),
             endpoints,
             balancer,
             retry_budget: previous.map(|p| p.retry_budget.clone()).unwrap_or_default(),
-        }
+            panic: previous.map(|p| p.panic.clone()).unwrap_or_default(),
+        };
+        upstream.refresh_health_summary();
+        upstream
     }
 
     /// The upstream's name.
@@ -62,21 +93,155 @@ impl Upstream {
         &self.config.name
     }
 
-    /// Chooses an endpoint for a request, avoiding those `tried` says were tried while
-    /// another exists.
+    /// Whether endpoint `i` may get requests at `now`, health and ejection considered.
+    pub fn is_available(&self, i: usize, now: u64) -> bool {
+        self.endpoints[i]
+            .state
+            .health
+            .is_available(now, self.config.health.active.is_some())
+    }
+
+    /// Whether too few endpoints are healthy, so health is being ignored.
+    pub fn in_panic(&self) -> bool {
+        self.panic.load(Ordering::Relaxed)
+    }
+
+    /// Chooses an endpoint for a request: an available one not `tried` yet; during slow
+    /// start an endpoint is accepted only for its current share of requests (for
+    /// consistent hashing, for a stable share of the keys that map to it, so that other
+    /// keys never move). Falls back to tried endpoints rather than none.
     pub fn pick(&self, facts: &RequestFacts, tried: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let usable = |i: usize| !tried(i);
-        let fresh = match &self.config.hash_key {
-            Some(key) => key.with_key(facts, |key| self.balancer.pick(key, &usable)),
-            None => self.balancer.pick(&[], &usable),
+        let now = now_ms();
+        let panic = self.in_panic();
+        if panic {
+            METRICS
+                .upstream_panic_routed
+                .with_label_values(&[self.name()])
+                .inc();
+        }
+        let available = |i: usize| panic || self.is_available(i, now);
+        let window = self.config.slow_start;
+        let choose = |key: &[u8], roll: f64| {
+            let accepts = |i: usize| {
+                window.is_none()
+                    || roll < self.endpoints[i].state.health.slow_start_share(now, window)
+            };
+            self.balancer
+                .pick(key, &|i| !tried(i) && available(i) && accepts(i))
+                .or_else(|| self.balancer.pick(key, &|i| !tried(i) && available(i)))
+                .or_else(|| self.balancer.pick(key, &available))
         };
-        fresh.or_else(|| {
-            // Every endpoint was tried: a retry goes to the same one again rather than nowhere.
-            match &self.config.hash_key {
-                Some(key) => key.with_key(facts, |key| self.balancer.pick(key, &|_| true)),
-                None => self.balancer.pick(&[], &|_| true),
+        match &self.config.hash_key {
+            Some(key) => key.with_key(facts, |key| choose(key, key_fraction(key))),
+            None => {
+                let roll = if window.is_some() {
+                    rand::thread_rng().gen::<f64>()
+                } else {
+                    0.0
+                };
+                choose(&[], roll)
             }
-        })
+        }
+    }
+
+    /// Feeds a real request's outcome on endpoint `i` to passive ejection.
+    pub fn record_outcome(&self, i: usize, failed: bool) {
+        let Some(passive) = &self.config.health.passive else {
+            return;
+        };
+        let endpoint = &self.endpoints[i];
+        let may_eject = || {
+            let now = now_ms();
+            let ejected = self
+                .endpoints
+                .iter()
+                .filter(|e| e.state.health.is_ejected(now))
+                .count();
+            // Never eject more than max_ejected_percent of the endpoints.
+            (ejected + 1) * 100 <= passive.max_ejected_percent as usize * self.endpoints.len()
+        };
+        let slow_start = self.config.slow_start.is_some();
+        if let Some(transition) = endpoint
+            .state
+            .health
+            .record_request(passive, failed, slow_start, may_eject)
+        {
+            self.log_transition(endpoint, transition);
+            METRICS
+                .upstream_ejections
+                .with_label_values(&[self.name()])
+                .inc();
+            self.refresh_health_summary();
+        }
+    }
+
+    /// Logs a health state change of `endpoint`.
+    pub fn log_transition(&self, endpoint: &Endpoint, transition: Transition) {
+        let (name, address) = (self.name(), endpoint.address);
+        match transition {
+            Transition::BecameHealthy => {
+                log::info!("upstream {name}: endpoint {address} is healthy")
+            }
+            Transition::BecameUnhealthy => {
+                log::warn!("upstream {name}: endpoint {address} is unhealthy")
+            }
+            Transition::Ejected { for_ms, readmitted } => {
+                if readmitted {
+                    log::info!("upstream {name}: endpoint {address} readmitted after ejection");
+                }
+                log::warn!(
+                    "upstream {name}: endpoint {address} ejected for {for_ms} ms after consecutive failures"
+                )
+            }
+        }
+    }
+
+    /// Counts endpoints by state, updates the panic flag and `sluice_upstream_endpoints`.
+    pub fn refresh_health_summary(&self) -> HealthSummary {
+        let now = now_ms();
+        let active = self.config.health.active.is_some();
+        let mut summary = HealthSummary::default();
+        for endpoint in self.endpoints.iter() {
+            let health = &endpoint.state.health;
+            if health.is_ejected(now) {
+                summary.ejected += 1;
+            } else if !active {
+                summary.healthy += 1;
+            } else {
+                match health.verdict() {
+                    health::ActiveVerdict::Healthy => summary.healthy += 1,
+                    health::ActiveVerdict::Unhealthy => summary.unhealthy += 1,
+                    health::ActiveVerdict::Unknown => summary.unknown += 1,
+                }
+            }
+        }
+        let total = self.endpoints.len();
+        let panic = total > 0
+            && summary.healthy * 100 < self.config.health.panic_threshold_percent as usize * total;
+        if self.panic.swap(panic, Ordering::Relaxed) != panic {
+            if panic {
+                log::warn!(
+                    "upstream {}: only {} of {total} endpoints healthy, below panic_threshold_percent {}: routing to all endpoints",
+                    self.name(),
+                    summary.healthy,
+                    self.config.health.panic_threshold_percent
+                );
+            } else {
+                log::info!("upstream {}: left panic mode", self.name());
+            }
+        }
+        for (state, count) in [
+            ("healthy", summary.healthy),
+            ("unhealthy", summary.unhealthy),
+            ("unknown", summary.unknown),
+            ("ejected", summary.ejected),
+        ] {
+            METRICS
+                .upstream_endpoints
+                .with_label_values(&[self.name(), state])
+                .set(count as i64);
+        }
+        summary
     }
 
     /// Whether a connection that has carried `uses` requests (this one included) must be
@@ -100,5 +265,28 @@ impl Upstream {
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => options.set_http_version(2, 2),
         }
         peer
+    }
+}
+
+/// A stable number in [0, 1) for a hash key (FNV-1a), so a key's slow-start admission does
+/// not flap between requests: as the share grows, keys move to the new endpoint once.
+fn key_fraction(key: &[u8]) -> f64 {
+    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_fraction_is_stable_and_spread() {
+        assert_eq!(key_fraction(b"abc"), key_fraction(b"abc"));
+        let below_half = (0..1000)
+            .filter(|i| key_fraction(format!("k{i}").as_bytes()) < 0.5)
+            .count();
+        assert!((400..600).contains(&below_half), "{below_half}");
     }
 }

@@ -50,6 +50,8 @@ pub enum Behavior {
     CloseAfterRequest,
     /// Wait this long, then answer like `Echo`.
     Delay(Duration),
+    /// Read the request and never answer (a hung process).
+    Hang,
 }
 
 /// A request as a backend saw it.
@@ -61,6 +63,8 @@ pub struct SeenRequest {
     pub headers: Vec<(String, String)>,
     /// Which accepted connection (1-based) carried it.
     pub connection: usize,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 impl SeenRequest {
@@ -79,6 +83,8 @@ pub struct Backend {
     pub address: SocketAddr,
     accepts: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<SeenRequest>>>,
+    /// Status of `GET /healthz` (answered apart from `behavior`, and not recorded).
+    health_status: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -90,12 +96,14 @@ impl Backend {
         let accepts = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let health_status = Arc::new(AtomicUsize::new(200));
         let (a, r, s, n) = (
             accepts.clone(),
             requests.clone(),
             stop.clone(),
             name.to_string(),
         );
+        let h = health_status.clone();
         thread::spawn(move || {
             for stream in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
@@ -103,8 +111,8 @@ impl Backend {
                 }
                 let Ok(stream) = stream else { continue };
                 let connection = a.fetch_add(1, Ordering::SeqCst) + 1;
-                let (r, n) = (r.clone(), n.clone());
-                thread::spawn(move || serve_connection(stream, connection, behavior, &n, &r));
+                let (r, n, h) = (r.clone(), n.clone(), h.clone());
+                thread::spawn(move || serve_connection(stream, connection, behavior, &n, &r, &h));
             }
         });
         Self {
@@ -112,8 +120,15 @@ impl Backend {
             address,
             accepts,
             requests,
+            health_status,
             stop,
         }
+    }
+
+    /// Makes `GET /healthz` answer `status` from now on.
+    pub fn set_health_status(&self, status: u16) {
+        self.health_status
+            .store(usize::from(status), Ordering::SeqCst);
     }
 
     /// Connections accepted so far.
@@ -141,12 +156,21 @@ fn serve_connection(
     behavior: Behavior,
     name: &str,
     requests: &Mutex<Vec<SeenRequest>>,
+    health_status: &AtomicUsize,
 ) {
     let mut reader = BufReader::new(stream);
     loop {
         let Some((request, _body)) = read_request(&mut reader, connection) else {
             return;
         };
+        if request.target == "/healthz" && !matches!(behavior, Behavior::Hang) {
+            let status = health_status.load(Ordering::SeqCst);
+            let response = format!("HTTP/1.1 {status} Health\r\ncontent-length: 0\r\n\r\n");
+            if reader.get_mut().write_all(response.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
         requests
             .lock()
             .expect("requests lock")
@@ -154,6 +178,12 @@ fn serve_connection(
         let delay = match behavior {
             Behavior::CloseAfterRequest => {
                 let _ = reader.get_ref().shutdown(Shutdown::Both);
+                return;
+            }
+            Behavior::Hang => {
+                // Hold the connection open without answering until the peer gives up.
+                let mut sink = [0u8; 1024];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
                 return;
             }
             Behavior::Delay(d) => d,
@@ -228,6 +258,7 @@ fn read_request(
             target,
             headers,
             connection,
+            at: Instant::now(),
         },
         body,
     ))

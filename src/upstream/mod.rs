@@ -268,12 +268,19 @@ impl Upstream {
     }
 }
 
-/// A stable number in [0, 1) for a hash key (FNV-1a), so a key's slow-start admission does
-/// not flap between requests: as the share grows, keys move to the new endpoint once.
+/// A stable number in [0, 1) for a hash key, so a key's slow-start admission does not flap
+/// between requests: as the share grows, keys move to the new endpoint once. FNV-1a, then
+/// murmur3's finaliser: FNV alone leaves the high bits of short, similar keys (`/k/1`,
+/// `/k/2`) clustered, which would admit keys in bursts instead of steadily.
 fn key_fraction(key: &[u8]) -> f64 {
-    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+    let mut hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     });
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
     (hash >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -288,5 +295,10 @@ mod tests {
             .filter(|i| key_fraction(format!("k{i}").as_bytes()) < 0.5)
             .count();
         assert!((400..600).contains(&below_half), "{below_half}");
+        // Evenly spread at the low end too, where slow start begins (share 0.1).
+        let below_tenth = (0..1000)
+            .filter(|i| key_fraction(format!("/k/{i}").as_bytes()) < 0.1)
+            .count();
+        assert!((60..140).contains(&below_tenth), "{below_tenth}");
     }
 }

@@ -388,4 +388,20 @@ fn health_state_survives_a_reload() {
         assert_eq!(client.get("health.test", &format!("/{i}")).backend(), "b");
     }
     assert_eq!(served(&a).len(), a_served);
+
+    // A weight change keeps the state too.
+    let weighted = config(web, &[&b], &active_checks(), "").replace(
+        &format!("\"{}\"", b.address),
+        &format!(
+            "\"{}\", {{ address: \"{}\", weight: 3 }}",
+            b.address, a.address
+        ),
+    );
+    sluice.reload(&weighted);
+    let view = endpoint_view(&sluice, a.address);
+    assert_eq!(view["weight"], 3);
+    assert_eq!(view["health"], "unhealthy");
+    for i in 0..20 {
+        assert_eq!(client.get("health.test", &format!("/w{i}")).backend(), "b");
+    }
 }

@@ -405,3 +405,30 @@ fn health_state_survives_a_reload() {
         assert_eq!(client.get("health.test", &format!("/w{i}")).backend(), "b");
     }
 }
+
+#[test]
+fn endpoint_added_by_reload_waits_for_its_first_passing_check() {
+    let a = Backend::start("a", Behavior::Echo);
+    let b = Backend::start("b", Behavior::Echo);
+    let sick = Backend::start("sick", Behavior::Echo);
+    sick.set_health_status(503);
+    let web = listen_address();
+    let sluice = Sluice::start(&config(web, &[&a, &b], &active_checks(), ""));
+    wait_health(&sluice, &a, "healthy");
+    wait_health(&sluice, &b, "healthy");
+    sluice.reload(&config(web, &[&a, &b, &sick], &active_checks(), ""));
+    // Right after the reload, before any check of it: not used.
+    let mut client = Client::connect(web);
+    for i in 0..30 {
+        assert_ne!(
+            client.get("health.test", &format!("/{i}")).backend(),
+            "sick"
+        );
+    }
+    wait_health(&sluice, &sick, "unhealthy");
+    sick.set_health_status(200);
+    wait_health(&sluice, &sick, "healthy");
+    wait_until("the recovered endpoint to serve", READY_TIMEOUT, || {
+        client.get("health.test", "/again").backend() == "sick"
+    });
+}

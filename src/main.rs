@@ -6,6 +6,7 @@
 mod admin;
 mod cli;
 mod config;
+mod discovery;
 mod observe;
 mod proxy;
 mod reload;

@@ -4,6 +4,7 @@
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{Config, ListenerProtocol};
+use crate::discovery::kubernetes::KubernetesDiscovery;
 use crate::observe::{access_log, metrics::METRICS};
 use crate::proxy::http::HttpProxy;
 use crate::reload::Reloader;
@@ -89,6 +90,10 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     admin.threads = Some(1);
     admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
+    server.add_service(background_service(
+        "kubernetes discovery",
+        KubernetesDiscovery::new(state.clone()),
+    ));
     server.add_service(background_service(
         "health checker",
         HealthChecker::new(state.clone()),

@@ -5,14 +5,14 @@
 //! new snapshot off the request path, carrying over the live state (in-flight counts, retry
 //! budgets) of upstreams and endpoints that remain, then swaps it in.
 
-use crate::config::{self, Config, ConfigErrors, Timeouts};
+use crate::config::{self, Config, ConfigErrors, EndpointConfig, EndpointSource, Timeouts};
 use crate::routing::RouteTable;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A route at run time.
 pub struct Route {
@@ -25,7 +25,10 @@ pub struct Route {
 
 /// Everything the request path needs, for one config generation.
 pub struct Snapshot {
+    /// The config generation (1 at start, +1 per successful reload).
     pub generation: u64,
+    /// +1 for every swap, config reload or discovery update.
+    pub revision: u64,
     pub config: Arc<Config>,
     /// Route tables by listener name.
     pub route_tables: HashMap<String, RouteTable>,
@@ -34,8 +37,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the snapshot of `config`, keeping live state from `previous`.
-    fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
+    /// Builds the snapshot of `config`, keeping live state from `previous`; upstreams fed by
+    /// discovery take their endpoints from `discovered` (none until their first sync).
+    fn build(
+        mut config: Config,
+        generation: u64,
+        previous: Option<&Snapshot>,
+        discovered: &HashMap<String, Vec<EndpointConfig>>,
+    ) -> Self {
+        for upstream in &mut config.upstreams {
+            if let EndpointSource::Kubernetes(_) = upstream.source {
+                upstream.endpoints = discovered.get(&upstream.name).cloned().unwrap_or_default();
+            }
+        }
         let previous_upstreams: HashMap<&str, &Upstream> = previous
             .map(|p| p.upstreams.iter().map(|u| (u.name(), u.as_ref())).collect())
             .unwrap_or_default();
@@ -75,6 +89,7 @@ impl Snapshot {
             .collect();
         Self {
             generation,
+            revision: previous.map_or(1, |p| p.revision + 1),
             config: Arc::new(config),
             route_tables,
             routes,
@@ -105,10 +120,20 @@ impl std::fmt::Display for ReloadError {
     }
 }
 
+/// Endpoints found by discovery, by upstream name.
+#[derive(Default)]
+struct Discovered {
+    endpoints: HashMap<String, Vec<EndpointConfig>>,
+    /// Upstreams whose source has completed a first sync.
+    synced: HashSet<String>,
+}
+
 /// The process's current snapshot and readiness.
 pub struct State {
     path: PathBuf,
     current: ArcSwap<Snapshot>,
+    /// Serialises snapshot rebuilds (reload and discovery), so neither loses the other's change.
+    rebuild: Mutex<Discovered>,
     next_generation: AtomicU64,
     /// Set once SIGHUP is handled: before that a SIGHUP would kill the process.
     reload_armed: AtomicBool,
@@ -117,10 +142,12 @@ pub struct State {
 impl State {
     /// Starts with the already validated `config`, read from `path`.
     pub fn new(path: &Path, config: Config) -> Self {
-        let snapshot = Snapshot::build(config, 1, None);
+        let discovered = Discovered::default();
+        let snapshot = Snapshot::build(config, 1, None, &discovered.endpoints);
         Self {
             path: path.to_path_buf(),
             current: ArcSwap::from_pointee(snapshot),
+            rebuild: Mutex::new(discovered),
             next_generation: AtomicU64::new(2),
             reload_armed: AtomicBool::new(false),
         }
@@ -134,6 +161,7 @@ impl State {
     /// Re-reads the config file and swaps it in; on any error the running snapshot stays.
     pub fn reload(&self) -> Result<u64, ReloadError> {
         let config = config::load(&self.path).map_err(ReloadError::Invalid)?;
+        let discovered = self.lock_rebuild();
         let previous = self.current.load();
         let running = &previous.config;
         if config.listeners != running.listeners {
@@ -150,14 +178,46 @@ impl State {
             );
         }
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let snapshot = Snapshot::build(config, generation, Some(&previous));
+        let snapshot = Snapshot::build(config, generation, Some(&previous), &discovered.endpoints);
         self.current.store(Arc::new(snapshot));
         Ok(generation)
     }
 
-    /// Whether `/readyz` should answer 200: the config is loaded and reloads are handled.
+    /// Replaces the discovered endpoints of `upstream` and swaps in a snapshot using them.
+    pub fn set_discovered(&self, upstream: &str, endpoints: Vec<EndpointConfig>) {
+        let mut discovered = self.lock_rebuild();
+        discovered.synced.insert(upstream.to_string());
+        if discovered.endpoints.get(upstream) == Some(&endpoints) {
+            return;
+        }
+        discovered.endpoints.insert(upstream.to_string(), endpoints);
+        let previous = self.current.load();
+        let snapshot = Snapshot::build(
+            (*previous.config).clone(),
+            previous.generation,
+            Some(&previous),
+            &discovered.endpoints,
+        );
+        self.current.store(Arc::new(snapshot));
+    }
+
+    /// Whether every discovered upstream of the current snapshot has synced at least once.
+    pub fn discovery_synced(&self) -> bool {
+        let discovered = self.lock_rebuild();
+        self.current.load().config.upstreams.iter().all(|u| {
+            matches!(u.source, EndpointSource::Static) || discovered.synced.contains(&u.name)
+        })
+    }
+
+    fn lock_rebuild(&self) -> MutexGuard<'_, Discovered> {
+        // The map stays consistent even if a holder panicked.
+        self.rebuild.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `/readyz` should answer 200: the config is loaded, reloads are handled, and
+    /// every discovery source has synced once. Backend health plays no part.
     pub fn is_ready(&self) -> bool {
-        self.reload_armed.load(Ordering::Relaxed)
+        self.reload_armed.load(Ordering::Relaxed) && self.discovery_synced()
     }
 
     /// Records that SIGHUP now triggers a reload.

@@ -184,13 +184,6 @@ upstreams:
     assert_error(
         &text,
         &file,
-        2,
-        "kubernetes",
-        "Kubernetes discovery is not implemented yet (issue #4)",
-    );
-    assert_error(
-        &text,
-        &file,
         4,
         "listeners[0].tls",
         "TLS termination is not implemented yet (issue #6)",
@@ -203,10 +196,9 @@ upstreams:
         "routes[0].rate_limit",
         "rate limiting is not implemented yet (issue #6)",
     );
-    assert_error(&text, &file, 10, "upstreams[0].kubernetes", "(issue #4)");
     assert!(
-        !text.contains("issue #3"),
-        "health and slow start are implemented:\n{text}"
+        !text.contains("issue #3") && !text.contains("issue #4"),
+        "health, slow start and discovery are implemented:\n{text}"
     );
 
     let (code, text, file) = check(
@@ -321,5 +313,35 @@ fn health_settings_are_validated() {
         8,
         "upstreams[0].health.panic_threshold_percent",
         "between 0 and 100",
+    );
+}
+
+#[test]
+fn kubernetes_settings_are_validated() {
+    let yaml = r#"kubernetes: { api_server: "not a url" }
+upstreams:
+  - name: a
+    kubernetes: { namespace: Web_NS, service: app, port: 0 }
+  - name: b
+    endpoints: ["127.0.0.1:1"]
+    terminating: drop
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    assert_error(&text, &file, 1, "kubernetes.api_server", "invalid URL");
+    assert_error(
+        &text,
+        &file,
+        4,
+        "upstreams[0].kubernetes.namespace",
+        "invalid Kubernetes name",
+    );
+    assert_error(&text, &file, 4, "upstreams[0].kubernetes.port", "1-65535");
+    assert_error(
+        &text,
+        &file,
+        7,
+        "upstreams[1].terminating",
+        "only applies to kubernetes upstreams",
     );
 }

@@ -11,7 +11,9 @@ mod validate;
 use crate::upstream::hash_key::HashKey;
 pub use location::Position;
 use regex::Regex;
-pub use schema::{BalancePolicy, ListenerProtocol, RawConfig, RetryMethods, UpstreamProtocol};
+pub use schema::{
+    BalancePolicy, ListenerProtocol, RawConfig, RetryMethods, TerminatingPolicy, UpstreamProtocol,
+};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,8 @@ pub struct Config {
     /// The admin listener's address.
     pub admin_listen: SocketAddr,
     pub access_log: AccessLogTarget,
+    /// How to reach the Kubernetes API (`None`: in-cluster or kubeconfig).
+    pub kubernetes: Option<KubernetesClient>,
     pub listeners: Vec<ListenerConfig>,
     pub routes: Vec<RouteConfig>,
     pub upstreams: Vec<UpstreamConfig>,
@@ -50,6 +54,14 @@ pub enum AccessLogTarget {
     Stdout,
     Off,
     File(PathBuf),
+}
+
+/// `kubernetes:` overrides of the API client settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesClient {
+    pub api_server: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A listener.
@@ -106,6 +118,9 @@ pub struct TimeoutOverrides {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub name: String,
+    /// Where the endpoints come from.
+    pub source: EndpointSource,
+    /// The endpoints: the static list, or the latest discovered set.
     pub endpoints: Vec<EndpointConfig>,
     pub protocol: UpstreamProtocol,
     pub balance: BalancePolicy,
@@ -171,11 +186,39 @@ pub struct PassiveEjection {
     pub on_5xx: bool,
 }
 
-/// A static endpoint.
+/// Where an upstream's endpoints come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointSource {
+    /// `endpoints:` in the file.
+    Static,
+    /// EndpointSlices of a Kubernetes service.
+    Kubernetes(ServiceRef),
+}
+
+/// `upstreams[].kubernetes`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub service: String,
+    pub port: ServicePort,
+    pub terminating: TerminatingPolicy,
+}
+
+/// The port of a service's endpoints: by number (the endpoint's port), or by the name of
+/// the service port (resolved per EndpointSlice, since slices may differ).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServicePort {
+    Number(u16),
+    Name(String),
+}
+
+/// An endpoint: static, or discovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointConfig {
     pub address: SocketAddr,
     pub weight: u32,
+    /// Discovered as terminating but still serving (used only when no ready one is left).
+    pub terminating: bool,
 }
 
 /// The upstream connection pool settings.

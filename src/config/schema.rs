@@ -321,8 +321,8 @@ pub enum BalancePolicy {
     ConsistentHash,
 }
 
-/// What to do with endpoints that are terminating but still serving (issue #4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// What to do with endpoints that are terminating but still serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TerminatingPolicy {
     Drain,

@@ -92,9 +92,24 @@ pub(super) fn validate(
         "off" => AccessLogTarget::Off,
         file => AccessLogTarget::File(PathBuf::from(file)),
     };
-    if raw.kubernetes.is_some() {
-        check.not_implemented("kubernetes", "Kubernetes discovery", 4);
-    }
+    let kubernetes = raw.kubernetes.as_ref().map(|k| {
+        if let Some(server) = &k.api_server {
+            let valid = server.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+            if !valid {
+                check.error(
+                    "kubernetes.api_server",
+                    format!("invalid URL {server:?}: expected https://HOST:PORT"),
+                );
+            }
+        }
+        KubernetesClient {
+            api_server: k.api_server.clone(),
+            token_file: k.token_file.as_ref().map(PathBuf::from),
+            ca_file: k.ca_file.as_ref().map(PathBuf::from),
+        }
+    });
 
     let listeners = check_listeners(&mut check, &raw.listeners);
     let upstreams = check_upstreams(&mut check, &raw.upstreams);
@@ -110,6 +125,7 @@ pub(super) fn validate(
                 server,
                 admin_listen,
                 access_log,
+                kubernetes,
                 listeners,
                 routes,
                 upstreams,
@@ -299,8 +315,11 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                 check.not_implemented(&format!("{at}.max_streams"), "HTTP/2 upstream streams", 6);
             }
             let health = check_health(check, &at, upstream);
-            if upstream.terminating.is_some() {
-                check.not_implemented(&format!("{at}.terminating"), "terminating endpoints", 4);
+            if upstream.terminating.is_some() && upstream.kubernetes.is_none() {
+                check.error(
+                    &format!("{at}.terminating"),
+                    "only applies to kubernetes upstreams",
+                );
             }
 
             let idle_timeout = check.duration(
@@ -333,7 +352,8 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
             }
             Some(UpstreamConfig {
                 name: upstream.name.clone(),
-                endpoints: endpoints?,
+                source: endpoints.as_ref()?.0.clone(),
+                endpoints: endpoints?.1,
                 protocol: upstream.protocol,
                 balance: upstream.balance,
                 hash_key: if upstream.balance == BalancePolicy::ConsistentHash {
@@ -368,7 +388,7 @@ fn check_endpoints(
     check: &mut Checker,
     at: &str,
     upstream: &RawUpstream,
-) -> Option<Vec<EndpointConfig>> {
+) -> Option<(EndpointSource, Vec<EndpointConfig>)> {
     match (&upstream.kubernetes, &upstream.endpoints) {
         (Some(_), Some(_)) => {
             check.error(
@@ -385,14 +405,52 @@ fn check_endpoints(
             None
         }
         (Some(service), None) => {
-            if service.namespace.is_empty() || service.service.is_empty() {
-                check.error(
-                    &format!("{at}.kubernetes"),
-                    "namespace and service must not be empty",
-                );
+            let is_name = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 253
+                    && s.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                    })
+            };
+            let mut valid = true;
+            for (field, value) in [
+                ("namespace", &service.namespace),
+                ("service", &service.service),
+            ] {
+                if !is_name(value) {
+                    check.error(
+                        &format!("{at}.kubernetes.{field}"),
+                        format!("invalid Kubernetes name {value:?}"),
+                    );
+                    valid = false;
+                }
             }
-            check.not_implemented(&format!("{at}.kubernetes"), "Kubernetes discovery", 4);
-            None
+            let port = match &service.port {
+                RawServicePort::Number(0) => {
+                    check.error(
+                        &format!("{at}.kubernetes.port"),
+                        "must be 1-65535 or a port name",
+                    );
+                    valid = false;
+                    ServicePort::Number(0)
+                }
+                RawServicePort::Number(n) => ServicePort::Number(*n),
+                RawServicePort::Name(name) if name.is_empty() => {
+                    check.error(&format!("{at}.kubernetes.port"), "must not be empty");
+                    valid = false;
+                    ServicePort::Name(String::new())
+                }
+                RawServicePort::Name(name) => ServicePort::Name(name.clone()),
+            };
+            valid.then(|| {
+                let source = EndpointSource::Kubernetes(ServiceRef {
+                    namespace: service.namespace.clone(),
+                    service: service.service.clone(),
+                    port,
+                    terminating: upstream.terminating.unwrap_or(TerminatingPolicy::Drain),
+                });
+                (source, Vec::new())
+            })
         }
         (None, Some(list)) => {
             if list.is_empty() {
@@ -422,10 +480,14 @@ fn check_endpoints(
                     if !seen.insert(address) {
                         check.error(&address_path, format!("duplicate endpoint {address}"));
                     }
-                    endpoints.push(EndpointConfig { address, weight });
+                    endpoints.push(EndpointConfig {
+                        address,
+                        weight,
+                        terminating: false,
+                    });
                 }
             }
-            (endpoints.len() == list.len()).then_some(endpoints)
+            (endpoints.len() == list.len()).then_some((EndpointSource::Static, endpoints))
         }
     }
 }

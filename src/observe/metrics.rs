@@ -19,6 +19,8 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    pub discovery_updates: IntCounterVec,
+    pub discovery_errors: IntCounterVec,
     pub access_log_dropped: IntCounterVec,
 }
 
@@ -110,6 +112,16 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             &["result"],
         ),
         config_generation,
+        discovery_updates: counter(
+            "sluice_discovery_updates_total",
+            "Endpoint set updates from discovery, by upstream.",
+            &["upstream"],
+        ),
+        discovery_errors: counter(
+            "sluice_discovery_errors_total",
+            "Discovery errors (API unreachable, watch failures), by upstream.",
+            &["upstream"],
+        ),
         access_log_dropped: counter(
             "sluice_access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind.",

@@ -26,6 +26,10 @@ pub trait Balancer: Send + Sync {
 
 /// Builds the balancer of `policy` over `endpoints` (whose order gives the indexes).
 pub fn build(policy: BalancePolicy, hash_points: u32, endpoints: &[Endpoint]) -> Box<dyn Balancer> {
+    if endpoints.is_empty() {
+        // A discovered service can have no endpoints; pingora's selections assume some.
+        return Box::new(NoEndpoints);
+    }
     match policy {
         BalancePolicy::RoundRobin => Box::new(PingoraSelection::<RoundRobin>::new(endpoints, &())),
         BalancePolicy::Random => Box::new(PingoraSelection::<Random>::new(endpoints, &())),
@@ -38,6 +42,15 @@ pub fn build(policy: BalancePolicy, hash_points: u32, endpoints: &[Endpoint]) ->
         BalancePolicy::LeastRequest => Box::new(LeastRequest {
             endpoints: endpoints.to_vec(),
         }),
+    }
+}
+
+/// The balancer of an upstream without endpoints.
+struct NoEndpoints;
+
+impl Balancer for NoEndpoints {
+    fn pick(&self, _key: &[u8], _usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        None
     }
 }
 
@@ -204,6 +217,18 @@ mod tests {
             let heavy = counts[&1] as f64 / 4000.0;
             assert!((0.65..=0.85).contains(&heavy), "{policy:?}: {heavy}");
             assert_eq!(balancer.pick(b"", &|i| i == 0), Some(0));
+        }
+    }
+
+    #[test]
+    fn no_endpoints_no_pick() {
+        for policy in [
+            BalancePolicy::RoundRobin,
+            BalancePolicy::Random,
+            BalancePolicy::LeastRequest,
+            BalancePolicy::ConsistentHash,
+        ] {
+            assert_eq!(build(policy, 160, &[]).pick(b"k", &|_| true), None);
         }
     }
 

@@ -58,7 +58,7 @@ struct CheckTask {
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tasks: HashMap<(String, SocketAddr), CheckTask> = HashMap::new();
-        let mut generation = 0;
+        let mut revision = 0;
         let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -66,8 +66,8 @@ impl BackgroundService for HealthChecker {
                 _ = ticker.tick() => {}
             }
             let snapshot = self.state.snapshot();
-            if snapshot.generation != generation {
-                generation = snapshot.generation;
+            if snapshot.revision != revision {
+                revision = snapshot.revision;
                 reconcile(&self.state, &snapshot.upstreams, &mut tasks);
             }
             let now = now_ms();

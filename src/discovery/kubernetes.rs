@@ -1,0 +1,253 @@
+//! Kubernetes EndpointSlice discovery: one watch per namespace, feeding upstreams live.
+//!
+//! A background service watches, in every namespace that kubernetes upstreams name, the
+//! EndpointSlices labelled with one of their services (`kubernetes.io/service-name in
+//! (...)`), through kube-runtime's watcher (list, then watch from the list's
+//! resourceVersion; on 410 Gone it relists; on errors it retries with capped exponential
+//! backoff). Every change recomputes the endpoint set of the upstreams of that service and
+//! swaps in a new snapshot, off the request path. Errors never empty a pool: the last
+//! known endpoints stay until the API answers again. A reload that changes the services of
+//! a namespace restarts that namespace's watch; other watches keep running.
+
+use super::endpoint_slices::{endpoints_of, service_of, SERVICE_NAME_LABEL};
+use crate::config::{EndpointSource, KubernetesClient};
+use crate::observe::metrics::METRICS;
+use crate::state::State;
+use async_trait::async_trait;
+use futures::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How often the service looks for config changes (and retries a failed client setup).
+const TICK: Duration = Duration::from_millis(250);
+
+/// Watches EndpointSlices for every kubernetes upstream of the running config.
+pub struct KubernetesDiscovery {
+    state: Arc<State>,
+}
+
+impl KubernetesDiscovery {
+    /// Discovery feeding `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+/// A running namespace watch and the services it selects.
+struct NamespaceWatch {
+    services: BTreeSet<String>,
+    handle: JoinHandle<()>,
+}
+
+#[async_trait]
+impl BackgroundService for KubernetesDiscovery {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut watches: HashMap<String, NamespaceWatch> = HashMap::new();
+        let mut client: Option<(Option<KubernetesClient>, Client)> = None;
+        let mut applied_generation = 0;
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = ticker.tick() => {}
+            }
+            let snapshot = self.state.snapshot();
+            if snapshot.generation == applied_generation {
+                continue;
+            }
+            let mut wanted: HashMap<String, BTreeSet<String>> = HashMap::new();
+            for upstream in &snapshot.config.upstreams {
+                if let EndpointSource::Kubernetes(service) = &upstream.source {
+                    wanted
+                        .entry(service.namespace.clone())
+                        .or_default()
+                        .insert(service.service.clone());
+                }
+            }
+            watches.retain(|namespace, watch| {
+                let keep = wanted.get(namespace) == Some(&watch.services);
+                if !keep {
+                    watch.handle.abort();
+                }
+                keep
+            });
+            if wanted.is_empty() {
+                applied_generation = snapshot.generation;
+                continue;
+            }
+            let settings = snapshot.config.kubernetes.clone();
+            if client.as_ref().is_none_or(|(s, _)| *s != settings) {
+                match make_client(settings.as_ref()).await {
+                    Ok(c) => client = Some((settings, c)),
+                    Err(e) => {
+                        log::error!("kubernetes discovery: cannot set up the API client: {e}");
+                        count_errors(&self.state, None);
+                        continue;
+                    }
+                }
+            }
+            let Some((_, client)) = client.as_ref() else {
+                continue;
+            };
+            for (namespace, services) in wanted {
+                if watches.contains_key(&namespace) {
+                    continue;
+                }
+                let handle = tokio::spawn(watch_namespace(
+                    self.state.clone(),
+                    client.clone(),
+                    namespace.clone(),
+                    services.clone(),
+                ));
+                watches.insert(namespace, NamespaceWatch { services, handle });
+            }
+            applied_generation = snapshot.generation;
+        }
+        for (_, watch) in watches {
+            watch.handle.abort();
+        }
+    }
+}
+
+/// The API client: from `kubernetes.api_server` (+ token and CA files) when set, else the
+/// in-cluster service account, else `KUBECONFIG` / `~/.kube/config`.
+async fn make_client(settings: Option<&KubernetesClient>) -> Result<Client, String> {
+    let config = match settings.and_then(|s| s.api_server.as_ref().map(|url| (s, url))) {
+        Some((settings, url)) => {
+            let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+            let kubeconfig: Kubeconfig = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{ "name": "sluice", "cluster": {
+                    "server": url,
+                    "certificate-authority": path(&settings.ca_file),
+                }}],
+                "users": [{ "name": "sluice", "user": { "tokenFile": path(&settings.token_file) } }],
+                "contexts": [{ "name": "sluice", "context": { "cluster": "sluice", "user": "sluice" } }],
+                "current-context": "sluice",
+            }))
+            .map_err(|e| format!("building client settings for {url}: {e}"))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("client settings for {url}: {e}"))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no in-cluster service account and no kubeconfig: {e}"))?,
+    };
+    let server = config.cluster_url.to_string();
+    Client::try_from(config).map_err(|e| format!("client for {server}: {e}"))
+}
+
+/// Watches the slices of `services` in `namespace` until aborted.
+async fn watch_namespace(
+    state: Arc<State>,
+    client: Client,
+    namespace: String,
+    services: BTreeSet<String>,
+) {
+    let api: Api<EndpointSlice> = Api::namespaced(client, &namespace);
+    let list: Vec<&str> = services.iter().map(String::as_str).collect();
+    let selector = format!("{SERVICE_NAME_LABEL} in ({})", list.join(","));
+    log::info!("kubernetes discovery: watching EndpointSlices in {namespace} ({selector})");
+    let mut events = watcher::watcher(api, watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .boxed();
+    let mut slices: HashMap<String, EndpointSlice> = HashMap::new();
+    let mut relist: Option<HashMap<String, EndpointSlice>> = None;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => relist = Some(HashMap::new()),
+            Ok(Event::InitApply(slice)) => {
+                relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(slice_name(&slice), slice);
+            }
+            Ok(Event::InitDone) => {
+                slices = relist.take().unwrap_or_default();
+                publish(&state, &namespace, &slices, None);
+            }
+            Ok(Event::Apply(slice)) => {
+                let service = service_of(&slice).map(str::to_string);
+                slices.insert(slice_name(&slice), slice);
+                publish(&state, &namespace, &slices, service.as_deref());
+            }
+            Ok(Event::Delete(slice)) => {
+                let service = service_of(&slice).map(str::to_string);
+                slices.remove(&slice_name(&slice));
+                publish(&state, &namespace, &slices, service.as_deref());
+            }
+            Err(e) => {
+                log::warn!(
+                    "kubernetes discovery: watch of {namespace} failed, keeping the last known endpoints and retrying: {e}"
+                );
+                count_errors(&state, Some(&namespace));
+            }
+        }
+    }
+}
+
+fn slice_name(slice: &EndpointSlice) -> String {
+    slice.metadata.name.clone().unwrap_or_default()
+}
+
+/// Recomputes the endpoints of the upstreams of `service` (all services when `None`) in
+/// `namespace` and swaps them in.
+fn publish(
+    state: &State,
+    namespace: &str,
+    slices: &HashMap<String, EndpointSlice>,
+    service: Option<&str>,
+) {
+    let snapshot = state.snapshot();
+    for upstream in &snapshot.config.upstreams {
+        let EndpointSource::Kubernetes(source) = &upstream.source else {
+            continue;
+        };
+        if source.namespace != namespace || service.is_some_and(|s| s != source.service) {
+            continue;
+        }
+        let endpoints = endpoints_of(
+            slices
+                .values()
+                .filter(|s| service_of(s) == Some(source.service.as_str())),
+            &source.port,
+            source.terminating,
+        );
+        if endpoints.is_empty() {
+            log::warn!(
+                "upstream {}: service {namespace}/{} has no usable endpoints; requests get 503",
+                upstream.name,
+                source.service
+            );
+        }
+        METRICS
+            .discovery_updates
+            .with_label_values(&[&upstream.name])
+            .inc();
+        state.set_discovered(&upstream.name, endpoints);
+    }
+}
+
+/// Counts a discovery error for the kubernetes upstreams of `namespace` (all when `None`).
+fn count_errors(state: &State, namespace: Option<&str>) {
+    for upstream in &state.snapshot().config.upstreams {
+        if let EndpointSource::Kubernetes(source) = &upstream.source {
+            if namespace.is_none_or(|n| n == source.namespace) {
+                METRICS
+                    .discovery_errors
+                    .with_label_values(&[&upstream.name])
+                    .inc();
+            }
+        }
+    }
+}

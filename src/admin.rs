@@ -41,8 +41,8 @@ impl AdminApp {
                         json!({
                             "address": e.address.to_string(),
                             "weight": e.weight,
-                            "ready": true,
-                            "terminating": false,
+                            "ready": !e.terminating,
+                            "terminating": e.terminating,
                             "available": u.is_available(i, now),
                             "health": if checked { health.verdict().as_str() } else { "not_checked" },
                             "last_check": health.last_check().map(|c| json!({

@@ -160,6 +160,7 @@ mod tests {
             .map(|(i, w)| Endpoint {
                 address: format!("10.0.0.{}:80", i + 1).parse().expect("addr"),
                 weight: *w,
+                terminating: false,
                 state: Arc::new(EndpointState::default()),
             })
             .collect()

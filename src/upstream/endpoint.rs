@@ -10,6 +10,8 @@ use std::sync::Arc;
 pub struct Endpoint {
     pub address: SocketAddr,
     pub weight: u32,
+    /// Discovered as terminating but still serving (used because no ready one is left).
+    pub terminating: bool,
     /// Shared with the previous snapshot when the address was already there.
     pub state: Arc<EndpointState>,
 }

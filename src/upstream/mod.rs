@@ -70,6 +70,7 @@ impl Upstream {
             .map(|e| Endpoint {
                 address: e.address,
                 weight: e.weight,
+                terminating: e.terminating,
                 state: previous_states
                     .get(&e.address)
                     .cloned()

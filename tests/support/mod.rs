@@ -2,6 +2,8 @@
 //! real `sluice` binary with a generated config, all over 127.0.0.1.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod fake_kube;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -89,9 +91,16 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Starts a backend named `name`.
+    /// Starts a backend named `name` on a free port of 127.0.0.1.
     pub fn start(name: &str, behavior: Behavior) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Self::start_on(name, behavior, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts a backend on `address` (e.g. `127.0.0.3:PORT`: all of 127/8 is loopback, so
+    /// several backends can share a port, as the pods of one EndpointSlice do).
+    pub fn start_on(name: &str, behavior: Behavior, address: SocketAddr) -> Self {
+        let listener = TcpListener::bind(address)
+            .unwrap_or_else(|e| panic!("bind backend {name} on {address}: {e}"));
         let address = listener.local_addr().expect("backend address");
         let accepts = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -499,8 +508,19 @@ impl Sluice {
         Self::start_with_server(body, "watch_config: false")
     }
 
+    /// Starts sluice without waiting for `/readyz` (e.g. to watch readiness change).
+    pub fn start_unready(body: &str) -> Self {
+        Self::spawn(body, "watch_config: false")
+    }
+
     /// Like [`Self::start`], with extra `server:` settings (one flow-mapping entry list).
     pub fn start_with_server(body: &str, server_settings: &str) -> Self {
+        let mut sluice = Self::spawn(body, server_settings);
+        sluice.wait_ready();
+        sluice
+    }
+
+    fn spawn(body: &str, server_settings: &str) -> Self {
         let dir = ScratchDir::new();
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let header = format!(
@@ -520,15 +540,13 @@ impl Sluice {
             .stderr(std::fs::File::create(dir.0.join("stderr.log")).expect("stderr file"))
             .spawn()
             .expect("spawn sluice");
-        let mut sluice = Self {
+        Self {
             child,
             dir,
             config_path,
             admin,
             header,
-        };
-        sluice.wait_ready();
-        sluice
+        }
     }
 
     fn wait_ready(&mut self) {

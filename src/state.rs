@@ -137,6 +137,8 @@ pub struct State {
     next_generation: AtomicU64,
     /// Set once SIGHUP is handled: before that a SIGHUP would kill the process.
     reload_armed: AtomicBool,
+    /// The process has been ready once.
+    ready_once: AtomicBool,
 }
 
 impl State {
@@ -150,6 +152,7 @@ impl State {
             rebuild: Mutex::new(discovered),
             next_generation: AtomicU64::new(2),
             reload_armed: AtomicBool::new(false),
+            ready_once: AtomicBool::new(false),
         }
     }
 
@@ -161,7 +164,7 @@ impl State {
     /// Re-reads the config file and swaps it in; on any error the running snapshot stays.
     pub fn reload(&self) -> Result<u64, ReloadError> {
         let config = config::load(&self.path).map_err(ReloadError::Invalid)?;
-        let discovered = self.lock_rebuild();
+        let mut discovered = self.lock_rebuild();
         let previous = self.current.load();
         let running = &previous.config;
         if config.listeners != running.listeners {
@@ -177,6 +180,20 @@ impl State {
                 "access_log and server.threads changes take effect at the next start or upgrade"
             );
         }
+        // Forget what was discovered for upstreams that are gone or no longer discovered, so
+        // one re-added later starts from its own first sync, not from stale endpoints.
+        let discovered_upstreams: HashSet<&str> = config
+            .upstreams
+            .iter()
+            .filter(|u| matches!(u.source, EndpointSource::Kubernetes(_)))
+            .map(|u| u.name.as_str())
+            .collect();
+        discovered
+            .endpoints
+            .retain(|name, _| discovered_upstreams.contains(name.as_str()));
+        discovered
+            .synced
+            .retain(|name| discovered_upstreams.contains(name.as_str()));
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let snapshot = Snapshot::build(config, generation, Some(&previous), &discovered.endpoints);
         self.current.store(Arc::new(snapshot));
@@ -215,9 +232,18 @@ impl State {
     }
 
     /// Whether `/readyz` should answer 200: the config is loaded, reloads are handled, and
-    /// every discovery source has synced once. Backend health plays no part.
+    /// every discovery source has synced once. Once ready, a reload that adds a discovered
+    /// upstream does not make the node unready again (the API may be down just then; the
+    /// other upstreams serve meanwhile). Backend health plays no part.
     pub fn is_ready(&self) -> bool {
-        self.reload_armed.load(Ordering::Relaxed) && self.discovery_synced()
+        if self.ready_once.load(Ordering::Relaxed) {
+            return true;
+        }
+        let ready = self.reload_armed.load(Ordering::Relaxed) && self.discovery_synced();
+        if ready {
+            self.ready_once.store(true, Ordering::Relaxed);
+        }
+        ready
     }
 
     /// Records that SIGHUP now triggers a reload.

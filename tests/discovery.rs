@@ -314,3 +314,36 @@ fn service_without_endpoints_answers_503() {
     assert_eq!(response.status, 503);
     assert!(sluice.stderr().contains("has no usable endpoints"));
 }
+
+#[test]
+fn reload_starts_and_stops_watches_and_keeps_unchanged_ones() {
+    let port = free_port();
+    let backends = pods(2, port, Behavior::Echo);
+    let all = ips(&backends);
+    let kube = FakeKube::start();
+    publish(&kube, "app-1", port, &all[..1]);
+    kube.apply(slice("shop", "cart-1", "cart", ("http", port), &[ready(&all[1])]));
+    let web = listen_address();
+    let base = config(web, &kube, "");
+    let sluice = Sluice::start(&base);
+    assert_eq!(served_by(web, 4), names(&["pod1"]));
+    let watches = kube.watch_requests();
+
+    // Add an upstream in another namespace: its watch starts; the first one keeps running.
+    let with_cart = base.replace(
+        "routes: [{ name: all, listener: web, upstream: app }]",
+        "routes: [{ name: all, listener: web, upstream: app }, { name: cart, listener: web, paths: [{ prefix: /cart }], upstream: cart }]",
+    ) + "  - { name: cart, kubernetes: { namespace: shop, service: cart, port: http } }\n";
+    sluice.reload(&with_cart);
+    wait_until("the cart upstream to be discovered", READY_TIMEOUT, || {
+        get(web, "/cart").backend() == "pod2"
+    });
+    assert_eq!(kube.watch_requests(), watches + 1, "only the new namespace started a watch");
+    assert_eq!(get(web, "/").backend(), "pod1");
+
+    // Remove it again: /cart falls back to the default route; app keeps its endpoints.
+    sluice.reload(&base);
+    kube.set_down(true);
+    assert_eq!(get(web, "/cart").backend(), "pod1");
+    assert_eq!(sluice.admin_get("/readyz").map(|r| r.status), Some(200));
+}

@@ -31,8 +31,8 @@ pub struct Snapshot {
     pub revision: u64,
     pub config: Arc<Config>,
     /// Route tables by listener name.
-    pub route_tables: HashMap<String, RouteTable>,
-    pub routes: Vec<Route>,
+    pub route_tables: Arc<HashMap<String, RouteTable>>,
+    pub routes: Arc<[Route]>,
     pub upstreams: Vec<Arc<Upstream>>,
 }
 
@@ -67,7 +67,7 @@ impl Snapshot {
             .enumerate()
             .map(|(i, u)| (u.name.as_str(), i))
             .collect();
-        let routes = config
+        let routes: Arc<[Route]> = config
             .routes
             .iter()
             .filter_map(|r| {
@@ -82,17 +82,39 @@ impl Snapshot {
                 })
             })
             .collect();
-        let route_tables = config
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), RouteTable::build(&l.name, &config.routes)))
-            .collect();
+        let route_tables = Arc::new(
+            config
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), RouteTable::build(&l.name, &config.routes)))
+                .collect(),
+        );
         Self {
             generation,
             revision: previous.map_or(1, |p| p.revision + 1),
             config: Arc::new(config),
             route_tables,
             routes,
+            upstreams,
+        }
+    }
+}
+
+impl Snapshot {
+    /// This snapshot with upstream `index` rebuilt on `endpoints`; every other upstream,
+    /// route and table is shared, so a discovery update costs one upstream, not all.
+    fn with_endpoints(&self, index: usize, endpoints: Vec<EndpointConfig>) -> Self {
+        let previous = &self.upstreams[index];
+        let mut config = previous.config.clone();
+        config.endpoints = endpoints;
+        let mut upstreams = self.upstreams.clone();
+        upstreams[index] = Arc::new(Upstream::build(&config, Some(previous)));
+        Self {
+            generation: self.generation,
+            revision: self.revision + 1,
+            config: self.config.clone(),
+            route_tables: self.route_tables.clone(),
+            routes: self.routes.clone(),
             upstreams,
         }
     }
@@ -207,15 +229,14 @@ impl State {
         if discovered.endpoints.get(upstream) == Some(&endpoints) {
             return;
         }
-        discovered.endpoints.insert(upstream.to_string(), endpoints);
+        discovered
+            .endpoints
+            .insert(upstream.to_string(), endpoints.clone());
         let previous = self.current.load();
-        let snapshot = Snapshot::build(
-            (*previous.config).clone(),
-            previous.generation,
-            Some(&previous),
-            &discovered.endpoints,
-        );
-        self.current.store(Arc::new(snapshot));
+        if let Some(index) = previous.upstreams.iter().position(|u| u.name() == upstream) {
+            self.current
+                .store(Arc::new(previous.with_endpoints(index, endpoints)));
+        }
     }
 
     /// Whether every discovered upstream of the current snapshot has synced at least once.

@@ -322,7 +322,13 @@ fn reload_starts_and_stops_watches_and_keeps_unchanged_ones() {
     let all = ips(&backends);
     let kube = FakeKube::start();
     publish(&kube, "app-1", port, &all[..1]);
-    kube.apply(slice("shop", "cart-1", "cart", ("http", port), &[ready(&all[1])]));
+    kube.apply(slice(
+        "shop",
+        "cart-1",
+        "cart",
+        ("http", port),
+        &[ready(&all[1])],
+    ));
     let web = listen_address();
     let base = config(web, &kube, "");
     let sluice = Sluice::start(&base);
@@ -338,7 +344,11 @@ fn reload_starts_and_stops_watches_and_keeps_unchanged_ones() {
     wait_until("the cart upstream to be discovered", READY_TIMEOUT, || {
         get(web, "/cart").backend() == "pod2"
     });
-    assert_eq!(kube.watch_requests(), watches + 1, "only the new namespace started a watch");
+    assert_eq!(
+        kube.watch_requests(),
+        watches + 1,
+        "only the new namespace started a watch"
+    );
     assert_eq!(get(web, "/").backend(), "pod1");
 
     // Remove it again: /cart falls back to the default route; app keeps its endpoints.

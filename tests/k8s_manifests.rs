@@ -33,7 +33,14 @@ fn every_document_is_a_valid_kubernetes_object() {
         .collect();
     assert_eq!(
         kinds,
-        ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"]
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet"
+        ]
     );
     let _: Namespace = typed("Namespace");
     let _: ServiceAccount = typed("ServiceAccount");
@@ -50,12 +57,27 @@ fn every_document_is_a_valid_kubernetes_object() {
     assert_eq!(pod.host_network, Some(true));
     let container = &pod.containers[0];
     let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-        p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone())
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
     };
-    assert_eq!(probe_path(&container.readiness_probe).as_deref(), Some("/readyz"));
-    assert_eq!(probe_path(&container.liveness_probe).as_deref(), Some("/healthz"));
-    assert!(container.resources.as_ref().and_then(|r| r.requests.as_ref()).is_some());
-    assert!(pod.termination_grace_period_seconds.unwrap_or(0) > 30, "above server.grace_period");
+    assert_eq!(
+        probe_path(&container.readiness_probe).as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        probe_path(&container.liveness_probe).as_deref(),
+        Some("/healthz")
+    );
+    assert!(container
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .is_some());
+    assert!(
+        pod.termination_grace_period_seconds.unwrap_or(0) > 30,
+        "above server.grace_period"
+    );
 }
 
 #[test]

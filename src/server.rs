@@ -90,18 +90,19 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     admin.threads = Some(1);
     admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
-    server.add_service(background_service(
+    // Background work gets one thread each, so it cannot take both cores from the proxy.
+    let mut discovery = background_service(
         "kubernetes discovery",
         KubernetesDiscovery::new(state.clone()),
-    ));
-    server.add_service(background_service(
-        "health checker",
-        HealthChecker::new(state.clone()),
-    ));
-    server.add_service(background_service(
-        "config reloader",
-        Reloader::new(state, path, watch),
-    ));
+    );
+    discovery.threads = Some(1);
+    server.add_service(discovery);
+    let mut checker = background_service("health checker", HealthChecker::new(state.clone()));
+    checker.threads = Some(1);
+    server.add_service(checker);
+    let mut reloader = background_service("config reloader", Reloader::new(state, path, watch));
+    reloader.threads = Some(1);
+    server.add_service(reloader);
     log::info!("sluice {} starting", env!("CARGO_PKG_VERSION"));
     server.run_forever()
 }

@@ -35,22 +35,22 @@ fn admin_endpoints_describe_the_running_process() {
     for _ in 0..5 {
         assert_eq!(get(web, "/x").status, 200);
     }
-    assert_eq!(
-        sluice.metric("sluice_http_requests_total{code=\"200\",route=\"all\"}"),
-        5.0
+    sluice.wait_metric(
+        "sluice_http_requests_total{code=\"200\",route=\"all\"}",
+        5.0,
     );
-    assert_eq!(
-        sluice.metric("sluice_upstream_attempts_total{result=\"ok\",upstream=\"app\"}"),
-        5.0
+    sluice.wait_metric(
+        "sluice_upstream_attempts_total{result=\"ok\",upstream=\"app\"}",
+        5.0,
     );
     assert_eq!(
         sluice.metric("sluice_upstream_endpoints{state=\"healthy\",upstream=\"app\"}"),
         2.0
     );
     assert_eq!(sluice.metric("sluice_config_generation"), 1.0);
-    assert_eq!(
-        sluice.metric("sluice_http_request_duration_seconds_count{route=\"all\"}"),
-        5.0
+    sluice.wait_metric(
+        "sluice_http_request_duration_seconds_count{route=\"all\"}",
+        5.0,
     );
     let new = sluice.metric("sluice_upstream_connections_total{reused=\"false\",upstream=\"app\"}");
     let reused =

@@ -162,9 +162,9 @@ fn hung_endpoint_is_marked_down_by_the_check_timeout() {
         assert_eq!(response.backend(), "good");
     }
     assert_eq!(served(&hung).len(), before);
-    assert_eq!(
-        sluice.metric("sluice_upstream_endpoints{state=\"unhealthy\",upstream=\"app\"}"),
-        1.0
+    sluice.wait_metric(
+        "sluice_upstream_endpoints{state=\"unhealthy\",upstream=\"app\"}",
+        1.0,
     );
 }
 

@@ -50,11 +50,8 @@ fn sighup_swaps_routes_without_closing_connections() {
         a_connections,
         "the pooled connection to an endpoint that remains was reused"
     );
-    assert_eq!(
-        sluice.metric("sluice_config_reloads_total{result=\"ok\"}"),
-        1.0
-    );
-    assert_eq!(sluice.metric("sluice_config_generation"), 2.0);
+    sluice.wait_metric("sluice_config_reloads_total{result=\"ok\"}", 1.0);
+    sluice.wait_metric("sluice_config_generation", 2.0);
 }
 
 #[test]

@@ -77,9 +77,9 @@ upstreams:
     // A 404 keeps the client connection usable.
     assert_eq!(client.get("api.test", "/nothing-here").status, 404);
     assert_eq!(client.get("a.example.com", "/").backend(), "wild");
-    assert_eq!(
-        sluice.metric("sluice_http_requests_total{code=\"404\",route=\"none\"}"),
-        2.0
+    sluice.wait_metric(
+        "sluice_http_requests_total{code=\"404\",route=\"none\"}",
+        2.0,
     );
 }
 

@@ -71,7 +71,13 @@ impl BackgroundService for HealthChecker {
                 reconcile(&self.state, &snapshot.upstreams, &mut tasks);
             }
             let now = now_ms();
-            for upstream in &snapshot.upstreams {
+            // Without health settings an upstream's counts change only when it is rebuilt,
+            // and `Upstream::build` refreshes them then.
+            let watched = snapshot
+                .upstreams
+                .iter()
+                .filter(|u| u.config.health.active.is_some() || u.config.health.passive.is_some());
+            for upstream in watched {
                 for endpoint in upstream.endpoints.iter() {
                     if endpoint.state.health.take_ejection_end(now) {
                         log::info!(

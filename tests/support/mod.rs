@@ -443,9 +443,10 @@ pub fn get(address: SocketAddr, target: &str) -> Response {
 // sluice
 // ---------------------------------------------------------------------------------------
 
-/// The path of the sluice binary cargo built for these tests.
-pub fn sluice_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_sluice")
+/// The sluice binary: `SLUICE_BIN` if set (benchmarks point it at a release build), else
+/// the one cargo built for these tests.
+pub fn sluice_binary() -> String {
+    std::env::var("SLUICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_string())
 }
 
 /// A scratch directory for one test, removed on drop.
@@ -606,6 +607,15 @@ impl Sluice {
                 (name == series).then(|| value.parse().ok())?
             })
             .unwrap_or(0.0)
+    }
+
+    /// Waits until metric `series` reaches `value`: request metrics are recorded just after
+    /// the response is sent, so a client can see the response before the count.
+    pub fn wait_metric(&self, series: &str, value: f64) {
+        wait_until(&format!("{series} to reach {value}"), READY_TIMEOUT, || {
+            self.metric(series) >= value
+        });
+        assert_eq!(self.metric(series), value, "{series}");
     }
 
     /// Replaces the config body (keeping the generated header) without signalling.

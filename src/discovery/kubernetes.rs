@@ -162,29 +162,25 @@ async fn watch_namespace(
     let mut events = watcher::watcher(api, watcher::Config::default().labels(&selector))
         .default_backoff()
         .boxed();
-    let mut slices: HashMap<String, EndpointSlice> = HashMap::new();
-    let mut relist: Option<HashMap<String, EndpointSlice>> = None;
+    let mut slices = SliceIndex::default();
+    let mut relist: Option<SliceIndex> = None;
     while let Some(event) = events.next().await {
         match event {
-            Ok(Event::Init) => relist = Some(HashMap::new()),
+            Ok(Event::Init) => relist = Some(SliceIndex::default()),
             Ok(Event::InitApply(slice)) => {
-                relist
-                    .get_or_insert_with(HashMap::new)
-                    .insert(slice_name(&slice), slice);
+                relist.get_or_insert_with(SliceIndex::default).apply(slice);
             }
             Ok(Event::InitDone) => {
                 slices = relist.take().unwrap_or_default();
                 publish(&state, &namespace, &slices, None);
             }
             Ok(Event::Apply(slice)) => {
-                let service = service_of(&slice).map(str::to_string);
-                slices.insert(slice_name(&slice), slice);
-                publish(&state, &namespace, &slices, service.as_deref());
+                let service = slices.apply(slice);
+                publish(&state, &namespace, &slices, Some(&service));
             }
             Ok(Event::Delete(slice)) => {
-                let service = service_of(&slice).map(str::to_string);
-                slices.remove(&slice_name(&slice));
-                publish(&state, &namespace, &slices, service.as_deref());
+                let service = slices.delete(&slice);
+                publish(&state, &namespace, &slices, Some(&service));
             }
             Err(e) => {
                 log::warn!(
@@ -196,18 +192,59 @@ async fn watch_namespace(
     }
 }
 
-fn slice_name(slice: &EndpointSlice) -> String {
-    slice.metadata.name.clone().unwrap_or_default()
+/// The slices of one namespace, by service and slice name, so that an event recomputes
+/// one service from its own slices rather than scanning the namespace.
+#[derive(Default)]
+struct SliceIndex {
+    by_service: HashMap<String, HashMap<String, EndpointSlice>>,
+    /// The service each slice was filed under (a slice's label could change).
+    service_of_slice: HashMap<String, String>,
+}
+
+impl SliceIndex {
+    /// Files `slice`; returns its service.
+    fn apply(&mut self, slice: EndpointSlice) -> String {
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let service = service_of(&slice).unwrap_or_default().to_string();
+        if let Some(old) = self.service_of_slice.insert(name.clone(), service.clone()) {
+            if old != service {
+                if let Some(slices) = self.by_service.get_mut(&old) {
+                    slices.remove(&name);
+                }
+            }
+        }
+        self.by_service
+            .entry(service.clone())
+            .or_default()
+            .insert(name, slice);
+        service
+    }
+
+    /// Removes `slice`; returns the service it belonged to.
+    fn delete(&mut self, slice: &EndpointSlice) -> String {
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let service = self
+            .service_of_slice
+            .remove(&name)
+            .unwrap_or_else(|| service_of(slice).unwrap_or_default().to_string());
+        if let Some(slices) = self.by_service.get_mut(&service) {
+            slices.remove(&name);
+        }
+        service
+    }
+
+    /// The slices of `service`.
+    fn of(&self, service: &str) -> impl Iterator<Item = &EndpointSlice> {
+        self.by_service
+            .get(service)
+            .into_iter()
+            .flat_map(|s| s.values())
+    }
 }
 
 /// Recomputes the endpoints of the upstreams of `service` (all services when `None`) in
 /// `namespace` and swaps them in.
-fn publish(
-    state: &State,
-    namespace: &str,
-    slices: &HashMap<String, EndpointSlice>,
-    service: Option<&str>,
-) {
+fn publish(state: &State, namespace: &str, slices: &SliceIndex, service: Option<&str>) {
     let snapshot = state.snapshot();
     for upstream in &snapshot.config.upstreams {
         let EndpointSource::Kubernetes(source) = &upstream.source else {
@@ -216,13 +253,7 @@ fn publish(
         if source.namespace != namespace || service.is_some_and(|s| s != source.service) {
             continue;
         }
-        let endpoints = endpoints_of(
-            slices
-                .values()
-                .filter(|s| service_of(s) == Some(source.service.as_str())),
-            &source.port,
-            source.terminating,
-        );
+        let endpoints = endpoints_of(slices.of(&source.service), &source.port, source.terminating);
         if endpoints.is_empty() {
             log::warn!(
                 "upstream {}: service {namespace}/{} has no usable endpoints; requests get 503",

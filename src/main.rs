@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod discovery;
 mod observe;
+mod priority;
 mod proxy;
 mod reload;
 mod routing;

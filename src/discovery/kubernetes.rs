@@ -51,6 +51,8 @@ struct NamespaceWatch {
 #[async_trait]
 impl BackgroundService for KubernetesDiscovery {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // The service has one thread of its own (see server.rs); every watch runs on it.
+        crate::priority::lower_current_thread();
         let mut watches: HashMap<String, NamespaceWatch> = HashMap::new();
         let mut client: Option<(Option<KubernetesClient>, Client)> = None;
         let mut applied_generation = 0;

@@ -57,6 +57,8 @@ struct CheckTask {
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // The service has one thread of its own (see server.rs); every check runs on it.
+        crate::priority::lower_current_thread();
         let mut tasks: HashMap<(String, SocketAddr), CheckTask> = HashMap::new();
         let mut revision = 0;
         let mut ticker = tokio::time::interval(TICK);

@@ -10,9 +10,11 @@ use crate::routing::RouteTable;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// A route at run time.
 pub struct Route {
@@ -142,6 +144,9 @@ impl std::fmt::Display for ReloadError {
     }
 }
 
+/// How long `/readyz` waits for a listener to accept before calling the node not ready.
+const LISTENER_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+
 /// Endpoints found by discovery, by upstream name.
 #[derive(Default)]
 struct Discovered {
@@ -247,20 +252,39 @@ impl State {
         })
     }
 
+    /// Whether every listener accepts connections: Pingora binds each service's listeners
+    /// when that service starts, which can be after the admin listener answers.
+    fn listeners_accepting(&self) -> bool {
+        self.current.load().config.listeners.iter().all(|listener| {
+            let mut address = listener.listen;
+            if address.ip().is_unspecified() {
+                let loopback: IpAddr = if address.is_ipv4() {
+                    Ipv4Addr::LOCALHOST.into()
+                } else {
+                    Ipv6Addr::LOCALHOST.into()
+                };
+                address.set_ip(loopback);
+            }
+            TcpStream::connect_timeout(&address, LISTENER_PROBE_TIMEOUT).is_ok()
+        })
+    }
+
     fn lock_rebuild(&self) -> MutexGuard<'_, Discovered> {
         // The map stays consistent even if a holder panicked.
         self.rebuild.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `/readyz` should answer 200: the config is loaded, reloads are handled, and
-    /// every discovery source has synced once. Once ready, a reload that adds a discovered
+    /// Whether `/readyz` should answer 200: the config is loaded, every listener accepts,
+    /// reloads are handled, and every discovery source has synced once. Once ready, a reload that adds a discovered
     /// upstream does not make the node unready again (the API may be down just then; the
     /// other upstreams serve meanwhile). Backend health plays no part.
     pub fn is_ready(&self) -> bool {
         if self.ready_once.load(Ordering::Relaxed) {
             return true;
         }
-        let ready = self.reload_armed.load(Ordering::Relaxed) && self.discovery_synced();
+        let ready = self.reload_armed.load(Ordering::Relaxed)
+            && self.discovery_synced()
+            && self.listeners_accepting();
         if ready {
             self.ready_once.store(true, Ordering::Relaxed);
         }

@@ -8,15 +8,11 @@ use std::thread;
 use support::*;
 
 fn config(web: SocketAddr, policy: &str, endpoints: &[&Backend]) -> String {
-    let list: Vec<String> = endpoints
-        .iter()
-        .map(|b| format!("\"{}\"", b.address))
-        .collect();
-    format!(
-        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
-         routes: [{{ name: all, listener: web, upstream: app }}]\n\
-         upstreams: [{{ name: app, balance: {policy}, endpoints: [{}] }}]\n",
-        list.join(", ")
+    single_upstream_config(
+        web,
+        &addresses(endpoints),
+        &format!(", balance: {policy}"),
+        "",
     )
 }
 

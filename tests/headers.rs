@@ -6,12 +6,7 @@ use support::*;
 
 fn start(backend: &Backend) -> (Sluice, std::net::SocketAddr) {
     let web = listen_address();
-    let sluice = Sluice::start(&format!(
-        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
-         routes: [{{ name: all, listener: web, upstream: app }}]\n\
-         upstreams: [{{ name: app, endpoints: [\"{}\"] }}]\n",
-        backend.address
-    ));
+    let sluice = Sluice::start(&single_upstream_config(web, &addresses(&[backend]), "", ""));
     (sluice, web)
 }
 

@@ -20,16 +20,7 @@ fn config(
     upstream_extra: &str,
     routes_extra: &str,
 ) -> String {
-    let list: Vec<String> = endpoints
-        .iter()
-        .map(|b| format!("\"{}\"", b.address))
-        .collect();
-    format!(
-        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
-         routes:\n  - {{ name: all, listener: web, upstream: app }}\n{routes_extra}\
-         upstreams:\n  - {{ name: app, endpoints: [{}]{upstream_extra} }}\n",
-        list.join(", ")
-    )
+    single_upstream_config(web, &addresses(endpoints), upstream_extra, routes_extra)
 }
 
 fn active_checks() -> String {

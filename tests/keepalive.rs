@@ -8,11 +8,11 @@ use std::thread;
 use support::*;
 
 fn config(web: SocketAddr, backend: &Backend, keepalive: &str) -> String {
-    format!(
-        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
-         routes: [{{ name: all, listener: web, upstream: app }}]\n\
-         upstreams: [{{ name: app, endpoints: [\"{}\"], keepalive: {keepalive} }}]\n",
-        backend.address
+    single_upstream_config(
+        web,
+        &addresses(&[backend]),
+        &format!(", keepalive: {keepalive}"),
+        "",
     )
 }
 

@@ -7,13 +7,7 @@ use std::net::SocketAddr;
 use support::*;
 
 fn config(web: SocketAddr, endpoints: &[String], upstream_extra: &str) -> String {
-    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    format!(
-        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
-         routes: [{{ name: all, listener: web, upstream: app }}]\n\
-         upstreams: [{{ name: app, endpoints: [{}]{upstream_extra} }}]\n",
-        list.join(", ")
-    )
+    single_upstream_config(web, endpoints, upstream_extra, "")
 }
 
 #[test]

@@ -683,6 +683,29 @@ impl Drop for Sluice {
     }
 }
 
+/// A config body with listener `web` on `web`, a catch-all route `all` (then `routes_extra`,
+/// whole `  - {...}` lines) and upstream `app` over `endpoints` (then `upstream_extra`, e.g.
+/// `, balance: random`).
+pub fn single_upstream_config(
+    web: SocketAddr,
+    endpoints: &[String],
+    upstream_extra: &str,
+    routes_extra: &str,
+) -> String {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes:\n  - {{ name: all, listener: web, upstream: app }}\n{routes_extra}\
+         upstreams:\n  - {{ name: app, endpoints: [{}]{upstream_extra} }}\n",
+        list.join(", ")
+    )
+}
+
+/// The addresses of `backends`, as endpoint strings.
+pub fn addresses(backends: &[&Backend]) -> Vec<String> {
+    backends.iter().map(|b| b.address.to_string()).collect()
+}
+
 /// `127.0.0.1:PORT` for a fresh port, as a listener address.
 pub fn listen_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))

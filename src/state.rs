@@ -7,10 +7,11 @@
 
 use crate::config::{self, Config, ConfigErrors, EndpointConfig, EndpointSource, Timeouts};
 use crate::routing::RouteTable;
+use crate::upstream::connections::UpstreamConnections;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -166,6 +167,8 @@ pub struct State {
     reload_armed: AtomicBool,
     /// The process has been ready once.
     ready_once: AtomicBool,
+    /// Upstream sockets, to close the idle ones of removed endpoints.
+    pub connections: UpstreamConnections,
 }
 
 impl State {
@@ -180,6 +183,7 @@ impl State {
             next_generation: AtomicU64::new(2),
             reload_armed: AtomicBool::new(false),
             ready_once: AtomicBool::new(false),
+            connections: UpstreamConnections::default(),
         }
     }
 
@@ -223,6 +227,12 @@ impl State {
             .retain(|name| discovered_upstreams.contains(name.as_str()));
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let snapshot = Snapshot::build(config, generation, Some(&previous), &discovered.endpoints);
+        let before: HashSet<SocketAddr> = previous
+            .upstreams
+            .iter()
+            .flat_map(|u| u.endpoints.iter().map(|e| e.address))
+            .collect();
+        self.close_connections_of_removed(before, &snapshot);
         self.current.store(Arc::new(snapshot));
         Ok(generation)
     }
@@ -239,9 +249,45 @@ impl State {
             .insert(upstream.to_string(), endpoints.clone());
         let previous = self.current.load();
         if let Some(index) = previous.upstreams.iter().position(|u| u.name() == upstream) {
-            self.current
-                .store(Arc::new(previous.with_endpoints(index, endpoints)));
+            let before: HashSet<SocketAddr> = previous.upstreams[index]
+                .endpoints
+                .iter()
+                .map(|e| e.address)
+                .filter(|address| !endpoints.iter().any(|e| e.address == *address))
+                .collect();
+            let snapshot = previous.with_endpoints(index, endpoints);
+            self.close_connections_of_removed(before, &snapshot);
+            self.current.store(Arc::new(snapshot));
         }
+    }
+
+    /// Closes the pooled idle connections to those of `candidates` that no upstream of
+    /// `next` has (connections in use close when their request ends).
+    fn close_connections_of_removed(&self, candidates: HashSet<SocketAddr>, next: &Snapshot) {
+        if candidates.is_empty() {
+            return;
+        }
+        let mut removed = self.connections.connected_to(&candidates);
+        if removed.is_empty() {
+            return;
+        }
+        for upstream in &next.upstreams {
+            for endpoint in upstream.endpoints.iter() {
+                removed.remove(&endpoint.address);
+            }
+        }
+        if removed.is_empty() {
+            return;
+        }
+        let closed = self.connections.close_idle_to(&removed);
+        log::info!(
+            "endpoints removed: {}; closed {closed} idle upstream connections to them",
+            removed
+                .iter()
+                .map(SocketAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     /// Whether every discovered upstream of the current snapshot has synced at least once.

@@ -176,6 +176,68 @@ fn terminating_endpoints_drain_and_in_flight_requests_complete() {
 }
 
 #[test]
+fn removed_endpoints_lose_their_pooled_connections_once_idle() {
+    let port = free_port();
+    let slow = Behavior::Delay(Duration::from_millis(300));
+    let backends = [
+        Backend::start_on(
+            "pod1",
+            Behavior::Echo,
+            SocketAddr::from(([127, 0, 0, 2], port)),
+        ),
+        Backend::start_on("pod2", slow, SocketAddr::from(([127, 0, 0, 3], port))),
+        Backend::start_on("pod3", slow, SocketAddr::from(([127, 0, 0, 4], port))),
+    ];
+    let all = ips(&backends);
+    let kube = FakeKube::start();
+    publish(&kube, "app-1", port, &all);
+    let web = listen_address();
+    let sluice = Sluice::start(&config(web, &kube, ""));
+    wait_endpoints(&sluice, 3);
+    // One keepalive client: round robin gives each pod one pooled upstream connection.
+    assert_eq!(served_by(web, 6), names(&["pod1", "pod2", "pod3"]));
+    assert!(backends.iter().all(|b| b.open_connections() == 1));
+
+    // pod1 leaves the service: its idle pooled connection is closed.
+    let removed = Instant::now();
+    publish(&kube, "app-1", port, &all[1..]);
+    wait_until("pod1's pooled connection to close", READY_TIMEOUT, || {
+        backends[0].open_connections() == 0
+    });
+    println!(
+        "discovery: idle connection of a removed endpoint closed after {:?}",
+        removed.elapsed()
+    );
+
+    // A request in flight to the pod that leaves next finishes on its connection, which
+    // is closed once the request ends.
+    let in_flight = thread::spawn(move || Client::connect(web).get("k8s.test", "/slow"));
+    let mut busy = 0;
+    wait_until("the slow request to reach a pod", READY_TIMEOUT, || {
+        busy = (1..3)
+            .find(|&i| backends[i].requests().iter().any(|r| r.target == "/slow"))
+            .unwrap_or(0);
+        busy != 0
+    });
+    let other = if busy == 1 { 2 } else { 1 };
+    publish(&kube, "app-1", port, &all[other..=other]);
+    wait_endpoints(&sluice, 1);
+    let response = in_flight.join().expect("client thread");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.backend(), backends[busy].name);
+    wait_until(
+        "the in-flight request's connection to close",
+        READY_TIMEOUT,
+        || backends[busy].open_connections() == 0,
+    );
+    assert_eq!(
+        backends[other].open_connections(),
+        1,
+        "the remaining pod keeps its connection"
+    );
+}
+
+#[test]
 fn named_ports_resolve_per_slice_and_slices_merge() {
     let port_a = free_port();
     let port_b = free_port();

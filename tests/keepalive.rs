@@ -96,3 +96,36 @@ fn max_idle_zero_disables_pooling() {
     }
     assert_eq!(backend.accepts(), 10);
 }
+
+#[test]
+fn endpoint_removed_by_reload_loses_its_pooled_connection() {
+    let (gone, kept) = (
+        Backend::start("gone", Behavior::Echo),
+        Backend::start("kept", Behavior::Echo),
+    );
+    let web = listen_address();
+    let sluice = Sluice::start(&single_upstream_config(
+        web,
+        &addresses(&[&gone, &kept]),
+        "",
+        "",
+    ));
+    let mut client = Client::connect(web);
+    for i in 0..4 {
+        assert_eq!(client.get("pool.test", &format!("/{i}")).status, 200);
+    }
+    assert_eq!((gone.open_connections(), kept.open_connections()), (1, 1));
+
+    sluice.reload(&single_upstream_config(web, &addresses(&[&kept]), "", ""));
+    wait_until(
+        "the removed endpoint's connection to close",
+        READY_TIMEOUT,
+        || gone.open_connections() == 0,
+    );
+    assert_eq!(client.get("pool.test", "/after").backend(), "kept");
+    assert_eq!(
+        kept.open_connections(),
+        1,
+        "the kept endpoint's connection stays pooled"
+    );
+}

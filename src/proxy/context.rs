@@ -88,6 +88,8 @@ pub struct RequestContext {
     pub response_started: bool,
     /// Send `Connection: close` upstream: the connection reached `keepalive.max_requests`.
     pub close_upstream_connection: bool,
+    /// The upstream socket of the current try, from connect until the request ends.
+    pub upstream_socket: Option<std::os::fd::RawFd>,
 }
 
 impl RequestContext {
@@ -103,6 +105,7 @@ impl RequestContext {
             in_flight: None,
             response_started: false,
             close_upstream_connection: false,
+            upstream_socket: None,
         }
     }
 

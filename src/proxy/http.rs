@@ -8,11 +8,9 @@ use super::retry::{self, AttemptFacts, Failure};
 use super::{errors, headers};
 use crate::observe::metrics::METRICS;
 use crate::state::State;
-use crate::upstream::connection_uses::ConnectionUses;
 use crate::upstream::hash_key::RequestFacts;
 use async_trait::async_trait;
 use bytes::Bytes;
-use once_cell::sync::Lazy;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -20,9 +18,6 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Use counts of upstream connections, shared by every listener of the process.
-static CONNECTION_USES: Lazy<ConnectionUses> = Lazy::new(ConnectionUses::default);
 
 /// The scheme of plaintext listeners (TLS arrives with issue #6).
 const SCHEME: &str = "http";
@@ -197,7 +192,7 @@ impl ProxyHttp for HttpProxy {
         _digest: Option<&Digest>,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let Some(routed) = ctx.routed.as_ref() else {
+        let (Some(routed), Some(attempt)) = (ctx.routed.as_ref(), ctx.attempts.last_mut()) else {
             return Ok(());
         };
         let upstream = routed.upstream();
@@ -205,12 +200,16 @@ impl ProxyHttp for HttpProxy {
             .upstream_connections
             .with_label_values(&[upstream.name(), if reused { "true" } else { "false" }])
             .inc();
-        let uses = CONNECTION_USES.record(fd, reused);
-        ctx.close_upstream_connection = upstream.must_close_connection(uses);
-        if let Some(attempt) = ctx.current_attempt() {
-            attempt.reused = reused;
-            attempt.connect_time = Some(attempt.started.elapsed());
+        attempt.reused = reused;
+        attempt.connect_time = Some(attempt.started.elapsed());
+        if let Some(previous) = ctx.upstream_socket.replace(fd) {
+            self.state.connections.end_use(previous);
         }
+        let uses = self
+            .state
+            .connections
+            .start_use(fd, attempt.address, reused);
+        ctx.close_upstream_connection = upstream.must_close_connection(uses);
         Ok(())
     }
 
@@ -307,6 +306,9 @@ impl ProxyHttp for HttpProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         if e.is_none() {
             ctx.end_attempt(AttemptResult::Ok);
+        }
+        if let Some(fd) = ctx.upstream_socket.take() {
+            self.state.connections.end_use(fd);
         }
         let exchange = Exchange {
             listener: &self.listener,

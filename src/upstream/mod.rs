@@ -2,7 +2,7 @@
 
 pub mod balance;
 pub mod checker;
-pub mod connection_uses;
+pub mod connections;
 pub mod endpoint;
 pub mod hash_key;
 pub mod health;

@@ -84,6 +84,8 @@ pub struct Backend {
     pub name: String,
     pub address: SocketAddr,
     accepts: Arc<AtomicUsize>,
+    /// Connections accepted and not yet closed by the peer.
+    open: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<SeenRequest>>>,
     /// Status of `GET /healthz` (answered apart from `behavior`, and not recorded).
     health_status: Arc<AtomicUsize>,
@@ -103,6 +105,7 @@ impl Backend {
             .unwrap_or_else(|e| panic!("bind backend {name} on {address}: {e}"));
         let address = listener.local_addr().expect("backend address");
         let accepts = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let health_status = Arc::new(AtomicUsize::new(200));
@@ -113,6 +116,7 @@ impl Backend {
             name.to_string(),
         );
         let h = health_status.clone();
+        let o = open.clone();
         thread::spawn(move || {
             for stream in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
@@ -120,14 +124,19 @@ impl Backend {
                 }
                 let Ok(stream) = stream else { continue };
                 let connection = a.fetch_add(1, Ordering::SeqCst) + 1;
-                let (r, n, h) = (r.clone(), n.clone(), h.clone());
-                thread::spawn(move || serve_connection(stream, connection, behavior, &n, &r, &h));
+                let (r, n, h, o) = (r.clone(), n.clone(), h.clone(), o.clone());
+                o.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || {
+                    serve_connection(stream, connection, behavior, &n, &r, &h);
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         Self {
             name: name.to_string(),
             address,
             accepts,
+            open,
             requests,
             health_status,
             stop,
@@ -143,6 +152,11 @@ impl Backend {
     /// Connections accepted so far.
     pub fn accepts(&self) -> usize {
         self.accepts.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted and still open (the backend closes its side when it reads EOF).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Requests seen so far.

@@ -37,6 +37,11 @@ pub struct Snapshot {
     pub route_tables: Arc<HashMap<String, RouteTable>>,
     pub routes: Arc<[Route]>,
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Indexes of the discovered upstreams, by (namespace, service) of their source, so a
+    /// discovery event finds its upstreams without scanning them all.
+    discovered_by_service: Arc<HashMap<(String, String), Vec<usize>>>,
+    /// Index of each upstream in `upstreams`, by name.
+    upstream_by_name: Arc<HashMap<String, usize>>,
 }
 
 impl Snapshot {
@@ -92,6 +97,21 @@ impl Snapshot {
                 .map(|l| (l.name.clone(), RouteTable::build(&l.name, &config.routes)))
                 .collect(),
         );
+        let mut discovered_by_service: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (i, upstream) in config.upstreams.iter().enumerate() {
+            if let EndpointSource::Kubernetes(source) = &upstream.source {
+                discovered_by_service
+                    .entry((source.namespace.clone(), source.service.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let upstream_by_name = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.name.clone(), i))
+            .collect();
         Self {
             generation,
             revision: previous.map_or(1, |p| p.revision + 1),
@@ -99,11 +119,26 @@ impl Snapshot {
             route_tables,
             routes,
             upstreams,
+            discovered_by_service: Arc::new(discovered_by_service),
+            upstream_by_name: Arc::new(upstream_by_name),
         }
     }
 }
 
 impl Snapshot {
+    /// The config of the upstreams discovered from `service` in `namespace`.
+    pub fn discovered_upstreams(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> impl Iterator<Item = &config::UpstreamConfig> {
+        self.discovered_by_service
+            .get(&(namespace.to_string(), service.to_string()))
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.config.upstreams[i])
+    }
+
     /// This snapshot with upstream `index` rebuilt on `endpoints`; every other upstream,
     /// route and table is shared, so a discovery update costs one upstream, not all.
     fn with_endpoints(&self, index: usize, endpoints: Vec<EndpointConfig>) -> Self {
@@ -119,6 +154,8 @@ impl Snapshot {
             route_tables: self.route_tables.clone(),
             routes: self.routes.clone(),
             upstreams,
+            discovered_by_service: self.discovered_by_service.clone(),
+            upstream_by_name: self.upstream_by_name.clone(),
         }
     }
 }
@@ -248,7 +285,7 @@ impl State {
             .endpoints
             .insert(upstream.to_string(), endpoints.clone());
         let previous = self.current.load();
-        if let Some(index) = previous.upstreams.iter().position(|u| u.name() == upstream) {
+        if let Some(&index) = previous.upstream_by_name.get(upstream) {
             let before: HashSet<SocketAddr> = previous.upstreams[index]
                 .endpoints
                 .iter()

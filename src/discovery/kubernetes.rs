@@ -10,7 +10,7 @@
 //! a namespace restarts that namespace's watch; other watches keep running.
 
 use super::endpoint_slices::{endpoints_of, service_of, SERVICE_NAME_LABEL};
-use crate::config::{EndpointSource, KubernetesClient};
+use crate::config::{EndpointSource, KubernetesClient, UpstreamConfig};
 use crate::observe::metrics::METRICS;
 use crate::state::State;
 use async_trait::async_trait;
@@ -248,13 +248,10 @@ impl SliceIndex {
 /// `namespace` and swaps them in.
 fn publish(state: &State, namespace: &str, slices: &SliceIndex, service: Option<&str>) {
     let snapshot = state.snapshot();
-    for upstream in &snapshot.config.upstreams {
+    let publish_one = |upstream: &UpstreamConfig| {
         let EndpointSource::Kubernetes(source) = &upstream.source else {
-            continue;
+            return;
         };
-        if source.namespace != namespace || service.is_some_and(|s| s != source.service) {
-            continue;
-        }
         let endpoints = endpoints_of(slices.of(&source.service), &source.port, source.terminating);
         if endpoints.is_empty() {
             log::warn!(
@@ -268,6 +265,19 @@ fn publish(state: &State, namespace: &str, slices: &SliceIndex, service: Option<
             .with_label_values(&[&upstream.name])
             .inc();
         state.set_discovered(&upstream.name, endpoints);
+    };
+    match service {
+        Some(service) => snapshot
+            .discovered_upstreams(namespace, service)
+            .for_each(publish_one),
+        None => snapshot
+            .config
+            .upstreams
+            .iter()
+            .filter(
+                |u| matches!(&u.source, EndpointSource::Kubernetes(s) if s.namespace == namespace),
+            )
+            .for_each(publish_one),
     }
 }
 

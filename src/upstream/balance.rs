@@ -1,14 +1,15 @@
 //! Endpoint selection: one trait, one small implementation per `balance` policy.
 //!
-//! Round robin, random and consistent hashing use pingora-load-balancing's selections
-//! (consistent hashing is its Ketama ring, built with `weight × hash_points` points per
-//! endpoint; it is deterministic for a given set of (address, weight), so every replica and
-//! every restart maps a key to the same endpoint). Least request is power-of-two-choices over
-//! in-flight counts divided by weight.
+//! Round robin and random use pingora-load-balancing's selections. Consistent hashing is
+//! sluice's own ring ([`HashRing`]): `weight × hash_points` points per endpoint, placed by a
+//! stable hash of the endpoint's address, so every replica and every restart maps a key to
+//! the same endpoint. (Pingora's Ketama ring sorted by comparing addresses and cost about
+//! 1 ms per rebuild of a 50-endpoint ring; discovery rebuilds rings on every endpoint
+//! change.) Least request is power-of-two-choices over in-flight counts divided by weight.
 
 use super::endpoint::Endpoint;
+use super::stable_hash::{mix, stable_hash, RING_KEY, RING_POINT};
 use crate::config::BalancePolicy;
-use pingora::lb::selection::consistent::{KetamaConfig, KetamaHashing};
 use pingora::lb::selection::{BackendIter, BackendSelection, Random, RoundRobin};
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -33,12 +34,7 @@ pub fn build(policy: BalancePolicy, hash_points: u32, endpoints: &[Endpoint]) ->
     match policy {
         BalancePolicy::RoundRobin => Box::new(PingoraSelection::<RoundRobin>::new(endpoints, &())),
         BalancePolicy::Random => Box::new(PingoraSelection::<Random>::new(endpoints, &())),
-        BalancePolicy::ConsistentHash => Box::new(PingoraSelection::<KetamaHashing>::new(
-            endpoints,
-            &KetamaConfig {
-                point_multiple: Some(hash_points),
-            },
-        )),
+        BalancePolicy::ConsistentHash => Box::new(HashRing::new(endpoints, hash_points)),
         BalancePolicy::LeastRequest => Box::new(LeastRequest {
             endpoints: endpoints.to_vec(),
         }),
@@ -111,6 +107,56 @@ where
 }
 
 /// Power of two choices on `in_flight / weight`.
+/// Endpoint index bits of a ring point; the hash keeps the bits above.
+const OWNER_BITS: u32 = 24;
+const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
+
+/// A consistent-hash ring: sorted points, each a hash (high bits) and the index of the
+/// endpoint that owns it (low [`OWNER_BITS`] bits), packed in one `u64` so building the ring
+/// is a sort of plain integers and a lookup is a binary search.
+struct HashRing {
+    points: Box<[u64]>,
+}
+
+impl HashRing {
+    /// A ring with `weight × points_per_weight` points for each endpoint. Endpoints past the
+    /// first 2^24 get no points (an upstream that large does not exist in practice).
+    fn new(endpoints: &[Endpoint], points_per_weight: u32) -> Self {
+        let total: u64 = endpoints
+            .iter()
+            .map(|e| u64::from(e.weight) * u64::from(points_per_weight))
+            .sum();
+        let mut points = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        for (owner, endpoint) in endpoints.iter().enumerate().take(1 << OWNER_BITS) {
+            let base = stable_hash(RING_POINT, endpoint.address.to_string().as_bytes());
+            let count = u64::from(endpoint.weight) * u64::from(points_per_weight);
+            points.extend((0..count).map(|i| {
+                let hash = mix(base ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                (hash & !OWNER_MASK) | owner as u64
+            }));
+        }
+        points.sort_unstable();
+        Self {
+            points: points.into_boxed_slice(),
+        }
+    }
+}
+
+impl Balancer for HashRing {
+    /// The owner of the first point at or after the key's hash, walking on (wrapping) past
+    /// points of endpoints that are not `usable`.
+    fn pick(&self, key: &[u8], usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let position = stable_hash(RING_KEY, key) & !OWNER_MASK;
+        let start = self.points.partition_point(|&p| p < position);
+        let (after, before) = (&self.points[start..], &self.points[..start]);
+        after
+            .iter()
+            .chain(before)
+            .map(|&p| (p & OWNER_MASK) as usize)
+            .find(|&owner| usable(owner))
+    }
+}
+
 struct LeastRequest {
     endpoints: Vec<Endpoint>,
 }
@@ -192,6 +238,40 @@ mod tests {
         let counts = spread(a.as_ref(), 10_000);
         let middle = counts[&1] as f64 / 10_000.0;
         assert!((0.4..=0.6).contains(&middle), "weight-2 share {middle}");
+    }
+
+    #[test]
+    fn consistent_hash_moves_only_the_removed_endpoints_keys() {
+        let five = endpoints(&[1, 1, 1, 1, 1]);
+        let four: Vec<Endpoint> = five.iter().take(4).cloned().collect();
+        let (before, after) = (
+            build(BalancePolicy::ConsistentHash, 160, &five),
+            build(BalancePolicy::ConsistentHash, 160, &four),
+        );
+        let mut moved = 0;
+        for k in 0..2000 {
+            let key = format!("/user/{k}");
+            let old = before.pick(key.as_bytes(), &|_| true).expect("pick");
+            let new = after.pick(key.as_bytes(), &|_| true).expect("pick");
+            if old == 4 {
+                moved += 1;
+            } else {
+                assert_eq!(old, new, "key {key} moved off a remaining endpoint");
+            }
+        }
+        let share = f64::from(moved) / 2000.0;
+        assert!(
+            (0.15..=0.25).contains(&share),
+            "removed endpoint owned {share}"
+        );
+        let counts = spread(before.as_ref(), 10_000);
+        for (endpoint, count) in counts {
+            let share = count as f64 / 10_000.0;
+            assert!(
+                (0.16..=0.24).contains(&share),
+                "endpoint {endpoint}: {share}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod connections;
 pub mod endpoint;
 pub mod hash_key;
 pub mod health;
+pub mod stable_hash;
 
 use crate::config::UpstreamConfig;
 use crate::config::{Timeouts, UpstreamProtocol};
@@ -270,18 +271,9 @@ impl Upstream {
 }
 
 /// A stable number in [0, 1) for a hash key, so a key's slow-start admission does not flap
-/// between requests: as the share grows, keys move to the new endpoint once. FNV-1a, then
-/// murmur3's finaliser: FNV alone leaves the high bits of short, similar keys (`/k/1`,
-/// `/k/2`) clustered, which would admit keys in bursts instead of steadily.
+/// between requests: as the share grows, keys move to the new endpoint once.
 fn key_fraction(key: &[u8]) -> f64 {
-    let mut hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    hash ^= hash >> 33;
+    let hash = stable_hash::stable_hash(stable_hash::ADMISSION, key);
     (hash >> 11) as f64 / (1u64 << 53) as f64
 }
 

@@ -269,8 +269,10 @@ impl State {
             .iter()
             .flat_map(|u| u.endpoints.iter().map(|e| e.address))
             .collect();
+        let snapshot = Arc::new(snapshot);
+        self.current.store(snapshot.clone());
+        drop(discovered);
         self.close_connections_of_removed(before, &snapshot);
-        self.current.store(Arc::new(snapshot));
         Ok(generation)
     }
 
@@ -292,9 +294,12 @@ impl State {
                 .map(|e| e.address)
                 .filter(|address| !endpoints.iter().any(|e| e.address == *address))
                 .collect();
-            let snapshot = previous.with_endpoints(index, endpoints);
+            let snapshot = Arc::new(previous.with_endpoints(index, endpoints));
+            self.current.store(snapshot.clone());
+            // Routing has changed; closing connections may scan every upstream, so it
+            // happens after the swap and outside the rebuild lock.
+            drop(discovered);
             self.close_connections_of_removed(before, &snapshot);
-            self.current.store(Arc::new(snapshot));
         }
     }
 

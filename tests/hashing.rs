@@ -92,7 +92,9 @@ fn keys_are_stable_identical_across_processes_and_move_minimally() {
     }
     let moved_share = moved as f64 / KEYS as f64;
     println!("hashing: removing 1 of 5 endpoints moved {moved_share:.3} of keys");
-    assert!(moved_share <= 0.25, "moved {moved_share}");
+    // Only b2's keys moved (checked above); its share is 1/5 give or take the ring's spread
+    // (160 points per endpoint: up to ~25% of the ring over random ports) and sampling.
+    assert!(moved_share <= 0.30, "moved {moved_share}");
     assert!(moved > 0);
 }
 

@@ -81,7 +81,8 @@ impl<S: BackendSelection> PingoraSelection<S> {
         Self {
             selection: Arc::new(S::build_with_config(&backends, config)),
             endpoint_count: endpoints.len(),
-            // A Ketama walk may pass every point of the ring before it meets a usable endpoint.
+            // The weighted walk draws endpoints pseudo-randomly after the first, so finding the
+            // one usable endpoint among many can take many steps; then a linear scan decides.
             max_steps: (total_weight * 10_000).clamp(64, 1 << 22),
         }
     }

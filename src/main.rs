@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod config;
 mod discovery;
+mod lifecycle;
 mod observe;
 mod priority;
 mod proxy;

@@ -5,6 +5,7 @@ use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{Config, ListenerProtocol};
 use crate::discovery::kubernetes::KubernetesDiscovery;
+use crate::lifecycle::{ExitMonitor, Signals};
 use crate::observe::{access_log, metrics::METRICS};
 use crate::proxy::http::HttpProxy;
 use crate::reload::Reloader;
@@ -15,9 +16,10 @@ use pingora::apps::HttpServerOptions;
 use pingora::connectors::ConnectorOptions;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Upper bound on tries per request; each upstream's `retry.attempts` (≤ 10) is the real cap.
@@ -31,7 +33,9 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
         threads: config.server.threads,
         upgrade_sock: config.server.upgrade_sock.clone(),
         pid_file: config.server.pid_file.clone(),
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        // ExitMonitor ends the process at grace_period (or sooner); Pingora's own unconditional
+        // sleep is only a backstop.
+        grace_period_seconds: Some(config.server.grace_period.as_secs() + 2),
         graceful_shutdown_timeout_seconds: Some(1),
         daemon: cli.daemon,
         max_retries: MAX_ATTEMPTS,
@@ -60,6 +64,9 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     let admin_listen = config.admin_listen;
     let path = config.path.clone();
     let watch = config.server.watch_config;
+    let grace_period = config.server.grace_period;
+    let drain_delay = config.server.drain_delay;
+    let upgrade_sock = PathBuf::from(&config.server.upgrade_sock);
     let state = Arc::new(State::new(&path, config));
     METRICS.config_generation.set(1);
 
@@ -100,9 +107,26 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     let mut checker = background_service("health checker", HealthChecker::new(state.clone()));
     checker.threads = Some(1);
     server.add_service(checker);
-    let mut reloader = background_service("config reloader", Reloader::new(state, path, watch));
+    let mut reloader =
+        background_service("config reloader", Reloader::new(state.clone(), path, watch));
     reloader.threads = Some(1);
     server.add_service(reloader);
     log::info!("sluice {} starting", env!("CARGO_PKG_VERSION"));
-    server.run_forever()
+    let mut exit_monitor = background_service(
+        "exit monitor",
+        ExitMonitor {
+            lifecycle: state.lifecycle.clone(),
+            grace_period,
+        },
+    );
+    exit_monitor.threads = Some(1);
+    server.add_service(exit_monitor);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            lifecycle: state.lifecycle.clone(),
+            drain_delay,
+            upgrade_sock,
+        }),
+    });
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! budgets) of upstreams and endpoints that remain, then swaps it in.
 
 use crate::config::{self, Config, ConfigErrors, EndpointConfig, EndpointSource, Timeouts};
+use crate::lifecycle::Lifecycle;
 use crate::routing::RouteTable;
 use crate::upstream::connections::UpstreamConnections;
 use crate::upstream::Upstream;
@@ -206,6 +207,8 @@ pub struct State {
     ready_once: AtomicBool,
     /// Upstream sockets, to close the idle ones of removed endpoints.
     pub connections: UpstreamConnections,
+    /// Draining and open work, for stop and upgrade.
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 impl State {
@@ -221,6 +224,7 @@ impl State {
             reload_armed: AtomicBool::new(false),
             ready_once: AtomicBool::new(false),
             connections: UpstreamConnections::default(),
+            lifecycle: Arc::default(),
         }
     }
 
@@ -363,10 +367,13 @@ impl State {
     }
 
     /// Whether `/readyz` should answer 200: the config is loaded, every listener accepts,
-    /// reloads are handled, and every discovery source has synced once. Once ready, a reload that adds a discovered
+    /// reloads are handled, every discovery source has synced once, and no stop or upgrade has begun. Once ready, a reload that adds a discovered
     /// upstream does not make the node unready again (the API may be down just then; the
     /// other upstreams serve meanwhile). Backend health plays no part.
     pub fn is_ready(&self) -> bool {
+        if self.lifecycle.is_draining() {
+            return false;
+        }
         if self.ready_once.load(Ordering::Relaxed) {
             return true;
         }

@@ -44,7 +44,10 @@ pub struct ServerSettings {
     pub threads: usize,
     pub upgrade_sock: String,
     pub pid_file: String,
+    /// How long open requests and connections may run on after the listeners stop.
     pub grace_period: Duration,
+    /// SIGTERM: how long listeners keep accepting while `/readyz` is already 503.
+    pub drain_delay: Duration,
     pub watch_config: bool,
 }
 

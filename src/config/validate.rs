@@ -148,10 +148,8 @@ fn check_server(check: &mut Checker, raw: &RawServer) -> Option<ServerSettings> 
     };
     let grace_period = check.duration("server.grace_period", &raw.grace_period);
     let drain_delay = check.duration("server.drain_delay", &raw.drain_delay);
-    if drain_delay.is_some_and(|d| !d.is_zero()) {
-        check.not_implemented("server.drain_delay", "a non-zero drain delay", 5);
-    }
     Some(ServerSettings {
+        drain_delay: drain_delay?,
         threads,
         upgrade_sock: raw.upgrade_sock.clone(),
         pid_file: raw.pid_file.clone(),

@@ -12,6 +12,7 @@ use serde::Serialize;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// Lines that may wait for the writer.
@@ -20,6 +21,9 @@ const QUEUE_LINES: usize = 64 * 1024;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 static SENDER: OnceCell<SyncSender<Vec<u8>>> = OnceCell::new();
+
+/// Drain rounds the writer has completed, for [`flush`].
+static ROUNDS: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
 /// One access-log record, as in DESIGN.md.
 #[derive(Debug, Serialize)]
@@ -95,6 +99,26 @@ fn write_lines(receiver: Receiver<Vec<u8>>, out: &mut Box<dyn Write + Send>) {
         if let Err(e) = result.and_then(|_| out.flush()) {
             log::error!("cannot write access log: {e}");
         }
+        let (rounds, done) = &ROUNDS;
+        *rounds.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        done.notify_all();
+    }
+}
+
+/// Waits (at most a second) until every line queued before the call is written, before
+/// the process exits.
+pub fn flush() {
+    if SENDER.get().is_none() {
+        return;
+    }
+    let (rounds, done) = &ROUNDS;
+    let guard = rounds.lock().unwrap_or_else(|p| p.into_inner());
+    // The round in progress may have drained the queue before our last line arrived; the
+    // round after it has not.
+    let target = *guard + 2;
+    let waited = done.wait_timeout_while(guard, Duration::from_secs(1), |r| *r < target);
+    if waited.is_ok_and(|(_, timeout)| timeout.timed_out()) {
+        log::warn!("access log writer did not flush within 1 s");
     }
 }
 

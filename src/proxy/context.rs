@@ -1,5 +1,6 @@
 //! Per-request state carried through Pingora's hooks.
 
+use crate::lifecycle::OpenWork;
 use crate::proxy::retry::BudgetGuard;
 use crate::state::Snapshot;
 use crate::upstream::endpoint::InFlightGuard;
@@ -90,11 +91,13 @@ pub struct RequestContext {
     pub close_upstream_connection: bool,
     /// The upstream socket of the current try, from connect until the request ends.
     pub upstream_socket: Option<std::os::fd::RawFd>,
+    /// Keeps the process from exiting during a stop or upgrade until the request ends.
+    _open: OpenWork,
 }
 
 impl RequestContext {
-    /// A context for a request that starts now.
-    pub fn new() -> Self {
+    /// A context for a request that starts now, counted as `open` work.
+    pub fn new(open: OpenWork) -> Self {
         Self {
             started: Instant::now(),
             request_id: String::new(),
@@ -106,6 +109,7 @@ impl RequestContext {
             response_started: false,
             close_upstream_connection: false,
             upstream_socket: None,
+            _open: open,
         }
     }
 
@@ -120,11 +124,5 @@ impl RequestContext {
             attempt.result = result;
             attempt.ended.get_or_insert_with(Instant::now);
         }
-    }
-}
-
-impl Default for RequestContext {
-    fn default() -> Self {
-        Self::new()
     }
 }

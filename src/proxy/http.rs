@@ -69,11 +69,11 @@ impl ProxyHttp for HttpProxy {
     type CTX = RequestContext;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestContext::new()
+        RequestContext::new(self.state.lifecycle.track())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        session.set_keepalive(Some(self.keepalive_timeout.as_secs()));
+        self.set_keepalive(session);
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -227,6 +227,17 @@ impl ProxyHttp for HttpProxy {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // A stop or upgrade may have begun since request_filter.
+        self.set_keepalive(session);
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -322,6 +333,16 @@ impl ProxyHttp for HttpProxy {
 }
 
 impl HttpProxy {
+    /// Keepalive for the client connection: none once a stop or upgrade has begun, so
+    /// clients reconnect (to the successor) after this response.
+    fn set_keepalive(&self, session: &mut Session) {
+        if self.state.lifecycle.is_draining() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(self.keepalive_timeout.as_secs()));
+        }
+    }
+
     /// Whether the failed try may be retried; takes a retry-budget slot when it may.
     fn retry_allowed(&self, session: &Session, ctx: &mut RequestContext, failure: Failure) -> bool {
         let Some(routed) = ctx.routed.as_ref() else {

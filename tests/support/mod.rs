@@ -510,10 +510,12 @@ pub fn check_config(yaml: &str) -> (Output, PathBuf, ScratchDir) {
 /// A running sluice process, killed on drop.
 pub struct Sluice {
     child: Child,
-    pub dir: ScratchDir,
+    /// Shared with successors started by [`Sluice::start_successor`].
+    pub dir: Arc<ScratchDir>,
     pub config_path: PathBuf,
     pub admin: SocketAddr,
     header: String,
+    stderr_path: PathBuf,
 }
 
 impl Sluice {
@@ -538,21 +540,57 @@ impl Sluice {
     fn spawn(body: &str, server_settings: &str) -> Self {
         let dir = ScratchDir::new();
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let header = format!(
-            "server: {{ threads: 2, grace_period: 1s, upgrade_sock: {up}, pid_file: {pid}, {server_settings} }}\n\
+        let header = Self::header(&dir, admin, server_settings);
+        let config_path = dir.write("sluice.yaml", &format!("{header}{body}"));
+        Self::launch(Arc::new(dir), config_path, admin, header, &[])
+    }
+
+    /// The generated `server`/`admin`/`access_log` part of a config in `dir`.
+    /// `server_settings` may override the default `grace_period: 1s`.
+    pub fn header(dir: &ScratchDir, admin: SocketAddr, server_settings: &str) -> String {
+        let grace = if server_settings.contains("grace_period") {
+            ""
+        } else {
+            "grace_period: 1s, "
+        };
+        format!(
+            "server: {{ threads: 2, {grace}upgrade_sock: {up}, pid_file: {pid}, {server_settings} }}\n\
              admin: {{ listen: \"{admin}\" }}\n\
              access_log: {{ path: {log} }}\n",
             up = dir.0.join("upgrade.sock").display(),
             pid = dir.0.join("sluice.pid").display(),
             log = dir.0.join("access.log").display(),
-        );
-        let config_path = dir.write("sluice.yaml", &format!("{header}{body}"));
+        )
+    }
+
+    /// Starts sluice on the config file `name` already written in `dir` (with a
+    /// [`Self::header`] for `admin`) and waits until it is ready.
+    pub fn start_in(dir: ScratchDir, admin: SocketAddr, name: &str) -> Self {
+        let config_path = dir.0.join(name);
+        let mut sluice = Self::launch(Arc::new(dir), config_path, admin, String::new(), &[]);
+        sluice.wait_ready();
+        sluice
+    }
+
+    fn launch(
+        dir: Arc<ScratchDir>,
+        config_path: PathBuf,
+        admin: SocketAddr,
+        header: String,
+        flags: &[&str],
+    ) -> Self {
+        static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+        let stderr_path = dir.0.join(format!(
+            "stderr-{}.log",
+            LAUNCHES.fetch_add(1, Ordering::SeqCst)
+        ));
         let child = Command::new(sluice_binary())
+            .args(flags)
             .arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.0.join("stderr.log")).expect("stderr file"))
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
             .spawn()
             .expect("spawn sluice");
         Self {
@@ -561,7 +599,53 @@ impl Sluice {
             config_path,
             admin,
             header,
+            stderr_path,
         }
+    }
+
+    /// Starts `sluice -u` on the same config and directory: the successor that takes the
+    /// listening sockets when this process gets SIGQUIT.
+    pub fn start_successor(&self) -> Sluice {
+        Self::launch(
+            self.dir.clone(),
+            self.config_path.clone(),
+            self.admin,
+            self.header.clone(),
+            &["-u"],
+        )
+    }
+
+    /// Graceful upgrade: starts a successor, sends this process SIGQUIT, and returns the
+    /// successor once it serves `/readyz` on its own (this process has stopped accepting).
+    pub fn upgrade(&self) -> Sluice {
+        let successor = self.start_successor();
+        self.signal("QUIT");
+        wait_until("the successor to take the sockets", READY_TIMEOUT, || {
+            successor.stderr().contains("Bootstrap done")
+        });
+        successor
+    }
+
+    /// Sends signal `name` (`QUIT`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns how long it took.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(started.elapsed());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     fn wait_ready(&mut self) {
@@ -589,7 +673,7 @@ impl Sluice {
 
     /// What sluice wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
     /// `GET path` on the admin listener; `None` if it does not answer.
@@ -647,12 +731,7 @@ impl Sluice {
 
     /// Sends SIGHUP.
     pub fn sighup(&self) {
-        let status = Command::new("kill")
-            .arg("-HUP")
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -HUP failed");
+        self.signal("HUP");
     }
 
     /// Writes `body`, sends SIGHUP and waits until the generation advances.

@@ -1,0 +1,233 @@
+//! How the process ends: draining stop (SIGTERM), graceful upgrade (SIGQUIT), fast stop
+//! (SIGINT), and exiting as soon as no work is left open.
+//!
+//! Pingora drives the shutdown once told which kind it is; sluice decides when to tell it:
+//! - SIGTERM: `/readyz` turns 503 and responses carry `Connection: close` at once; the
+//!   listeners keep accepting for `server.drain_delay`, then Pingora stops them.
+//! - SIGQUIT: only when a successor (`sluice -u`) is waiting on `server.upgrade_sock`.
+//!   Without one, handing the sockets over would end in an outage, so sluice logs an error
+//!   and keeps serving.
+//!
+//! After the listeners stop, Pingora sleeps the whole grace period whatever is left.
+//! [`ExitMonitor`] ends the process as soon as no request or connection is open, or
+//! when `server.grace_period` is over.
+
+use crate::observe::access_log;
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// How often the exit monitor looks at the open work.
+const EXIT_POLL: Duration = Duration::from_millis(20);
+/// How long SIGQUIT waits for a successor to appear on the upgrade socket.
+const SUCCESSOR_WAIT: Duration = Duration::from_secs(3);
+
+/// The process's shutdown state and its open work.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    draining: AtomicBool,
+    open: AtomicUsize,
+}
+
+impl Lifecycle {
+    /// Whether a stop or upgrade has begun: not ready, and no more keepalive.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Requests and connections in progress.
+    pub fn open_work(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Counts one request or connection as open until the guard is dropped.
+    pub fn track(self: &Arc<Self>) -> OpenWork {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenWork(self.clone())
+    }
+}
+
+/// One open request or connection; the process waits for it before exiting.
+#[derive(Debug)]
+pub struct OpenWork(Arc<Lifecycle>);
+
+impl Drop for OpenWork {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// sluice's answer to Pingora's "how should we shut down?".
+pub struct Signals {
+    pub lifecycle: Arc<Lifecycle>,
+    pub drain_delay: Duration,
+    pub upgrade_sock: PathBuf,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (mut quit, mut terminate, mut interrupt) = match (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(q), Ok(t), Ok(i)) => (q, t, i),
+            _ => {
+                log::error!("cannot install signal handlers; stopping");
+                return ShutdownSignal::FastShutdown;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {
+                    log::info!("SIGINT: stopping now");
+                    return ShutdownSignal::FastShutdown;
+                }
+                _ = terminate.recv() => {
+                    self.lifecycle.start_draining();
+                    log::info!(
+                        "SIGTERM: draining; /readyz is 503, listeners stop in {:?}",
+                        self.drain_delay
+                    );
+                    tokio::time::sleep(self.drain_delay).await;
+                    log::info!("drain delay over: listeners stop, open work finishes");
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = quit.recv() => {
+                    if successor_waiting(&self.upgrade_sock, SUCCESSOR_WAIT).await {
+                        self.lifecycle.start_draining();
+                        log::info!(
+                            "SIGQUIT: handing the listening sockets to the successor on {}",
+                            self.upgrade_sock.display()
+                        );
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                    log::error!(
+                        "SIGQUIT ignored: no successor is waiting on {}; start `sluice -u -c FILE` \
+                         first, then send SIGQUIT. Still serving.",
+                        self.upgrade_sock.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether a process listens on the unix socket `path` (a successor waiting for the
+/// sockets), polling for up to `wait`. Read from /proc/net/unix rather than by connecting,
+/// which would take the successor's one handoff connection.
+async fn successor_waiting(path: &Path, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        match std::fs::read_to_string("/proc/net/unix") {
+            Ok(table) if listening_unix_socket(&table, path) => return true,
+            Ok(_) => {}
+            Err(e) => log::warn!("cannot read /proc/net/unix to find a successor: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `/proc/net/unix` text `table` has a listening socket bound to `path`.
+fn listening_unix_socket(table: &str, path: &Path) -> bool {
+    /// `__SO_ACCEPTCON` in the Flags column: the socket listens.
+    const ACCEPTING: u32 = 0x0001_0000;
+    let wanted = path.as_os_str().to_string_lossy();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Num RefCount Protocol Flags Type St Inode Path
+        let flags = fields
+            .get(3)
+            .and_then(|f| u32::from_str_radix(f, 16).ok())
+            .unwrap_or(0);
+        flags & ACCEPTING != 0 && fields.get(7) == Some(&wanted.as_ref())
+    })
+}
+
+/// The background service that ends the process once Pingora has stopped the listeners:
+/// as soon as no request or connection is open, or when `grace_period` is over. (A service
+/// rather than a thread, so it also runs in a daemonized child.)
+pub struct ExitMonitor {
+    pub lifecycle: Arc<Lifecycle>,
+    pub grace_period: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for ExitMonitor {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+        }
+        let started = Instant::now();
+        log::info!(
+            "listeners stopped; waiting for {} open requests/connections (grace period {:?})",
+            self.lifecycle.open_work(),
+            self.grace_period
+        );
+        loop {
+            let open = self.lifecycle.open_work();
+            if open == 0 {
+                log::info!("nothing left open after {:?}; exiting", started.elapsed());
+                break;
+            }
+            if started.elapsed() >= self.grace_period {
+                log::warn!("grace period over; closing {open} open requests/connections");
+                break;
+            }
+            tokio::time::sleep(EXIT_POLL).await;
+        }
+        access_log::flush();
+        std::process::exit(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 31337 /run/sluice/upgrade.sock
+0000000000000000: 00000002 00000000 00000000 0001 01 31338 /run/other.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 31339
+";
+
+    #[test]
+    fn finds_only_listening_sockets_by_path() {
+        assert!(listening_unix_socket(
+            TABLE,
+            Path::new("/run/sluice/upgrade.sock")
+        ));
+        assert!(!listening_unix_socket(TABLE, Path::new("/run/other.sock")));
+        assert!(!listening_unix_socket(
+            TABLE,
+            Path::new("/run/missing.sock")
+        ));
+    }
+
+    #[test]
+    fn open_work_is_counted_until_dropped() {
+        let lifecycle = Arc::new(Lifecycle::default());
+        let first = lifecycle.track();
+        let second = lifecycle.track();
+        assert_eq!(lifecycle.open_work(), 2);
+        drop(first);
+        assert_eq!(lifecycle.open_work(), 1);
+        drop(second);
+        assert_eq!(lifecycle.open_work(), 0);
+    }
+}

@@ -8,6 +8,7 @@ use crate::discovery::kubernetes::KubernetesDiscovery;
 use crate::lifecycle::{ExitMonitor, Signals};
 use crate::observe::{access_log, metrics::METRICS};
 use crate::proxy::http::HttpProxy;
+use crate::proxy::tcp::TcpProxy;
 use crate::reload::Reloader;
 use crate::state::State;
 use crate::upstream::checker::HealthChecker;
@@ -71,7 +72,13 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     METRICS.config_generation.set(1);
 
     for listener in listeners {
-        if listener.protocol != ListenerProtocol::Http {
+        if listener.protocol == ListenerProtocol::Tcp {
+            let mut service = Service::new(
+                format!("listener {}", listener.name),
+                TcpProxy::new(state.clone(), listener.name.clone()),
+            );
+            service.add_tcp(&listener.listen.to_string());
+            server.add_service(service);
             continue;
         }
         let app = HttpProxy::new(

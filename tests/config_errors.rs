@@ -188,7 +188,10 @@ upstreams:
         "listeners[0].tls",
         "TLS termination is not implemented yet (issue #6)",
     );
-    assert_error(&text, &file, 5, "listeners[1].protocol", "(issue #5)");
+    assert!(
+        !text.contains("listeners[1]"),
+        "tcp listeners are implemented:\n{text}"
+    );
     assert_error(
         &text,
         &file,
@@ -197,8 +200,8 @@ upstreams:
         "rate limiting is not implemented yet (issue #6)",
     );
     assert!(
-        !text.contains("issue #3") && !text.contains("issue #4"),
-        "health, slow start and discovery are implemented:\n{text}"
+        !text.contains("issue #3") && !text.contains("issue #4") && !text.contains("issue #5"),
+        "health, slow start, discovery, drain and tcp are implemented:\n{text}"
     );
 
     let (code, text, file) = check(
@@ -343,5 +346,57 @@ upstreams:
         7,
         "upstreams[1].terminating",
         "only applies to kubernetes upstreams",
+    );
+}
+
+#[test]
+fn tcp_routes_need_tcp_upstreams_and_hash_only_the_client_address() {
+    let yaml = r#"
+listeners:
+  - { name: web, listen: 127.0.0.1:8080 }
+  - { name: sql, listen: 127.0.0.1:10000, protocol: tcp }
+routes:
+  - { name: s1, listener: sql, upstream: web-app }
+  - { name: s2, listener: sql, upstream: db }
+  - { name: w, listener: web, upstream: db }
+upstreams:
+  - { name: web-app, endpoints: ["127.0.0.1:1"] }
+  - name: db
+    protocol: tcp
+    endpoints: ["127.0.0.1:2"]
+    balance: consistent_hash
+    hash_key: "$remote_addr$host"
+    timeouts: { idle: 0s }
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    assert_error(
+        &text,
+        &file,
+        6,
+        "routes[0].upstream",
+        "is not protocol: tcp",
+    );
+    assert_error(&text, &file, 7, "routes[1].listener", "at most one route");
+    assert_error(
+        &text,
+        &file,
+        8,
+        "routes[2].upstream",
+        "only a route on a tcp listener",
+    );
+    assert_error(
+        &text,
+        &file,
+        15,
+        "upstreams[1].hash_key",
+        "only $remote_addr",
+    );
+    assert_error(
+        &text,
+        &file,
+        16,
+        "upstreams[1].timeouts.idle",
+        "must be more than 0s",
     );
 }

@@ -115,6 +115,7 @@ pub struct TimeoutOverrides {
     pub read: Option<Duration>,
     pub write: Option<Duration>,
     pub total: Option<Option<Duration>>,
+    pub idle: Option<Duration>,
 }
 
 /// An upstream: a set of endpoints and how to talk to them.
@@ -240,6 +241,8 @@ pub struct Timeouts {
     pub write: Duration,
     /// Deadline for the whole request including retries; `None` means none.
     pub total: Option<Duration>,
+    /// A tcp or upgraded (WebSocket) connection with no bytes either way this long is closed.
+    pub idle: Duration,
 }
 
 impl Timeouts {
@@ -250,6 +253,7 @@ impl Timeouts {
             read: overrides.read.unwrap_or(self.read),
             write: overrides.write.unwrap_or(self.write),
             total: overrides.total.unwrap_or(self.total),
+            idle: overrides.idle.unwrap_or(self.idle),
         }
     }
 }

@@ -182,9 +182,6 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                     );
                 }
             }
-            if listener.protocol == ListenerProtocol::Tcp {
-                check.not_implemented(&format!("{at}.protocol"), "protocol: tcp (L4 proxying)", 5);
-            }
             if listener.h2c {
                 check.not_implemented(&format!("{at}.h2c"), "h2c on listeners", 6);
             }
@@ -226,17 +223,11 @@ fn check_timeouts(check: &mut Checker, at: &str, raw: &RawTimeouts) -> TimeoutOv
     let read = one("read", &raw.read);
     let write = one("write", &raw.write);
     let total = one("total", &raw.total).map(|d| (!d.is_zero()).then_some(d));
-    if raw.idle.is_some() {
-        check.not_implemented(
-            &format!("{at}.idle"),
-            "the idle timeout of tcp/websocket connections",
-            5,
-        );
-    }
+    let idle = one("idle", &raw.idle);
     if connect.is_some_and(|d| d.is_zero()) {
         check.error(&format!("{at}.connect"), "must be more than 0s");
     }
-    for (field, value) in [("read", read), ("write", write)] {
+    for (field, value) in [("read", read), ("write", write), ("idle", idle)] {
         if value.is_some_and(|d| d.is_zero()) {
             check.error(&format!("{at}.{field}"), "must be more than 0s");
         }
@@ -246,6 +237,7 @@ fn check_timeouts(check: &mut Checker, at: &str, raw: &RawTimeouts) -> TimeoutOv
         read,
         write,
         total,
+        idle,
     }
 }
 
@@ -296,7 +288,12 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
             match upstream.protocol {
                 UpstreamProtocol::Http1 => {}
                 UpstreamProtocol::Tcp => {
-                    check.not_implemented(&format!("{at}.protocol"), "protocol: tcp upstreams", 5)
+                    if hash_key.as_ref().is_some_and(|k| k.needs_request()) {
+                        check.error(
+                            &format!("{at}.hash_key"),
+                            "a tcp upstream has no HTTP request to hash: only $remote_addr is available",
+                        );
+                    }
                 }
                 UpstreamProtocol::H2c | UpstreamProtocol::H2 => check.not_implemented(
                     &format!("{at}.protocol"),
@@ -335,6 +332,7 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                 read: Duration::from_secs(60),
                 write: Duration::from_secs(60),
                 total: None,
+                idle: Duration::from_secs(3600),
             }
             .with_overrides(&overrides);
 
@@ -624,6 +622,13 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
         .map(|l| (l.name.as_str(), l.protocol))
         .collect();
     let upstream_names: HashSet<&str> = raw.upstreams.iter().map(|u| u.name.as_str()).collect();
+    let upstream_protocols: HashMap<&str, UpstreamProtocol> = raw
+        .upstreams
+        .iter()
+        .map(|u| (u.name.as_str(), u.protocol))
+        .collect();
+    // The route of each tcp listener seen so far.
+    let mut tcp_routes: HashMap<&str, &str> = HashMap::new();
     let mut names = HashSet::new();
     // (listener, host, path) triples already claimed, to reject ambiguous routes.
     let mut claimed: HashMap<(String, String, String), String> = HashMap::new();
@@ -648,8 +653,38 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
                 if !route.hosts.is_empty() || !route.paths.is_empty() {
                     check.error(&at, "a route on a tcp listener has no hosts or paths");
                 }
+                if let Some(first) = tcp_routes.insert(route.listener.as_str(), &route.name) {
+                    check.error(
+                        &format!("{at}.listener"),
+                        format!(
+                            "tcp listener {:?} already has route {first:?}; a tcp listener has at most one route",
+                            route.listener
+                        ),
+                    );
+                }
+                if let Some(protocol) = upstream_protocols.get(route.upstream.as_str()) {
+                    if *protocol != UpstreamProtocol::Tcp {
+                        check.error(
+                            &format!("{at}.upstream"),
+                            format!(
+                                "upstream {:?} is not protocol: tcp; a route on a tcp listener needs one",
+                                route.upstream
+                            ),
+                        );
+                    }
+                }
             }
-            Some(ListenerProtocol::Http) => {}
+            Some(ListenerProtocol::Http) => {
+                if upstream_protocols.get(route.upstream.as_str()) == Some(&UpstreamProtocol::Tcp) {
+                    check.error(
+                        &format!("{at}.upstream"),
+                        format!(
+                            "upstream {:?} is protocol: tcp; only a route on a tcp listener can use it",
+                            route.upstream
+                        ),
+                    );
+                }
+            }
         }
         if !upstream_names.contains(route.upstream.as_str()) {
             check.error(
@@ -682,7 +717,12 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
         let paths = check_paths(check, &at, &route.paths);
         let timeouts = check_timeouts(check, &format!("{at}.timeouts"), &route.timeouts);
 
-        let host_keys: Vec<String> = if route.hosts.is_empty() {
+        let on_tcp_listener =
+            listener_protocols.get(route.listener.as_str()) == Some(&ListenerProtocol::Tcp);
+        // A tcp listener's routes were checked above; hosts and paths do not apply.
+        let host_keys: Vec<String> = if on_tcp_listener {
+            Vec::new()
+        } else if route.hosts.is_empty() {
             vec!["*".into()]
         } else {
             route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()

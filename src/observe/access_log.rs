@@ -43,6 +43,9 @@ pub struct Record<'a> {
     pub duration_ms: f64,
     pub upstream: Option<&'a str>,
     pub attempts: Vec<AttemptRecord>,
+    /// How a tcp or upgraded connection ended (`closed`, `idle_timeout`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<&'static str>,
 }
 
 /// One try of a request against an endpoint.

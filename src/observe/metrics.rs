@@ -22,6 +22,9 @@ pub struct Metrics {
     pub discovery_updates: IntCounterVec,
     pub discovery_errors: IntCounterVec,
     pub access_log_dropped: IntCounterVec,
+    pub tcp_connections_active: IntGaugeVec,
+    pub tcp_connections: IntCounterVec,
+    pub tcp_bytes: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -67,6 +70,15 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     )
     .expect("metric names and labels are static and valid");
     register(Box::new(config_generation.clone()));
+    let tcp_connections_active = IntGaugeVec::new(
+        Opts::new(
+            "sluice_tcp_connections_active",
+            "Open tcp-route connections and upgraded (WebSocket) HTTP connections, by route.",
+        ),
+        &["route"],
+    )
+    .expect("metric names and labels are static and valid");
+    register(Box::new(tcp_connections_active.clone()));
 
     Metrics {
         http_requests: counter(
@@ -126,6 +138,17 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "sluice_access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind.",
             &["reason"],
+        ),
+        tcp_connections_active,
+        tcp_connections: counter(
+            "sluice_tcp_connections_total",
+            "Accepted tcp-route connections and upgraded (WebSocket) HTTP connections, by route.",
+            &["route"],
+        ),
+        tcp_bytes: counter(
+            "sluice_tcp_bytes_total",
+            "Bytes relayed on tcp routes, by route and direction (in: from clients, out: to clients).",
+            &["route", "direction"],
         ),
     }
 });

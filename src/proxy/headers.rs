@@ -22,7 +22,12 @@ pub fn request_id(header: &RequestHeader) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| format!("{:032x}", rand::thread_rng().gen::<u128>()))
+        .unwrap_or_else(new_request_id)
+}
+
+/// A new random request id (also named the connection of a tcp route in the access log).
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::thread_rng().gen::<u128>())
 }
 
 /// Adds the forwarding headers to an upstream request: appends the client to

@@ -134,7 +134,7 @@ impl ProxyHttp for HttpProxy {
             timeouts.write = timeouts.write.min(left);
         }
         let facts = RequestFacts {
-            header: session.req_header(),
+            header: Some(session.req_header()),
             client_ip: ctx.client_ip,
             scheme: SCHEME,
         };

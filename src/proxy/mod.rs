@@ -1,4 +1,5 @@
-//! The data path: the HTTP proxy (Pingora `ProxyHttp` glue) and its retry policy.
+//! The data path: the HTTP proxy (Pingora `ProxyHttp` glue), its retry policy, and the L4
+//! TCP proxy.
 
 pub mod context;
 pub mod errors;
@@ -6,3 +7,4 @@ pub mod headers;
 pub mod http;
 pub mod report;
 pub mod retry;
+pub mod tcp;

@@ -1,6 +1,6 @@
 //! What a finished request tells operators: its metrics and its access-log line.
 
-use super::context::RequestContext;
+use super::context::{Attempt, RequestContext};
 use crate::observe::access_log::{self, AttemptRecord, Record};
 use crate::observe::metrics::METRICS;
 use once_cell::sync::Lazy;
@@ -43,19 +43,7 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
         }
     }
 
-    let now = Instant::now();
-    let attempts = ctx
-        .attempts
-        .iter()
-        .map(|a| AttemptRecord {
-            endpoint: a.address.to_string(),
-            result: a.result.as_str(),
-            status: a.status,
-            connect_ms: a.connect_time.map(millis),
-            duration_ms: millis(a.ended.unwrap_or(now) - a.started),
-            reused: a.reused,
-        })
-        .collect();
+    let attempts = attempt_records(&ctx.attempts);
     let request = exchange.request;
     access_log::write(&Record {
         ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -73,11 +61,28 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
         duration_ms: millis(duration),
         upstream,
         attempts,
+        ended: None,
     });
 }
 
+/// The access-log form of a request's or connection's tries.
+pub fn attempt_records(attempts: &[Attempt]) -> Vec<AttemptRecord> {
+    let now = Instant::now();
+    attempts
+        .iter()
+        .map(|a| AttemptRecord {
+            endpoint: a.address.to_string(),
+            result: a.result.as_str(),
+            status: a.status,
+            connect_ms: a.connect_time.map(millis),
+            duration_ms: millis(a.ended.unwrap_or(now) - a.started),
+            reused: a.reused,
+        })
+        .collect()
+}
+
 /// Milliseconds with microsecond precision.
-fn millis(d: Duration) -> f64 {
+pub fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 

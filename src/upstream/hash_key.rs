@@ -51,8 +51,8 @@ pub struct HashKey {
 
 /// What a key is evaluated against.
 pub struct RequestFacts<'a> {
-    /// The downstream request header.
-    pub header: &'a RequestHeader,
+    /// The downstream request header; `None` for tcp connections.
+    pub header: Option<&'a RequestHeader>,
     /// The client's address, when known.
     pub client_ip: Option<IpAddr>,
     /// `http` or `https`.
@@ -107,6 +107,13 @@ impl HashKey {
             template: template.to_string(),
             segments: segments.into(),
         })
+    }
+
+    /// Whether the key reads the HTTP request (anything but `$remote_addr`).
+    pub fn needs_request(&self) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Variable(v) if *v != Variable::RemoteAddr))
     }
 
     /// The template as written.
@@ -184,7 +191,23 @@ fn split_target(header: &RequestHeader) -> (&[u8], &[u8]) {
 }
 
 fn append_variable(variable: &Variable, facts: &RequestFacts, out: &mut Vec<u8>) {
-    let header = facts.header;
+    match variable {
+        Variable::RemoteAddr => {
+            if let Some(ip) = facts.client_ip {
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "{ip}");
+            }
+            return;
+        }
+        Variable::Scheme => {
+            out.extend_from_slice(facts.scheme.as_bytes());
+            return;
+        }
+        _ => {}
+    }
+    let Some(header) = facts.header else {
+        return;
+    };
     match variable {
         Variable::Host => {
             let host = crate::routing::request_host(header);
@@ -225,14 +248,8 @@ fn append_variable(variable: &Variable, facts: &RequestFacts, out: &mut Vec<u8>)
                 });
             out.extend_from_slice(value.unwrap_or_default());
         }
-        Variable::RemoteAddr => {
-            if let Some(ip) = facts.client_ip {
-                // Writing to a Vec cannot fail.
-                let _ = write!(out, "{ip}");
-            }
-        }
-        Variable::Scheme => out.extend_from_slice(facts.scheme.as_bytes()),
         Variable::RequestMethod => out.extend_from_slice(header.method.as_str().as_bytes()),
+        Variable::RemoteAddr | Variable::Scheme => {}
     }
 }
 
@@ -254,7 +271,7 @@ mod tests {
     fn evaluate(template: &str, header: &RequestHeader) -> String {
         let key = HashKey::parse(template).expect("template compiles");
         let facts = RequestFacts {
-            header,
+            header: Some(header),
             client_ip: Some("10.1.2.3".parse().expect("ip")),
             scheme: "http",
         };

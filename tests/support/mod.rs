@@ -803,3 +803,89 @@ pub fn addresses(backends: &[&Backend]) -> Vec<String> {
 pub fn listen_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
+
+// ---------------------------------------------------------------------------------------
+// TCP backend
+// ---------------------------------------------------------------------------------------
+
+/// What [`TcpEcho`] sends after the client's FIN, before closing its side.
+pub const TCP_EOF_REPLY: &[u8] = b"<eof seen>";
+
+/// A TCP backend that echoes every byte, and after the client's FIN (half-close) sends
+/// [`TCP_EOF_REPLY`] and closes.
+pub struct TcpEcho {
+    pub address: SocketAddr,
+    accepts: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TcpEcho {
+    /// Starts on `address` (port 0: any free port).
+    pub fn start_on(address: SocketAddr) -> Self {
+        let listener = TcpListener::bind(address).expect("bind tcp echo");
+        let address = listener.local_addr().expect("tcp echo address");
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, o, s) = (accepts.clone(), open.clone(), stop.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                a.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
+                let o = o.clone();
+                thread::spawn(move || {
+                    let mut buffer = [0u8; 64 * 1024];
+                    loop {
+                        match stream.read(&mut buffer) {
+                            Ok(0) => {
+                                let _ = stream.write_all(TCP_EOF_REPLY);
+                                let _ = stream.shutdown(Shutdown::Write);
+                                break;
+                            }
+                            Ok(n) => {
+                                if stream.write_all(&buffer[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self {
+            address,
+            accepts,
+            open,
+            stop,
+        }
+    }
+
+    /// Starts on a free port of 127.0.0.1.
+    pub fn start() -> Self {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Connections accepted so far.
+    pub fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+
+    /// Connections not yet closed by the client.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TcpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.address);
+    }
+}

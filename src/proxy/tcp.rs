@@ -1,0 +1,330 @@
+//! L4 TCP proxying for `protocol: tcp` listeners: each client connection is relayed to one
+//! endpoint of the listener's route's upstream, byte for byte, until both sides have
+//! closed, one side fails, or no byte moved for `timeouts.idle`.
+//!
+//! - Endpoint choice is the upstream's balancer with its health, ejection and slow start
+//!   (a `consistent_hash` key can use `$remote_addr`). A connect failure or timeout tries
+//!   another endpoint, up to `retry.attempts` tries, when `retry.on` has `connect_failure`.
+//! - Half-close is relayed: a side's FIN becomes a write shutdown towards the other side,
+//!   and data keeps flowing the other way until that side closes too.
+//! - An established connection belongs to no config: reloads, route removal and endpoint
+//!   changes leave it alone. It ignores Pingora's shutdown signal too, so a graceful upgrade
+//!   or stop lets it run on; the exit monitor ends the process when it closes, or at
+//!   `server.grace_period`.
+
+use super::context::{Attempt, AttemptResult};
+use super::headers::new_request_id;
+use super::report::{attempt_records, millis};
+use crate::observe::access_log::{self, Record};
+use crate::observe::metrics::METRICS;
+use crate::state::State;
+use crate::upstream::hash_key::RequestFacts;
+use crate::upstream::Upstream;
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bytes read from one side before they are written to the other.
+const RELAY_BUFFER: usize = 16 * 1024;
+
+/// The proxy of one tcp listener.
+pub struct TcpProxy {
+    state: Arc<State>,
+    listener: String,
+}
+
+impl TcpProxy {
+    /// A proxy for tcp listener `listener`, routing with the state's current snapshot.
+    pub fn new(state: Arc<State>, listener: String) -> Self {
+        Self { state, listener }
+    }
+}
+
+/// Which side of a relayed connection failed.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Client,
+    Backend,
+}
+
+/// How a connection ended, for the access log.
+fn ended_label(outcome: &Result<(), (Side, io::Error)>) -> &'static str {
+    match outcome {
+        Ok(()) => "closed",
+        Err((Side::Client, _)) => "client_error",
+        Err((Side::Backend, _)) => "backend_error",
+    }
+}
+
+#[async_trait]
+impl ServerApp for TcpProxy {
+    async fn process_new(
+        self: &Arc<Self>,
+        client: Stream,
+        // Not watched on purpose: see the module comment.
+        _shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _open = self.state.lifecycle.track();
+        let started = Instant::now();
+        let client_address = client
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        let snapshot = self.state.snapshot();
+        let mut log = ConnectionLog {
+            listener: &self.listener,
+            route: None,
+            upstream: None,
+            client: client_address,
+            started,
+            attempts: Vec::new(),
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        let Some(route_index) = snapshot.route_on_listener(&self.listener) else {
+            log::warn!(
+                "tcp listener {}: no route; closing the connection from {client_address:?}",
+                self.listener
+            );
+            log.write("no_route");
+            return None;
+        };
+        let route = &snapshot.routes[route_index];
+        let upstream = &snapshot.upstreams[route.upstream];
+        log.route = Some(&route.name);
+        log.upstream = Some(upstream.name());
+        METRICS
+            .tcp_connections
+            .with_label_values(&[&route.name])
+            .inc();
+        let active = METRICS
+            .tcp_connections_active
+            .with_label_values(&[&route.name]);
+        active.inc();
+
+        let client_ip = client_address.map(|a| a.ip());
+        let ended = match connect(upstream, client_ip, route.timeouts.connect, &mut log).await {
+            Some((backend, endpoint)) => {
+                let _in_flight = upstream.endpoints[endpoint].state.start_request();
+                let relayed = Relay::default();
+                let outcome = relayed.run(client, backend, route.timeouts.idle).await;
+                log.bytes_in = relayed.client_to_backend.load(Ordering::Relaxed);
+                log.bytes_out = relayed.backend_to_client.load(Ordering::Relaxed);
+                for (direction, bytes) in [("in", log.bytes_in), ("out", log.bytes_out)] {
+                    METRICS
+                        .tcp_bytes
+                        .with_label_values(&[&route.name, direction])
+                        .inc_by(bytes);
+                }
+                match outcome {
+                    Some(outcome) => ended_label(&outcome),
+                    None => "idle_timeout",
+                }
+            }
+            None if log.attempts.is_empty() => "no_endpoint",
+            None => "connect_failed",
+        };
+        active.dec();
+        log.write(ended);
+        None
+    }
+}
+
+/// Connects to an endpoint of `upstream`, trying others on failure as the retry policy
+/// allows; returns the connection and the endpoint's index.
+async fn connect(
+    upstream: &Upstream,
+    client_ip: Option<IpAddr>,
+    timeout: Duration,
+    log: &mut ConnectionLog<'_>,
+) -> Option<(TcpStream, usize)> {
+    let facts = RequestFacts {
+        header: None,
+        client_ip,
+        scheme: "tcp",
+    };
+    let retry = &upstream.config.retry;
+    let tries = if retry.on_connect_failure {
+        retry.attempts
+    } else {
+        1
+    };
+    for _ in 0..tries {
+        let attempts = &log.attempts;
+        let tried = |i: usize| attempts.iter().any(|a| a.endpoint == i);
+        let Some(endpoint) = upstream.pick(&facts, &tried) else {
+            log::warn!(
+                "upstream {} has no endpoint for a tcp connection",
+                upstream.name()
+            );
+            return None;
+        };
+        let address = upstream.endpoints[endpoint].address;
+        let mut attempt = Attempt {
+            endpoint,
+            address,
+            started: Instant::now(),
+            connect_time: None,
+            ended: None,
+            result: AttemptResult::Ok,
+            status: None,
+            reused: false,
+        };
+        let connected = tokio::time::timeout(timeout, TcpStream::connect(address)).await;
+        attempt.connect_time = Some(attempt.started.elapsed());
+        match connected {
+            Ok(Ok(stream)) => {
+                // Small writes (SQL, protocol handshakes) go out at once.
+                if let Err(e) = stream.set_nodelay(true) {
+                    log::debug!("cannot set TCP_NODELAY towards {address}: {e}");
+                }
+                upstream.record_outcome(endpoint, false);
+                log.attempts.push(attempt);
+                return Some((stream, endpoint));
+            }
+            Ok(Err(e)) => {
+                attempt.result = if e.kind() == io::ErrorKind::ConnectionRefused {
+                    AttemptResult::ConnectRefused
+                } else {
+                    AttemptResult::ConnectError
+                };
+                log::warn!(
+                    "upstream {}: cannot connect to {address}: {e}",
+                    upstream.name()
+                );
+            }
+            Err(_) => {
+                attempt.result = AttemptResult::ConnectTimeout;
+                log::warn!(
+                    "upstream {}: connect to {address} timed out after {timeout:?}",
+                    upstream.name()
+                );
+            }
+        }
+        attempt.ended = Some(Instant::now());
+        upstream.record_outcome(endpoint, true);
+        log.attempts.push(attempt);
+    }
+    None
+}
+
+/// Byte counts and activity of one relayed connection.
+#[derive(Default)]
+struct Relay {
+    client_to_backend: AtomicU64,
+    backend_to_client: AtomicU64,
+    /// Milliseconds from `epoch` to the last byte moved either way.
+    last_activity_ms: AtomicU64,
+}
+
+impl Relay {
+    /// Relays until both directions are closed (`Some(Ok)`), a side fails (`Some(Err)`),
+    /// or nothing moves for `idle` (`None`).
+    async fn run(
+        &self,
+        client: Stream,
+        backend: TcpStream,
+        idle: Duration,
+    ) -> Option<Result<(), (Side, io::Error)>> {
+        let epoch = Instant::now();
+        let (client_read, client_write) = tokio::io::split(client);
+        let (backend_read, backend_write) = backend.into_split();
+        let up = self.pump(
+            client_read,
+            backend_write,
+            (Side::Client, Side::Backend),
+            &self.client_to_backend,
+            epoch,
+        );
+        let down = self.pump(
+            backend_read,
+            client_write,
+            (Side::Backend, Side::Client),
+            &self.backend_to_client,
+            epoch,
+        );
+        let idle_timer = async {
+            loop {
+                let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+                let deadline = epoch + last + idle;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(deadline.into()).await;
+            }
+        };
+        tokio::select! {
+            outcome = async { tokio::try_join!(up, down).map(|_| ()) } => Some(outcome),
+            () = idle_timer => None,
+        }
+    }
+
+    /// Copies `from` to `to` until `from` ends, then shuts `to`'s write side (half-close).
+    async fn pump<R, W>(
+        &self,
+        mut from: R,
+        mut to: W,
+        (from_side, to_side): (Side, Side),
+        moved: &AtomicU64,
+        epoch: Instant,
+    ) -> Result<(), (Side, io::Error)>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut buffer = vec![0u8; RELAY_BUFFER];
+        loop {
+            let n = from.read(&mut buffer).await.map_err(|e| (from_side, e))?;
+            if n == 0 {
+                return to.shutdown().await.map_err(|e| (to_side, e));
+            }
+            to.write_all(&buffer[..n]).await.map_err(|e| (to_side, e))?;
+            to.flush().await.map_err(|e| (to_side, e))?;
+            moved.fetch_add(n as u64, Ordering::Relaxed);
+            self.last_activity_ms
+                .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the access log says about one tcp connection.
+struct ConnectionLog<'a> {
+    listener: &'a str,
+    route: Option<&'a str>,
+    upstream: Option<&'a str>,
+    client: Option<SocketAddr>,
+    started: Instant,
+    attempts: Vec<Attempt>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl ConnectionLog<'_> {
+    fn write(&self, ended: &'static str) {
+        access_log::write(&Record {
+            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            request_id: &new_request_id(),
+            listener: self.listener,
+            route: self.route,
+            client: self.client.map(|a| a.ip().to_string()),
+            method: "",
+            host: "",
+            uri: "",
+            proto: "tcp",
+            status: 0,
+            bytes_in: self.bytes_in as usize,
+            bytes_out: self.bytes_out as usize,
+            duration_ms: millis(self.started.elapsed()),
+            upstream: self.upstream,
+            attempts: attempt_records(&self.attempts),
+            ended: Some(ended),
+        });
+    }
+}

@@ -1,9 +1,11 @@
 //! Per-request state carried through Pingora's hooks.
 
 use crate::lifecycle::OpenWork;
+use crate::observe::metrics::METRICS;
 use crate::proxy::retry::BudgetGuard;
 use crate::state::Snapshot;
 use crate::upstream::endpoint::InFlightGuard;
+use pingora_prometheus::prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,8 +93,32 @@ pub struct RequestContext {
     pub close_upstream_connection: bool,
     /// The upstream socket of the current try, from connect until the request ends.
     pub upstream_socket: Option<std::os::fd::RawFd>,
+    /// The client asked for a WebSocket upgrade: timeouts are `timeouts.idle`.
+    pub websocket: bool,
+    /// Set once the upstream answered 101: the connection is a tunnel, counted as one.
+    pub tunnel: Option<Tunnel>,
     /// Keeps the process from exiting during a stop or upgrade until the request ends.
     _open: OpenWork,
+}
+
+/// An upgraded (WebSocket) connection, counted in `sluice_tcp_connections_active` until
+/// dropped.
+pub struct Tunnel(IntGauge);
+
+impl Tunnel {
+    /// Counts a new tunnel on route `route`.
+    pub fn open(route: &str) -> Self {
+        METRICS.tcp_connections.with_label_values(&[route]).inc();
+        let active = METRICS.tcp_connections_active.with_label_values(&[route]);
+        active.inc();
+        Self(active)
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl RequestContext {
@@ -109,6 +135,8 @@ impl RequestContext {
             response_started: false,
             close_upstream_connection: false,
             upstream_socket: None,
+            websocket: false,
+            tunnel: None,
             _open: open,
         }
     }

@@ -25,6 +25,15 @@ pub fn request_id(header: &RequestHeader) -> String {
         .unwrap_or_else(new_request_id)
 }
 
+/// Whether `header` asks for a WebSocket upgrade (HTTP/1.1 `Upgrade: websocket`).
+pub fn is_websocket_upgrade(header: &RequestHeader) -> bool {
+    header.version == http::Version::HTTP_11
+        && header
+            .headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
 /// A new random request id (also named the connection of a tcp route in the access log).
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::thread_rng().gen::<u128>())

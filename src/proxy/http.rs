@@ -2,7 +2,7 @@
 //! headers and observability together. Decisions live in their own modules; this file only
 //! calls them at the right hook.
 
-use super::context::{Attempt, AttemptResult, RequestContext, Routed};
+use super::context::{Attempt, AttemptResult, RequestContext, Routed, Tunnel};
 use super::report::{self, Exchange};
 use super::retry::{self, AttemptFacts, Failure};
 use super::{errors, headers};
@@ -101,6 +101,13 @@ impl ProxyHttp for HttpProxy {
         let upstream = &snapshot.upstreams[runtime_route.upstream];
         let active = upstream.retry_budget.start_request();
         let deadline = runtime_route.timeouts.total.map(|t| ctx.started + t);
+        ctx.websocket = headers::is_websocket_upgrade(session.req_header());
+        if ctx.websocket {
+            // An idle WebSocket is normal: only `timeouts.idle` ends it.
+            session
+                .as_downstream_mut()
+                .set_read_timeout(Some(runtime_route.timeouts.idle));
+        }
         ctx.routed = Some(Routed {
             snapshot: snapshot.clone(),
             route,
@@ -121,6 +128,12 @@ impl ProxyHttp for HttpProxy {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request was not routed"))?;
         let upstream = routed.upstream();
         let mut timeouts = routed.snapshot.routes[routed.route].timeouts;
+        if ctx.websocket {
+            // Pingora keeps the upstream read timeout of the connect after the 101, so the
+            // handshake is bounded by `idle` too.
+            timeouts.read = timeouts.idle;
+            timeouts.write = timeouts.idle;
+        }
         if let Some(deadline) = routed.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -246,6 +259,11 @@ impl ProxyHttp for HttpProxy {
     ) -> Result<()> {
         ctx.response_started = true;
         let status = upstream_response.status.as_u16();
+        if status == 101 {
+            if let Some(routed) = &ctx.routed {
+                ctx.tunnel = Some(Tunnel::open(&routed.snapshot.routes[routed.route].name));
+            }
+        }
         if let Some(attempt) = ctx.current_attempt() {
             attempt.status = Some(status);
         }
@@ -327,6 +345,11 @@ impl ProxyHttp for HttpProxy {
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),
+            ended: ctx.tunnel.is_some().then(|| match e {
+                None => "closed",
+                Some(e) if errors::is_timeout(e) => "idle_timeout",
+                Some(_) => "error",
+            }),
         };
         report::report(ctx, &exchange);
     }

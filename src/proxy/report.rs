@@ -15,6 +15,8 @@ pub struct Exchange<'a> {
     pub status: u16,
     pub bytes_in: usize,
     pub bytes_out: usize,
+    /// How an upgraded (WebSocket) connection ended; `None` for plain requests.
+    pub ended: Option<&'static str>,
 }
 
 /// Records the metrics and the access-log line of a finished request.
@@ -61,7 +63,7 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
         duration_ms: millis(duration),
         upstream,
         attempts,
-        ended: None,
+        ended: exchange.ended,
     });
 }
 

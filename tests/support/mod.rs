@@ -889,3 +889,92 @@ impl Drop for TcpEcho {
         let _ = TcpStream::connect(self.address);
     }
 }
+
+/// A WebSocket backend: answers an upgrade request with 101, then echoes every byte (the
+/// frames are opaque to a proxy, so raw bytes stand in for them).
+pub struct WsEcho {
+    pub address: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl WsEcho {
+    /// Starts on a free port of 127.0.0.1.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind websocket echo");
+        let address = listener.local_addr().expect("websocket echo address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line.trim_end().is_empty() {
+                            break;
+                        }
+                    }
+                    let stream = reader.get_mut();
+                    let answer = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                                  connection: Upgrade\r\nsec-websocket-accept: test\r\n\r\n";
+                    if stream.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut buffer = [0u8; 16 * 1024];
+                    loop {
+                        match reader.read(&mut buffer) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if reader.get_mut().write_all(&buffer[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { address, stop }
+    }
+}
+
+impl Drop for WsEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.address);
+    }
+}
+
+/// Opens a WebSocket through `web`: sends the upgrade request and reads the 101.
+pub fn websocket_connect(web: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(web).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nhost: ws.test\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+              sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+        )
+        .expect("send upgrade request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).expect("read 101"),
+            1,
+            "closed before 101"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+}

@@ -8,7 +8,12 @@ use std::path::PathBuf;
 #[command(name = "sluice", version, about)]
 pub struct Cli {
     /// The config file.
-    #[arg(short = 'c', long = "conf", default_value = "/etc/sluice/sluice.yaml")]
+    #[arg(
+        short = 'c',
+        long = "conf",
+        global = true,
+        default_value = "/etc/sluice/sluice.yaml"
+    )]
     pub config: PathBuf,
     /// Validate the config file completely, print every error, and exit 0 or 1.
     #[arg(short = 't', long = "test")]
@@ -16,6 +21,12 @@ pub struct Cli {
     /// Start as the successor of a running sluice: take over its listening sockets.
     #[arg(short = 'u', long = "upgrade")]
     pub upgrade: bool,
+    /// Kubernetes rollouts: if a sluice already listens on this config's addresses (the
+    /// previous pod of a hostNetwork DaemonSet), take over its sockets as with -u; otherwise
+    /// start normally. A process started this way hands its sockets to the next one that
+    /// waits on server.upgrade_sock, and after draining exits only at SIGTERM.
+    #[arg(long = "takeover", conflicts_with = "upgrade")]
+    pub takeover: bool,
     /// Run in the background (writes server.pid_file).
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,
@@ -28,4 +39,11 @@ pub struct Cli {
 pub enum Command {
     /// Check kernel and limits settings (issue #6).
     Doctor,
+    /// Graceful binary upgrade: start this binary as the successor of the running sluice,
+    /// hand the sockets over, and tell systemd the new main PID.
+    Upgrade {
+        /// PID of the running sluice (default: read server.pid_file).
+        #[arg(long)]
+        pid: Option<u32>,
+    },
 }

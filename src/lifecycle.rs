@@ -13,6 +13,7 @@
 //! when `server.grace_period` is over.
 
 use crate::observe::access_log;
+use crate::sockets;
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
@@ -26,11 +27,15 @@ use tokio::signal::unix::{signal, SignalKind};
 const EXIT_POLL: Duration = Duration::from_millis(20);
 /// How long SIGQUIT waits for a successor to appear on the upgrade socket.
 const SUCCESSOR_WAIT: Duration = Duration::from_secs(3);
+/// How often `--takeover` looks for a successor on the upgrade socket.
+const SUCCESSOR_POLL: Duration = Duration::from_millis(200);
 
 /// The process's shutdown state and its open work.
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     draining: AtomicBool,
+    /// The listening sockets went to a successor.
+    handed_over: AtomicBool,
     open: AtomicUsize,
 }
 
@@ -71,6 +76,21 @@ pub struct Signals {
     pub lifecycle: Arc<Lifecycle>,
     pub drain_delay: Duration,
     pub upgrade_sock: PathBuf,
+    /// `--takeover`: hand over as soon as a successor waits on the upgrade socket, without
+    /// a signal (the successor is another pod that cannot signal this process).
+    pub takeover: bool,
+}
+
+impl Signals {
+    fn hand_over(&self, why: &str) -> ShutdownSignal {
+        self.lifecycle.start_draining();
+        self.lifecycle.handed_over.store(true, Ordering::Relaxed);
+        log::info!(
+            "{why}: handing the listening sockets to the successor on {}",
+            self.upgrade_sock.display()
+        );
+        ShutdownSignal::GracefulUpgrade
+    }
 }
 
 #[async_trait]
@@ -87,8 +107,14 @@ impl ShutdownSignalWatch for Signals {
                 return ShutdownSignal::FastShutdown;
             }
         };
+        let mut successor_poll = tokio::time::interval(SUCCESSOR_POLL);
         loop {
             tokio::select! {
+                _ = successor_poll.tick(), if self.takeover => {
+                    if sockets::unix_socket_listening(&self.upgrade_sock) {
+                        return self.hand_over("a successor is waiting (--takeover)");
+                    }
+                }
                 _ = interrupt.recv() => {
                     log::info!("SIGINT: stopping now");
                     return ShutdownSignal::FastShutdown;
@@ -105,12 +131,7 @@ impl ShutdownSignalWatch for Signals {
                 }
                 _ = quit.recv() => {
                     if successor_waiting(&self.upgrade_sock, SUCCESSOR_WAIT).await {
-                        self.lifecycle.start_draining();
-                        log::info!(
-                            "SIGQUIT: handing the listening sockets to the successor on {}",
-                            self.upgrade_sock.display()
-                        );
-                        return ShutdownSignal::GracefulUpgrade;
+                        return self.hand_over("SIGQUIT");
                     }
                     log::error!(
                         "SIGQUIT ignored: no successor is waiting on {}; start `sluice -u -c FILE` \
@@ -129,10 +150,8 @@ impl ShutdownSignalWatch for Signals {
 async fn successor_waiting(path: &Path, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
     loop {
-        match std::fs::read_to_string("/proc/net/unix") {
-            Ok(table) if listening_unix_socket(&table, path) => return true,
-            Ok(_) => {}
-            Err(e) => log::warn!("cannot read /proc/net/unix to find a successor: {e}"),
+        if sockets::unix_socket_listening(path) {
+            return true;
         }
         if Instant::now() >= deadline {
             return false;
@@ -141,33 +160,33 @@ async fn successor_waiting(path: &Path, wait: Duration) -> bool {
     }
 }
 
-/// Whether `/proc/net/unix` text `table` has a listening socket bound to `path`.
-fn listening_unix_socket(table: &str, path: &Path) -> bool {
-    /// `__SO_ACCEPTCON` in the Flags column: the socket listens.
-    const ACCEPTING: u32 = 0x0001_0000;
-    let wanted = path.as_os_str().to_string_lossy();
-    table.lines().skip(1).any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // Num RefCount Protocol Flags Type St Inode Path
-        let flags = fields
-            .get(3)
-            .and_then(|f| u32::from_str_radix(f, 16).ok())
-            .unwrap_or(0);
-        flags & ACCEPTING != 0 && fields.get(7) == Some(&wanted.as_ref())
-    })
-}
-
 /// The background service that ends the process once Pingora has stopped the listeners:
 /// as soon as no request or connection is open, or when `grace_period` is over. (A service
 /// rather than a thread, so it also runs in a daemonized child.)
 pub struct ExitMonitor {
     pub lifecycle: Arc<Lifecycle>,
     pub grace_period: Duration,
+    /// `--takeover`: after handing over and draining, wait for SIGTERM before exiting, so
+    /// a container exits only when Kubernetes stops its pod (an exit before that would
+    /// restart the container next to its successor).
+    pub hold_after_handover: bool,
 }
 
 #[async_trait]
 impl BackgroundService for ExitMonitor {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Registered now, so a SIGTERM that arrives while draining is not missed.
+        let mut stop_signal = if self.hold_after_handover {
+            match signal(SignalKind::terminate()) {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    log::error!("cannot watch SIGTERM: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 return;
@@ -191,6 +210,12 @@ impl BackgroundService for ExitMonitor {
             }
             tokio::time::sleep(EXIT_POLL).await;
         }
+        if let Some(stop) = stop_signal.as_mut() {
+            if self.lifecycle.handed_over.load(Ordering::Relaxed) {
+                log::info!("handed over and drained; exiting at SIGTERM (the pod's stop)");
+                stop.recv().await;
+            }
+        }
         access_log::flush();
         std::process::exit(0);
     }
@@ -199,25 +224,6 @@ impl BackgroundService for ExitMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const TABLE: &str = "Num       RefCount Protocol Flags    Type St Inode Path
-0000000000000000: 00000002 00000000 00010000 0001 01 31337 /run/sluice/upgrade.sock
-0000000000000000: 00000002 00000000 00000000 0001 01 31338 /run/other.sock
-0000000000000000: 00000003 00000000 00000000 0001 03 31339
-";
-
-    #[test]
-    fn finds_only_listening_sockets_by_path() {
-        assert!(listening_unix_socket(
-            TABLE,
-            Path::new("/run/sluice/upgrade.sock")
-        ));
-        assert!(!listening_unix_socket(TABLE, Path::new("/run/other.sock")));
-        assert!(!listening_unix_socket(
-            TABLE,
-            Path::new("/run/missing.sock")
-        ));
-    }
 
     #[test]
     fn open_work_is_counted_until_dropped() {

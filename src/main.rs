@@ -14,7 +14,9 @@ mod proxy;
 mod reload;
 mod routing;
 mod server;
+mod sockets;
 mod state;
+mod upgrade;
 mod upstream;
 
 use clap::Parser;
@@ -22,9 +24,21 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    if let Some(cli::Command::Doctor) = cli.command {
-        eprintln!("sluice doctor is not implemented yet (issue #6)");
-        return ExitCode::FAILURE;
+    match cli.command {
+        Some(cli::Command::Doctor) => {
+            eprintln!("sluice doctor is not implemented yet (issue #6)");
+            return ExitCode::FAILURE;
+        }
+        Some(cli::Command::Upgrade { pid }) => {
+            return match upgrade::run(&cli.config, pid) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice upgrade: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     let config = match config::load(&cli.config) {
         Ok(config) => config,

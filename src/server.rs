@@ -10,6 +10,7 @@ use crate::observe::{access_log, metrics::METRICS};
 use crate::proxy::http::HttpProxy;
 use crate::proxy::tcp::TcpProxy;
 use crate::reload::Reloader;
+use crate::sockets;
 use crate::state::State;
 use crate::upstream::checker::HealthChecker;
 use pingora::apps::http_app::HttpServer;
@@ -51,7 +52,7 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
         .max(1);
     let pool_size = conf.upstream_keepalive_pool_size;
     let opt = Opt {
-        upgrade: cli.upgrade,
+        upgrade: cli.upgrade || (cli.takeover && predecessor_running(&config)),
         daemon: cli.daemon,
         nocapture: false,
         test: false,
@@ -59,6 +60,10 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    // After bootstrap: a successor owns the sockets now, so it owns the pid file too.
+    if let Err(e) = std::fs::write(&config.server.pid_file, format!("{}\n", std::process::id())) {
+        log::warn!("cannot write pid file {}: {e}", config.server.pid_file);
+    }
     let server_conf = server.configuration.clone();
 
     let listeners = config.listeners.clone();
@@ -124,6 +129,7 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
         ExitMonitor {
             lifecycle: state.lifecycle.clone(),
             grace_period,
+            hold_after_handover: cli.takeover,
         },
     );
     exit_monitor.threads = Some(1);
@@ -133,7 +139,29 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
             lifecycle: state.lifecycle.clone(),
             drain_delay,
             upgrade_sock,
+            takeover: cli.takeover,
         }),
     });
     Ok(())
+}
+
+/// Whether another process already listens on one of `config`'s addresses (`--takeover`).
+fn predecessor_running(config: &Config) -> bool {
+    let listening = sockets::listening_tcp();
+    let taken = config
+        .listeners
+        .iter()
+        .map(|l| l.listen)
+        .chain([config.admin_listen])
+        .find(|address| listening.contains(address));
+    match taken {
+        Some(address) => {
+            log::info!("--takeover: {address} is already listening; taking over its sockets");
+            true
+        }
+        None => {
+            log::info!("--takeover: no predecessor listens; starting fresh");
+            false
+        }
+    }
 }

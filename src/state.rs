@@ -8,11 +8,12 @@
 use crate::config::{self, Config, ConfigErrors, EndpointConfig, EndpointSource, Timeouts};
 use crate::lifecycle::Lifecycle;
 use crate::routing::RouteTable;
+use crate::sockets;
 use crate::upstream::connections::UpstreamConnections;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -188,40 +189,6 @@ impl std::fmt::Display for ReloadError {
     }
 }
 
-/// `st` of a listening socket in /proc/net/tcp.
-const TCP_LISTEN: &str = "0A";
-
-/// The local addresses of the listening sockets in /proc/net/tcp{,6} text `tables`.
-fn listening_addresses(tables: &str) -> HashSet<SocketAddr> {
-    tables
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let local = fields.nth(1)?;
-            let state = fields.nth(1)?;
-            (state == TCP_LISTEN).then(|| parse_proc_address(local))?
-        })
-        .collect()
-}
-
-/// Parses `0100007F:1F90` (IPv4) or a 32-digit IPv6 form: the address is printed as
-/// 32-bit words in host byte order, the port as a plain hex number.
-fn parse_proc_address(text: &str) -> Option<SocketAddr> {
-    let (address, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let mut bytes = Vec::with_capacity(16);
-    for word in 0..address.len() / 8 {
-        let value = u32::from_str_radix(address.get(word * 8..word * 8 + 8)?, 16).ok()?;
-        bytes.extend_from_slice(&value.to_ne_bytes());
-    }
-    let ip: IpAddr = match bytes.len() {
-        4 => Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into(),
-        16 => Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).into(),
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
 /// Endpoints found by discovery, by upstream name.
 #[derive(Default)]
 struct Discovered {
@@ -385,11 +352,7 @@ impl State {
     /// Read from the kernel's socket table rather than by connecting, which on a tcp
     /// listener would open a connection to a backend.
     fn listeners_accepting(&self) -> bool {
-        let tables: String = ["/proc/net/tcp", "/proc/net/tcp6"]
-            .iter()
-            .filter_map(|path| std::fs::read_to_string(path).ok())
-            .collect();
-        let listening = listening_addresses(&tables);
+        let listening = sockets::listening_tcp();
         self.current
             .load()
             .config
@@ -426,26 +389,5 @@ impl State {
     /// Records that SIGHUP now triggers a reload.
     pub fn set_reload_armed(&self) {
         self.reload_armed.store(true, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_listening_sockets_from_the_kernel_table() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
-   1: 00000000:2710 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
-   2: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
-   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0
-";
-        let listening = listening_addresses(table);
-        let expected: HashSet<SocketAddr> = ["127.0.0.1:8080", "0.0.0.0:10000", "[::1]:80"]
-            .iter()
-            .map(|a| a.parse().expect("address"))
-            .collect();
-        assert_eq!(listening, expected);
     }
 }

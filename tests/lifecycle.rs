@@ -347,3 +347,129 @@ fn config_watch_follows_a_configmap_symlink_swap() {
     });
     assert_eq!(sluice.generation(), 2);
 }
+
+#[test]
+fn takeover_pods_hand_over_through_the_socket_directory_without_signals() {
+    let backend = TcpEcho::start();
+    let sql = listen_address();
+    let body = format!(
+        "listeners: [{{ name: sql, listen: \"{sql}\", protocol: tcp }}]\n\
+         routes: [{{ name: db, listener: sql, upstream: db }}]\n\
+         upstreams: [{{ name: db, protocol: tcp, endpoints: [\"{}\"] }}]\n",
+        backend.address
+    );
+    // Pod A: nothing listens yet, so it starts fresh.
+    let mut pod_a = Sluice::start_with_flags(
+        &body,
+        "watch_config: false, grace_period: 30s",
+        &["--takeover"],
+    );
+    assert!(pod_a
+        .stderr()
+        .contains("no predecessor listens; starting fresh"));
+    let mut session = TcpStream::connect(sql).expect("connect");
+    session.write_all(b"hello").expect("send");
+    let mut back = [0u8; 5];
+    session.read_exact(&mut back).expect("echo");
+
+    // Pod B: same command, same socket directory; nobody signals pod A.
+    let pod_b = pod_a.start_next(&["--takeover"]);
+    wait_until("pod A to stop accepting", READY_TIMEOUT, || {
+        pod_a
+            .stderr()
+            .contains("listeners stopped; waiting for 1 open")
+    });
+    assert!(pod_b
+        .stderr()
+        .contains("is already listening; taking over its sockets"));
+    assert!(pod_a
+        .stderr()
+        .contains("a successor is waiting (--takeover): handing the listening sockets"));
+    let mut fresh = TcpStream::connect(sql).expect("pod B accepts");
+    fresh.write_all(b"new").expect("send");
+    let mut three = [0u8; 3];
+    fresh.read_exact(&mut three).expect("echo through pod B");
+    session
+        .write_all(b"still")
+        .expect("send on the old session");
+    session
+        .read_exact(&mut back)
+        .expect("the session still echoes on pod A");
+    assert_eq!(&back, b"still");
+
+    // The session ends; pod A waits for its pod's SIGTERM instead of exiting (an exit would
+    // restart the container next to pod B).
+    drop(session);
+    wait_until("pod A to drain", READY_TIMEOUT, || {
+        pod_a.stderr().contains("exiting at SIGTERM")
+    });
+    assert!(pod_a.is_running());
+    pod_a.signal("TERM");
+    let exited = pod_a.wait_exit(Duration::from_secs(10));
+    println!("takeover: pod A exited {exited:?} after SIGTERM");
+    assert!(exited.is_some(), "{}", pod_a.stderr());
+    let mut after = TcpStream::connect(sql).expect("pod B still accepts");
+    after.write_all(b"ok").expect("send");
+    let mut two = [0u8; 2];
+    after.read_exact(&mut two).expect("echo");
+    drop(pod_b);
+}
+
+/// Kills a process this test did not spawn (the successor `sluice upgrade` started).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(self.0.to_string())
+            .status();
+    }
+}
+
+#[test]
+fn sluice_upgrade_command_replaces_the_process_and_refuses_a_bad_config() {
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let mut old = Sluice::start(&config(web, &backend));
+    // Output goes to a file: the successor inherits it and outlives the command.
+    let output = old.dir.0.join("upgrade-output.log");
+    let upgrade = |config: &std::path::Path| {
+        let log = std::fs::File::create(&output).expect("output file");
+        let status = std::process::Command::new(sluice_binary())
+            .args(["upgrade", "-c"])
+            .arg(config)
+            .stdout(log.try_clone().expect("clone file"))
+            .stderr(log)
+            .status()
+            .expect("run sluice upgrade");
+        (status, std::fs::read_to_string(&output).unwrap_or_default())
+    };
+
+    // A bad config: refused before anything is started or signalled.
+    let good = std::fs::read_to_string(&old.config_path).expect("read config");
+    let bad = old
+        .dir
+        .write("bad.yaml", &good.replace("upstreams:", "upstreams: 7\nx:"));
+    let (status, text) = upgrade(&bad);
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("the running sluice is untouched"), "{text}");
+    assert!(old.is_running());
+
+    let quit_sent = Instant::now();
+    let (status, text) = upgrade(&old.config_path);
+    assert!(status.success(), "{text}");
+    let new_pid: u32 = std::fs::read_to_string(old.dir.0.join("sluice.pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let _successor = KillOnDrop(new_pid);
+    assert_ne!(new_pid, old.pid());
+    let lived = old
+        .wait_exit(Duration::from_secs(30))
+        .map(|_| quit_sent.elapsed());
+    println!("upgrade command: old process lived {lived:?}; new pid {new_pid}");
+    assert!(lived.is_some());
+    assert_eq!(get(web, "/after").status, 200);
+}

@@ -538,11 +538,22 @@ impl Sluice {
     }
 
     fn spawn(body: &str, server_settings: &str) -> Self {
+        Self::spawn_with_flags(body, server_settings, &[])
+    }
+
+    fn spawn_with_flags(body: &str, server_settings: &str, flags: &[&str]) -> Self {
         let dir = ScratchDir::new();
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let header = Self::header(&dir, admin, server_settings);
         let config_path = dir.write("sluice.yaml", &format!("{header}{body}"));
-        Self::launch(Arc::new(dir), config_path, admin, header, &[])
+        Self::launch(Arc::new(dir), config_path, admin, header, flags)
+    }
+
+    /// Like [`Self::start_with_server`], with extra command-line flags (e.g. `--takeover`).
+    pub fn start_with_flags(body: &str, server_settings: &str, flags: &[&str]) -> Self {
+        let mut sluice = Self::spawn_with_flags(body, server_settings, flags);
+        sluice.wait_ready();
+        sluice
     }
 
     /// The generated `server`/`admin`/`access_log` part of a config in `dir`.
@@ -606,12 +617,17 @@ impl Sluice {
     /// Starts `sluice -u` on the same config and directory: the successor that takes the
     /// listening sockets when this process gets SIGQUIT.
     pub fn start_successor(&self) -> Sluice {
+        self.start_next(&["-u"])
+    }
+
+    /// Starts another sluice with `flags` on the same config and directory.
+    pub fn start_next(&self, flags: &[&str]) -> Sluice {
         Self::launch(
             self.dir.clone(),
             self.config_path.clone(),
             self.admin,
             self.header.clone(),
-            &["-u"],
+            flags,
         )
     }
 

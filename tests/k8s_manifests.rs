@@ -75,9 +75,36 @@ fn every_document_is_a_valid_kubernetes_object() {
         .and_then(|r| r.requests.as_ref())
         .is_some());
     assert!(
-        pod.termination_grace_period_seconds.unwrap_or(0) > 30,
-        "above server.grace_period"
+        pod.termination_grace_period_seconds.unwrap_or(0) > 310,
+        "above server.drain_delay + grace_period"
     );
+    // Rollouts hand the sockets over on each node: surge, takeover, a shared socket dir.
+    let rolling = daemonset
+        .spec
+        .update_strategy
+        .and_then(|s| s.rolling_update)
+        .expect("rolling update");
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+    assert!(container.args.iter().flatten().any(|a| a == "--takeover"));
+    assert!(
+        container.ports.is_none(),
+        "declared ports are host ports under hostNetwork and block the surge pod"
+    );
+    let upgrade_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "upgrade")
+        .and_then(|v| v.host_path.as_ref())
+        .expect("hostPath volume for the upgrade socket");
+    assert_eq!(upgrade_volume.path, "/run/sluice");
+    assert!(container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.name == "upgrade" && m.mount_path == "/run/sluice"));
 }
 
 #[test]
@@ -87,7 +114,8 @@ fn embedded_config_validates() {
         .data
         .and_then(|d| d.get("sluice.yaml").cloned())
         .expect("sluice.yaml in the ConfigMap");
-    assert!(yaml.contains("grace_period: 30s"));
+    assert!(yaml.contains("grace_period: 300s"));
+    assert!(yaml.contains("upgrade_sock: /run/sluice/upgrade.sock"));
     let (output, _, _dir) = check_config(&yaml);
     assert!(
         output.status.success(),

@@ -32,14 +32,6 @@ fn connect(address: SocketAddr) -> TcpStream {
     stream
 }
 
-/// Sends `payload` and reads the same bytes back.
-fn echo(stream: &mut TcpStream, payload: &[u8]) {
-    stream.write_all(payload).expect("send");
-    let mut back = vec![0; payload.len()];
-    stream.read_exact(&mut back).expect("echo back");
-    assert_eq!(back, payload);
-}
-
 /// FNV-1a, to compare megabytes without keeping two copies around.
 fn checksum(bytes: &[u8], mut hash: u64) -> u64 {
     for b in bytes {

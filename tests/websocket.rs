@@ -4,18 +4,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn echo(stream: &mut TcpStream, payload: &[u8]) {
-    stream.write_all(payload).expect("send");
-    let mut back = vec![0; payload.len()];
-    stream.read_exact(&mut back).expect("echo back");
-    assert_eq!(back, payload);
-}
 
 #[test]
 fn websocket_survives_reloads_and_a_graceful_upgrade() {

@@ -58,6 +58,22 @@ pub struct Attempt {
     pub reused: bool,
 }
 
+impl Attempt {
+    /// A try of `endpoint` (at `address`) starting now.
+    pub fn start(endpoint: usize, address: SocketAddr) -> Self {
+        Self {
+            endpoint,
+            address,
+            started: Instant::now(),
+            connect_time: None,
+            ended: None,
+            result: AttemptResult::Ok,
+            status: None,
+            reused: false,
+        }
+    }
+}
+
 /// The route a request matched and the upstream it goes to.
 pub struct Routed {
     pub snapshot: Arc<Snapshot>,

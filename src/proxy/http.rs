@@ -167,16 +167,7 @@ impl ProxyHttp for HttpProxy {
         }
         let chosen = &upstream.endpoints[endpoint];
         ctx.in_flight = Some(chosen.state.start_request());
-        ctx.attempts.push(Attempt {
-            endpoint,
-            address: chosen.address,
-            started: Instant::now(),
-            connect_time: None,
-            ended: None,
-            result: AttemptResult::Ok,
-            status: None,
-            reused: false,
-        });
+        ctx.attempts.push(Attempt::start(endpoint, chosen.address));
         ctx.response_started = false;
         ctx.close_upstream_connection = false;
         Ok(Box::new(upstream.peer(endpoint, &timeouts)))

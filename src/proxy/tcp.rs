@@ -167,16 +167,7 @@ async fn connect(
             return None;
         };
         let address = upstream.endpoints[endpoint].address;
-        let mut attempt = Attempt {
-            endpoint,
-            address,
-            started: Instant::now(),
-            connect_time: None,
-            ended: None,
-            result: AttemptResult::Ok,
-            status: None,
-            reused: false,
-        };
+        let mut attempt = Attempt::start(endpoint, address);
         let connected = tokio::time::timeout(timeout, TcpStream::connect(address)).await;
         attempt.connect_time = Some(attempt.started.elapsed());
         match connected {

@@ -994,3 +994,11 @@ pub fn websocket_connect(web: SocketAddr) -> TcpStream {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     stream
 }
+
+/// Sends `payload` on `stream` and reads the same bytes back (through an echo backend).
+pub fn echo(stream: &mut TcpStream, payload: &[u8]) {
+    stream.write_all(payload).expect("send");
+    let mut back = vec![0; payload.len()];
+    stream.read_exact(&mut back).expect("echo back");
+    assert_eq!(back, payload);
+}

@@ -25,9 +25,26 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
-/// An address where nothing listens: connections are refused.
+/// An address where nothing listens: connections are refused. The port stays bound (a
+/// socket that never listens, kept for the life of the test process), so a parallel test
+/// cannot get it from `free_port` and start listening there.
 pub fn refused_address() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
+    // SAFETY: plain socket/bind/getsockname calls on a descriptor this function owns; the
+    // descriptor is deliberately never closed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut address: libc::sockaddr_in = std::mem::zeroed();
+        address.sin_family = libc::AF_INET as libc::sa_family_t;
+        address.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bound = libc::bind(fd, (&raw const address).cast(), length);
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        let mut length = length;
+        let named = libc::getsockname(fd, (&raw mut address).cast(), &mut length);
+        assert_eq!(named, 0, "getsockname: {}", std::io::Error::last_os_error());
+        SocketAddr::from(([127, 0, 0, 1], u16::from_be(address.sin_port)))
+    }
 }
 
 /// Polls `condition` every 20 ms until it holds, failing the test after `timeout`.

@@ -37,8 +37,13 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check kernel and limits settings (issue #6).
-    Doctor,
+    /// Check kernel and limits settings; print each finding with the fix; exit 1 on an
+    /// error-severity finding.
+    Doctor {
+        /// Where /proc is (a copy of another machine's, or a test tree).
+        #[arg(long = "proc-root", default_value = "/proc")]
+        proc_root: PathBuf,
+    },
     /// Graceful binary upgrade: start this binary as the successor of the running sluice,
     /// hand the sockets over, and tell systemd the new main PID.
     Upgrade {

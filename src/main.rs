@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod config;
 mod discovery;
+mod doctor;
 mod lifecycle;
 mod observe;
 mod priority;
@@ -20,15 +21,49 @@ mod upgrade;
 mod upstream;
 
 use clap::Parser;
+use std::path::Path;
 use std::process::ExitCode;
+
+/// `sluice doctor`: prints every finding; fails on an error-severity one. The config is
+/// optional: without it, the checks that depend on listeners and upstreams are skipped.
+fn run_doctor(config_path: &Path, proc_root: &Path) -> ExitCode {
+    let config = if config_path.exists() {
+        match config::load(config_path) {
+            Ok(config) => Some(config),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        println!(
+            "no config at {}: checks that depend on it are skipped (pass -c FILE)",
+            config_path.display()
+        );
+        None
+    };
+    let findings = doctor::check(proc_root, config.as_ref());
+    for finding in &findings {
+        print!("{finding}");
+    }
+    let count = |s| findings.iter().filter(|f| f.severity == s).count();
+    let errors = count(doctor::Severity::Error);
+    println!(
+        "{} checks: {errors} error(s), {} warning(s)",
+        findings.len(),
+        count(doctor::Severity::Warning)
+    );
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
-        Some(cli::Command::Doctor) => {
-            eprintln!("sluice doctor is not implemented yet (issue #6)");
-            return ExitCode::FAILURE;
-        }
+        Some(cli::Command::Doctor { proc_root }) => return run_doctor(&cli.config, &proc_root),
         Some(cli::Command::Upgrade { pid }) => {
             return match upgrade::run(&cli.config, pid) {
                 Ok(_) => ExitCode::SUCCESS,
@@ -59,6 +94,17 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
+    for finding in doctor::check(Path::new("/proc"), Some(&config)) {
+        if finding.severity == doctor::Severity::Error {
+            log::error!(
+                "sluice doctor: {} = {}: {} Fix: {}",
+                finding.setting,
+                finding.found,
+                finding.why,
+                finding.fix
+            );
+        }
+    }
     match server::run(&cli, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -175,6 +175,7 @@ mod tests {
             paths,
             upstream: "u".into(),
             timeouts: TimeoutOverrides::default(),
+            rate_limit: None,
         }
     }
 

@@ -7,6 +7,7 @@
 
 use crate::config::{self, Config, ConfigErrors, EndpointConfig, EndpointSource, Timeouts};
 use crate::lifecycle::Lifecycle;
+use crate::proxy::rate_limit::RouteLimiter;
 use crate::routing::RouteTable;
 use crate::sockets;
 use crate::upstream::connections::UpstreamConnections;
@@ -25,6 +26,8 @@ pub struct Route {
     pub upstream: usize,
     /// The upstream's timeouts with the route's overrides applied.
     pub timeouts: Timeouts,
+    /// Kept across reloads that keep the route's limit, so counts carry on.
+    pub limiter: Option<Arc<RouteLimiter>>,
 }
 
 /// Everything the request path needs, for one config generation.
@@ -82,9 +85,17 @@ impl Snapshot {
             .filter_map(|r| {
                 // Validation guarantees the upstream exists.
                 let upstream = *upstream_index.get(r.upstream.as_str())?;
+                let limiter = r.rate_limit.as_ref().map(|limit| {
+                    previous
+                        .and_then(|p| p.routes.iter().find(|old| old.name == r.name))
+                        .and_then(|old| old.limiter.clone())
+                        .filter(|old| old.config() == limit)
+                        .unwrap_or_else(|| Arc::new(RouteLimiter::new(limit)))
+                });
                 Some(Route {
                     name: r.name.clone(),
                     upstream,
+                    limiter,
                     timeouts: config.upstreams[upstream]
                         .timeouts
                         .with_overrides(&r.timeouts),

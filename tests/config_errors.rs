@@ -192,12 +192,9 @@ upstreams:
         !text.contains("listeners[1]"),
         "tcp listeners are implemented:\n{text}"
     );
-    assert_error(
-        &text,
-        &file,
-        7,
-        "routes[0].rate_limit",
-        "rate limiting is not implemented yet (issue #6)",
+    assert!(
+        !text.contains("routes[0].rate_limit"),
+        "rate limits are implemented:\n{text}"
     );
     assert!(
         !text.contains("issue #3") && !text.contains("issue #4") && !text.contains("issue #5"),
@@ -398,5 +395,31 @@ upstreams:
         16,
         "upstreams[1].timeouts.idle",
         "must be more than 0s",
+    );
+}
+
+#[test]
+fn rate_limit_keys_are_validated() {
+    let yaml = r#"
+listeners: [{ name: web, listen: 127.0.0.1:8080 }]
+routes:
+  - { name: r, listener: web, upstream: u, rate_limit: { requests_per_second: 0, by: "cookie:x" } }
+upstreams: [{ name: u, endpoints: ["127.0.0.1:1"] }]
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    assert_error(
+        &text,
+        &file,
+        4,
+        "routes[0].rate_limit.requests_per_second",
+        "",
+    );
+    assert_error(
+        &text,
+        &file,
+        4,
+        "routes[0].rate_limit.by",
+        "expected route, client_ip or header:NAME",
     );
 }

@@ -395,6 +395,10 @@ fn reload_starts_and_stops_watches_and_keeps_unchanged_ones() {
     let base = config(web, &kube, "");
     let sluice = Sluice::start(&base);
     assert_eq!(served_by(web, 4), names(&["pod1"]));
+    // Ready comes with the first list; the watch request follows it.
+    wait_until("the first namespace's watch", READY_TIMEOUT, || {
+        kube.watch_requests() >= 1
+    });
     let watches = kube.watch_requests();
 
     // Add an upstream in another namespace: its watch starts; the first one keeps running.

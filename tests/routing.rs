@@ -118,3 +118,62 @@ fn malformed_requests_get_4xx_and_sluice_keeps_serving() {
         "no malformed request reached the backend"
     );
 }
+
+#[test]
+fn rate_limits_answer_429_with_retry_after_and_keep_keys_apart() {
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let routes =
+        "  - { name: limited, listener: web, paths: [{ prefix: /limited }], upstream: app, \
+                  rate_limit: { requests_per_second: 5, burst: 10 } }\n  \
+                  - { name: keyed, listener: web, paths: [{ prefix: /keyed }], upstream: app, \
+                  rate_limit: { requests_per_second: 1, burst: 2, by: \"header:X-Api-Key\" } }\n";
+    let sluice = Sluice::start(&single_upstream_config(
+        web,
+        &addresses(&[&backend]),
+        "",
+        routes,
+    ));
+    // A burst of 40 on one keepalive connection: burst + 1 pass, the rest get 429.
+    let mut client = Client::connect(web);
+    let statuses: Vec<u16> = (0..40)
+        .map(|i| client.get("limit.test", &format!("/limited/{i}")).status)
+        .collect();
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    println!("rate limit: burst of 40 at 5/s burst 10: {admitted} admitted, {limited} limited");
+    assert_eq!(admitted + limited, 40, "{statuses:?}");
+    assert!((11..=13).contains(&admitted), "{statuses:?}");
+    let response = client.get("limit.test", "/limited/again");
+    assert_eq!(response.status, 429);
+    let retry_after: u64 = response
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After seconds");
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    assert_eq!(response.json()["error"], "rate limited");
+    assert_eq!(
+        sluice.metric("sluice_rate_limited_total{route=\"limited\"}") as usize,
+        limited + 1
+    );
+    // Other routes are not limited.
+    assert_eq!(client.get("limit.test", "/other").status, 200);
+
+    // by: header: each key has its own allowance (burst 2 + 1).
+    let mut keyed = |key: &str| {
+        (0..6)
+            .filter(|_| {
+                client
+                    .request(
+                        "GET",
+                        "/keyed",
+                        &[("host", "limit.test"), ("x-api-key", key)],
+                    )
+                    .status
+                    == 200
+            })
+            .count()
+    };
+    assert_eq!(keyed("alice"), 3);
+    assert_eq!(keyed("bob"), 3, "bob is not limited by alice's requests");
+}

@@ -89,6 +89,27 @@ pub struct RouteConfig {
     pub upstream: String,
     /// Per-route overrides of the upstream's timeouts.
     pub timeouts: TimeoutOverrides,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `routes[].rate_limit`: requests per second per key, with a burst.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests_per_second: u32,
+    /// Requests allowed at once above the steady rate.
+    pub burst: u32,
+    pub by: LimitKey,
+}
+
+/// What a rate limit counts separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The whole route shares one limit.
+    Route,
+    /// Each client IP has its own.
+    ClientIp,
+    /// Each value of this request header has its own (a missing header is one more value).
+    Header(http::HeaderName),
 }
 
 /// How a route matches the request's host.

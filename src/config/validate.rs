@@ -615,6 +615,11 @@ fn parse_status_range(text: &str) -> Option<(u16, u16)> {
     ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
 }
 
+/// Whether `route` is on a tcp listener.
+fn on_tcp_listener_route(protocols: &HashMap<&str, ListenerProtocol>, route: &RawRoute) -> bool {
+    protocols.get(route.listener.as_str()) == Some(&ListenerProtocol::Tcp)
+}
+
 fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
     let listener_protocols: HashMap<&str, ListenerProtocol> = raw
         .listeners
@@ -692,26 +697,37 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
                 format!("undefined upstream {:?}", route.upstream),
             );
         }
-        if let Some(limit) = &route.rate_limit {
+        let rate_limit = route.rate_limit.as_ref().and_then(|limit| {
             let r = format!("{at}.rate_limit");
             check.nonzero(
                 &format!("{r}.requests_per_second"),
                 limit.requests_per_second,
             );
             let by = limit.by.as_str();
-            let valid_by = by == "route"
-                || by == "client_ip"
-                || by.strip_prefix("header:").is_some_and(|h| {
-                    !h.is_empty() && http::HeaderName::from_bytes(h.as_bytes()).is_ok()
-                });
-            if !valid_by {
+            let key = match by {
+                "route" => Some(LimitKey::Route),
+                "client_ip" => Some(LimitKey::ClientIp),
+                _ => by
+                    .strip_prefix("header:")
+                    .filter(|h| !h.is_empty())
+                    .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+                    .map(LimitKey::Header),
+            };
+            if key.is_none() {
                 check.error(
                     &format!("{r}.by"),
                     format!("invalid {by:?}: expected route, client_ip or header:NAME"),
                 );
             }
-            check.not_implemented(&r, "rate limiting", 6);
-        }
+            if on_tcp_listener_route(&listener_protocols, route) {
+                check.error(&r, "rate limits apply to HTTP routes only");
+            }
+            Some(RateLimit {
+                requests_per_second: limit.requests_per_second,
+                burst: limit.burst,
+                by: key?,
+            })
+        });
 
         let hosts = check_hosts(check, &at, &route.hosts);
         let paths = check_paths(check, &at, &route.paths);
@@ -754,6 +770,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
             paths,
             upstream: route.upstream.clone(),
             timeouts,
+            rate_limit,
         });
     }
     routes

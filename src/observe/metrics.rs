@@ -25,6 +25,7 @@ pub struct Metrics {
     pub tcp_connections_active: IntGaugeVec,
     pub tcp_connections: IntCounterVec,
     pub tcp_bytes: IntCounterVec,
+    pub rate_limited: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -149,6 +150,11 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "sluice_tcp_bytes_total",
             "Bytes relayed on tcp routes, by route and direction (in: from clients, out: to clients).",
             &["route", "direction"],
+        ),
+        rate_limited: counter(
+            "sluice_rate_limited_total",
+            "Requests answered 429 by a route's rate limit.",
+            &["route"],
         ),
     }
 });

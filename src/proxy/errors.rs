@@ -32,6 +32,7 @@ pub fn json_body(status: u16, request_id: &str) -> String {
     let error = match status {
         400 => "bad request",
         404 => "no route",
+        429 => "rate limited",
         502 => "bad gateway",
         503 => "no endpoint available",
         504 => "upstream timed out",

@@ -5,7 +5,7 @@
 use super::context::{Attempt, AttemptResult, RequestContext, Routed, Tunnel};
 use super::report::{self, Exchange};
 use super::retry::{self, AttemptFacts, Failure};
-use super::{errors, headers};
+use super::{errors, headers, rate_limit};
 use crate::observe::metrics::METRICS;
 use crate::state::State;
 use crate::upstream::hash_key::RequestFacts;
@@ -98,6 +98,23 @@ impl ProxyHttp for HttpProxy {
             return Ok(true);
         };
         let runtime_route = &snapshot.routes[route];
+        if let Some(limiter) = &runtime_route.limiter {
+            if let Err(wait) = limiter.admit(session.req_header(), ctx.client_ip) {
+                METRICS
+                    .rate_limited
+                    .with_label_values(&[&runtime_route.name])
+                    .inc();
+                let body = Bytes::from(errors::json_body(429, &ctx.request_id));
+                let mut header = json_header(429, body.len())?;
+                header.insert_header(
+                    "retry-after",
+                    rate_limit::retry_after_seconds(wait).to_string(),
+                )?;
+                session.write_response_header(header, false).await?;
+                session.write_response_body(Some(body), true).await?;
+                return Ok(true);
+            }
+        }
         let upstream = &snapshot.upstreams[runtime_route.upstream];
         let active = upstream.retry_budget.start_request();
         let deadline = runtime_route.timeouts.total.map(|t| ctx.started + t);

@@ -5,6 +5,7 @@ pub mod context;
 pub mod errors;
 pub mod headers;
 pub mod http;
+pub mod rate_limit;
 pub mod report;
 pub mod retry;
 pub mod tcp;

@@ -29,7 +29,7 @@ const MAX_ATTEMPTS: usize = 10;
 
 /// Runs sluice with the validated `config` until it is told to stop.
 pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
-    access_log::start(&config.access_log).map_err(|e| e.to_string())?;
+    access_log::open(&config.access_log).map_err(|e| e.to_string())?;
 
     let mut conf = ServerConf {
         threads: config.server.threads,
@@ -61,8 +61,12 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     // After bootstrap: a successor owns the sockets now, so it owns the pid file too.
-    if let Err(e) = std::fs::write(&config.server.pid_file, format!("{}\n", std::process::id())) {
-        log::warn!("cannot write pid file {}: {e}", config.server.pid_file);
+    // (Daemonized, Pingora writes the child's pid itself.)
+    if !cli.daemon {
+        if let Err(e) = std::fs::write(&config.server.pid_file, format!("{}\n", std::process::id()))
+        {
+            log::warn!("cannot write pid file {}: {e}", config.server.pid_file);
+        }
     }
     let server_conf = server.configuration.clone();
 
@@ -124,6 +128,9 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     reloader.threads = Some(1);
     server.add_service(reloader);
     log::info!("sluice {} starting", env!("CARGO_PKG_VERSION"));
+    let mut log_writer = background_service("access log writer", access_log::Writer);
+    log_writer.threads = Some(1);
+    server.add_service(log_writer);
     let mut exit_monitor = background_service(
         "exit monitor",
         ExitMonitor {

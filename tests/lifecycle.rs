@@ -473,3 +473,43 @@ fn sluice_upgrade_command_replaces_the_process_and_refuses_a_bad_config() {
     assert!(lived.is_some());
     assert_eq!(get(web, "/after").status, 200);
 }
+
+#[test]
+fn daemon_mode_detaches_writes_its_pid_and_keeps_the_access_log() {
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let dir = ScratchDir::new();
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let header = Sluice::header(&dir, admin, "watch_config: false");
+    let path = dir.write("sluice.yaml", &format!("{header}{}", config(web, &backend)));
+    let status = std::process::Command::new(sluice_binary())
+        .args(["-d", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run sluice -d");
+    assert!(
+        status.success(),
+        "the foreground process exits 0 after forking"
+    );
+    let pid_file = dir.0.join("sluice.pid");
+    let mut pid = 0u32;
+    wait_until("the daemon's pid file", READY_TIMEOUT, || {
+        pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        pid != 0
+    });
+    let _daemon = KillOnDrop(pid);
+    wait_until("the daemon to serve", READY_TIMEOUT, || {
+        TcpStream::connect(web).is_ok()
+    });
+    assert_eq!(get(web, "/daemon").status, 200);
+    wait_until("the access log line", READY_TIMEOUT, || {
+        std::fs::read_to_string(dir.0.join("access.log"))
+            .unwrap_or_default()
+            .contains("\"/daemon\"")
+    });
+}

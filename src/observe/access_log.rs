@@ -59,9 +59,16 @@ pub struct AttemptRecord {
     pub reused: bool,
 }
 
-/// Starts the writer for `target`. Without a call, records are discarded.
-pub fn start(target: &AccessLogTarget) -> std::io::Result<()> {
-    let mut out: Box<dyn Write + Send> = match target {
+/// The output and queue end the writer thread will own, between [`open`] and [`Writer`]'s
+/// start.
+type Pending = (Receiver<Vec<u8>>, Box<dyn Write + Send>);
+static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
+
+/// Opens `target` (so a bad path fails the start) and queues records from now on. The
+/// writer thread starts with the [`Writer`] service: after Pingora has daemonized (`-d`
+/// forks, and a thread started before the fork would not exist in the child).
+pub fn open(target: &AccessLogTarget) -> std::io::Result<()> {
+    let out: Box<dyn Write + Send> = match target {
         AccessLogTarget::Off => return Ok(()),
         AccessLogTarget::Stdout => Box::new(std::io::stdout()),
         AccessLogTarget::File(path) => Box::new(
@@ -81,10 +88,27 @@ pub fn start(target: &AccessLogTarget) -> std::io::Result<()> {
     if SENDER.set(sender).is_err() {
         return Ok(());
     }
-    std::thread::Builder::new()
-        .name("access-log".into())
-        .spawn(move || write_lines(receiver, &mut out))?;
+    *PENDING.lock().unwrap_or_else(|p| p.into_inner()) = Some((receiver, out));
     Ok(())
+}
+
+/// The background service that starts the access-log writer thread.
+pub struct Writer;
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Writer {
+    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
+        let pending = PENDING.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some((receiver, mut out)) = pending else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(receiver, &mut out));
+        if let Err(e) = spawned {
+            log::error!("cannot start the access log writer: {e}; access log lines are dropped");
+        }
+    }
 }
 
 fn write_lines(receiver: Receiver<Vec<u8>>, out: &mut Box<dyn Write + Send>) {

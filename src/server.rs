@@ -97,6 +97,8 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
         );
         let mut options = HttpServerOptions::default();
         options.keepalive_request_limit = Some(listener.keepalive_max_requests);
+        // Pingora tells HTTP/2 from HTTP/1 by the connection preface: one port serves both.
+        options.h2c = listener.h2c;
         let mut service = ProxyServiceBuilder::new(&server_conf, app)
             .name(format!("listener {}", listener.name))
             .server_options(options)

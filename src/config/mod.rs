@@ -77,6 +77,8 @@ pub struct ListenerConfig {
     pub keepalive_timeout: Duration,
     /// Requests served on one downstream connection before it is closed.
     pub keepalive_max_requests: u32,
+    /// Also accept cleartext HTTP/2 with prior knowledge on this port.
+    pub h2c: bool,
 }
 
 /// A route: which requests go to which upstream.

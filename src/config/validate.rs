@@ -182,8 +182,8 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                     );
                 }
             }
-            if listener.h2c {
-                check.not_implemented(&format!("{at}.h2c"), "h2c on listeners", 6);
+            if listener.h2c && listener.protocol == ListenerProtocol::Tcp {
+                check.error(&format!("{at}.h2c"), "applies to http listeners only");
             }
             if let Some(tls) = &listener.tls {
                 if tls.certificates.is_empty() {
@@ -208,6 +208,7 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 protocol: listener.protocol,
                 keepalive_timeout: keepalive_timeout?,
                 keepalive_max_requests: listener.keepalive.max_requests,
+                h2c: listener.h2c,
             })
         })
         .collect()

@@ -61,5 +61,126 @@ fn h2c_and_http1_share_one_port() {
     let log = sluice.wait_access_log(4);
     let h2_lines = log.iter().filter(|r| r["proto"] == "HTTP/2").count();
     assert_eq!(h2_lines, 3, "{log:?}");
-    assert!(log.iter().any(|r| r["proto"] == "HTTP/1.1" && r["uri"] == "/h1"));
+    assert!(log
+        .iter()
+        .any(|r| r["proto"] == "HTTP/1.1" && r["uri"] == "/h1"));
+}
+
+/// A cleartext HTTP/2 backend answering like a gRPC server: 200, `content-type:
+/// application/grpc`, a body naming the request path, and `grpc-status: 0` in trailers.
+/// Returns its address and a counter of accepted connections.
+fn start_h2_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind h2 backend");
+    let address = listener.local_addr().expect("address");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        let path = request.uri().path().to_string();
+                        let response = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .expect("response");
+                        let Ok(mut stream) = respond.send_response(response, false) else {
+                            continue;
+                        };
+                        let _ = stream.send_data(format!("reply to {path}").into(), false);
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let _ = stream.send_trailers(trailers);
+                    }
+                });
+            }
+        });
+    });
+    (address, accepted)
+}
+
+#[test]
+fn h2c_upstream_multiplexes_and_keeps_trailers() {
+    let (backend, accepted) = start_h2_backend();
+    let web = listen_address();
+    let body = format!(
+        "listeners: [{{ name: web, listen: \"{web}\", h2c: true }}]\n\
+         routes: [{{ name: grpc, listener: web, upstream: grpc }}]\n\
+         upstreams: [{{ name: grpc, protocol: h2c, endpoints: [\"{backend}\"] }}]\n"
+    );
+    let _sluice = Sluice::start(&body);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
+        let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        // Concurrent first calls each open a connection (Pingora does not wait for one in
+        // progress); once one is open, calls share it up to max_streams.
+        let calls = (0..9).map(|i| {
+            let mut client = client.clone();
+            async move {
+                let request = http::Request::builder()
+                    .method("POST")
+                    .uri(format!("http://grpc.test/pkg.Service/Call{i}"))
+                    .header("content-type", "application/grpc")
+                    .body(())
+                    .expect("request");
+                let (response, _) = client.send_request(request, true).expect("send");
+                let response = response.await.expect("response");
+                assert_eq!(response.status(), 200);
+                let mut body = response.into_body();
+                let mut bytes = Vec::new();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.expect("chunk");
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    bytes.extend_from_slice(&chunk);
+                }
+                let trailers = body
+                    .trailers()
+                    .await
+                    .expect("trailers")
+                    .expect("some trailers");
+                assert_eq!(
+                    String::from_utf8_lossy(&bytes),
+                    format!("reply to /pkg.Service/Call{i}")
+                );
+                assert_eq!(
+                    trailers.get("grpc-status").map(|v| v.as_bytes()),
+                    Some(&b"0"[..])
+                );
+            }
+        });
+        let mut calls: Vec<_> = calls.collect();
+        let warm_up = calls.remove(0);
+        warm_up.await;
+        futures::future::join_all(calls).await;
+    });
+    let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "h2c upstream: 1 call then 8 concurrent ones used {connections} upstream connection(s)"
+    );
+    assert!(connections <= 2, "{connections} connections for 9 calls");
 }

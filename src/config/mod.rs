@@ -150,6 +150,8 @@ pub struct UpstreamConfig {
     /// The endpoints: the static list, or the latest discovered set.
     pub endpoints: Vec<EndpointConfig>,
     pub protocol: UpstreamProtocol,
+    /// Concurrent streams per HTTP/2 upstream connection (h2c, h2).
+    pub max_streams: u32,
     pub balance: BalancePolicy,
     /// Present exactly when `balance` is `consistent_hash`.
     pub hash_key: Option<HashKey>,

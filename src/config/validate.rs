@@ -242,6 +242,10 @@ fn check_timeouts(check: &mut Checker, at: &str, raw: &RawTimeouts) -> TimeoutOv
     }
 }
 
+/// HTTP/2 streams per upstream connection unless `max_streams` says otherwise (gRPC backends
+/// typically allow 100 or more; Pingora's default of 1 would open a connection per call).
+const DEFAULT_MAX_STREAMS: u32 = 100;
+
 fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<UpstreamConfig>> {
     let mut names = HashSet::new();
     raw.iter()
@@ -296,19 +300,24 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                         );
                     }
                 }
-                UpstreamProtocol::H2c | UpstreamProtocol::H2 => check.not_implemented(
+                UpstreamProtocol::H2c => {}
+                UpstreamProtocol::H2 => check.not_implemented(
                     &format!("{at}.protocol"),
-                    "HTTP/2 upstreams (h2c, h2)",
+                    "HTTP/2 over TLS upstreams (h2)",
                     6,
                 ),
             }
             if upstream.tls.is_some() {
                 check.not_implemented(&format!("{at}.tls"), "TLS to upstreams", 6);
             }
+            let is_h2 = matches!(upstream.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2);
             if upstream.max_streams == Some(0) {
                 check.error(&format!("{at}.max_streams"), "must be at least 1");
-            } else if upstream.max_streams.is_some() {
-                check.not_implemented(&format!("{at}.max_streams"), "HTTP/2 upstream streams", 6);
+            } else if upstream.max_streams.is_some() && !is_h2 {
+                check.error(
+                    &format!("{at}.max_streams"),
+                    "applies to HTTP/2 upstreams only (protocol: h2c or h2)",
+                );
             }
             let health = check_health(check, &at, upstream);
             if upstream.terminating.is_some() && upstream.kubernetes.is_none() {
@@ -352,6 +361,7 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                 source: endpoints.as_ref()?.0.clone(),
                 endpoints: endpoints?.1,
                 protocol: upstream.protocol,
+                max_streams: upstream.max_streams.unwrap_or(DEFAULT_MAX_STREAMS),
                 balance: upstream.balance,
                 hash_key: if upstream.balance == BalancePolicy::ConsistentHash {
                     Some(hash_key?)

@@ -223,6 +223,9 @@ impl ProxyHttp for HttpProxy {
             .inc();
         attempt.reused = reused;
         attempt.connect_time = Some(attempt.started.elapsed());
+        if !upstream.one_request_per_connection() {
+            return Ok(());
+        }
         if let Some(previous) = ctx.upstream_socket.replace(fd) {
             self.state.connections.end_use(previous);
         }

@@ -264,9 +264,22 @@ impl Upstream {
         options.idle_timeout = Some(self.config.keepalive.idle_timeout);
         match self.config.protocol {
             UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => {}
-            UpstreamProtocol::H2c | UpstreamProtocol::H2 => options.set_http_version(2, 2),
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+                options.set_http_version(2, 2);
+                options.max_h2_streams = self.config.max_streams as usize;
+            }
         }
         peer
+    }
+
+    /// Whether connections to this upstream carry one request at a time (HTTP/1), so a
+    /// socket can be counted per request (`keepalive.max_requests`, closing idle sockets of
+    /// removed endpoints). HTTP/2 connections multiplex streams.
+    pub fn one_request_per_connection(&self) -> bool {
+        !matches!(
+            self.config.protocol,
+            UpstreamProtocol::H2c | UpstreamProtocol::H2
+        )
     }
 }
 

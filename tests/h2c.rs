@@ -4,18 +4,39 @@ mod support;
 
 use support::*;
 
-/// GETs `paths` over one HTTP/2 connection to `web`; returns each status and body.
-fn h2_get(web: std::net::SocketAddr, paths: &[&str]) -> Vec<(u16, Vec<u8>)> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime for a test's HTTP/2 client or server.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
-        let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        .expect("runtime")
+}
+
+/// An HTTP/2 (prior knowledge) client connection to `web`, driven in the background.
+async fn h2_client(web: std::net::SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Reads a response body to its end, releasing flow-control capacity as it goes.
+async fn read_body(body: &mut h2::RecvStream) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("body chunk");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    bytes
+}
+
+/// GETs `paths` over one HTTP/2 connection to `web`; returns each status and body.
+fn h2_get(web: std::net::SocketAddr, paths: &[&str]) -> Vec<(u16, Vec<u8>)> {
+    runtime().block_on(async {
+        let mut client = h2_client(web).await;
         let mut responses = Vec::new();
         for path in paths {
             let request = http::Request::builder()
@@ -26,14 +47,7 @@ fn h2_get(web: std::net::SocketAddr, paths: &[&str]) -> Vec<(u16, Vec<u8>)> {
             let (response, _) = client.send_request(request, true).expect("send request");
             let response = response.await.expect("response");
             let status = response.status().as_u16();
-            let mut body = response.into_body();
-            let mut bytes = Vec::new();
-            while let Some(chunk) = body.data().await {
-                let chunk = chunk.expect("body chunk");
-                let _ = body.flow_control().release_capacity(chunk.len());
-                bytes.extend_from_slice(&chunk);
-            }
-            responses.push((status, bytes));
+            responses.push((status, read_body(&mut response.into_body()).await));
         }
         responses
     })
@@ -80,11 +94,7 @@ fn start_h2_backend() -> (
     let accepted = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
+        runtime().block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -127,16 +137,8 @@ fn h2c_upstream_multiplexes_and_keeps_trailers() {
          upstreams: [{{ name: grpc, protocol: h2c, endpoints: [\"{backend}\"] }}]\n"
     );
     let _sluice = Sluice::start(&body);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
-        let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+    runtime().block_on(async {
+        let client = h2_client(web).await;
         // Concurrent first calls each open a connection (Pingora does not wait for one in
         // progress); once one is open, calls share it up to max_streams.
         let calls = (0..9).map(|i| {
@@ -152,12 +154,7 @@ fn h2c_upstream_multiplexes_and_keeps_trailers() {
                 let response = response.await.expect("response");
                 assert_eq!(response.status(), 200);
                 let mut body = response.into_body();
-                let mut bytes = Vec::new();
-                while let Some(chunk) = body.data().await {
-                    let chunk = chunk.expect("chunk");
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                    bytes.extend_from_slice(&chunk);
-                }
+                let bytes = read_body(&mut body).await;
                 let trailers = body
                     .trailers()
                     .await

@@ -17,12 +17,22 @@ use std::time::{Duration, Instant};
 /// How long a readiness poll may take before the test fails.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1 for sluice to listen on (checked by binding it once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
+    // Below the kernel's ephemeral range (32768-60999 by default): a backend or client that
+    // binds port 0 can never be handed a port this returned to another test in the meantime.
+    const FIRST: u16 = 20000;
+    const COUNT: u16 = 10000;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let start = (std::process::id() as usize * 97) % usize::from(COUNT);
+    for _ in 0..COUNT {
+        let offset = (start + NEXT.fetch_add(1, Ordering::SeqCst)) % usize::from(COUNT);
+        let port = FIRST + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// An address where nothing listens: connections are refused. The port stays bound (a

@@ -17,6 +17,7 @@ mod routing;
 mod server;
 mod sockets;
 mod state;
+mod tls;
 mod upgrade;
 mod upstream;
 

@@ -1,5 +1,5 @@
-//! Config reload triggers: SIGHUP, and (with `server.watch_config`) a change of the file's
-//! content, which also catches Kubernetes ConfigMap updates (an atomic symlink swap that
+//! Config reload triggers: SIGHUP, and (with `server.watch_config`) a change of the content
+//! of the file or of the certificate files it names, which also catches Kubernetes ConfigMap updates (an atomic symlink swap that
 //! leaves the path's own modification time unchanged).
 
 use crate::observe::metrics::METRICS;
@@ -48,11 +48,15 @@ impl Reloader {
         }
     }
 
-    /// A fingerprint of the file's content, or `None` when it cannot be read right now.
+    /// A fingerprint of the content of the config file and of the certificate files it
+    /// names (so a renewed certificate is picked up too), or `None` when the config file
+    /// cannot be read right now.
     fn fingerprint(&self) -> Option<u64> {
-        let content = std::fs::read(&self.path).ok()?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        content.hash(&mut hasher);
+        std::fs::read(&self.path).ok()?.hash(&mut hasher);
+        for file in self.state.snapshot().config.files().iter().skip(1) {
+            std::fs::read(file).ok().hash(&mut hasher);
+        }
         Some(hasher.finish())
     }
 }

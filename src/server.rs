@@ -1,4 +1,5 @@
-//! Assembles the Pingora server: one proxy service per HTTP listener, the admin service,
+//! Assembles the Pingora server: one proxy service per HTTP listener (TLS-terminating when it
+//! has certificates), the admin service,
 //! and the reloader, all sharing one [`State`].
 
 use crate::admin::AdminApp;
@@ -12,10 +13,12 @@ use crate::proxy::tcp::TcpProxy;
 use crate::reload::Reloader;
 use crate::sockets;
 use crate::state::State;
+use crate::tls::SniResolver;
 use crate::upstream::checker::HealthChecker;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::connectors::ConnectorOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -94,6 +97,7 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
             state.clone(),
             listener.name.clone(),
             listener.keepalive_timeout,
+            listener.tls,
         );
         let mut options = HttpServerOptions::default();
         options.keepalive_request_limit = Some(listener.keepalive_max_requests);
@@ -104,7 +108,18 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
             .server_options(options)
             .client_options(ConnectorOptions::new(pool_size))
             .build();
-        service.add_tcp(&listener.listen.to_string());
+        if listener.tls {
+            let resolver = state
+                .tls_resolver(&listener.name)
+                .ok_or_else(|| format!("listener {} has no loaded certificate", listener.name))?;
+            service.add_tls_with_settings(
+                &listener.listen.to_string(),
+                None,
+                tls_settings(resolver).map_err(|e| e.to_string())?,
+            );
+        } else {
+            service.add_tcp(&listener.listen.to_string());
+        }
         server.add_service(service);
     }
 
@@ -152,6 +167,16 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
         }),
     });
     Ok(())
+}
+
+/// TLS 1.2 and 1.3 (Pingora's rustls acceptor allows no older version), certificates chosen
+/// by SNI through `resolver`, ALPN `h2` then `http/1.1`.
+fn tls_settings(resolver: Arc<SniResolver>) -> pingora::Result<TlsSettings> {
+    // The paths are unused: the resolver supplies every certificate.
+    let mut settings = TlsSettings::intermediate("", "")?;
+    settings.set_cert_resolver(resolver);
+    settings.enable_h2();
+    Ok(settings)
 }
 
 /// Whether another process already listens on one of `config`'s addresses (`--takeover`).

@@ -10,6 +10,7 @@ use crate::lifecycle::Lifecycle;
 use crate::proxy::rate_limit::RouteLimiter;
 use crate::routing::RouteTable;
 use crate::sockets;
+use crate::tls::{CertificateSet, SniResolver};
 use crate::upstream::connections::UpstreamConnections;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
@@ -223,14 +224,25 @@ pub struct State {
     pub connections: UpstreamConnections,
     /// Draining and open work, for stop and upgrade.
     pub lifecycle: Arc<Lifecycle>,
+    /// The certificate resolver of each TLS listener, by listener name.
+    tls_resolvers: HashMap<String, Arc<SniResolver>>,
 }
 
 impl State {
     /// Starts with the already validated `config`, read from `path`.
     pub fn new(path: &Path, config: Config) -> Self {
         let discovered = Discovered::default();
+        let tls_resolvers = config
+            .tls
+            .iter()
+            .filter_map(|listener| {
+                let set = CertificateSet::new(&listener.certificates)?;
+                Some((listener.listener.clone(), Arc::new(SniResolver::new(set))))
+            })
+            .collect();
         let snapshot = Snapshot::build(config, 1, None, &discovered.endpoints);
         Self {
+            tls_resolvers,
             path: path.to_path_buf(),
             current: ArcSwap::from_pointee(snapshot),
             rebuild: Mutex::new(discovered),
@@ -240,6 +252,11 @@ impl State {
             connections: UpstreamConnections::default(),
             lifecycle: Arc::default(),
         }
+    }
+
+    /// The certificate resolver of TLS listener `listener`.
+    pub fn tls_resolver(&self, listener: &str) -> Option<Arc<SniResolver>> {
+        self.tls_resolvers.get(listener).cloned()
     }
 
     /// The current snapshot.
@@ -265,6 +282,13 @@ impl State {
             log::warn!(
                 "access_log and server.threads changes take effect at the next start or upgrade"
             );
+        }
+        // Certificates are swapped for new handshakes; open connections keep theirs.
+        for listener in &config.tls {
+            let set = CertificateSet::new(&listener.certificates);
+            if let (Some(resolver), Some(set)) = (self.tls_resolvers.get(&listener.listener), set) {
+                resolver.replace(set);
+            }
         }
         // Forget what was discovered for upstreams that are gone or no longer discovered, so
         // one re-added later starts from its own first sync, not from stale endpoints.

@@ -8,6 +8,7 @@ mod location;
 pub mod schema;
 mod validate;
 
+use crate::tls::LoadedCertificate;
 use crate::upstream::hash_key::HashKey;
 pub use location::Position;
 use regex::Regex;
@@ -34,8 +35,34 @@ pub struct Config {
     /// How to reach the Kubernetes API (`None`: in-cluster or kubeconfig).
     pub kubernetes: Option<KubernetesClient>,
     pub listeners: Vec<ListenerConfig>,
+    /// The loaded certificates of each TLS listener.
+    pub tls: Vec<ListenerTls>,
     pub routes: Vec<RouteConfig>,
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl Config {
+    /// The files whose content makes up this configuration: the config file and every
+    /// certificate and key it names (watched for changes with `server.watch_config`).
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.path.clone()];
+        for listener in &self.tls {
+            for (cert, key) in &listener.files {
+                files.push(cert.clone());
+                files.push(key.clone());
+            }
+        }
+        files
+    }
+}
+
+/// The certificates of one TLS listener, loaded and checked during validation.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub listener: String,
+    /// (certificate chain, private key) paths, in config order.
+    pub files: Vec<(PathBuf, PathBuf)>,
+    pub certificates: Arc<[LoadedCertificate]>,
 }
 
 /// `server:` settings.
@@ -79,6 +106,9 @@ pub struct ListenerConfig {
     pub keepalive_max_requests: u32,
     /// Also accept cleartext HTTP/2 with prior knowledge on this port.
     pub h2c: bool,
+    /// Terminates TLS (its certificates are in [`Config::tls`], so that they can change on
+    /// reload while the listener stays).
+    pub tls: bool,
 }
 
 /// A route: which requests go to which upstream.
@@ -150,6 +180,8 @@ pub struct UpstreamConfig {
     /// The endpoints: the static list, or the latest discovered set.
     pub endpoints: Vec<EndpointConfig>,
     pub protocol: UpstreamProtocol,
+    /// TLS towards the endpoints (`protocol: h2`, or `http1` with `tls:`).
+    pub tls: Option<UpstreamTls>,
     /// Concurrent streams per HTTP/2 upstream connection (h2c, h2).
     pub max_streams: u32,
     pub balance: BalancePolicy,
@@ -162,6 +194,18 @@ pub struct UpstreamConfig {
     pub keepalive: UpstreamKeepalive,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+}
+
+/// TLS towards an upstream's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Sent as SNI and, with `verify`, checked against the certificate.
+    pub sni: String,
+    /// Verify the chain (and the name) of the endpoint's certificate.
+    pub verify: bool,
+    pub ca_file: Option<PathBuf>,
+    /// DER certificates of `ca_file`; empty means the system's trust store.
+    pub ca_certificates: Vec<Vec<u8>>,
 }
 
 /// `upstreams[].health`.

@@ -22,14 +22,6 @@ impl Checker<'_> {
         });
     }
 
-    /// Reports a section that parses but whose feature is not built yet: never silently ignored.
-    fn not_implemented(&mut self, key_path: &str, feature: &str, issue: u32) {
-        self.error(
-            key_path,
-            format!("{feature} is not implemented yet (issue #{issue}); remove this setting"),
-        );
-    }
-
     fn duration(&mut self, key_path: &str, text: &str) -> Option<Duration> {
         match humantime::parse_duration(text.trim()) {
             Ok(duration) => Some(duration),
@@ -112,6 +104,7 @@ pub(super) fn validate(
     });
 
     let listeners = check_listeners(&mut check, &raw.listeners);
+    let tls = check_certificates(&mut check, &raw.listeners);
     let upstreams = check_upstreams(&mut check, &raw.upstreams);
     let routes = check_routes(&mut check, &raw);
 
@@ -127,6 +120,7 @@ pub(super) fn validate(
                 access_log,
                 kubernetes,
                 listeners,
+                tls,
                 routes,
                 upstreams,
             });
@@ -192,7 +186,18 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                         "needs at least one certificate",
                     );
                 }
-                check.not_implemented(&format!("{at}.tls"), "TLS termination", 6);
+                if listener.protocol == ListenerProtocol::Tcp {
+                    check.error(
+                        &format!("{at}.tls"),
+                        "TLS termination applies to http listeners only",
+                    );
+                }
+                if listener.h2c {
+                    check.error(
+                        &format!("{at}.h2c"),
+                        "a TLS listener negotiates HTTP/2 by ALPN; h2c is for cleartext ports",
+                    );
+                }
             }
             let keepalive_timeout = check.duration(
                 &format!("{at}.keepalive.timeout"),
@@ -209,9 +214,93 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 keepalive_timeout: keepalive_timeout?,
                 keepalive_max_requests: listener.keepalive.max_requests,
                 h2c: listener.h2c,
+                tls: listener.tls.is_some(),
             })
         })
         .collect()
+}
+
+/// Loads every TLS listener's certificates, so a missing file, a bad PEM or a key that does
+/// not match is a validation error at the config entry naming it.
+fn check_certificates(check: &mut Checker, raw: &[RawListener]) -> Vec<ListenerTls> {
+    let mut loaded = Vec::new();
+    for (i, listener) in raw.iter().enumerate() {
+        let Some(tls) = &listener.tls else { continue };
+        let mut files = Vec::new();
+        let mut certificates = Vec::new();
+        for (j, entry) in tls.certificates.iter().enumerate() {
+            let at = format!("listeners[{i}].tls.certificates[{j}]");
+            let cert = PathBuf::from(&entry.cert);
+            let key = PathBuf::from(&entry.key);
+            match LoadedCertificate::load(&cert, &key) {
+                Ok(certificate) => certificates.push(certificate),
+                Err(e) => check.error(&format!("{at}.cert"), e),
+            }
+            files.push((cert, key));
+        }
+        loaded.push(ListenerTls {
+            listener: listener.name.clone(),
+            files,
+            certificates: certificates.into(),
+        });
+    }
+    loaded
+}
+
+/// TLS towards an upstream: always for `protocol: h2`, and for `http1` with a `tls:` section.
+fn check_upstream_tls(check: &mut Checker, at: &str, raw: &RawUpstream) -> Option<UpstreamTls> {
+    let wanted = match (raw.protocol, &raw.tls) {
+        (UpstreamProtocol::H2, tls) => tls.clone().unwrap_or(RawUpstreamTls {
+            sni: None,
+            verify: true,
+            ca_file: None,
+        }),
+        (UpstreamProtocol::Http1, Some(tls)) => tls.clone(),
+        (UpstreamProtocol::Http1, None) => return None,
+        (UpstreamProtocol::H2c | UpstreamProtocol::Tcp, tls) => {
+            if tls.is_some() {
+                check.error(
+                    &format!("{at}.tls"),
+                    "h2c and tcp upstreams are cleartext; use protocol: h2 (or http1) for TLS",
+                );
+            }
+            return None;
+        }
+    };
+    // Kubernetes upstreams are checked against the service's cluster DNS name by default.
+    let sni = wanted.sni.clone().or_else(|| {
+        raw.kubernetes
+            .as_ref()
+            .map(|k| format!("{}.{}.svc", k.service, k.namespace))
+    });
+    let sni = match sni {
+        Some(sni) if !sni.is_empty() => sni,
+        _ if wanted.verify => {
+            check.error(
+                &format!("{at}.tls"),
+                "set tls.sni: the name the upstream's certificate is verified against \
+                 (or verify: false to skip verification)",
+            );
+            String::new()
+        }
+        _ => String::new(),
+    };
+    let ca_certificates = match &wanted.ca_file {
+        None => Vec::new(),
+        Some(path) => match crate::tls::load_ca_certificates(Path::new(path)) {
+            Ok(certificates) => certificates,
+            Err(e) => {
+                check.error(&format!("{at}.tls.ca_file"), e);
+                Vec::new()
+            }
+        },
+    };
+    Some(UpstreamTls {
+        sni,
+        verify: wanted.verify,
+        ca_file: wanted.ca_file.map(PathBuf::from),
+        ca_certificates,
+    })
 }
 
 fn check_timeouts(check: &mut Checker, at: &str, raw: &RawTimeouts) -> TimeoutOverrides {
@@ -300,16 +389,9 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                         );
                     }
                 }
-                UpstreamProtocol::H2c => {}
-                UpstreamProtocol::H2 => check.not_implemented(
-                    &format!("{at}.protocol"),
-                    "HTTP/2 over TLS upstreams (h2)",
-                    6,
-                ),
+                UpstreamProtocol::H2c | UpstreamProtocol::H2 => {}
             }
-            if upstream.tls.is_some() {
-                check.not_implemented(&format!("{at}.tls"), "TLS to upstreams", 6);
-            }
+            let tls = check_upstream_tls(check, &at, upstream);
             let is_h2 = matches!(upstream.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2);
             if upstream.max_streams == Some(0) {
                 check.error(&format!("{at}.max_streams"), "must be at least 1");
@@ -361,6 +443,7 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                 source: endpoints.as_ref()?.0.clone(),
                 endpoints: endpoints?.1,
                 protocol: upstream.protocol,
+                tls,
                 max_streams: upstream.max_streams.unwrap_or(DEFAULT_MAX_STREAMS),
                 balance: upstream.balance,
                 hash_key: if upstream.balance == BalancePolicy::ConsistentHash {

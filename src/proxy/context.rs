@@ -111,6 +111,8 @@ pub struct RequestContext {
     pub upstream_socket: Option<std::os::fd::RawFd>,
     /// The client asked for a WebSocket upgrade: timeouts are `timeouts.idle`.
     pub websocket: bool,
+    /// A gRPC call: errors are answered with `grpc-status`, `grpc-timeout` is a deadline.
+    pub grpc: bool,
     /// Set once the upstream answered 101: the connection is a tunnel, counted as one.
     pub tunnel: Option<Tunnel>,
     /// Keeps the process from exiting during a stop or upgrade until the request ends.
@@ -152,6 +154,7 @@ impl RequestContext {
             close_upstream_connection: false,
             upstream_socket: None,
             websocket: false,
+            grpc: false,
             tunnel: None,
             _open: open,
         }

@@ -27,9 +27,9 @@ pub fn is_timeout(e: &Error) -> bool {
     )
 }
 
-/// `{"status":502,"error":"bad gateway","request_id":"..."}`
-pub fn json_body(status: u16, request_id: &str) -> String {
-    let error = match status {
+/// What went wrong, in a few words, for an error sluice answers with `status`.
+pub fn reason(status: u16) -> &'static str {
+    match status {
         400 => "bad request",
         404 => "no route",
         429 => "rate limited",
@@ -37,8 +37,13 @@ pub fn json_body(status: u16, request_id: &str) -> String {
         503 => "no endpoint available",
         504 => "upstream timed out",
         _ => "error",
-    };
-    serde_json::json!({ "status": status, "error": error, "request_id": request_id }).to_string()
+    }
+}
+
+/// `{"status":502,"error":"bad gateway","request_id":"..."}`
+pub fn json_body(status: u16, request_id: &str) -> String {
+    serde_json::json!({ "status": status, "error": reason(status), "request_id": request_id })
+        .to_string()
 }
 
 #[cfg(test)]

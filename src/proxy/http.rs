@@ -5,13 +5,14 @@
 use super::context::{Attempt, AttemptResult, RequestContext, Routed, Tunnel};
 use super::report::{self, Exchange};
 use super::retry::{self, AttemptFacts, Failure};
-use super::{errors, headers, rate_limit};
+use super::{errors, grpc, headers, rate_limit};
 use crate::observe::metrics::METRICS;
 use crate::state::State;
 use crate::upstream::hash_key::RequestFacts;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::server::Session as HttpSession;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -19,23 +20,28 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The scheme of plaintext listeners (TLS arrives with issue #6).
-const SCHEME: &str = "http";
-
 /// The proxy of one HTTP listener.
 pub struct HttpProxy {
     state: Arc<State>,
     listener: String,
     keepalive_timeout: Duration,
+    /// `https` on TLS listeners, else `http` (X-Forwarded-Proto, `$scheme`).
+    scheme: &'static str,
 }
 
 impl HttpProxy {
     /// A proxy for listener `listener`, routing with the state's current snapshot.
-    pub fn new(state: Arc<State>, listener: String, keepalive_timeout: Duration) -> Self {
+    pub fn new(
+        state: Arc<State>,
+        listener: String,
+        keepalive_timeout: Duration,
+        tls: bool,
+    ) -> Self {
         Self {
             state,
             listener,
             keepalive_timeout,
+            scheme: if tls { "https" } else { "http" },
         }
     }
 }
@@ -79,6 +85,7 @@ impl ProxyHttp for HttpProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.request_id = headers::request_id(session.req_header());
+        ctx.grpc = grpc::is_grpc(session.req_header());
         session
             .req_header_mut()
             .insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
@@ -89,12 +96,8 @@ impl ProxyHttp for HttpProxy {
             .get(&self.listener)
             .and_then(|table| table.find_for(session.req_header()));
         let Some(route) = route else {
-            let body = Bytes::from(errors::json_body(404, &ctx.request_id));
             // A 404 keeps the client connection open.
-            session
-                .write_response_header(json_header(404, body.len())?, false)
-                .await?;
-            session.write_response_body(Some(body), true).await?;
+            self.answer_error(session, ctx, 404, None, false).await?;
             return Ok(true);
         };
         let runtime_route = &snapshot.routes[route];
@@ -104,20 +107,24 @@ impl ProxyHttp for HttpProxy {
                     .rate_limited
                     .with_label_values(&[&runtime_route.name])
                     .inc();
-                let body = Bytes::from(errors::json_body(429, &ctx.request_id));
-                let mut header = json_header(429, body.len())?;
-                header.insert_header(
-                    "retry-after",
-                    rate_limit::retry_after_seconds(wait).to_string(),
-                )?;
-                session.write_response_header(header, false).await?;
-                session.write_response_body(Some(body), true).await?;
+                let retry_after = rate_limit::retry_after_seconds(wait);
+                self.answer_error(session, ctx, 429, Some(retry_after), false)
+                    .await?;
                 return Ok(true);
             }
         }
         let upstream = &snapshot.upstreams[runtime_route.upstream];
         let active = upstream.retry_budget.start_request();
-        let deadline = runtime_route.timeouts.total.map(|t| ctx.started + t);
+        let route_deadline = runtime_route.timeouts.total.map(|t| ctx.started + t);
+        let grpc_deadline = ctx
+            .grpc
+            .then(|| grpc::timeout(session.req_header()))
+            .flatten()
+            .map(|t| ctx.started + t);
+        let deadline = match (route_deadline, grpc_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         ctx.websocket = headers::is_websocket_upgrade(session.req_header());
         if ctx.websocket {
             // An idle WebSocket is normal: only `timeouts.idle` ends it.
@@ -166,7 +173,7 @@ impl ProxyHttp for HttpProxy {
         let facts = RequestFacts {
             header: Some(session.req_header()),
             client_ip: ctx.client_ip,
-            scheme: SCHEME,
+            scheme: self.scheme,
         };
         let attempts = &ctx.attempts;
         let tried = |i: usize| attempts.iter().any(|a| a.endpoint == i);
@@ -243,7 +250,7 @@ impl ProxyHttp for HttpProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        headers::add_forwarding(upstream_request, ctx.client_ip, SCHEME)?;
+        headers::add_forwarding(upstream_request, ctx.client_ip, self.scheme)?;
         upstream_request.insert_header(headers::ATTEMPT, ctx.attempts.len().to_string())?;
         if ctx.close_upstream_connection {
             upstream_request.insert_header("connection", "close")?;
@@ -322,18 +329,8 @@ impl ProxyHttp for HttpProxy {
     ) -> FailToProxy {
         let status = errors::status_for(e);
         if status > 0 && session.response_written().is_none() {
-            let body = Bytes::from(errors::json_body(status, &ctx.request_id));
-            let written = match json_header(status, body.len()) {
-                Ok(header) => {
-                    // Closes the client connection after the answer, as Pingora does on errors.
-                    session
-                        .as_downstream_mut()
-                        .write_error_response(*header, body)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
+            // Closes the client connection after the answer, as Pingora does on errors.
+            if let Err(e) = self.answer_error(session, ctx, status, None, true).await {
                 log::debug!("cannot send error response to the client: {e}");
             }
         }
@@ -367,6 +364,48 @@ impl ProxyHttp for HttpProxy {
 }
 
 impl HttpProxy {
+    /// Answers with an error of sluice's own: a trailers-only `grpc-status` to gRPC calls, a
+    /// small JSON body to everything else. `close` ends an HTTP/1 client connection after it.
+    async fn answer_error(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        status: u16,
+        retry_after_seconds: Option<u64>,
+        close: bool,
+    ) -> Result<()> {
+        let retry_after = retry_after_seconds.map(|s| s.to_string());
+        if ctx.grpc {
+            let mut header = grpc::error_response(status, errors::reason(status))?;
+            if let Some(seconds) = retry_after {
+                header.insert_header("retry-after", seconds)?;
+            }
+            // Trailers-only: one HEADERS frame with END_STREAM. Pingora's proxy session
+            // drops `end_of_stream` on headers, so HTTP/2 is written through directly.
+            return match session.as_downstream_mut() {
+                HttpSession::H2(h2) => h2.write_response_header(header, true),
+                _ => {
+                    session.write_response_header(header, false).await?;
+                    session.write_response_body(None, true).await
+                }
+            };
+        }
+        let body = Bytes::from(errors::json_body(status, &ctx.request_id));
+        let mut header = json_header(status, body.len())?;
+        if let Some(seconds) = retry_after {
+            header.insert_header("retry-after", seconds)?;
+        }
+        if close {
+            session
+                .as_downstream_mut()
+                .write_error_response(*header, body)
+                .await
+        } else {
+            session.write_response_header(header, false).await?;
+            session.write_response_body(Some(body), true).await
+        }
+    }
+
     /// Keepalive for the client connection: none once a stop or upgrade has begun, so
     /// clients reconnect (to the successor) after this response.
     fn set_keepalive(&self, session: &mut Session) {

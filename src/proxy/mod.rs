@@ -1,8 +1,9 @@
-//! The data path: the HTTP proxy (Pingora `ProxyHttp` glue), its retry policy, and the L4
-//! TCP proxy.
+//! The data path: the HTTP proxy (Pingora `ProxyHttp` glue), its retry policy, gRPC
+//! awareness, rate limits, and the L4 TCP proxy.
 
 pub mod context;
 pub mod errors;
+pub mod grpc;
 pub mod headers;
 pub mod http;
 pub mod rate_limit;

@@ -16,7 +16,9 @@ use balance::Balancer;
 use endpoint::{Endpoint, EndpointState};
 use hash_key::RequestFacts;
 use health::{now_ms, EndpointHealth, Transition};
+use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::{parse_x509, WrappedX509};
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,8 @@ pub struct Upstream {
     pub retry_budget: Arc<RetryBudget>,
     /// Too few endpoints are healthy: health is ignored (shared like `retry_budget`).
     panic: Arc<AtomicBool>,
+    /// The trust anchors of `tls.ca_file`, in Pingora's form (`None`: the system's store).
+    ca: Option<Arc<CaType>>,
 }
 
 /// Counts of an upstream's endpoints by state.
@@ -85,6 +89,15 @@ impl Upstream {
             balancer,
             retry_budget: previous.map(|p| p.retry_budget.clone()).unwrap_or_default(),
             panic: previous.map(|p| p.panic.clone()).unwrap_or_default(),
+            ca: config.tls.as_ref().and_then(|tls| {
+                (!tls.ca_certificates.is_empty()).then(|| {
+                    tls.ca_certificates
+                        .iter()
+                        .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                        .collect::<Vec<_>>()
+                        .into()
+                })
+            }),
         };
         upstream.refresh_health_summary();
         upstream
@@ -256,7 +269,16 @@ impl Upstream {
     /// The peer to connect to `endpoint` with `timeouts`.
     pub fn peer(&self, endpoint: usize, timeouts: &Timeouts) -> HttpPeer {
         let address = self.endpoints[endpoint].address;
-        let mut peer = HttpPeer::new(address, false, String::new());
+        let mut peer = match &self.config.tls {
+            None => HttpPeer::new(address, false, String::new()),
+            Some(tls) => {
+                let mut peer = HttpPeer::new(address, true, tls.sni.clone());
+                peer.options.verify_cert = tls.verify;
+                peer.options.verify_hostname = tls.verify;
+                peer.options.ca = self.ca.clone();
+                peer
+            }
+        };
         let options = &mut peer.options;
         options.connection_timeout = Some(timeouts.connect);
         options.read_timeout = Some(timeouts.read);

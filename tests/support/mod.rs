@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod fake_kube;
+pub mod grpc;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,299 @@
+//! gRPC end to end: a tonic client through sluice (h2c listener) to a tonic service on an
+//! h2c upstream, an HTTP/2-over-TLS (`protocol: h2`) upstream, deadlines, and gRPC-aware
+//! errors.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::grpc::{self, GrpcBackend};
+use support::tls::{H2TlsBackend, TestCa};
+use support::*;
+use tonic::Code;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// An h2c listener routing everything to upstream `grpc` (given as YAML flow-mapping fields).
+fn grpc_config(web: std::net::SocketAddr, upstream: &str) -> String {
+    format!(
+        "listeners: [{{ name: web, listen: \"{web}\", h2c: true }}]\n\
+         routes: [{{ name: grpc, listener: web, upstream: grpc }}]\n\
+         upstreams: [{{ name: grpc, {upstream} }}]\n"
+    )
+}
+
+#[test]
+fn unary_and_server_streaming_calls_pass_with_trailers_and_deadline() {
+    let backend = GrpcBackend::start();
+    let web = listen_address();
+    let _sluice = Sluice::start(&grpc_config(
+        web,
+        &format!("protocol: h2c, endpoints: [\"{}\"]", backend.address),
+    ));
+    runtime().block_on(async {
+        let mut client = grpc::client(web).await;
+        let reply = grpc::unary(&mut client, "hello", Some(Duration::from_secs(5)))
+            .await
+            .expect("unary call");
+        // The deadline reaches the service (tonic encodes 5 s in its own unit).
+        assert!(reply.starts_with("echo: hello (grpc-timeout: "), "{reply}");
+        assert!(!reply.contains("grpc-timeout: none"), "{reply}");
+
+        let (items, trailers) = grpc::count(&mut client, 5).await.expect("streaming call");
+        assert_eq!(items, ["item 1", "item 2", "item 3", "item 4", "item 5"]);
+        assert_eq!(
+            trailers
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap_or("")),
+            Some("0")
+        );
+
+        // A status the service returns reaches the client as is.
+        let (items, _) = grpc::count(&mut client, 0).await.expect("empty stream");
+        assert!(items.is_empty());
+        let mut raw = grpc::client(web).await;
+        raw.ready().await.expect("ready");
+        let invalid = raw
+            .server_streaming(
+                tonic::Request::new(b"not a number".to_vec()),
+                http::uri::PathAndQuery::from_static(grpc::COUNT),
+                grpc::BytesCodec,
+            )
+            .await
+            .expect_err("invalid argument");
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+        assert_eq!(invalid.message(), "send a number");
+    });
+}
+
+#[test]
+fn concurrent_calls_share_few_upstream_connections() {
+    let backend = GrpcBackend::start();
+    let web = listen_address();
+    let _sluice = Sluice::start(&grpc_config(
+        web,
+        &format!(
+            "protocol: h2c, max_streams: 100, endpoints: [\"{}\"]",
+            backend.address
+        ),
+    ));
+    const CALLS: usize = 200;
+    runtime().block_on(async {
+        let client = grpc::client(web).await;
+        let mut warm = client.clone();
+        grpc::unary(&mut warm, "warm-up", None)
+            .await
+            .expect("first call");
+        let calls = (0..CALLS).map(|i| {
+            let mut client = client.clone();
+            async move {
+                let reply = grpc::unary(&mut client, &format!("call {i}"), None).await;
+                assert_eq!(
+                    reply.expect("call"),
+                    format!("echo: call {i} (grpc-timeout: none)")
+                );
+            }
+        });
+        futures::future::join_all(calls).await;
+    });
+    let connections = backend.accepts();
+    println!("{CALLS} concurrent gRPC calls used {connections} upstream connection(s)");
+    // Concurrent calls that find no idle connection may each open one while the first is
+    // being established; with max_streams 100, 200 calls need at least 2.
+    assert!(
+        connections <= CALLS / 10,
+        "{connections} upstream connections for {CALLS} calls: streams are not shared"
+    );
+}
+
+#[test]
+fn unavailable_upstream_is_grpc_status_14_not_an_http_error() {
+    let web = listen_address();
+    let _sluice = Sluice::start(&grpc_config(
+        web,
+        &format!(
+            "protocol: h2c, endpoints: [\"{}\"], retry: {{ attempts: 1 }}",
+            refused_address()
+        ),
+    ));
+    runtime().block_on(async {
+        let mut client = grpc::client(web).await;
+        let status = grpc::unary(&mut client, "anyone?", None)
+            .await
+            .expect_err("no upstream");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+        // On the wire: HTTP 200, trailers-only, grpc-status 14.
+        let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
+        let (mut h2, connection) = h2::client::handshake(tcp).await.expect("h2");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://grpc.test{}", grpc::UNARY))
+            .header("content-type", "application/grpc")
+            .body(())
+            .expect("request");
+        let (response, _) = h2.send_request(request, true).expect("send");
+        let response = response.await.expect("response");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["grpc-status"], "14");
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        assert!(response.body().is_end_stream(), "a trailers-only response");
+    });
+}
+
+#[test]
+fn grpc_timeout_bounds_the_wait_for_a_stuck_upstream() {
+    // The upstream accepts the call and never answers.
+    let backend = Backend::start("stuck", Behavior::Hang);
+    let web = listen_address();
+    let _sluice = Sluice::start(&grpc_config(
+        web,
+        &format!(
+            "endpoints: [\"{}\"], timeouts: {{ read: 60s }}, retry: {{ attempts: 1 }}",
+            backend.address
+        ),
+    ));
+    runtime().block_on(async {
+        // A raw HTTP/2 client: tonic's own client would give up at the deadline by itself.
+        let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
+        let (mut h2, connection) = h2::client::handshake(tcp).await.expect("h2");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://grpc.test{}", grpc::UNARY))
+            .header("content-type", "application/grpc")
+            .header("grpc-timeout", "300m")
+            .body(())
+            .expect("request");
+        let started = Instant::now();
+        let (response, _) = h2.send_request(request, true).expect("send");
+        let response = response.await.expect("response");
+        let waited = started.elapsed();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
+        // Bounded by the call's deadline, not the route's 60 s read timeout.
+        assert!(waited < Duration::from_secs(30), "waited {waited:?}");
+        println!("a 300 ms deadline was answered after {waited:?}");
+    });
+}
+
+#[test]
+fn h2_upstream_over_tls_is_verified_against_sni_and_ca() {
+    let certs = ScratchDir::new();
+    let ca = TestCa::new();
+    let ca_file = certs.write("ca.pem", &ca.pem);
+    let leaf = ca.issue(&certs, "grpc", &["grpc.internal"]);
+    let backend = H2TlsBackend::start(&leaf);
+    let web = listen_address();
+    let body = format!(
+        "listeners: [{{ name: web, listen: \"{web}\", h2c: true }}]\n\
+         routes:\n\
+         \x20 - {{ name: good, listener: web, paths: [{{ prefix: /good }}], upstream: good }}\n\
+         \x20 - {{ name: wrong, listener: web, paths: [{{ prefix: /wrong }}], upstream: wrong }}\n\
+         \x20 - {{ name: unverified, listener: web, paths: [{{ prefix: /unverified }}], upstream: unverified }}\n\
+         upstreams:\n\
+         \x20 - {{ name: good, protocol: h2, tls: {{ sni: grpc.internal, ca_file: \"{ca}\" }}, endpoints: [\"{b}\"] }}\n\
+         \x20 - {{ name: wrong, protocol: h2, tls: {{ sni: other.internal, ca_file: \"{ca}\" }}, endpoints: [\"{b}\"], retry: {{ attempts: 1 }} }}\n\
+         \x20 - {{ name: unverified, protocol: h2, tls: {{ sni: grpc.internal, verify: false }}, endpoints: [\"{b}\"] }}\n",
+        ca = ca_file.display(),
+        b = backend.address
+    );
+    let _sluice = Sluice::start(&body);
+
+    let call = |path: &'static str| {
+        runtime().block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
+            let (mut h2, connection) = h2::client::handshake(tcp).await.expect("h2");
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let request = http::Request::builder()
+                .method("POST")
+                .uri(format!("http://grpc.test{path}"))
+                .header("content-type", "application/grpc")
+                .body(())
+                .expect("request");
+            let (response, _) = h2.send_request(request, true).expect("send");
+            let response = response.await.expect("response");
+            let headers = response.headers().clone();
+            let mut body = response.into_body();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let Ok(chunk) = chunk else {
+                    return (format!("{chunk:?}"), String::new());
+                };
+                let _ = body.flow_control().release_capacity(chunk.len());
+                bytes.extend_from_slice(&chunk);
+            }
+            let trailers = body.trailers().await.ok().flatten().unwrap_or_default();
+            let status = trailers
+                .get("grpc-status")
+                .or(headers.get("grpc-status"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (String::from_utf8_lossy(&bytes).to_string(), status)
+        })
+    };
+
+    assert_eq!(
+        call("/good/pkg.Svc/Call"),
+        (
+            "/good/pkg.Svc/Call via grpc.internal".to_string(),
+            "0".to_string()
+        )
+    );
+    // The certificate is not valid for other.internal: the call fails as UNAVAILABLE.
+    assert_eq!(
+        call("/wrong/pkg.Svc/Call"),
+        (String::new(), "14".to_string())
+    );
+    assert_eq!(
+        call("/unverified/pkg.Svc/Call"),
+        (
+            "/unverified/pkg.Svc/Call via grpc.internal".to_string(),
+            "0".to_string()
+        )
+    );
+    assert!(backend.accepts() >= 2);
+}
+
+#[test]
+fn tls_upstream_settings_are_validated() {
+    let (output, path, _dir) = check_config(&format!(
+        "admin: {{ listen: \"127.0.0.1:{}\" }}\n\
+         listeners: [{{ name: web, listen: \"127.0.0.1:{}\" }}]\n\
+         routes: [{{ name: r, listener: web, upstream: a }}]\n\
+         upstreams:\n\
+         \x20 - {{ name: a, protocol: h2, endpoints: [\"127.0.0.1:1\"] }}\n\
+         \x20 - {{ name: b, protocol: h2c, tls: {{ sni: x.test }}, endpoints: [\"127.0.0.1:1\"] }}\n\
+         \x20 - {{ name: c, protocol: h2, tls: {{ sni: x.test, ca_file: /nonexistent/ca.pem }}, endpoints: [\"127.0.0.1:1\"] }}\n",
+        free_port(),
+        free_port()
+    ));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    let file = path.display();
+    assert!(
+        stderr.contains(&format!("{file}:5:")) && stderr.contains("set tls.sni"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:6:")) && stderr.contains("cleartext"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:7:")) && stderr.contains("cannot read CA file"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,271 @@
+//! TLS test support: certificates generated per run with rcgen, TLS clients that report
+//! which certificate they were served, and an HTTP/2-over-TLS backend.
+
+use super::ScratchDir;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{DigitallySignedStruct, SignatureScheme};
+
+/// A certificate and key written to files, with the certificate's DER to compare against
+/// what a server sends.
+pub struct TestCertificate {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub der: Vec<u8>,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A test CA that signs leaf certificates.
+pub struct TestCa {
+    certificate: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    pub pem: String,
+}
+
+impl TestCa {
+    /// A fresh CA.
+    pub fn new() -> Self {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sluice test CA");
+        let certificate = params.self_signed(&key).expect("CA certificate");
+        let pem = certificate.pem();
+        Self {
+            certificate,
+            key,
+            pem,
+        }
+    }
+
+    /// A leaf for `names`, signed by this CA, written as `stem.crt`/`stem.key` in `dir`.
+    pub fn issue(&self, dir: &ScratchDir, stem: &str, names: &[&str]) -> TestCertificate {
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
+        let certificate = params
+            .signed_by(&key, &self.certificate, &self.key)
+            .expect("sign leaf");
+        write(
+            dir,
+            stem,
+            certificate.pem(),
+            key.serialize_pem(),
+            certificate,
+        )
+    }
+}
+
+/// A self-signed certificate for `names`, written as `stem.crt`/`stem.key` in `dir`.
+pub fn self_signed(dir: &ScratchDir, stem: &str, names: &[&str]) -> TestCertificate {
+    let generated =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("generate certificate");
+    write(
+        dir,
+        stem,
+        generated.cert.pem(),
+        generated.key_pair.serialize_pem(),
+        generated.cert,
+    )
+}
+
+fn write(
+    dir: &ScratchDir,
+    stem: &str,
+    cert_pem: String,
+    key_pem: String,
+    certificate: rcgen::Certificate,
+) -> TestCertificate {
+    TestCertificate {
+        cert_path: dir.write(&format!("{stem}.crt"), &cert_pem),
+        key_path: dir.write(&format!("{stem}.key"), &key_pem),
+        der: certificate.der().to_vec(),
+        cert_pem,
+        key_pem,
+    }
+}
+
+/// Accepts any server certificate: the tests inspect what was served instead.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client config that offers `alpn` and only the given TLS `versions`.
+pub fn client_config(
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A TLS connection to `address` sending `sni` (an IP literal sends no SNI).
+pub async fn connect(
+    address: SocketAddr,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let name = ServerName::try_from(sni.to_string()).expect("server name");
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// The leaf certificate (DER) `address` serves to a client sending `sni`.
+pub async fn served_certificate(address: SocketAddr, sni: &str) -> Vec<u8> {
+    let config = client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    let stream = connect(address, sni, config).await.expect("TLS handshake");
+    let (_, session) = stream.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| leaf.as_ref().to_vec())
+        .expect("a server certificate")
+}
+
+/// A TLS server config for an upstream backend with `certificate`, ALPN `h2`.
+pub fn server_config(certificate: &TestCertificate) -> Arc<rustls::ServerConfig> {
+    let chain = vec![CertificateDer::from(certificate.der.clone())];
+    let key = rustls::pki_types::pem::PemObject::from_pem_slice(certificate.key_pem.as_bytes())
+        .map(|k: PrivateKeyDer<'static>| k)
+        .expect("key PEM");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
+/// An HTTP/2-over-TLS backend answering like a gRPC server: 200, `content-type:
+/// application/grpc`, a body naming the request path and SNI, `grpc-status: 0` in trailers.
+pub struct H2TlsBackend {
+    pub address: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl H2TlsBackend {
+    /// Starts the backend with `certificate` on its own thread.
+    pub fn start(certificate: &TestCertificate) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TLS backend");
+        let address = listener.local_addr().expect("address");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(certificate));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        return;
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let sni = tls.get_ref().1.server_name().unwrap_or("").to_string();
+                        let Ok(mut connection) = h2::server::handshake(tls).await else {
+                            return;
+                        };
+                        while let Some(Ok((request, mut respond))) = connection.accept().await {
+                            let reply = format!("{} via {sni}", request.uri().path());
+                            let response = http::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .expect("response");
+                            let Ok(mut stream) = respond.send_response(response, false) else {
+                                continue;
+                            };
+                            let _ = stream.send_data(reply.into(), false);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            let _ = stream.send_trailers(trailers);
+                        }
+                    });
+                }
+            });
+        });
+        Self { address, accepted }
+    }
+
+    /// TLS connections accepted so far.
+    pub fn accepts(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,323 @@
+//! TLS termination: certificates by SNI (exact, wildcard, default), TLS 1.2+ only, ALPN h2
+//! and http/1.1, and certificate reload without closing open connections.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use support::tls::{self, TestCertificate};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A TLS listener `web` on `listen` with `certificates` (first = default), routing
+/// everything to `backend`.
+fn tls_config(listen: SocketAddr, certificates: &[(&Path, &Path)], backend: SocketAddr) -> String {
+    let list: Vec<String> = certificates
+        .iter()
+        .map(|(cert, key)| {
+            format!(
+                "{{ cert: \"{}\", key: \"{}\" }}",
+                cert.display(),
+                key.display()
+            )
+        })
+        .collect();
+    format!(
+        "listeners: [{{ name: web, listen: \"{listen}\", tls: {{ certificates: [{}] }} }}]\n\
+         routes: [{{ name: all, listener: web, upstream: app }}]\n\
+         upstreams: [{{ name: app, endpoints: [\"{backend}\"] }}]\n",
+        list.join(", ")
+    )
+}
+
+fn files(certificate: &TestCertificate) -> (&Path, &Path) {
+    (&certificate.cert_path, &certificate.key_path)
+}
+
+/// Sends one HTTP/1.1 GET over `stream` and returns the status line and the body.
+async fn get_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    path: &str,
+) -> (String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buffer).await.expect("read response");
+        assert!(n > 0, "connection closed before a full response");
+        received.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&received).to_string();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .expect("content-length");
+        if received.len() >= end + 4 + length {
+            let status = text.lines().next().unwrap_or_default().to_string();
+            return (status, text[end + 4..end + 4 + length].to_string());
+        }
+    }
+}
+
+#[test]
+fn certificate_is_chosen_by_sni_with_wildcards_and_a_default() {
+    let certs = ScratchDir::new();
+    let default = tls::self_signed(&certs, "default", &["default.test"]);
+    let shop = tls::self_signed(&certs, "shop", &["shop.example.test"]);
+    let wildcard = tls::self_signed(&certs, "wildcard", &["*.api.example.test"]);
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let _sluice = Sluice::start(&tls_config(
+        web,
+        &[files(&default), files(&shop), files(&wildcard)],
+        backend.address,
+    ));
+
+    runtime().block_on(async {
+        assert_eq!(
+            tls::served_certificate(web, "shop.example.test").await,
+            shop.der
+        );
+        assert_eq!(
+            tls::served_certificate(web, "orders.api.example.test").await,
+            wildcard.der
+        );
+        // A wildcard covers one label; anything unknown gets the first certificate.
+        assert_eq!(
+            tls::served_certificate(web, "a.b.api.example.test").await,
+            default.der
+        );
+        assert_eq!(
+            tls::served_certificate(web, "unknown.test").await,
+            default.der
+        );
+        // An IP literal sends no SNI at all.
+        assert_eq!(tls::served_certificate(web, "127.0.0.1").await, default.der);
+
+        let config = tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+        let mut stream = tls::connect(web, "shop.example.test", config)
+            .await
+            .expect("handshake");
+        let (status, body) = get_over(&mut stream, "shop.example.test", "/over-tls").await;
+        assert!(status.contains(" 200 "), "{status}");
+        assert!(body.contains("\"backend\":\"app\""), "{body}");
+    });
+    let seen = backend.requests();
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
+}
+
+/// A TLS 1.1 ClientHello (legacy version 0x0302, no supported_versions extension) offering
+/// TLS 1.0/1.1 cipher suites and also the TLS 1.2 ECDHE-GCM ones sluice has, so that the
+/// version is the only thing to refuse.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
+    hello.extend_from_slice(&[0x42; 32]); // random
+    hello.push(0); // session id
+    let suites: [u16; 6] = [0xc02b, 0xc02f, 0xc013, 0xc014, 0x002f, 0x0035];
+    hello.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for suite in suites {
+        hello.extend_from_slice(&suite.to_be_bytes());
+    }
+    hello.extend_from_slice(&[1, 0]); // compression: null
+    hello.extend_from_slice(&[0, 0]); // no extensions
+    let mut handshake = vec![1]; // ClientHello
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[test]
+fn tls_1_1_is_refused_and_1_2_accepted() {
+    let certs = ScratchDir::new();
+    let default = tls::self_signed(&certs, "default", &["default.test"]);
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let _sluice = Sluice::start(&tls_config(web, &[files(&default)], backend.address));
+
+    runtime().block_on(async {
+        let mut tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
+        tcp.write_all(&tls11_client_hello())
+            .await
+            .expect("send hello");
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        // Either a fatal alert (content type 21) or nothing: never a ServerHello (22).
+        assert_ne!(
+            answer.first(),
+            Some(&0x16),
+            "TLS 1.1 got a handshake: {answer:?}"
+        );
+        if let Some(&content_type) = answer.first() {
+            assert_eq!(content_type, 0x15, "expected an alert: {answer:?}");
+            assert_eq!(answer.get(5), Some(&2), "a fatal alert: {answer:?}");
+            println!("TLS 1.1 hello answered with alert {:?}", answer.get(6));
+        }
+
+        let tls12 = tls::client_config(&[b"http/1.1"], &[&rustls::version::TLS12]);
+        let mut stream = tls::connect(web, "default.test", tls12)
+            .await
+            .expect("TLS 1.2 handshake");
+        assert_eq!(
+            stream.get_ref().1.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        let (status, _) = get_over(&mut stream, "default.test", "/tls12").await;
+        assert!(status.contains(" 200 "), "{status}");
+    });
+}
+
+#[test]
+fn http2_is_negotiated_by_alpn_and_http1_still_works() {
+    let certs = ScratchDir::new();
+    let default = tls::self_signed(&certs, "default", &["default.test"]);
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let sluice = Sluice::start(&tls_config(web, &[files(&default)], backend.address));
+
+    runtime().block_on(async {
+        let h2_config = tls::client_config(&[b"h2", b"http/1.1"], rustls::DEFAULT_VERSIONS);
+        let stream = tls::connect(web, "default.test", h2_config)
+            .await
+            .expect("handshake");
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut client, connection) = h2::client::handshake(stream).await.expect("h2");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        for i in 0..3 {
+            let request = http::Request::builder()
+                .uri(format!("https://default.test/h2/{i}"))
+                .body(())
+                .expect("request");
+            let (response, _) = client.send_request(request, true).expect("send");
+            let response = response.await.expect("response");
+            assert_eq!(response.status(), 200);
+            let mut body = response.into_body();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.expect("chunk");
+                let _ = body.flow_control().release_capacity(chunk.len());
+                bytes.extend_from_slice(&chunk);
+            }
+            assert!(String::from_utf8_lossy(&bytes).contains("\"backend\":\"app\""));
+        }
+
+        let h1_config = tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+        let mut stream = tls::connect(web, "default.test", h1_config)
+            .await
+            .expect("handshake");
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let (status, _) = get_over(&mut stream, "default.test", "/h1").await;
+        assert!(status.contains(" 200 "), "{status}");
+    });
+    let log = sluice.wait_access_log(4);
+    assert_eq!(
+        log.iter().filter(|r| r["proto"] == "HTTP/2").count(),
+        3,
+        "{log:?}"
+    );
+}
+
+#[test]
+fn reload_serves_new_certificate_to_new_connections_and_keeps_old_ones() {
+    let certs = ScratchDir::new();
+    let old = tls::self_signed(&certs, "site", &["site.test"]);
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let body = tls_config(web, &[files(&old)], backend.address);
+    let sluice = Sluice::start(&body);
+
+    runtime().block_on(async {
+        let config = tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+        let mut open = tls::connect(web, "site.test", config)
+            .await
+            .expect("handshake");
+        let (status, _) = get_over(&mut open, "site.test", "/before").await;
+        assert!(status.contains(" 200 "), "{status}");
+
+        // Renewal writes new files at the same paths (as cert-manager does).
+        let renewed = tls::self_signed(&certs, "site", &["site.test"]);
+        assert_ne!(renewed.der, old.der);
+        sluice.reload(&body);
+        assert_eq!(tls::served_certificate(web, "site.test").await, renewed.der);
+
+        // The connection opened before the reload still works, on its original certificate.
+        let (status, _) = get_over(&mut open, "site.test", "/after").await;
+        assert!(status.contains(" 200 "), "{status}");
+        let served = open.get_ref().1.peer_certificates().expect("peer chain")[0].to_vec();
+        assert_eq!(served, old.der);
+    });
+}
+
+#[test]
+fn bad_certificate_is_rejected_with_its_position_and_old_one_keeps_serving() {
+    let certs = ScratchDir::new();
+    let good = tls::self_signed(&certs, "good", &["good.test"]);
+    let other = tls::self_signed(&certs, "other", &["other.test"]);
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let sluice = Sluice::start(&tls_config(web, &[files(&good)], backend.address));
+    let generation = sluice.generation();
+
+    // The key of another certificate: a mismatch found while loading.
+    sluice.write_config(&tls_config(
+        web,
+        &[(&good.cert_path, &other.key_path)],
+        backend.address,
+    ));
+    sluice.sighup();
+    wait_until("the rejected reload to be logged", READY_TIMEOUT, || {
+        sluice.stderr().contains("reload (SIGHUP) rejected")
+    });
+    let stderr = sluice.stderr();
+    let config = sluice.config_path.display().to_string();
+    assert!(
+        stderr.contains(&format!("{config}:")) && stderr.contains("does not go with"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("listeners[0].tls.certificates[0].cert"),
+        "{stderr}"
+    );
+    assert_eq!(sluice.generation(), generation);
+    runtime().block_on(async {
+        assert_eq!(tls::served_certificate(web, "good.test").await, good.der);
+    });
+
+    // `sluice -t` reports a missing file at FILE:LINE:COL.
+    let missing = certs.0.join("missing.crt");
+    let (output, path, _dir) = check_config(&format!(
+        "admin: {{ listen: \"127.0.0.1:{}\" }}\n{}",
+        free_port(),
+        tls_config(web, &[(&missing, &good.key_path)], backend.address)
+    ));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("{}:2:", path.display()))
+            && stderr.contains("cannot read certificate file"),
+        "{stderr}"
+    );
+}

@@ -321,3 +321,27 @@ fn bad_certificate_is_rejected_with_its_position_and_old_one_keeps_serving() {
         "{stderr}"
     );
 }
+
+#[test]
+fn renewed_certificate_files_are_picked_up_by_the_config_watch() {
+    let certs = ScratchDir::new();
+    let old = tls::self_signed(&certs, "site", &["site.test"]);
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let sluice = Sluice::start_with_server(
+        &tls_config(web, &[files(&old)], backend.address),
+        "watch_config: true",
+    );
+    let generation = sluice.generation();
+
+    // Only the certificate and key files change, not the config file.
+    let renewed = tls::self_signed(&certs, "site", &["site.test"]);
+    wait_until(
+        "the renewed certificate to be loaded",
+        READY_TIMEOUT,
+        || sluice.generation() > generation,
+    );
+    runtime().block_on(async {
+        assert_eq!(tls::served_certificate(web, "site.test").await, renewed.der);
+    });
+}

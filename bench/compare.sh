@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Baseline benchmark: sluice vs nginx vs HAProxy, same machine, same load, same backends.
+# Benchmark: sluice vs nginx vs HAProxy, same machine, same load, same backends.
 #
-# Two nginx backends return a fixed 100-byte body. Three proxies (nginx with 2 workers,
-# HAProxy with 2 threads, sluice with 2 threads) balance round robin over them with upstream
-# keepalive. Each proxy gets a warm-up, then ROUNDS alternating rounds of
-# `wrk -t1 -c$CONNECTIONS -d$DURATION` over HTTP/1.1 keepalive. For every run the proxy's CPU
-# time (utime+stime from /proc/PID/stat of all its processes) is read before and after, and its
-# RSS after. The table shows medians over rounds and ratios to nginx.
+# Two nginx backends return a fixed 100-byte body. The proxies (nginx with 2 workers, HAProxy
+# with 2 threads, sluice with 2 threads) pick the backend by consistent hashing of the request
+# URI, with upstream keepalive. sluice runs in three forms:
+#   sluice       every feature on: routing, consistent hashing, access log to a file, metrics;
+#   sluice-lean  features off: round robin, no access log (metrics cannot be turned off);
+#   sluice-big   like `sluice` with 100 routes and 1,000 endpoints (127.0.x.y addresses, all
+#                served by the same backend nginx) instead of 1 and 2.
+# 1. Throughput: each proxy gets a warm-up, then ROUNDS alternating rounds of
+#    `wrk -t1 -c$CONNECTIONS -d$DURATION` over HTTP/1.1 keepalive; CPU time (utime+stime from
+#    /proc/PID/stat of all its processes) before and after, RSS after. Medians, ratios to nginx.
+# 2. Moderate load: one round of `wrk -t1 -c$MODERATE_CONNECTIONS` for the p99 when the
+#    machine is not saturated (closed loop: Debian's wrk has no fixed-rate -R; see README.md).
+# 3. Idle connections: IDLE_CONNECTIONS keepalive connections, each after one request, held
+#    IDLE_HOLD seconds; RSS growth per connection.
+# 4. Instructions per request: each proxy with one worker/thread under callgrind; after
+#    CALLGRIND_WARMUP requests, CALLGRIND_REQUESTS sequential keepalive requests are counted
+#    (user-space instructions, all threads). Skipped with CALLGRIND=0.
 #
 # Usage: bench/compare.sh [--write]      (--write or WRITE_RESULTS=1 also saves to bench/RESULTS.md)
 # Env:   DURATION=10s CONNECTIONS=50 ROUNDS=3 SLUICE_BIN=target/release/sluice
+#        MODERATE_CONNECTIONS=8 IDLE_CONNECTIONS=5000 IDLE_HOLD=10
+#        CALLGRIND=1 CALLGRIND_WARMUP=200 CALLGRIND_REQUESTS=2000
 #        ports: BACKEND1=19001 BACKEND2=19002 NGINX_PORT=19080 HAPROXY_PORT=19081
-#               SLUICE_PORT=19082 SLUICE_ADMIN=19901
+#               SLUICE_PORT=19082 (and the next two for sluice-lean, sluice-big)
+#               SLUICE_ADMIN=19901 (and the next two); callgrind runs use 19180-19182, 19911
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +34,12 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
 ROUNDS=${ROUNDS:-3}
 SLUICE_BIN=${SLUICE_BIN:-$repo/target/release/sluice}
+MODERATE_CONNECTIONS=${MODERATE_CONNECTIONS:-8}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-5000}
+IDLE_HOLD=${IDLE_HOLD:-10}
+CALLGRIND=${CALLGRIND:-1}
+CALLGRIND_WARMUP=${CALLGRIND_WARMUP:-200}
+CALLGRIND_REQUESTS=${CALLGRIND_REQUESTS:-2000}
 WRITE=${WRITE_RESULTS:-0}
 for arg in "$@"; do
   case $arg in
@@ -31,7 +51,12 @@ done
 BACKEND1=${BACKEND1:-19001} BACKEND2=${BACKEND2:-19002}
 NGINX_PORT=${NGINX_PORT:-19080} HAPROXY_PORT=${HAPROXY_PORT:-19081}
 SLUICE_PORT=${SLUICE_PORT:-19082} SLUICE_ADMIN=${SLUICE_ADMIN:-19901}
+LEAN_PORT=$((SLUICE_PORT + 1)) BIG_PORT=$((SLUICE_PORT + 2))
+LEAN_ADMIN=$((SLUICE_ADMIN + 1)) BIG_ADMIN=$((SLUICE_ADMIN + 2))
+CG_NGINX=19180 CG_HAPROXY=19181 CG_SLUICE=19182 CG_ADMIN=19911
 PATH=$PATH:/usr/sbin:/sbin
+# Idle-connection test: the client, and every proxy started from here, need the descriptors.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 install_missing() {
   local missing=()
@@ -39,6 +64,8 @@ install_missing() {
   command -v haproxy >/dev/null || missing+=(haproxy)
   command -v wrk >/dev/null || missing+=(wrk)
   command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  [ "$CALLGRIND" = 0 ] || command -v valgrind >/dev/null || missing+=(valgrind)
   [ ${#missing[@]} -gt 0 ] || return 0
   local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
@@ -50,7 +77,7 @@ install_missing() {
 }
 install_missing
 
-ports="$BACKEND1 $BACKEND2 $NGINX_PORT $HAPROXY_PORT $SLUICE_PORT $SLUICE_ADMIN"
+ports="$BACKEND1 $BACKEND2 $NGINX_PORT $HAPROXY_PORT $SLUICE_PORT $LEAN_PORT $BIG_PORT $SLUICE_ADMIN $LEAN_ADMIN $BIG_ADMIN"
 for port in $ports; do
   if ss -Hltn "sport = :$port" | grep -q .; then
     echo "port $port is already in use; set BACKEND1/BACKEND2/NGINX_PORT/HAPROXY_PORT/SLUICE_PORT/SLUICE_ADMIN" >&2
@@ -88,7 +115,8 @@ nginx_common() {  # DIR: pid, error log and temp paths inside DIR (no /var/lib/n
   cat <<EOC
 pid $1/nginx.pid;
 error_log $1/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
 EOC
 }
 http_common() {  # DIR
@@ -101,37 +129,40 @@ EOC
 }
 
 mkdir -p "$tmp/backend" "$tmp/nginx"
-# Backends: one single-process nginx (no master), two server blocks.
+# Backends: one single-process nginx (no master), two server blocks, on every loopback
+# address (sluice-big's 1,000 endpoints are 127.0.x.y addresses of the first one).
 {
   echo "worker_processes 1; daemon off; master_process off;"
   nginx_common "$tmp/backend"
   echo "http {"; http_common "$tmp/backend"
   for port in $BACKEND1 $BACKEND2; do
-    echo "  server { listen 127.0.0.1:$port; location / { default_type text/plain; return 200 \"$body\n\"; } }"
+    echo "  server { listen $port; location / { default_type text/plain; return 200 \"$body\n\"; } }"
   done
   echo "}"
 } > "$tmp/backend/nginx.conf"
 
-# nginx proxy: master + 2 workers.
-{
-  echo "worker_processes 2; daemon off;"
-  nginx_common "$tmp/nginx"
-  echo "http {"; http_common "$tmp/nginx"
+nginx_proxy_conf() {  # DIR PORT WORKERS [MASTER]
+  echo "worker_processes $3; daemon off;${4:+ master_process $4;}"
+  nginx_common "$1"
+  echo "http {"; http_common "$1"
   echo "  upstream backends {"
+  echo "    hash \$request_uri consistent;"
   echo "    server 127.0.0.1:$BACKEND1; server 127.0.0.1:$BACKEND2;"
   echo "    keepalive 64; keepalive_requests 10000; keepalive_timeout 60s;"
   echo "  }"
-  echo "  server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://backends;"
+  echo "  server { listen 127.0.0.1:$2; location / { proxy_pass http://backends;"
   echo "    proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
   echo "}"
-} > "$tmp/nginx/nginx.conf"
+}
+# nginx proxy: master + 2 workers.
+nginx_proxy_conf "$tmp/nginx" "$NGINX_PORT" 2 > "$tmp/nginx/nginx.conf"
 
 # HAProxy: one process (no daemon, no master-worker), 2 threads, no logging.
-cat > "$tmp/haproxy.cfg" <<EOC
+haproxy_conf() {  # PORT THREADS
+  cat <<EOC
 global
-  nbthread 2
-  maxconn 4096
-  pidfile $tmp/haproxy.pid
+  nbthread $2
+  maxconn 40000
 defaults
   mode http
   timeout connect 1s
@@ -140,27 +171,52 @@ defaults
   timeout http-keep-alive 60s
   option http-keep-alive
 frontend web
-  bind 127.0.0.1:$HAPROXY_PORT
+  bind 127.0.0.1:$1
   default_backend backends
 backend backends
-  balance roundrobin
+  balance uri
+  hash-type consistent
   http-reuse safe
   server b1 127.0.0.1:$BACKEND1
   server b2 127.0.0.1:$BACKEND2
 EOC
+}
+haproxy_conf "$HAPROXY_PORT" 2 > "$tmp/haproxy.cfg"
 
-cat > "$tmp/sluice.yaml" <<EOC
-server: { threads: 2, grace_period: 1s, watch_config: false, upgrade_sock: $tmp/upgrade.sock, pid_file: $tmp/sluice.pid }
-admin: { listen: "127.0.0.1:$SLUICE_ADMIN" }
-access_log: { path: $tmp/sluice-access.log, format: json }
-listeners: [ { name: web, listen: "127.0.0.1:$SLUICE_PORT", protocol: http } ]
-routes: [ { name: bench, listener: web, paths: [ { prefix: / } ], upstream: backends } ]
+sluice_conf() {  # NAME PORT ADMIN THREADS FORM (full | lean | big)
+  local name=$1 port=$2 admin=$3 threads=$4 form=$5 log balance endpoints i
+  log="{ path: $tmp/$name-access.log, format: json }"
+  balance='balance: consistent_hash, hash_key: "$request_uri"'
+  endpoints="\"127.0.0.1:$BACKEND1\", \"127.0.0.1:$BACKEND2\""
+  [ "$form" = lean ] && log="{ path: \"off\" }" && balance="balance: round_robin"
+  if [ "$form" = big ]; then
+    endpoints="\"127.0.0.1:$BACKEND1\", \"127.0.0.1:$BACKEND2\""
+    for i in $(seq 2 999); do endpoints+=", \"127.0.$((i / 250)).$((i % 250 + 2)):$BACKEND1\""; done
+  fi
+  cat <<EOC
+server: { threads: $threads, grace_period: 1s, drain_delay: 0s, watch_config: false, upgrade_sock: $tmp/$name-upgrade.sock, pid_file: $tmp/$name.pid }
+admin: { listen: "127.0.0.1:$admin" }
+access_log: $log
+listeners: [ { name: web, listen: "127.0.0.1:$port", protocol: http } ]
+routes:
+EOC
+  if [ "$form" = big ]; then
+    for i in $(seq 1 99); do
+      echo "  - { name: r$i, listener: web, hosts: [ \"app$i.bench.test\" ], paths: [ { prefix: /api/v$i }, { regex: \"^/static/$i/.*[.]css$\" } ], upstream: backends }"
+    done
+  fi
+  cat <<EOC
+  - { name: bench, listener: web, paths: [ { prefix: / } ], upstream: backends }
 upstreams:
   - name: backends
-    endpoints: ["127.0.0.1:$BACKEND1", "127.0.0.1:$BACKEND2"]
-    balance: round_robin
+    endpoints: [ $endpoints ]
+    $balance
     keepalive: { max_idle: 128, idle_timeout: 60s, max_requests: 10000 }
 EOC
+}
+sluice_conf sluice "$SLUICE_PORT" "$SLUICE_ADMIN" 2 full > "$tmp/sluice.yaml"
+sluice_conf sluice-lean "$LEAN_PORT" "$LEAN_ADMIN" 2 lean > "$tmp/sluice-lean.yaml"
+sluice_conf sluice-big "$BIG_PORT" "$BIG_ADMIN" 2 big > "$tmp/sluice-big.yaml"
 
 # --- start ---------------------------------------------------------------------------------
 
@@ -189,19 +245,27 @@ nginx -e "$tmp/nginx/error.log" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
 haproxy -f "$tmp/haproxy.cfg" > "$tmp/haproxy.err" 2>&1 & pids+=($!); haproxy_pid=$!
 wait_for "http://127.0.0.1:$NGINX_PORT/" $nginx_pid "$tmp/nginx.err" "$tmp/nginx/error.log"
 wait_for "http://127.0.0.1:$HAPROXY_PORT/" $haproxy_pid "$tmp/haproxy.err"
+declare -A proxy_pid
+proxy_pid[nginx]=$nginx_pid proxy_pid[haproxy]=$haproxy_pid
 if [ -x "$SLUICE_BIN" ]; then
-  RUST_LOG=warn "$SLUICE_BIN" -c "$tmp/sluice.yaml" > "$tmp/sluice.err" 2>&1 & pids+=($!); sluice_pid=$!
-  wait_for "http://127.0.0.1:$SLUICE_ADMIN/readyz" $sluice_pid "$tmp/sluice.err"
-  wait_for "http://127.0.0.1:$SLUICE_PORT/" $sluice_pid "$tmp/sluice.err"
-  proxies+=(sluice)
+  for form in sluice:$SLUICE_PORT:$SLUICE_ADMIN sluice-lean:$LEAN_PORT:$LEAN_ADMIN sluice-big:$BIG_PORT:$BIG_ADMIN; do
+    IFS=: read -r name port admin <<<"$form"
+    RUST_LOG=warn "$SLUICE_BIN" -c "$tmp/$name.yaml" > "$tmp/$name.err" 2>&1 & pids+=($!); proxy_pid[$name]=$!
+    wait_for "http://127.0.0.1:$admin/readyz" "${proxy_pid[$name]}" "$tmp/$name.err"
+    wait_for "http://127.0.0.1:$port/" "${proxy_pid[$name]}" "$tmp/$name.err"
+    proxies+=("$name")
+  done
 else
   echo "warning: $SLUICE_BIN not found (run: cargo build --release); benchmarking nginx and haproxy only" >&2
 fi
 
 # --- measure -------------------------------------------------------------------------------
 
-port_of() { case $1 in nginx) echo $NGINX_PORT;; haproxy) echo $HAPROXY_PORT;; sluice) echo $SLUICE_PORT;; esac; }
-pid_of() { case $1 in nginx) echo "$nginx_pid";; haproxy) echo "$haproxy_pid";; sluice) echo "$sluice_pid";; esac; }
+port_of() {
+  case $1 in nginx) echo $NGINX_PORT;; haproxy) echo $HAPROXY_PORT;; sluice) echo $SLUICE_PORT;;
+    sluice-lean) echo $LEAN_PORT;; sluice-big) echo $BIG_PORT;; esac
+}
+pid_of() { echo "${proxy_pid[$1]}"; }
 # The proxy's process and its children (the nginx workers; none for haproxy and sluice).
 procs_of() { local p; p=$(pid_of "$1"); echo "$p" $(pgrep -P "$p" || true); }
 cpu_ticks() {  # utime + stime (fields 14, 15; the comm field has no spaces for these binaries)
@@ -221,12 +285,12 @@ to_ms() {  # wrk latency such as 812.00us, 1.23ms, 1.05s, 1.20m
 ticks_per_s=$(getconf CLK_TCK)
 results="$tmp/results.tsv"; : > "$results"
 
-run() {  # PROXY DURATION warmup|record
-  local proxy=$1 port cpu0 cpu1 out
+run() {  # PROXY DURATION warmup|record [CONNECTIONS [RESULTS]]
+  local proxy=$1 port cpu0 cpu1 out connections=${4:-$CONNECTIONS} into=${5:-$results}
   port=$(port_of "$proxy")
   cpu0=$(cpu_ticks "$proxy")
   # In the background so that INT/TERM interrupt `wait` at once and cleanup stops wrk too.
-  wrk -t1 -c"$CONNECTIONS" -d"$2" --latency "http://127.0.0.1:$port/" > "$tmp/wrk.out" & wrk_pid=$!
+  wrk -t1 -c"$connections" -d"$2" --latency "http://127.0.0.1:$port/" > "$tmp/wrk.out" & wrk_pid=$!
   wait $wrk_pid; wrk_pid=
   out=$(cat "$tmp/wrk.out")
   cpu1=$(cpu_ticks "$proxy")
@@ -243,7 +307,7 @@ run() {  # PROXY DURATION warmup|record
   [ -z "$errors" ] || echo "warning: $proxy: $errors" >&2
   cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks_per_s" 'BEGIN { printf "%.2f", (b - a) / t }')
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$rps" "$p50" "$p99" "$requests" "$cpu" \
-    "$(rss_kb "$proxy")" "${errors:--}" >> "$results"
+    "$(rss_kb "$proxy")" "${errors:--}" >> "$into"
 }
 
 echo "warm-up: ${proxies[*]} (2s each)" >&2
@@ -253,26 +317,85 @@ for round in $(seq 1 "$ROUNDS"); do
   for proxy in "${proxies[@]}"; do run "$proxy" "$DURATION" record; done
 done
 
+moderate="$tmp/moderate.tsv"; : > "$moderate"
+echo "moderate load: ${proxies[*]} (-c$MODERATE_CONNECTIONS, $DURATION each)" >&2
+for proxy in "${proxies[@]}"; do run "$proxy" "$DURATION" record "$MODERATE_CONNECTIONS" "$moderate"; done
+
+idle="$tmp/idle.tsv"; : > "$idle"
+for proxy in "${proxies[@]}"; do
+  echo "idle connections: $proxy ($IDLE_CONNECTIONS held ${IDLE_HOLD}s)" >&2
+  before=$(rss_kb "$proxy")
+  python3 "$here/hold_connections.py" "$(port_of "$proxy")" "$IDLE_CONNECTIONS" "$IDLE_HOLD" > "$tmp/hold.out" &
+  holder=$!
+  for _ in $(seq 1 600); do grep -q ready "$tmp/hold.out" 2>/dev/null && break; running $holder || break; sleep 0.1; done
+  grep -q ready "$tmp/hold.out" || { echo "holding connections to $proxy failed" >&2; exit 1; }
+  sleep 1
+  held=$(rss_kb "$proxy")
+  wait $holder
+  printf '%s\t%s\t%s\t%.2f\n' "$proxy" "$before" "$held" \
+    "$(awk -v a="$before" -v b="$held" -v n="$IDLE_CONNECTIONS" 'BEGIN { print (b - a) / n }')" >> "$idle"
+done
+
+# Instructions per request under callgrind: one worker/thread each, on their own ports.
+callgrind="$tmp/callgrind.tsv"; : > "$callgrind"
+count_instructions() {  # NAME PORT PID...: Ir of CALLGRIND_REQUESTS requests, all threads
+  local name=$1 port=$2 pid=$3 out
+  for _ in $(seq 1 600); do curl -fsS -o /dev/null --max-time 5 "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.2; done
+  python3 "$here/sequential_requests.py" "$port" "$CALLGRIND_WARMUP"
+  callgrind_control -i on "$pid" > /dev/null
+  python3 "$here/sequential_requests.py" "$port" "$CALLGRIND_REQUESTS"
+  callgrind_control -i off "$pid" > /dev/null
+  callgrind_control -d "$pid" > /dev/null
+  for _ in $(seq 1 100); do ls "$tmp/cg-$name".out.* > /dev/null 2>&1 && break; sleep 0.1; done
+  sleep 1
+  out=$(cat "$tmp/cg-$name".out.* | awk '/^summary:|^totals:/ { print $2; exit }')
+  printf '%s\t%s\t%.0f\n' "$name" "$out" "$(awk -v t="$out" -v n="$CALLGRIND_REQUESTS" 'BEGIN { print t / n }')" >> "$callgrind"
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+}
+if [ "$CALLGRIND" != 0 ]; then
+  vg=(valgrind --tool=callgrind --instr-atstart=no --dump-instr=no)
+  mkdir -p "$tmp/cg-nginx"
+  nginx_proxy_conf "$tmp/cg-nginx" "$CG_NGINX" 1 off > "$tmp/cg-nginx/nginx.conf"
+  echo "callgrind: nginx (1 worker)" >&2
+  "${vg[@]}" --callgrind-out-file="$tmp/cg-nginx.out.%p" nginx -e "$tmp/cg-nginx/error.log" \
+    -p "$tmp/cg-nginx" -c "$tmp/cg-nginx/nginx.conf" 2> "$tmp/cg-nginx.err" &
+  count_instructions nginx "$CG_NGINX" $!
+  haproxy_conf "$CG_HAPROXY" 1 > "$tmp/cg-haproxy.cfg"
+  echo "callgrind: haproxy (1 thread)" >&2
+  "${vg[@]}" --callgrind-out-file="$tmp/cg-haproxy.out.%p" haproxy -f "$tmp/cg-haproxy.cfg" 2> "$tmp/cg-haproxy.err" &
+  count_instructions haproxy "$CG_HAPROXY" $!
+  if [ -x "$SLUICE_BIN" ]; then
+    sluice_conf cg-sluice "$CG_SLUICE" "$CG_ADMIN" 1 full > "$tmp/cg-sluice.yaml"
+    echo "callgrind: sluice (1 thread, every feature on)" >&2
+    RUST_LOG=warn "${vg[@]}" --callgrind-out-file="$tmp/cg-sluice.out.%p" "$SLUICE_BIN" -c "$tmp/cg-sluice.yaml" 2> "$tmp/cg-sluice.err" &
+    count_instructions sluice "$CG_SLUICE" $!
+  fi
+fi
+
 # --- report --------------------------------------------------------------------------------
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 column_of() { awk -F'\t' -v p="$1" -v c="$2" '$1 == p { print $c }' "$results"; }
 cpu_per_100k() { awk -F'\t' -v p="$1" '$1 == p { printf "%.4f\n", $6 / $5 * 100000 }' "$results"; }
 
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y > 0) printf "%.2f", x / y; else printf "n/a" }'; }
+
 report() {
-  echo "# sluice baseline benchmark"
+  echo "# sluice benchmark"
   echo
   echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "- machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
-  echo "- nginx: $(nginx -v 2>&1 | sed 's/.*version: //'); haproxy: $(haproxy -v | head -1 | awk '{ print $3 }'); $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }' || true)"
+  echo "- nginx: $(nginx -v 2>&1 | sed 's/.*version: //'); haproxy: $(haproxy -v | head -1 | awk '{ print $3 }'); $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }' || true); $(valgrind --version 2>/dev/null || echo 'valgrind: not run')"
   if [ -x "$SLUICE_BIN" ]; then
     echo "- sluice: $("$SLUICE_BIN" --version) ($SLUICE_BIN)"
   else
     echo "- sluice: not run ($SLUICE_BIN not found)"
   fi
-  echo "- load: wrk -t1 -c$CONNECTIONS -d$DURATION, HTTP/1.1 keepalive, 100-byte responses from two nginx backends, round robin, $ROUNDS alternating rounds after a 2 s warm-up; all on 127.0.0.1"
-  echo "- proxies: nginx 2 workers (upstream keepalive 64), HAProxy 2 threads (http-reuse safe), sluice 2 threads (access log to a file, metrics on)"
+  echo "- load: wrk -t1 -c$CONNECTIONS -d$DURATION, HTTP/1.1 keepalive, 100-byte responses from two nginx backends, $ROUNDS alternating rounds after a 2 s warm-up; all on 127.0.0.1"
+  echo "- proxies: backend chosen by consistent hashing of the URI with upstream keepalive; nginx 2 workers (hash \$request_uri consistent, keepalive 64), HAProxy 2 threads (balance uri, hash-type consistent, http-reuse safe), sluice 2 threads: \`sluice\` = consistent_hash on \$request_uri + access log to a file + metrics; \`sluice-lean\` = round robin, access log off; \`sluice-big\` = \`sluice\` with 100 routes (hosts, prefixes, regexes) and 1,000 endpoints"
   echo "- CPU: utime+stime of the proxy's processes during the run (/proc/PID/stat); RSS (VmRSS summed over the same processes) after the run"
+  echo
+  echo "## Throughput (saturating load, -c$CONNECTIONS)"
   echo
   echo "| proxy | req/s | p50 ms | p99 ms | CPU s per 100k req | RSS MB | req/s vs nginx | CPU/100k vs nginx | p99 vs nginx |"
   echo "|---|---|---|---|---|---|---|---|---|"
@@ -283,17 +406,43 @@ report() {
     rps=$(column_of "$proxy" 2 | median); p50=$(column_of "$proxy" 3 | median)
     p99=$(column_of "$proxy" 4 | median); cpu=$(cpu_per_100k "$proxy" | median)
     rss=$(column_of "$proxy" 7 | median)
-    awk -v n="$proxy" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v m="$rss" \
-        -v br="$base_rps" -v bc="$base_cpu" -v bp="$base_p99" '
-      function ratio(x, y) { return y > 0 ? sprintf("%.2f", x / y) : "n/a" }
-      BEGIN { printf "| %s | %.0f | %.3f | %.3f | %.3f | %.1f | %s | %s | %s |\n",
-        n, r, a, b, c, m / 1024, ratio(r, br), ratio(c, bc), ratio(b, bp) }'
+    printf '| %s | %.0f | %.3f | %.3f | %.3f | %.1f | %s | %s | %s |\n' "$proxy" "$rps" "$p50" "$p99" \
+      "$cpu" "$(awk -v m="$rss" 'BEGIN { print m / 1024 }')" "$(ratio "$rps" "$base_rps")" \
+      "$(ratio "$cpu" "$base_cpu")" "$(ratio "$p99" "$base_p99")"
   done
+  echo
+  echo "## Moderate load (-c$MODERATE_CONNECTIONS, one run each)"
+  echo
+  echo "| proxy | req/s | p50 ms | p99 ms | CPU s per 100k req | p99 vs nginx |"
+  echo "|---|---|---|---|---|---|"
+  base_p99=$(awk -F'\t' '$1 == "nginx" { print $4 }' "$moderate")
+  awk -F'\t' -v b="$base_p99" '{ printf "| %s | %.0f | %.3f | %.3f | %.3f | %s |\n", $1, $2, $3, $4,
+    $6 / $5 * 100000, b > 0 ? sprintf("%.2f", $4 / b) : "n/a" }' "$moderate"
+  echo
+  echo "## Idle keepalive connections ($IDLE_CONNECTIONS held ${IDLE_HOLD} s, each after one request)"
+  echo
+  echo "| proxy | RSS before MB | RSS while held MB | KB per connection | vs nginx |"
+  echo "|---|---|---|---|---|"
+  local base_idle
+  base_idle=$(awk -F'\t' '$1 == "nginx" { print $4 }' "$idle")
+  awk -F'\t' -v b="$base_idle" '{ printf "| %s | %.1f | %.1f | %.2f | %s |\n", $1, $2 / 1024, $3 / 1024, $4,
+    b > 0 ? sprintf("%.2f", $4 / b) : "n/a" }' "$idle"
+  if [ -s "$callgrind" ]; then
+    echo
+    echo "## User-space instructions per request (callgrind, 1 worker/thread, $CALLGRIND_REQUESTS sequential keepalive requests after $CALLGRIND_WARMUP)"
+    echo
+    echo "| proxy | instructions | per request | vs nginx |"
+    echo "|---|---|---|---|"
+    local base_ir
+    base_ir=$(awk -F'\t' '$1 == "nginx" { print $3 }' "$callgrind")
+    awk -F'\t' -v b="$base_ir" '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3,
+      b > 0 ? sprintf("%.2f", $3 / b) : "n/a" }' "$callgrind"
+  fi
   echo
   echo "Per run, in order (proxy, req/s, p50 ms, p99 ms, requests, CPU s, RSS kB, wrk errors):"
   echo
   echo '```'
-  cat "$results"
+  cat "$results" "$moderate"
   echo '```'
 }
 

@@ -25,6 +25,10 @@ use clap::Parser;
 use std::path::Path;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: Pingora allocates and frees a lot per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `sluice doctor`: prints every finding; fails on an error-severity one. The config is
 /// optional: without it, the checks that depend on listeners and upstreams are skipped.
 fn run_doctor(config_path: &Path, proc_root: &Path) -> ExitCode {

@@ -44,6 +44,10 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
         graceful_shutdown_timeout_seconds: Some(1),
         daemon: cli.daemon,
         max_retries: MAX_ATTEMPTS,
+        // One single-threaded runtime per thread, each connection on one of them: no
+        // cross-thread task wake-ups (futex + IPI) per request, which cost more than the
+        // balance work stealing buys for short proxy requests (bench/RESULTS.md).
+        work_stealing: false,
         ..ServerConf::default()
     };
     // The pool is one process-wide LRU; size it so every upstream can keep its max_idle.

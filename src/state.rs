@@ -7,6 +7,7 @@
 
 use crate::config::{self, Config, ConfigErrors, EndpointConfig, EndpointSource, Timeouts};
 use crate::lifecycle::Lifecycle;
+use crate::observe::metrics::RouteMetrics;
 use crate::proxy::rate_limit::RouteLimiter;
 use crate::routing::RouteTable;
 use crate::sockets;
@@ -29,6 +30,8 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// Kept across reloads that keep the route's limit, so counts carry on.
     pub limiter: Option<Arc<RouteLimiter>>,
+    /// Resolved metric handles, kept across rebuilds.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// Everything the request path needs, for one config generation.
@@ -86,10 +89,12 @@ impl Snapshot {
             .filter_map(|r| {
                 // Validation guarantees the upstream exists.
                 let upstream = *upstream_index.get(r.upstream.as_str())?;
+                let old = previous.and_then(|p| p.routes.iter().find(|old| old.name == r.name));
+                let metrics = old
+                    .map(|old| old.metrics.clone())
+                    .unwrap_or_else(|| Arc::new(RouteMetrics::new(&r.name)));
                 let limiter = r.rate_limit.as_ref().map(|limit| {
-                    previous
-                        .and_then(|p| p.routes.iter().find(|old| old.name == r.name))
-                        .and_then(|old| old.limiter.clone())
+                    old.and_then(|old| old.limiter.clone())
                         .filter(|old| old.config() == limit)
                         .unwrap_or_else(|| Arc::new(RouteLimiter::new(limit)))
                 });
@@ -97,6 +102,7 @@ impl Snapshot {
                     name: r.name.clone(),
                     upstream,
                     limiter,
+                    metrics,
                     timeouts: config.upstreams[upstream]
                         .timeouts
                         .with_overrides(&r.timeouts),

@@ -1,38 +1,58 @@
 //! The access log: one JSON object per line per request, written off the request path.
 //!
-//! Request handlers hand a finished line to a bounded channel; a dedicated thread wakes on a
-//! short timer, writes every queued line and flushes. Waking the writer per line would cost
-//! a futex wake-up and a write syscall per request. If the writer falls behind, lines are
-//! dropped and counted rather than slowing requests down.
+//! Request handlers encode their line into a reused per-thread buffer and append it to a
+//! shared queue buffer under a short lock; a dedicated thread wakes on a short timer, swaps
+//! the queue for an empty buffer, writes it and flushes. No allocation, wake-up or syscall
+//! per line on the request path. If the writer falls behind, lines are dropped and counted
+//! rather than slowing requests down.
 
 use super::metrics::METRICS;
 use crate::config::AccessLogTarget;
-use once_cell::sync::OnceCell;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-/// Lines that may wait for the writer.
-const QUEUE_LINES: usize = 64 * 1024;
+/// Bytes of lines that may wait for the writer.
+const QUEUE_BYTES: usize = 16 << 20;
 /// How often the writer drains the queue: the most a line waits before it is written.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
-static SENDER: OnceCell<SyncSender<Vec<u8>>> = OnceCell::new();
+/// Lines encoded and not yet written.
+static QUEUE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Set once [`open`] has opened a destination.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Where a line is encoded before it is queued, reused by every request of the thread.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
 
 /// Drain rounds the writer has completed, for [`flush`].
 static ROUNDS: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
+/// A wall-clock time, written as RFC 3339 with milliseconds (no intermediate string).
+#[derive(Debug, Clone, Copy)]
+pub struct Timestamp(pub SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
 /// One access-log record, as in DESIGN.md.
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
-    pub ts: String,
+    pub ts: Timestamp,
     pub request_id: &'a str,
     pub listener: &'a str,
     pub route: Option<&'a str>,
-    pub client: Option<String>,
+    pub client: Option<IpAddr>,
     pub method: &'a str,
     pub host: &'a str,
     pub uri: &'a str,
@@ -51,7 +71,7 @@ pub struct Record<'a> {
 /// One try of a request against an endpoint.
 #[derive(Debug, Serialize)]
 pub struct AttemptRecord {
-    pub endpoint: String,
+    pub endpoint: SocketAddr,
     pub result: &'static str,
     pub status: Option<u16>,
     pub connect_ms: Option<f64>,
@@ -59,10 +79,8 @@ pub struct AttemptRecord {
     pub reused: bool,
 }
 
-/// The output and queue end the writer thread will own, between [`open`] and [`Writer`]'s
-/// start.
-type Pending = (Receiver<Vec<u8>>, Box<dyn Write + Send>);
-static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
+/// The output the writer thread will own, between [`open`] and [`Writer`]'s start.
+static PENDING: Mutex<Option<Box<dyn Write + Send>>> = Mutex::new(None);
 
 /// Opens `target` (so a bad path fails the start) and queues records from now on. The
 /// writer thread starts with the [`Writer`] service: after Pingora has daemonized (`-d`
@@ -84,12 +102,16 @@ pub fn open(target: &AccessLogTarget) -> std::io::Result<()> {
                 })?,
         ),
     };
-    let (sender, receiver) = mpsc::sync_channel(QUEUE_LINES);
-    if SENDER.set(sender).is_err() {
+    if ENABLED.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
-    *PENDING.lock().unwrap_or_else(|p| p.into_inner()) = Some((receiver, out));
+    *PENDING.lock().unwrap_or_else(|p| p.into_inner()) = Some(out);
     Ok(())
+}
+
+/// Whether lines are being logged (to skip building records when not).
+pub fn is_enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
 }
 
 /// The background service that starts the access-log writer thread.
@@ -99,33 +121,32 @@ pub struct Writer;
 impl pingora::services::background::BackgroundService for Writer {
     async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
         let pending = PENDING.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some((receiver, mut out)) = pending else {
+        let Some(mut out) = pending else {
             return;
         };
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(receiver, &mut out));
+            .spawn(move || write_lines(&mut out));
         if let Err(e) = spawned {
             log::error!("cannot start the access log writer: {e}; access log lines are dropped");
         }
     }
 }
 
-fn write_lines(receiver: Receiver<Vec<u8>>, out: &mut Box<dyn Write + Send>) {
+fn write_lines(out: &mut Box<dyn Write + Send>) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
+    let mut batch = Vec::new();
     loop {
         std::thread::sleep(FLUSH_INTERVAL);
-        let mut result = Ok(());
-        loop {
-            match receiver.try_recv() {
-                Ok(line) => result = result.and_then(|_| out.write_all(&line)),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
-            }
-        }
-        if let Err(e) = result.and_then(|_| out.flush()) {
+        // Swap buffers so that the lock is held for a pointer swap, not for the write.
+        std::mem::swap(
+            &mut batch,
+            &mut *QUEUE.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        if let Err(e) = out.write_all(&batch).and_then(|_| out.flush()) {
             log::error!("cannot write access log: {e}");
         }
+        batch.clear();
         let (rounds, done) = &ROUNDS;
         *rounds.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         done.notify_all();
@@ -135,7 +156,7 @@ fn write_lines(receiver: Receiver<Vec<u8>>, out: &mut Box<dyn Write + Send>) {
 /// Waits (at most a second) until every line queued before the call is written, before
 /// the process exits.
 pub fn flush() {
-    if SENDER.get().is_none() {
+    if !is_enabled() {
         return;
     }
     let (rounds, done) = &ROUNDS;
@@ -151,24 +172,28 @@ pub fn flush() {
 
 /// Queues `record` for writing.
 pub fn write(record: &Record) {
-    let Some(sender) = SENDER.get() else { return };
-    let mut line = match serde_json::to_vec(record) {
-        Ok(line) => line,
-        Err(e) => {
+    if !is_enabled() {
+        return;
+    }
+    LINE.with(|line| {
+        let Ok(mut line) = line.try_borrow_mut() else {
+            return;
+        };
+        line.clear();
+        if let Err(e) = serde_json::to_writer(&mut *line, record) {
             log::error!("cannot encode access log record: {e}");
             return;
         }
-    };
-    line.push(b'\n');
-    match sender.try_send(line) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => METRICS
-            .access_log_dropped
-            .with_label_values(&["full"])
-            .inc(),
-        Err(TrySendError::Disconnected(_)) => METRICS
-            .access_log_dropped
-            .with_label_values(&["writer_gone"])
-            .inc(),
-    }
+        line.push(b'\n');
+        let mut queue = QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() + line.len() > QUEUE_BYTES {
+            drop(queue);
+            METRICS
+                .access_log_dropped
+                .with_label_values(&["full"])
+                .inc();
+            return;
+        }
+        queue.extend_from_slice(&line);
+    });
 }

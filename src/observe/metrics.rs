@@ -3,8 +3,10 @@
 
 use once_cell::sync::Lazy;
 use pingora_prometheus::prometheus::{
-    self, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    self, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts,
 };
+use std::sync::OnceLock;
 
 /// Every metric sluice exports.
 pub struct Metrics {
@@ -167,4 +169,93 @@ pub fn render() -> Vec<u8> {
         log::error!("cannot encode metrics: {e}");
     }
     out
+}
+
+/// Statuses whose per-route request counter is kept resolved (others are looked up).
+const COMMON_STATUSES: [u16; 16] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 499, 500, 502, 503, 504,
+];
+
+/// A route's metric handles, resolved once (at first use, so no zero series appear) instead
+/// of per request: a label lookup hashes the label values and takes a lock.
+pub struct RouteMetrics {
+    route: String,
+    duration: Histogram,
+    requests: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
+}
+
+impl RouteMetrics {
+    /// The handles of route `route`.
+    pub fn new(route: &str) -> Self {
+        Self {
+            route: route.to_string(),
+            duration: METRICS.http_request_duration.with_label_values(&[route]),
+            requests: Default::default(),
+        }
+    }
+
+    /// Counts a finished request with `status` that took `seconds`.
+    pub fn record_request(&self, status: u16, seconds: f64) {
+        self.duration.observe(seconds);
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.requests[i]
+                .get_or_init(|| {
+                    METRICS
+                        .http_requests
+                        .with_label_values(&[&self.route, status_label(status)])
+                })
+                .inc(),
+            None => METRICS
+                .http_requests
+                .with_label_values(&[&self.route, status_label(status)])
+                .inc(),
+        }
+    }
+}
+
+/// An upstream's most used metric handles, resolved at first use.
+#[derive(Default)]
+pub struct UpstreamMetrics {
+    attempts_ok: OnceLock<IntCounter>,
+    connections_new: OnceLock<IntCounter>,
+    connections_reused: OnceLock<IntCounter>,
+}
+
+impl UpstreamMetrics {
+    /// Counts a try of upstream `upstream` that ended as `result`.
+    pub fn count_attempt(&self, upstream: &str, result: &str) {
+        let lookup = || {
+            METRICS
+                .upstream_attempts
+                .with_label_values(&[upstream, result])
+        };
+        if result == "ok" {
+            self.attempts_ok.get_or_init(lookup).inc();
+        } else {
+            lookup().inc();
+        }
+    }
+
+    /// Counts a connection to upstream `upstream`, new or taken from the pool.
+    pub fn count_connection(&self, upstream: &str, reused: bool) {
+        let (cell, label) = if reused {
+            (&self.connections_reused, "true")
+        } else {
+            (&self.connections_new, "false")
+        };
+        cell.get_or_init(|| {
+            METRICS
+                .upstream_connections
+                .with_label_values(&[upstream, label])
+        })
+        .inc();
+    }
+}
+
+/// The status code as a metric label, without allocating per request.
+pub fn status_label(status: u16) -> &'static str {
+    static LABELS: Lazy<Vec<String>> = Lazy::new(|| (0..600).map(|c| c.to_string()).collect());
+    LABELS
+        .get(usize::from(status))
+        .map_or("other", String::as_str)
 }

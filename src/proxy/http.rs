@@ -224,10 +224,7 @@ impl ProxyHttp for HttpProxy {
             return Ok(());
         };
         let upstream = routed.upstream();
-        METRICS
-            .upstream_connections
-            .with_label_values(&[upstream.name(), if reused { "true" } else { "false" }])
-            .inc();
+        upstream.metrics.count_connection(upstream.name(), reused);
         attempt.reused = reused;
         attempt.connect_time = Some(attempt.started.elapsed());
         if !upstream.one_request_per_connection() {

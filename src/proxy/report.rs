@@ -2,8 +2,7 @@
 
 use super::context::{Attempt, RequestContext};
 use crate::observe::access_log::{self, AttemptRecord, Record};
-use crate::observe::metrics::METRICS;
-use once_cell::sync::Lazy;
+use crate::observe::metrics::{status_label, METRICS};
 use pingora::http::{RequestHeader, Version};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,33 +25,43 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
         .as_ref()
         .map(|r| r.snapshot.routes[r.route].name.as_str());
     let upstream = ctx.routed.as_ref().map(|r| r.upstream().name());
-    let route_label = route.unwrap_or("none");
     let duration = ctx.started.elapsed();
-    METRICS
-        .http_requests
-        .with_label_values(&[route_label, status_label(exchange.status)])
-        .inc();
-    METRICS
-        .http_request_duration
-        .with_label_values(&[route_label])
-        .observe(duration.as_secs_f64());
-    if let Some(upstream) = upstream {
-        for attempt in &ctx.attempts {
-            METRICS
-                .upstream_attempts
-                .with_label_values(&[upstream, attempt.result.as_str()])
-                .inc();
+    match &ctx.routed {
+        Some(routed) => {
+            let route = &routed.snapshot.routes[routed.route];
+            route
+                .metrics
+                .record_request(exchange.status, duration.as_secs_f64());
+            let upstream = routed.upstream();
+            for attempt in &ctx.attempts {
+                upstream
+                    .metrics
+                    .count_attempt(upstream.name(), attempt.result.as_str());
+            }
         }
+        None => {
+            METRICS
+                .http_requests
+                .with_label_values(&["none", status_label(exchange.status)])
+                .inc();
+            METRICS
+                .http_request_duration
+                .with_label_values(&["none"])
+                .observe(duration.as_secs_f64());
+        }
+    }
+    if !access_log::is_enabled() {
+        return;
     }
 
     let attempts = attempt_records(&ctx.attempts);
     let request = exchange.request;
     access_log::write(&Record {
-        ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        ts: access_log::Timestamp(SystemTime::now()),
         request_id: &ctx.request_id,
         listener: exchange.listener,
         route,
-        client: ctx.client_ip.map(|ip| ip.to_string()),
+        client: ctx.client_ip,
         method: request.method.as_str(),
         host: crate::routing::request_host(request),
         uri: std::str::from_utf8(request.raw_path()).unwrap_or("<non-utf8>"),
@@ -73,7 +82,7 @@ pub fn attempt_records(attempts: &[Attempt]) -> Vec<AttemptRecord> {
     attempts
         .iter()
         .map(|a| AttemptRecord {
-            endpoint: a.address.to_string(),
+            endpoint: a.address,
             result: a.result.as_str(),
             status: a.status,
             connect_ms: a.connect_time.map(millis),
@@ -86,14 +95,6 @@ pub fn attempt_records(attempts: &[Attempt]) -> Vec<AttemptRecord> {
 /// Milliseconds with microsecond precision.
 pub fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
-}
-
-/// The status code as a metric label, without allocating per request.
-fn status_label(status: u16) -> &'static str {
-    static LABELS: Lazy<Vec<String>> = Lazy::new(|| (0..600).map(|c| c.to_string()).collect());
-    LABELS
-        .get(usize::from(status))
-        .map_or("other", String::as_str)
 }
 
 fn version_label(version: Version) -> &'static str {

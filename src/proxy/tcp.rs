@@ -300,11 +300,11 @@ struct ConnectionLog<'a> {
 impl ConnectionLog<'_> {
     fn write(&self, ended: &'static str) {
         access_log::write(&Record {
-            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            ts: access_log::Timestamp(SystemTime::now()),
             request_id: &new_request_id(),
             listener: self.listener,
             route: self.route,
-            client: self.client.map(|a| a.ip().to_string()),
+            client: self.client.map(|a| a.ip()),
             method: "",
             host: "",
             uri: "",

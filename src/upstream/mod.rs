@@ -10,7 +10,7 @@ pub mod stable_hash;
 
 use crate::config::UpstreamConfig;
 use crate::config::{Timeouts, UpstreamProtocol};
-use crate::observe::metrics::METRICS;
+use crate::observe::metrics::{UpstreamMetrics, METRICS};
 use crate::proxy::retry::RetryBudget;
 use balance::Balancer;
 use endpoint::{Endpoint, EndpointState};
@@ -33,6 +33,8 @@ pub struct Upstream {
     pub retry_budget: Arc<RetryBudget>,
     /// Too few endpoints are healthy: health is ignored (shared like `retry_budget`).
     panic: Arc<AtomicBool>,
+    /// Resolved metric handles (shared like `retry_budget`).
+    pub metrics: Arc<UpstreamMetrics>,
     /// The trust anchors of `tls.ca_file`, in Pingora's form (`None`: the system's store).
     ca: Option<Arc<CaType>>,
 }
@@ -89,6 +91,7 @@ impl Upstream {
             balancer,
             retry_budget: previous.map(|p| p.retry_budget.clone()).unwrap_or_default(),
             panic: previous.map(|p| p.panic.clone()).unwrap_or_default(),
+            metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
             ca: config.tls.as_ref().and_then(|tls| {
                 (!tls.ca_certificates.is_empty()).then(|| {
                     tls.ca_certificates

@@ -1,27 +1,8 @@
-//! sluice: a reverse proxy for Kubernetes edges, built on Pingora.
-//!
-//! See DESIGN.md for the contract: command line, signals, config file, admin endpoints,
-//! metrics and access log.
-
-mod admin;
-mod cli;
-mod config;
-mod discovery;
-mod doctor;
-mod lifecycle;
-mod observe;
-mod priority;
-mod proxy;
-mod reload;
-mod routing;
-mod server;
-mod sockets;
-mod state;
-mod tls;
-mod upgrade;
-mod upstream;
+//! The `sluice` binary: parses the command line and runs the proxy, `doctor` or `upgrade`
+//! from the library.
 
 use clap::Parser;
+use sluice::{cli, config, doctor, server, upgrade};
 use std::path::Path;
 use std::process::ExitCode;
 

@@ -8,7 +8,6 @@
 
 use super::metrics::METRICS;
 use crate::config::AccessLogTarget;
-use serde::{Serialize, Serializer};
 use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
@@ -35,18 +34,12 @@ thread_local! {
 /// Drain rounds the writer has completed, for [`flush`].
 static ROUNDS: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
-/// A wall-clock time, written as RFC 3339 with milliseconds (no intermediate string).
+/// A wall-clock time, written as RFC 3339 with milliseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Timestamp(pub SystemTime);
 
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_rfc3339_millis(self.0))
-    }
-}
-
 /// One access-log record, as in DESIGN.md.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Record<'a> {
     pub ts: Timestamp,
     pub request_id: &'a str,
@@ -63,13 +56,13 @@ pub struct Record<'a> {
     pub duration_ms: f64,
     pub upstream: Option<&'a str>,
     pub attempts: Vec<AttemptRecord>,
-    /// How a tcp or upgraded connection ended (`closed`, `idle_timeout`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// How a tcp or upgraded connection ended (`closed`, `idle_timeout`, ...); omitted
+    /// for plain requests.
     pub ended: Option<&'static str>,
 }
 
 /// One try of a request against an endpoint.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct AttemptRecord {
     pub endpoint: SocketAddr,
     pub result: &'static str,
@@ -180,11 +173,7 @@ pub fn write(record: &Record) {
             return;
         };
         line.clear();
-        if let Err(e) = serde_json::to_writer(&mut *line, record) {
-            log::error!("cannot encode access log record: {e}");
-            return;
-        }
-        line.push(b'\n');
+        record.encode(&mut line);
         let mut queue = QUEUE.lock().unwrap_or_else(|p| p.into_inner());
         if queue.len() + line.len() > QUEUE_BYTES {
             drop(queue);
@@ -196,4 +185,163 @@ pub fn write(record: &Record) {
         }
         queue.extend_from_slice(&line);
     });
+}
+
+impl Record<'_> {
+    /// Appends the record as one line of JSON. Written by hand rather than with serde_json:
+    /// the keys are constants, and most values need no escaping, which this checks in one
+    /// pass (serde_json's encoding was the largest part of sluice's own per-request work).
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"ts\":\"");
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{}", humantime::format_rfc3339_millis(self.ts.0));
+        out.extend_from_slice(b"\",\"request_id\":");
+        json_string(out, self.request_id);
+        out.extend_from_slice(b",\"listener\":");
+        json_string(out, self.listener);
+        out.extend_from_slice(b",\"route\":");
+        json_option_string(out, self.route);
+        out.extend_from_slice(b",\"client\":");
+        match self.client {
+            Some(ip) => {
+                let _ = write!(out, "\"{ip}\"");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"method\":");
+        json_string(out, self.method);
+        out.extend_from_slice(b",\"host\":");
+        json_string(out, self.host);
+        out.extend_from_slice(b",\"uri\":");
+        json_string(out, self.uri);
+        out.extend_from_slice(b",\"proto\":");
+        json_string(out, self.proto);
+        let _ = write!(
+            out,
+            ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{}",
+            self.status, self.bytes_in, self.bytes_out, self.duration_ms
+        );
+        out.extend_from_slice(b",\"upstream\":");
+        json_option_string(out, self.upstream);
+        out.extend_from_slice(b",\"attempts\":[");
+        for (i, attempt) in self.attempts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = write!(
+                out,
+                "{{\"endpoint\":\"{}\",\"result\":\"{}\",\"status\":",
+                attempt.endpoint, attempt.result
+            );
+            match attempt.status {
+                Some(status) => {
+                    let _ = write!(out, "{status}");
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"connect_ms\":");
+            match attempt.connect_ms {
+                Some(ms) => {
+                    let _ = write!(out, "{ms}");
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+            let _ = write!(
+                out,
+                ",\"duration_ms\":{},\"reused\":{}}}",
+                attempt.duration_ms, attempt.reused
+            );
+        }
+        out.push(b']');
+        if let Some(ended) = self.ended {
+            out.extend_from_slice(b",\"ended\":");
+            json_string(out, ended);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// `text` as a JSON string: quotes, backslashes and control characters escaped.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut clean_from = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[clean_from..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.extend_from_slice(escaped);
+        }
+        clean_from = i + 1;
+    }
+    out.extend_from_slice(&bytes[clean_from..]);
+    out.push(b'"');
+}
+
+fn json_option_string(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => json_string(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_encode_as_one_json_line() {
+        let record = Record {
+            ts: Timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)),
+            request_id: "id-1",
+            listener: "web",
+            route: Some("shop"),
+            client: Some("10.0.0.7".parse().expect("ip")),
+            method: "GET",
+            host: "shop.test",
+            uri: "/a\"b\\c\u{1}\n\u{e9}",
+            proto: "HTTP/1.1",
+            status: 502,
+            bytes_in: 3,
+            bytes_out: 44,
+            duration_ms: 12.5,
+            upstream: None,
+            attempts: vec![AttemptRecord {
+                endpoint: "10.1.0.1:8080".parse().expect("address"),
+                result: "connect_refused",
+                status: None,
+                connect_ms: Some(0.25),
+                duration_ms: 1.0,
+                reused: false,
+            }],
+            ended: None,
+        };
+        let mut line = Vec::new();
+        record.encode(&mut line);
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let json: serde_json::Value = serde_json::from_slice(&line).expect("valid JSON");
+        assert_eq!(json["ts"], "1970-01-01T00:00:01.500Z");
+        assert_eq!(json["uri"], "/a\"b\\c\u{1}\n\u{e9}");
+        assert_eq!(json["client"], "10.0.0.7");
+        assert_eq!(json["route"], "shop");
+        assert_eq!(json["upstream"], serde_json::Value::Null);
+        assert_eq!(json["status"], 502);
+        assert_eq!(json["duration_ms"], 12.5);
+        assert_eq!(json["attempts"][0]["endpoint"], "10.1.0.1:8080");
+        assert_eq!(json["attempts"][0]["status"], serde_json::Value::Null);
+        assert_eq!(json["attempts"][0]["connect_ms"], 0.25);
+        assert_eq!(json["attempts"][0]["reused"], false);
+        assert!(json.get("ended").is_none());
+    }
 }

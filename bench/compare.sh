@@ -57,6 +57,9 @@ CG_NGINX=19180 CG_HAPROXY=19181 CG_SLUICE=19182 CG_ADMIN=19911
 PATH=$PATH:/usr/sbin:/sbin
 # Idle-connection test: the client, and every proxy started from here, need the descriptors.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+FD_LIMIT=$(ulimit -n)
+[ "$FD_LIMIT" -ge $((2 * IDLE_CONNECTIONS + 200)) ] || {
+  echo "open file limit $FD_LIMIT is too low for IDLE_CONNECTIONS=$IDLE_CONNECTIONS" >&2; exit 1; }
 
 install_missing() {
   local missing=()
@@ -115,7 +118,7 @@ nginx_common() {  # DIR: pid, error log and temp paths inside DIR (no /var/lib/n
   cat <<EOC
 pid $1/nginx.pid;
 error_log $1/error.log warn;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $FD_LIMIT;
 events { worker_connections 16384; }
 EOC
 }
@@ -162,7 +165,7 @@ haproxy_conf() {  # PORT THREADS
   cat <<EOC
 global
   nbthread $2
-  maxconn 40000
+  maxconn $(( (FD_LIMIT - 100) / 2 ))
 defaults
   mode http
   timeout connect 1s
@@ -186,7 +189,7 @@ haproxy_conf "$HAPROXY_PORT" 2 > "$tmp/haproxy.cfg"
 sluice_conf() {  # NAME PORT ADMIN THREADS FORM (full | lean | big)
   local name=$1 port=$2 admin=$3 threads=$4 form=$5 log balance endpoints i
   log="{ path: $tmp/$name-access.log, format: json }"
-  balance='balance: consistent_hash, hash_key: "$request_uri"'
+  balance=$'balance: consistent_hash\n    hash_key: "$request_uri"'
   endpoints="\"127.0.0.1:$BACKEND1\", \"127.0.0.1:$BACKEND2\""
   [ "$form" = lean ] && log="{ path: \"off\" }" && balance="balance: round_robin"
   if [ "$form" = big ]; then
@@ -338,19 +341,25 @@ done
 
 # Instructions per request under callgrind: one worker/thread each, on their own ports.
 callgrind="$tmp/callgrind.tsv"; : > "$callgrind"
-count_instructions() {  # NAME PORT PID...: Ir of CALLGRIND_REQUESTS requests, all threads
+count_instructions() {  # NAME PORT PID: Ir of CALLGRIND_REQUESTS requests, all threads
   local name=$1 port=$2 pid=$3 out
+  pids+=("$pid")
   for _ in $(seq 1 600); do curl -fsS -o /dev/null --max-time 5 "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.2; done
   python3 "$here/sequential_requests.py" "$port" "$CALLGRIND_WARMUP"
   callgrind_control -i on "$pid" > /dev/null
   python3 "$here/sequential_requests.py" "$port" "$CALLGRIND_REQUESTS"
   callgrind_control -i off "$pid" > /dev/null
   callgrind_control -d "$pid" > /dev/null
-  for _ in $(seq 1 100); do ls "$tmp/cg-$name".out.* > /dev/null 2>&1 && break; sleep 0.1; done
-  sleep 1
-  out=$(cat "$tmp/cg-$name".out.* | awk '/^summary:|^totals:/ { print $2; exit }')
+  local dump
+  for _ in $(seq 1 300); do
+    dump=$(ls "$tmp/cg-$name".out.*.1 2>/dev/null | head -1)
+    [ -n "$dump" ] && grep -q '^totals:' "$dump" && break
+    sleep 0.1
+  done
+  out=$(awk '/^totals:/ { print $2; exit }' "$dump")
   printf '%s\t%s\t%.0f\n' "$name" "$out" "$(awk -v t="$out" -v n="$CALLGRIND_REQUESTS" 'BEGIN { print t / n }')" >> "$callgrind"
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  # The counts are dumped; a graceful stop under valgrind can take long (sluice drains).
+  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
 }
 if [ "$CALLGRIND" != 0 ]; then
   vg=(valgrind --tool=callgrind --instr-atstart=no --dump-instr=no)
@@ -417,7 +426,7 @@ report() {
   echo "|---|---|---|---|---|---|"
   base_p99=$(awk -F'\t' '$1 == "nginx" { print $4 }' "$moderate")
   awk -F'\t' -v b="$base_p99" '{ printf "| %s | %.0f | %.3f | %.3f | %.3f | %s |\n", $1, $2, $3, $4,
-    $6 / $5 * 100000, b > 0 ? sprintf("%.2f", $4 / b) : "n/a" }' "$moderate"
+    $6 / $5 * 100000, (b > 0 ? sprintf("%.2f", $4 / b) : "n/a") }' "$moderate"
   echo
   echo "## Idle keepalive connections ($IDLE_CONNECTIONS held ${IDLE_HOLD} s, each after one request)"
   echo
@@ -426,7 +435,7 @@ report() {
   local base_idle
   base_idle=$(awk -F'\t' '$1 == "nginx" { print $4 }' "$idle")
   awk -F'\t' -v b="$base_idle" '{ printf "| %s | %.1f | %.1f | %.2f | %s |\n", $1, $2 / 1024, $3 / 1024, $4,
-    b > 0 ? sprintf("%.2f", $4 / b) : "n/a" }' "$idle"
+    (b > 0 ? sprintf("%.2f", $4 / b) : "n/a") }' "$idle"
   if [ -s "$callgrind" ]; then
     echo
     echo "## User-space instructions per request (callgrind, 1 worker/thread, $CALLGRIND_REQUESTS sequential keepalive requests after $CALLGRIND_WARMUP)"
@@ -436,7 +445,7 @@ report() {
     local base_ir
     base_ir=$(awk -F'\t' '$1 == "nginx" { print $3 }' "$callgrind")
     awk -F'\t' -v b="$base_ir" '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3,
-      b > 0 ? sprintf("%.2f", $3 / b) : "n/a" }' "$callgrind"
+      (b > 0 ? sprintf("%.2f", $3 / b) : "n/a") }' "$callgrind"
   fi
   echo
   echo "Per run, in order (proxy, req/s, p50 ms, p99 ms, requests, CPU s, RSS kB, wrk errors):"

@@ -27,6 +27,62 @@ fn grpc_config(web: std::net::SocketAddr, upstream: &str) -> String {
     )
 }
 
+/// A gRPC call as it appeared on the wire, made with a raw HTTP/2 client (tonic's client would
+/// hide the framing, and gives up at a deadline by itself).
+struct RawCall {
+    http_status: u16,
+    headers: http::HeaderMap,
+    /// The response ended with its HEADERS frame (a trailers-only gRPC response).
+    trailers_only: bool,
+    body: String,
+    /// `grpc-status` from the trailers, or from the headers of a trailers-only response.
+    grpc_status: String,
+}
+
+/// POSTs an empty gRPC call to `path` through `web` with `headers` added.
+async fn raw_call(web: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawCall {
+    let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
+    let (mut h2, connection) = h2::client::handshake(tcp).await.expect("h2");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://grpc.test{path}"))
+        .header("content-type", "application/grpc");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, _) = h2
+        .send_request(request.body(()).expect("request"), true)
+        .expect("send");
+    let response = response.await.expect("response");
+    let http_status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let trailers_only = response.body().is_end_stream();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("body chunk");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.expect("trailers").unwrap_or_default();
+    let grpc_status = trailers
+        .get("grpc-status")
+        .or(headers.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    RawCall {
+        http_status,
+        headers,
+        trailers_only,
+        body: String::from_utf8_lossy(&bytes).to_string(),
+        grpc_status,
+    }
+}
+
 #[test]
 fn unary_and_server_streaming_calls_pass_with_trailers_and_deadline() {
     let backend = GrpcBackend::start();
@@ -129,23 +185,11 @@ fn unavailable_upstream_is_grpc_status_14_not_an_http_error() {
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
         // On the wire: HTTP 200, trailers-only, grpc-status 14.
-        let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
-        let (mut h2, connection) = h2::client::handshake(tcp).await.expect("h2");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://grpc.test{}", grpc::UNARY))
-            .header("content-type", "application/grpc")
-            .body(())
-            .expect("request");
-        let (response, _) = h2.send_request(request, true).expect("send");
-        let response = response.await.expect("response");
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["grpc-status"], "14");
-        assert_eq!(response.headers()["content-type"], "application/grpc");
-        assert!(response.body().is_end_stream(), "a trailers-only response");
+        let call = raw_call(web, grpc::UNARY, &[]).await;
+        assert_eq!(call.http_status, 200);
+        assert_eq!(call.grpc_status, "14");
+        assert_eq!(call.headers["content-type"], "application/grpc");
+        assert!(call.trailers_only, "a trailers-only response");
     });
 }
 
@@ -162,25 +206,11 @@ fn grpc_timeout_bounds_the_wait_for_a_stuck_upstream() {
         ),
     ));
     runtime().block_on(async {
-        // A raw HTTP/2 client: tonic's own client would give up at the deadline by itself.
-        let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
-        let (mut h2, connection) = h2::client::handshake(tcp).await.expect("h2");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://grpc.test{}", grpc::UNARY))
-            .header("content-type", "application/grpc")
-            .header("grpc-timeout", "300m")
-            .body(())
-            .expect("request");
         let started = Instant::now();
-        let (response, _) = h2.send_request(request, true).expect("send");
-        let response = response.await.expect("response");
+        let call = raw_call(web, grpc::UNARY, &[("grpc-timeout", "300m")]).await;
         let waited = started.elapsed();
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
+        assert_eq!(call.http_status, 200);
+        assert_eq!(call.grpc_status, "4", "DEADLINE_EXCEEDED");
         // Bounded by the call's deadline, not the route's 60 s read timeout.
         assert!(waited < Duration::from_secs(30), "waited {waited:?}");
         println!("a 300 ms deadline was answered after {waited:?}");
@@ -211,39 +241,8 @@ fn h2_upstream_over_tls_is_verified_against_sni_and_ca() {
     let _sluice = Sluice::start(&body);
 
     let call = |path: &'static str| {
-        runtime().block_on(async move {
-            let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
-            let (mut h2, connection) = h2::client::handshake(tcp).await.expect("h2");
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            let request = http::Request::builder()
-                .method("POST")
-                .uri(format!("http://grpc.test{path}"))
-                .header("content-type", "application/grpc")
-                .body(())
-                .expect("request");
-            let (response, _) = h2.send_request(request, true).expect("send");
-            let response = response.await.expect("response");
-            let headers = response.headers().clone();
-            let mut body = response.into_body();
-            let mut bytes = Vec::new();
-            while let Some(chunk) = body.data().await {
-                let Ok(chunk) = chunk else {
-                    return (format!("{chunk:?}"), String::new());
-                };
-                let _ = body.flow_control().release_capacity(chunk.len());
-                bytes.extend_from_slice(&chunk);
-            }
-            let trailers = body.trailers().await.ok().flatten().unwrap_or_default();
-            let status = trailers
-                .get("grpc-status")
-                .or(headers.get("grpc-status"))
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            (String::from_utf8_lossy(&bytes).to_string(), status)
-        })
+        let call = runtime().block_on(raw_call(web, path, &[]));
+        (call.body, call.grpc_status)
     };
 
     assert_eq!(

@@ -6,6 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::grpc::{self, GrpcBackend};
+use support::h2_util::read_body;
 use support::tls::{H2TlsBackend, TestCa};
 use support::*;
 use tonic::Code;
@@ -61,12 +62,7 @@ async fn raw_call(web: std::net::SocketAddr, path: &str, headers: &[(&str, &str)
     let headers = response.headers().clone();
     let trailers_only = response.body().is_end_stream();
     let mut body = response.into_body();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.expect("body chunk");
-        let _ = body.flow_control().release_capacity(chunk.len());
-        bytes.extend_from_slice(&chunk);
-    }
+    let bytes = read_body(&mut body).await;
     let trailers = body.trailers().await.expect("trailers").unwrap_or_default();
     let grpc_status = trailers
         .get("grpc-status")

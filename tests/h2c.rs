@@ -2,6 +2,7 @@
 
 mod support;
 
+use support::h2_util::{self, read_body};
 use support::*;
 
 /// A single-threaded runtime for a test's HTTP/2 client or server.
@@ -20,17 +21,6 @@ async fn h2_client(web: std::net::SocketAddr) -> h2::client::SendRequest<bytes::
         let _ = connection.await;
     });
     client
-}
-
-/// Reads a response body to its end, releasing flow-control capacity as it goes.
-async fn read_body(body: &mut h2::RecvStream) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.expect("body chunk");
-        let _ = body.flow_control().release_capacity(chunk.len());
-        bytes.extend_from_slice(&chunk);
-    }
-    bytes
 }
 
 /// GETs `paths` over one HTTP/2 connection to `web`; returns each status and body.
@@ -102,24 +92,7 @@ fn start_h2_backend() -> (
                 };
                 counter.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let Ok(mut connection) = h2::server::handshake(tcp).await else {
-                        return;
-                    };
-                    while let Some(Ok((request, mut respond))) = connection.accept().await {
-                        let path = request.uri().path().to_string();
-                        let response = http::Response::builder()
-                            .status(200)
-                            .header("content-type", "application/grpc")
-                            .body(())
-                            .expect("response");
-                        let Ok(mut stream) = respond.send_response(response, false) else {
-                            continue;
-                        };
-                        let _ = stream.send_data(format!("reply to {path}").into(), false);
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                        let _ = stream.send_trailers(trailers);
-                    }
+                    h2_util::serve_grpc_like(tcp, |path| format!("reply to {path}")).await;
                 });
             }
         });

@@ -5,6 +5,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use support::h2_util::read_body;
 use support::tls::{self, TestCertificate};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -214,13 +215,7 @@ fn http2_is_negotiated_by_alpn_and_http1_still_works() {
             let (response, _) = client.send_request(request, true).expect("send");
             let response = response.await.expect("response");
             assert_eq!(response.status(), 200);
-            let mut body = response.into_body();
-            let mut bytes = Vec::new();
-            while let Some(chunk) = body.data().await {
-                let chunk = chunk.expect("chunk");
-                let _ = body.flow_control().release_capacity(chunk.len());
-                bytes.extend_from_slice(&chunk);
-            }
+            let bytes = read_body(&mut response.into_body()).await;
             assert!(String::from_utf8_lossy(&bytes).contains("\"backend\":\"app\""));
         }
 

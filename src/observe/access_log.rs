@@ -202,12 +202,7 @@ impl Record<'_> {
         out.extend_from_slice(b",\"route\":");
         json_option_string(out, self.route);
         out.extend_from_slice(b",\"client\":");
-        match self.client {
-            Some(ip) => {
-                let _ = write!(out, "\"{ip}\"");
-            }
-            None => out.extend_from_slice(b"null"),
-        }
+        json_option_display(out, self.client, true);
         out.extend_from_slice(b",\"method\":");
         json_string(out, self.method);
         out.extend_from_slice(b",\"host\":");
@@ -233,19 +228,9 @@ impl Record<'_> {
                 "{{\"endpoint\":\"{}\",\"result\":\"{}\",\"status\":",
                 attempt.endpoint, attempt.result
             );
-            match attempt.status {
-                Some(status) => {
-                    let _ = write!(out, "{status}");
-                }
-                None => out.extend_from_slice(b"null"),
-            }
+            json_option_display(out, attempt.status, false);
             out.extend_from_slice(b",\"connect_ms\":");
-            match attempt.connect_ms {
-                Some(ms) => {
-                    let _ = write!(out, "{ms}");
-                }
-                None => out.extend_from_slice(b"null"),
-            }
+            json_option_display(out, attempt.connect_ms, false);
             let _ = write!(
                 out,
                 ",\"duration_ms\":{},\"reused\":{}}}",
@@ -286,6 +271,20 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[clean_from..]);
     out.push(b'"');
+}
+
+/// `value` as a JSON number, or as a string when `quoted` (for values whose text needs no
+/// escaping, such as addresses); `null` when absent.
+fn json_option_display(out: &mut Vec<u8>, value: Option<impl std::fmt::Display>, quoted: bool) {
+    match value {
+        Some(value) if quoted => {
+            let _ = write!(out, "\"{value}\"");
+        }
+        Some(value) => {
+            let _ = write!(out, "{value}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 fn json_option_string(out: &mut Vec<u8>, text: Option<&str>) {

@@ -4,6 +4,7 @@
 
 pub mod fake_kube;
 pub mod grpc;
+pub mod h2_util;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -239,24 +239,8 @@ impl H2TlsBackend {
                             return;
                         };
                         let sni = tls.get_ref().1.server_name().unwrap_or("").to_string();
-                        let Ok(mut connection) = h2::server::handshake(tls).await else {
-                            return;
-                        };
-                        while let Some(Ok((request, mut respond))) = connection.accept().await {
-                            let reply = format!("{} via {sni}", request.uri().path());
-                            let response = http::Response::builder()
-                                .status(200)
-                                .header("content-type", "application/grpc")
-                                .body(())
-                                .expect("response");
-                            let Ok(mut stream) = respond.send_response(response, false) else {
-                                continue;
-                            };
-                            let _ = stream.send_data(reply.into(), false);
-                            let mut trailers = http::HeaderMap::new();
-                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                            let _ = stream.send_trailers(trailers);
-                        }
+                        super::h2_util::serve_grpc_like(tls, |path| format!("{path} via {sni}"))
+                            .await;
                     });
                 }
             });

@@ -26,9 +26,11 @@ run: build
 	echo; echo "try:  curl -i http://127.0.0.1:8080/hello    (admin: curl http://127.0.0.1:9901/upstreams)"; echo; \
 	./target/release/sluice -c conf/sluice.yaml
 
-## Run the whole test suite: unit tests and integration tests against the real binary, then
-## each benchmark once as a smoke test (criterion's test mode takes no libtest flags).
+## Run the whole test suite: the check that the vendored Pingora is pristine 0.9.1 plus
+## third_party/pingora/patches, unit tests and integration tests against the real binary,
+## then each benchmark once as a smoke test (criterion's test mode takes no libtest flags).
 test: deps
+	third_party/pingora/check.sh
 	$(CARGO) test --lib --bins --tests -- --test-threads=4
 	$(CARGO) test --benches
 

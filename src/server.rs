@@ -113,6 +113,9 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
             .server_options(options)
             .client_options(ConnectorOptions::new(pool_size))
             .build();
+        if let Some(proxy) = service.app_logic() {
+            state.connections.add_pool(proxy.upstream_idle_pool());
+        }
         // No 64 KiB read buffer per client connection (Pingora's default): the HTTP parser
         // reads into its own buffer anyway, and an idle keepalive connection should cost a
         // few KiB, not 64 (bench/RESULTS.md, idle connections).

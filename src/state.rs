@@ -226,7 +226,8 @@ pub struct State {
     reload_armed: AtomicBool,
     /// The process has been ready once.
     ready_once: AtomicBool,
-    /// Upstream sockets, to close the idle ones of removed endpoints.
+    /// Upstream HTTP/1 connections: uses per socket, and closing the idle ones of removed
+    /// endpoints through every listener's pool.
     pub connections: UpstreamConnections,
     /// Draining and open work, for stop and upgrade.
     pub lifecycle: Arc<Lifecycle>,
@@ -320,6 +321,12 @@ impl State {
         let snapshot = Arc::new(snapshot);
         self.current.store(snapshot.clone());
         drop(discovered);
+        self.connections.endpoints_present(
+            snapshot
+                .upstreams
+                .iter()
+                .flat_map(|u| u.endpoints.iter().map(|e| e.address)),
+        );
         self.close_connections_of_removed(before, &snapshot);
         Ok(generation)
     }
@@ -347,6 +354,12 @@ impl State {
             // Routing has changed; closing connections may scan every upstream, so it
             // happens after the swap and outside the rebuild lock.
             drop(discovered);
+            self.connections.endpoints_present(
+                snapshot.upstreams[index]
+                    .endpoints
+                    .iter()
+                    .map(|e| e.address),
+            );
             self.close_connections_of_removed(before, &snapshot);
         }
     }

@@ -16,8 +16,11 @@ fn config(web: SocketAddr, backend: &Backend, keepalive: &str) -> String {
     )
 }
 
-#[test]
-fn concurrent_load_reuses_a_few_upstream_connections() {
+/// Sends 2,000 requests from `clients` keepalive clients at once and returns how many
+/// upstream connections sluice opened, after checking every request arrived and the
+/// connection metric agrees.
+fn upstream_connections_opened(clients: usize) -> usize {
+    const TOTAL: usize = 2000;
     let backend = Backend::start("app", Behavior::Echo);
     let web = listen_address();
     let sluice = Sluice::start(&config(
@@ -25,13 +28,12 @@ fn concurrent_load_reuses_a_few_upstream_connections() {
         &backend,
         "{ max_idle: 32, idle_timeout: 60s }",
     ));
-    const CLIENTS: usize = 10;
-    const PER_CLIENT: usize = 200;
-    let workers: Vec<_> = (0..CLIENTS)
+    let per_client = TOTAL / clients;
+    let workers: Vec<_> = (0..clients)
         .map(|c| {
             thread::spawn(move || {
                 let mut client = Client::connect(web);
-                for i in 0..PER_CLIENT {
+                for i in 0..per_client {
                     let r = client.get("pool.test", &format!("/c{c}/{i}"));
                     assert_eq!(r.status, 200);
                 }
@@ -41,18 +43,42 @@ fn concurrent_load_reuses_a_few_upstream_connections() {
     for w in workers {
         w.join().expect("client thread");
     }
-    let total = CLIENTS * PER_CLIENT;
+    let total = clients * per_client;
     let accepts = backend.accepts();
     assert_eq!(backend.requests().len(), total);
-    let reuse = 1.0 - accepts as f64 / total as f64;
-    println!("keepalive: {total} requests at concurrency {CLIENTS} opened {accepts} upstream connections (reuse ratio {reuse:.4})");
-    assert!(
-        accepts <= 2 * CLIENTS,
-        "{accepts} upstream connections for concurrency {CLIENTS}"
-    );
+    println!("keepalive: {total} requests at concurrency {clients} opened {accepts} upstream connections");
     let reused =
         sluice.metric("sluice_upstream_connections_total{reused=\"true\",upstream=\"app\"}");
     assert_eq!(reused as usize, total - accepts);
+    // Pingora 0.9.1 dropped pooled connections in a race with their idle poll and logged
+    // this (third_party/pingora/patches/0001).
+    let log = sluice.stderr();
+    assert!(
+        !log.contains("failed to acquire reusable stream"),
+        "pooled connections were dropped:\n{log}"
+    );
+    accepts
+}
+
+/// Each client has at most one request in flight, so `clients` connections carry all of
+/// them; one more is allowed for a request that arrives while a finished one is being
+/// returned to the pool.
+#[test]
+fn sequential_client_reuses_one_upstream_connection() {
+    let opened = upstream_connections_opened(1);
+    assert!(opened <= 2, "{opened} upstream connections for 1 client");
+}
+
+#[test]
+fn two_clients_reuse_their_upstream_connections() {
+    let opened = upstream_connections_opened(2);
+    assert!(opened <= 3, "{opened} upstream connections for 2 clients");
+}
+
+#[test]
+fn ten_clients_reuse_their_upstream_connections() {
+    let opened = upstream_connections_opened(10);
+    assert!(opened <= 11, "{opened} upstream connections for 10 clients");
 }
 
 #[test]

@@ -138,3 +138,155 @@ fn requests_in_flight_finish_on_the_config_they_started_with() {
     assert_eq!(response.backend(), "slow");
     assert_eq!(get(web, "/moving").backend(), "b");
 }
+
+/// Keepalive clients sending POSTs, each with a unique target, until stopped.
+struct PostLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    workers: Vec<std::thread::JoinHandle<Vec<(String, u16)>>>,
+}
+
+impl PostLoad {
+    fn start(web: SocketAddr, clients: usize) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let workers = (0..clients)
+            .map(|c| {
+                let (stop, answered) = (stop.clone(), answered.clone());
+                std::thread::spawn(move || {
+                    let mut client = Client::connect(web);
+                    let mut outcomes = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let target = format!("/post/{c}/{i}");
+                        i += 1;
+                        let response = client.try_request(
+                            "POST",
+                            &target,
+                            &[("host", "pool.test")],
+                            b"one order",
+                        );
+                        // 0: the connection closed without an answer.
+                        let status = response.as_ref().map_or(0, |r| r.status);
+                        if status != 200
+                            || response.is_some_and(|r| r.header("connection") == Some("close"))
+                        {
+                            client = Client::connect(web);
+                        }
+                        outcomes.push((target, status));
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            answered,
+            workers,
+        }
+    }
+
+    /// Waits until `count` more requests were answered, so each config is used under load.
+    fn wait_for_more(&self, count: usize) {
+        use std::sync::atomic::Ordering;
+        let start = self.answered.load(Ordering::Relaxed);
+        wait_until("requests to flow", READY_TIMEOUT, || {
+            self.answered.load(Ordering::Relaxed) >= start + count
+        });
+    }
+
+    /// Stops the clients and checks that every POST got a 200 and reached exactly one
+    /// backend exactly once.
+    fn finish(self, backends: &[&Backend]) -> usize {
+        use std::collections::HashMap;
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let outcomes: Vec<(String, u16)> = self
+            .workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("client thread"))
+            .collect();
+        let failed: Vec<_> = outcomes.iter().filter(|(_, s)| *s != 200).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} POSTs failed: {failed:?}",
+            failed.len(),
+            outcomes.len()
+        );
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for backend in backends {
+            for request in backend.requests() {
+                *seen.entry(request.target).or_default() += 1;
+            }
+        }
+        let duplicated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            duplicated.is_empty(),
+            "POSTs reached the backends more than once: {duplicated:?}"
+        );
+        assert_eq!(
+            seen.len(),
+            outcomes.len(),
+            "every answered POST reached a backend"
+        );
+        outcomes.len()
+    }
+}
+
+/// Reloads that swap the whole endpoint set close the pooled connections of the endpoints
+/// that left while POSTs keep flowing: none may fail or reach a backend twice.
+#[test]
+fn reloads_alternating_endpoint_sets_under_post_load_lose_nothing() {
+    let sets = [
+        [
+            Backend::start("a1", Behavior::Echo),
+            Backend::start("a2", Behavior::Echo),
+        ],
+        [
+            Backend::start("b1", Behavior::Echo),
+            Backend::start("b2", Behavior::Echo),
+        ],
+    ];
+    let web = listen_address();
+    let config_of =
+        |set: &[Backend; 2]| single_upstream_config(web, &addresses(&[&set[0], &set[1]]), "", "");
+    let sluice = Sluice::start(&config_of(&sets[0]));
+    let load = PostLoad::start(web, 10);
+    load.wait_for_more(100);
+    for reload in 1..=20 {
+        sluice.reload(&config_of(&sets[reload % 2]));
+        load.wait_for_more(100);
+    }
+    let all: Vec<&Backend> = sets.iter().flatten().collect();
+    let total = load.finish(&all);
+    println!("20 reloads under POST load: {total} POSTs, all 200, none duplicated");
+    // The last reload removed set b: its pooled connections were closed.
+    wait_until("set b's connections to close", READY_TIMEOUT, || {
+        sets[1].iter().all(|b| b.open_connections() == 0)
+    });
+}
+
+/// Removing one endpoint of two and adding it back, ten times, under POST load.
+#[test]
+fn endpoint_removals_under_post_load_lose_nothing() {
+    let (kept, leaving) = (
+        Backend::start("kept", Behavior::Echo),
+        Backend::start("leaving", Behavior::Echo),
+    );
+    let web = listen_address();
+    let both = single_upstream_config(web, &addresses(&[&kept, &leaving]), "", "");
+    let one = single_upstream_config(web, &addresses(&[&kept]), "", "");
+    let sluice = Sluice::start(&both);
+    let load = PostLoad::start(web, 10);
+    load.wait_for_more(100);
+    for _ in 0..10 {
+        sluice.reload(&one);
+        load.wait_for_more(100);
+        sluice.reload(&both);
+        load.wait_for_more(100);
+    }
+    let total = load.finish(&[&kept, &leaving]);
+    println!("10 endpoint removals under POST load: {total} POSTs, all 200, none duplicated");
+}

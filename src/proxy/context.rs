@@ -18,6 +18,9 @@ pub enum AttemptResult {
     ConnectRefused,
     ConnectTimeout,
     ConnectError,
+    /// The pooled connection was closed by the upstream before the request head was
+    /// written: the upstream never saw the request.
+    Unsent,
     /// The connection broke before a response header arrived.
     Reset,
     /// A read or write timed out.
@@ -36,6 +39,7 @@ impl AttemptResult {
             AttemptResult::ConnectRefused => "connect_refused",
             AttemptResult::ConnectTimeout => "connect_timeout",
             AttemptResult::ConnectError => "connect_error",
+            AttemptResult::Unsent => "unsent",
             AttemptResult::Reset => "reset",
             AttemptResult::Timeout => "timeout",
             AttemptResult::ClientError => "client_error",
@@ -107,8 +111,9 @@ pub struct RequestContext {
     pub response_started: bool,
     /// Send `Connection: close` upstream: the connection reached `keepalive.max_requests`.
     pub close_upstream_connection: bool,
-    /// The upstream socket of the current try, from connect until the request ends.
-    pub upstream_socket: Option<std::os::fd::RawFd>,
+    /// The endpoint of the last HTTP/1 upstream connection taken, checked for removal when
+    /// the request ends.
+    pub upstream_address: Option<std::net::SocketAddr>,
     /// The client asked for a WebSocket upgrade: timeouts are `timeouts.idle`.
     pub websocket: bool,
     /// A gRPC call: errors are answered with `grpc-status`, `grpc-timeout` is a deadline.
@@ -152,7 +157,7 @@ impl RequestContext {
             in_flight: None,
             response_started: false,
             close_upstream_connection: false,
-            upstream_socket: None,
+            upstream_address: None,
             websocket: false,
             grpc: false,
             tunnel: None,

@@ -27,6 +27,19 @@ pub fn is_timeout(e: &Error) -> bool {
     )
 }
 
+/// Whether `e` is a failure to write the request head upstream (Pingora's context for the
+/// write and the flush of the head): no byte of the request reached the upstream
+/// application.
+pub fn is_request_head_unsent(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Upstream
+        && e.etype() == &ErrorType::WriteError
+        && e.context.as_ref().is_some_and(|c| {
+            let c = c.as_str();
+            c.starts_with("while writing request headers")
+                || c.starts_with("flushing request header")
+        })
+}
+
 /// What went wrong, in a few words, for an error sluice answers with `status`.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -74,6 +87,28 @@ mod tests {
             status_for(&error(ErrorType::ConnectionClosed, ErrorSource::Upstream)),
             502
         );
+    }
+
+    #[test]
+    fn only_a_failed_request_head_write_upstream_is_unsent() {
+        let broken = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let head = Error::because(
+            ErrorType::WriteError,
+            "while writing request headers",
+            broken(),
+        )
+        .into_up();
+        assert!(is_request_head_unsent(&head));
+        let flush = Error::because(ErrorType::WriteError, "flushing request header", broken());
+        assert!(is_request_head_unsent(&flush.into_up()));
+        let body = Error::because(ErrorType::WriteError, "while writing body", broken());
+        assert!(!is_request_head_unsent(&body.into_up()));
+        let downstream = Error::because(
+            ErrorType::WriteError,
+            "while writing request headers",
+            broken(),
+        );
+        assert!(!is_request_head_unsent(&downstream.into_down()));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::server::Session as HttpSession;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -215,7 +215,7 @@ impl ProxyHttp for HttpProxy {
         &self,
         _session: &mut Session,
         reused: bool,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         #[cfg(unix)] fd: std::os::unix::io::RawFd,
         _digest: Option<&Digest>,
         ctx: &mut Self::CTX,
@@ -230,13 +230,9 @@ impl ProxyHttp for HttpProxy {
         if !upstream.one_request_per_connection() {
             return Ok(());
         }
-        if let Some(previous) = ctx.upstream_socket.replace(fd) {
-            self.state.connections.end_use(previous);
-        }
-        let uses = self
-            .state
-            .connections
-            .start_use(fd, attempt.address, reused);
+        let connections = &self.state.connections;
+        ctx.upstream_address = Some(attempt.address);
+        let uses = connections.start_use(fd, attempt.address, reused, || peer.reuse_hash());
         ctx.close_upstream_connection = upstream.must_close_connection(uses);
         Ok(())
     }
@@ -297,10 +293,16 @@ impl ProxyHttp for HttpProxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut Self::CTX,
-        _client_reused: bool,
+        connection_reused: bool,
     ) -> Box<Error> {
+        let unsent = connection_reused && errors::is_request_head_unsent(&e);
         let mut e = e.more_context(format!("peer: {peer}"));
-        let (failure, result) = if e.esource() == &ErrorSource::Downstream {
+        let (failure, result) = if unsent {
+            // The upstream closed this pooled connection; the others it had idle in the
+            // pool are likely closed too, so the retry gets a fresh one.
+            self.state.connections.evict_idle(peer.reuse_hash());
+            (Failure::RequestUnsent, AttemptResult::Unsent)
+        } else if e.esource() == &ErrorSource::Downstream {
             (Failure::Downstream, AttemptResult::ClientError)
         } else if ctx.response_started {
             (Failure::AfterResponseStarted, AttemptResult::Error)
@@ -310,7 +312,7 @@ impl ProxyHttp for HttpProxy {
             (Failure::BeforeResponse, AttemptResult::Reset)
         };
         ctx.end_attempt(result);
-        if failure != Failure::Downstream {
+        if !matches!(failure, Failure::Downstream | Failure::RequestUnsent) {
             record_outcome(ctx, true);
         }
         let retry = self.retry_allowed(session, ctx, failure);
@@ -341,8 +343,9 @@ impl ProxyHttp for HttpProxy {
         if e.is_none() {
             ctx.end_attempt(AttemptResult::Ok);
         }
-        if let Some(fd) = ctx.upstream_socket.take() {
-            self.state.connections.end_use(fd);
+        if let Some(address) = ctx.upstream_address {
+            // Pingora has returned the connection to the pool by now.
+            self.state.connections.request_ended(address);
         }
         let exchange = Exchange {
             listener: &self.listener,
@@ -426,6 +429,10 @@ impl HttpProxy {
         };
         if !retry::allows_retry(&upstream.config.retry, failure, facts) {
             return false;
+        }
+        if failure == Failure::RequestUnsent {
+            // The upstream never saw the request: a retry adds no load to it.
+            return true;
         }
         match upstream
             .retry_budget

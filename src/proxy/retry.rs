@@ -2,8 +2,9 @@
 //! carry at once.
 //!
 //! Retries are safe only when the upstream cannot have acted on the request: the connection
-//! failed (nothing was sent), or it broke before any response header arrived and the method
-//! is idempotent (or the operator allowed all methods) and the whole body can be replayed.
+//! failed or the request head could not be written to a reused connection (nothing was
+//! sent), or it broke before any response header arrived and the method is idempotent (or
+//! the operator allowed all methods) and the whole body can be replayed.
 //! A retry budget per upstream bounds retries in flight to a share of its active requests,
 //! so a failing upstream cannot multiply its own load (Envoy's retry_budget, minimum 3).
 
@@ -20,6 +21,9 @@ const MIN_RETRY_CONCURRENCY: usize = 3;
 pub enum Failure {
     /// The TCP connection could not be established (refused, timed out).
     Connect,
+    /// The request head could not be written to a pooled connection the upstream had
+    /// already closed: the upstream never saw the request.
+    RequestUnsent,
     /// The connection broke before a response header arrived.
     BeforeResponse,
     /// A read or write timed out: the upstream may still be working on the request.
@@ -41,7 +45,13 @@ pub struct AttemptFacts<'a> {
 }
 
 /// Whether the policy allows another try after `failure` (the budget is checked separately).
+///
+/// A request that was never sent is retried for every method, as nginx does, and once even
+/// beyond `attempts`: the stale pooled connection was sluice's doing, not the upstream's.
 pub fn allows_retry(policy: &RetryPolicy, failure: Failure, facts: AttemptFacts) -> bool {
+    if failure == Failure::RequestUnsent {
+        return facts.attempts_made <= policy.attempts;
+    }
     if facts.attempts_made >= policy.attempts {
         return false;
     }
@@ -52,6 +62,7 @@ pub fn allows_retry(policy: &RetryPolicy, failure: Failure, facts: AttemptFacts)
                 && facts.body_replayable
                 && (policy.methods == RetryMethods::All || is_idempotent(facts.method))
         }
+        Failure::RequestUnsent => true,
         Failure::Timeout | Failure::AfterResponseStarted | Failure::Downstream => false,
     }
 }
@@ -183,6 +194,28 @@ mod tests {
             &all,
             Failure::AfterResponseStarted,
             facts(&Method::GET, 1)
+        ));
+    }
+
+    #[test]
+    fn unsent_requests_retry_for_any_method_once_beyond_attempts() {
+        let mut p = policy(RetryMethods::Idempotent);
+        p.on_connect_failure = false;
+        p.on_reset_before_response = false;
+        assert!(allows_retry(
+            &p,
+            Failure::RequestUnsent,
+            facts(&Method::POST, 1)
+        ));
+        assert!(allows_retry(
+            &p,
+            Failure::RequestUnsent,
+            facts(&Method::POST, 2)
+        ));
+        assert!(!allows_retry(
+            &p,
+            Failure::RequestUnsent,
+            facts(&Method::POST, 3)
         ));
     }
 

@@ -1,236 +1,216 @@
-//! Open upstream connections, by socket: how many requests each has carried (for
-//! `keepalive.max_requests`), whether a request is using it, and which endpoint it goes to
-//! (to close the pooled idle ones of an endpoint that left every upstream).
+//! Upstream HTTP/1 connections: how many requests each has carried (for
+//! `keepalive.max_requests`), and closing the pooled idle ones of endpoints that left every
+//! upstream.
 //!
-//! Pingora owns the connection pool and offers neither a cap on uses nor eviction by
-//! address, but it hands every request its upstream socket number. So sluice keeps this
-//! table beside the pool:
-//! - uses: a fresh connection starts at 1, a reused one adds 1; at the limit the request is
-//!   sent with `Connection: close`, so the connection is not returned to the pool;
-//! - removal: an idle socket of a removed endpoint is shut down; the pool watches its idle
-//!   sockets for EOF and drops them. A socket in use is shut down when its request ends,
-//!   so requests in flight finish.
-//!
-//! Socket numbers are reused by the kernel after a close, and the pool closes sockets
-//! without telling sluice, so an entry may be stale. Before shutting a socket down, its
-//! local and peer addresses are checked against the entry: a stale entry never closes
-//! another connection.
+//! - uses: Pingora hands every request its upstream socket number. A fresh connection
+//!   starts at 1, a reused one adds 1; at the limit the request is sent with
+//!   `Connection: close`, so the connection is not returned to the pool.
+//! - removal: Pingora's pool is keyed by the peer's `reuse_hash()`, so the pool keys seen on
+//!   fresh connections are recorded per address. When an address leaves every upstream, its
+//!   keys are evicted from the pool of every HTTP listener (patched Pingora's `IdlePool`,
+//!   third_party/pingora/patches/0002): a connection taken out of the pool can no longer be
+//!   handed to a request, and connections in use are not in the pool, so requests in flight
+//!   are never touched. A connection in use when its endpoint was removed, or opened
+//!   afterwards by a request routed before, goes back to the pool when its request ends;
+//!   [`UpstreamConnections::request_ended`] evicts it then. An address stays removed until
+//!   a config or discovery update lists it again.
 
+use pingora::connectors::IdlePool;
 use std::collections::{HashMap, HashSet};
-use std::mem::ManuallyDrop;
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{FromRawFd, RawFd};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-/// What sluice knows of one upstream socket.
+/// How long a removed address is remembered, so a request that was using a connection to it
+/// evicts that connection when it ends. A request longer than this leaves its connection
+/// pooled until the keepalive idle timeout (no new request is routed to a removed address).
+const REMEMBER_REMOVED: Duration = Duration::from_secs(600);
+
+/// Requests carried by one upstream socket.
 #[derive(Debug, Clone, Copy)]
-struct Socket {
+struct Uses {
     peer: SocketAddr,
-    /// The socket's local address when it connected: with `peer`, the connection's identity.
-    local: Option<SocketAddr>,
-    uses: u32,
-    in_use: bool,
-    /// The endpoint was removed while a request used the socket: close it when that ends.
-    close_when_idle: bool,
+    count: u32,
 }
 
-/// The process's upstream sockets (every listener and upstream share one pool).
+/// Pool keys by endpoint address.
 #[derive(Debug, Default)]
+struct PoolKeys {
+    /// Addresses sluice has connected to, with the pool keys of those connections.
+    by_address: HashMap<SocketAddr, HashSet<u64>>,
+    /// Addresses removed from every upstream, with their keys and when they left.
+    removed: HashMap<SocketAddr, (HashSet<u64>, Instant)>,
+}
+
+/// The process's upstream HTTP/1 connections, across every listener's pool.
+#[derive(Default)]
 pub struct UpstreamConnections {
-    sockets: Mutex<HashMap<RawFd, Socket>>,
+    uses: Mutex<HashMap<RawFd, Uses>>,
+    keys: Mutex<PoolKeys>,
+    pools: Mutex<Vec<IdlePool>>,
+    /// Entries of `keys.removed`: while there are none, a request ending costs one atomic
+    /// load.
+    removed_count: AtomicUsize,
+}
+
+/// A lock that a panic elsewhere left poisoned still guards plain records: use it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl UpstreamConnections {
-    fn lock(&self) -> MutexGuard<'_, HashMap<RawFd, Socket>> {
-        // A panic elsewhere while holding the lock leaves plain records: still usable.
-        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    /// Adds the idle-connection pool of one HTTP listener.
+    pub fn add_pool(&self, pool: IdlePool) {
+        lock(&self.pools).push(pool);
     }
 
     /// Records that a request now uses socket `fd`, connected to `peer` (`reused` from the
-    /// pool or fresh), and returns how many requests the connection has carried, this one
-    /// included.
-    pub fn start_use(&self, fd: RawFd, peer: SocketAddr, reused: bool) -> u32 {
-        let mut sockets = self.lock();
-        match sockets.get_mut(&fd) {
+    /// pool or fresh, then with pool key `pool_key`), and returns how many requests the
+    /// connection has carried, this one included.
+    pub fn start_use(
+        &self,
+        fd: RawFd,
+        peer: SocketAddr,
+        reused: bool,
+        pool_key: impl FnOnce() -> u64,
+    ) -> u32 {
+        if !reused {
+            let key = pool_key();
+            let mut keys = lock(&self.keys);
+            match keys.removed.get_mut(&peer) {
+                // Routed before the removal: evicted when its request ends.
+                Some((removed_keys, _)) => removed_keys.insert(key),
+                None => keys.by_address.entry(peer).or_default().insert(key),
+            };
+        }
+        let mut uses = lock(&self.uses);
+        match uses.get_mut(&fd) {
             Some(socket) if reused && socket.peer == peer => {
-                socket.uses = socket.uses.saturating_add(1);
-                socket.in_use = true;
-                socket.uses
+                socket.count = socket.count.saturating_add(1);
+                socket.count
             }
             _ => {
-                let local = addresses(fd).map(|(local, _)| local);
-                sockets.insert(
-                    fd,
-                    Socket {
-                        peer,
-                        local,
-                        uses: 1,
-                        in_use: true,
-                        close_when_idle: false,
-                    },
-                );
+                uses.insert(fd, Uses { peer, count: 1 });
                 1
             }
         }
     }
 
-    /// Records that the request using socket `fd` ended; shuts the socket down if its
-    /// endpoint was removed meanwhile.
-    pub fn end_use(&self, fd: RawFd) {
-        let mut sockets = self.lock();
-        let Some(socket) = sockets.get_mut(&fd) else {
+    /// A request that used a connection to `peer` ended (and Pingora returned the
+    /// connection to the pool): if `peer` was removed, close the connection.
+    pub fn request_ended(&self, peer: SocketAddr) {
+        if self.removed_count.load(Ordering::Acquire) == 0 {
             return;
-        };
-        socket.in_use = false;
-        if socket.close_when_idle {
-            let socket = *socket;
-            sockets.remove(&fd);
-            shut_down_if_same(fd, &socket);
         }
+        let keys = match lock(&self.keys).removed.get(&peer) {
+            Some((keys, _)) => keys.clone(),
+            None => return,
+        };
+        self.evict(&keys);
     }
 
-    /// Closes the idle sockets to any of `removed`, and marks those in use to be closed
-    /// when their request ends. Returns how many were closed now.
-    pub fn close_idle_to(&self, removed: &HashSet<SocketAddr>) -> usize {
-        let mut sockets = self.lock();
-        let mut closed = 0;
-        sockets.retain(|&fd, socket| {
-            if !removed.contains(&socket.peer) {
-                return true;
+    /// `present` are endpoints of some upstream (again): no longer removed.
+    pub fn endpoints_present(&self, present: impl IntoIterator<Item = SocketAddr>) {
+        if self.removed_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut keys = lock(&self.keys);
+        for address in present {
+            if let Some((address_keys, _)) = keys.removed.remove(&address) {
+                keys.by_address.insert(address, address_keys);
             }
-            if socket.in_use {
-                socket.close_when_idle = true;
-                return true;
-            }
-            if shut_down_if_same(fd, socket) {
-                closed += 1;
-            }
-            false
-        });
-        closed
+        }
+        self.removed_count
+            .store(keys.removed.len(), Ordering::Release);
     }
 
-    /// Of `candidates`, the addresses some recorded socket goes to.
+    /// Of `candidates`, the addresses sluice has connected to.
     pub fn connected_to(&self, candidates: &HashSet<SocketAddr>) -> HashSet<SocketAddr> {
-        self.lock()
-            .values()
-            .filter(|s| candidates.contains(&s.peer))
-            .map(|s| s.peer)
+        let keys = lock(&self.keys);
+        candidates
+            .iter()
+            .filter(|a| keys.by_address.contains_key(a))
+            .copied()
             .collect()
     }
-}
 
-/// The local and peer addresses of socket `fd`, if it is a connected TCP socket.
-fn addresses(fd: RawFd) -> Option<(SocketAddr, SocketAddr)> {
-    // SAFETY: the stream is never dropped, so it never closes `fd`; it only borrows the
-    // number for getsockname/getpeername, which fail harmlessly on a closed or non-TCP fd.
-    let stream = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
-    Some((stream.local_addr().ok()?, stream.peer_addr().ok()?))
-}
-
-/// Shuts socket `fd` down if it is still the connection `socket` describes; returns
-/// whether it did.
-fn shut_down_if_same(fd: RawFd, socket: &Socket) -> bool {
-    let Some(local) = socket.local else {
-        return false;
-    };
-    if addresses(fd) != Some((local, socket.peer)) {
-        return false;
+    /// Closes the pooled idle connections to any of `removed`, and remembers them so the
+    /// connections in use are closed when their request ends. Returns how many were closed.
+    pub fn close_idle_to(&self, removed: &HashSet<SocketAddr>) -> usize {
+        let mut to_evict = HashSet::new();
+        {
+            let mut keys = lock(&self.keys);
+            let now = Instant::now();
+            keys.removed
+                .retain(|_, (_, since)| now.duration_since(*since) < REMEMBER_REMOVED);
+            for address in removed {
+                if let Some(address_keys) = keys.by_address.remove(address) {
+                    to_evict.extend(address_keys.iter().copied());
+                    keys.removed.insert(*address, (address_keys, now));
+                }
+            }
+            self.removed_count
+                .store(keys.removed.len(), Ordering::Release);
+        }
+        self.evict(&to_evict)
     }
-    // SAFETY: as in `addresses`; shutdown does not release the number, Pingora still
-    // owns and closes it.
-    let stream = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
-    stream.shutdown(Shutdown::Both).is_ok()
+
+    /// Closes the idle connections under pool key `key` in every pool; returns how many.
+    pub fn evict_idle(&self, key: u64) -> usize {
+        self.evict(&HashSet::from([key]))
+    }
+
+    /// Evicts the idle connections under `keys` from every pool; returns how many.
+    fn evict(&self, keys: &HashSet<u64>) -> usize {
+        let pools = lock(&self.pools);
+        keys.iter()
+            .map(|key| pools.iter().map(|pool| pool.evict(*key)).sum::<usize>())
+            .sum()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-    use std::net::TcpListener;
-    use std::os::fd::AsRawFd;
 
-    fn connected_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
-        let (server, _) = listener.accept().expect("accept");
-        (client, server)
+    fn address(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     #[test]
     fn counts_reuse_and_resets_on_fresh_connection() {
-        let (client, _server) = connected_pair();
-        let (fd, peer) = (client.as_raw_fd(), client.peer_addr().expect("peer"));
+        let peer = address(8080);
         let connections = UpstreamConnections::default();
-        assert_eq!(connections.start_use(fd, peer, false), 1);
-        assert_eq!(connections.start_use(fd, peer, true), 2);
-        assert_eq!(connections.start_use(fd, peer, true), 3);
-        assert_eq!(connections.start_use(fd, peer, false), 1);
+        assert_eq!(connections.start_use(7, peer, false, || 1), 1);
+        assert_eq!(connections.start_use(7, peer, true, || 1), 2);
+        assert_eq!(connections.start_use(7, peer, true, || 1), 3);
+        assert_eq!(connections.start_use(7, peer, false, || 1), 1);
+        // The same number reused for a connection to another peer starts over.
+        assert_eq!(connections.start_use(7, address(8081), true, || 2), 1);
     }
 
     #[test]
-    fn closes_idle_socket_of_removed_address_and_busy_one_when_it_ends() {
-        let (idle, mut idle_server) = connected_pair();
-        let (busy, mut busy_server) = connected_pair();
-        let (kept, _kept_server) = connected_pair();
+    fn removed_addresses_are_remembered_until_listed_again() {
+        let (gone, kept) = (address(1), address(2));
         let connections = UpstreamConnections::default();
-        for stream in [&idle, &busy, &kept] {
-            let peer = stream.peer_addr().expect("peer");
-            connections.start_use(stream.as_raw_fd(), peer, false);
-        }
-        connections.end_use(idle.as_raw_fd());
-        connections.end_use(kept.as_raw_fd());
-        let removed: HashSet<_> = [&idle, &busy]
-            .iter()
-            .map(|s| s.peer_addr().expect("peer"))
-            .collect();
-        assert_eq!(connections.connected_to(&removed), removed);
+        connections.start_use(3, gone, false, || 11);
+        connections.start_use(4, kept, false, || 22);
+        let candidates = HashSet::from([gone, address(5)]);
+        assert_eq!(connections.connected_to(&candidates), HashSet::from([gone]));
 
-        assert_eq!(connections.close_idle_to(&removed), 1);
-        let mut byte = [0u8; 1];
-        assert_eq!(
-            idle_server.read(&mut byte).expect("read"),
-            0,
-            "idle one closed"
-        );
-        busy_server.set_nonblocking(true).expect("nonblocking");
-        assert!(busy_server.read(&mut byte).is_err(), "busy one still open");
+        assert_eq!(connections.close_idle_to(&HashSet::from([gone])), 0);
+        assert!(connections.connected_to(&candidates).is_empty());
+        // A connection opened afterwards by a request routed before the removal is
+        // remembered with the removed address, not as a live one.
+        connections.start_use(6, gone, false, || 33);
+        assert!(connections.connected_to(&candidates).is_empty());
+        let removed_keys = lock(&connections.keys).removed[&gone].0.clone();
+        assert_eq!(removed_keys, HashSet::from([11, 33]));
 
-        connections.end_use(busy.as_raw_fd());
-        busy_server.set_nonblocking(false).expect("blocking");
-        assert_eq!(
-            busy_server.read(&mut byte).expect("read"),
-            0,
-            "closed after use"
-        );
-        assert!(kept.peer_addr().is_ok());
-    }
-
-    #[test]
-    fn stale_entry_never_closes_a_different_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let endpoint = listener.local_addr().expect("address");
-        let first = TcpStream::connect(endpoint).expect("connect");
-        let fd = first.as_raw_fd();
-        let connections = UpstreamConnections::default();
-        connections.start_use(fd, endpoint, false);
-        connections.end_use(fd);
-        // The pool closes the connection and the kernel hands its number to a new
-        // connection to the same endpoint (forced here with dup2, which closes the first).
-        let second = TcpStream::connect(endpoint).expect("connect");
-        let (_first_server, _) = listener.accept().expect("accept");
-        let (mut second_server, _) = listener.accept().expect("accept");
-        // SAFETY: both descriptors are open and owned by this test; `first` owns `fd` and
-        // closes the duplicate of `second` when dropped.
-        assert_eq!(unsafe { libc::dup2(second.as_raw_fd(), fd) }, fd);
-
-        assert_eq!(connections.close_idle_to(&HashSet::from([endpoint])), 0);
-        second_server.set_nonblocking(true).expect("nonblocking");
-        let mut byte = [0u8; 1];
-        assert!(
-            second_server.read(&mut byte).is_err(),
-            "the new connection on the same number stays open"
-        );
-        drop(first);
+        connections.endpoints_present([kept, gone]);
+        assert_eq!(connections.connected_to(&candidates), HashSet::from([gone]));
+        assert_eq!(connections.removed_count.load(Ordering::Relaxed), 0);
     }
 }

@@ -1,0 +1,1 @@
+//! Empty: this package only pins the pristine Pingora sources (see Cargo.toml).

@@ -126,6 +126,34 @@ fn certificate_is_chosen_by_sni_with_wildcards_and_a_default() {
     assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
 }
 
+/// A keepalive TLS connection idle between requests waits outside Pingora's session
+/// (third_party/pingora/patches/0003, rustls readiness): its next request is served.
+#[test]
+fn idle_tls_keepalive_connection_is_served_on_its_next_request() {
+    let certs = ScratchDir::new();
+    let certificate = tls::self_signed(&certs, "web", &["web.test"]);
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let _sluice = Sluice::start(&tls_config(web, &[files(&certificate)], backend.address));
+    runtime().block_on(async {
+        let config = tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+        let mut stream = tls::connect(web, "web.test", config)
+            .await
+            .expect("handshake");
+        for path in ["/first", "/after-idle", "/again"] {
+            if path == "/after-idle" {
+                // The scenario, not synchronisation: the client idles inside the keepalive
+                // timeout before its next request on the same connection.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            let (status, body) = get_over(&mut stream, "web.test", path).await;
+            assert!(status.contains(" 200 "), "{path}: {status}");
+            assert!(body.contains(path), "{body}");
+        }
+    });
+    assert_eq!(backend.requests().len(), 3);
+}
+
 /// A TLS 1.1 ClientHello (legacy version 0x0302, no supported_versions extension) offering
 /// TLS 1.0/1.1 cipher suites and also the TLS 1.2 ECDHE-GCM ones sluice has, so that the
 /// version is the only thing to refuse.

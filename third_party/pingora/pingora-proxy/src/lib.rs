@@ -435,9 +435,16 @@ where
                         (server_reused, error)
                     }
                     ClientSession::H2(mut h2) => {
-                        let (server_reused, mut error) = self
-                            .proxy_to_h2_upstream(session, &mut h2, client_reused, &peer, ctx)
-                            .await;
+                        // Boxed, as are the custom protocol and error paths: the HTTP/1
+                        // path is then what sizes every request's future.
+                        let (server_reused, mut error) = Box::pin(self.proxy_to_h2_upstream(
+                            session,
+                            &mut h2,
+                            client_reused,
+                            &peer,
+                            ctx,
+                        ))
+                        .await;
                         let session = ClientSession::H2(h2);
                         self.client_upstream
                             .release_http_session(session, &*peer, peer.idle_timeout())
@@ -464,9 +471,14 @@ where
                         (server_reused, error)
                     }
                     ClientSession::Custom(mut c) => {
-                        let (server_reused, error) = self
-                            .proxy_to_custom_upstream(session, &mut c, client_reused, &peer, ctx)
-                            .await;
+                        let (server_reused, error) = Box::pin(self.proxy_to_custom_upstream(
+                            session,
+                            &mut c,
+                            client_reused,
+                            &peer,
+                            ctx,
+                        ))
+                        .await;
                         let session = ClientSession::Custom(c);
                         self.client_upstream
                             .release_http_session(session, &*peer, peer.idle_timeout())
@@ -1165,9 +1177,13 @@ where
             .early_request_filter(&mut session, &mut ctx)
             .await
         {
-            return self
-                .handle_error(session, &mut ctx, e, "Fail to early filter request:")
-                .await;
+            return Box::pin(self.handle_error(
+                session,
+                &mut ctx,
+                e,
+                "Fail to early filter request:",
+            ))
+            .await;
         }
 
         if self.inner.allow_spawning_subrequest(&session, &ctx) {
@@ -1182,14 +1198,13 @@ where
             .request_header_filter(req)
             .await
         {
-            return self
-                .handle_error(
-                    session,
-                    &mut ctx,
-                    e,
-                    "Failed in downstream modules request filter:",
-                )
-                .await;
+            return Box::pin(self.handle_error(
+                session,
+                &mut ctx,
+                e,
+                "Failed in downstream modules request filter:",
+            ))
+            .await;
         }
 
         match self.inner.request_filter(&mut session, &mut ctx).await {
@@ -1213,9 +1228,13 @@ where
                 /* else continue */
             }
             Err(e) => {
-                return self
-                    .handle_error(session, &mut ctx, e, "Fail to filter request:")
-                    .await;
+                return Box::pin(self.handle_error(
+                    session,
+                    &mut ctx,
+                    e,
+                    "Fail to filter request:",
+                ))
+                .await;
             }
         }
 
@@ -1246,14 +1265,13 @@ where
                         match session.write_response_header_ref(&BAD_GATEWAY, true).await {
                             Ok(()) => {}
                             Err(e) => {
-                                return self
-                                    .handle_error(
-                                        session,
-                                        &mut ctx,
-                                        e,
-                                        "Error responding with Bad Gateway:",
-                                    )
-                                    .await;
+                                return Box::pin(self.handle_error(
+                                    session,
+                                    &mut ctx,
+                                    e,
+                                    "Error responding with Bad Gateway:",
+                                ))
+                                .await;
                             }
                         }
                     }
@@ -1267,14 +1285,13 @@ where
                     session.cache.disable(NoCacheReason::InternalError);
                 }
 
-                return self
-                    .handle_error(
-                        session,
-                        &mut ctx,
-                        e,
-                        "Error deciding if we should proxy to upstream:",
-                    )
-                    .await;
+                return Box::pin(self.handle_error(
+                    session,
+                    &mut ctx,
+                    e,
+                    "Error deciding if we should proxy to upstream:",
+                ))
+                .await;
             }
         }
 

@@ -299,67 +299,76 @@ where
             }
         }
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // create a shared connection digest
-            let digest = Arc::new(Digest {
-                ssl_digest: stream.get_ssl_digest(),
-                // TODO: log h2 handshake time
-                timing_digest: stream.get_timing_digest(),
-                proxy_digest: stream.get_proxy_digest(),
-                socket_digest: stream.get_socket_digest(),
-            });
+            // Boxed: the HTTP/2 handshake and accept loop need a large future, which would
+            // otherwise be allocated for every HTTP/1 connection too, idle ones included.
+            Box::pin(async move {
+                // create a shared connection digest
+                let digest = Arc::new(Digest {
+                    ssl_digest: stream.get_ssl_digest(),
+                    // TODO: log h2 handshake time
+                    timing_digest: stream.get_timing_digest(),
+                    proxy_digest: stream.get_proxy_digest(),
+                    socket_digest: stream.get_socket_digest(),
+                });
 
-            let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
-                Err(e) => {
-                    error!("H2 handshake error {e}");
-                    return None;
-                }
-                Ok(c) => c,
-            };
+                let h2_options = self.h2_options();
+                let h2_conn = match server::handshake(stream, h2_options).await {
+                    Err(e) => {
+                        error!("H2 handshake error {e}");
+                        return;
+                    }
+                    Ok(c) => c,
+                };
 
-            // The accept-loop body — including the graceful-shutdown state
-            // machine — lives in `server::accept_downstream_sessions` so that
-            // the same code path is exercised by tests in `protocols::http::v2`.
-            let app = self.clone();
-            let shutdown_for_session = shutdown.clone();
-            let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
-                h2_conn,
-                digest,
-                shutdown.clone(),
-                h2_idle_timeout,
-                |h2_stream, guard| {
-                    let app = app.clone();
-                    let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
-                        // hold `guard` for the session's lifetime so the accept
-                        // loop's idle timeout sees this connection as busy.
-                        let _guard = guard;
-                        // Note, `PersistentSettings` not currently relevant for h2
-                        app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                            .await;
-                    });
-                },
-            )
+                // The accept-loop body — including the graceful-shutdown state
+                // machine — lives in `server::accept_downstream_sessions` so that
+                // the same code path is exercised by tests in `protocols::http::v2`.
+                let app = self.clone();
+                let shutdown_for_session = shutdown.clone();
+                let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
+                server::accept_downstream_sessions(
+                    h2_conn,
+                    digest,
+                    shutdown.clone(),
+                    h2_idle_timeout,
+                    |h2_stream, guard| {
+                        let app = app.clone();
+                        let shutdown = shutdown_for_session.clone();
+                        pingora_runtime::current_handle().spawn(async move {
+                            // hold `guard` for the session's lifetime so the accept
+                            // loop's idle timeout sees this connection as busy.
+                            let _guard = guard;
+                            // Note, `PersistentSettings` not currently relevant for h2
+                            app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                                .await;
+                        });
+                    },
+                )
+                .await;
+            })
             .await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(60));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
-
-            let mut result = self.process_new_http(session, shutdown).await;
+            // Each session is moved into its request future in a block, so this future does
+            // not keep room for one across its awaits, idle keepalive waits included.
+            let request = {
+                let mut session = ServerSession::new_http1(stream);
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    session.set_keepalive(Some(60));
+                }
+                session.set_keepalive_reuses_remaining(
+                    self.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
+                self.process_new_http(session, shutdown)
+            };
+            let mut result = request.await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 if let Some(settings) = persistent_settings.as_ref() {
                     if settings.pipelined_prefix.is_none()
@@ -369,12 +378,14 @@ where
                         return None;
                     }
                 }
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-
-                result = self.process_new_http(session, shutdown).await;
+                let request = {
+                    let mut session = ServerSession::new_http1(stream);
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(&mut session);
+                    }
+                    self.process_new_http(session, shutdown)
+                };
+                result = request.await;
             }
         }
         None

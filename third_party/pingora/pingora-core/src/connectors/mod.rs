@@ -35,14 +35,14 @@ use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_pool::{ConnectionMeta, ConnectionPool};
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Mutex;
 
@@ -410,7 +410,9 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // Boxed: connecting (TCP and TLS handshakes) needs a large future, which would
+            // otherwise enlarge every request's future, reused connection or not.
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }

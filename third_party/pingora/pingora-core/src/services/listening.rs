@@ -229,9 +229,17 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    // Boxed, as is the handshake: the task then holds pointers, not the
+                    // stream and the large TLS handshake future, for the life of the
+                    // connection. Both allocations are freed when the handshake ends.
+                    let io = Box::new(io);
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                        let handshake = {
+                            let io = io;
+                            Box::pin(io.handshake())
+                        };
+                        match timeout(Duration::from_secs(60), handshake).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,

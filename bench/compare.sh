@@ -14,16 +14,26 @@
 # 2. Moderate load: one round of `wrk -t1 -c$MODERATE_CONNECTIONS` for the p99 when the
 #    machine is not saturated (closed loop: Debian's wrk has no fixed-rate -R; see README.md).
 # 3. Idle connections: IDLE_CONNECTIONS keepalive connections, each after one request, held
-#    IDLE_HOLD seconds; RSS growth per connection.
-# 4. Instructions per request: each proxy with one worker/thread under callgrind; after
+#    IDLE_HOLD seconds; RSS growth per connection; over HTTP and over TLS (the TLS ports of
+#    part 4).
+# 4. TLS termination (same ECDSA P-256 certificate, TLS 1.3 only, for every proxy):
+#    new connections per second with one request each (wrk -H "Connection: close"; wrk's
+#    OpenSSL client resumes sessions, as browsers do, and every proxy allows it), HTTPS
+#    keepalive req/s (wrk), and HTTP/2 over TLS req/s (h2load -c$H2_CONNECTIONS
+#    -m$H2_STREAMS). One run each, CPU per 100k requests as above.
+# 5. Upstream connections opened per 100k proxied requests in the throughput rounds, from
+#    the backend nginx's stub_status `accepts` counter.
+# 6. Instructions per request: each proxy with one worker/thread under callgrind; after
 #    CALLGRIND_WARMUP requests, CALLGRIND_REQUESTS sequential keepalive requests are counted
 #    (user-space instructions, all threads). Skipped with CALLGRIND=0.
 #
 # Usage: bench/compare.sh [--write]      (--write or WRITE_RESULTS=1 also saves to bench/RESULTS.md)
 # Env:   DURATION=10s CONNECTIONS=50 ROUNDS=3 SLUICE_BIN=target/release/sluice
 #        MODERATE_CONNECTIONS=8 IDLE_CONNECTIONS=5000 IDLE_HOLD=10
+#        TLS_CONNECTIONS=20 H2_CONNECTIONS=10 H2_STREAMS=10
 #        CALLGRIND=1 CALLGRIND_WARMUP=200 CALLGRIND_REQUESTS=2000
-#        ports: BACKEND1=19001 BACKEND2=19002 NGINX_PORT=19080 HAPROXY_PORT=19081
+#        ports: BACKEND1=19001 BACKEND2=19002 (BACKEND_STATUS=19003) NGINX_PORT=19080 HAPROXY_PORT=19081
+#               TLS ports: NGINX_TLS=19443 HAPROXY_TLS=19444 SLUICE_TLS=19445
 #               SLUICE_PORT=19082 (and the next two for sluice-lean, sluice-big)
 #               SLUICE_ADMIN=19901 (and the next two); callgrind runs use 19180-19182, 19911
 set -euo pipefail
@@ -37,6 +47,9 @@ SLUICE_BIN=${SLUICE_BIN:-$repo/target/release/sluice}
 MODERATE_CONNECTIONS=${MODERATE_CONNECTIONS:-8}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-5000}
 IDLE_HOLD=${IDLE_HOLD:-10}
+TLS_CONNECTIONS=${TLS_CONNECTIONS:-20}
+H2_CONNECTIONS=${H2_CONNECTIONS:-10}
+H2_STREAMS=${H2_STREAMS:-10}
 CALLGRIND=${CALLGRIND:-1}
 CALLGRIND_WARMUP=${CALLGRIND_WARMUP:-200}
 CALLGRIND_REQUESTS=${CALLGRIND_REQUESTS:-2000}
@@ -48,7 +61,8 @@ for arg in "$@"; do
   esac
 done
 
-BACKEND1=${BACKEND1:-19001} BACKEND2=${BACKEND2:-19002}
+BACKEND1=${BACKEND1:-19001} BACKEND2=${BACKEND2:-19002} BACKEND_STATUS=${BACKEND_STATUS:-19003}
+NGINX_TLS=${NGINX_TLS:-19443} HAPROXY_TLS=${HAPROXY_TLS:-19444} SLUICE_TLS=${SLUICE_TLS:-19445}
 NGINX_PORT=${NGINX_PORT:-19080} HAPROXY_PORT=${HAPROXY_PORT:-19081}
 SLUICE_PORT=${SLUICE_PORT:-19082} SLUICE_ADMIN=${SLUICE_ADMIN:-19901}
 LEAN_PORT=$((SLUICE_PORT + 1)) BIG_PORT=$((SLUICE_PORT + 2))
@@ -67,6 +81,8 @@ install_missing() {
   command -v haproxy >/dev/null || missing+=(haproxy)
   command -v wrk >/dev/null || missing+=(wrk)
   command -v curl >/dev/null || missing+=(curl)
+  command -v h2load >/dev/null || missing+=(nghttp2-client)
+  command -v openssl >/dev/null || missing+=(openssl)
   command -v python3 >/dev/null || missing+=(python3)
   [ "$CALLGRIND" = 0 ] || command -v valgrind >/dev/null || missing+=(valgrind)
   [ ${#missing[@]} -gt 0 ] || return 0
@@ -80,7 +96,7 @@ install_missing() {
 }
 install_missing
 
-ports="$BACKEND1 $BACKEND2 $NGINX_PORT $HAPROXY_PORT $SLUICE_PORT $LEAN_PORT $BIG_PORT $SLUICE_ADMIN $LEAN_ADMIN $BIG_ADMIN"
+ports="$BACKEND1 $BACKEND2 $BACKEND_STATUS $NGINX_TLS $HAPROXY_TLS $SLUICE_TLS $NGINX_PORT $HAPROXY_PORT $SLUICE_PORT $LEAN_PORT $BIG_PORT $SLUICE_ADMIN $LEAN_ADMIN $BIG_ADMIN"
 for port in $ports; do
   if ss -Hltn "sport = :$port" | grep -q .; then
     echo "port $port is already in use; set BACKEND1/BACKEND2/NGINX_PORT/HAPROXY_PORT/SLUICE_PORT/SLUICE_ADMIN" >&2
@@ -141,10 +157,19 @@ mkdir -p "$tmp/backend" "$tmp/nginx"
   for port in $BACKEND1 $BACKEND2; do
     echo "  server { listen $port; location / { default_type text/plain; return 200 \"$body\n\"; } }"
   done
+  # Connections accepted from the proxies: upstream connections opened.
+  echo "  server { listen 127.0.0.1:$BACKEND_STATUS; location / { stub_status; } }"
   echo "}"
 } > "$tmp/backend/nginx.conf"
 
-nginx_proxy_conf() {  # DIR PORT WORKERS [MASTER]
+# TLS: one ECDSA P-256 certificate for every proxy (HAProxy wants certificate and key in
+# one file).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+  -keyout "$tmp/tls-key.pem" -out "$tmp/tls-cert.pem" 2> "$tmp/openssl.err"
+cat "$tmp/tls-cert.pem" "$tmp/tls-key.pem" > "$tmp/tls-combined.pem"
+
+nginx_proxy_conf() {  # DIR PORT WORKERS [MASTER [TLS_PORT]]
   echo "worker_processes $3; daemon off;${4:+ master_process $4;}"
   nginx_common "$1"
   echo "http {"; http_common "$1"
@@ -155,13 +180,21 @@ nginx_proxy_conf() {  # DIR PORT WORKERS [MASTER]
   echo "  }"
   echo "  server { listen 127.0.0.1:$2; location / { proxy_pass http://backends;"
   echo "    proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+  if [ -n "${5:-}" ]; then
+    echo "  server { listen 127.0.0.1:$5 ssl http2; ssl_protocols TLSv1.3;"
+    echo "    ssl_certificate $tmp/tls-cert.pem; ssl_certificate_key $tmp/tls-key.pem;"
+    echo "    location / { proxy_pass http://backends;"
+    echo "    proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+  fi
   echo "}"
 }
 # nginx proxy: master + 2 workers.
-nginx_proxy_conf "$tmp/nginx" "$NGINX_PORT" 2 > "$tmp/nginx/nginx.conf"
+nginx_proxy_conf "$tmp/nginx" "$NGINX_PORT" 2 on "$NGINX_TLS" > "$tmp/nginx/nginx.conf"
 
 # HAProxy: one process (no daemon, no master-worker), 2 threads, no logging.
-haproxy_conf() {  # PORT THREADS
+haproxy_conf() {  # PORT THREADS [TLS_PORT]
+  local tls_bind=""
+  [ -z "${3:-}" ] || tls_bind="  bind 127.0.0.1:$3 ssl crt $tmp/tls-combined.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3"
   cat <<EOC
 global
   nbthread $2
@@ -175,6 +208,7 @@ defaults
   option http-keep-alive
 frontend web
   bind 127.0.0.1:$1
+$tls_bind
   default_backend backends
 backend backends
   balance uri
@@ -184,14 +218,18 @@ backend backends
   server b2 127.0.0.1:$BACKEND2
 EOC
 }
-haproxy_conf "$HAPROXY_PORT" 2 > "$tmp/haproxy.cfg"
+haproxy_conf "$HAPROXY_PORT" 2 "$HAPROXY_TLS" > "$tmp/haproxy.cfg"
 
 sluice_conf() {  # NAME PORT ADMIN THREADS FORM (full | lean | big)
-  local name=$1 port=$2 admin=$3 threads=$4 form=$5 log balance endpoints i
+  local name=$1 port=$2 admin=$3 threads=$4 form=$5 log balance endpoints i tls_listener="" tls_route=""
   log="{ path: $tmp/$name-access.log, format: json }"
   balance=$'balance: consistent_hash\n    hash_key: "$request_uri"'
   endpoints="\"127.0.0.1:$BACKEND1\", \"127.0.0.1:$BACKEND2\""
   [ "$form" = lean ] && log="{ path: \"off\" }" && balance="balance: round_robin"
+  if [ "$form" = full ] && [ "$name" = sluice ]; then
+    tls_listener=", { name: webtls, listen: \"127.0.0.1:$SLUICE_TLS\", tls: { certificates: [ { cert: \"$tmp/tls-cert.pem\", key: \"$tmp/tls-key.pem\" } ] } }"
+    tls_route="  - { name: bench-tls, listener: webtls, paths: [ { prefix: / } ], upstream: backends }"
+  fi
   if [ "$form" = big ]; then
     endpoints="\"127.0.0.1:$BACKEND1\", \"127.0.0.1:$BACKEND2\""
     for i in $(seq 2 999); do endpoints+=", \"127.0.$((i / 250)).$((i % 250 + 2)):$BACKEND1\""; done
@@ -200,9 +238,10 @@ sluice_conf() {  # NAME PORT ADMIN THREADS FORM (full | lean | big)
 server: { threads: $threads, grace_period: 1s, drain_delay: 0s, watch_config: false, upgrade_sock: $tmp/$name-upgrade.sock, pid_file: $tmp/$name.pid }
 admin: { listen: "127.0.0.1:$admin" }
 access_log: $log
-listeners: [ { name: web, listen: "127.0.0.1:$port", protocol: http } ]
+listeners: [ { name: web, listen: "127.0.0.1:$port", protocol: http }$tls_listener ]
 routes:
 EOC
+  [ -z "$tls_route" ] || echo "$tls_route"
   if [ "$form" = big ]; then
     for i in $(seq 1 99); do
       echo "  - { name: r$i, listener: web, hosts: [ \"app$i.bench.test\" ], paths: [ { prefix: /api/v$i }, { regex: \"^/static/$i/.*[.]css$\" } ], upstream: backends }"
@@ -285,18 +324,28 @@ to_ms() {  # wrk latency such as 812.00us, 1.23ms, 1.05s, 1.20m
     printf "%.3f", n }'
 }
 
+tls_port_of() {
+  case $1 in nginx) echo $NGINX_TLS;; haproxy) echo $HAPROXY_TLS;; sluice) echo $SLUICE_TLS;; esac
+}
+backend_accepts() {  # connections the backend nginx has accepted so far (stub_status)
+  curl -fsS --max-time 5 "http://127.0.0.1:$BACKEND_STATUS/" | awk 'NR == 3 { print $1 }'
+}
+
 ticks_per_s=$(getconf CLK_TCK)
 results="$tmp/results.tsv"; : > "$results"
 
 run() {  # PROXY DURATION warmup|record [CONNECTIONS [RESULTS]]
-  local proxy=$1 port cpu0 cpu1 out connections=${4:-$CONNECTIONS} into=${5:-$results}
+  local proxy=$1 port cpu0 cpu1 out connections=${4:-$CONNECTIONS} into=${5:-$results} accepts0 accepts1
   port=$(port_of "$proxy")
+  accepts0=$(backend_accepts)
   cpu0=$(cpu_ticks "$proxy")
   # In the background so that INT/TERM interrupt `wait` at once and cleanup stops wrk too.
   wrk -t1 -c"$connections" -d"$2" --latency "http://127.0.0.1:$port/" > "$tmp/wrk.out" & wrk_pid=$!
   wait $wrk_pid; wrk_pid=
   out=$(cat "$tmp/wrk.out")
   cpu1=$(cpu_ticks "$proxy")
+  # Less one: the status request itself is a new connection.
+  accepts1=$(( $(backend_accepts) - 1 ))
   [ "$3" = record ] || return 0
   local rps p50 p99 requests errors cpu
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
@@ -309,8 +358,41 @@ run() {  # PROXY DURATION warmup|record [CONNECTIONS [RESULTS]]
   errors=$(awk '/Non-2xx|Socket errors/ { sub(/^ +/, ""); printf "%s; ", $0 }' <<<"$out")
   [ -z "$errors" ] || echo "warning: $proxy: $errors" >&2
   cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks_per_s" 'BEGIN { printf "%.2f", (b - a) / t }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$rps" "$p50" "$p99" "$requests" "$cpu" \
-    "$(rss_kb "$proxy")" "${errors:--}" >> "$into"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$rps" "$p50" "$p99" "$requests" "$cpu" \
+    "$(rss_kb "$proxy")" "${errors:--}" "$((accepts1 - accepts0))" >> "$into"
+}
+
+tls_results="$tmp/tls.tsv"; : > "$tls_results"
+run_tls() {  # PROXY new|keepalive|h2 warmup|record
+  local proxy=$1 kind=$2 port cpu0 cpu1 out rps requests errors seconds
+  port=$(tls_port_of "$proxy")
+  seconds=${DURATION%s}
+  [ "$3" = record ] || seconds=2
+  cpu0=$(cpu_ticks "$proxy")
+  case $kind in
+    new) wrk -t1 -c"$TLS_CONNECTIONS" -d"${seconds}s" -H "Connection: close" "https://127.0.0.1:$port/" > "$tmp/tls.out" & wrk_pid=$! ;;
+    keepalive) wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" "https://127.0.0.1:$port/" > "$tmp/tls.out" & wrk_pid=$! ;;
+    h2) h2load -c"$H2_CONNECTIONS" -m"$H2_STREAMS" -D"$seconds" "https://127.0.0.1:$port/" > "$tmp/tls.out" & wrk_pid=$! ;;
+  esac
+  wait $wrk_pid; wrk_pid=
+  cpu1=$(cpu_ticks "$proxy")
+  [ "$3" = record ] || return 0
+  out=$(cat "$tmp/tls.out")
+  if [ "$kind" = h2 ]; then
+    rps=$(awk '/^finished in/ { sub(/,/, "", $4); print $4 }' <<<"$out")
+    requests=$(awk '/^requests:/ { print $8 }' <<<"$out")
+    errors=$(awk '/^requests:/ && ($10 + $12 + $14) > 0 { printf "%s failed, %s errored, %s timeout", $10, $12, $14 }' <<<"$out")
+  else
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    requests=$(awk '/ requests in / { print $1 }' <<<"$out")
+    errors=$(awk '/Non-2xx|Socket errors/ { sub(/^ +/, ""); printf "%s; ", $0 }' <<<"$out")
+  fi
+  if [ -z "$rps" ] || [ -z "$requests" ] || [ "$requests" -eq 0 ]; then
+    echo "could not parse the $kind TLS output for $proxy:" >&2; echo "$out" >&2; exit 1
+  fi
+  [ -z "$errors" ] || echo "warning: $proxy ($kind TLS): $errors" >&2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$kind" "$rps" "$requests" \
+    "$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks_per_s" 'BEGIN { printf "%.2f", (b - a) / t }')" "${errors:--}" >> "$tls_results"
 }
 
 echo "warm-up: ${proxies[*]} (2s each)" >&2
@@ -324,18 +406,36 @@ moderate="$tmp/moderate.tsv"; : > "$moderate"
 echo "moderate load: ${proxies[*]} (-c$MODERATE_CONNECTIONS, $DURATION each)" >&2
 for proxy in "${proxies[@]}"; do run "$proxy" "$DURATION" record "$MODERATE_CONNECTIONS" "$moderate"; done
 
+tls_proxies=(nginx haproxy)
+[[ " ${proxies[*]} " == *" sluice "* ]] && tls_proxies+=(sluice)
+for proxy in "${tls_proxies[@]}"; do
+  echo "TLS: $proxy (new connections, keepalive, HTTP/2; $DURATION each)" >&2
+  run_tls "$proxy" keepalive warmup
+  for kind in new keepalive h2; do run_tls "$proxy" "$kind" record; done
+done
+
 idle="$tmp/idle.tsv"; : > "$idle"
-for proxy in "${proxies[@]}"; do
-  echo "idle connections: $proxy ($IDLE_CONNECTIONS held ${IDLE_HOLD}s)" >&2
+idle_runs=()
+for proxy in "${proxies[@]}"; do idle_runs+=("$proxy:http"); done
+for proxy in "${tls_proxies[@]}"; do idle_runs+=("$proxy:tls"); done
+for idle_run in "${idle_runs[@]}"; do
+  IFS=: read -r proxy transport <<<"$idle_run"
+  echo "idle connections: $proxy over $transport ($IDLE_CONNECTIONS held ${IDLE_HOLD}s)" >&2
   before=$(rss_kb "$proxy")
-  python3 "$here/hold_connections.py" "$(port_of "$proxy")" "$IDLE_CONNECTIONS" "$IDLE_HOLD" > "$tmp/hold.out" &
+  if [ "$transport" = tls ]; then
+    hold_args=(--tls "$(tls_port_of "$proxy")")
+  else
+    hold_args=("$(port_of "$proxy")")
+  fi
+  rm -f "$tmp/hold.out"
+  python3 "$here/hold_connections.py" "${hold_args[@]}" "$IDLE_CONNECTIONS" "$IDLE_HOLD" > "$tmp/hold.out" &
   holder=$!
   for _ in $(seq 1 600); do grep -q ready "$tmp/hold.out" 2>/dev/null && break; running $holder || break; sleep 0.1; done
   grep -q ready "$tmp/hold.out" || { echo "holding connections to $proxy failed" >&2; exit 1; }
   sleep 1
   held=$(rss_kb "$proxy")
   wait $holder
-  printf '%s\t%s\t%s\t%.2f\n' "$proxy" "$before" "$held" \
+  printf '%s\t%s\t%s\t%.2f\n' "$proxy ($transport)" "$before" "$held" \
     "$(awk -v a="$before" -v b="$held" -v n="$IDLE_CONNECTIONS" 'BEGIN { print (b - a) / n }')" >> "$idle"
 done
 
@@ -420,6 +520,32 @@ report() {
       "$(ratio "$cpu" "$base_cpu")" "$(ratio "$p99" "$base_p99")"
   done
   echo
+  echo "## Upstream connections opened (throughput rounds)"
+  echo
+  echo "| proxy | requests | upstream connections opened | per 100k requests |"
+  echo "|---|---|---|---|"
+  for proxy in "${proxies[@]}"; do
+    awk -F'\t' -v p="$proxy" '$1 == p { r += $5; c += $9 } END { printf "| %s | %d | %d | %.1f |\n", p, r, c, (r > 0 ? c / r * 100000 : 0) }' "$results"
+  done
+  echo
+  echo "## TLS termination (ECDSA P-256, TLS 1.3; one run each)"
+  echo
+  echo "- new: wrk -t1 -c$TLS_CONNECTIONS with \`Connection: close\`: a new TCP and TLS connection per request (wrk's client resumes TLS sessions; every proxy allows resumption)"
+  echo "- keepalive: wrk -t1 -c$CONNECTIONS over HTTPS/1.1 keepalive"
+  echo "- h2: h2load -c$H2_CONNECTIONS -m$H2_STREAMS, HTTP/2 over TLS"
+  echo
+  echo "| proxy | kind | req/s | CPU s per 100k req | req/s vs nginx | CPU/100k vs nginx |"
+  echo "|---|---|---|---|---|---|"
+  local kind
+  for kind in new keepalive h2; do
+    local base_tls base_tls_cpu
+    base_tls=$(awk -F'\t' -v k="$kind" '$1 == "nginx" && $2 == k { print $3 }' "$tls_results")
+    base_tls_cpu=$(awk -F'\t' -v k="$kind" '$1 == "nginx" && $2 == k { print $5 / $4 * 100000 }' "$tls_results")
+    awk -F'\t' -v k="$kind" -v b="$base_tls" -v bc="$base_tls_cpu" '$2 == k { c = $5 / $4 * 100000;
+      printf "| %s | %s | %.0f | %.3f | %s | %s |\n", $1, $2, $3, c,
+        (b > 0 ? sprintf("%.2f", $3 / b) : "n/a"), (bc > 0 ? sprintf("%.2f", c / bc) : "n/a") }' "$tls_results"
+  done
+  echo
   echo "## Moderate load (-c$MODERATE_CONNECTIONS, one run each)"
   echo
   echo "| proxy | req/s | p50 ms | p99 ms | CPU s per 100k req | p99 vs nginx |"
@@ -433,9 +559,12 @@ report() {
   echo "| proxy | RSS before MB | RSS while held MB | KB per connection | vs nginx |"
   echo "|---|---|---|---|---|"
   local base_idle
-  base_idle=$(awk -F'\t' '$1 == "nginx" { print $4 }' "$idle")
-  awk -F'\t' -v b="$base_idle" '{ printf "| %s | %.1f | %.1f | %.2f | %s |\n", $1, $2 / 1024, $3 / 1024, $4,
-    (b > 0 ? sprintf("%.2f", $4 / b) : "n/a") }' "$idle"
+  local transport
+  for transport in http tls; do
+    base_idle=$(awk -F'\t' -v n="nginx ($transport)" '$1 == n { print $4 }' "$idle")
+    awk -F'\t' -v b="$base_idle" -v t="($transport)" 'index($1, t) { printf "| %s | %.1f | %.1f | %.2f | %s |\n", $1, $2 / 1024, $3 / 1024, $4,
+      (b > 0 ? sprintf("%.2f", $4 / b) : "n/a") }' "$idle"
+  done
   if [ -s "$callgrind" ]; then
     echo
     echo "## User-space instructions per request (callgrind, 1 worker/thread, $CALLGRIND_REQUESTS sequential keepalive requests after $CALLGRIND_WARMUP)"
@@ -448,10 +577,10 @@ report() {
       (b > 0 ? sprintf("%.2f", $3 / b) : "n/a") }' "$callgrind"
   fi
   echo
-  echo "Per run, in order (proxy, req/s, p50 ms, p99 ms, requests, CPU s, RSS kB, wrk errors):"
+  echo "Per run, in order (proxy, req/s, p50 ms, p99 ms, requests, CPU s, RSS kB, wrk errors, upstream connections opened), then TLS (proxy, kind, req/s, requests, CPU s, errors):"
   echo
   echo '```'
-  cat "$results" "$moderate"
+  cat "$results" "$moderate" "$tls_results"
   echo '```'
 }
 

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 pub struct HttpProxy {
     state: Arc<State>,
     listener: String,
-    keepalive_timeout: Duration,
+    /// The client keepalive timeout in Pingora's whole seconds; `None`: no keepalive.
+    keepalive_seconds: Option<u64>,
     /// `https` on TLS listeners, else `http` (X-Forwarded-Proto, `$scheme`).
     scheme: &'static str,
 }
@@ -40,10 +41,20 @@ impl HttpProxy {
         Self {
             state,
             listener,
-            keepalive_timeout,
+            keepalive_seconds: keepalive_seconds(keepalive_timeout),
             scheme: if tls { "https" } else { "http" },
         }
     }
+}
+
+/// Pingora counts the client keepalive timeout in whole seconds, and reads 0 as "no limit".
+/// So a timeout is rounded up to whole seconds (500ms keeps 1 s, never forever), and 0
+/// turns keepalive off, as nginx's `keepalive_timeout 0` does.
+fn keepalive_seconds(timeout: Duration) -> Option<u64> {
+    if timeout.is_zero() {
+        return None;
+    }
+    Some(timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0))
 }
 
 /// A response header for a JSON body of `length` bytes.
@@ -230,9 +241,11 @@ impl ProxyHttp for HttpProxy {
         if !upstream.one_request_per_connection() {
             return Ok(());
         }
-        let connections = &self.state.connections;
         ctx.upstream_address = Some(attempt.address);
-        let uses = connections.start_use(fd, attempt.address, reused, || peer.reuse_hash());
+        let uses = self
+            .state
+            .connections
+            .start_use(fd, attempt.address, reused, || peer.reuse_hash());
         ctx.close_upstream_connection = upstream.must_close_connection(uses);
         Ok(())
     }
@@ -412,7 +425,7 @@ impl HttpProxy {
         if self.state.lifecycle.is_draining() {
             session.set_keepalive(None);
         } else {
-            session.set_keepalive(Some(self.keepalive_timeout.as_secs()));
+            session.set_keepalive(self.keepalive_seconds);
         }
     }
 
@@ -451,5 +464,18 @@ impl HttpProxy {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_timeouts_round_up_to_seconds_and_zero_is_off() {
+        assert_eq!(keepalive_seconds(Duration::ZERO), None);
+        assert_eq!(keepalive_seconds(Duration::from_millis(500)), Some(1));
+        assert_eq!(keepalive_seconds(Duration::from_secs(75)), Some(75));
+        assert_eq!(keepalive_seconds(Duration::from_millis(1500)), Some(2));
     }
 }

@@ -2,7 +2,7 @@
 //! from the library.
 
 use clap::Parser;
-use sluice::{cli, config, doctor, server, upgrade};
+use sluice::{cli, config, doctor, observe, server, upgrade};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -80,6 +80,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
+    observe::tracing_events::init();
     for finding in doctor::check(Path::new("/proc"), Some(&config)) {
         if finding.severity == doctor::Severity::Error {
             log::error!(

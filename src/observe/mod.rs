@@ -1,4 +1,6 @@
-//! What sluice tells operators: Prometheus metrics and the JSON access log.
+//! What sluice tells operators: Prometheus metrics and the JSON access log; and how its
+//! dependencies' `tracing` events reach the log.
 
 pub mod access_log;
 pub mod metrics;
+pub mod tracing_events;

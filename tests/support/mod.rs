@@ -753,13 +753,23 @@ impl Sluice {
             .unwrap_or(0.0)
     }
 
-    /// Waits until metric `series` reaches `value`: request metrics are recorded just after
-    /// the response is sent, so a client can see the response before the count.
+    /// Waits until metric `series` equals `value`: request metrics are recorded just after
+    /// the response is sent, so a client can see the response before the count, and a
+    /// connection gauge drops only once sluice has seen the close. (Waiting for `>= value`
+    /// passed at once for a gauge expected to drop to 0, which made tests flaky.)
     pub fn wait_metric(&self, series: &str, value: f64) {
-        wait_until(&format!("{series} to reach {value}"), READY_TIMEOUT, || {
-            self.metric(series) >= value
-        });
-        assert_eq!(self.metric(series), value, "{series}");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let seen = self.metric(series);
+            if seen == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {series} to be {value}; it is {seen}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Replaces the config body (keeping the generated header) without signalling.

@@ -331,6 +331,11 @@ backend_accepts() {  # connections the backend nginx has accepted so far (stub_s
   curl -fsS --max-time 5 "http://127.0.0.1:$BACKEND_STATUS/" | awk 'NR == 3 { print $1 }'
 }
 
+# wrk's report: requests/s, requests made, and its error lines (empty when none).
+wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' <<<"$1"; }
+wrk_requests() { awk '/ requests in / { print $1 }' <<<"$1"; }
+wrk_errors() { awk '/Non-2xx|Socket errors/ { sub(/^ +/, ""); printf "%s; ", $0 }' <<<"$1"; }
+
 ticks_per_s=$(getconf CLK_TCK)
 results="$tmp/results.tsv"; : > "$results"
 
@@ -348,14 +353,14 @@ run() {  # PROXY DURATION warmup|record [CONNECTIONS [RESULTS]]
   accepts1=$(( $(backend_accepts) - 1 ))
   [ "$3" = record ] || return 0
   local rps p50 p99 requests errors cpu
-  rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+  rps=$(wrk_rps "$out")
   p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
   p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
-  requests=$(awk '/ requests in / { print $1 }' <<<"$out")
+  requests=$(wrk_requests "$out")
   if [ -z "$rps" ] || [ -z "$requests" ] || [ "$requests" -eq 0 ]; then
     echo "could not parse wrk output for $proxy:" >&2; echo "$out" >&2; exit 1
   fi
-  errors=$(awk '/Non-2xx|Socket errors/ { sub(/^ +/, ""); printf "%s; ", $0 }' <<<"$out")
+  errors=$(wrk_errors "$out")
   [ -z "$errors" ] || echo "warning: $proxy: $errors" >&2
   cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks_per_s" 'BEGIN { printf "%.2f", (b - a) / t }')
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$rps" "$p50" "$p99" "$requests" "$cpu" \
@@ -383,9 +388,9 @@ run_tls() {  # PROXY new|keepalive|h2 warmup|record
     requests=$(awk '/^requests:/ { print $8 }' <<<"$out")
     errors=$(awk '/^requests:/ && ($10 + $12 + $14) > 0 { printf "%s failed, %s errored, %s timeout", $10, $12, $14 }' <<<"$out")
   else
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-    requests=$(awk '/ requests in / { print $1 }' <<<"$out")
-    errors=$(awk '/Non-2xx|Socket errors/ { sub(/^ +/, ""); printf "%s; ", $0 }' <<<"$out")
+    rps=$(wrk_rps "$out")
+    requests=$(wrk_requests "$out")
+    errors=$(wrk_errors "$out")
   fi
   if [ -z "$rps" ] || [ -z "$requests" ] || [ "$requests" -eq 0 ]; then
     echo "could not parse the $kind TLS output for $proxy:" >&2; echo "$out" >&2; exit 1

@@ -4,7 +4,11 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use support::*;
 
 fn config(web: SocketAddr, route_to: &str, a: &Backend, b: &Backend) -> String {
@@ -141,21 +145,19 @@ fn requests_in_flight_finish_on_the_config_they_started_with() {
 
 /// Keepalive clients sending POSTs, each with a unique target, until stopped.
 struct PostLoad {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    workers: Vec<std::thread::JoinHandle<Vec<(String, u16)>>>,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
+    workers: Vec<JoinHandle<Vec<(String, u16)>>>,
 }
 
 impl PostLoad {
     fn start(web: SocketAddr, clients: usize) -> Self {
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        use std::sync::Arc;
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(AtomicUsize::new(0));
         let workers = (0..clients)
             .map(|c| {
                 let (stop, answered) = (stop.clone(), answered.clone());
-                std::thread::spawn(move || {
+                thread::spawn(move || {
                     let mut client = Client::connect(web);
                     let mut outcomes = Vec::new();
                     let mut i = 0;
@@ -191,7 +193,6 @@ impl PostLoad {
 
     /// Waits until `count` more requests were answered, so each config is used under load.
     fn wait_for_more(&self, count: usize) {
-        use std::sync::atomic::Ordering;
         let start = self.answered.load(Ordering::Relaxed);
         wait_until("requests to flow", READY_TIMEOUT, || {
             self.answered.load(Ordering::Relaxed) >= start + count
@@ -201,8 +202,7 @@ impl PostLoad {
     /// Stops the clients and checks that every POST got a 200 and reached exactly one
     /// backend exactly once.
     fn finish(self, backends: &[&Backend]) -> usize {
-        use std::collections::HashMap;
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         let outcomes: Vec<(String, u16)> = self
             .workers
             .into_iter()

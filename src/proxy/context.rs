@@ -111,9 +111,6 @@ pub struct RequestContext {
     pub response_started: bool,
     /// Send `Connection: close` upstream: the connection reached `keepalive.max_requests`.
     pub close_upstream_connection: bool,
-    /// The endpoint of the last HTTP/1 upstream connection taken, checked for removal when
-    /// the request ends.
-    pub upstream_address: Option<std::net::SocketAddr>,
     /// The client asked for a WebSocket upgrade: timeouts are `timeouts.idle`.
     pub websocket: bool,
     /// A gRPC call: errors are answered with `grpc-status`, `grpc-timeout` is a deadline.
@@ -157,7 +154,6 @@ impl RequestContext {
             in_flight: None,
             response_started: false,
             close_upstream_connection: false,
-            upstream_address: None,
             websocket: false,
             grpc: false,
             tunnel: None,

@@ -241,7 +241,6 @@ impl ProxyHttp for HttpProxy {
         if !upstream.one_request_per_connection() {
             return Ok(());
         }
-        ctx.upstream_address = Some(attempt.address);
         let uses = self
             .state
             .connections
@@ -356,9 +355,9 @@ impl ProxyHttp for HttpProxy {
         if e.is_none() {
             ctx.end_attempt(AttemptResult::Ok);
         }
-        if let Some(address) = ctx.upstream_address {
-            // Pingora has returned the connection to the pool by now.
-            self.state.connections.request_ended(address);
+        if let Some(attempt) = ctx.attempts.last() {
+            // Pingora has returned the last try's connection to the pool by now.
+            self.state.connections.request_ended(attempt.address);
         }
         let exchange = Exchange {
             listener: &self.listener,

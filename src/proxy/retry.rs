@@ -49,10 +49,11 @@ pub struct AttemptFacts<'a> {
 /// A request that was never sent is retried for every method, as nginx does, and once even
 /// beyond `attempts`: the stale pooled connection was sluice's doing, not the upstream's.
 pub fn allows_retry(policy: &RetryPolicy, failure: Failure, facts: AttemptFacts) -> bool {
-    if failure == Failure::RequestUnsent {
-        return facts.attempts_made <= policy.attempts;
-    }
-    if facts.attempts_made >= policy.attempts {
+    let attempts = match failure {
+        Failure::RequestUnsent => policy.attempts.saturating_add(1),
+        _ => policy.attempts,
+    };
+    if facts.attempts_made >= attempts {
         return false;
     }
     match failure {

@@ -10,7 +10,6 @@
 use crate::config::{HostMatch, PathMatch, RouteConfig};
 use pingora::http::RequestHeader;
 use regex::Regex;
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Index of a route in the snapshot's route list.
@@ -116,22 +115,6 @@ impl RouteTable {
             .or(self.any_host.as_ref())?;
         group.find(path)
     }
-
-    /// The route for a request.
-    pub fn find_for(&self, header: &RequestHeader) -> Option<RouteId> {
-        let host = request_host(header);
-        let host: Cow<str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(host.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(host)
-        };
-        let raw = header.raw_path();
-        let path = match raw.iter().position(|b| *b == b'?') {
-            Some(q) => &raw[..q],
-            None => raw,
-        };
-        self.find(&host, path)
-    }
 }
 
 /// The request's host without port: the URI authority (HTTP/2, absolute-form) or `Host`.
@@ -176,6 +159,10 @@ mod tests {
             upstream: "u".into(),
             timeouts: TimeoutOverrides::default(),
             rate_limit: None,
+            body: crate::config::BodyPolicy {
+                buffering: false,
+                max_size: None,
+            },
         }
     }
 

@@ -98,12 +98,7 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
             server.add_service(service);
             continue;
         }
-        let app = HttpProxy::new(
-            state.clone(),
-            listener.name.clone(),
-            listener.keepalive_timeout,
-            listener.tls,
-        );
+        let app = HttpProxy::new(state.clone(), &listener);
         let mut options = HttpServerOptions::default();
         options.keepalive_request_limit = Some(listener.keepalive_max_requests);
         // Pingora tells HTTP/2 from HTTP/1 by the connection preface: one port serves both.

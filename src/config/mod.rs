@@ -13,7 +13,8 @@ use crate::upstream::hash_key::HashKey;
 pub use location::Position;
 use regex::Regex;
 pub use schema::{
-    BalancePolicy, ListenerProtocol, RawConfig, RetryMethods, TerminatingPolicy, UpstreamProtocol,
+    BalancePolicy, EscapedSlashes, ListenerProtocol, RawConfig, RetryMethods, TerminatingPolicy,
+    UpstreamProtocol,
 };
 use std::fmt;
 use std::net::SocketAddr;
@@ -109,6 +110,53 @@ pub struct ListenerConfig {
     /// Terminates TLS (its certificates are in [`Config::tls`], so that they can change on
     /// reload while the listener stays).
     pub tls: bool,
+    pub requests: RequestLimits,
+}
+
+/// `listeners[].requests`: limits of request heads and bodies, and path normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Longest request line (414 beyond).
+    pub max_request_line: usize,
+    /// Longest header line (431 beyond).
+    pub max_header_line: usize,
+    /// Largest request head, request line included (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most header lines (431 beyond).
+    pub max_headers: usize,
+    /// Time from a request's first byte to the end of its head (408 after).
+    pub header_timeout: Duration,
+    /// Longest wait between two reads of a request body (408 after).
+    pub body_read_timeout: Duration,
+    /// Time for a whole request body; `None`: no limit.
+    pub body_timeout: Option<Duration>,
+    pub paths: PathOptions,
+}
+
+/// How request paths are normalised before routing (see `proxy::path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathOptions {
+    /// Merge runs of `/` (nginx's `merge_slashes on`).
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathOptions {
+    fn default() -> Self {
+        Self {
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+        }
+    }
+}
+
+/// What a route does with request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPolicy {
+    /// Read the whole body before choosing an endpoint.
+    pub buffering: bool,
+    /// Larger bodies are answered 413; `None`: no limit.
+    pub max_size: Option<u64>,
 }
 
 /// A route: which requests go to which upstream.
@@ -122,6 +170,7 @@ pub struct RouteConfig {
     /// Per-route overrides of the upstream's timeouts.
     pub timeouts: TimeoutOverrides,
     pub rate_limit: Option<RateLimit>,
+    pub body: BodyPolicy,
 }
 
 /// `routes[].rate_limit`: requests per second per key, with a burst.

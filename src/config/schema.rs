@@ -116,6 +116,55 @@ pub struct RawListener {
     pub tls: Option<RawListenerTls>,
     #[serde(default)]
     pub keepalive: RawDownstreamKeepalive,
+    #[serde(default)]
+    pub requests: RawRequestLimits,
+}
+
+/// `listeners[].requests`: what a request head and body may be, and how long they may take
+/// to arrive (issue #13). Sizes are bytes, or a number with `k`, `m` or `g` (1024-based).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRequestLimits {
+    pub max_request_line: String,
+    pub max_header_line: String,
+    pub max_header_bytes: String,
+    pub max_headers: u32,
+    pub header_timeout: String,
+    pub body_read_timeout: String,
+    pub body_timeout: String,
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for RawRequestLimits {
+    fn default() -> Self {
+        Self {
+            max_request_line: "8k".into(),
+            max_header_line: "8k".into(),
+            max_header_bytes: "32k".into(),
+            max_headers: 100,
+            header_timeout: "60s".into(),
+            body_read_timeout: "60s".into(),
+            body_timeout: "300s".into(),
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+        }
+    }
+}
+
+/// What happens to a request path with `%2F` or `%5C` (an encoded `/` or `\`) in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Answer 400 (the default).
+    #[default]
+    Reject,
+    /// Forward unchanged; the encoding is not a separator for routing (Envoy's
+    /// `KEEP_UNCHANGED`).
+    Keep,
+    /// Decode to `/` or `\` before routing and forward the decoded path (Envoy's
+    /// `UNESCAPE_AND_FORWARD`).
+    Decode,
 }
 
 /// What a listener speaks.
@@ -174,6 +223,14 @@ pub struct RawRoute {
     pub timeouts: RawTimeouts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RawRateLimit>,
+    /// Read the whole request body before choosing an endpoint (ingress-nginx's
+    /// `proxy-request-buffering: on`); `false` streams it (uploads, gRPC).
+    #[serde(default = "default_true")]
+    pub request_buffering: bool,
+    /// Larger request bodies are answered 413; `0` is no limit (nginx's
+    /// `client_max_body_size`).
+    #[serde(default = "default_max_body_size")]
+    pub max_body_size: String,
 }
 
 /// One of `prefix`, `exact` or `regex`.
@@ -473,4 +530,8 @@ pub struct RawUpstreamTls {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_max_body_size() -> String {
+    "1m".into()
 }

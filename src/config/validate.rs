@@ -51,6 +51,52 @@ impl Checker<'_> {
         }
     }
 
+    /// A size in bytes: a number, optionally with `k`, `m` or `g` (1024-based, as nginx).
+    fn size(&mut self, key_path: &str, text: &str) -> Option<u64> {
+        let text = text.trim();
+        let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+            Some((i, _)) => text.split_at(i),
+            None => (text, ""),
+        };
+        let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            _ => 0,
+        };
+        match digits
+            .parse::<u64>()
+            .ok()
+            .zip((multiplier > 0).then_some(multiplier))
+        {
+            Some((n, m)) if n.checked_mul(m).is_some() => Some(n * m),
+            _ => {
+                self.error(
+                    key_path,
+                    format!("invalid size {text:?}; write bytes or e.g. 8k, 1m, 1g"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A size that must be at least 1 byte and fit in memory.
+    fn positive_size(&mut self, key_path: &str, text: &str) -> Option<usize> {
+        let size = self.size(key_path, text)?;
+        if size == 0 {
+            self.error(key_path, "must be at least 1 byte");
+            return None;
+        }
+        match usize::try_from(size) {
+            Ok(size) => Some(size),
+            Err(_) => {
+                self.error(key_path, "is too large");
+                None
+            }
+        }
+    }
+
     fn nonzero(&mut self, key_path: &str, value: u32) {
         if value == 0 {
             self.error(key_path, "must be at least 1");
@@ -207,6 +253,8 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 &format!("{at}.keepalive.max_requests"),
                 listener.keepalive.max_requests,
             );
+            let requests =
+                check_request_limits(check, &format!("{at}.requests"), &listener.requests);
             Some(ListenerConfig {
                 name: listener.name.clone(),
                 listen: listen?,
@@ -215,9 +263,50 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 keepalive_max_requests: listener.keepalive.max_requests,
                 h2c: listener.h2c,
                 tls: listener.tls.is_some(),
+                requests: requests?,
             })
         })
         .collect()
+}
+
+/// `listeners[].requests`.
+fn check_request_limits(
+    check: &mut Checker,
+    at: &str,
+    raw: &RawRequestLimits,
+) -> Option<RequestLimits> {
+    let max_request_line =
+        check.positive_size(&format!("{at}.max_request_line"), &raw.max_request_line);
+    let max_header_line =
+        check.positive_size(&format!("{at}.max_header_line"), &raw.max_header_line);
+    let max_header_bytes =
+        check.positive_size(&format!("{at}.max_header_bytes"), &raw.max_header_bytes);
+    check.nonzero(&format!("{at}.max_headers"), raw.max_headers);
+    let mut positive = |key: &str, text: &str| {
+        let key = format!("{at}.{key}");
+        let duration = check.duration(&key, text)?;
+        if duration.is_zero() {
+            check.error(&key, "must be more than 0s");
+            return None;
+        }
+        Some(duration)
+    };
+    let header_timeout = positive("header_timeout", &raw.header_timeout);
+    let body_read_timeout = positive("body_read_timeout", &raw.body_read_timeout);
+    let body_timeout = check.duration(&format!("{at}.body_timeout"), &raw.body_timeout);
+    Some(RequestLimits {
+        max_request_line: max_request_line?,
+        max_header_line: max_header_line?,
+        max_header_bytes: max_header_bytes?,
+        max_headers: raw.max_headers as usize,
+        header_timeout: header_timeout?,
+        body_read_timeout: body_read_timeout?,
+        body_timeout: body_timeout.filter(|d| !d.is_zero()),
+        paths: PathOptions {
+            merge_slashes: raw.merge_slashes,
+            escaped_slashes: raw.escaped_slashes,
+        },
+    })
 }
 
 /// Loads every TLS listener's certificates, so a missing file, a bad PEM or a key that does
@@ -857,6 +946,9 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
                 }
             }
         }
+        let max_body_size = check
+            .size(&format!("{at}.max_body_size"), &route.max_body_size)
+            .unwrap_or_default();
         routes.push(RouteConfig {
             name: route.name.clone(),
             listener: route.listener.clone(),
@@ -865,6 +957,10 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
             upstream: route.upstream.clone(),
             timeouts,
             rate_limit,
+            body: BodyPolicy {
+                buffering: route.request_buffering,
+                max_size: (max_body_size > 0).then_some(max_body_size),
+            },
         });
     }
     routes

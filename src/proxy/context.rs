@@ -117,6 +117,11 @@ pub struct RequestContext {
     pub grpc: bool,
     /// Set once the upstream answered 101: the connection is a tunnel, counted as one.
     pub tunnel: Option<Tunnel>,
+    /// The client connection may be kept after this request (HTTP/1.1 without
+    /// `Connection: close`, HTTP/1.0 with `Connection: keep-alive`, unambiguous framing).
+    pub client_keepalive: bool,
+    /// Why sluice refused the request itself (a metric label), if it did.
+    pub rejected: Option<&'static str>,
     /// Keeps the process from exiting during a stop or upgrade until the request ends.
     _open: OpenWork,
 }
@@ -157,6 +162,8 @@ impl RequestContext {
             websocket: false,
             grpc: false,
             tunnel: None,
+            client_keepalive: true,
+            rejected: None,
             _open: open,
         }
     }

@@ -4,8 +4,10 @@
 
 use super::context::{Attempt, AttemptResult, RequestContext, Routed, Tunnel};
 use super::report::{self, Exchange};
+use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
 use super::{errors, grpc, headers, rate_limit};
+use crate::config::{ListenerConfig, RequestLimits};
 use crate::observe::metrics::METRICS;
 use crate::state::State;
 use crate::upstream::hash_key::RequestFacts;
@@ -28,21 +30,19 @@ pub struct HttpProxy {
     keepalive_seconds: Option<u64>,
     /// `https` on TLS listeners, else `http` (X-Forwarded-Proto, `$scheme`).
     scheme: &'static str,
+    /// Limits of request heads and bodies, and path normalisation.
+    requests: RequestLimits,
 }
 
 impl HttpProxy {
-    /// A proxy for listener `listener`, routing with the state's current snapshot.
-    pub fn new(
-        state: Arc<State>,
-        listener: String,
-        keepalive_timeout: Duration,
-        tls: bool,
-    ) -> Self {
+    /// A proxy for `listener`, routing with the state's current snapshot.
+    pub fn new(state: Arc<State>, listener: &ListenerConfig) -> Self {
         Self {
             state,
-            listener,
-            keepalive_seconds: keepalive_seconds(keepalive_timeout),
-            scheme: if tls { "https" } else { "http" },
+            listener: listener.name.clone(),
+            keepalive_seconds: keepalive_seconds(listener.keepalive_timeout),
+            scheme: if listener.tls { "https" } else { "http" },
+            requests: listener.requests,
         }
     }
 }
@@ -55,6 +55,27 @@ fn keepalive_seconds(timeout: Duration) -> Option<u64> {
         return None;
     }
     Some(timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0))
+}
+
+/// Forwards what inspection decided: the normalised origin-form target and one
+/// `Content-Length`.
+fn apply_inspected(header: &mut RequestHeader, inspected: &Inspected) -> Result<(), Rejection> {
+    if let Some(target) = &inspected.new_target {
+        header.set_raw_path(target).map_err(|_| Rejection {
+            status: 400,
+            reason: "target",
+        })?;
+    }
+    if let Some(length) = inspected.collapsed_length {
+        header.remove_header(&http::header::CONTENT_LENGTH);
+        header
+            .insert_header(http::header::CONTENT_LENGTH, length.to_string())
+            .map_err(|_| Rejection {
+                status: 400,
+                reason: "content_length",
+            })?;
+    }
+    Ok(())
 }
 
 /// A response header for a JSON body of `length` bytes.
@@ -90,7 +111,15 @@ impl ProxyHttp for HttpProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        self.set_keepalive(session);
+        if let HttpSession::H1(h1) = session.as_downstream_mut() {
+            // Pingora decided from the request whether the client keeps its connection
+            // (HTTP/1.0 needs `Connection: keep-alive`; `Connection: close`, or a length
+            // with a coding, end it); sluice only sets the timeout of a kept one.
+            ctx.client_keepalive = h1.will_keepalive();
+            // Pipelined requests are answered in order (RFC 9112 §9.3.2), one at a time.
+            h1.set_pipelining_enabled(true);
+        }
+        self.set_keepalive(session, ctx);
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -101,11 +130,27 @@ impl ProxyHttp for HttpProxy {
             .req_header_mut()
             .insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
 
+        let inspected = match request_head::inspect(session.req_header(), &self.requests.paths) {
+            Ok(inspected) => inspected,
+            Err(rejection) => {
+                self.reject(session, ctx, rejection).await?;
+                return Ok(true);
+            }
+        };
+        if inspected.asterisk {
+            self.answer_asterisk(session).await?;
+            return Ok(true);
+        }
+        if let Err(rejection) = apply_inspected(session.req_header_mut(), &inspected) {
+            self.reject(session, ctx, rejection).await?;
+            return Ok(true);
+        }
+
         let snapshot = self.state.snapshot();
         let route = snapshot
             .route_tables
             .get(&self.listener)
-            .and_then(|table| table.find_for(session.req_header()));
+            .and_then(|table| table.find(&inspected.host, &inspected.path));
         let Some(route) = route else {
             // A 404 keeps the client connection open.
             self.answer_error(session, ctx, 404, None, false).await?;
@@ -266,11 +311,20 @@ impl ProxyHttp for HttpProxy {
     async fn response_filter(
         &self,
         session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
-        _ctx: &mut Self::CTX,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         // A stop or upgrade may have begun since request_filter.
-        self.set_keepalive(session);
+        self.set_keepalive(session, ctx);
+        if session.req_header().version == http::Version::HTTP_10
+            && upstream_response
+                .remove_header(&http::header::TRANSFER_ENCODING)
+                .is_some()
+        {
+            // An HTTP/1.0 client cannot read chunks: a body without length is delimited by
+            // closing the connection, as nginx does.
+            session.set_keepalive(None);
+        }
         Ok(())
     }
 
@@ -418,10 +472,38 @@ impl HttpProxy {
         }
     }
 
-    /// Keepalive for the client connection: none once a stop or upgrade has begun, so
-    /// clients reconnect (to the successor) after this response.
-    fn set_keepalive(&self, session: &mut Session) {
-        if self.state.lifecycle.is_draining() {
+    /// Refuses a request sluice will not route or forward, and closes the connection after
+    /// the answer: its body (if any) was not read.
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        rejection: Rejection,
+    ) -> Result<()> {
+        log::debug!(
+            "request {} refused with {}: {}",
+            ctx.request_id,
+            rejection.status,
+            rejection.reason
+        );
+        ctx.rejected = Some(rejection.reason);
+        self.answer_error(session, ctx, rejection.status, None, true)
+            .await
+    }
+
+    /// `OPTIONS *` asks about the server: sluice answers what methods it forwards.
+    async fn answer_asterisk(&self, session: &mut Session) -> Result<()> {
+        let mut header = ResponseHeader::build(200, Some(2))?;
+        header.insert_header("allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")?;
+        header.insert_header("content-length", "0")?;
+        session.write_response_header(Box::new(header), true).await
+    }
+
+    /// Keepalive for the client connection: none when the request ruled it out, and none once a
+    /// stop or upgrade has begun, so clients reconnect (to the successor) after this
+    /// response.
+    fn set_keepalive(&self, session: &mut Session, ctx: &RequestContext) {
+        if !ctx.client_keepalive || self.state.lifecycle.is_draining() {
             session.set_keepalive(None);
         } else {
             session.set_keepalive(self.keepalive_seconds);

@@ -5,6 +5,7 @@
 pub mod fake_kube;
 pub mod grpc;
 pub mod h2_util;
+pub mod raw_backend;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -4,7 +4,7 @@
 
 use crate::admin::AdminApp;
 use crate::cli::Cli;
-use crate::config::{Config, ListenerProtocol};
+use crate::config::{Config, ListenerProtocol, RequestLimits};
 use crate::discovery::kubernetes::KubernetesDiscovery;
 use crate::lifecycle::{ExitMonitor, Signals};
 use crate::observe::{access_log, metrics::METRICS};
@@ -20,6 +20,7 @@ use pingora::apps::HttpServerOptions;
 use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::protocols::http::v1::server::RequestHeadLimits;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -103,6 +104,7 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
         options.keepalive_request_limit = Some(listener.keepalive_max_requests);
         // Pingora tells HTTP/2 from HTTP/1 by the connection preface: one port serves both.
         options.h2c = listener.h2c;
+        options.h1_request_head_limits = Some(head_limits(&listener.requests));
         let mut service = ProxyServiceBuilder::new(&server_conf, app)
             .name(format!("listener {}", listener.name))
             .server_options(options)
@@ -174,6 +176,17 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
 
 /// TLS 1.2 and 1.3 (Pingora's rustls acceptor allows no older version), certificates chosen
 /// by SNI through `resolver`, ALPN `h2` then `http/1.1`.
+/// Pingora's form of a listener's request head limits.
+fn head_limits(limits: &RequestLimits) -> RequestHeadLimits {
+    RequestHeadLimits {
+        max_request_line: limits.max_request_line,
+        max_header_line: limits.max_header_line,
+        max_head_size: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+        header_timeout: Some(limits.header_timeout),
+    }
+}
+
 fn tls_settings(resolver: Arc<SniResolver>) -> pingora::Result<TlsSettings> {
     // The paths are unused: the resolver supplies every certificate.
     let mut settings = TlsSettings::intermediate("", "")?;

@@ -36,7 +36,7 @@ fn admin_endpoints_describe_the_running_process() {
         assert_eq!(get(web, "/x").status, 200);
     }
     sluice.wait_metric(
-        "sluice_http_requests_total{code=\"200\",route=\"all\"}",
+        "sluice_http_requests_total{code=\"200\",reason=\"\",route=\"all\"}",
         5.0,
     );
     sluice.wait_metric(

@@ -271,14 +271,19 @@ fn hosts_are_checked_before_forwarding() {
 
 #[test]
 fn a_request_sent_while_the_previous_one_is_upstream_waits_its_turn() {
-    let slow = Backend::start("slow", Behavior::Delay(std::time::Duration::from_millis(500)));
+    let slow = Backend::start(
+        "slow",
+        Behavior::Delay(std::time::Duration::from_millis(500)),
+    );
     let web = listen_address();
     let _sluice = Sluice::start(&single_upstream_config(web, &addresses(&[&slow]), "", ""));
     let mut client = Client::connect(web);
     client.send_raw(b"GET /first HTTP/1.1\r\nhost: test.local\r\n\r\n");
-    wait_until("the first request reaches the backend", READY_TIMEOUT, || {
-        !slow.requests().is_empty()
-    });
+    wait_until(
+        "the first request reaches the backend",
+        READY_TIMEOUT,
+        || !slow.requests().is_empty(),
+    );
     // The backend is still sleeping on the first request: this arrives before its answer.
     client.send_raw(b"GET /second HTTP/1.1\r\nhost: test.local\r\n\r\n");
     for target in ["/first", "/second"] {

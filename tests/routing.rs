@@ -78,7 +78,7 @@ upstreams:
     assert_eq!(client.get("api.test", "/nothing-here").status, 404);
     assert_eq!(client.get("a.example.com", "/").backend(), "wild");
     sluice.wait_metric(
-        "sluice_http_requests_total{code=\"404\",route=\"none\"}",
+        "sluice_http_requests_total{code=\"404\",reason=\"no_route\",route=\"none\"}",
         2.0,
     );
 }

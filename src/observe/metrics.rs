@@ -86,8 +86,9 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     Metrics {
         http_requests: counter(
             "sluice_http_requests_total",
-            "HTTP requests answered, by route and status code.",
-            &["route", "code"],
+            "HTTP requests answered, by route, status code and, for requests sluice \
+             refused itself, the reason (empty for answers from upstreams).",
+            &["route", "code", "reason"],
         ),
         http_request_duration,
         upstream_attempts: counter(
@@ -194,20 +195,24 @@ impl RouteMetrics {
         }
     }
 
-    /// Counts a finished request with `status` that took `seconds`.
-    pub fn record_request(&self, status: u16, seconds: f64) {
+    /// Counts a finished request with `status` that took `seconds`; `reason` says why
+    /// sluice refused it, empty when it did not.
+    pub fn record_request(&self, status: u16, seconds: f64, reason: &str) {
         self.duration.observe(seconds);
-        match COMMON_STATUSES.iter().position(|s| *s == status) {
+        let common = COMMON_STATUSES.iter().position(|s| *s == status);
+        match common.filter(|_| reason.is_empty()) {
             Some(i) => self.requests[i]
                 .get_or_init(|| {
-                    METRICS
-                        .http_requests
-                        .with_label_values(&[&self.route, status_label(status)])
+                    METRICS.http_requests.with_label_values(&[
+                        &self.route,
+                        status_label(status),
+                        "",
+                    ])
                 })
                 .inc(),
             None => METRICS
                 .http_requests
-                .with_label_values(&[&self.route, status_label(status)])
+                .with_label_values(&[&self.route, status_label(status), reason])
                 .inc(),
         }
     }

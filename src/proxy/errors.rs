@@ -45,11 +45,26 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         400 => "bad request",
         404 => "no route",
+        408 => "request timeout",
+        413 => "request body too large",
+        414 => "request line too long",
         429 => "rate limited",
+        431 => "request header too large",
+        501 => "not implemented",
         502 => "bad gateway",
         503 => "no endpoint available",
         504 => "upstream timed out",
         _ => "error",
+    }
+}
+
+/// The metric reason of a request head Pingora's parser refused with `status`.
+pub fn head_rejection_reason(status: u16) -> &'static str {
+    match status {
+        408 => "header_timeout",
+        414 => "request_line_too_long",
+        431 => "header_too_large",
+        _ => "malformed_head",
     }
 }
 

@@ -152,6 +152,7 @@ impl ProxyHttp for HttpProxy {
             .get(&self.listener)
             .and_then(|table| table.find(&inspected.host, &inspected.path));
         let Some(route) = route else {
+            ctx.rejected = Some("no_route");
             // A 404 keeps the client connection open.
             self.answer_error(session, ctx, 404, None, false).await?;
             return Ok(true);
@@ -163,6 +164,7 @@ impl ProxyHttp for HttpProxy {
                     .rate_limited
                     .with_label_values(&[&runtime_route.name])
                     .inc();
+                ctx.rejected = Some("rate_limited");
                 let retry_after = rate_limit::retry_after_seconds(wait);
                 self.answer_error(session, ctx, 429, Some(retry_after), false)
                     .await?;
@@ -405,6 +407,37 @@ impl ProxyHttp for HttpProxy {
         }
     }
 
+    async fn invalid_request(&self, session: &mut HttpSession, status: u16, e: &Error) {
+        let mut ctx = self.new_ctx();
+        ctx.request_id = headers::new_request_id();
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.rejected = Some(errors::head_rejection_reason(status));
+        log::debug!(
+            "request head from {:?} refused with {status}: {e}",
+            ctx.client_ip
+        );
+        let body = Bytes::from(errors::json_body(status, &ctx.request_id));
+        let written = match json_header(status, body.len()) {
+            Ok(header) => session.write_error_response(*header, body).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            log::debug!("cannot answer a refused request head: {e}");
+        }
+        let exchange = Exchange {
+            listener: &self.listener,
+            request: None,
+            status,
+            bytes_in: 0,
+            bytes_out: 0,
+            ended: None,
+        };
+        report::report(&ctx, &exchange);
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         if e.is_none() {
             ctx.end_attempt(AttemptResult::Ok);
@@ -415,7 +448,7 @@ impl ProxyHttp for HttpProxy {
         }
         let exchange = Exchange {
             listener: &self.listener,
-            request: session.req_header(),
+            request: Some(session.req_header()),
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),

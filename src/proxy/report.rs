@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// Facts about the finished exchange that the context does not hold.
 pub struct Exchange<'a> {
     pub listener: &'a str,
-    pub request: &'a RequestHeader,
+    /// `None` when the request head could not be read.
+    pub request: Option<&'a RequestHeader>,
     /// Status sent to the client, 0 if none.
     pub status: u16,
     pub bytes_in: usize,
@@ -29,9 +30,11 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
     match &ctx.routed {
         Some(routed) => {
             let route = &routed.snapshot.routes[routed.route];
-            route
-                .metrics
-                .record_request(exchange.status, duration.as_secs_f64());
+            route.metrics.record_request(
+                exchange.status,
+                duration.as_secs_f64(),
+                ctx.rejected.unwrap_or_default(),
+            );
             let upstream = routed.upstream();
             for attempt in &ctx.attempts {
                 upstream
@@ -42,7 +45,11 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
         None => {
             METRICS
                 .http_requests
-                .with_label_values(&["none", status_label(exchange.status)])
+                .with_label_values(&[
+                    "none",
+                    status_label(exchange.status),
+                    ctx.rejected.unwrap_or_default(),
+                ])
                 .inc();
             METRICS
                 .http_request_duration
@@ -62,10 +69,12 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
         listener: exchange.listener,
         route,
         client: ctx.client_ip,
-        method: request.method.as_str(),
-        host: crate::routing::request_host(request),
-        uri: std::str::from_utf8(request.raw_path()).unwrap_or("<non-utf8>"),
-        proto: version_label(request.version),
+        method: request.map_or("-", |r| r.method.as_str()),
+        host: request.map_or("", crate::routing::request_host),
+        uri: request.map_or("-", |r| {
+            std::str::from_utf8(r.raw_path()).unwrap_or("<non-utf8>")
+        }),
+        proto: request.map_or("-", |r| version_label(r.version)),
         status: exchange.status,
         bytes_in: exchange.bytes_in,
         bytes_out: exchange.bytes_out,

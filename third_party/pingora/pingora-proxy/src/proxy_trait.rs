@@ -620,6 +620,25 @@ pub trait ProxyHttp {
         e
     }
 
+    /// This filter is called when a request head could not be accepted, before any other
+    /// filter and without a `CTX`: it was malformed (`status` 400), or beyond the session's
+    /// [`RequestHeadLimits`](pingora_core::protocols::http::v1::server::RequestHeadLimits)
+    /// (414, 431, or 408 when it was too slow).
+    ///
+    /// Users may answer with their own response, log and count the request here. The
+    /// connection is closed afterwards.
+    ///
+    /// By default an empty error response with `status` is sent.
+    async fn invalid_request(&self, session: &mut HttpSession, status: u16, _e: &Error)
+    where
+        Self::CTX: Send + Sync,
+    {
+        session
+            .respond_error(status)
+            .await
+            .unwrap_or_else(|e| error!("failed to send error response to downstream: {e}"));
+    }
+
     /// This filter is called when the request encounters a fatal error.
     ///
     /// Users may write an error response to the downstream if the downstream is still writable.

@@ -26,6 +26,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::protocols::http::v1::server::RequestHeadLimits;
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
 use crate::protocols::Digest;
@@ -91,6 +92,12 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// Limits on the HTTP/1.x request heads read from downstream, and the time they may
+    /// take to arrive. See [`RequestHeadLimits`].
+    ///
+    /// Default: `None`, the session defaults
+    pub h1_request_head_limits: Option<RequestHeadLimits>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -366,6 +373,7 @@ where
                     self.server_options()
                         .and_then(|opts| opts.keepalive_request_limit),
                 );
+                apply_request_head_limits(self.server_options(), &mut session);
                 self.process_new_http(session, shutdown)
             };
             let mut result = request.await;
@@ -383,6 +391,7 @@ where
                     if let Some(persistent_settings) = persistent_settings {
                         persistent_settings.apply_to_session(&mut session);
                     }
+                    apply_request_head_limits(self.server_options(), &mut session);
                     self.process_new_http(session, shutdown)
                 };
                 result = request.await;
@@ -393,6 +402,13 @@ where
 
     async fn cleanup(&self) {
         self.http_cleanup().await;
+    }
+}
+
+/// Apply the HTTP/1.x request head limits of `options`, if any, to a new session.
+fn apply_request_head_limits(options: Option<&HttpServerOptions>, session: &mut ServerSession) {
+    if let Some(limits) = options.and_then(|opts| opts.h1_request_head_limits) {
+        session.set_request_head_limits(limits);
     }
 }
 

@@ -17,7 +17,7 @@
 use super::custom::server::Session as SessionCustom;
 use super::error_resp;
 use super::subrequest::server::HttpSession as SessionSubrequest;
-use super::v1::server::HttpSession as SessionV1;
+use super::v1::server::{HttpSession as SessionV1, RequestHeadLimits};
 use super::v2::server::{HttpSession as SessionV2, Idle};
 use super::HttpTask;
 use crate::custom_session;
@@ -330,6 +330,14 @@ impl Session {
             Self::H2(_) => None,
             Self::Subrequest(_) => None,
             Self::Custom(_) => None,
+        }
+    }
+
+    /// Set the limits on the request head this session reads. Noop for h2, whose frames
+    /// carry their own limits, and for subrequests.
+    pub fn set_request_head_limits(&mut self, limits: RequestHeadLimits) {
+        if let Self::H1(s) = self {
+            s.set_request_head_limits(limits);
         }
     }
 

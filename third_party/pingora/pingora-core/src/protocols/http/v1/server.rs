@@ -29,7 +29,7 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
@@ -41,6 +41,98 @@ use crate::protocols::http::{
 };
 use crate::protocols::{Digest, SocketAddr, Stream};
 use crate::utils::{BufRef, KVRef};
+
+/// Limits on the request head a session reads, and on the time it may take to arrive.
+///
+/// A head beyond a limit is an error of type `HTTPStatus`: 414 for the request line, 431 for
+/// header lines, fields and size, and 408 when it did not arrive in time. The default keeps
+/// the limits sessions have always had: no line limits, [`MAX_HEADERS`] fields, about
+/// [`MAX_HEADER_SIZE`] bytes and no deadline beyond the keepalive timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHeadLimits {
+    /// Longest request line, line ending excluded.
+    pub max_request_line: usize,
+    /// Longest header field line, line ending excluded.
+    pub max_header_line: usize,
+    /// Largest request head, request line and line endings included.
+    pub max_head_size: usize,
+    /// Most header fields; values above [`MAX_HEADERS`] act as [`MAX_HEADERS`].
+    pub max_headers: usize,
+    /// Time from the first byte of a request to the end of its head.
+    pub header_timeout: Option<Duration>,
+}
+
+impl Default for RequestHeadLimits {
+    fn default() -> Self {
+        RequestHeadLimits {
+            max_request_line: usize::MAX,
+            max_header_line: usize::MAX,
+            max_head_size: MAX_HEADER_SIZE,
+            max_headers: MAX_HEADERS,
+            header_timeout: None,
+        }
+    }
+}
+
+/// How far the lines of a partial request head have been checked against its limits, so
+/// that a head arriving a byte at a time is scanned once, not once per read.
+#[derive(Debug, Default)]
+struct HeadLineScan {
+    /// Bytes already scanned.
+    scanned: usize,
+    /// Where the current (unfinished) line starts.
+    line_start: usize,
+    /// Complete lines seen, the request line included.
+    lines: usize,
+}
+
+impl HeadLineScan {
+    /// Checks the lines in `head` (bytes of the request head only) against `limits`.
+    fn check(&mut self, head: &[u8], limits: &RequestHeadLimits) -> Result<()> {
+        let line_limit = |lines: usize| {
+            if lines == 0 {
+                (limits.max_request_line, 414, "request line")
+            } else {
+                (limits.max_header_line, 431, "header line")
+            }
+        };
+        while let Some(end) = head[self.scanned..].find_byte(b'\n') {
+            let newline = self.scanned + end;
+            let mut line = &head[self.line_start..newline];
+            if let Some(without_cr) = line.strip_suffix(b"\r") {
+                line = without_cr;
+            }
+            let (max, status, what) = line_limit(self.lines);
+            if line.len() > max {
+                return Error::e_explain(HTTPStatus(status), format!("{what} longer than {max}"));
+            }
+            self.lines += 1;
+            self.line_start = newline + 1;
+            self.scanned = newline + 1;
+        }
+        self.scanned = head.len();
+        let (max, status, what) = line_limit(self.lines);
+        if head.len() - self.line_start > max {
+            return Error::e_explain(HTTPStatus(status), format!("{what} longer than {max}"));
+        }
+        Ok(())
+    }
+
+    /// Header fields in a partial head: every complete line but the request line.
+    fn fields(&self) -> usize {
+        self.lines.saturating_sub(1)
+    }
+}
+
+fn check_header_count(fields: usize, limits: &RequestHeadLimits) -> Result<()> {
+    if fields > limits.max_headers {
+        return Error::e_explain(
+            HTTPStatus(431),
+            format!("more than {} header fields", limits.max_headers),
+        );
+    }
+    Ok(())
+}
 
 /// Tracks which writer is currently processing a task.
 ///
@@ -158,6 +250,8 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// Limits on the request head and the time it may take to arrive.
+    head_limits: RequestHeadLimits,
 }
 
 impl HttpSession {
@@ -206,7 +300,18 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            head_limits: RequestHeadLimits::default(),
         }
+    }
+
+    /// Set the limits on the request head read by [`Self::read_request()`].
+    pub fn set_request_head_limits(&mut self, limits: RequestHeadLimits) {
+        self.head_limits = limits;
+    }
+
+    /// The limits on the request head read by [`Self::read_request()`].
+    pub fn request_head_limits(&self) -> &RequestHeadLimits {
+        &self.head_limits
     }
 
     async fn read_request_buf(
@@ -304,14 +409,22 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        let limits = self.head_limits;
+        let mut line_scan = HeadLineScan::default();
+        // The head deadline runs from the request's first byte; before it, the wait is for
+        // a request at all, bounded by the keepalive timeout.
+        let mut head_deadline = limits
+            .header_timeout
+            .filter(|_| already_read > 0)
+            .map(|t| Instant::now() + t);
         loop {
-            if already_read > MAX_HEADER_SIZE {
+            if already_read > limits.max_head_size {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
                 return Error::e_explain(
-                    InvalidHTTPHeader,
-                    format!("Request header larger than {MAX_HEADER_SIZE}"),
+                    HTTPStatus(431),
+                    format!("Request header larger than {}", limits.max_head_size),
                 );
             }
 
@@ -323,10 +436,33 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
-                already_read += n;
             } else {
-                return Ok(None);
+                let read = self.read_request_buf(&mut buf, already_read);
+                let read = match head_deadline {
+                    Some(deadline) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match timeout(left, read).await {
+                            Ok(read) => read?,
+                            Err(_) => {
+                                return Error::e_explain(
+                                    HTTPStatus(408),
+                                    format!(
+                                        "request head not complete within {:?}",
+                                        limits.header_timeout.unwrap_or_default()
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    None => read.await?,
+                };
+                let Some(n) = read else {
+                    return Ok(None);
+                };
+                already_read += n;
+                if head_deadline.is_none() {
+                    head_deadline = limits.header_timeout.map(|t| Instant::now() + t);
+                }
             }
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
@@ -336,6 +472,14 @@ impl HttpSession {
                 let parsed = parse_req_buffer(&mut req, &buf);
                 match parsed {
                     HeaderParseState::Complete(s) => {
+                        if s > limits.max_head_size {
+                            return Error::e_explain(
+                                HTTPStatus(431),
+                                format!("Request header larger than {}", limits.max_head_size),
+                            );
+                        }
+                        line_scan.check(&buf[..s], &limits)?;
+                        check_header_count(req.headers.len(), &limits)?;
                         self.raw_header = Some(BufRef(0, s));
 
                         // We have the header name and values we parsed to be just 0 copy Bytes
@@ -431,7 +575,15 @@ impl HttpSession {
                         return Ok(Some(s));
                     }
                     HeaderParseState::Partial => {
+                        line_scan.check(&buf, &limits)?;
+                        check_header_count(line_scan.fields(), &limits)?;
                         break; /* continue the read loop */
+                    }
+                    HeaderParseState::Invalid(httparse::Error::TooManyHeaders) => {
+                        return Error::e_explain(
+                            HTTPStatus(431),
+                            format!("more than {MAX_HEADERS} header fields"),
+                        );
                     }
                     HeaderParseState::Invalid(e) => match e {
                         httparse::Error::Token | httparse::Error::Version => {
@@ -452,6 +604,7 @@ impl HttpSession {
                             if let Some(new_buf) = escape_illegal_request_line(&buf) {
                                 buf = new_buf;
                                 already_read = buf.len();
+                                line_scan = HeadLineScan::default();
                             } else {
                                 debug!("Invalid request header from {:?}", self.underlying_stream);
                                 buf.truncate(MAX_ERR_BUF_LEN);

@@ -5,7 +5,9 @@
 //! new snapshot off the request path, carrying over the live state (in-flight counts, retry
 //! budgets) of upstreams and endpoints that remain, then swaps it in.
 
-use crate::config::{self, Config, ConfigErrors, EndpointConfig, EndpointSource, Timeouts};
+use crate::config::{
+    self, BodyPolicy, Config, ConfigErrors, EndpointConfig, EndpointSource, Timeouts,
+};
 use crate::lifecycle::Lifecycle;
 use crate::observe::metrics::RouteMetrics;
 use crate::proxy::rate_limit::RouteLimiter;
@@ -32,6 +34,8 @@ pub struct Route {
     pub limiter: Option<Arc<RouteLimiter>>,
     /// Resolved metric handles, kept across rebuilds.
     pub metrics: Arc<RouteMetrics>,
+    /// Request body size limit and buffering.
+    pub body: BodyPolicy,
 }
 
 /// Everything the request path needs, for one config generation.
@@ -103,6 +107,7 @@ impl Snapshot {
                     upstream,
                     limiter,
                     metrics,
+                    body: r.body,
                     timeouts: config.upstreams[upstream]
                         .timeouts
                         .with_overrides(&r.timeouts),

@@ -160,3 +160,36 @@ fn h2c_upstream_multiplexes_and_keeps_trailers() {
         "{connections} connections for 9 calls: no stream shared one"
     );
 }
+
+#[test]
+fn keepalive_max_requests_ends_http2_connections_too() {
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let body = format!(
+        "listeners: [{{ name: web, listen: \"{web}\", h2c: true, keepalive: {{ max_requests: 3 }} }}]\n\
+         routes: [{{ name: all, listener: web, upstream: app }}]\n\
+         upstreams: [{{ name: app, endpoints: [\"{}\"] }}]\n",
+        backend.address
+    );
+    let _sluice = Sluice::start(&body);
+    let served = runtime().block_on(async {
+        let mut client = h2_client(web).await;
+        let mut served = 0;
+        for i in 0..10 {
+            let request = http::Request::builder()
+                .uri(format!("http://h2c.test/{i}"))
+                .body(())
+                .expect("request");
+            let Ok((response, _)) = client.send_request(request, true) else {
+                break;
+            };
+            match response.await {
+                Ok(response) if response.status() == 200 => served += 1,
+                _ => break,
+            }
+        }
+        served
+    });
+    // The third stream is answered after the GOAWAY that ends the connection.
+    assert_eq!(served, 3);
+}

@@ -131,14 +131,16 @@ fn forwarded_framing_is_unambiguous() {
     );
 
     // Content-Length with Transfer-Encoding: the coding wins, the length is dropped and the
-    // client connection is closed after the answer.
+    // client connection is closed after the answer. The body was buffered, so it is
+    // forwarded with its real length, as nginx does.
     let request = format!(
         "{head}content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     );
     let text = exchange(web, request.as_bytes()).read_to_close();
     assert_eq!(statuses(&text), [200], "{text}");
     let seen = &public.requests()[2];
-    assert_eq!(seen.all("content-length"), Vec::<&str>::new());
+    assert_eq!(seen.all("content-length"), ["5"]);
+    assert!(seen.all("transfer-encoding").is_empty(), "{seen:?}");
     assert_eq!(seen.framing_error, None, "{seen:?}");
     assert_eq!(seen.body, b"hello");
 }
@@ -291,4 +293,16 @@ fn a_request_sent_while_the_previous_one_is_upstream_waits_its_turn() {
         assert_eq!(response.status, 200, "{target}");
         assert_eq!(response.json()["target"], target);
     }
+}
+
+#[test]
+fn dropped_trailers_are_not_announced() {
+    let public = RawBackend::start(RawAnswer::ChunkedWithTrailer);
+    let admin = RawBackend::start(RawAnswer::Length);
+    let (_sluice, web) = start(&public, &admin, "");
+    // An HTTP/1 client gets no trailers from sluice, so no `Trailer` field announcing them.
+    let response = get(web, "/public/t", "test.local");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body, b"/public/t");
+    assert_eq!(response.header("trailer"), None, "{:?}", response.headers);
 }

@@ -5,6 +5,9 @@ use super::schema::*;
 use super::*;
 use std::collections::{HashMap, HashSet};
 
+/// The largest body a route may buffer in memory.
+const MAX_BUFFERED_BODY: u64 = 64 << 20;
+
 /// Collects errors with their positions while checking.
 struct Checker<'a> {
     file: String,
@@ -949,6 +952,16 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
         let max_body_size = check
             .size(&format!("{at}.max_body_size"), &route.max_body_size)
             .unwrap_or_default();
+        if route.request_buffering && !(1..=MAX_BUFFERED_BODY).contains(&max_body_size) {
+            check.error(
+                &format!("{at}.max_body_size"),
+                format!(
+                    "request buffering holds bodies in memory, so it needs a limit of at most \
+                     64m (got {:?}); set request_buffering: false to stream larger bodies",
+                    route.max_body_size
+                ),
+            );
+        }
         routes.push(RouteConfig {
             name: route.name.clone(),
             listener: route.listener.clone(),

@@ -2,6 +2,7 @@
 
 use crate::lifecycle::OpenWork;
 use crate::observe::metrics::METRICS;
+use crate::proxy::request_body::BodyMode;
 use crate::proxy::retry::BudgetGuard;
 use crate::state::Snapshot;
 use crate::upstream::endpoint::InFlightGuard;
@@ -122,6 +123,12 @@ pub struct RequestContext {
     pub client_keepalive: bool,
     /// Why sluice refused the request itself (a metric label), if it did.
     pub rejected: Option<&'static str>,
+    /// How the request body is passed on.
+    pub body_mode: BodyMode,
+    /// Request body bytes received so far.
+    pub body_bytes: u64,
+    /// When the whole request body must have arrived (`requests.body_timeout`).
+    pub body_deadline: Option<Instant>,
     /// Keeps the process from exiting during a stop or upgrade until the request ends.
     _open: OpenWork,
 }
@@ -164,6 +171,9 @@ impl RequestContext {
             tunnel: None,
             client_keepalive: true,
             rejected: None,
+            body_mode: BodyMode::Empty,
+            body_bytes: 0,
+            body_deadline: None,
             _open: open,
         }
     }

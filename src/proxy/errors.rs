@@ -12,6 +12,8 @@ pub fn status_for(e: &Error) -> u16 {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                // The client's body stalled longer than `requests.body_read_timeout`.
+                ErrorType::ReadTimedout => 408,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,

@@ -4,6 +4,7 @@
 
 use super::context::{Attempt, AttemptResult, RequestContext, Routed, Tunnel};
 use super::report::{self, Exchange};
+use super::request_body::{self, BodyMode};
 use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
 use super::{errors, grpc, headers, rate_limit};
@@ -171,6 +172,11 @@ impl ProxyHttp for HttpProxy {
                 return Ok(true);
             }
         }
+        ctx.websocket = headers::is_websocket_upgrade(session.req_header());
+        if let Err(rejection) = self.receive_body(session, ctx, &runtime_route.body).await? {
+            self.reject(session, ctx, rejection).await?;
+            return Ok(true);
+        }
         let upstream = &snapshot.upstreams[runtime_route.upstream];
         let active = upstream.retry_budget.start_request();
         let route_deadline = runtime_route.timeouts.total.map(|t| ctx.started + t);
@@ -183,7 +189,6 @@ impl ProxyHttp for HttpProxy {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        ctx.websocket = headers::is_websocket_upgrade(session.req_header());
         if ctx.websocket {
             // An idle WebSocket is normal: only `timeouts.idle` ends it.
             session
@@ -197,6 +202,39 @@ impl ProxyHttp for HttpProxy {
             deadline,
         });
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let BodyMode::Stream { max } = ctx.body_mode else {
+            return Ok(());
+        };
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        let refused = if max.is_some_and(|max| ctx.body_bytes > max) {
+            Some((413, "request body larger than max_body_size"))
+        } else if ctx.body_deadline.is_some_and(|d| Instant::now() > d) {
+            Some((408, "request body not complete within body_timeout"))
+        } else {
+            None
+        };
+        match refused {
+            Some((status, why)) => {
+                ctx.rejected = Some(if status == 413 {
+                    "body_too_large"
+                } else {
+                    "body_timeout"
+                });
+                let mut e = Error::explain(ErrorType::HTTPStatus(status), why);
+                e.as_down();
+                Err(e)
+            }
+            None => Ok(()),
+        }
     }
 
     async fn upstream_peer(
@@ -318,6 +356,11 @@ impl ProxyHttp for HttpProxy {
     ) -> Result<()> {
         // A stop or upgrade may have begun since request_filter.
         self.set_keepalive(session, ctx);
+        if session.req_header().version < http::Version::HTTP_2 {
+            // Pingora writes no trailers to HTTP/1 clients: announcing them would promise
+            // fields that never come.
+            upstream_response.remove_header(&http::header::TRAILER);
+        }
         if session.req_header().version == http::Version::HTTP_10
             && upstream_response
                 .remove_header(&http::header::TRANSFER_ENCODING)
@@ -503,6 +546,82 @@ impl HttpProxy {
             session.write_response_header(header, false).await?;
             session.write_response_body(Some(body), true).await
         }
+    }
+
+    /// Applies the route's body policy: refuses a declared length over the limit, sets the
+    /// body deadlines, and reads a buffered body whole. The outer error is the client's
+    /// failure; the inner one a refusal to answer.
+    async fn receive_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        policy: &crate::config::BodyPolicy,
+    ) -> Result<Result<(), Rejection>> {
+        let has_body = !session.as_downstream_mut().is_body_empty();
+        ctx.body_mode = request_body::mode(policy, has_body, ctx.grpc, ctx.websocket);
+        if ctx.body_mode == BodyMode::Empty {
+            return Ok(Ok(()));
+        }
+        if request_body::declared_too_large(session.req_header(), policy.max_size) {
+            return Ok(Err(Rejection {
+                status: 413,
+                reason: "body_too_large",
+            }));
+        }
+        ctx.body_deadline = self.requests.body_timeout.map(|t| Instant::now() + t);
+        session
+            .as_downstream_mut()
+            .set_read_timeout(Some(self.requests.body_read_timeout));
+        let BodyMode::Buffer { max } = ctx.body_mode else {
+            return Ok(Ok(()));
+        };
+        let capacity = usize::try_from(max).unwrap_or(usize::MAX);
+        let downstream = session.as_downstream_mut();
+        downstream.enable_retry_buffering_with_capacity(capacity);
+        if request_body::take_expect_continue(session.req_header_mut()) {
+            session
+                .as_downstream_mut()
+                .write_continue_response()
+                .await?;
+        }
+        let deadline = ctx.body_deadline;
+        let read_all = async {
+            let mut length = 0usize;
+            while let Some(chunk) = session.read_request_body().await? {
+                length += chunk.len();
+                if length > capacity {
+                    return Ok(Err(Rejection {
+                        status: 413,
+                        reason: "body_too_large",
+                    }));
+                }
+            }
+            Ok(Ok(length))
+        };
+        let read: Result<Result<usize, Rejection>> = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), read_all).await {
+                Ok(read) => read,
+                Err(_) => Ok(Err(Rejection {
+                    status: 408,
+                    reason: "body_timeout",
+                })),
+            },
+            None => read_all.await,
+        };
+        let length = match read {
+            Ok(Ok(length)) => length,
+            Ok(Err(rejection)) => return Ok(Err(rejection)),
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+                return Ok(Err(Rejection {
+                    status: 408,
+                    reason: "body_timeout",
+                }))
+            }
+            Err(e) => return Err(e),
+        };
+        ctx.body_bytes = length as u64;
+        request_body::set_buffered_length(session.req_header_mut(), length)?;
+        Ok(Ok(()))
     }
 
     /// Refuses a request sluice will not route or forward, and closes the connection after

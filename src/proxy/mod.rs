@@ -9,6 +9,7 @@ pub mod http;
 pub mod path;
 pub mod rate_limit;
 pub mod report;
+pub mod request_body;
 pub mod request_head;
 pub mod retry;
 pub mod tcp;

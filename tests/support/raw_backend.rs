@@ -15,6 +15,11 @@ pub enum RawAnswer {
     Length,
     /// `200` without length: the body (the request target) ends when the backend closes.
     CloseDelimited,
+    /// `200` with a chunked body, announcing and sending a trailer field `x-checksum`.
+    ChunkedWithTrailer,
+    /// `200` with a length and `connection: close`, then close: one request per connection,
+    /// as a pre-forked sync worker (gunicorn, php-fpm) serves.
+    LengthThenClose,
 }
 
 /// One request as it reached the backend.
@@ -82,6 +87,36 @@ impl RawBackend {
         }
     }
 
+    /// A backend of `workers` sync workers: each accepts one connection, serves its one
+    /// request (reading the whole body first) and closes it before accepting the next.
+    pub fn start_workers(workers: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind worker backend");
+        let address = listener.local_addr().expect("worker backend address");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        for _ in 0..workers {
+            let listener = listener.try_clone().expect("clone listener");
+            let (s, a, st) = (seen.clone(), accepts.clone(), stop.clone());
+            thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if st.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let connection = a.fetch_add(1, Ordering::SeqCst) + 1;
+                    serve(stream, connection, RawAnswer::LengthThenClose, &s);
+                }
+            });
+        }
+        Self {
+            address,
+            seen,
+            accepts,
+            stop,
+        }
+    }
+
     /// Requests seen so far.
     pub fn requests(&self) -> Vec<RawRequest> {
         self.seen.lock().expect("raw backend lock").clone()
@@ -115,13 +150,25 @@ fn serve(stream: TcpStream, connection: usize, answer: RawAnswer, seen: &Mutex<V
                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{target}",
                 target.len()
             ),
+            RawAnswer::ChunkedWithTrailer => format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+                 {:x}\r\n{target}\r\n0\r\nx-checksum: 1234\r\n\r\n",
+                target.len()
+            ),
+            RawAnswer::LengthThenClose => format!(
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{target}",
+                target.len()
+            ),
             RawAnswer::CloseDelimited => {
                 format!("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n{target}")
             }
         };
         if reader.get_mut().write_all(response.as_bytes()).is_err()
             || close
-            || answer == RawAnswer::CloseDelimited
+            || matches!(
+                answer,
+                RawAnswer::CloseDelimited | RawAnswer::LengthThenClose
+            )
         {
             return;
         }

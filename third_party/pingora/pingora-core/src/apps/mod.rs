@@ -85,6 +85,9 @@ pub struct HttpServerOptions {
     /// > requests could result in excessive memory usage and not recommended.
     ///
     /// Unlike nginx, the default behavior here is _no limit_.
+    ///
+    /// On HTTP/2 connections this is the number of streams accepted before the connection
+    /// is ended gracefully with GOAWAY (nginx's `keepalive_requests` applies there too).
     pub keepalive_request_limit: Option<u32>,
 
     /// If set, close a downstream HTTP/2 connection that has been idle
@@ -333,11 +336,15 @@ where
                 let app = self.clone();
                 let shutdown_for_session = shutdown.clone();
                 let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
+                let request_limit = self
+                    .server_options()
+                    .and_then(|o| o.keepalive_request_limit);
                 server::accept_downstream_sessions(
                     h2_conn,
                     digest,
                     shutdown.clone(),
                     h2_idle_timeout,
+                    request_limit,
                     |h2_stream, guard| {
                         let app = app.clone();
                         let shutdown = shutdown_for_session.clone();

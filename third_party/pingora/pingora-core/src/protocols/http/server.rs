@@ -684,6 +684,17 @@ impl Session {
         }
     }
 
+    /// Enable retry buffering with room for `capacity` bytes of request body (HTTP/1 and
+    /// HTTP/2); subrequest and custom sessions keep their default capacity.
+    pub fn enable_retry_buffering_with_capacity(&mut self, capacity: usize) {
+        match self {
+            Self::H1(s) => s.enable_retry_buffering_with_capacity(capacity),
+            Self::H2(s) => s.enable_retry_buffering_with_capacity(capacity),
+            Self::Subrequest(s) => s.enable_retry_buffering(),
+            Self::Custom(s) => s.enable_retry_buffering(),
+        }
+    }
+
     pub fn get_retry_buffer(&self) -> Option<Bytes> {
         match self {
             Self::H1(s) => s.get_retry_buffer(),

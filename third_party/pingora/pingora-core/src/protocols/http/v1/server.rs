@@ -1312,8 +1312,17 @@ impl HttpSession {
     }
 
     pub fn enable_retry_buffering(&mut self) {
+        self.enable_retry_buffering_with_capacity(BODY_BUF_LIMIT)
+    }
+
+    /// Like [`Self::enable_retry_buffering()`], with room for `capacity` bytes of request body
+    /// instead of 64 KiB. A proxy that reads a whole body before it picks an upstream
+    /// (request buffering) gets it sent, and resent on retries, from this buffer.
+    ///
+    /// No-op if retry buffering is already enabled.
+    pub fn enable_retry_buffering_with_capacity(&mut self, capacity: usize) {
         if self.retry_buffer.is_none() {
-            self.retry_buffer = Some(FixedBuffer::new(BODY_BUF_LIMIT))
+            self.retry_buffer = Some(FixedBuffer::new(capacity))
         }
     }
 

@@ -124,6 +124,9 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 /// accept loop is not blocked, and move the guard into that task so its lifetime
 /// matches the session.
 ///
+/// With `max_sessions`, the same graceful shutdown starts once that many streams were
+/// accepted: the HTTP/2 counterpart of the HTTP/1 keepalive request limit.
+///
 /// Note: this function does not impose its own per-connection drain timeout
 /// (after a shutdown signal). The runtime-level `graceful_shutdown_timeout_seconds`
 /// is the only ceiling there, so a slow client can keep this future alive up to
@@ -135,10 +138,12 @@ pub(crate) async fn accept_downstream_sessions<F>(
     digest: Arc<Digest>,
     mut shutdown: ShutdownWatch,
     idle_timeout: Option<Duration>,
+    max_sessions: Option<u32>,
     mut on_session: F,
 ) where
     F: FnMut(HttpSession, StreamGuard),
 {
+    let mut sessions_left = max_sessions;
     let mut shutdown_initiated = false;
     // Per-connection budget for malformed streams (see MAX_MALFORMED_STREAMS_PER_CONN).
     let mut malformed_streams = 0usize;
@@ -193,6 +198,14 @@ pub(crate) async fn accept_downstream_sessions<F>(
             Ok(Some(H2Accept::Rejected)) => continue,
             Ok(Some(H2Accept::Session(session))) => {
                 on_session(session, active.start_session());
+                if let Some(left) = sessions_left.as_mut() {
+                    *left = left.saturating_sub(1);
+                    if *left == 0 && !shutdown_initiated {
+                        debug!("H2 connection reached its stream limit, sending GOAWAY");
+                        conn.graceful_shutdown();
+                        shutdown_initiated = true;
+                    }
+                }
             }
         }
     }
@@ -888,8 +901,17 @@ impl HttpSession {
     }
 
     pub fn enable_retry_buffering(&mut self) {
+        self.enable_retry_buffering_with_capacity(BODY_BUF_LIMIT)
+    }
+
+    /// Like [`Self::enable_retry_buffering()`], with room for `capacity` bytes of request body
+    /// instead of 64 KiB. A proxy that reads a whole body before it picks an upstream
+    /// (request buffering) gets it sent, and resent on retries, from this buffer.
+    ///
+    /// No-op if retry buffering is already enabled.
+    pub fn enable_retry_buffering_with_capacity(&mut self, capacity: usize) {
         if self.retry_buffer.is_none() {
-            self.retry_buffer = Some(FixedBuffer::new(BODY_BUF_LIMIT))
+            self.retry_buffer = Some(FixedBuffer::new(capacity))
         }
     }
 

@@ -105,6 +105,9 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
         // Pingora tells HTTP/2 from HTTP/1 by the connection preface: one port serves both.
         options.h2c = listener.h2c;
         options.h1_request_head_limits = Some(head_limits(&listener.requests));
+        // CONNECT reaches sluice's request filter, which refuses it (405) with a log line and
+        // a metric, instead of Pingora answering before any hook.
+        options.allow_connect_method_proxying = true;
         let mut service = ProxyServiceBuilder::new(&server_conf, app)
             .name(format!("listener {}", listener.name))
             .server_options(options)

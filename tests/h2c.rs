@@ -190,6 +190,11 @@ fn keepalive_max_requests_ends_http2_connections_too() {
         }
         served
     });
-    // The third stream is answered after the GOAWAY that ends the connection.
-    assert_eq!(served, 3);
+    // At the third stream sluice starts HTTP/2's graceful shutdown: GOAWAY, a PING, and
+    // on its answer the final GOAWAY. A stream the client opens inside that round trip is
+    // still served (RFC 9113 §6.8), so a starved accept loop may let one more through.
+    assert!(
+        (3..=4).contains(&served),
+        "{served} requests on one connection"
+    );
 }

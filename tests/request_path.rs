@@ -229,6 +229,14 @@ fn absolute_form_targets_route_on_their_path() {
 
     let text = exchange(
         web,
+        b"CONNECT test.local:443 HTTP/1.1\r\nhost: test.local:443\r\n\r\n",
+    )
+    .read_to_close();
+    assert_eq!(statuses(&text), [405], "{text}");
+    assert!(text.contains("request_id"), "sluice's own answer: {text}");
+
+    let text = exchange(
+        web,
         b"OPTIONS * HTTP/1.1\r\nhost: test.local\r\nconnection: close\r\n\r\n",
     )
     .read_to_close();

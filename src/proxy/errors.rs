@@ -47,6 +47,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         400 => "bad request",
         404 => "no route",
+        405 => "method not allowed",
         408 => "request timeout",
         413 => "request body too large",
         414 => "request line too long",

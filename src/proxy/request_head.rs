@@ -45,6 +45,13 @@ pub struct Inspected {
 
 /// Checks `header` and extracts what routing needs.
 pub fn inspect(header: &RequestHeader, paths: &PathOptions) -> Result<Inspected, Rejection> {
+    if header.method == Method::CONNECT {
+        // sluice is not a forward proxy.
+        return Err(Rejection {
+            status: 405,
+            reason: "connect",
+        });
+    }
     let collapsed_length = check_framing(header)?;
     let raw_target = header.raw_path();
     if raw_target == b"*" {
@@ -322,6 +329,13 @@ mod tests {
             inspect_default(&req),
             Err(bad_request("path_escaped_slash"))
         );
+    }
+
+    #[test]
+    fn connect_is_not_allowed() {
+        let mut req = request("a.example:443", &[("host", b"a.example:443")]);
+        req.set_method(Method::CONNECT);
+        assert_eq!(inspect_default(&req).unwrap_err().status, 405);
     }
 
     #[test]

@@ -1617,7 +1617,9 @@ where
                 .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
         }
 
-        self.process_request(session, ctx).await
+        // Boxed: the proxy future is large, and without the box this future would have room
+        // for it from the start, also while a slow client is still sending its request head.
+        Box::pin(self.process_request(session, ctx)).await
     }
 
     async fn http_cleanup(&self) {

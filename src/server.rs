@@ -177,8 +177,6 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// TLS 1.2 and 1.3 (Pingora's rustls acceptor allows no older version), certificates chosen
-/// by SNI through `resolver`, ALPN `h2` then `http/1.1`.
 /// Pingora's form of a listener's request head limits.
 fn head_limits(limits: &RequestLimits) -> RequestHeadLimits {
     RequestHeadLimits {
@@ -190,6 +188,8 @@ fn head_limits(limits: &RequestLimits) -> RequestHeadLimits {
     }
 }
 
+/// TLS 1.2 and 1.3 (Pingora's rustls acceptor allows no older version), certificates chosen
+/// by SNI through `resolver`, ALPN `h2` then `http/1.1`.
 fn tls_settings(resolver: Arc<SniResolver>) -> pingora::Result<TlsSettings> {
     // The paths are unused: the resolver supplies every certificate.
     let mut settings = TlsSettings::intermediate("", "")?;

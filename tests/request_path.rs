@@ -52,7 +52,12 @@ fn prefix_routes_cannot_be_escaped_and_encoded_names_find_their_route() {
             "{escape} resolves to /internal: no route"
         );
     }
-    for escape in ["/public/..%2finternal", "/public%2f..%2finternal"] {
+    for escape in [
+        "/public/..%2finternal",
+        "/public%2f..%2finternal",
+        "/public/..\\internal",
+        "/public/..%5cinternal",
+    ] {
         let response = get(web, escape, "test.local");
         assert_eq!(response.status, 400, "{escape}: encoded slash refused");
     }

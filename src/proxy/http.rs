@@ -559,7 +559,8 @@ impl HttpProxy {
     ) -> Result<Result<(), Rejection>> {
         let has_body = !session.as_downstream_mut().is_body_empty();
         ctx.body_mode = request_body::mode(policy, has_body, ctx.grpc, ctx.websocket);
-        if ctx.body_mode == BodyMode::Empty {
+        if ctx.body_mode == BodyMode::Empty || ctx.grpc || ctx.websocket {
+            // gRPC streams and tunnels carry no size or time limit of their own.
             return Ok(Ok(()));
         }
         if request_body::declared_too_large(session.req_header(), policy.max_size) {

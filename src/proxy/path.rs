@@ -6,9 +6,9 @@
 //!
 //! 1. Percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded; every other
 //!    encoding keeps its bytes with upper-case hex digits (RFC 3986 §6.2.2).
-//! 2. `%2F` and `%5C` (an encoded `/` or `\`) mean different paths to different backends;
-//!    [`EscapedSlashes`] says what happens to them (rejected by default, as Envoy's
-//!    `path_with_escaped_slashes_action` can).
+//! 2. `%2F` and `%5C` (an encoded `/` or `\`), and a raw `\`, mean different paths to
+//!    different backends; [`EscapedSlashes`] says what happens to them (rejected by default,
+//!    as Envoy's `path_with_escaped_slashes_action` can).
 //! 3. `%00` and malformed encodings (`%zz`, a `%` without two hex digits) are rejected.
 //! 4. Runs of `/` are merged when `merge_slashes` is on (nginx's `merge_slashes on`).
 //! 5. Dot segments are removed (RFC 3986 §5.2.4); a `..` above the root is rejected, as
@@ -30,6 +30,8 @@ pub enum PathError {
     EscapedSlash,
     /// A `..` segment that would climb above `/`.
     AboveRoot,
+    /// A raw `\` under [`EscapedSlashes::Reject`].
+    Backslash,
 }
 
 impl PathError {
@@ -41,6 +43,7 @@ impl PathError {
             PathError::EncodedNul => "path_encoded_nul",
             PathError::EscapedSlash => "path_escaped_slash",
             PathError::AboveRoot => "path_above_root",
+            PathError::Backslash => "path_backslash",
         }
     }
 }
@@ -63,7 +66,7 @@ pub fn normalize<'a>(path: &'a [u8], options: &PathOptions) -> Result<Cow<'a, [u
 
 /// The common case, checked without allocating: no `%`, no dot segment, no empty segment.
 fn is_normal(path: &[u8], merge_slashes: bool) -> bool {
-    if path.contains(&b'%') {
+    if path.contains(&b'%') || path.contains(&b'\\') {
         return false;
     }
     let mut segments = path[1..].split(|b| *b == b'/').peekable();
@@ -96,6 +99,11 @@ fn decode(path: &[u8], escaped_slashes: EscapedSlashes) -> Result<Vec<u8>, PathE
     let mut i = 0;
     while i < path.len() {
         let byte = path[i];
+        if byte == b'\\' && escaped_slashes == EscapedSlashes::Reject {
+            // Some backends (IIS, ASP.NET) read `\` as `/`: `/public/..\admin` would
+            // escape its prefix there.
+            return Err(PathError::Backslash);
+        }
         if byte != b'%' {
             out.push(byte);
             i += 1;
@@ -236,6 +244,8 @@ mod tests {
         assert_eq!(normal("/a%00b"), Err(PathError::EncodedNul));
         assert_eq!(normal("/a%5cb"), Err(PathError::EscapedSlash));
         assert_eq!(normal("a/b"), Err(PathError::NotAbsolute));
+        assert_eq!(normal("/public/..\\admin"), Err(PathError::Backslash));
+        assert_eq!(with("/a\\b", true, EscapedSlashes::Keep), "/a\\b");
     }
 
     #[test]

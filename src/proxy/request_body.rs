@@ -28,8 +28,12 @@ pub fn mode(policy: &BodyPolicy, has_body: bool, grpc: bool, upgrade: bool) -> B
     if !has_body {
         return BodyMode::Empty;
     }
+    if grpc || upgrade {
+        // Streaming calls and tunnels last as long as they need: no size or time limit.
+        return BodyMode::Stream { max: None };
+    }
     match policy.max_size {
-        Some(max) if policy.buffering && !grpc && !upgrade => BodyMode::Buffer { max },
+        Some(max) if policy.buffering => BodyMode::Buffer { max },
         max => BodyMode::Stream { max },
     }
 }
@@ -82,11 +86,11 @@ mod tests {
         assert_eq!(mode(&BUFFERED, false, false, false), BodyMode::Empty);
         assert_eq!(
             mode(&BUFFERED, true, true, false),
-            BodyMode::Stream { max: Some(1024) }
+            BodyMode::Stream { max: None }
         );
         assert_eq!(
             mode(&BUFFERED, true, false, true),
-            BodyMode::Stream { max: Some(1024) }
+            BodyMode::Stream { max: None }
         );
         let streaming = BodyPolicy {
             buffering: false,

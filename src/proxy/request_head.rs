@@ -131,6 +131,7 @@ fn check_framing(header: &RequestHeader) -> Result<Option<u64>, Rejection> {
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
     {
         let item = item.trim_ascii();
+        // At most 18 digits: the value cannot overflow a u64.
         let parsed = (!item.is_empty() && item.len() <= 18 && item.iter().all(u8::is_ascii_digit))
             .then(|| item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
             .ok_or(bad_request("content_length"))?;

@@ -198,3 +198,27 @@ fn keepalive_max_requests_ends_http2_connections_too() {
         "{served} requests on one connection"
     );
 }
+
+#[test]
+fn http10_clients_of_http2_upstreams_get_close_delimited_answers() {
+    let (backend, _accepted) = start_h2_backend();
+    let web = listen_address();
+    let body = format!(
+        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes: [{{ name: all, listener: web, upstream: h2 }}]\n\
+         upstreams: [{{ name: h2, protocol: h2c, endpoints: [\"{backend}\"] }}]\n"
+    );
+    let _sluice = Sluice::start(&body);
+    // The HTTP/2 upstream answers without a length; the HTTP/1.0 client asked to keep the
+    // connection, which sluice must refuse to delimit the body.
+    let text = support::raw_backend::exchange(
+        web,
+        b"GET /one HTTP/1.0\r\nhost: test.local\r\nconnection: keep-alive\r\n\r\n",
+    )
+    .read_to_close();
+    let lower = text.to_ascii_lowercase();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!lower.contains("transfer-encoding"), "{text}");
+    assert!(lower.contains("connection: close"), "{text}");
+    assert!(text.ends_with("reply to /one"), "{text}");
+}

@@ -182,3 +182,29 @@ fn a_trickled_head_is_cut_at_the_header_deadline() {
         1.0,
     );
 }
+
+#[test]
+fn a_line_of_exactly_the_limit_passes_when_a_read_ends_between_cr_and_lf() {
+    let backend = RawBackend::start(RawAnswer::Length);
+    let (_sluice, web) = start(&backend, "");
+    let mut stream = TcpStream::connect(web).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    let line = format!("x-long: {}", "d".repeat(8184));
+    stream
+        .write_all(
+            format!("GET / HTTP/1.1\r\nhost: test.local\r\nconnection: close\r\n{line}\r")
+                .as_bytes(),
+        )
+        .expect("head up to the CR");
+    // Shapes the reads (the line ends in sluice's buffer with its CR but without its LF); the
+    // outcome must be the same whether or not sluice read in between.
+    thread::sleep(Duration::from_millis(200));
+    stream.write_all(b"\n\r\n").expect("rest of the head");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("answer and close");
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(statuses(&answer), [200], "{answer}");
+}

@@ -361,14 +361,18 @@ impl ProxyHttp for HttpProxy {
             // fields that never come.
             upstream_response.remove_header(&http::header::TRAILER);
         }
-        if session.req_header().version == http::Version::HTTP_10
-            && upstream_response
-                .remove_header(&http::header::TRANSFER_ENCODING)
-                .is_some()
-        {
+        if session.req_header().version == http::Version::HTTP_10 {
             // An HTTP/1.0 client cannot read chunks: a body without length is delimited by
-            // closing the connection, as nginx does.
-            session.set_keepalive(None);
+            // closing the connection, as nginx does (Pingora patch 0009 keeps HTTP/2
+            // upstreams' answers unchunked for it).
+            upstream_response.remove_header(&http::header::TRANSFER_ENCODING);
+            if upstream_response
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_none()
+            {
+                session.set_keepalive(None);
+            }
         }
         Ok(())
     }

@@ -959,10 +959,12 @@ where
                     || matches!(header.status.as_u16(), 204 | 304);
 
                 /* Add chunked header to tell downstream to use chunked encoding
-                 * during the absent of content-length in h2 */
+                 * during the absent of content-length in h2. An HTTP/1.0 downstream cannot
+                 * read chunks: its body is delimited by closing the connection instead. */
                 if !no_body
                     && !header.status.is_informational()
                     && header.headers.get(http::header::CONTENT_LENGTH).is_none()
+                    && session.req_header().version != Version::HTTP_10
                 {
                     header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
                 }

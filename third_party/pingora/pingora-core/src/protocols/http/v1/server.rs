@@ -112,7 +112,7 @@ impl HeadLineScan {
         }
         self.scanned = head.len();
         let (max, status, what) = line_limit(self.lines);
-        if head.len() - self.line_start > max {
+        if head[self.line_start..].trim_end_with(|c| c == '\r').len() > max {
             return Error::e_explain(HTTPStatus(status), format!("{what} longer than {max}"));
         }
         Ok(())

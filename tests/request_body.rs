@@ -4,11 +4,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::thread;
 use std::time::Duration;
-use support::raw_backend::{exchange, statuses, RawAnswer, RawBackend};
+use support::raw_backend::{exchange, statuses, trickle_until_closed, RawAnswer, RawBackend};
 use support::*;
 
 fn start(backend: &RawBackend, listener_extra: &str, route_extra: &str) -> (Sluice, SocketAddr) {
@@ -152,29 +151,13 @@ fn bodies_over_max_body_size_are_refused_with_413() {
 fn a_trickled_body_is_cut_at_the_body_deadline() {
     let backend = RawBackend::start(RawAnswer::Length);
     let (_sluice, web) = start(&backend, ", requests: { body_timeout: 1s }", "");
-    let mut stream = connect(web);
-    stream
-        .write_all(b"POST /t HTTP/1.1\r\nhost: test.local\r\ncontent-length: 1000\r\n\r\n")
-        .expect("head");
     // Each byte comes well within body_read_timeout; only the total deadline ends it.
-    let mut writer = stream.try_clone().expect("clone");
-    let trickle = thread::spawn(move || {
-        for _ in 0..300 {
-            if writer.write_all(b"a").is_err() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        false
-    });
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
-    assert_eq!(statuses(&answer), [408], "{answer}");
-    assert!(
-        trickle.join().expect("trickle"),
-        "sluice closed the connection"
+    let (answer, closed) = trickle_until_closed(
+        web,
+        b"POST /t HTTP/1.1\r\nhost: test.local\r\ncontent-length: 1000\r\n\r\n",
     );
+    assert_eq!(statuses(&answer), [408], "{answer}");
+    assert!(closed, "sluice closed the connection");
     assert!(backend.requests().is_empty());
 }
 

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
-use support::raw_backend::{exchange, statuses, RawAnswer, RawBackend};
+use support::raw_backend::{exchange, statuses, trickle_until_closed, RawAnswer, RawBackend};
 use support::*;
 
 fn start(backend: &RawBackend, listener_extra: &str) -> (Sluice, SocketAddr) {
@@ -149,33 +149,11 @@ fn limits_are_configurable_per_listener() {
 fn a_trickled_head_is_cut_at_the_header_deadline() {
     let backend = RawBackend::start(RawAnswer::Length);
     let (sluice, web) = start(&backend, ", requests: { header_timeout: 1s }");
-    let mut stream = TcpStream::connect(web).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("read timeout");
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nhost: test.local\r\nx-slow: ")
-        .expect("head start");
-    // One byte every 100 ms keeps every single read well inside any per-read timeout; only a
-    // deadline for the whole head ends it. The trickle stops when sluice closes.
-    let mut writer = stream.try_clone().expect("clone");
-    let trickle = thread::spawn(move || {
-        for _ in 0..300 {
-            if writer.write_all(b"a").is_err() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        false
-    });
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
+    // Every single read is quick; only a deadline for the whole head ends it.
+    let (answer, closed) =
+        trickle_until_closed(web, b"GET / HTTP/1.1\r\nhost: test.local\r\nx-slow: ");
     assert_eq!(statuses(&answer), [408], "{answer}");
-    assert!(
-        trickle.join().expect("trickle thread"),
-        "sluice closed the connection"
-    );
+    assert!(closed, "sluice closed the connection");
     assert!(backend.requests().is_empty());
     sluice.wait_metric(
         "sluice_http_requests_total{code=\"408\",reason=\"header_timeout\",route=\"none\"}",

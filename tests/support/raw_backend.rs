@@ -276,3 +276,28 @@ pub fn statuses(text: &str) -> Vec<u16> {
         .filter_map(|(i, _)| text[i..].split(' ').nth(1)?.parse().ok())
         .collect()
 }
+
+/// Sends `head` on a new connection to `address`, then one byte every 100 ms (well inside any
+/// per-read timeout) until the server closes the connection, for at most 30 s. Returns what
+/// the server answered and whether it closed the connection on the trickle.
+pub fn trickle_until_closed(address: SocketAddr, head: &[u8]) -> (String, bool) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("read timeout");
+    stream.write_all(head).expect("head");
+    let mut writer = stream.try_clone().expect("clone");
+    let trickle = thread::spawn(move || {
+        for _ in 0..300 {
+            if writer.write_all(b"a").is_err() {
+                return true;
+            }
+            thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    });
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let closed = trickle.join().expect("trickle thread");
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}

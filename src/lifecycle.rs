@@ -7,6 +7,10 @@
 //! - SIGQUIT: only when a successor (`sluice -u`) is waiting on `server.upgrade_sock`.
 //!   Without one, handing the sockets over would end in an outage, so sluice logs an error
 //!   and keeps serving.
+//! - SIGINT: stops at once, also during a SIGTERM's drain delay.
+//! - SIGUSR1 reopens the access log file (logrotate). Every other signal whose default
+//!   action would end the process is logged and ignored: a stray `kill -USR2` must not take
+//!   an edge down without a drain. (SIGHUP is the reloader's.)
 //!
 //! After the listeners stop, Pingora sleeps the whole grace period whatever is left.
 //! [`ExitMonitor`] ends the process as soon as no request or connection is open, or
@@ -15,6 +19,7 @@
 use crate::observe::access_log;
 use crate::sockets;
 use async_trait::async_trait;
+use futures::stream::{SelectAll, StreamExt};
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use std::path::{Path, PathBuf};
@@ -93,6 +98,66 @@ impl Signals {
     }
 }
 
+/// Signals that would end the process by default and that sluice does not stop on, with
+/// their names for the log. Faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP,
+/// SIGSYS) keep their default: they mean a bug, and a core dump is what helps then.
+const LOGGED_SIGNALS: [(libc::c_int, &str); 10] = [
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGIO, "SIGIO"),
+    (libc::SIGPWR, "SIGPWR"),
+    (libc::SIGSTKFLT, "SIGSTKFLT"),
+    (libc::SIGXCPU, "SIGXCPU"),
+    (libc::SIGXFSZ, "SIGXFSZ"),
+];
+
+/// One stream of every signal in [`LOGGED_SIGNALS`] and of the real-time signals, each
+/// item the signal's number.
+fn logged_signals() -> SelectAll<futures::stream::BoxStream<'static, libc::c_int>> {
+    // tokio cannot watch SIGRTMAX itself (its table ends below it): ignore that one quietly.
+    // SAFETY: installing SIG_IGN for a signal no one else handles has no memory effects.
+    if unsafe { libc::signal(libc::SIGRTMAX(), libc::SIG_IGN) } == libc::SIG_ERR {
+        log::warn!(
+            "cannot ignore signal {}; it ends the process",
+            libc::SIGRTMAX()
+        );
+    }
+    let realtime = (libc::SIGRTMIN()..libc::SIGRTMAX()).map(|n| (n, "a real-time signal"));
+    let mut all = SelectAll::new();
+    for (number, name) in LOGGED_SIGNALS.into_iter().chain(realtime) {
+        match signal(SignalKind::from_raw(number)) {
+            Ok(stream) => all.push(
+                futures::stream::unfold(stream, move |mut stream| async move {
+                    stream.recv().await.map(|()| (number, stream))
+                })
+                .boxed(),
+            ),
+            Err(e) => log::warn!("cannot handle {name} ({number}): {e}; it ends the process"),
+        }
+    }
+    all
+}
+
+/// What sluice does on a signal of [`logged_signals`].
+fn on_logged_signal(number: libc::c_int) {
+    if number == libc::SIGUSR1 {
+        log::info!("SIGUSR1: reopening the access log");
+        access_log::reopen();
+        return;
+    }
+    let name = LOGGED_SIGNALS
+        .iter()
+        .find(|(n, _)| *n == number)
+        .map_or_else(|| format!("signal {number}"), |(_, name)| name.to_string());
+    log::warn!(
+        "{name} ignored: sluice stops on SIGTERM (draining), SIGINT (at once) and SIGQUIT \
+         (upgrade), reloads on SIGHUP and reopens the access log on SIGUSR1"
+    );
+}
+
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
@@ -107,27 +172,43 @@ impl ShutdownSignalWatch for Signals {
                 return ShutdownSignal::FastShutdown;
             }
         };
+        let mut others = logged_signals();
         let mut successor_poll = tokio::time::interval(SUCCESSOR_POLL);
+        // Set by SIGTERM: when the drain delay ends and the listeners stop.
+        let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
+            let drain_over = async {
+                match drain_until {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = successor_poll.tick(), if self.takeover => {
                     if sockets::unix_socket_listening(&self.upgrade_sock) {
                         return self.hand_over("a successor is waiting (--takeover)");
                     }
                 }
+                Some(number) = others.next() => on_logged_signal(number),
                 _ = interrupt.recv() => {
                     log::info!("SIGINT: stopping now");
                     return ShutdownSignal::FastShutdown;
                 }
+                _ = drain_over => {
+                    log::info!("drain delay over: listeners stop, open work finishes");
+                    return ShutdownSignal::GracefulTerminate;
+                }
                 _ = terminate.recv() => {
+                    if drain_until.is_some() {
+                        log::info!("SIGTERM: already draining (SIGINT stops at once)");
+                        continue;
+                    }
                     self.lifecycle.start_draining();
                     log::info!(
                         "SIGTERM: draining; /readyz is 503, listeners stop in {:?}",
                         self.drain_delay
                     );
-                    tokio::time::sleep(self.drain_delay).await;
-                    log::info!("drain delay over: listeners stop, open work finishes");
-                    return ShutdownSignal::GracefulTerminate;
+                    drain_until = Some(tokio::time::Instant::now() + self.drain_delay);
                 }
                 _ = quit.recv() => {
                     if successor_waiting(&self.upgrade_sock, SUCCESSOR_WAIT).await {

@@ -5,6 +5,9 @@
 //! the queue for an empty buffer, writes it and flushes. No allocation, wake-up or syscall
 //! per line on the request path. If the writer falls behind, lines are dropped and counted
 //! rather than slowing requests down.
+//!
+//! SIGUSR1 asks the writer to reopen a file destination (logrotate's `postrotate`, as with
+//! nginx): lines queued before the reopen go to the old file, later ones to the new.
 
 use super::metrics::METRICS;
 use crate::config::AccessLogTarget;
@@ -12,6 +15,7 @@ use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime};
@@ -25,6 +29,8 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 static QUEUE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 /// Set once [`open`] has opened a destination.
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Set by [`reopen`]; the writer reopens the file at its next round.
+static REOPEN: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// Where a line is encoded before it is queued, reused by every request of the thread.
@@ -72,34 +78,52 @@ pub struct AttemptRecord {
     pub reused: bool,
 }
 
+/// Where lines go: the file's path, so that it can be reopened, or standard output.
+struct Output {
+    path: Option<PathBuf>,
+    out: Box<dyn Write + Send>,
+}
+
 /// The output the writer thread will own, between [`open`] and [`Writer`]'s start.
-static PENDING: Mutex<Option<Box<dyn Write + Send>>> = Mutex::new(None);
+static PENDING: Mutex<Option<Output>> = Mutex::new(None);
+
+/// Opens `path` for appending, creating it if needed.
+fn open_file(path: &Path) -> std::io::Result<Box<dyn Write + Send>> {
+    match OpenOptions::new().create(true).append(true).open(path) {
+        Ok(file) => Ok(Box::new(file)),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot open access log {}: {e}", path.display()),
+        )),
+    }
+}
 
 /// Opens `target` (so a bad path fails the start) and queues records from now on. The
 /// writer thread starts with the [`Writer`] service: after Pingora has daemonized (`-d`
 /// forks, and a thread started before the fork would not exist in the child).
 pub fn open(target: &AccessLogTarget) -> std::io::Result<()> {
-    let out: Box<dyn Write + Send> = match target {
+    let output = match target {
         AccessLogTarget::Off => return Ok(()),
-        AccessLogTarget::Stdout => Box::new(std::io::stdout()),
-        AccessLogTarget::File(path) => Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| {
-                    std::io::Error::new(
-                        e.kind(),
-                        format!("cannot open access log {}: {e}", path.display()),
-                    )
-                })?,
-        ),
+        AccessLogTarget::Stdout => Output {
+            path: None,
+            out: Box::new(std::io::stdout()),
+        },
+        AccessLogTarget::File(path) => Output {
+            path: Some(path.clone()),
+            out: open_file(path)?,
+        },
     };
     if ENABLED.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
-    *PENDING.lock().unwrap_or_else(|p| p.into_inner()) = Some(out);
+    *PENDING.lock().unwrap_or_else(|p| p.into_inner()) = Some(output);
     Ok(())
+}
+
+/// Asks the writer to reopen the access log file (after logrotate moved it away); lines
+/// queued until then still go to the old file. No effect for stdout or `off`.
+pub fn reopen() {
+    REOPEN.store(true, Ordering::Relaxed);
 }
 
 /// Whether lines are being logged (to skip building records when not).
@@ -114,19 +138,20 @@ pub struct Writer;
 impl pingora::services::background::BackgroundService for Writer {
     async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
         let pending = PENDING.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(mut out) = pending else {
+        let Some(output) = pending else {
             return;
         };
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(&mut out));
+            .spawn(move || write_lines(output));
         if let Err(e) = spawned {
             log::error!("cannot start the access log writer: {e}; access log lines are dropped");
         }
     }
 }
 
-fn write_lines(out: &mut Box<dyn Write + Send>) {
+fn write_lines(output: Output) {
+    let Output { path, out } = output;
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut batch = Vec::new();
     loop {
@@ -140,6 +165,18 @@ fn write_lines(out: &mut Box<dyn Write + Send>) {
             log::error!("cannot write access log: {e}");
         }
         batch.clear();
+        if REOPEN.swap(false, Ordering::Relaxed) {
+            if let Some(path) = &path {
+                // The old file keeps what was written; a failed open keeps writing to it.
+                match open_file(path) {
+                    Ok(file) => {
+                        out = BufWriter::with_capacity(64 * 1024, file);
+                        log::info!("access log {} reopened", path.display());
+                    }
+                    Err(e) => log::error!("{e}; still writing to the previous file"),
+                }
+            }
+        }
         let (rounds, done) = &ROUNDS;
         *rounds.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         done.notify_all();

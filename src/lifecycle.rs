@@ -14,18 +14,22 @@
 //!
 //! After the listeners stop, Pingora sleeps the whole grace period whatever is left.
 //! [`ExitMonitor`] ends the process as soon as no request or connection is open, or
-//! when `server.grace_period` is over.
+//! when `server.grace_period` is over. Requests still open then get their access-log line
+//! from the registry of [`OpenRequest`]s (`"ended":"grace_period"`), since their own tasks
+//! never finish.
 
-use crate::observe::access_log;
+use crate::observe::access_log::{self, Record, Timestamp};
 use crate::sockets;
 use async_trait::async_trait;
 use futures::stream::{SelectAll, StreamExt};
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// How often the exit monitor looks at the open work.
@@ -35,6 +39,10 @@ const SUCCESSOR_WAIT: Duration = Duration::from_secs(3);
 /// How often `--takeover` looks for a successor on the upgrade socket.
 const SUCCESSOR_POLL: Duration = Duration::from_millis(200);
 
+/// The status logged for a request cut at the end of the grace period before any response
+/// head went out: sluice failed it, so it counts as a server error.
+const CUT_STATUS: u16 = 503;
+
 /// The process's shutdown state and its open work.
 #[derive(Debug, Default)]
 pub struct Lifecycle {
@@ -42,6 +50,26 @@ pub struct Lifecycle {
     /// The listening sockets went to a successor.
     handed_over: AtomicBool,
     open: AtomicUsize,
+    /// Routed HTTP requests in progress, for the lines of those the grace period cuts.
+    requests: Mutex<HashMap<u64, Arc<OpenRequest>>>,
+    next_request: AtomicU64,
+}
+
+/// What the access log needs about a request in progress, should the grace period cut it.
+#[derive(Debug)]
+pub struct OpenRequest {
+    pub request_id: String,
+    pub listener: String,
+    pub route: String,
+    pub upstream: String,
+    pub client: Option<IpAddr>,
+    pub method: String,
+    pub host: String,
+    pub uri: String,
+    pub proto: &'static str,
+    pub started: Instant,
+    /// The status sent to the client, once the response head is out; 0 before.
+    pub status: AtomicU16,
 }
 
 impl Lifecycle {
@@ -62,17 +90,81 @@ impl Lifecycle {
     /// Counts one request or connection as open until the guard is dropped.
     pub fn track(self: &Arc<Self>) -> OpenWork {
         self.open.fetch_add(1, Ordering::Relaxed);
-        OpenWork(self.clone())
+        OpenWork {
+            lifecycle: self.clone(),
+            registered: None,
+        }
+    }
+
+    fn lock_requests(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<OpenRequest>>> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the access-log line of every request still open (the grace period is over
+    /// and the process exits now); returns how many.
+    pub fn log_cut_requests(&self) -> usize {
+        let requests = self.lock_requests();
+        let now = SystemTime::now();
+        for request in requests.values() {
+            let status = match request.status.load(Ordering::Relaxed) {
+                0 => CUT_STATUS,
+                sent => sent,
+            };
+            access_log::write(&Record {
+                ts: Timestamp(now),
+                request_id: &request.request_id,
+                listener: &request.listener,
+                route: Some(&request.route),
+                client: request.client,
+                method: &request.method,
+                host: &request.host,
+                uri: &request.uri,
+                proto: request.proto,
+                status,
+                bytes_in: 0,
+                bytes_out: 0,
+                duration_ms: request.started.elapsed().as_secs_f64() * 1000.0,
+                upstream: Some(&request.upstream),
+                attempts: Vec::new(),
+                ended: Some("grace_period"),
+                user_agent: None,
+                referer: None,
+                x_forwarded_for: None,
+            });
+        }
+        requests.len()
     }
 }
 
 /// One open request or connection; the process waits for it before exiting.
 #[derive(Debug)]
-pub struct OpenWork(Arc<Lifecycle>);
+pub struct OpenWork {
+    lifecycle: Arc<Lifecycle>,
+    /// The key of the request in [`Lifecycle`]'s registry, once described.
+    registered: Option<u64>,
+}
+
+impl OpenWork {
+    /// Registers what the access log needs should the grace period cut this request; the
+    /// returned handle takes the response status.
+    pub fn describe(&mut self, request: OpenRequest) -> Arc<OpenRequest> {
+        let request = Arc::new(request);
+        let key = match self.registered {
+            Some(key) => key,
+            None => self.lifecycle.next_request.fetch_add(1, Ordering::Relaxed),
+        };
+        self.registered = Some(key);
+        self.lifecycle.lock_requests().insert(key, request.clone());
+        request
+    }
+}
 
 impl Drop for OpenWork {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(key) = self.registered {
+            self.lifecycle.lock_requests().remove(&key);
+        }
+        self.lifecycle.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -286,7 +378,11 @@ impl BackgroundService for ExitMonitor {
                 break;
             }
             if started.elapsed() >= self.grace_period {
-                log::warn!("grace period over; closing {open} open requests/connections");
+                let cut = self.lifecycle.log_cut_requests();
+                log::warn!(
+                    "grace period over; closing {open} open requests/connections \
+                     ({cut} HTTP requests logged with \"ended\":\"grace_period\")"
+                );
                 break;
             }
             tokio::time::sleep(EXIT_POLL).await;
@@ -316,5 +412,37 @@ mod tests {
         assert_eq!(lifecycle.open_work(), 1);
         drop(second);
         assert_eq!(lifecycle.open_work(), 0);
+    }
+
+    fn request(uri: &str) -> OpenRequest {
+        OpenRequest {
+            request_id: "id".into(),
+            listener: "web".into(),
+            route: "r".into(),
+            upstream: "u".into(),
+            client: None,
+            method: "GET".into(),
+            host: "h".into(),
+            uri: uri.into(),
+            proto: "HTTP/1.1",
+            started: Instant::now(),
+            status: AtomicU16::new(0),
+        }
+    }
+
+    #[test]
+    fn described_requests_are_registered_until_dropped() {
+        let lifecycle = Arc::new(Lifecycle::default());
+        let mut first = lifecycle.track();
+        let mut second = lifecycle.track();
+        first.describe(request("/a"));
+        // Describing again replaces the entry, it does not add one.
+        first.describe(request("/a2"));
+        second.describe(request("/b"));
+        assert_eq!(lifecycle.log_cut_requests(), 2);
+        drop(first);
+        assert_eq!(lifecycle.log_cut_requests(), 1);
+        drop(second);
+        assert_eq!(lifecycle.log_cut_requests(), 0);
     }
 }

@@ -63,3 +63,80 @@ fn sigint_during_the_drain_delay_stops_at_once() {
     let took = sluice.wait_exit(Duration::from_secs(60));
     assert!(took.is_some(), "still running:\n{}", sluice.stderr());
 }
+
+/// A client that leaves before the answer is logged and counted as 499 (nginx's code, which
+/// ingress-nginx dashboards expect), not 0.
+#[test]
+fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
+    let backend = Backend::start("a", Behavior::Hang);
+    let (web, body) = config_for(&backend);
+    let sluice = Sluice::start(&body);
+    let mut client = Client::connect(web);
+    client.send_raw(b"GET /slow HTTP/1.1\r\nhost: a.test\r\n\r\n");
+    wait_until("the backend to get the request", READY_TIMEOUT, || {
+        backend.requests().len() == 1
+    });
+    drop(client);
+    let records = sluice.wait_access_log(1);
+    assert_eq!(records[0]["status"], 499, "{records:?}");
+    sluice.wait_metric(
+        "sluice_http_requests_total{code=\"499\",reason=\"\",route=\"all\"}",
+        1.0,
+    );
+}
+
+/// The access log has the fields of ingress-nginx's default format that sluice lacked.
+#[test]
+fn access_log_has_user_agent_referer_and_forwarded_for() {
+    let backend = Backend::start("a", Behavior::Echo);
+    let (web, body) = config_for(&backend);
+    let sluice = Sluice::start(&body);
+    let mut client = Client::connect(web);
+    let response = client.request(
+        "GET",
+        "/page",
+        &[
+            ("host", "a.test"),
+            ("user-agent", "Mozilla/5.0 \"quoted\""),
+            ("referer", "https://a.test/start"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ],
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(get(web, "/bare").status, 200);
+    let records = sluice.wait_access_log(2);
+    assert_eq!(records[0]["user_agent"], "Mozilla/5.0 \"quoted\"");
+    assert_eq!(records[0]["referer"], "https://a.test/start");
+    assert_eq!(records[0]["x_forwarded_for"], "203.0.113.7, 10.0.0.1");
+    assert_eq!(records[1]["referer"], serde_json::Value::Null);
+    assert_eq!(records[1]["x_forwarded_for"], serde_json::Value::Null);
+}
+
+/// A request still open when a stop's grace period ends gets its line, marked as cut.
+#[test]
+fn a_request_cut_by_the_grace_period_is_logged() {
+    let backend = Backend::start("a", Behavior::Hang);
+    let (web, body) = config_for(&backend);
+    let mut sluice = Sluice::start_with_server(
+        &body,
+        "watch_config: false, drain_delay: 0s, grace_period: 1s",
+    );
+    let mut client = Client::connect(web);
+    client.send_raw(b"GET /cut-me HTTP/1.1\r\nhost: a.test\r\n\r\n");
+    wait_until("the backend to get the request", READY_TIMEOUT, || {
+        backend.requests().len() == 1
+    });
+    sluice.signal("TERM");
+    assert!(
+        sluice.wait_exit(READY_TIMEOUT).is_some(),
+        "{}",
+        sluice.stderr()
+    );
+    let records = sluice.access_log();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["uri"], "/cut-me");
+    assert_eq!(records[0]["ended"], "grace_period");
+    assert_eq!(records[0]["status"], 503);
+    assert_eq!(records[0]["route"], "all");
+}

@@ -62,9 +62,15 @@ pub struct Record<'a> {
     pub duration_ms: f64,
     pub upstream: Option<&'a str>,
     pub attempts: Vec<AttemptRecord>,
-    /// How a tcp or upgraded connection ended (`closed`, `idle_timeout`, ...); omitted
-    /// for plain requests.
+    /// How a tcp or upgraded connection ended (`closed`, `idle_timeout`, ...), or
+    /// `grace_period` for a request the end of a stop's grace period cut; omitted for
+    /// plain requests.
     pub ended: Option<&'static str>,
+    /// The request's `User-Agent`, `Referer` and `X-Forwarded-For` as the client sent them
+    /// (ingress-nginx's default log format has them).
+    pub user_agent: Option<&'a str>,
+    pub referer: Option<&'a str>,
+    pub x_forwarded_for: Option<&'a str>,
 }
 
 /// One try of a request against an endpoint.
@@ -275,6 +281,12 @@ impl Record<'_> {
             );
         }
         out.push(b']');
+        out.extend_from_slice(b",\"user_agent\":");
+        json_option_string(out, self.user_agent);
+        out.extend_from_slice(b",\"referer\":");
+        json_option_string(out, self.referer);
+        out.extend_from_slice(b",\"x_forwarded_for\":");
+        json_option_string(out, self.x_forwarded_for);
         if let Some(ended) = self.ended {
             out.extend_from_slice(b",\"ended\":");
             json_string(out, ended);
@@ -361,6 +373,9 @@ mod tests {
                 reused: false,
             }],
             ended: None,
+            user_agent: Some("curl/8.5.0"),
+            referer: None,
+            x_forwarded_for: Some("1.2.3.4, 10.0.0.1"),
         };
         let mut line = Vec::new();
         record.encode(&mut line);
@@ -379,5 +394,8 @@ mod tests {
         assert_eq!(json["attempts"][0]["connect_ms"], 0.25);
         assert_eq!(json["attempts"][0]["reused"], false);
         assert!(json.get("ended").is_none());
+        assert_eq!(json["user_agent"], "curl/8.5.0");
+        assert_eq!(json["referer"], serde_json::Value::Null);
+        assert_eq!(json["x_forwarded_for"], "1.2.3.4, 10.0.0.1");
     }
 }

@@ -1,6 +1,6 @@
 //! Per-request state carried through Pingora's hooks.
 
-use crate::lifecycle::OpenWork;
+use crate::lifecycle::{OpenRequest, OpenWork};
 use crate::observe::metrics::METRICS;
 use crate::proxy::request_body::BodyMode;
 use crate::proxy::retry::BudgetGuard;
@@ -130,7 +130,10 @@ pub struct RequestContext {
     /// When the whole request body must have arrived (`requests.body_timeout`).
     pub body_deadline: Option<Instant>,
     /// Keeps the process from exiting during a stop or upgrade until the request ends.
-    _open: OpenWork,
+    pub open: OpenWork,
+    /// The request as registered for its access-log line should a stop's grace period cut
+    /// it; takes the response status.
+    pub open_request: Option<Arc<OpenRequest>>,
 }
 
 /// An upgraded (WebSocket) connection, counted in `sluice_tcp_connections_active` until
@@ -174,7 +177,8 @@ impl RequestContext {
             body_mode: BodyMode::Empty,
             body_bytes: 0,
             body_deadline: None,
-            _open: open,
+            open,
+            open_request: None,
         }
     }
 

@@ -2,8 +2,12 @@
 
 use pingora::{Error, ErrorSource, ErrorType};
 
-/// The status for a request that failed with `e`; 0 when the client is gone and nothing can
-/// be sent.
+/// The status logged for a request whose client closed its connection before the response
+/// head was sent: nothing can be sent. nginx's 499, which ingress-nginx dashboards expect.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// The status for a request that failed with `e`; [`CLIENT_CLOSED`] when the client is gone
+/// and nothing can be sent.
 pub fn status_for(e: &Error) -> u16 {
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
@@ -11,7 +15,9 @@ pub fn status_for(e: &Error) -> u16 {
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    CLIENT_CLOSED
+                }
                 // The client's body stalled longer than `requests.body_read_timeout`.
                 ErrorType::ReadTimedout => 408,
                 _ => 400,
@@ -52,6 +58,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "request body too large",
         414 => "request line too long",
         429 => "rate limited",
+        499 => "client closed the connection",
         431 => "request header too large",
         501 => "not implemented",
         502 => "bad gateway",
@@ -144,7 +151,7 @@ mod tests {
         );
         assert_eq!(
             status_for(&error(ErrorType::ConnectionClosed, ErrorSource::Downstream)),
-            0
+            CLIENT_CLOSED
         );
         assert_eq!(
             status_for(&error(ErrorType::InternalError, ErrorSource::Internal)),

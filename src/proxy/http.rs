@@ -20,6 +20,7 @@ use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -195,6 +196,15 @@ impl ProxyHttp for HttpProxy {
                 .as_downstream_mut()
                 .set_read_timeout(Some(runtime_route.timeouts.idle));
         }
+        ctx.open_request = Some(ctx.open.describe(report::open_request(
+            session.req_header(),
+            &self.listener,
+            &ctx.request_id,
+            ctx.client_ip,
+            &runtime_route.name,
+            upstream.name(),
+            ctx.started,
+        )));
         ctx.routed = Some(Routed {
             snapshot: snapshot.clone(),
             route,
@@ -356,6 +366,10 @@ impl ProxyHttp for HttpProxy {
     ) -> Result<()> {
         // A stop or upgrade may have begun since request_filter.
         self.set_keepalive(session, ctx);
+        if let Some(open) = &ctx.open_request {
+            open.status
+                .store(upstream_response.status.as_u16(), Ordering::Relaxed);
+        }
         if session.req_header().version < http::Version::HTTP_2 {
             // Pingora writes no trailers to HTTP/1 clients: announcing them would promise
             // fields that never come.
@@ -442,7 +456,7 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         let status = errors::status_for(e);
-        if status > 0 && session.response_written().is_none() {
+        if status != errors::CLIENT_CLOSED && session.response_written().is_none() {
             // Closes the client connection after the answer, as Pingora does on errors.
             if let Err(e) = self.answer_error(session, ctx, status, None, true).await {
                 log::debug!("cannot send error response to the client: {e}");
@@ -496,7 +510,10 @@ impl ProxyHttp for HttpProxy {
         let exchange = Exchange {
             listener: &self.listener,
             request: Some(session.req_header()),
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            status: match session.response_written() {
+                Some(response) => response.status.as_u16(),
+                None => e.map_or(0, errors::status_for),
+            },
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),
             ended: ctx.tunnel.is_some().then(|| match e {

@@ -1,9 +1,13 @@
 //! What a finished request tells operators: its metrics and its access-log line.
 
 use super::context::{Attempt, RequestContext};
+use crate::lifecycle::OpenRequest;
 use crate::observe::access_log::{self, AttemptRecord, Record};
 use crate::observe::metrics::{status_label, METRICS};
 use pingora::http::{RequestHeader, Version};
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU16;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Facts about the finished exchange that the context does not hold.
@@ -11,7 +15,8 @@ pub struct Exchange<'a> {
     pub listener: &'a str,
     /// `None` when the request head could not be read.
     pub request: Option<&'a RequestHeader>,
-    /// Status sent to the client, 0 if none.
+    /// Status sent to the client; 499 if the client left before a response head, 0 if
+    /// neither.
     pub status: u16,
     pub bytes_in: usize,
     pub bytes_out: usize,
@@ -63,6 +68,9 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
 
     let attempts = attempt_records(&ctx.attempts);
     let request = exchange.request;
+    let user_agent = request.and_then(|r| header_text(r, "user-agent"));
+    let referer = request.and_then(|r| header_text(r, "referer"));
+    let forwarded_for = request.and_then(|r| header_text(r, "x-forwarded-for"));
     access_log::write(&Record {
         ts: access_log::Timestamp(SystemTime::now()),
         request_id: &ctx.request_id,
@@ -82,7 +90,49 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
         upstream,
         attempts,
         ended: exchange.ended,
+        user_agent: user_agent.as_deref(),
+        referer: referer.as_deref(),
+        x_forwarded_for: forwarded_for.as_deref(),
     });
+}
+
+/// The value of header `name` as text, the lines of a repeated header joined with `, `;
+/// `None` when absent or not UTF-8.
+fn header_text<'a>(request: &'a RequestHeader, name: &str) -> Option<Cow<'a, str>> {
+    let mut values = request.headers.get_all(name).iter();
+    let first = std::str::from_utf8(values.next()?.as_bytes()).ok()?;
+    let mut joined = Cow::Borrowed(first);
+    for value in values {
+        let joined = joined.to_mut();
+        joined.push_str(", ");
+        joined.push_str(std::str::from_utf8(value.as_bytes()).ok()?);
+    }
+    Some(joined)
+}
+
+/// What the access log needs about a routed request should a stop's grace period cut it.
+pub fn open_request(
+    request: &RequestHeader,
+    listener: &str,
+    request_id: &str,
+    client: Option<IpAddr>,
+    route: &str,
+    upstream: &str,
+    started: Instant,
+) -> OpenRequest {
+    OpenRequest {
+        request_id: request_id.to_string(),
+        listener: listener.to_string(),
+        route: route.to_string(),
+        upstream: upstream.to_string(),
+        client,
+        method: request.method.as_str().to_string(),
+        host: crate::routing::request_host(request).to_string(),
+        uri: String::from_utf8_lossy(request.raw_path()).into_owned(),
+        proto: version_label(request.version),
+        started,
+        status: AtomicU16::new(0),
+    }
 }
 
 /// The access-log form of a request's or connection's tries.
@@ -128,5 +178,23 @@ mod tests {
         assert_eq!(status_label(999), "other");
         assert_eq!(millis(Duration::from_micros(1234)), 1.234);
         assert_eq!(version_label(Version::HTTP_11), "HTTP/1.1");
+    }
+
+    #[test]
+    fn header_text_joins_repeated_lines() {
+        let mut request = RequestHeader::build("GET", b"/", None).expect("request");
+        request
+            .append_header("x-forwarded-for", "1.1.1.1")
+            .expect("header");
+        request
+            .append_header("x-forwarded-for", "2.2.2.2")
+            .expect("header");
+        request.append_header("user-agent", "curl").expect("header");
+        assert_eq!(
+            header_text(&request, "x-forwarded-for").as_deref(),
+            Some("1.1.1.1, 2.2.2.2")
+        );
+        assert_eq!(header_text(&request, "user-agent").as_deref(), Some("curl"));
+        assert_eq!(header_text(&request, "referer"), None);
     }
 }

@@ -316,6 +316,9 @@ impl ConnectionLog<'_> {
             upstream: self.upstream,
             attempts: attempt_records(&self.attempts),
             ended: Some(ended),
+            user_agent: None,
+            referer: None,
+            x_forwarded_for: None,
         });
     }
 }

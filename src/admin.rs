@@ -3,7 +3,7 @@
 //! `/readyz` reflects only sluice itself (config loaded, not draining), never the health of
 //! backends: an outer load balancer must not eject a sluice node because one app is down.
 
-use crate::observe::metrics;
+use crate::observe::{metrics, redact};
 use crate::state::State;
 use crate::upstream::health::now_ms;
 use async_trait::async_trait;
@@ -58,7 +58,7 @@ impl AdminApp {
                         })
                     })
                     .collect();
-                let summary = u.refresh_health_summary();
+                let summary = u.health_summary();
                 json!({
                     "name": u.name(),
                     "balance": u.config.balance,
@@ -73,6 +73,36 @@ impl AdminApp {
         json!({ "generation": snapshot.generation, "upstreams": upstreams })
     }
 }
+
+impl AdminApp {
+    /// The config in effect: the file's last accepted version, except for the settings
+    /// that change only at a start or upgrade, which show the values in effect; the file's
+    /// values for those are under `restart_pending`. Credentials are redacted.
+    fn config(&self) -> serde_json::Value {
+        let snapshot = self.state.snapshot();
+        let mut config = serde_json::to_value(&*snapshot.config.raw).unwrap_or_default();
+        let started = serde_json::to_value(&*self.state.started_config().raw).unwrap_or_default();
+        let mut pending = serde_json::Map::new();
+        for key in RESTART_ONLY {
+            if config[key] != started[key] {
+                pending.insert(key.to_string(), config[key].take());
+                config[key] = started[key].clone();
+            }
+        }
+        let mut answer = json!({
+            "generation": snapshot.generation,
+            "file": snapshot.config.path.display().to_string(),
+            "config": config,
+            "restart_pending": pending,
+        });
+        redact::credentials(&mut answer);
+        answer
+    }
+}
+
+/// The top-level config keys a reload does not apply (they take effect at the next start
+/// or upgrade; listener and admin changes are refused outright).
+const RESTART_ONLY: [&str; 2] = ["server", "access_log"];
 
 fn response(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
     let mut builder = http::Response::builder()
@@ -100,20 +130,19 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
             "/healthz" => response(200, "text/plain", b"ok\n".to_vec()),
-            "/readyz" if self.state.is_ready() => response(200, "text/plain", b"ready\n".to_vec()),
-            "/readyz" => response(503, "text/plain", b"draining\n".to_vec()),
-            "/metrics" => response(200, "text/plain; version=0.0.4", metrics::render()),
-            "/config" => {
-                let snapshot = self.state.snapshot();
-                json_response(
-                    200,
-                    &json!({
-                        "generation": snapshot.generation,
-                        "file": snapshot.config.path.display().to_string(),
-                        "config": &*snapshot.config.raw,
-                    }),
-                )
+            "/readyz" => {
+                // Reads /proc until the first success: off the async worker thread.
+                let state = self.state.clone();
+                match tokio::task::spawn_blocking(move || state.readiness()).await {
+                    Ok(Ok(())) => response(200, "text/plain", b"ready\n".to_vec()),
+                    Ok(Err(not_ready)) => {
+                        response(503, "text/plain", format!("{not_ready}\n").into_bytes())
+                    }
+                    Err(e) => response(500, "text/plain", format!("{e}\n").into_bytes()),
+                }
             }
+            "/metrics" => response(200, "text/plain; version=0.0.4", metrics::render()),
+            "/config" => json_response(200, &self.config()),
             "/upstreams" => json_response(200, &self.upstreams()),
             _ => json_response(404, &json!({ "status": 404, "error": "not found" })),
         }

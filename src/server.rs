@@ -7,7 +7,7 @@ use crate::cli::Cli;
 use crate::config::{Config, ListenerProtocol, RequestLimits};
 use crate::discovery::kubernetes::KubernetesDiscovery;
 use crate::lifecycle::{ExitMonitor, Signals};
-use crate::observe::{access_log, metrics::METRICS};
+use crate::observe::{access_log, metrics, metrics::METRICS};
 use crate::proxy::http::HttpProxy;
 use crate::proxy::tcp::TcpProxy;
 use crate::reload::Reloader;
@@ -88,6 +88,7 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     let upgrade_sock = PathBuf::from(&config.server.upgrade_sock);
     let state = Arc::new(State::new(&path, config));
     METRICS.config_generation.set(1);
+    metrics::init_process_series();
 
     for listener in listeners {
         if listener.protocol == ListenerProtocol::Tcp {

@@ -212,6 +212,36 @@ impl std::fmt::Display for ReloadError {
     }
 }
 
+/// Why `/readyz` is not 200.
+#[derive(Debug, PartialEq)]
+pub enum NotReady {
+    /// A stop or upgrade has begun.
+    Draining,
+    /// The process's background services are still starting.
+    Starting,
+    /// These discovered upstreams wait for their first Kubernetes sync.
+    DiscoveryUnsynced(Vec<String>),
+    /// These listeners are not bound yet.
+    ListenersNotAccepting(Vec<String>),
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::Draining => write!(f, "draining"),
+            NotReady::Starting => write!(f, "starting"),
+            NotReady::DiscoveryUnsynced(upstreams) => write!(
+                f,
+                "waiting for the first Kubernetes sync of upstreams: {}",
+                upstreams.join(", ")
+            ),
+            NotReady::ListenersNotAccepting(listeners) => {
+                write!(f, "listeners not accepting yet: {}", listeners.join(", "))
+            }
+        }
+    }
+}
+
 /// Endpoints found by discovery, by upstream name.
 #[derive(Default)]
 struct Discovered {
@@ -238,6 +268,9 @@ pub struct State {
     pub lifecycle: Arc<Lifecycle>,
     /// The certificate resolver of each TLS listener, by listener name.
     tls_resolvers: HashMap<String, Arc<SniResolver>>,
+    /// The config the process started with: its `server` and `access_log` settings stay in
+    /// effect until the next start or upgrade, whatever later reloads say.
+    started: Arc<Config>,
 }
 
 impl State {
@@ -254,6 +287,7 @@ impl State {
             .collect();
         let snapshot = Snapshot::build(config, 1, None, &discovered.endpoints);
         Self {
+            started: snapshot.config.clone(),
             tls_resolvers,
             path: path.to_path_buf(),
             current: ArcSwap::from_pointee(snapshot),
@@ -269,6 +303,11 @@ impl State {
     /// The certificate resolver of TLS listener `listener`.
     pub fn tls_resolver(&self, listener: &str) -> Option<Arc<SniResolver>> {
         self.tls_resolvers.get(listener).cloned()
+    }
+
+    /// The config the process started with (see [`Self::started`]'s field doc).
+    pub fn started_config(&self) -> &Config {
+        &self.started
     }
 
     /// The current snapshot.
@@ -398,26 +437,36 @@ impl State {
         );
     }
 
-    /// Whether every discovered upstream of the current snapshot has synced at least once.
-    pub fn discovery_synced(&self) -> bool {
+    /// The discovered upstreams of the current snapshot that have not synced once yet.
+    pub fn discovery_unsynced(&self) -> Vec<String> {
         let discovered = self.lock_rebuild();
-        self.current.load().config.upstreams.iter().all(|u| {
-            matches!(u.source, EndpointSource::Static) || discovered.synced.contains(&u.name)
-        })
+        self.current
+            .load()
+            .config
+            .upstreams
+            .iter()
+            .filter(|u| {
+                !matches!(u.source, EndpointSource::Static) && !discovered.synced.contains(&u.name)
+            })
+            .map(|u| u.name.clone())
+            .collect()
     }
 
-    /// Whether every listener is bound and listening: Pingora binds each service's
+    /// The listeners that are not bound and listening yet: Pingora binds each service's
     /// listeners when that service starts, which can be after the admin listener answers.
     /// Read from the kernel's socket table rather than by connecting, which on a tcp
-    /// listener would open a connection to a backend.
-    fn listeners_accepting(&self) -> bool {
+    /// listener would open a connection to a backend. Reads /proc: call it off the async
+    /// worker threads.
+    fn listeners_not_accepting(&self) -> Vec<String> {
         let listening = sockets::listening_tcp();
         self.current
             .load()
             .config
             .listeners
             .iter()
-            .all(|listener| listening.contains(&listener.listen))
+            .filter(|listener| !listening.contains(&listener.listen))
+            .map(|listener| format!("{} ({})", listener.name, listener.listen))
+            .collect()
     }
 
     fn lock_rebuild(&self) -> MutexGuard<'_, Discovered> {
@@ -425,24 +474,32 @@ impl State {
         self.rebuild.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `/readyz` should answer 200: the config is loaded, every listener accepts,
-    /// reloads are handled, every discovery source has synced once, and no stop or upgrade has begun. Once ready, a reload that adds a discovered
-    /// upstream does not make the node unready again (the API may be down just then; the
-    /// other upstreams serve meanwhile). Backend health plays no part.
-    pub fn is_ready(&self) -> bool {
+    /// Whether `/readyz` should answer 200, and if not, why: the config is loaded, every
+    /// listener accepts, reloads are handled, every discovery source has synced once, and
+    /// no stop or upgrade has begun. Once ready, a reload that adds a discovered upstream
+    /// does not make the node unready again (the API may be down just then; the other
+    /// upstreams serve meanwhile). Backend health plays no part. May read /proc: call it
+    /// off the async worker threads.
+    pub fn readiness(&self) -> Result<(), NotReady> {
         if self.lifecycle.is_draining() {
-            return false;
+            return Err(NotReady::Draining);
         }
         if self.ready_once.load(Ordering::Relaxed) {
-            return true;
+            return Ok(());
         }
-        let ready = self.reload_armed.load(Ordering::Relaxed)
-            && self.discovery_synced()
-            && self.listeners_accepting();
-        if ready {
-            self.ready_once.store(true, Ordering::Relaxed);
+        if !self.reload_armed.load(Ordering::Relaxed) {
+            return Err(NotReady::Starting);
         }
-        ready
+        let unsynced = self.discovery_unsynced();
+        if !unsynced.is_empty() {
+            return Err(NotReady::DiscoveryUnsynced(unsynced));
+        }
+        let not_accepting = self.listeners_not_accepting();
+        if !not_accepting.is_empty() {
+            return Err(NotReady::ListenersNotAccepting(not_accepting));
+        }
+        self.ready_once.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Records that SIGHUP now triggers a reload.

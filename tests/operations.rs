@@ -140,3 +140,139 @@ fn a_request_cut_by_the_grace_period_is_logged() {
     assert_eq!(records[0]["status"], 503);
     assert_eq!(records[0]["route"], "all");
 }
+
+/// `/readyz` says why it is not ready: waiting for a first Kubernetes sync is not
+/// "draining".
+#[test]
+fn readyz_says_it_waits_for_the_first_kubernetes_sync() {
+    let web = listen_address();
+    let body = format!(
+        "kubernetes: {{ api_server: \"http://{}\" }}\n\
+         listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes: [{{ name: all, listener: web, upstream: app }}]\n\
+         upstreams:\n  - {{ name: app, kubernetes: {{ namespace: shop, service: app, port: http }} }}\n",
+        refused_address()
+    );
+    let sluice = Sluice::start_unready(&body);
+    let mut answer = String::new();
+    wait_until("a readiness answer", READY_TIMEOUT, || {
+        answer = sluice
+            .admin_get("/readyz")
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .unwrap_or_default();
+        answer.contains("Kubernetes")
+    });
+    assert_eq!(
+        answer,
+        "waiting for the first Kubernetes sync of upstreams: app\n"
+    );
+}
+
+/// A config file truncated to 0 bytes (an editor or a copy in progress) is refused as
+/// empty, not as "the listeners changed".
+#[test]
+fn an_empty_config_file_is_refused_as_empty() {
+    let backend = Backend::start("a", Behavior::Echo);
+    let (web, body) = config_for(&backend);
+    let sluice = Sluice::start(&body);
+    sluice.write_raw_config("");
+    sluice.sighup();
+    wait_until("the reload to be refused", READY_TIMEOUT, || {
+        sluice.metric("sluice_config_reloads_total{result=\"error\"}") == 1.0
+    });
+    let log = sluice.stderr();
+    assert!(log.contains("the file is empty"), "{log}");
+    assert!(!log.contains("listeners changed"), "{log}");
+    assert_eq!(sluice.generation(), 1);
+    assert_eq!(get(web, "/").status, 200);
+}
+
+/// A clean start with active health checks does not warn that endpoints are unhealthy
+/// before the first check ran.
+#[test]
+fn a_clean_start_does_not_warn_before_the_first_health_check() {
+    let a = Backend::start("a", Behavior::Echo);
+    let b = Backend::start("b", Behavior::Echo);
+    let web = listen_address();
+    let body = single_upstream_config(
+        web,
+        &addresses(&[&a, &b]),
+        ", health: { active: { http_path: /healthz, interval: 100ms } }",
+        "",
+    );
+    let sluice = Sluice::start(&body);
+    wait_until("both endpoints checked healthy", READY_TIMEOUT, || {
+        sluice.stderr().matches("is healthy").count() == 2
+    });
+    let log = sluice.stderr();
+    assert!(!log.contains("endpoints healthy"), "{log}");
+    assert!(!log.contains("panic mode"), "{log}");
+}
+
+/// `/config` shows what is in effect: a reload's `access_log` change waits for a restart and
+/// is listed as pending; credentials in URLs and query strings are redacted.
+#[test]
+fn config_shows_what_is_in_effect_and_hides_credentials() {
+    let backend = Backend::start("a", Behavior::Echo);
+    let web = listen_address();
+    let body = single_upstream_config(
+        web,
+        &addresses(&[&backend]),
+        ", health: { active: { http_path: \"/healthz?token=s3cret\" } }",
+        "",
+    );
+    let sluice = Sluice::start(&body);
+    let config_text = std::fs::read_to_string(&sluice.config_path).expect("config");
+    let without_log = config_text
+        .lines()
+        .map(|line| {
+            if line.starts_with("access_log:") {
+                "access_log: { path: off }"
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    sluice.write_raw_config(&without_log);
+    sluice.sighup();
+    wait_until("the reload", READY_TIMEOUT, || sluice.generation() == 2);
+
+    let config = sluice.admin_get("/config").expect("/config").json();
+    let log_path = sluice.dir.0.join("access.log").display().to_string();
+    assert_eq!(config["config"]["access_log"]["path"], log_path.as_str());
+    assert_eq!(config["restart_pending"]["access_log"]["path"], "off");
+    let text = config.to_string();
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("/healthz?token=REDACTED"), "{text}");
+    // And lines are indeed still written.
+    assert_eq!(get(web, "/").status, 200);
+    sluice.wait_access_log(1);
+}
+
+/// The counters alerts watch exist at 0 from the start; per-route latency histograms appear
+/// with a route's first request, not for every configured route.
+#[test]
+fn alert_counters_exist_from_the_start_and_histograms_with_traffic() {
+    let backend = Backend::start("a", Behavior::Echo);
+    let (web, body) = config_for(&backend);
+    let sluice = Sluice::start(&body);
+    let metrics =
+        String::from_utf8(sluice.admin_get("/metrics").expect("metrics").body).expect("text");
+    for series in [
+        "sluice_config_reloads_total{result=\"error\"} 0",
+        "sluice_config_reloads_total{result=\"ok\"} 0",
+        "sluice_access_log_dropped_total{reason=\"full\"} 0",
+        "sluice_upstream_ejections_total{upstream=\"app\"} 0",
+        "sluice_upstream_retries_total{upstream=\"app\"} 0",
+        "sluice_upstream_panic_routed_total{upstream=\"app\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+    assert!(!metrics.contains("sluice_http_request_duration_seconds"));
+    assert_eq!(get(web, "/").status, 200);
+    sluice.wait_metric(
+        "sluice_http_request_duration_seconds_count{route=\"all\"}",
+        1.0,
+    );
+}

@@ -447,6 +447,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Parses and validates `source`, read from `path`.
 pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
+    // An empty file (often one truncated by an editor or a copy in progress) would parse as
+    // all defaults: a config without listeners.
+    if matches!(
+        serde_yaml::from_str::<serde_yaml::Value>(source),
+        Ok(serde_yaml::Value::Null)
+    ) {
+        return Err(ConfigErrors(vec![ConfigError {
+            file,
+            position: Position { line: 1, column: 1 },
+            key_path: String::new(),
+            message: "the file is empty (truncated, or still being written?): no listeners, \
+                      routes or upstreams"
+                .into(),
+        }]));
+    }
     let raw: RawConfig = serde_yaml::from_str(source).map_err(|e| {
         let position = e
             .location()

@@ -3,4 +3,5 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod redact;
 pub mod tracing_events;

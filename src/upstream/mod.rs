@@ -33,6 +33,8 @@ pub struct Upstream {
     pub retry_budget: Arc<RetryBudget>,
     /// Too few endpoints are healthy: health is ignored (shared like `retry_budget`).
     panic: Arc<AtomicBool>,
+    /// The current panic was logged as a warning (so its end is logged too).
+    panic_warned: Arc<AtomicBool>,
     /// Resolved metric handles (shared like `retry_budget`).
     pub metrics: Arc<UpstreamMetrics>,
     /// The trust anchors of `tls.ca_file`, in Pingora's form (`None`: the system's store).
@@ -91,7 +93,11 @@ impl Upstream {
             balancer,
             retry_budget: previous.map(|p| p.retry_budget.clone()).unwrap_or_default(),
             panic: previous.map(|p| p.panic.clone()).unwrap_or_default(),
-            metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
+            panic_warned: previous.map(|p| p.panic_warned.clone()).unwrap_or_default(),
+            metrics: previous.map(|p| p.metrics.clone()).unwrap_or_else(|| {
+                let discovered = !matches!(config.source, crate::config::EndpointSource::Static);
+                Arc::new(UpstreamMetrics::new(&config.name, discovered))
+            }),
             ca: config.tls.as_ref().and_then(|tls| {
                 (!tls.ca_certificates.is_empty()).then(|| {
                     tls.ca_certificates
@@ -216,6 +222,43 @@ impl Upstream {
 
     /// Counts endpoints by state, updates the panic flag and `sluice_upstream_endpoints`.
     pub fn refresh_health_summary(&self) -> HealthSummary {
+        let summary = self.health_summary();
+        let total = self.endpoints.len();
+        let threshold = self.config.health.panic_threshold_percent as usize;
+        let below = |healthy: usize| total > 0 && healthy * 100 < threshold * total;
+        let panic = below(summary.healthy);
+        // Endpoints not checked yet put a fresh upstream in panic (it routes to all of them
+        // until the first checks), which is no news: warn only when endpoints were found
+        // unhealthy or ejected.
+        let worth_a_warning = below(summary.healthy + summary.unknown);
+        if self.panic.swap(panic, Ordering::Relaxed) != panic {
+            if panic && worth_a_warning {
+                self.panic_warned.store(true, Ordering::Relaxed);
+                log::warn!(
+                    "upstream {}: only {} of {total} endpoints healthy, below panic_threshold_percent {threshold}: routing to all endpoints",
+                    self.name(),
+                    summary.healthy,
+                );
+            } else if !panic && self.panic_warned.swap(false, Ordering::Relaxed) {
+                log::info!("upstream {}: left panic mode", self.name());
+            }
+        }
+        for (state, count) in [
+            ("healthy", summary.healthy),
+            ("unhealthy", summary.unhealthy),
+            ("unknown", summary.unknown),
+            ("ejected", summary.ejected),
+        ] {
+            METRICS
+                .upstream_endpoints
+                .with_label_values(&[self.name(), state])
+                .set(count as i64);
+        }
+        summary
+    }
+
+    /// Counts endpoints by state; changes nothing.
+    pub fn health_summary(&self) -> HealthSummary {
         let now = now_ms();
         let active = self.config.health.active.is_some();
         let mut summary = HealthSummary::default();
@@ -232,32 +275,6 @@ impl Upstream {
                     health::ActiveVerdict::Unknown => summary.unknown += 1,
                 }
             }
-        }
-        let total = self.endpoints.len();
-        let panic = total > 0
-            && summary.healthy * 100 < self.config.health.panic_threshold_percent as usize * total;
-        if self.panic.swap(panic, Ordering::Relaxed) != panic {
-            if panic {
-                log::warn!(
-                    "upstream {}: only {} of {total} endpoints healthy, below panic_threshold_percent {}: routing to all endpoints",
-                    self.name(),
-                    summary.healthy,
-                    self.config.health.panic_threshold_percent
-                );
-            } else {
-                log::info!("upstream {}: left panic mode", self.name());
-            }
-        }
-        for (state, count) in [
-            ("healthy", summary.healthy),
-            ("unhealthy", summary.unhealthy),
-            ("unknown", summary.unknown),
-            ("ejected", summary.ejected),
-        ] {
-            METRICS
-                .upstream_endpoints
-                .with_label_values(&[self.name(), state])
-                .set(count as i64);
         }
         summary
     }
@@ -331,5 +348,29 @@ mod tests {
             .filter(|i| key_fraction(format!("/k/{i}").as_bytes()) < 0.1)
             .count();
         assert!((60..140).contains(&below_tenth), "{below_tenth}");
+    }
+
+    /// `GET /upstreams` reads the summary: reading must not flip the panic flag.
+    #[test]
+    fn reading_the_health_summary_changes_nothing() {
+        let yaml = "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n\
+                    routes: [{ name: all, listener: web, upstream: app }]\n\
+                    upstreams:\n  - { name: app, endpoints: [\"127.0.0.1:2\", \"127.0.0.1:3\"], \
+                    health: { active: { http_path: /h } } }\n";
+        let config = crate::config::parse(std::path::Path::new("t.yaml"), yaml).expect("config");
+        let upstream = Upstream::build(&config.upstreams[0], None);
+        // Not checked yet: routing to all endpoints.
+        assert!(upstream.in_panic());
+        let check = config.upstreams[0].health.active.clone().expect("active");
+        for endpoint in upstream.endpoints.iter() {
+            endpoint
+                .state
+                .health
+                .record_check(&check, true, "ok", String::new(), false);
+        }
+        assert_eq!(upstream.health_summary().healthy, 2);
+        assert!(upstream.in_panic(), "a read changed the panic flag");
+        upstream.refresh_health_summary();
+        assert!(!upstream.in_panic());
     }
 }

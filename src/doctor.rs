@@ -116,6 +116,7 @@ pub fn check(proc_root: &Path, config: Option<&Config>) -> Vec<Finding> {
         synack_retries(&proc),
     ];
     findings.extend(open_files(&proc, config));
+    findings.extend(config.and_then(connect_timeouts));
     if let (Some(ports), Some(config)) = (ports, config) {
         findings.extend(ephemeral_ports(&proc, ports, config));
     }
@@ -298,6 +299,46 @@ fn syn_retries(proc: &Proc, config: Option<&Config>) -> Finding {
             fix: String::new(),
         },
     }
+}
+
+/// Linux's initial retransmission timeout: an unanswered SYN is sent again after this.
+const INITIAL_SYN_RTO: Duration = Duration::from_secs(1);
+
+/// Upstreams whose `timeouts.connect` is within the first SYN retransmission (plus a round
+/// trip): one dropped SYN (a full accept queue in a burst) fails their connect.
+fn connect_timeouts(config: &Config) -> Option<Finding> {
+    let margin = Duration::from_millis(500);
+    let short: Vec<String> = config
+        .upstreams
+        .iter()
+        .filter(|u| u.timeouts.connect <= INITIAL_SYN_RTO + margin)
+        .map(|u| format!("{} ({:?})", u.name, u.timeouts.connect))
+        .collect();
+    let setting = "upstreams[].timeouts.connect";
+    Some(if short.is_empty() {
+        Finding {
+            severity: Severity::Ok,
+            setting,
+            found: "every upstream above 1.5s".into(),
+            why: "Linux resends an unanswered SYN after 1 s, then 2 s later; a connect timeout \
+                  above that lets a dropped SYN be retried"
+                .into(),
+            fix: String::new(),
+        }
+    } else {
+        Finding {
+            severity: Severity::Warning,
+            setting,
+            found: short.join(", "),
+            why: "Linux resends an unanswered SYN only after 1 s: with a connect timeout of \
+                  1.5 s or less, one dropped SYN (a backend's full accept queue during a burst \
+                  of new connections) fails the connect with a 504"
+                .into(),
+            fix: "raise timeouts.connect above 1.5s (default 5s); refused connects fail at once \
+                  whatever the timeout"
+                .into(),
+        }
+    })
 }
 
 fn synack_retries(proc: &Proc) -> Finding {

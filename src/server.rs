@@ -34,6 +34,12 @@ const MAX_ATTEMPTS: usize = 10;
 
 /// Runs sluice with the validated `config` until it is told to stop.
 pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
+    let upgrade = cli.upgrade || (cli.takeover && predecessor_running(&config));
+    create_runtime_dirs(&config)?;
+    if !upgrade {
+        // Pingora retries a taken address forever ("will try again"): fail the start.
+        addresses_free(&config)?;
+    }
     access_log::open(&config.access_log).map_err(|e| e.to_string())?;
 
     let mut conf = ServerConf {
@@ -61,7 +67,7 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
         .max(1);
     let pool_size = conf.upstream_keepalive_pool_size;
     let opt = Opt {
-        upgrade: cli.upgrade || (cli.takeover && predecessor_running(&config)),
+        upgrade,
         daemon: cli.daemon,
         nocapture: false,
         test: false,
@@ -197,6 +203,49 @@ fn tls_settings(resolver: Arc<SniResolver>) -> pingora::Result<TlsSettings> {
     settings.set_cert_resolver(resolver);
     settings.enable_h2();
     Ok(settings)
+}
+
+/// Creates the directories of `server.pid_file` and `server.upgrade_sock` (a missing one
+/// used to be a warning, after which `kill -HUP $(cat pid_file)` and `sluice upgrade` fail).
+fn create_runtime_dirs(config: &Config) -> Result<(), String> {
+    for (setting, file) in [
+        ("server.pid_file", &config.server.pid_file),
+        ("server.upgrade_sock", &config.server.upgrade_sock),
+    ] {
+        let Some(dir) = std::path::Path::new(file).parent() else {
+            continue;
+        };
+        if dir.as_os_str().is_empty() || dir.is_dir() {
+            continue;
+        }
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "cannot create the directory {} of {setting} ({file}): {e}",
+                dir.display()
+            )
+        })?;
+        log::info!("created {} for {setting}", dir.display());
+    }
+    Ok(())
+}
+
+/// Fails when a listener's or the admin address is taken (and this is not an upgrade, where
+/// the sockets come from the predecessor).
+fn addresses_free(config: &Config) -> Result<(), String> {
+    let addresses = config
+        .listeners
+        .iter()
+        .map(|l| (format!("listener {}", l.name), l.listen))
+        .chain([("admin.listen".to_string(), config.admin_listen)]);
+    for (what, address) in addresses {
+        if let Err(e) = std::net::TcpListener::bind(address) {
+            return Err(format!(
+                "{what}: cannot listen on {address}: {e}. Is another process (a running \
+                 sluice?) using it? To replace a running sluice, use `sluice upgrade`."
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether another process already listens on one of `config`'s addresses (`--takeover`).

@@ -189,3 +189,20 @@ fn connection_churn_against_the_ephemeral_ports() {
     let (_, text) = doctor(&proc_tree(&[]), Some(&web_config("")));
     assert!(finding(&text, "ephemeral ports per upstream endpoint").starts_with("OK"));
 }
+
+/// A connect timeout within Linux's first SYN retransmission (1 s) fails every connect
+/// whose first SYN is dropped; the default (5 s) is above it.
+#[test]
+fn connect_timeout_against_the_first_syn_retransmission() {
+    let (_, text) = doctor(
+        &proc_tree(&[]),
+        Some(&web_config(", timeouts: { connect: 1s }")),
+    );
+    let block = finding(&text, "upstreams[].timeouts.connect");
+    assert!(
+        block.starts_with("WARNING") && block.contains("app (1s)") && block.contains("after 1 s"),
+        "{block}"
+    );
+    let (_, text) = doctor(&proc_tree(&[]), Some(&web_config("")));
+    assert!(finding(&text, "upstreams[].timeouts.connect").starts_with("OK"));
+}

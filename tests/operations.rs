@@ -276,3 +276,58 @@ fn alert_counters_exist_from_the_start_and_histograms_with_traffic() {
         1.0,
     );
 }
+
+/// A listen address taken by another process fails the start with a clear error instead of
+/// Pingora's endless "will try again".
+#[test]
+fn a_taken_listen_address_fails_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address");
+    let dir = ScratchDir::new();
+    let admin = listen_address();
+    let config = dir.write(
+        "sluice.yaml",
+        &format!(
+            "{}listeners: [{{ name: web, listen: \"{address}\" }}]\n\
+             routes: [{{ name: all, listener: web, upstream: app }}]\n\
+             upstreams: [{{ name: app, endpoints: [\"127.0.0.1:9\"] }}]\n",
+            Sluice::header(&dir, admin, "watch_config: false")
+        ),
+    );
+    let output = std::process::Command::new(sluice_binary())
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .expect("run sluice");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("listener web: cannot listen on {address}")),
+        "{stderr}"
+    );
+}
+
+/// Missing directories of the pid file and upgrade socket are created, so that
+/// `kill -HUP $(cat pid_file)` and `sluice upgrade` work.
+#[test]
+fn missing_runtime_directories_are_created() {
+    let backend = Backend::start("a", Behavior::Echo);
+    let (web, body) = config_for(&backend);
+    let dir = ScratchDir::new();
+    let run = dir.0.join("run/sluice");
+    let admin = listen_address();
+    dir.write(
+        "sluice.yaml",
+        &format!(
+            "server: {{ threads: 1, grace_period: 1s, watch_config: false, pid_file: {pid}, upgrade_sock: {sock} }}\n\
+             admin: {{ listen: \"{admin}\" }}\n\
+             access_log: {{ path: off }}\n{body}",
+            pid = run.join("sluice.pid").display(),
+            sock = run.join("upgrade.sock").display(),
+        ),
+    );
+    let sluice = Sluice::start_in(dir, admin, "sluice.yaml");
+    let pid = std::fs::read_to_string(run.join("sluice.pid")).expect("pid file");
+    assert_eq!(pid.trim(), sluice.pid().to_string());
+    assert_eq!(get(web, "/").status, 200);
+}

@@ -397,9 +397,14 @@ pub struct RawUpstreamKeepalive {
 
 impl Default for RawUpstreamKeepalive {
     fn default() -> Self {
+        // An idle upstream connection must be closed by sluice before the application
+        // server closes it, or a request sent on it just as the server closes it fails
+        // ("upstream closed a reused connection"). Application servers keep idle
+        // connections for a few seconds (node and uvicorn 5 s, Apache 5 s, gunicorn 2 s),
+        // so 4 s stays under most of them.
         Self {
             max_idle: 128,
-            idle_timeout: "60s".into(),
+            idle_timeout: "4s".into(),
             max_requests: 10_000,
         }
     }

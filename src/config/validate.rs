@@ -395,6 +395,13 @@ fn check_upstream_tls(check: &mut Checker, at: &str, raw: &RawUpstream) -> Optio
     })
 }
 
+/// The default `timeouts.connect`. Linux retransmits an unanswered SYN after 1 s, then
+/// after 2 s more: a 1 s timeout failed every connect whose first SYN was dropped (a burst
+/// of new connections overflowing a backend's accept queue did that, 6 × 504 in 500). 5 s
+/// (Envoy's default) lets two retransmissions through; a refused connect fails at once
+/// anyway, so the timeout only costs time against endpoints that drop packets.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn check_timeouts(check: &mut Checker, at: &str, raw: &RawTimeouts) -> TimeoutOverrides {
     let mut one = |field: &str, value: &Option<String>| {
         value
@@ -512,7 +519,7 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
 
             let overrides = check_timeouts(check, &format!("{at}.timeouts"), &upstream.timeouts);
             let timeouts = Timeouts {
-                connect: Duration::from_secs(1),
+                connect: DEFAULT_CONNECT_TIMEOUT,
                 read: Duration::from_secs(60),
                 write: Duration::from_secs(60),
                 total: None,

@@ -79,6 +79,11 @@ pub struct ServerSettings {
     pub watch_config: bool,
 }
 
+/// Most points a consistent-hash ring may have (Σ weight × `hash_points`): 32 MiB of
+/// points plus its index. Validation refuses static upstreams above it; a discovered one
+/// gets fewer points per weight.
+pub const MAX_RING_POINTS: u64 = 1 << 22;
+
 /// Where access-log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogTarget {

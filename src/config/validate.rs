@@ -476,6 +476,24 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
             };
             if upstream.hash_points == 0 || upstream.hash_points > 10_000 {
                 check.error(&format!("{at}.hash_points"), "must be between 1 and 10000");
+            } else if upstream.balance == BalancePolicy::ConsistentHash {
+                let total_weight: u64 = endpoints
+                    .iter()
+                    .flat_map(|(_, list)| list.iter())
+                    .map(|e| u64::from(e.weight))
+                    .sum();
+                let points = total_weight * u64::from(upstream.hash_points);
+                if points > MAX_RING_POINTS {
+                    check.error(
+                        &format!("{at}.hash_points"),
+                        format!(
+                            "the consistent-hash ring would have {points} points (total weight \
+                             {total_weight} × hash_points {}), over the limit of \
+                             {MAX_RING_POINTS} (32 MiB): lower hash_points or the weights",
+                            upstream.hash_points
+                        ),
+                    );
+                }
             }
 
             match upstream.protocol {
@@ -1063,6 +1081,24 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_ring_over_the_point_limit_is_an_error() {
+        let yaml = "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n\
+                    routes: [{ name: all, listener: web, upstream: app }]\n\
+                    upstreams:\n  - { name: app, balance: consistent_hash, hash_key: $host, \
+                    hash_points: 10000, endpoints: [{ address: \"127.0.0.1:2\", weight: 1000 }] }\n";
+        let Err(errors) = crate::config::parse(Path::new("t.yaml"), yaml) else {
+            panic!("a ring over the limit was accepted");
+        };
+        let errors = errors.to_string();
+        assert!(
+            errors.contains("upstreams[0].hash_points")
+                && errors.contains("10000000 points")
+                && errors.contains("t.yaml:4:"),
+            "{errors}"
+        );
     }
 
     #[test]

@@ -9,13 +9,23 @@
 
 use super::endpoint::Endpoint;
 use super::stable_hash::{mix, stable_hash, RING_KEY, RING_POINT};
-use crate::config::BalancePolicy;
+use crate::config::{BalancePolicy, MAX_RING_POINTS};
 use pingora::lb::selection::{BackendIter, BackendSelection, Random, RoundRobin};
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use rand::Rng;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// How many endpoints a selection's own order may propose per endpoint before a scan
+/// decides: when few endpoints are usable, the walk must not take millions of steps.
+const STEPS_PER_ENDPOINT: usize = 4;
+
+/// The first index from `start` on (wrapping) that is `usable`: a bounded fallback that
+/// does not always favour the lowest indexes.
+fn scan_from(start: usize, count: usize, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+    (start..count).chain(0..start).find(|i| usable(*i))
+}
 
 /// Chooses an endpoint for one attempt of a request.
 pub trait Balancer: Send + Sync {
@@ -77,13 +87,12 @@ impl<S: BackendSelection> PingoraSelection<S> {
                 backend
             })
             .collect();
-        let total_weight: usize = endpoints.iter().map(|e| e.weight as usize).sum();
         Self {
             selection: Arc::new(S::build_with_config(&backends, config)),
             endpoint_count: endpoints.len(),
             // The weighted walk draws endpoints pseudo-randomly after the first, so finding the
-            // one usable endpoint among many can take many steps; then a linear scan decides.
-            max_steps: (total_weight * 10_000).clamp(64, 1 << 22),
+            // one usable endpoint among many could take many steps; a scan decides instead.
+            max_steps: endpoints.len() * STEPS_PER_ENDPOINT,
         }
     }
 }
@@ -103,7 +112,8 @@ where
                 }
             }
         }
-        (0..self.endpoint_count).find(|i| usable(*i))
+        let start = rand::thread_rng().gen_range(0..self.endpoint_count.max(1));
+        scan_from(start, self.endpoint_count, usable)
     }
 }
 
@@ -119,6 +129,7 @@ const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
 /// binary-searching the whole ring (160,000 points at 1,000 endpoints: ~17 cache misses).
 struct HashRing {
     points: Box<[u64]>,
+    endpoint_count: usize,
     /// `buckets[b]` is the index of the first point whose top `bucket_bits` bits are ≥ b;
     /// one more entry than there are buckets.
     buckets: Box<[u32]>,
@@ -126,13 +137,13 @@ struct HashRing {
 }
 
 impl HashRing {
-    /// A ring with `weight × points_per_weight` points for each endpoint. Endpoints past the
-    /// first 2^24 get no points (an upstream that large does not exist in practice).
+    /// A ring with `weight × points_per_weight` points for each endpoint, fewer per weight
+    /// if that would exceed [`MAX_RING_POINTS`]. Endpoints past the first 2^24 get no points
+    /// (an upstream that large does not exist in practice).
     fn new(endpoints: &[Endpoint], points_per_weight: u32) -> Self {
-        let total: u64 = endpoints
-            .iter()
-            .map(|e| u64::from(e.weight) * u64::from(points_per_weight))
-            .sum();
+        let total_weight: u64 = endpoints.iter().map(|e| u64::from(e.weight)).sum();
+        let points_per_weight = ring_points_per_weight(total_weight, points_per_weight);
+        let total: u64 = total_weight * u64::from(points_per_weight);
         let mut points = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
         for (owner, endpoint) in endpoints.iter().enumerate().take(1 << OWNER_BITS) {
             let base = stable_hash(RING_POINT, endpoint.address.to_string().as_bytes());
@@ -160,6 +171,7 @@ impl HashRing {
         }
         Self {
             points: points.into_boxed_slice(),
+            endpoint_count: endpoints.len(),
             buckets: buckets.into_boxed_slice(),
             bucket_bits,
         }
@@ -176,6 +188,20 @@ impl HashRing {
     }
 }
 
+/// Points per weight for a ring of `total_weight`: `configured`, or fewer so that the ring
+/// stays within [`MAX_RING_POINTS`] (at least 1).
+pub fn ring_points_per_weight(total_weight: u64, configured: u32) -> u32 {
+    let fits = MAX_RING_POINTS / total_weight.max(1);
+    let points = u64::from(configured).min(fits).max(1);
+    if points < u64::from(configured) {
+        log::warn!(
+            "consistent-hash ring of total weight {total_weight}: {points} points per weight \
+             instead of hash_points {configured}, to stay within {MAX_RING_POINTS} points"
+        );
+    }
+    u32::try_from(points).unwrap_or(configured)
+}
+
 /// The top `bits` bits of `value`.
 fn bucket_of(value: u64, bits: u32) -> u64 {
     if bits == 0 {
@@ -188,15 +214,24 @@ fn bucket_of(value: u64, bits: u32) -> u64 {
 impl Balancer for HashRing {
     /// The owner of the first point at or after the key's hash, walking on (wrapping) past
     /// points of endpoints that are not `usable`.
+    /// The walk is bounded; past it, a scan of the endpoints from a place the key decides
+    /// (so a key still maps to one endpoint while the usable set stays the same).
     fn pick(&self, key: &[u8], usable: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let position = stable_hash(RING_KEY, key) & !OWNER_MASK;
+        let hash = stable_hash(RING_KEY, key);
+        let position = hash & !OWNER_MASK;
         let start = self.first_at_or_after(position);
         let (after, before) = (&self.points[start..], &self.points[..start]);
+        let walk = self.endpoint_count * STEPS_PER_ENDPOINT * 8;
         after
             .iter()
             .chain(before)
+            .take(walk)
             .map(|&p| (p & OWNER_MASK) as usize)
             .find(|&owner| usable(owner))
+            .or_else(|| {
+                let from = (hash % self.endpoint_count.max(1) as u64) as usize;
+                scan_from(from, self.endpoint_count, usable)
+            })
     }
 }
 
@@ -360,6 +395,41 @@ mod tests {
             assert!((0.65..=0.85).contains(&heavy), "{policy:?}: {heavy}");
             assert_eq!(balancer.pick(b"", &|i| i == 0), Some(0));
         }
+    }
+
+    /// With almost nothing usable (panic threshold 0, slow start, a retry on a small
+    /// upstream), a pick costs a small multiple of the endpoint count, not millions of steps.
+    #[test]
+    fn picks_are_bounded_when_few_endpoints_are_usable() {
+        let eps = endpoints(&[1000; 50]);
+        for policy in [
+            BalancePolicy::RoundRobin,
+            BalancePolicy::Random,
+            BalancePolicy::ConsistentHash,
+        ] {
+            let balancer = build(policy, 2, &eps);
+            for usable_one in [None, Some(49)] {
+                let calls = std::cell::Cell::new(0usize);
+                let picked = balancer.pick(b"key", &|i| {
+                    calls.set(calls.get() + 1);
+                    Some(i) == usable_one
+                });
+                assert_eq!(picked, usable_one, "{policy:?}");
+                assert!(
+                    calls.get() <= 50 * STEPS_PER_ENDPOINT * 8 + 50,
+                    "{policy:?}: {} steps",
+                    calls.get()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rings_stay_within_the_point_limit() {
+        assert_eq!(ring_points_per_weight(100, 160), 160);
+        let per_weight = ring_points_per_weight(10_000, 10_000);
+        assert_eq!(u64::from(per_weight), MAX_RING_POINTS / 10_000);
+        assert_eq!(ring_points_per_weight(MAX_RING_POINTS * 2, 160), 1);
     }
 
     #[test]

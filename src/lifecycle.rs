@@ -277,7 +277,7 @@ impl ShutdownSignalWatch for Signals {
             };
             tokio::select! {
                 _ = successor_poll.tick(), if self.takeover => {
-                    if sockets::unix_socket_listening(&self.upgrade_sock) {
+                    if socket_listening(&self.upgrade_sock).await {
                         return self.hand_over("a successor is waiting (--takeover)");
                     }
                 }
@@ -317,13 +317,22 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
+/// [`sockets::unix_socket_listening`] on a blocking thread (it reads /proc/net/unix, which
+/// can be large on a busy node).
+async fn socket_listening(path: &Path) -> bool {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || sockets::unix_socket_listening(&path))
+        .await
+        .unwrap_or(false)
+}
+
 /// Whether a process listens on the unix socket `path` (a successor waiting for the
 /// sockets), polling for up to `wait`. Read from /proc/net/unix rather than by connecting,
 /// which would take the successor's one handoff connection.
 async fn successor_waiting(path: &Path, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
     loop {
-        if sockets::unix_socket_listening(path) {
+        if socket_listening(path).await {
             return true;
         }
         if Instant::now() >= deadline {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -29,36 +29,56 @@ impl Reloader {
         Self { state, path, watch }
     }
 
-    fn reload(&self, trigger: &str) {
-        match self.state.reload() {
-            Ok(generation) => {
-                METRICS.config_reloads.with_label_values(&["ok"]).inc();
-                METRICS.config_generation.set(generation as i64);
-                log::info!(
-                    "config reloaded ({trigger}): {} is generation {generation}",
-                    self.path.display()
-                );
-            }
-            Err(e) => {
-                METRICS.config_reloads.with_label_values(&["error"]).inc();
-                log::error!(
-                    "config reload ({trigger}) rejected; still serving the previous config:\n{e}"
-                );
-            }
+    /// Reloads on a blocking thread: reading the files (config, certificates) must not
+    /// stall the runtime's worker thread.
+    async fn reload(&self, trigger: &'static str) {
+        let (state, path) = (self.state.clone(), self.path.clone());
+        let done = tokio::task::spawn_blocking(move || reload(&state, &path, trigger)).await;
+        if let Err(e) = done {
+            log::error!("config reload ({trigger}) failed: {e}");
         }
     }
 
-    /// A fingerprint of the content of the config file and of the certificate files it
-    /// names (so a renewed certificate is picked up too), or `None` when the config file
-    /// cannot be read right now.
-    fn fingerprint(&self) -> Option<u64> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        std::fs::read(&self.path).ok()?.hash(&mut hasher);
-        for file in self.state.snapshot().config.files().iter().skip(1) {
-            std::fs::read(file).ok().hash(&mut hasher);
-        }
-        Some(hasher.finish())
+    /// [`fingerprint`] on a blocking thread.
+    async fn fingerprint(&self) -> Option<u64> {
+        let (state, path) = (self.state.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || fingerprint(&state, &path))
+            .await
+            .ok()
+            .flatten()
     }
+}
+
+/// Re-reads `path` into `state`, logging and counting the outcome.
+fn reload(state: &State, path: &Path, trigger: &str) {
+    match state.reload() {
+        Ok(generation) => {
+            METRICS.config_reloads.with_label_values(&["ok"]).inc();
+            METRICS.config_generation.set(generation as i64);
+            log::info!(
+                "config reloaded ({trigger}): {} is generation {generation}",
+                path.display()
+            );
+        }
+        Err(e) => {
+            METRICS.config_reloads.with_label_values(&["error"]).inc();
+            log::error!(
+                "config reload ({trigger}) rejected; still serving the previous config:\n{e}"
+            );
+        }
+    }
+}
+
+/// A fingerprint of the content of the config file and of the certificate files it names
+/// (so a renewed certificate is picked up too), or `None` when the config file cannot be
+/// read right now.
+fn fingerprint(state: &State, path: &Path) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path).ok()?.hash(&mut hasher);
+    for file in state.snapshot().config.files().iter().skip(1) {
+        std::fs::read(file).ok().hash(&mut hasher);
+    }
+    Some(hasher.finish())
 }
 
 #[async_trait]
@@ -72,21 +92,21 @@ impl BackgroundService for Reloader {
             }
         };
         self.state.set_reload_armed();
-        let mut last = self.fingerprint();
+        let mut last = self.fingerprint().await;
         let mut ticker = tokio::time::interval(WATCH_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = hangups.recv() => {
-                    self.reload("SIGHUP");
-                    last = self.fingerprint();
+                    self.reload("SIGHUP").await;
+                    last = self.fingerprint().await;
                 }
                 _ = ticker.tick(), if self.watch => {
-                    let now = self.fingerprint();
+                    let now = self.fingerprint().await;
                     if now.is_some() && now != last {
                         last = now;
-                        self.reload("file changed");
+                        self.reload("file changed").await;
                     }
                 }
             }

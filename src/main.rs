@@ -78,7 +78,17 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
+        .format(|out, record| {
+            use std::io::Write;
+            writeln!(
+                out,
+                "[{} {:<5} {}] {}",
+                out.timestamp_millis(),
+                record.level(),
+                record.target(),
+                observe::one_line(&record.args().to_string())
+            )
+        })
         .init();
     observe::tracing_events::init();
     for finding in doctor::check(Path::new("/proc"), Some(&config)) {

@@ -331,3 +331,146 @@ fn missing_runtime_directories_are_created() {
     assert_eq!(pid.trim(), sluice.pid().to_string());
     assert_eq!(get(web, "/").status, 200);
 }
+
+/// A backend on `127.0.0.1` that reads each request head, writes `response` and closes the
+/// connection, with a reset (SO_LINGER 0) when `reset`.
+fn scripted_backend(response: Vec<u8>, reset: bool) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let response = response.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = stream.write_all(&response);
+                if reset {
+                    use std::os::fd::AsRawFd;
+                    let linger = libc::linger {
+                        l_onoff: 1,
+                        l_linger: 0,
+                    };
+                    // SAFETY: a valid socket and a correctly sized option value.
+                    unsafe {
+                        libc::setsockopt(
+                            stream.as_raw_fd(),
+                            libc::SOL_SOCKET,
+                            libc::SO_LINGER,
+                            (&linger as *const libc::linger).cast(),
+                            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                        );
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// The lines of `log` at ERROR level.
+fn error_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(" ERROR ")).collect()
+}
+
+/// An upstream answering an invalid head (300 header lines, a `Set-Cookie` among them) gets
+/// one bounded warning per upstream and interval, never the raw head.
+#[test]
+fn an_invalid_upstream_head_is_logged_once_bounded_and_without_header_values() {
+    let mut response = b"HTTP/1.1 200 OK\r\nSet-Cookie: session=SECRET-COOKIE\r\n".to_vec();
+    for i in 0..300 {
+        response.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "v".repeat(100)).as_bytes());
+    }
+    response.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    let backend = scripted_backend(response, false);
+    let web = listen_address();
+    let body = single_upstream_config(web, &[backend.to_string()], ", retry: { attempts: 3 }", "");
+    let sluice = Sluice::start(&body);
+    for _ in 0..3 {
+        assert_eq!(get(web, "/").status, 502);
+    }
+    sluice.wait_access_log(3);
+    let log = sluice.stderr();
+    assert!(!log.contains("SECRET-COOKIE"), "{log}");
+    assert!(
+        log.lines().all(|l| l.len() < 1000),
+        "a long line in:\n{log}"
+    );
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("upstream app:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("InvalidHTTPHeader"), "{log}");
+    assert!(error_lines(&log).is_empty(), "{log}");
+}
+
+/// A backend that ends a WebSocket with a reset is not an error of sluice's: the access log
+/// says how the tunnel ended; the text log has no ERROR line.
+#[test]
+fn a_websocket_the_backend_resets_is_no_error_line() {
+    let backend = scripted_backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            .to_vec(),
+        true,
+    );
+    let web = listen_address();
+    let body = single_upstream_config(web, &[backend.to_string()], "", "");
+    let sluice = Sluice::start(&body);
+    let mut client = Client::connect(web);
+    client.send_raw(
+        b"GET /ws HTTP/1.1\r\nhost: a.test\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+    );
+    let records = sluice.wait_access_log(1);
+    assert_eq!(records[0]["status"], 101, "{records:?}");
+    let log = sluice.stderr();
+    assert!(error_lines(&log).is_empty(), "{log}");
+}
+
+/// With the Kubernetes API unreachable, the failure is logged once (and counted each time),
+/// not per retry.
+#[test]
+fn an_unreachable_kubernetes_api_is_logged_as_a_state_change() {
+    let web = listen_address();
+    let body = format!(
+        "kubernetes: {{ api_server: \"http://{}\" }}\n\
+         listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes: [{{ name: all, listener: web, upstream: app }}]\n\
+         upstreams:\n  - {{ name: app, kubernetes: {{ namespace: shop, service: app, port: http }} }}\n",
+        refused_address()
+    );
+    let sluice = Sluice::start_unready(&body);
+    wait_until("three failed watch tries", READY_TIMEOUT, || {
+        sluice.metric("sluice_discovery_errors_total{upstream=\"app\"}") >= 3.0
+    });
+    let log = sluice.stderr();
+    assert_eq!(log.matches("watch of shop failed").count(), 1, "{log}");
+}
+
+/// A rejected reload lists every error on one log line.
+#[test]
+fn log_lines_are_single_lines() {
+    let backend = Backend::start("a", Behavior::Echo);
+    let (_, body) = config_for(&backend);
+    let sluice = Sluice::start(&body);
+    sluice.write_config(&body.replace("upstream: app", "upstream: nowhere"));
+    sluice.sighup();
+    wait_until("the reload to be refused", READY_TIMEOUT, || {
+        sluice.metric("sluice_config_reloads_total{result=\"error\"}") == 1.0
+    });
+    let log = sluice.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("rejected"))
+        .expect("a rejection line");
+    assert!(line.contains("undefined upstream \"nowhere\""), "{log}");
+    assert!(log.lines().all(|l| l.starts_with('[')), "{log}");
+}

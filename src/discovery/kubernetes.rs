@@ -22,6 +22,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use rand::Rng;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,43 @@ use tokio::task::JoinHandle;
 
 /// How often the service looks for config changes (and retries a failed client setup).
 const TICK: Duration = Duration::from_millis(250);
+/// First wait after a failure to set up the API client; doubled per failure up to
+/// [`CLIENT_RETRY_MAX`], each with up to ±20% jitter so that a fleet does not retry in step.
+const CLIENT_RETRY_FIRST: Duration = Duration::from_secs(1);
+const CLIENT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Exponential backoff with jitter for setting up the API client. (Watches use kube's own
+/// `default_backoff`: 0.8 s doubling to 30 s, jittered, reset after 2 minutes of health.)
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    next_try: Option<tokio::time::Instant>,
+}
+
+impl Backoff {
+    /// Whether a try is due now.
+    fn due(&self) -> bool {
+        self.next_try
+            .is_none_or(|at| tokio::time::Instant::now() >= at)
+    }
+
+    /// Records a failure and schedules the next try; returns the wait.
+    fn failed(&mut self) -> Duration {
+        let doubled = CLIENT_RETRY_FIRST.saturating_mul(1 << self.failures.min(8));
+        let wait = doubled
+            .min(CLIENT_RETRY_MAX)
+            .mul_f64(rand::thread_rng().gen_range(0.8..1.2));
+        self.failures += 1;
+        self.next_try = Some(tokio::time::Instant::now() + wait);
+        wait
+    }
+
+    /// Records a success; returns how many failures came before it.
+    fn succeeded(&mut self) -> u32 {
+        self.next_try = None;
+        std::mem::take(&mut self.failures)
+    }
+}
 
 /// Watches EndpointSlices for every kubernetes upstream of the running config.
 pub struct KubernetesDiscovery {
@@ -56,6 +94,7 @@ impl BackgroundService for KubernetesDiscovery {
         let mut watches: HashMap<String, NamespaceWatch> = HashMap::new();
         let mut client: Option<(Option<KubernetesClient>, Client)> = None;
         let mut applied_generation = 0;
+        let mut client_backoff = Backoff::default();
         let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -88,11 +127,34 @@ impl BackgroundService for KubernetesDiscovery {
             }
             let settings = snapshot.config.kubernetes.clone();
             if client.as_ref().is_none_or(|(s, _)| *s != settings) {
+                if !client_backoff.due() {
+                    continue;
+                }
                 match make_client(settings.as_ref()).await {
-                    Ok(c) => client = Some((settings, c)),
+                    Ok(c) => {
+                        client = Some((settings, c));
+                        let failures = client_backoff.succeeded();
+                        if failures > 0 {
+                            log::info!(
+                                "kubernetes discovery: API client set up after {failures} failed tries"
+                            );
+                        }
+                    }
                     Err(e) => {
-                        log::error!("kubernetes discovery: cannot set up the API client: {e}");
                         count_errors(&self.state, None);
+                        let first = client_backoff.failures == 0;
+                        let wait = client_backoff.failed();
+                        // The state change is logged, not every try (they are counted in
+                        // sluice_discovery_errors_total).
+                        if first {
+                            log::error!(
+                                "kubernetes discovery: cannot set up the API client: {e}; \
+                                 retrying with backoff (next in {wait:?}, at most every \
+                                 {CLIENT_RETRY_MAX:?})"
+                            );
+                        } else {
+                            log::debug!("kubernetes discovery: API client still failing: {e}");
+                        }
                         continue;
                     }
                 }
@@ -166,7 +228,20 @@ async fn watch_namespace(
         .boxed();
     let mut slices = SliceIndex::default();
     let mut relist: Option<SliceIndex> = None;
+    // Errors since the watch last worked: the first is logged, the rest counted.
+    let mut failing = 0u64;
     while let Some(event) = events.next().await {
+        // `Init` starts every relist, failed ones too: only data shows the watch works.
+        let data = matches!(
+            event,
+            Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))
+        );
+        if data && failing > 0 {
+            log::info!(
+                "kubernetes discovery: watch of {namespace} works again after {failing} errors"
+            );
+            failing = 0;
+        }
         match event {
             Ok(Event::Init) => relist = Some(SliceIndex::default()),
             Ok(Event::InitApply(slice)) => {
@@ -185,9 +260,16 @@ async fn watch_namespace(
                 publish(&state, &namespace, &slices, Some(&service));
             }
             Err(e) => {
-                log::warn!(
-                    "kubernetes discovery: watch of {namespace} failed, keeping the last known endpoints and retrying: {e}"
-                );
+                if failing == 0 {
+                    log::warn!(
+                        "kubernetes discovery: watch of {namespace} failed, keeping the last \
+                         known endpoints and retrying with backoff (errors are counted in \
+                         sluice_discovery_errors_total; the recovery is logged): {e}"
+                    );
+                } else {
+                    log::debug!("kubernetes discovery: watch of {namespace} still failing: {e}");
+                }
+                failing += 1;
                 count_errors(&state, Some(&namespace));
             }
         }

@@ -27,6 +27,24 @@ fn log_level(level: &Level) -> log::Level {
     }
 }
 
+/// Targets whose errors sluice reports itself: kube's client logs every failed API request
+/// as an ERROR (four a second with the API down); sluice's discovery counts each failure and
+/// logs when the watch fails and recovers. Their events are kept at debug level.
+const DEMOTED_TARGETS: [&str; 2] = ["kube_client", "kube_runtime"];
+
+/// The `log` level an event of `metadata` is logged at.
+fn level_of(metadata: &Metadata<'_>) -> log::Level {
+    let level = log_level(metadata.level());
+    let demoted = DEMOTED_TARGETS
+        .iter()
+        .any(|target| metadata.target().starts_with(target));
+    if demoted {
+        level.max(log::Level::Debug)
+    } else {
+        level
+    }
+}
+
 /// An event's fields as one line: the message, then `name=value` for the others.
 #[derive(Default)]
 struct Line {
@@ -67,7 +85,7 @@ impl Subscriber for EventsToLog {
     }
 
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.is_event() && log_level(metadata.level()) <= log::max_level()
+        metadata.is_event() && level_of(metadata) <= log::max_level()
     }
 
     fn new_span(&self, _span: &Attributes<'_>) -> Id {
@@ -81,7 +99,7 @@ impl Subscriber for EventsToLog {
 
     fn event(&self, event: &Event<'_>) {
         let metadata = event.metadata();
-        let level = log_level(metadata.level());
+        let level = level_of(metadata);
         let logger = log::logger();
         let log_metadata = log::Metadata::builder()
             .level(level)

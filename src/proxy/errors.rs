@@ -68,6 +68,60 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Longest part of an error's cause quoted in a log line.
+const MAX_CAUSE: usize = 160;
+
+/// `e` in one bounded line for the text log: its kind, then the context of it and of each
+/// error it was caused by, then the root cause, cut at [`MAX_CAUSE`] characters each. Never
+/// the raw bytes of an invalid response head (Pingora puts the whole head, `Set-Cookie`
+/// values included, into an error's context): only the parser's reason.
+pub fn summary(e: &Error) -> String {
+    let mut line = e.etype().as_str().to_string();
+    let mut current = Some(e);
+    let mut depth = 0;
+    while let Some(error) = current.take() {
+        match &error.context {
+            Some(context) if context.as_str().starts_with("buf:") => {}
+            Some(context) => {
+                line.push_str(if depth == 0 { ": " } else { "; " });
+                push_bounded(&mut line, context.as_str());
+            }
+            // A cause without context says what it is by its kind alone.
+            None if depth > 0 => {
+                line.push_str("; ");
+                line.push_str(error.etype().as_str());
+            }
+            None => {}
+        }
+        let Some(cause) = &error.cause else { break };
+        depth += 1;
+        let inner = cause
+            .downcast_ref::<Error>()
+            .or_else(|| cause.downcast_ref::<Box<Error>>().map(|b| b.as_ref()));
+        match inner {
+            Some(inner) if depth < 4 => current = Some(inner),
+            Some(inner) => {
+                line.push_str("; ");
+                line.push_str(inner.etype().as_str());
+            }
+            None => {
+                line.push_str("; cause: ");
+                push_bounded(&mut line, cause.to_string().trim());
+            }
+        }
+    }
+    line
+}
+
+/// Appends `text` on one line, cut at [`MAX_CAUSE`] characters.
+fn push_bounded(line: &mut String, text: &str) {
+    let mut chars = text.chars().map(|c| if c.is_control() { ' ' } else { c });
+    line.extend(chars.by_ref().take(MAX_CAUSE));
+    if chars.next().is_some() {
+        line.push('…');
+    }
+}
+
 /// The metric reason of a request head Pingora's parser refused with `status`.
 pub fn head_rejection_reason(status: u16) -> &'static str {
     match status {
@@ -92,6 +146,28 @@ mod tests {
         let mut e = Error::new(etype);
         e.esource = source;
         e
+    }
+
+    #[test]
+    fn summaries_are_bounded_and_never_quote_a_raw_head() {
+        let cookie = "HTTP/1.1 200 OK\r\nSet-Cookie: session=SECRET\r\nX: ".to_string()
+            + &"a".repeat(300_000);
+        let invalid = Error::because(
+            ErrorType::InvalidHTTPHeader,
+            format!("buf: {}", cookie.escape_default()),
+            Error::new_str("invalid header name"),
+        );
+        assert_eq!(summary(&invalid), "InvalidHTTPHeader; invalid header name");
+        // As Pingora wraps it: the peer in the outer context, the head in the inner one.
+        let wrapped = Error::because(ErrorType::InvalidHTTPHeader, "peer: 10.0.0.1:80", invalid);
+        assert_eq!(
+            summary(&wrapped),
+            "InvalidHTTPHeader: peer: 10.0.0.1:80; invalid header name"
+        );
+        let long = Error::explain(ErrorType::ConnectRefused, "x\n".repeat(500));
+        let line = summary(&long);
+        assert!(line.len() < 400 && !line.contains('\n'), "{line}");
+        assert!(line.starts_with("ConnectRefused: x x"), "{line}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
 use super::{errors, grpc, headers, rate_limit};
 use crate::config::{ListenerConfig, RequestLimits};
+use crate::observe::events;
 use crate::observe::metrics::METRICS;
 use crate::state::State;
 use crate::upstream::hash_key::RequestFacts;
@@ -447,6 +448,42 @@ impl ProxyHttp for HttpProxy {
         let retry = self.retry_allowed(session, ctx, failure);
         e.set_retry(retry);
         e
+    }
+
+    /// Pingora's own line per failed request is replaced by the access log (every failure,
+    /// with its tries) and a rate-limited operator event per upstream (bounded, one line).
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, e: &Error) -> bool {
+        // A backend ending a WebSocket by a reset is the backend's choice, not news.
+        if e.esource() != &ErrorSource::Upstream || ctx.tunnel.is_some() {
+            return true;
+        }
+        if let Some(routed) = &ctx.routed {
+            let upstream = routed.upstream().name();
+            events::warn("upstream_failure", upstream, || {
+                let endpoint = ctx
+                    .attempts
+                    .last()
+                    .map_or_else(|| "-".to_string(), |a| a.address.to_string());
+                format!(
+                    "upstream {upstream}: request {} failed after {} tries, last on {endpoint}: {}",
+                    ctx.request_id,
+                    ctx.attempts.len(),
+                    errors::summary(e)
+                )
+            });
+        }
+        true
+    }
+
+    /// Retried failures are in the access log's `attempts`.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &Self::CTX,
+        _e: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        true
     }
 
     async fn fail_to_proxy(

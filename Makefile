@@ -19,12 +19,9 @@ build: deps
 	$(CARGO) build --release --bins
 
 ## Start two demo backends and sluice with conf/sluice.yaml in the foreground (Ctrl-C stops all).
+## The backends outlive a graceful upgrade by hand (README, "Binary upgrade"): see conf/run-demo.sh.
 run: build
-	@trap 'kill 0' INT TERM EXIT; \
-	./target/release/sluice-demo-backend 127.0.0.1:8081 backend-a & \
-	./target/release/sluice-demo-backend 127.0.0.1:8082 backend-b & \
-	echo; echo "try:  curl -i http://127.0.0.1:8080/hello    (admin: curl http://127.0.0.1:9901/upstreams)"; echo; \
-	./target/release/sluice -c conf/sluice.yaml
+	@conf/run-demo.sh
 
 ## Run the whole test suite: the check that the vendored Pingora is pristine 0.9.1 plus
 ## third_party/pingora/patches, unit tests and integration tests against the real binary,

@@ -283,8 +283,12 @@ impl ShutdownSignalWatch for Signals {
                 }
                 Some(number) = others.next() => on_logged_signal(number),
                 _ = interrupt.recv() => {
+                    // Not Pingora's fast shutdown: it drops the runtimes without stopping
+                    // the accept loops first, and an accept loop whose runtime is going away
+                    // can spin on "Accept() failed" (gigabytes of log in seconds).
                     log::info!("SIGINT: stopping now");
-                    return ShutdownSignal::FastShutdown;
+                    access_log::flush();
+                    std::process::exit(0);
                 }
                 _ = drain_over => {
                     log::info!("drain delay over: listeners stop, open work finishes");

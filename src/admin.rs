@@ -1,4 +1,11 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`, `/upstreams`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`, `/upstreams`; and the
+//! optional metrics listener, with only the first three.
+//!
+//! `admin.listen` is loopback by default: `/config` and `/upstreams` show the whole routing
+//! and every backend address. With `admin.token_file` they need `Authorization: Bearer`.
+//! Both listeners answer only requests whose `Host` is an IP literal, `localhost` or one of
+//! `admin.allowed_hosts`: a web page cannot reach them through a DNS name rebound to
+//! 127.0.0.1 (DNS rebinding), since its requests carry that name.
 //!
 //! `/readyz` reflects only sluice itself (config loaded, not draining), never the health of
 //! backends: an outer load balancer must not eject a sluice node because one app is down.
@@ -12,15 +19,25 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use std::sync::Arc;
 
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminScope {
+    /// Every endpoint (`admin.listen`).
+    All,
+    /// `/metrics`, `/healthz` and `/readyz` (`admin.metrics_listen`).
+    MetricsAndProbes,
+}
+
 /// Serves the admin endpoints from the process state.
 pub struct AdminApp {
     state: Arc<State>,
+    scope: AdminScope,
 }
 
 impl AdminApp {
-    /// An admin app reading `state`.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+    /// An admin app reading `state`, serving `scope`.
+    pub fn new(state: Arc<State>, scope: AdminScope) -> Self {
+        Self { state, scope }
     }
 
     fn upstreams(&self) -> serde_json::Value {
@@ -124,10 +141,89 @@ fn json_response(status: u16, value: &serde_json::Value) -> http::Response<Vec<u
     response(status, "application/json", body)
 }
 
+/// Whether `host` (a `Host` header value, with or without port) names this machine in a
+/// way DNS rebinding cannot produce: an IP literal, `localhost`, or an allowed name.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => {
+            return rest.split_once(']').is_some_and(|(ip, port)| {
+                ip.parse::<std::net::Ipv6Addr>().is_ok()
+                    && (port.is_empty()
+                        || port
+                            .strip_prefix(':')
+                            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit())))
+            });
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || allowed.contains(&name)
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`.
+fn bearer_matches(session: &ServerSession, token: &str) -> bool {
+    let Some(value) = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+    else {
+        return false;
+    };
+    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    // Compared in time independent of where they differ.
+    given.len() == token.len()
+        && given
+            .iter()
+            .zip(token.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        let config = self.state.snapshot().config.clone();
+        let admin = &config.admin;
+        let host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if host.is_some_and(|host| !host_allowed(host, &admin.allowed_hosts)) {
+            return json_response(
+                403,
+                &json!({ "status": 403, "error": "Host not allowed (add it to admin.allowed_hosts)" }),
+            );
+        }
+        let private = matches!(path.as_str(), "/config" | "/upstreams");
+        if private && self.scope == AdminScope::MetricsAndProbes {
+            return json_response(404, &json!({ "status": 404, "error": "not found" }));
+        }
+        if private {
+            if let Some(token) = &admin.token {
+                if !bearer_matches(session, token) {
+                    let mut answer = json_response(
+                        401,
+                        &json!({ "status": 401, "error": "a bearer token is required" }),
+                    );
+                    answer.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Bearer"),
+                    );
+                    return answer;
+                }
+            }
+        }
         match path.as_str() {
             "/healthz" => response(200, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {
@@ -145,6 +241,34 @@ impl ServeHttp for AdminApp {
             "/config" => json_response(200, &self.config()),
             "/upstreams" => json_response(200, &self.upstreams()),
             _ => json_response(404, &json!({ "status": 404, "error": "not found" })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn hosts_that_dns_rebinding_cannot_produce() {
+        let allowed = vec!["sluice-admin.internal".to_string()];
+        for host in [
+            "127.0.0.1:9901",
+            "10.0.0.7",
+            "[::1]:9901",
+            "localhost:9901",
+            "LOCALHOST",
+            "sluice-admin.internal:9901",
+        ] {
+            assert!(host_allowed(host, &allowed), "{host}");
+        }
+        for host in [
+            "evil.example:9901",
+            "127.0.0.1.nip.io",
+            "[::1",
+            "localhost.evil",
+        ] {
+            assert!(!host_allowed(host, &allowed), "{host}");
         }
     }
 }

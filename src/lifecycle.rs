@@ -32,6 +32,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// How long nothing must be open before the process exits: a connection accepted just
+/// before the listeners stopped counts as open work only once its request head has arrived
+/// (Pingora patch 0010 reads it rather than dropping the connection).
+const QUIET_BEFORE_EXIT: Duration = Duration::from_millis(250);
 /// How often the exit monitor looks at the open work.
 const EXIT_POLL: Duration = Duration::from_millis(20);
 /// How long SIGQUIT waits for a successor to appear on the upgrade socket.
@@ -384,9 +388,13 @@ impl BackgroundService for ExitMonitor {
             self.lifecycle.open_work(),
             self.grace_period
         );
+        // When open work was last seen.
+        let mut last_open = started;
         loop {
             let open = self.lifecycle.open_work();
-            if open == 0 {
+            if open > 0 {
+                last_open = Instant::now();
+            } else if last_open.elapsed() >= QUIET_BEFORE_EXIT {
                 log::info!("nothing left open after {:?}; exiting", started.elapsed());
                 break;
             }

@@ -74,6 +74,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.test {
+        for warning in config.warnings() {
+            println!("warning: {warning}");
+        }
         println!("{}: configuration OK", cli.config.display());
         return ExitCode::SUCCESS;
     }
@@ -91,6 +94,9 @@ fn main() -> ExitCode {
         })
         .init();
     observe::tracing_events::init();
+    for warning in config.warnings() {
+        log::warn!("{warning}");
+    }
     for finding in doctor::check(Path::new("/proc"), Some(&config)) {
         if finding.severity == doctor::Severity::Error {
             log::error!(

@@ -2,7 +2,7 @@
 //! has certificates), the admin service,
 //! and the reloader, all sharing one [`State`].
 
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, AdminScope};
 use crate::cli::Cli;
 use crate::config::{Config, ListenerProtocol, RequestLimits};
 use crate::discovery::kubernetes::KubernetesDiscovery;
@@ -86,7 +86,7 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
     let server_conf = server.configuration.clone();
 
     let listeners = config.listeners.clone();
-    let admin_listen = config.admin_listen;
+    let admin_settings = config.admin.clone();
     let path = config.path.clone();
     let watch = config.server.watch_config;
     let grace_period = config.server.grace_period;
@@ -140,11 +140,20 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
 
     let mut admin = Service::new(
         "admin".to_string(),
-        HttpServer::new_app(AdminApp::new(state.clone())),
+        HttpServer::new_app(AdminApp::new(state.clone(), AdminScope::All)),
     );
     admin.threads = Some(1);
-    admin.add_tcp(&admin_listen.to_string());
+    admin.add_tcp(&admin_settings.listen.to_string());
     server.add_service(admin);
+    if let Some(address) = admin_settings.metrics_listen {
+        let mut metrics = Service::new(
+            "admin metrics".to_string(),
+            HttpServer::new_app(AdminApp::new(state.clone(), AdminScope::MetricsAndProbes)),
+        );
+        metrics.threads = Some(1);
+        metrics.add_tcp(&address.to_string());
+        server.add_service(metrics);
+    }
     // Background work gets one thread each, so it cannot take both cores from the proxy.
     let mut discovery = background_service(
         "kubernetes discovery",
@@ -236,7 +245,12 @@ fn addresses_free(config: &Config) -> Result<(), String> {
         .listeners
         .iter()
         .map(|l| (format!("listener {}", l.name), l.listen))
-        .chain([("admin.listen".to_string(), config.admin_listen)]);
+        .chain(
+            config
+                .admin
+                .addresses()
+                .map(|(key, address)| (key.to_string(), address)),
+        );
     for (what, address) in addresses {
         if let Err(e) = std::net::TcpListener::bind(address) {
             return Err(format!(
@@ -255,7 +269,7 @@ fn predecessor_running(config: &Config) -> bool {
         .listeners
         .iter()
         .map(|l| l.listen)
-        .chain([config.admin_listen])
+        .chain(config.admin.addresses().map(|(_, address)| address))
         .find(|address| listening.contains(address));
     match taken {
         Some(address) => {

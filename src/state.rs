@@ -324,8 +324,12 @@ impl State {
         if config.listeners != running.listeners {
             return Err(ReloadError::NeedsUpgrade("the listeners changed".into()));
         }
-        if config.admin_listen != running.admin_listen {
-            return Err(ReloadError::NeedsUpgrade("admin.listen changed".into()));
+        if config.admin.listen != running.admin.listen
+            || config.admin.metrics_listen != running.admin.metrics_listen
+        {
+            return Err(ReloadError::NeedsUpgrade(
+                "admin.listen or admin.metrics_listen changed".into(),
+            ));
         }
         if config.access_log != running.access_log
             || config.server.threads != running.server.threads

@@ -117,10 +117,13 @@ fn embedded_config_validates() {
     assert!(yaml.contains("grace_period: 300s"));
     assert!(yaml.contains("upgrade_sock: /run/sluice/upgrade.sock"));
     let (output, _, _dir) = check_config(&yaml);
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
+        "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // hostNetwork: the admin listener must not be on the node's addresses.
+    assert!(!stdout.contains("warning"), "{stdout}");
+    assert!(yaml.contains("listen: 127.0.0.1:9901"), "{yaml}");
 }

@@ -495,3 +495,78 @@ fn log_lines_are_single_lines() {
     assert!(line.contains("undefined upstream \"nowhere\""), "{log}");
     assert!(log.lines().all(|l| l.starts_with('[')), "{log}");
 }
+
+/// The metrics listener serves Prometheus and the kubelet and nothing else; the admin
+/// listener refuses Host names a DNS rebinding would carry, and with a token file `/config`
+/// and `/upstreams` need the token.
+#[test]
+fn admin_stays_private() {
+    use std::net::SocketAddr;
+    let backend = Backend::start("a", Behavior::Echo);
+    let (_, body) = config_for(&backend);
+    let dir = ScratchDir::new();
+    let admin = listen_address();
+    let metrics = listen_address();
+    let token = dir.write("admin-token", "s3cret-token\n");
+    let header = Sluice::header(&dir, admin, "watch_config: false").replace(
+        &format!("admin: {{ listen: \"{admin}\" }}"),
+        &format!(
+            "admin: {{ listen: \"{admin}\", metrics_listen: \"{metrics}\", token_file: {} }}",
+            token.display()
+        ),
+    );
+    dir.write("sluice.yaml", &format!("{header}{body}"));
+    let sluice = Sluice::start_in(dir, admin, "sluice.yaml");
+
+    let ask = |address: SocketAddr, path: &str, headers: &[(&str, &str)]| -> u16 {
+        let mut client = Client::connect(address);
+        client.request("GET", path, headers).status
+    };
+    let on_metrics = metrics.to_string();
+    let on_admin = admin.to_string();
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(ask(metrics, path, &[("host", &on_metrics)]), 200, "{path}");
+    }
+    for path in ["/config", "/upstreams"] {
+        assert_eq!(ask(metrics, path, &[("host", &on_metrics)]), 404, "{path}");
+        assert_eq!(ask(admin, path, &[("host", &on_admin)]), 401, "{path}");
+        let authorized = [
+            ("host", on_admin.as_str()),
+            ("authorization", "Bearer s3cret-token"),
+        ];
+        assert_eq!(ask(admin, path, &authorized), 200, "{path}");
+        let wrong = [
+            ("host", on_admin.as_str()),
+            ("authorization", "Bearer s3cret-tokem"),
+        ];
+        assert_eq!(ask(admin, path, &wrong), 401, "{path}");
+    }
+    // A page on attacker.example whose name was rebound to 127.0.0.1.
+    let rebound = format!("attacker.example:{}", admin.port());
+    assert_eq!(ask(admin, "/metrics", &[("host", &rebound)]), 403);
+    assert_eq!(
+        ask(metrics, "/metrics", &[("host", "attacker.example")]),
+        403
+    );
+    assert_eq!(ask(admin, "/metrics", &[("host", "localhost")]), 200);
+    drop(sluice);
+}
+
+/// `sluice -t` warns when the admin listener is reachable from other machines without a
+/// token.
+#[test]
+fn check_warns_about_a_public_admin_listener() {
+    let body = "admin: { listen: \"0.0.0.0:9901\" }\n\
+                listeners: [{ name: web, listen: \"127.0.0.1:8080\" }]\n\
+                routes: [{ name: all, listener: web, upstream: app }]\n\
+                upstreams: [{ name: app, endpoints: [\"127.0.0.1:9\"] }]\n";
+    let (output, _, _dir) = check_config(body);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("warning: admin.listen is 0.0.0.0:9901"),
+        "{stdout}"
+    );
+    let (output, _, _dir) = check_config(&body.replace("0.0.0.0:9901", "127.0.0.1:9901"));
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("warning"));
+}

@@ -30,8 +30,8 @@ pub struct Config {
     /// The file as parsed, with defaults filled in (served by `/config`).
     pub raw: Arc<RawConfig>,
     pub server: ServerSettings,
-    /// The admin listener's address.
-    pub admin_listen: SocketAddr,
+    /// The admin listeners and who may use them.
+    pub admin: AdminSettings,
     pub access_log: AccessLogTarget,
     /// How to reach the Kubernetes API (`None`: in-cluster or kubeconfig).
     pub kubernetes: Option<KubernetesClient>,
@@ -43,6 +43,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// What is valid but probably not meant: printed by `sluice -t` and logged at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.admin.listen.ip().is_loopback() && self.admin.token.is_none() {
+            warnings.push(format!(
+                "admin.listen is {}: /config and /upstreams are served to anyone who can \
+                 reach it (NetworkPolicy does not cover hostNetwork pods). Bind it to \
+                 127.0.0.1 and serve probes and metrics on admin.metrics_listen, or set \
+                 admin.token_file.",
+                self.admin.listen
+            ));
+        }
+        warnings
+    }
+
     /// The files whose content makes up this configuration: the config file and every
     /// certificate and key it names (watched for changes with `server.watch_config`).
     pub fn files(&self) -> Vec<PathBuf> {
@@ -83,6 +98,29 @@ pub struct ServerSettings {
 /// points plus its index. Validation refuses static upstreams above it; a discovered one
 /// gets fewer points per weight.
 pub const MAX_RING_POINTS: u64 = 1 << 22;
+
+/// `admin:` the admin listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Every admin endpoint.
+    pub listen: SocketAddr,
+    /// Only `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The bearer token `/config` and `/upstreams` require, read from `token_file`.
+    pub token: Option<String>,
+    /// Host names accepted besides IP literals and `localhost`, lower-case.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl AdminSettings {
+    /// The addresses sluice listens on for admin requests.
+    pub fn addresses(&self) -> impl Iterator<Item = (&'static str, SocketAddr)> {
+        [("admin.listen", Some(self.listen))]
+            .into_iter()
+            .chain([("admin.metrics_listen", self.metrics_listen)])
+            .filter_map(|(key, address)| Some((key, address?)))
+    }
+}
 
 /// Where access-log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]

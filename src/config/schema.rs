@@ -57,13 +57,28 @@ impl Default for RawServer {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
+    /// Every admin endpoint, `/config` and `/upstreams` included: loopback by default.
     pub listen: String,
+    /// Optional second listener with only `/metrics`, `/healthz` and `/readyz`, for
+    /// Prometheus and the kubelet (ingress-nginx's 10254).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// A file holding a bearer token that `/config` and `/upstreams` then require.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// Host names the admin listeners accept besides IP literals and `localhost` (the Host
+    /// check stops DNS rebinding).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9901".into(),
+            metrics_listen: None,
+            token_file: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -120,7 +120,7 @@ pub(super) fn validate(
     };
 
     let server = check_server(&mut check, &raw.server);
-    let admin_listen = check.socket_addr("admin.listen", &raw.admin.listen);
+    let admin = check_admin(&mut check, &raw.admin);
     let access_log = match raw.access_log.path.as_str() {
         "" => {
             check.error(
@@ -158,14 +158,14 @@ pub(super) fn validate(
     let routes = check_routes(&mut check, &raw);
 
     if check.errors.is_empty() {
-        if let (Some(server), Some(admin_listen)) = (server, admin_listen) {
+        if let (Some(server), Some(admin)) = (server, admin) {
             let listeners = listeners.into_iter().flatten().collect();
             let upstreams = upstreams.into_iter().flatten().collect();
             return Ok(Config {
                 path: path.to_path_buf(),
                 raw: Arc::new(raw),
                 server,
-                admin_listen,
+                admin,
                 access_log,
                 kubernetes,
                 listeners,
@@ -178,6 +178,46 @@ pub(super) fn validate(
     let mut errors = check.errors;
     errors.sort_by_key(|e| (e.position.line, e.position.column));
     Err(ConfigErrors(errors))
+}
+
+fn check_admin(check: &mut Checker, raw: &RawAdmin) -> Option<AdminSettings> {
+    let listen = check.socket_addr("admin.listen", &raw.listen);
+    let metrics_listen = raw
+        .metrics_listen
+        .as_ref()
+        .map(|address| check.socket_addr("admin.metrics_listen", address));
+    if let (Some(listen), Some(Some(metrics))) = (listen, metrics_listen) {
+        if listen == metrics {
+            check.error(
+                "admin.metrics_listen",
+                format!("{metrics} is admin.listen too"),
+            );
+        }
+    }
+    let token = match &raw.token_file {
+        None => Some(None),
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(text) if !text.trim().is_empty() => Some(Some(text.trim().to_string())),
+            Ok(_) => {
+                check.error("admin.token_file", format!("{file} is empty"));
+                None
+            }
+            Err(e) => {
+                check.error("admin.token_file", format!("cannot read {file}: {e}"));
+                None
+            }
+        },
+    };
+    Some(AdminSettings {
+        listen: listen?,
+        metrics_listen: metrics_listen.flatten(),
+        token: token?,
+        allowed_hosts: raw
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    })
 }
 
 fn check_server(check: &mut Checker, raw: &RawServer) -> Option<ServerSettings> {

@@ -730,7 +730,8 @@ impl Sluice {
         let mut client = Client {
             reader: BufReader::new(stream),
         };
-        client.try_request("GET", path, &[("host", "admin")], b"")
+        let host = self.admin.to_string();
+        client.try_request("GET", path, &[("host", &host)], b"")
     }
 
     /// The running config generation, from `/config`.

@@ -335,13 +335,23 @@ where
     {
         // phase 1 read request header
 
-        let res = tokio::select! {
-            biased; // biased select is cheaper, and we don't want to drop already buffered requests
-            res = downstream_session.read_request() => { res }
-            _ = self.await_shutdown() => {
-                // service shutting down, dropping the connection to stop more req from coming in
-                return None;
+        let res = if downstream_session.is_reused() {
+            tokio::select! {
+                biased; // biased select is cheaper, and we don't want to drop already buffered requests
+                res = downstream_session.read_request() => { res }
+                _ = self.await_shutdown() => {
+                    // service shutting down, dropping the connection to stop more req from coming in
+                    return None;
+                }
             }
+        } else {
+            // The first request of a new connection is read even when the service is shutting
+            // down: its client connected moments ago, while the listener was still accepting,
+            // and a close before any response is a failed request to it, not the end of an
+            // idle keepalive connection (RFC 9112 §9.3.1 lets a client retry only the latter).
+            // Keepalive is already off, so the connection ends after the response; the read is
+            // bounded by the session's read timeout.
+            downstream_session.read_request().await
         };
         match res {
             Ok(true) => {

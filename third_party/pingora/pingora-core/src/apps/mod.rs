@@ -177,6 +177,9 @@ impl HttpPersistentSettings {
 
         session.set_keepalive(keepalive_timeout);
         session.set_keepalive_reuses_remaining(keepalive_reuses_remaining);
+        if let ServerSession::H1(h1) = session {
+            h1.set_reused();
+        }
 
         // Carry user context into the session for the proxy layer to consume
         session.set_connection_user_context(user_context);

@@ -360,6 +360,16 @@ impl Session {
         }
     }
 
+    /// Whether an earlier request was served on this session's connection: an HTTP/1.x
+    /// keepalive reuse. Always false for h2 or subrequest.
+    pub fn is_reused(&self) -> bool {
+        if let Self::H1(s) = self {
+            s.is_reused()
+        } else {
+            false
+        }
+    }
+
     /// Set user-defined context to carry across requests on the same keepalive connection.
     ///
     /// Only applicable for HTTP/1.x connections; noop for h2, subrequest, and custom sessions.

@@ -218,6 +218,8 @@ pub struct HttpSession {
     /// Number of times the upstream connection associated with this session can be reused
     /// after this session ends
     keepalive_reuses_remaining: Option<u32>,
+    /// Whether an earlier request was served on this connection (a keepalive reuse).
+    reused: bool,
     /// User-defined context carried across requests on the same keepalive connection.
     /// Set by [`HttpPersistentSettings::apply_to_session`](crate::apps::HttpPersistentSettings::apply_to_session),
     /// consumed by the proxy layer via [`take_connection_user_context`](Self::take_connection_user_context).
@@ -293,6 +295,7 @@ impl HttpSession {
             // default on to avoid rejecting requests after body as pipelined
             close_on_response_before_downstream_finish: true,
             keepalive_reuses_remaining: None,
+            reused: false,
             connection_user_context: None,
             half_closed: false,
             abort_on_close: true,
@@ -883,6 +886,17 @@ impl HttpSession {
 
     pub fn get_keepalive_reuses_remaining(&self) -> Option<u32> {
         self.keepalive_reuses_remaining
+    }
+
+    /// Mark this session as a keepalive reuse: an earlier request was served on its
+    /// connection.
+    pub fn set_reused(&mut self) {
+        self.reused = true;
+    }
+
+    /// Whether an earlier request was served on this session's connection.
+    pub fn is_reused(&self) -> bool {
+        self.reused
     }
 
     /// Set user-defined context to carry across requests on the same keepalive connection.

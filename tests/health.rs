@@ -423,3 +423,86 @@ fn endpoint_added_by_reload_waits_for_its_first_passing_check() {
         client.get("health.test", "/again").backend() == "sick"
     });
 }
+
+/// A plaintext HTTP/2 (h2c) backend on its own thread answering every request like a gRPC
+/// server, with the body `answer`.
+fn h2c_backend(answer: &'static [u8]) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    listener.set_nonblocking(true).expect("nonblocking");
+    thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(support::h2_util::serve_grpc_like(tcp, move |_| answer));
+            }
+        });
+    });
+    address
+}
+
+/// The health verdict and last check detail of the first endpoint of upstream `name`.
+fn verdict(sluice: &Sluice, name: &str) -> (String, String) {
+    let view = sluice.admin_get("/upstreams").expect("/upstreams").json();
+    let upstream = view["upstreams"]
+        .as_array()
+        .and_then(|all| all.iter().find(|u| u["name"] == name).cloned())
+        .unwrap_or_default();
+    let endpoint = &upstream["endpoints"][0];
+    (
+        endpoint["health"].as_str().unwrap_or_default().to_string(),
+        endpoint["last_check"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Checks speak the upstream's protocol: gRPC health checking over h2c, and HTTP over
+/// HTTP/2 and TLS with the upstream's SNI and CA. (Plain HTTP/1.1 checks marked all three
+/// unhealthy at the first check.)
+#[test]
+fn checks_speak_the_upstreams_protocol() {
+    // HealthCheckResponse { status: SERVING } and { status: NOT_SERVING }, length-prefixed.
+    let serving = h2c_backend(&[0, 0, 0, 0, 2, 0x08, 1]);
+    let not_serving = h2c_backend(&[0, 0, 0, 0, 2, 0x08, 2]);
+    let certs = ScratchDir::new();
+    let ca = support::tls::TestCa::new();
+    let ca_file = certs.write("ca.pem", &ca.pem);
+    let leaf = ca.issue(&certs, "api", &["api.internal"]);
+    let tls_backend = support::tls::H2TlsBackend::start(&leaf);
+    let web = listen_address();
+    let check = "interval: 100ms, timeout: 2s, healthy_after: 1, unhealthy_after: 1";
+    let body = format!(
+        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes:\n\
+         \x20 - {{ name: a, listener: web, paths: [{{ prefix: /a }}], upstream: grpc-up }}\n\
+         \x20 - {{ name: b, listener: web, paths: [{{ prefix: /b }}], upstream: grpc-down }}\n\
+         \x20 - {{ name: c, listener: web, upstream: tls }}\n\
+         upstreams:\n\
+         \x20 - {{ name: grpc-up, protocol: h2c, endpoints: [\"{serving}\"], health: {{ active: {{ grpc_service: shop, {check} }} }} }}\n\
+         \x20 - {{ name: grpc-down, protocol: h2c, endpoints: [\"{not_serving}\"], health: {{ active: {{ grpc_service: \"\", {check} }} }} }}\n\
+         \x20 - {{ name: tls, protocol: h2, tls: {{ sni: api.internal, ca_file: \"{ca}\" }}, endpoints: [\"{t}\"], health: {{ active: {{ http_path: /healthz, {check} }} }} }}\n",
+        ca = ca_file.display(),
+        t = tls_backend.address,
+    );
+    let sluice = Sluice::start(&body);
+    wait_until("every endpoint checked", READY_TIMEOUT, || {
+        ["grpc-up", "grpc-down", "tls"]
+            .iter()
+            .all(|name| verdict(&sluice, name).0 != "unknown")
+    });
+    let (health, detail) = verdict(&sluice, "grpc-up");
+    assert_eq!(health, "healthy", "{detail}");
+    assert!(detail.contains("SERVING"), "{detail}");
+    let (health, detail) = verdict(&sluice, "grpc-down");
+    assert_eq!(health, "unhealthy", "{detail}");
+    assert!(detail.contains("NOT_SERVING"), "{detail}");
+    let (health, detail) = verdict(&sluice, "tls");
+    assert_eq!(health, "healthy", "{detail}");
+    assert_eq!(detail, "GET /healthz: 200");
+}

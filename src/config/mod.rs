@@ -338,6 +338,8 @@ pub enum Probe {
         host: Option<String>,
         expect: (u16, u16),
     },
+    /// `grpc.health.v1.Health/Check` of `service`; healthy if it answers `SERVING`.
+    Grpc { service: String },
     /// A TCP connect.
     Tcp,
 }

@@ -485,6 +485,10 @@ pub struct RawHealth {
 pub struct RawActiveHealth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_path: Option<String>,
+    /// gRPC health checking (`grpc.health.v1.Health/Check`) of this service name (`""`: the
+    /// server as a whole); for `protocol: h2c` or `h2` upstreams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     #[serde(default = "default_health_interval")]

@@ -782,26 +782,53 @@ fn check_health(
                 ),
             );
         }
-        let probe = match &active.http_path {
-            Some(path)
-                if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace()) =>
-            {
+        let grpc_upstream = matches!(
+            upstream.protocol,
+            UpstreamProtocol::H2c | UpstreamProtocol::H2
+        );
+        let probe = match (&active.http_path, &active.grpc_service) {
+            (Some(_), Some(_)) => {
                 check.error(
-                    &format!("{a}.http_path"),
-                    "must start with / and hold no spaces",
+                    &format!("{a}.grpc_service"),
+                    "is an alternative to http_path: set one of them",
                 );
                 None
             }
-            Some(path) => Some(Probe::Http {
-                path: path.clone(),
-                host: active.host.clone(),
-                expect: expect?,
-            }),
-            None if active.host.is_some() => {
+            (None, Some(_)) if !grpc_upstream => {
+                check.error(
+                    &format!("{a}.grpc_service"),
+                    "gRPC health checking needs protocol: h2c or h2",
+                );
+                None
+            }
+            (None, Some(_)) if active.host.is_some() => {
                 check.error(&format!("{a}.host"), "is only used with http_path");
                 None
             }
-            None => Some(Probe::Tcp),
+            (None, Some(service)) => Some(Probe::Grpc {
+                service: service.clone(),
+            }),
+            (path, None) => match path {
+                Some(path)
+                    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace()) =>
+                {
+                    check.error(
+                        &format!("{a}.http_path"),
+                        "must start with / and hold no spaces",
+                    );
+                    None
+                }
+                Some(path) => Some(Probe::Http {
+                    path: path.clone(),
+                    host: active.host.clone(),
+                    expect: expect?,
+                }),
+                None if active.host.is_some() => {
+                    check.error(&format!("{a}.host"), "is only used with http_path");
+                    None
+                }
+                None => Some(Probe::Tcp),
+            },
         };
         Some(ActiveCheck {
             probe: probe?,

@@ -15,9 +15,10 @@ pub async fn read_body(body: &mut h2::RecvStream) -> Vec<u8> {
 
 /// Serves one HTTP/2 connection like a gRPC server: every request gets 200,
 /// `content-type: application/grpc`, the body `reply(path)` and `grpc-status: 0` in trailers.
-pub async fn serve_grpc_like<T>(io: T, reply: impl Fn(&str) -> String)
+pub async fn serve_grpc_like<T, B>(io: T, reply: impl Fn(&str) -> B)
 where
     T: AsyncRead + AsyncWrite + Unpin,
+    B: Into<bytes::Bytes>,
 {
     let Ok(mut connection) = h2::server::handshake(io).await else {
         return;

@@ -31,9 +31,10 @@ test: deps
 	$(CARGO) test --lib --bins --tests -- --test-threads=4
 	$(CARGO) test --benches
 
-## The request-path property test with 2,000 cases instead of the 48 of `make test`.
+## The property tests (request path, config loader, hash keys, routing) with 2,000 cases
+## instead of the 48-64 of `make test`.
 fuzz: deps
-	SLUICE_FUZZ_CASES=2000 $(CARGO) test --test request_fuzz -- --nocapture
+	SLUICE_FUZZ_CASES=2000 $(CARGO) test --test request_fuzz --test model_properties -- --nocapture
 
 bench: build
 	bench/compare.sh

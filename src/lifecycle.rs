@@ -43,6 +43,9 @@ const SUCCESSOR_WAIT: Duration = Duration::from_secs(3);
 /// How often `--takeover` looks for a successor on the upgrade socket.
 const SUCCESSOR_POLL: Duration = Duration::from_millis(200);
 
+/// Shards of the registry of open requests.
+const REGISTRY_SHARDS: usize = 16;
+
 /// The status logged for a request cut at the end of the grace period before any response
 /// head went out: sluice failed it, so it counts as a server error.
 const CUT_STATUS: u16 = 503;
@@ -54,8 +57,9 @@ pub struct Lifecycle {
     /// The listening sockets went to a successor.
     handed_over: AtomicBool,
     open: AtomicUsize,
-    /// Routed HTTP requests in progress, for the lines of those the grace period cuts.
-    requests: Mutex<HashMap<u64, Arc<OpenRequest>>>,
+    /// Routed HTTP requests in progress, for the lines of those the grace period cuts;
+    /// sharded by key so that worker threads rarely wait for one another.
+    requests: [Mutex<HashMap<u64, Arc<OpenRequest>>>; REGISTRY_SHARDS],
     next_request: AtomicU64,
 }
 
@@ -100,44 +104,54 @@ impl Lifecycle {
         }
     }
 
-    fn lock_requests(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<OpenRequest>>> {
-        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    /// The registry shard of request `key`, locked.
+    fn lock_requests(&self, key: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<OpenRequest>>> {
+        self.requests[key as usize % REGISTRY_SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes the access-log line of every request still open (the grace period is over
     /// and the process exits now); returns how many.
     pub fn log_cut_requests(&self) -> usize {
-        let requests = self.lock_requests();
         let now = SystemTime::now();
-        for request in requests.values() {
-            let status = match request.status.load(Ordering::Relaxed) {
-                0 => CUT_STATUS,
-                sent => sent,
-            };
-            access_log::write(&Record {
-                ts: Timestamp(now),
-                request_id: &request.request_id,
-                listener: &request.listener,
-                route: Some(&request.route),
-                client: request.client,
-                method: &request.method,
-                host: &request.host,
-                uri: &request.uri,
-                proto: request.proto,
-                status,
-                bytes_in: 0,
-                bytes_out: 0,
-                duration_ms: request.started.elapsed().as_secs_f64() * 1000.0,
-                upstream: Some(&request.upstream),
-                attempts: Vec::new(),
-                ended: Some("grace_period"),
-                user_agent: None,
-                referer: None,
-                x_forwarded_for: None,
-            });
+        let mut count = 0;
+        for shard in 0..REGISTRY_SHARDS as u64 {
+            let requests = self.lock_requests(shard);
+            count += requests.len();
+            requests.values().for_each(|request| log_cut(request, now));
         }
-        requests.len()
+        count
     }
+}
+
+/// Writes the access-log line of `request`, cut at `now`.
+fn log_cut(request: &OpenRequest, now: SystemTime) {
+    let status = match request.status.load(Ordering::Relaxed) {
+        0 => CUT_STATUS,
+        sent => sent,
+    };
+    access_log::write(&Record {
+        ts: Timestamp(now),
+        request_id: &request.request_id,
+        listener: &request.listener,
+        route: Some(&request.route),
+        client: request.client,
+        method: &request.method,
+        host: &request.host,
+        uri: &request.uri,
+        proto: request.proto,
+        status,
+        bytes_in: 0,
+        bytes_out: 0,
+        duration_ms: request.started.elapsed().as_secs_f64() * 1000.0,
+        upstream: Some(&request.upstream),
+        attempts: Vec::new(),
+        ended: Some("grace_period"),
+        user_agent: None,
+        referer: None,
+        x_forwarded_for: None,
+    });
 }
 
 /// One open request or connection; the process waits for it before exiting.
@@ -158,7 +172,9 @@ impl OpenWork {
             None => self.lifecycle.next_request.fetch_add(1, Ordering::Relaxed),
         };
         self.registered = Some(key);
-        self.lifecycle.lock_requests().insert(key, request.clone());
+        self.lifecycle
+            .lock_requests(key)
+            .insert(key, request.clone());
         request
     }
 }
@@ -166,7 +182,7 @@ impl OpenWork {
 impl Drop for OpenWork {
     fn drop(&mut self) {
         if let Some(key) = self.registered {
-            self.lifecycle.lock_requests().remove(&key);
+            self.lifecycle.lock_requests(key).remove(&key);
         }
         self.lifecycle.open.fetch_sub(1, Ordering::Relaxed);
     }

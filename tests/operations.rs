@@ -315,13 +315,22 @@ fn a_taken_listen_address_fails_the_start() {
             Sluice::header(&dir, admin, "watch_config: false")
         ),
     );
-    let output = std::process::Command::new(sluice_binary())
+    let stderr_path = dir.0.join("stderr.log");
+    let mut child = std::process::Command::new(sluice_binary())
         .arg("-c")
         .arg(&config)
-        .output()
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
         .expect("run sluice");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // A regression keeps sluice running ("will try again"): fail instead of hanging.
+    let mut status = None;
+    wait_until("sluice to exit", READY_TIMEOUT, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    let _ = child.kill();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("listener web: cannot listen on {address}")),
         "{stderr}"
@@ -353,6 +362,26 @@ fn missing_runtime_directories_are_created() {
     assert_eq!(get(web, "/").status, 200);
 }
 
+/// Makes closing `stream` send a reset (SO_LINGER with a zero timeout) instead of a FIN.
+fn reset_on_close(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    let set = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "setsockopt SO_LINGER");
+}
+
 /// A backend on `127.0.0.1` that reads each request head, writes `response` and closes the
 /// connection, with a reset (SO_LINGER 0) when `reset`.
 fn scripted_backend(response: Vec<u8>, reset: bool) -> std::net::SocketAddr {
@@ -374,21 +403,7 @@ fn scripted_backend(response: Vec<u8>, reset: bool) -> std::net::SocketAddr {
                 }
                 let _ = stream.write_all(&response);
                 if reset {
-                    use std::os::fd::AsRawFd;
-                    let linger = libc::linger {
-                        l_onoff: 1,
-                        l_linger: 0,
-                    };
-                    // SAFETY: a valid socket and a correctly sized option value.
-                    unsafe {
-                        libc::setsockopt(
-                            stream.as_raw_fd(),
-                            libc::SOL_SOCKET,
-                            libc::SO_LINGER,
-                            (&linger as *const libc::linger).cast(),
-                            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                        );
-                    }
+                    reset_on_close(&stream);
                 }
             });
         }
@@ -428,7 +443,9 @@ fn an_invalid_upstream_head_is_logged_once_bounded_and_without_header_values() {
         .lines()
         .filter(|l| l.contains("upstream app:"))
         .collect();
-    assert_eq!(warnings.len(), 1, "{log}");
+    // Three failed requests within one 10 s interval: one line (two if the machine is so
+    // slow that the interval ends between them), never one per failure or try.
+    assert!((1..3).contains(&warnings.len()), "{log}");
     assert!(warnings[0].contains("InvalidHTTPHeader"), "{log}");
     assert!(error_lines(&log).is_empty(), "{log}");
 }
@@ -569,4 +586,53 @@ fn check_warns_about_a_public_admin_listener() {
     );
     let (output, _, _dir) = check_config(&body.replace("0.0.0.0:9901", "127.0.0.1:9901"));
     assert!(!String::from_utf8_lossy(&output.stdout).contains("warning"));
+}
+
+/// A client that closes or resets its connection in the middle of a request head is no
+/// ERROR line (Pingora logged one per connection; nginx logs it at info level).
+#[test]
+fn a_client_leaving_in_the_middle_of_a_head_is_no_error_line() {
+    use std::io::Write;
+    let backend = Backend::start("a", Behavior::Echo);
+    let (web, body) = config_for(&backend);
+    let sluice = Sluice::start(&body);
+    for reset in [false, true] {
+        let mut stream = std::net::TcpStream::connect(web).expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: a.test\r\n")
+            .expect("half a head");
+        if reset {
+            reset_on_close(&stream);
+        }
+        drop(stream);
+    }
+    // Requests after the two closes, through the same two worker threads.
+    for _ in 0..20 {
+        assert_eq!(get(web, "/").status, 200);
+    }
+    sluice.wait_access_log(20);
+    let log = sluice.stderr();
+    assert!(error_lines(&log).is_empty(), "{log}");
+}
+
+/// An upstream whose endpoints fail their first checks is warned about once: its panic
+/// began before any check (routing to all), and the warning comes when the checks fail.
+#[test]
+fn an_upstream_down_from_the_start_is_warned_about_once() {
+    let web = listen_address();
+    let down = [refused_address().to_string(), refused_address().to_string()];
+    let body = single_upstream_config(
+        web,
+        &down,
+        ", health: { active: { interval: 100ms, unhealthy_after: 1 } }",
+        "",
+    );
+    let sluice = Sluice::start(&body);
+    wait_until("the panic warning", READY_TIMEOUT, || {
+        sluice.stderr().contains("only 0 of 2 endpoints healthy")
+    });
+    wait_until("both endpoints checked unhealthy", READY_TIMEOUT, || {
+        sluice.stderr().matches("is unhealthy").count() == 2
+    });
+    assert_eq!(sluice.stderr().matches("endpoints healthy").count(), 1);
 }

@@ -136,9 +136,12 @@ fn reconcile(
         }
     }
     tasks.retain(|key, task| {
-        let keep = wanted.get(key).is_some_and(|(check, slow_start)| {
-            *check == task.check && *slow_start == task.slow_start
-        });
+        // A task ends by itself when its endpoint left the snapshot; one that came back
+        // within a tick needs a new task.
+        let keep = !task.handle.is_finished()
+            && wanted.get(key).is_some_and(|(check, slow_start)| {
+                *check == task.check && *slow_start == task.slow_start
+            });
         if !keep {
             task.handle.abort();
         }
@@ -194,7 +197,11 @@ async fn run_checks(
             let Some(index) = current.endpoints.iter().position(|e| e.address == address) else {
                 return;
             };
-            current.peer(index, &check_timeouts(&check))
+            let mut peer = current.peer(index, &check_timeouts(&check));
+            // One stream per connection: Pingora pools an HTTP/2 connection that may carry
+            // more, and the next check would ride it instead of connecting afresh.
+            peer.options.max_h2_streams = 1;
+            peer
         };
         let outcome = probe(&connector, &peer, address, &check).await;
         if first {

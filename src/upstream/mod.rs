@@ -231,17 +231,17 @@ impl Upstream {
         // until the first checks), which is no news: warn only when endpoints were found
         // unhealthy or ejected.
         let worth_a_warning = below(summary.healthy + summary.unknown);
-        if self.panic.swap(panic, Ordering::Relaxed) != panic {
-            if panic && worth_a_warning {
-                self.panic_warned.store(true, Ordering::Relaxed);
-                log::warn!(
-                    "upstream {}: only {} of {total} endpoints healthy, below panic_threshold_percent {threshold}: routing to all endpoints",
-                    self.name(),
-                    summary.healthy,
-                );
-            } else if !panic && self.panic_warned.swap(false, Ordering::Relaxed) {
-                log::info!("upstream {}: left panic mode", self.name());
-            }
+        self.panic.store(panic, Ordering::Relaxed);
+        // Warned once per panic, when it is worth a warning: possibly after it began (a
+        // fresh upstream is in panic until its first checks, which may then fail).
+        if panic && worth_a_warning && !self.panic_warned.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "upstream {}: only {} of {total} endpoints healthy, below panic_threshold_percent {threshold}: routing to all endpoints",
+                self.name(),
+                summary.healthy,
+            );
+        } else if !panic && self.panic_warned.swap(false, Ordering::Relaxed) {
+            log::info!("upstream {}: left panic mode", self.name());
         }
         for (state, count) in [
             ("healthy", summary.healthy),

@@ -376,6 +376,14 @@ where
                     self.inner
                         .invalid_request(&mut downstream_session, status, &e)
                         .await;
+                } else if matches!(e.etype, ConnectionClosed | ReadError | ReadTimedout) {
+                    // The client closed or reset its connection while sending a request head:
+                    // its own doing, nothing for an operator to act on, and no request to
+                    // answer (nginx logs it at info level).
+                    debug!(
+                        "Fail to proxy: {e}, downstream session type: {}",
+                        downstream_session.session_type()
+                    );
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(

@@ -54,6 +54,8 @@ const CUT_STATUS: u16 = 503;
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     draining: AtomicBool,
+    /// The shutdown and logged signals are handled (see [`Self::arm_signals`]).
+    signals_armed: AtomicBool,
     /// The listening sockets went to a successor.
     handed_over: AtomicBool,
     open: AtomicUsize,
@@ -84,6 +86,17 @@ impl Lifecycle {
     /// Whether a stop or upgrade has begun: not ready, and no more keepalive.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Records that the signal handlers are installed: before that, SIGTERM or SIGUSR1
+    /// would end the process without a drain, so the process is not ready.
+    pub fn arm_signals(&self) {
+        self.signals_armed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the signal handlers are installed.
+    pub fn signals_armed(&self) -> bool {
+        self.signals_armed.load(Ordering::Relaxed)
     }
 
     fn start_draining(&self) {
@@ -285,6 +298,7 @@ impl ShutdownSignalWatch for Signals {
             }
         };
         let mut others = logged_signals();
+        self.lifecycle.arm_signals();
         let mut successor_poll = tokio::time::interval(SUCCESSOR_POLL);
         // Set by SIGTERM: when the drain delay ends and the listeners stop.
         let mut drain_until: Option<tokio::time::Instant> = None;
@@ -350,6 +364,16 @@ async fn socket_listening(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Resolves at the next SIGINT (never without a handler).
+async fn interrupted(interrupt: &mut Option<tokio::signal::unix::Signal>) {
+    match interrupt {
+        Some(interrupt) => {
+            interrupt.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Whether a process listens on the unix socket `path` (a successor waiting for the
 /// sockets), polling for up to `wait`. Read from /proc/net/unix rather than by connecting,
 /// which would take the successor's one handoff connection.
@@ -393,6 +417,11 @@ impl BackgroundService for ExitMonitor {
         } else {
             None
         };
+        // Signals::recv has returned once the listeners stop: SIGINT is watched here from
+        // then on, so it still stops the process at once during the grace period.
+        let mut interrupt = signal(SignalKind::interrupt())
+            .map_err(|e| log::error!("cannot watch SIGINT while draining: {e}"))
+            .ok();
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 return;
@@ -422,12 +451,21 @@ impl BackgroundService for ExitMonitor {
                 );
                 break;
             }
-            tokio::time::sleep(EXIT_POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(EXIT_POLL) => {}
+                _ = interrupted(&mut interrupt) => {
+                    log::info!("SIGINT: stopping now, {open} requests/connections still open");
+                    break;
+                }
+            }
         }
         if let Some(stop) = stop_signal.as_mut() {
             if self.lifecycle.handed_over.load(Ordering::Relaxed) {
                 log::info!("handed over and drained; exiting at SIGTERM (the pod's stop)");
-                stop.recv().await;
+                tokio::select! {
+                    _ = stop.recv() => {}
+                    _ = interrupted(&mut interrupt) => log::info!("SIGINT: stopping now"),
+                }
             }
         }
         access_log::flush();

@@ -491,7 +491,7 @@ impl State {
         if self.ready_once.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if !self.reload_armed.load(Ordering::Relaxed) {
+        if !self.reload_armed.load(Ordering::Relaxed) || !self.lifecycle.signals_armed() {
             return Err(NotReady::Starting);
         }
         let unsynced = self.discovery_unsynced();

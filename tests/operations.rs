@@ -636,3 +636,27 @@ fn an_upstream_down_from_the_start_is_warned_about_once() {
     });
     assert_eq!(sluice.stderr().matches("endpoints healthy").count(), 1);
 }
+
+/// SIGINT stops at once during the grace period too, when the listeners have stopped and
+/// open requests hold the process.
+#[test]
+fn sigint_during_the_grace_period_stops_at_once() {
+    let backend = Backend::start("a", Behavior::Hang);
+    let (web, body) = config_for(&backend);
+    let mut sluice = Sluice::start_with_server(
+        &body,
+        "watch_config: false, drain_delay: 0s, grace_period: 300s",
+    );
+    let mut client = Client::connect(web);
+    client.send_raw(b"GET /held HTTP/1.1\r\nhost: a.test\r\n\r\n");
+    wait_until("the backend to get the request", READY_TIMEOUT, || {
+        backend.requests().len() == 1
+    });
+    sluice.signal("TERM");
+    wait_until("the listeners to stop", READY_TIMEOUT, || {
+        sluice.stderr().contains("listeners stopped")
+    });
+    sluice.signal("INT");
+    let took = sluice.wait_exit(Duration::from_secs(60));
+    assert!(took.is_some(), "still running:\n{}", sluice.stderr());
+}

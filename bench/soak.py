@@ -747,17 +747,22 @@ upstreams:
                 self.ok[kind] += 1
                 self.spanned(kind, start, self.now())
             except Exception as e:  # noqa: BLE001
-                text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                if self.cut_at_grace(start, self.now()):
-                    self.excused[kind] += 1
-                else:
-                    self.fail(kind, sid, text, f"session opened at {start:.1f} s, "
-                                               f"{sent} messages echoed")
+                self.session_failed(kind, sid, start, sent, e)
             finally:
                 if writer is not None:
                     writer.close()
             if not long:
                 await asyncio.sleep(random.uniform(0.05, 0.3) / self.load)
+
+    def session_failed(self, kind, sid, start, sent, error):
+        """Counts a WebSocket or TCP session that failed: excused if the old process's
+        grace period cut it, else a failure."""
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if self.cut_at_grace(start, self.now()):
+            self.excused[kind] += 1
+        else:
+            self.fail(kind, sid, text, f"session opened at {start:.1f} s, "
+                                       f"{sent} messages echoed")
 
     async def tcp_worker(self, kind, wid, long):
         seq = 0
@@ -794,12 +799,7 @@ upstreams:
                 self.ok[kind] += 1
                 self.spanned(kind, start, self.now())
             except Exception as e:  # noqa: BLE001
-                text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                if self.cut_at_grace(start, self.now()):
-                    self.excused[kind] += 1
-                else:
-                    self.fail(kind, sid, text, f"session opened at {start:.1f} s, "
-                                               f"{sent} messages echoed")
+                self.session_failed(kind, sid, start, sent, e)
             finally:
                 if writer is not None:
                     writer.close()

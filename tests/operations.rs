@@ -13,6 +13,20 @@ fn config_for(backend: &Backend) -> (std::net::SocketAddr, String) {
     (web, body)
 }
 
+/// Sluice with `server_settings` in front of a hanging backend, and a client whose request
+/// to `path` the backend holds (it has arrived there).
+fn with_a_held_request(server_settings: &str, path: &str) -> (Sluice, Backend, Client) {
+    let backend = Backend::start("a", Behavior::Hang);
+    let (web, body) = config_for(&backend);
+    let sluice = Sluice::start_with_server(&body, server_settings);
+    let mut client = Client::connect(web);
+    client.send_raw(format!("GET {path} HTTP/1.1\r\nhost: a.test\r\n\r\n").as_bytes());
+    wait_until("the backend to get the request", READY_TIMEOUT, || {
+        backend.requests().len() == 1
+    });
+    (sluice, backend, client)
+}
+
 /// logrotate's `postrotate kill -USR1` must reopen the access log, not kill the edge; a
 /// stray USR2 (nginx's upgrade signal), ALRM or real-time signal is logged and ignored.
 #[test]
@@ -89,14 +103,7 @@ fn sigint_during_the_drain_delay_stops_at_once() {
 /// ingress-nginx dashboards expect), not 0.
 #[test]
 fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
-    let backend = Backend::start("a", Behavior::Hang);
-    let (web, body) = config_for(&backend);
-    let sluice = Sluice::start(&body);
-    let mut client = Client::connect(web);
-    client.send_raw(b"GET /slow HTTP/1.1\r\nhost: a.test\r\n\r\n");
-    wait_until("the backend to get the request", READY_TIMEOUT, || {
-        backend.requests().len() == 1
-    });
+    let (sluice, _backend, client) = with_a_held_request("watch_config: false", "/slow");
     drop(client);
     let records = sluice.wait_access_log(1);
     assert_eq!(records[0]["status"], 499, "{records:?}");
@@ -137,17 +144,10 @@ fn access_log_has_user_agent_referer_and_forwarded_for() {
 /// A request still open when a stop's grace period ends gets its line, marked as cut.
 #[test]
 fn a_request_cut_by_the_grace_period_is_logged() {
-    let backend = Backend::start("a", Behavior::Hang);
-    let (web, body) = config_for(&backend);
-    let mut sluice = Sluice::start_with_server(
-        &body,
+    let (mut sluice, _backend, _client) = with_a_held_request(
         "watch_config: false, drain_delay: 0s, grace_period: 1s",
+        "/cut-me",
     );
-    let mut client = Client::connect(web);
-    client.send_raw(b"GET /cut-me HTTP/1.1\r\nhost: a.test\r\n\r\n");
-    wait_until("the backend to get the request", READY_TIMEOUT, || {
-        backend.requests().len() == 1
-    });
     sluice.signal("TERM");
     assert!(
         sluice.wait_exit(READY_TIMEOUT).is_some(),
@@ -641,17 +641,10 @@ fn an_upstream_down_from_the_start_is_warned_about_once() {
 /// open requests hold the process.
 #[test]
 fn sigint_during_the_grace_period_stops_at_once() {
-    let backend = Backend::start("a", Behavior::Hang);
-    let (web, body) = config_for(&backend);
-    let mut sluice = Sluice::start_with_server(
-        &body,
+    let (mut sluice, _backend, _client) = with_a_held_request(
         "watch_config: false, drain_delay: 0s, grace_period: 300s",
+        "/held",
     );
-    let mut client = Client::connect(web);
-    client.send_raw(b"GET /held HTTP/1.1\r\nhost: a.test\r\n\r\n");
-    wait_until("the backend to get the request", READY_TIMEOUT, || {
-        backend.requests().len() == 1
-    });
     sluice.signal("TERM");
     wait_until("the listeners to stop", READY_TIMEOUT, || {
         sluice.stderr().contains("listeners stopped")

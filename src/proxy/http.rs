@@ -9,8 +9,8 @@ use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
 use super::{errors, grpc, headers, rate_limit};
 use crate::config::{ListenerConfig, RequestLimits};
-use crate::observe::events;
 use crate::observe::metrics::METRICS;
+use crate::observe::{access_log, events};
 use crate::state::State;
 use crate::upstream::hash_key::RequestFacts;
 use async_trait::async_trait;
@@ -197,15 +197,18 @@ impl ProxyHttp for HttpProxy {
                 .as_downstream_mut()
                 .set_read_timeout(Some(runtime_route.timeouts.idle));
         }
-        ctx.open_request = Some(ctx.open.describe(report::open_request(
-            session.req_header(),
-            &self.listener,
-            &ctx.request_id,
-            ctx.client_ip,
-            &runtime_route.name,
-            upstream.name(),
-            ctx.started,
-        )));
+        // The registry exists only for the access-log line of a request the grace period cuts.
+        if access_log::is_enabled() {
+            ctx.open_request = Some(ctx.open.describe(report::open_request(
+                session.req_header(),
+                &self.listener,
+                &ctx.request_id,
+                ctx.client_ip,
+                &runtime_route.name,
+                upstream.name(),
+                ctx.started,
+            )));
+        }
         ctx.routed = Some(Routed {
             snapshot: snapshot.clone(),
             route,

@@ -194,10 +194,14 @@ pub fn ring_points_per_weight(total_weight: u64, configured: u32) -> u32 {
     let fits = MAX_RING_POINTS / total_weight.max(1);
     let points = u64::from(configured).min(fits).max(1);
     if points < u64::from(configured) {
-        log::warn!(
-            "consistent-hash ring of total weight {total_weight}: {points} points per weight \
-             instead of hash_points {configured}, to stay within {MAX_RING_POINTS} points"
-        );
+        // Discovery rebuilds a ring on every endpoint change: one line per interval.
+        crate::observe::events::warn("ring_points", &total_weight.to_string(), || {
+            format!(
+                "consistent-hash ring of total weight {total_weight}: {points} points per \
+                 weight instead of hash_points {configured}, to stay within {MAX_RING_POINTS} \
+                 points"
+            )
+        });
     }
     u32::try_from(points).unwrap_or(configured)
 }

@@ -5,7 +5,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora::http::RequestHeader;
-use sluice::config::BalancePolicy;
+use sluice::model::BalancePolicy;
 use sluice::upstream::balance;
 use sluice::upstream::endpoint::{Endpoint, EndpointState};
 use sluice::upstream::hash_key::{HashKey, RequestFacts};

@@ -2,7 +2,10 @@
 //! from the library.
 
 use clap::Parser;
-use sluice::{cli, config, doctor, observe, server, upgrade};
+use sluice::lifecycle::upgrade;
+use sluice::ops::doctor;
+use sluice::sources::file;
+use sluice::{cli, observe, server};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -14,8 +17,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// optional: without it, the checks that depend on listeners and upstreams are skipped.
 fn run_doctor(config_path: &Path, proc_root: &Path) -> ExitCode {
     let config = if config_path.exists() {
-        match config::load(config_path) {
-            Ok(config) => Some(config),
+        match file::load(config_path) {
+            Ok(config) => Some(config.model()),
             Err(errors) => {
                 eprintln!("{errors}");
                 return ExitCode::FAILURE;
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    let config = match config::load(&cli.config) {
+    let config = match file::load(&cli.config) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
@@ -74,7 +77,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.test {
-        for warning in config.warnings() {
+        for warning in config.settings.warnings() {
             println!("warning: {warning}");
         }
         println!("{}: configuration OK", cli.config.display());
@@ -94,10 +97,10 @@ fn main() -> ExitCode {
         })
         .init();
     observe::tracing_events::init();
-    for warning in config.warnings() {
+    for warning in config.settings.warnings() {
         log::warn!("{warning}");
     }
-    for finding in doctor::check(Path::new("/proc"), Some(&config)) {
+    for finding in doctor::check(Path::new("/proc"), Some(&config.model())) {
         if finding.severity == doctor::Severity::Error {
             log::error!(
                 "sluice doctor: {} = {}: {} Fix: {}",

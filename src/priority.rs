@@ -4,6 +4,9 @@
 //! the threads serving requests; at nice 10 the kernel lets request threads preempt it, so
 //! endpoint churn costs background time rather than request latency.
 
+// setpriority(2) has no safe wrapper in std.
+#![allow(unsafe_code)]
+
 /// Niceness of background threads (0 is normal, 19 the lowest priority).
 const BACKGROUND_NICENESS: libc::c_int = 10;
 

@@ -2,19 +2,20 @@
 //! has certificates), the admin service,
 //! and the reloader, all sharing one [`State`].
 
-use crate::admin::{AdminApp, AdminScope};
 use crate::cli::Cli;
-use crate::config::{Config, ListenerProtocol, RequestLimits};
-use crate::discovery::kubernetes::KubernetesDiscovery;
 use crate::lifecycle::{ExitMonitor, Signals};
+use crate::model::{Config, ListenerProtocol, RequestLimits};
 use crate::observe::{access_log, metrics, metrics::METRICS};
+use crate::ops::admin::{AdminApp, AdminScope};
 use crate::proxy::http::HttpProxy;
 use crate::proxy::tcp::TcpProxy;
-use crate::reload::Reloader;
+use crate::services::checker::HealthChecker;
+use crate::services::config_watch::Reloader;
+use crate::services::discovery::KubernetesDiscovery;
 use crate::sockets;
+use crate::sources::file::FileConfig;
 use crate::state::State;
 use crate::tls::SniResolver;
-use crate::upstream::checker::HealthChecker;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::connectors::ConnectorOptions;
@@ -32,8 +33,9 @@ use std::sync::Arc;
 /// Upper bound on tries per request; each upstream's `retry.attempts` (≤ 10) is the real cap.
 const MAX_ATTEMPTS: usize = 10;
 
-/// Runs sluice with the validated `config` until it is told to stop.
-pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
+/// Runs sluice with the checked config `file` until it is told to stop.
+pub fn run(cli: &Cli, file: FileConfig) -> Result<(), String> {
+    let config = file.model();
     let upgrade = cli.upgrade || (cli.takeover && predecessor_running(&config));
     create_runtime_dirs(&config)?;
     if !upgrade {
@@ -87,12 +89,12 @@ pub fn run(cli: &Cli, config: Config) -> Result<(), String> {
 
     let listeners = config.listeners.clone();
     let admin_settings = config.admin.clone();
-    let path = config.path.clone();
     let watch = config.server.watch_config;
     let grace_period = config.server.grace_period;
     let drain_delay = config.server.drain_delay;
     let upgrade_sock = PathBuf::from(&config.server.upgrade_sock);
-    let state = Arc::new(State::new(&path, config));
+    let path = PathBuf::clone(&file.path);
+    let state = Arc::new(State::new(file));
     METRICS.config_generation.set(1);
     metrics::init_process_series();
 

@@ -20,6 +20,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// One loaded certificate chain with its key and the DNS names it is valid for.
+#[derive(Clone)]
 pub struct LoadedCertificate {
     /// Lower-case DNS names from the leaf's subjectAltName (or its CN when it has none);
     /// wildcards keep their `*.` prefix.

@@ -13,8 +13,9 @@
 use pingora::http::RequestHeader;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use sluice::config::{self, BodyPolicy, HostMatch, PathMatch, RouteConfig, TimeoutOverrides};
+use sluice::model::{BodyPolicy, HostMatch, Origin, PathMatch, RouteConfig, TimeoutOverrides};
 use sluice::routing::RouteTable;
+use sluice::sources::file as config;
 use sluice::upstream::hash_key::{HashKey, RequestFacts};
 use std::path::Path;
 
@@ -317,6 +318,7 @@ fn routes() -> impl Strategy<Value = Vec<(Vec<usize>, Vec<usize>)>> {
 fn route_config(i: usize, hosts: &[usize], paths: &[usize]) -> RouteConfig {
     RouteConfig {
         name: format!("r{i}"),
+        origin: Origin::object("Test", "default", &format!("r{i}")),
         listener: "web".into(),
         hosts: hosts.iter().map(|&h| host_match(HOSTS[h])).collect(),
         paths: paths

@@ -10,7 +10,6 @@
 //! nginx): lines queued before the reopen go to the old file, later ones to the new.
 
 use super::metrics::METRICS;
-use crate::config::AccessLogTarget;
 use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
@@ -19,6 +18,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime};
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
 
 /// Bytes of lines that may wait for the writer.
 const QUEUE_BYTES: usize = 16 << 20;

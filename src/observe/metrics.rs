@@ -21,6 +21,8 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    pub config_last_reload_success: IntGauge,
+    pub config_rejected_fragments: IntGaugeVec,
     pub discovery_updates: IntCounterVec,
     pub discovery_errors: IntCounterVec,
     pub access_log_dropped: IntCounterVec,
@@ -73,6 +75,22 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     )
     .expect("metric names and labels are static and valid");
     register(Box::new(config_generation.clone()));
+    let config_last_reload_success = IntGauge::new(
+        "sluice_config_last_reload_success_timestamp_seconds",
+        "When the config file was last loaded successfully (the start counts), in seconds \
+         since the epoch.",
+    )
+    .expect("metric names and labels are static and valid");
+    register(Box::new(config_last_reload_success.clone()));
+    let config_rejected_fragments = IntGaugeVec::new(
+        Opts::new(
+            "sluice_config_rejected_fragments",
+            "Fragments (objects) the compiler rejects now, by source.",
+        ),
+        &["source"],
+    )
+    .expect("metric names and labels are static and valid");
+    register(Box::new(config_rejected_fragments.clone()));
     let tcp_connections_active = IntGaugeVec::new(
         Opts::new(
             "sluice_tcp_connections_active",
@@ -128,6 +146,8 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             &["result"],
         ),
         config_generation,
+        config_last_reload_success,
+        config_rejected_fragments,
         discovery_updates: counter(
             "sluice_discovery_updates_total",
             "Endpoint set updates from discovery, by upstream.",
@@ -169,6 +189,17 @@ pub fn init_process_series() {
         METRICS.config_reloads.with_label_values(&[result]);
     }
     METRICS.access_log_dropped.with_label_values(&["full"]);
+    config_loaded();
+}
+
+/// Records that the config file was just loaded successfully.
+pub fn config_loaded() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    METRICS
+        .config_last_reload_success
+        .set(i64::try_from(now).unwrap_or(i64::MAX));
 }
 
 /// Renders every registered metric in the Prometheus text format.

@@ -3,9 +3,9 @@
 use crate::lifecycle::{OpenRequest, OpenWork};
 use crate::observe::metrics::METRICS;
 use crate::proxy::request_body::BodyMode;
-use crate::proxy::retry::BudgetGuard;
 use crate::state::Snapshot;
 use crate::upstream::endpoint::InFlightGuard;
+use crate::upstream::retry_budget::BudgetGuard;
 use pingora_prometheus::prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

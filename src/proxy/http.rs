@@ -7,10 +7,11 @@ use super::report::{self, Exchange};
 use super::request_body::{self, BodyMode};
 use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
-use super::{errors, grpc, headers, rate_limit};
-use crate::config::{ListenerConfig, RequestLimits};
+use super::{errors, grpc, headers};
+use crate::model::{ListenerConfig, RequestLimits};
 use crate::observe::metrics::METRICS;
 use crate::observe::{access_log, events};
+use crate::routing::rate_limit;
 use crate::state::State;
 use crate::upstream::hash_key::RequestFacts;
 use async_trait::async_trait;
@@ -616,7 +617,7 @@ impl HttpProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestContext,
-        policy: &crate::config::BodyPolicy,
+        policy: &crate::model::BodyPolicy,
     ) -> Result<Result<(), Rejection>> {
         let has_body = !session.as_downstream_mut().is_body_empty();
         ctx.body_mode = request_body::mode(policy, has_body, ctx.grpc, ctx.websocket);

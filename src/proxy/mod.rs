@@ -7,7 +7,6 @@ pub mod grpc;
 pub mod headers;
 pub mod http;
 pub mod path;
-pub mod rate_limit;
 pub mod report;
 pub mod request_body;
 pub mod request_head;

@@ -14,7 +14,7 @@
 //! 5. Dot segments are removed (RFC 3986 §5.2.4); a `..` above the root is rejected, as
 //!    nginx does.
 
-pub use crate::config::{EscapedSlashes, PathOptions};
+pub use crate::model::{EscapedSlashes, PathOptions};
 use std::borrow::Cow;
 
 /// Why a path was refused.

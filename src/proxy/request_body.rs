@@ -6,7 +6,7 @@
 //! buffered body is handed to Pingora as its retry buffer (patch 0006), so it is sent, and
 //! resent on a retry, without another copy. gRPC calls and upgrades always stream.
 
-use crate::config::BodyPolicy;
+use crate::model::BodyPolicy;
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::Version;
 use pingora::http::RequestHeader;

@@ -9,7 +9,7 @@
 
 use super::endpoint::Endpoint;
 use super::stable_hash::{mix, stable_hash, RING_KEY, RING_POINT};
-use crate::config::{BalancePolicy, MAX_RING_POINTS};
+use crate::model::{BalancePolicy, MAX_RING_POINTS};
 use pingora::lb::selection::{BackendIter, BackendSelection, Random, RoundRobin};
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;

@@ -5,7 +5,7 @@
 //! request fails, sit behind a mutex. The state lives in the endpoint's shared state, so it
 //! survives reloads and weight changes of an endpoint that stays.
 
-use crate::config::{ActiveCheck, PassiveEjection};
+use crate::model::{ActiveCheck, PassiveEjection};
 use once_cell::sync::Lazy;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -265,7 +265,7 @@ impl EndpointHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Probe;
+    use crate::model::Probe;
 
     fn check() -> ActiveCheck {
         ActiveCheck {

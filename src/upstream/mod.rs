@@ -1,17 +1,17 @@
 //! Upstreams at run time: endpoints, their balancer, their health, and how to connect.
 
 pub mod balance;
-pub mod checker;
 pub mod connections;
 pub mod endpoint;
 pub mod hash_key;
 pub mod health;
+pub mod retry_budget;
 pub mod stable_hash;
 
-use crate::config::UpstreamConfig;
-use crate::config::{Timeouts, UpstreamProtocol};
+use crate::model::UpstreamConfig;
+use crate::model::{Timeouts, UpstreamProtocol};
 use crate::observe::metrics::{UpstreamMetrics, METRICS};
-use crate::proxy::retry::RetryBudget;
+use crate::upstream::retry_budget::RetryBudget;
 use balance::Balancer;
 use endpoint::{Endpoint, EndpointState};
 use hash_key::RequestFacts;
@@ -95,7 +95,7 @@ impl Upstream {
             panic: previous.map(|p| p.panic.clone()).unwrap_or_default(),
             panic_warned: previous.map(|p| p.panic_warned.clone()).unwrap_or_default(),
             metrics: previous.map(|p| p.metrics.clone()).unwrap_or_else(|| {
-                let discovered = !matches!(config.source, crate::config::EndpointSource::Static);
+                let discovered = !matches!(config.source, crate::model::EndpointSource::Static);
                 Arc::new(UpstreamMetrics::new(&config.name, discovered))
             }),
             ca: config.tls.as_ref().and_then(|tls| {
@@ -357,7 +357,9 @@ mod tests {
                     routes: [{ name: all, listener: web, upstream: app }]\n\
                     upstreams:\n  - { name: app, endpoints: [\"127.0.0.1:2\", \"127.0.0.1:3\"], \
                     health: { active: { http_path: /h } } }\n";
-        let config = crate::config::parse(std::path::Path::new("t.yaml"), yaml).expect("config");
+        let config = crate::sources::file::parse(std::path::Path::new("t.yaml"), yaml)
+            .expect("config")
+            .model();
         let upstream = Upstream::build(&config.upstreams[0], None);
         // Not checked yet: routing to all endpoints.
         assert!(upstream.in_panic());

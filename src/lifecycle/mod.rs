@@ -18,6 +18,8 @@
 //! from the registry of [`OpenRequest`]s (`"ended":"grace_period"`), since their own tasks
 //! never finish.
 
+pub mod upgrade;
+
 use crate::observe::access_log::{self, Record, Timestamp};
 use crate::sockets;
 use async_trait::async_trait;
@@ -241,6 +243,7 @@ const LOGGED_SIGNALS: [(libc::c_int, &str); 10] = [
 
 /// One stream of every signal in [`LOGGED_SIGNALS`] and of the real-time signals, each
 /// item the signal's number.
+#[allow(unsafe_code)] // signal(2) for one signal tokio cannot watch.
 fn logged_signals() -> SelectAll<futures::stream::BoxStream<'static, libc::c_int>> {
     // tokio cannot watch SIGRTMAX itself (its table ends below it): ignore that one quietly.
     // SAFETY: installing SIG_IGN for a signal no one else handles has no memory effects.

@@ -1,21 +1,41 @@
-//! Semantic validation: turns a [`RawConfig`] into a [`Config`], reporting every problem.
+//! The file's own checks: turns a [`RawConfig`] into typed model values, reporting every
+//! value the schema cannot express (durations, addresses, ranges, templates). Checks across
+//! items (names, references, overlapping routes) are the compiler's, the same for every
+//! source; [`super::parse`] runs both and reports their problems together.
 
 use super::location::PositionIndex;
 use super::schema::*;
 use super::*;
-use std::collections::{HashMap, HashSet};
+use crate::model::*;
+use crate::tls::LoadedCertificate;
+use regex::Regex;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The largest body a route may buffer in memory.
 const MAX_BUFFERED_BODY: u64 = 64 << 20;
 
 /// Collects errors with their positions while checking.
 struct Checker<'a> {
+    path: Arc<PathBuf>,
     file: String,
     positions: &'a PositionIndex,
     errors: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
+    /// The origin of the item at `key_path`.
+    fn origin(&self, key_path: &str) -> Origin {
+        let position = self.positions.find(key_path);
+        Origin::File {
+            path: self.path.clone(),
+            line: position.line,
+            column: position.column,
+            key_path: key_path.to_string(),
+        }
+    }
+
     fn error(&mut self, key_path: &str, message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.clone(),
@@ -107,14 +127,18 @@ impl Checker<'_> {
     }
 }
 
-/// Validates `raw`, read from `path`.
+/// Checks `raw`, read from `path`, and compiles its routes and upstreams alone (so that
+/// every problem of the file is reported in one run, in file order).
 pub(super) fn validate(
     path: &Path,
     raw: RawConfig,
     positions: &PositionIndex,
-) -> Result<Config, ConfigErrors> {
+    routes_declared: bool,
+) -> Result<FileConfig, ConfigErrors> {
+    let path = Arc::new(path.to_path_buf());
     let mut check = Checker {
         file: path.display().to_string(),
+        path: path.clone(),
         positions,
         errors: Vec::new(),
     };
@@ -152,26 +176,76 @@ pub(super) fn validate(
         }
     });
 
+    if raw.listeners.is_empty() {
+        check.error(
+            "listeners",
+            "no listeners: sluice would accept no traffic (declare at least one)",
+        );
+    }
     let listeners = check_listeners(&mut check, &raw.listeners);
     let tls = check_certificates(&mut check, &raw.listeners);
     let upstreams = check_upstreams(&mut check, &raw.upstreams);
     let routes = check_routes(&mut check, &raw);
 
+    let listeners: Vec<ListenerConfig> = listeners.into_iter().flatten().collect();
+    let typed_upstreams: Vec<UpstreamConfig> = upstreams.into_iter().flatten().collect();
+    let mut fragment = Fragment::new(check.origin(""), None);
+    fragment.routes = routes;
+    fragment.upstreams = typed_upstreams;
+    // Upstreams with errors of their own are still known by name and protocol, so routes
+    // naming them do not get a second, misleading error.
+    let broken_upstreams: Vec<(&str, UpstreamProtocol)> = raw
+        .upstreams
+        .iter()
+        .filter(|u| !fragment.upstreams.iter().any(|typed| typed.name == u.name))
+        .map(|u| (u.name.as_str(), u.protocol))
+        .collect();
+    let mut compiler = Compiler::new(&listeners);
+    for listener in &raw.listeners {
+        if !listeners.iter().any(|typed| typed.name == listener.name) {
+            compiler.declare_listener(&listener.name, listener.protocol);
+        }
+    }
+    for (name, protocol) in broken_upstreams {
+        compiler.declare_upstream(name, protocol);
+    }
+    if let Err(problems) = compiler.admit(&fragment) {
+        for problem in problems {
+            let key_path = problem.key_path();
+            let known = check
+                .errors
+                .iter()
+                .any(|e| e.key_path == key_path && e.message == problem.message);
+            if !known {
+                check.error(&key_path, problem.message);
+            }
+        }
+    }
     if check.errors.is_empty() {
         if let (Some(server), Some(admin)) = (server, admin) {
-            let listeners = listeners.into_iter().flatten().collect();
-            let upstreams = upstreams.into_iter().flatten().collect();
-            return Ok(Config {
-                path: path.to_path_buf(),
+            let files = std::iter::once(path.to_path_buf())
+                .chain(
+                    tls.iter()
+                        .flat_map(|l| l.files.iter())
+                        .flat_map(|(cert, key)| [cert.clone(), key.clone()]),
+                )
+                .collect();
+            return Ok(FileConfig {
+                path,
+                files,
+                routes_declared,
                 raw: Arc::new(raw),
-                server,
-                admin,
-                access_log,
-                kubernetes,
-                listeners,
-                tls,
-                routes,
-                upstreams,
+                settings: Config {
+                    server,
+                    admin,
+                    access_log,
+                    kubernetes,
+                    listeners,
+                    tls,
+                    routes: Vec::new(),
+                    upstreams: Vec::new(),
+                },
+                fragment: Arc::new(fragment),
             });
         }
     }
@@ -300,6 +374,7 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 check_request_limits(check, &format!("{at}.requests"), &listener.requests);
             Some(ListenerConfig {
                 name: listener.name.clone(),
+                origin: check.origin(&at),
                 listen: listen?,
                 protocol: listener.protocol,
                 keepalive_timeout: keepalive_timeout?,
@@ -475,6 +550,8 @@ fn check_timeouts(check: &mut Checker, at: &str, raw: &RawTimeouts) -> TimeoutOv
 const DEFAULT_MAX_STREAMS: u32 = 100;
 
 fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<UpstreamConfig>> {
+    // The compiler sees only the upstreams that could be built; a name repeated by one
+    // that could not is caught here.
     let mut names = HashSet::new();
     raw.iter()
         .enumerate()
@@ -597,6 +674,7 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
             }
             Some(UpstreamConfig {
                 name: upstream.name.clone(),
+                origin: check.origin(&at),
                 source: endpoints.as_ref()?.0.clone(),
                 endpoints: endpoints?.1,
                 protocol: upstream.protocol,
@@ -893,87 +971,12 @@ fn parse_status_range(text: &str) -> Option<(u16, u16)> {
     ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
 }
 
-/// Whether `route` is on a tcp listener.
-fn on_tcp_listener_route(protocols: &HashMap<&str, ListenerProtocol>, route: &RawRoute) -> bool {
-    protocols.get(route.listener.as_str()) == Some(&ListenerProtocol::Tcp)
-}
-
 fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
-    let listener_protocols: HashMap<&str, ListenerProtocol> = raw
-        .listeners
-        .iter()
-        .map(|l| (l.name.as_str(), l.protocol))
-        .collect();
-    let upstream_names: HashSet<&str> = raw.upstreams.iter().map(|u| u.name.as_str()).collect();
-    let upstream_protocols: HashMap<&str, UpstreamProtocol> = raw
-        .upstreams
-        .iter()
-        .map(|u| (u.name.as_str(), u.protocol))
-        .collect();
-    // The route of each tcp listener seen so far.
-    let mut tcp_routes: HashMap<&str, &str> = HashMap::new();
-    let mut names = HashSet::new();
-    // (listener, host, path) triples already claimed, to reject ambiguous routes.
-    let mut claimed: HashMap<(String, String, String), String> = HashMap::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
-
     for (i, route) in raw.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
         if route.name.is_empty() {
             check.error(&format!("{at}.name"), "must not be empty");
-        } else if !names.insert(route.name.as_str()) {
-            check.error(
-                &format!("{at}.name"),
-                format!("duplicate route name {:?}", route.name),
-            );
-        }
-        match listener_protocols.get(route.listener.as_str()) {
-            None => check.error(
-                &format!("{at}.listener"),
-                format!("undefined listener {:?}", route.listener),
-            ),
-            Some(ListenerProtocol::Tcp) => {
-                if !route.hosts.is_empty() || !route.paths.is_empty() {
-                    check.error(&at, "a route on a tcp listener has no hosts or paths");
-                }
-                if let Some(first) = tcp_routes.insert(route.listener.as_str(), &route.name) {
-                    check.error(
-                        &format!("{at}.listener"),
-                        format!(
-                            "tcp listener {:?} already has route {first:?}; a tcp listener has at most one route",
-                            route.listener
-                        ),
-                    );
-                }
-                if let Some(protocol) = upstream_protocols.get(route.upstream.as_str()) {
-                    if *protocol != UpstreamProtocol::Tcp {
-                        check.error(
-                            &format!("{at}.upstream"),
-                            format!(
-                                "upstream {:?} is not protocol: tcp; a route on a tcp listener needs one",
-                                route.upstream
-                            ),
-                        );
-                    }
-                }
-            }
-            Some(ListenerProtocol::Http) => {
-                if upstream_protocols.get(route.upstream.as_str()) == Some(&UpstreamProtocol::Tcp) {
-                    check.error(
-                        &format!("{at}.upstream"),
-                        format!(
-                            "upstream {:?} is protocol: tcp; only a route on a tcp listener can use it",
-                            route.upstream
-                        ),
-                    );
-                }
-            }
-        }
-        if !upstream_names.contains(route.upstream.as_str()) {
-            check.error(
-                &format!("{at}.upstream"),
-                format!("undefined upstream {:?}", route.upstream),
-            );
         }
         let rate_limit = route.rate_limit.as_ref().and_then(|limit| {
             let r = format!("{at}.rate_limit");
@@ -997,9 +1000,6 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
                     format!("invalid {by:?}: expected route, client_ip or header:NAME"),
                 );
             }
-            if on_tcp_listener_route(&listener_protocols, route) {
-                check.error(&r, "rate limits apply to HTTP routes only");
-            }
             Some(RateLimit {
                 requests_per_second: limit.requests_per_second,
                 burst: limit.burst,
@@ -1010,37 +1010,6 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
         let hosts = check_hosts(check, &at, &route.hosts);
         let paths = check_paths(check, &at, &route.paths);
         let timeouts = check_timeouts(check, &format!("{at}.timeouts"), &route.timeouts);
-
-        let on_tcp_listener =
-            listener_protocols.get(route.listener.as_str()) == Some(&ListenerProtocol::Tcp);
-        // A tcp listener's routes were checked above; hosts and paths do not apply.
-        let host_keys: Vec<String> = if on_tcp_listener {
-            Vec::new()
-        } else if route.hosts.is_empty() {
-            vec!["*".into()]
-        } else {
-            route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
-        };
-        for host in &host_keys {
-            for (j, path) in paths.iter().enumerate() {
-                let path_key = match path {
-                    PathMatch::Exact(p) => format!("exact:{p}"),
-                    PathMatch::Prefix(p) => format!("prefix:{p}"),
-                    PathMatch::Regex(r) => format!("regex:{}", r.as_str()),
-                };
-                let key = (route.listener.clone(), host.clone(), path_key);
-                if let Some(other) = claimed.get(&key) {
-                    check.error(
-                        &format!("{at}.paths[{j}]"),
-                        format!(
-                            "host {host:?} and this path are already routed by route {other:?}"
-                        ),
-                    );
-                } else {
-                    claimed.insert(key, route.name.clone());
-                }
-            }
-        }
         let max_body_size = check
             .size(&format!("{at}.max_body_size"), &route.max_body_size)
             .unwrap_or_default();
@@ -1056,6 +1025,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
         }
         routes.push(RouteConfig {
             name: route.name.clone(),
+            origin: check.origin(&at),
             listener: route.listener.clone(),
             hosts,
             paths,
@@ -1156,7 +1126,7 @@ mod tests {
                     routes: [{ name: all, listener: web, upstream: app }]\n\
                     upstreams:\n  - { name: app, balance: consistent_hash, hash_key: $host, \
                     hash_points: 10000, endpoints: [{ address: \"127.0.0.1:2\", weight: 1000 }] }\n";
-        let Err(errors) = crate::config::parse(Path::new("t.yaml"), yaml) else {
+        let Err(errors) = super::super::parse(Path::new("t.yaml"), yaml) else {
             panic!("a ring over the limit was accepted");
         };
         let errors = errors.to_string();

@@ -5,6 +5,10 @@
 //! form into the typed [`super::Config`] and reports every problem at once. Unknown keys are
 //! rejected by serde (`deny_unknown_fields`), with the position serde_yaml gives.
 
+use crate::model::{
+    BalancePolicy, EscapedSlashes, ListenerProtocol, RetryMethods, TerminatingPolicy,
+    UpstreamProtocol,
+};
 use serde::{Deserialize, Serialize};
 
 /// The whole file.
@@ -165,30 +169,6 @@ impl Default for RawRequestLimits {
             escaped_slashes: EscapedSlashes::Reject,
         }
     }
-}
-
-/// What happens to a request path with `%2F` or `%5C` (an encoded `/` or `\`) in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EscapedSlashes {
-    /// Answer 400 (the default).
-    #[default]
-    Reject,
-    /// Forward unchanged; the encoding is not a separator for routing (Envoy's
-    /// `KEEP_UNCHANGED`).
-    Keep,
-    /// Decode to `/` or `\` before routing and forward the decoded path (Envoy's
-    /// `UNESCAPE_AND_FORWARD`).
-    Decode,
-}
-
-/// What a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ListenerProtocol {
-    #[default]
-    Http,
-    Tcp,
 }
 
 /// `listeners[].tls` (issue #6).
@@ -371,36 +351,6 @@ fn default_weight() -> u32 {
     1
 }
 
-/// What sluice speaks to an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpstreamProtocol {
-    #[default]
-    Http1,
-    H2c,
-    H2,
-    Tcp,
-}
-
-/// How an endpoint is chosen for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BalancePolicy {
-    #[default]
-    RoundRobin,
-    Random,
-    LeastRequest,
-    ConsistentHash,
-}
-
-/// What to do with endpoints that are terminating but still serving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TerminatingPolicy {
-    Drain,
-    Drop,
-}
-
 /// `upstreams[].keepalive`: the upstream connection pool.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -457,14 +407,6 @@ pub enum RetryCondition {
     ConnectFailure,
     /// The connection failed before any response header arrived.
     ResetBeforeResponse,
-}
-
-/// Which request methods may be retried after `reset_before_response`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetryMethods {
-    Idempotent,
-    All,
 }
 
 /// `upstreams[].health` (issue #3).

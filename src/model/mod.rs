@@ -1,34 +1,29 @@
-//! sluice.yaml: the schema, its validation, and the typed configuration the rest of sluice uses.
+//! The model: what sluice serves, as typed values with no YAML and no I/O in them.
 //!
-//! Loading is two steps: serde parses the text into [`schema::RawConfig`] (unknown keys and
-//! wrong YAML types stop here, with serde_yaml's position), then [`validate`] checks every
-//! value and cross-reference, collecting *all* problems, each with FILE:LINE:COL and key path.
+//! Sources (the config file, Kubernetes objects, a program in a test) produce the same
+//! values, each item carrying its [`Origin`]; [`crate::compile`] joins the sources'
+//! [`Fragment`]s into one [`Config`], the effective model that snapshots are built from.
 
-mod location;
-pub mod schema;
-mod validate;
+mod fragment;
+pub mod hash_key;
+mod origin;
 
+pub use crate::observe::access_log::AccessLogTarget;
 use crate::tls::LoadedCertificate;
-use crate::upstream::hash_key::HashKey;
-pub use location::Position;
+pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected};
+pub use hash_key::HashKey;
+pub use origin::Origin;
 use regex::Regex;
-pub use schema::{
-    BalancePolicy, EscapedSlashes, ListenerProtocol, RawConfig, RetryMethods, TerminatingPolicy,
-    UpstreamProtocol,
-};
-use std::fmt;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A validated configuration.
+/// The effective model: process settings and listeners from the config file, routes,
+/// upstreams and certificates from every source whose fragments were accepted.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file it was read from.
-    pub path: PathBuf,
-    /// The file as parsed, with defaults filled in (served by `/config`).
-    pub raw: Arc<RawConfig>,
     pub server: ServerSettings,
     /// The admin listeners and who may use them.
     pub admin: AdminSettings,
@@ -36,7 +31,7 @@ pub struct Config {
     /// How to reach the Kubernetes API (`None`: in-cluster or kubeconfig).
     pub kubernetes: Option<KubernetesClient>,
     pub listeners: Vec<ListenerConfig>,
-    /// The loaded certificates of each TLS listener.
+    /// The certificates of each TLS listener.
     pub tls: Vec<ListenerTls>,
     pub routes: Vec<RouteConfig>,
     pub upstreams: Vec<UpstreamConfig>,
@@ -56,19 +51,6 @@ impl Config {
             ));
         }
         warnings
-    }
-
-    /// The files whose content makes up this configuration: the config file and every
-    /// certificate and key it names (watched for changes with `server.watch_config`).
-    pub fn files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.path.clone()];
-        for listener in &self.tls {
-            for (cert, key) in &listener.files {
-                files.push(cert.clone());
-                files.push(key.clone());
-            }
-        }
-        files
     }
 }
 
@@ -122,14 +104,6 @@ impl AdminSettings {
     }
 }
 
-/// Where access-log lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessLogTarget {
-    Stdout,
-    Off,
-    File(PathBuf),
-}
-
 /// `kubernetes:` overrides of the API client settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubernetesClient {
@@ -142,6 +116,7 @@ pub struct KubernetesClient {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub name: String,
+    pub origin: Origin,
     pub listen: SocketAddr,
     pub protocol: ListenerProtocol,
     /// How long an idle downstream keepalive connection is kept.
@@ -206,6 +181,7 @@ pub struct BodyPolicy {
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
+    pub origin: Origin,
     pub listener: String,
     pub hosts: Vec<HostMatch>,
     pub paths: Vec<PathMatch>,
@@ -245,6 +221,16 @@ pub enum HostMatch {
     Suffix(String),
 }
 
+impl HostMatch {
+    /// The host as written (lower-case): `shop.example.com`, `*.example.com`.
+    pub fn key(&self) -> String {
+        match self {
+            HostMatch::Exact(name) => name.clone(),
+            HostMatch::Suffix(suffix) => format!("*{suffix}"),
+        }
+    }
+}
+
 /// How a route matches the request's path.
 #[derive(Debug, Clone)]
 pub enum PathMatch {
@@ -267,6 +253,7 @@ pub struct TimeoutOverrides {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub name: String,
+    pub origin: Origin,
     /// Where the endpoints come from.
     pub source: EndpointSource,
     /// The endpoints: the static list, or the latest discovered set.
@@ -433,100 +420,64 @@ pub struct RetryPolicy {
     pub budget_percent: u32,
 }
 
-/// One problem found in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub position: Position,
-    /// Key path, e.g. `upstreams[1].hash_key`; empty for file-level problems.
-    pub key_path: String,
-    pub message: String,
+/// What happens to a request path with `%2F` or `%5C` (an encoded `/` or `\`) in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Answer 400 (the default).
+    #[default]
+    Reject,
+    /// Forward unchanged; the encoding is not a separator for routing (Envoy's
+    /// `KEEP_UNCHANGED`).
+    Keep,
+    /// Decode to `/` or `\` before routing and forward the decoded path (Envoy's
+    /// `UNESCAPE_AND_FORWARD`).
+    Decode,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: ",
-            self.file, self.position.line, self.position.column
-        )?;
-        if !self.key_path.is_empty() {
-            write!(f, "{}: ", self.key_path)?;
-        }
-        f.write_str(&self.message)
-    }
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    #[default]
+    Http,
+    Tcp,
 }
 
-/// Every problem found in a config file, in file order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
+/// What sluice speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2c,
+    H2,
+    Tcp,
 }
 
-impl std::error::Error for ConfigErrors {}
-
-/// Reads and validates the config file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let file = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: file.clone(),
-            position: Position { line: 0, column: 0 },
-            key_path: String::new(),
-            message: format!("cannot read config file: {e}"),
-        }])
-    })?;
-    parse(path, &source)
+/// How an endpoint is chosen for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancePolicy {
+    #[default]
+    RoundRobin,
+    Random,
+    LeastRequest,
+    ConsistentHash,
 }
 
-/// Parses and validates `source`, read from `path`.
-pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
-    let file = path.display().to_string();
-    // An empty file (often one truncated by an editor or a copy in progress) would parse as
-    // all defaults: a config without listeners.
-    if matches!(
-        serde_yaml::from_str::<serde_yaml::Value>(source),
-        Ok(serde_yaml::Value::Null)
-    ) {
-        return Err(ConfigErrors(vec![ConfigError {
-            file,
-            position: Position { line: 1, column: 1 },
-            key_path: String::new(),
-            message: "the file is empty (truncated, or still being written?): no listeners, \
-                      routes or upstreams"
-                .into(),
-        }]));
-    }
-    let raw: RawConfig = serde_yaml::from_str(source).map_err(|e| {
-        let position = e
-            .location()
-            .map(|l| Position {
-                line: l.line(),
-                column: l.column(),
-            })
-            .unwrap_or(Position { line: 1, column: 1 });
-        let message = e.to_string();
-        let message = match message.rfind(" at line ") {
-            Some(cut) => message[..cut].to_string(),
-            None => message,
-        };
-        ConfigErrors(vec![ConfigError {
-            file: file.clone(),
-            position,
-            key_path: String::new(),
-            message,
-        }])
-    })?;
-    let positions = location::PositionIndex::build(source);
-    validate::validate(path, raw, &positions)
+/// What to do with endpoints that are terminating but still serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminatingPolicy {
+    Drain,
+    Drop,
+}
+
+/// Which request methods may be retried after `reset_before_response`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryMethods {
+    Idempotent,
+    All,
 }

@@ -2,7 +2,7 @@
 //! `/proc` (or a copy of it, `--proc-root`), each reported with its severity, the value
 //! found, why it matters and the fix. At startup, error findings are also logged.
 
-use crate::config::Config;
+use crate::model::Config;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;

@@ -10,8 +10,9 @@
 //! `/readyz` reflects only sluice itself (config loaded, not draining), never the health of
 //! backends: an outer load balancer must not eject a sluice node because one app is down.
 
+use crate::model::{HostMatch, PathMatch};
 use crate::observe::{metrics, redact};
-use crate::state::State;
+use crate::state::{Snapshot, State};
 use crate::upstream::health::now_ms;
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
@@ -97,8 +98,8 @@ impl AdminApp {
     /// values for those are under `restart_pending`. Credentials are redacted.
     fn config(&self) -> serde_json::Value {
         let snapshot = self.state.snapshot();
-        let mut config = serde_json::to_value(&*snapshot.config.raw).unwrap_or_default();
-        let started = serde_json::to_value(&*self.state.started_config().raw).unwrap_or_default();
+        let mut config = serde_json::to_value(&*snapshot.file.raw).unwrap_or_default();
+        let started = serde_json::to_value(&*self.state.started_file().raw).unwrap_or_default();
         let mut pending = serde_json::Map::new();
         for key in RESTART_ONLY {
             if config[key] != started[key] {
@@ -108,13 +109,86 @@ impl AdminApp {
         }
         let mut answer = json!({
             "generation": snapshot.generation,
-            "file": snapshot.config.path.display().to_string(),
+            "file": snapshot.file.path.display().to_string(),
             "config": config,
             "restart_pending": pending,
+            "model": model_view(&snapshot),
+            "rejected": snapshot.rejected.iter().map(|r| json!({
+                "source": r.source,
+                "origin": r.origin.to_string(),
+                "errors": r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
         });
         redact::credentials(&mut answer);
         answer
     }
+}
+
+/// The effective model: each listener, route and upstream with where it came from, and
+/// the fragments it was compiled from.
+fn model_view(snapshot: &Snapshot) -> serde_json::Value {
+    let config = &snapshot.config;
+    let listeners: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            let certificates: Vec<_> = config
+                .tls
+                .iter()
+                .filter(|t| t.listener == l.name)
+                .flat_map(|t| t.certificates.iter())
+                .map(|c| json!({ "names": c.names, "not_after": c.not_after }))
+                .collect();
+            json!({
+                "name": l.name,
+                "origin": l.origin.to_string(),
+                "listen": l.listen.to_string(),
+                "protocol": l.protocol,
+                "certificates": certificates,
+            })
+        })
+        .collect();
+    let routes: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "origin": r.origin.to_string(),
+                "listener": r.listener,
+                "hosts": r.hosts.iter().map(HostMatch::key).collect::<Vec<_>>(),
+                "paths": r.paths.iter().map(|p| match p {
+                    PathMatch::Exact(p) => json!({ "exact": p }),
+                    PathMatch::Prefix(p) => json!({ "prefix": p }),
+                    PathMatch::Regex(r) => json!({ "regex": r.as_str() }),
+                }).collect::<Vec<_>>(),
+                "upstream": r.upstream,
+            })
+        })
+        .collect();
+    let upstreams: Vec<_> = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            json!({
+                "name": u.name,
+                "origin": u.origin.to_string(),
+                "protocol": u.protocol,
+                "balance": u.balance,
+            })
+        })
+        .collect();
+    let fragments: Vec<_> = snapshot
+        .accepted
+        .iter()
+        .map(|(source, origin)| json!({ "source": source, "origin": origin.to_string() }))
+        .collect();
+    json!({
+        "listeners": listeners,
+        "routes": routes,
+        "upstreams": upstreams,
+        "fragments": fragments,
+    })
 }
 
 /// The top-level config keys a reload does not apply (they take effect at the next start

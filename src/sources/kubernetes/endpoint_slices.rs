@@ -7,7 +7,7 @@
 //! mean what the API documents: `ready` and `serving` unset count as true, `terminating`
 //! unset as false.
 
-use crate::config::{EndpointConfig, ServicePort, TerminatingPolicy};
+use crate::model::{EndpointConfig, ServicePort, TerminatingPolicy};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};

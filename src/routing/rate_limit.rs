@@ -12,7 +12,7 @@
 //! configured rate. Keys that collide in the sketch share a count (over-limiting, never
 //! under-limiting).
 
-use crate::config::{LimitKey, RateLimit};
+use crate::model::{LimitKey, RateLimit};
 use pingora::http::RequestHeader;
 use pingora_limits::rate::{Rate, RateComponents};
 use std::net::IpAddr;

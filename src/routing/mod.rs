@@ -7,7 +7,9 @@
 //!   another host's routes).
 //! - path, within that group: exact, then the longest prefix, then regexes in config order.
 
-use crate::config::{HostMatch, PathMatch, RouteConfig};
+pub mod rate_limit;
+
+use crate::model::{HostMatch, PathMatch, RouteConfig};
 use pingora::http::RequestHeader;
 use regex::Regex;
 use std::collections::HashMap;
@@ -142,11 +144,12 @@ fn strip_port(authority: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TimeoutOverrides;
+    use crate::model::TimeoutOverrides;
 
     fn route(name: &str, hosts: &[&str], paths: Vec<PathMatch>) -> RouteConfig {
         RouteConfig {
             name: name.into(),
+            origin: crate::model::Origin::object("Test", "default", name),
             listener: "web".into(),
             hosts: hosts
                 .iter()
@@ -159,7 +162,7 @@ mod tests {
             upstream: "u".into(),
             timeouts: TimeoutOverrides::default(),
             rate_limit: None,
-            body: crate::config::BodyPolicy {
+            body: crate::model::BodyPolicy {
                 buffering: false,
                 max_size: None,
             },

@@ -10,7 +10,9 @@
 //!    `server.pid_file`) and tells systemd the new main PID when run under it
 //!    (`NOTIFY_SOCKET`, needs `NotifyAccess=all`).
 
-use crate::config;
+// kill(2) has no safe wrapper in std.
+#![allow(unsafe_code)]
+
 use crate::sockets;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,9 +24,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Performs the upgrade; the error says which step failed and what state things are in.
 pub fn run(config_path: &Path, pid: Option<u32>) -> Result<u32, String> {
-    let config = config::load(config_path)
+    let config = crate::sources::file::load(config_path)
         .map_err(|errors| format!("{errors}\nconfig rejected; the running sluice is untouched"))?;
-    let pid_file = Path::new(&config.server.pid_file);
+    let pid_file = Path::new(&config.settings.server.pid_file);
     let old = match pid {
         Some(pid) => pid,
         None => read_pid(pid_file)?,
@@ -33,7 +35,7 @@ pub fn run(config_path: &Path, pid: Option<u32>) -> Result<u32, String> {
     if unsafe { libc::kill(old as libc::pid_t, 0) } != 0 {
         return Err(format!("no running sluice with pid {old}"));
     }
-    let upgrade_sock = Path::new(&config.server.upgrade_sock);
+    let upgrade_sock = Path::new(&config.settings.server.upgrade_sock);
     let binary = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let mut successor = Command::new(&binary)
         .arg("-u")

@@ -16,11 +16,11 @@
 //! through Pingora's connector, on a fresh connection each time (sessions are never returned
 //! to the connector's pool). gRPC checks call `grpc.health.v1.Health/Check`.
 
-use super::health::{now_ms, Transition};
-use super::Upstream;
-use crate::config::{ActiveCheck, Probe, Timeouts};
+use crate::model::{ActiveCheck, Probe, Timeouts};
 use crate::observe::metrics::METRICS;
 use crate::state::State;
+use crate::upstream::health::{now_ms, Transition};
+use crate::upstream::Upstream;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::connectors::http::Connector;

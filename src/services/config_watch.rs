@@ -2,7 +2,7 @@
 //! of the file or of the certificate files it names, which also catches Kubernetes ConfigMap updates (an atomic symlink swap that
 //! leaves the path's own modification time unchanged).
 
-use crate::observe::metrics::METRICS;
+use crate::observe::metrics::{self, METRICS};
 use crate::state::State;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -54,7 +54,7 @@ fn reload(state: &State, path: &Path, trigger: &str) {
     match state.reload() {
         Ok(generation) => {
             METRICS.config_reloads.with_label_values(&["ok"]).inc();
-            METRICS.config_generation.set(generation as i64);
+            metrics::config_loaded();
             log::info!(
                 "config reloaded ({trigger}): {} is generation {generation}",
                 path.display()
@@ -75,7 +75,7 @@ fn reload(state: &State, path: &Path, trigger: &str) {
 fn fingerprint(state: &State, path: &Path) -> Option<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::fs::read(path).ok()?.hash(&mut hasher);
-    for file in state.snapshot().config.files().iter().skip(1) {
+    for file in state.snapshot().file.files.iter().skip(1) {
         std::fs::read(file).ok().hash(&mut hasher);
     }
     Some(hasher.finish())

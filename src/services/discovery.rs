@@ -9,9 +9,9 @@
 //! known endpoints stay until the API answers again. A reload that changes the services of
 //! a namespace restarts that namespace's watch; other watches keep running.
 
-use super::endpoint_slices::{endpoints_of, service_of, SERVICE_NAME_LABEL};
-use crate::config::{EndpointSource, KubernetesClient, UpstreamConfig};
+use crate::model::{EndpointSource, KubernetesClient, UpstreamConfig};
 use crate::observe::metrics::METRICS;
+use crate::sources::kubernetes::endpoint_slices::{endpoints_of, service_of, SERVICE_NAME_LABEL};
 use crate::state::State;
 use async_trait::async_trait;
 use futures::StreamExt;

@@ -1,0 +1,336 @@
+//! The compiler: joins the fragments of every source into one [`Config`].
+//!
+//! Fragments are taken one at a time in precedence order (the config file first, then
+//! objects by creation time, then namespace/name; see [`Fragment::precedence`]). Each is
+//! checked against the listeners and against what the fragments before it claimed: route
+//! and upstream names, references to listeners and upstreams, and (listener, host, path)
+//! triples. A fragment with any problem is rejected as a whole, with every problem, and
+//! the others go live: one team's bad object never blocks another team's change. So a
+//! conflict is always lost by the later claim, and reported on it.
+//!
+//! Checks on single values (durations, ranges, templates) are the sources' (they parse);
+//! checks across items live here, once, for every source.
+
+use crate::model::{
+    Config, Fragment, ListenerConfig, ListenerProtocol, Origin, PathMatch, Problem, Rejected,
+    UpstreamProtocol,
+};
+use crate::tls::LoadedCertificate;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A fragment as offered by a source.
+#[derive(Debug, Clone)]
+pub struct Offered {
+    /// The source's name (`file`, `test`, ...).
+    pub source: String,
+    pub fragment: Arc<Fragment>,
+}
+
+/// The effective model and what did not make it in.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub config: Config,
+    /// The origins of the accepted fragments, in precedence order.
+    pub accepted: Vec<(String, Origin)>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Joins `fragments` onto `settings` (process settings, listeners and the config file's
+/// certificates).
+pub fn compile(settings: &Config, fragments: &[Offered]) -> Compiled {
+    let mut ordered: Vec<&Offered> = fragments.iter().collect();
+    ordered.sort_by_cached_key(|offered| offered.fragment.precedence());
+    let mut compiler = Compiler::new(&settings.listeners);
+    let mut config = settings.clone();
+    let mut accepted = Vec::new();
+    let mut rejected = Vec::new();
+    let mut certificates: HashMap<&str, Vec<LoadedCertificate>> = HashMap::new();
+    for offered in ordered {
+        let fragment = &offered.fragment;
+        match compiler.admit(fragment) {
+            Ok(()) => {
+                config.routes.extend(fragment.routes.iter().cloned());
+                config.upstreams.extend(fragment.upstreams.iter().cloned());
+                for offered in &fragment.certificates {
+                    certificates
+                        .entry(offered.listener.as_str())
+                        .or_default()
+                        .push(offered.certificate.clone());
+                }
+                accepted.push((offered.source.clone(), fragment.origin.clone()));
+            }
+            Err(problems) => rejected.push(Rejected {
+                source: offered.source.clone(),
+                origin: fragment.origin.clone(),
+                problems,
+            }),
+        }
+    }
+    for listener in &mut config.tls {
+        if let Some(extra) = certificates.get(listener.listener.as_str()) {
+            let mut all = listener.certificates.to_vec();
+            all.extend(extra.iter().cloned());
+            listener.certificates = all.into();
+        }
+    }
+    Compiled {
+        config,
+        accepted,
+        rejected,
+    }
+}
+
+/// What the fragments admitted so far claim.
+pub struct Compiler {
+    /// Listener names: protocol, and whether it terminates TLS.
+    listeners: HashMap<String, (ListenerProtocol, bool)>,
+    /// Upstream names: protocol and the claiming item.
+    upstreams: HashMap<String, (UpstreamProtocol, Option<Origin>)>,
+    /// Route names and the claiming item.
+    routes: HashMap<String, Origin>,
+    /// The route of each tcp listener.
+    tcp_routes: HashMap<String, String>,
+    /// (listener, host, path) → the route that has it.
+    paths: HashMap<(String, String, String), (String, Origin)>,
+}
+
+/// What one fragment would add to a [`Compiler`].
+#[derive(Default)]
+struct Claims<'f> {
+    upstreams: HashMap<&'f str, (UpstreamProtocol, &'f Origin)>,
+    routes: HashMap<&'f str, &'f Origin>,
+    tcp_routes: HashMap<&'f str, &'f str>,
+    paths: HashMap<(String, String, String), (&'f str, &'f Origin)>,
+}
+
+impl Compiler {
+    /// A compiler for fragments served on `listeners`.
+    pub fn new(listeners: &[ListenerConfig]) -> Self {
+        Self {
+            listeners: listeners
+                .iter()
+                .map(|l| (l.name.clone(), (l.protocol, l.tls)))
+                .collect(),
+            upstreams: HashMap::new(),
+            routes: HashMap::new(),
+            tcp_routes: HashMap::new(),
+            paths: HashMap::new(),
+        }
+    }
+
+    /// Records that a listener named `name` exists though it could not be built, so that
+    /// routes naming it are not also reported.
+    pub fn declare_listener(&mut self, name: &str, protocol: ListenerProtocol) {
+        self.listeners.insert(name.to_string(), (protocol, false));
+    }
+
+    /// Records that an upstream named `name` exists though no fragment carries it (one
+    /// that a source could not build), so that routes naming it are not also reported.
+    pub fn declare_upstream(&mut self, name: &str, protocol: UpstreamProtocol) {
+        self.upstreams.insert(name.to_string(), (protocol, None));
+    }
+
+    /// Checks `fragment` against what is already admitted; admits it if it has no
+    /// problem, or returns all of them.
+    pub fn admit(&mut self, fragment: &Fragment) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut claims = Claims::default();
+        for upstream in &fragment.upstreams {
+            if upstream.name.is_empty() {
+                continue;
+            }
+            let problem = |message: String| Problem {
+                origin: upstream.origin.clone(),
+                field: "name".into(),
+                message,
+            };
+            if claims.upstreams.contains_key(upstream.name.as_str()) {
+                problems.push(problem(format!(
+                    "duplicate upstream name {:?}",
+                    upstream.name
+                )));
+            } else if let Some((_, owner)) = self.upstreams.get(&upstream.name) {
+                problems.push(problem(format!(
+                    "upstream name {:?} is already defined{}",
+                    upstream.name,
+                    by(owner.as_ref())
+                )));
+            } else {
+                claims
+                    .upstreams
+                    .insert(&upstream.name, (upstream.protocol, &upstream.origin));
+            }
+        }
+        for route in &fragment.routes {
+            self.check_route(route, &mut claims, &mut problems);
+        }
+        for certificate in &fragment.certificates {
+            if !self
+                .listeners
+                .get(certificate.listener.as_str())
+                .is_some_and(|(_, tls)| *tls)
+            {
+                problems.push(Problem {
+                    origin: certificate.origin.clone(),
+                    field: "listener".into(),
+                    message: format!("{:?} is not a TLS listener", certificate.listener),
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        for (name, (protocol, origin)) in claims.upstreams {
+            self.upstreams
+                .insert(name.to_string(), (protocol, Some(origin.clone())));
+        }
+        for (name, origin) in claims.routes {
+            self.routes.insert(name.to_string(), origin.clone());
+        }
+        for (listener, route) in claims.tcp_routes {
+            self.tcp_routes
+                .insert(listener.to_string(), route.to_string());
+        }
+        for (key, (route, origin)) in claims.paths {
+            self.paths.insert(key, (route.to_string(), origin.clone()));
+        }
+        Ok(())
+    }
+
+    fn check_route<'f>(
+        &self,
+        route: &'f crate::model::RouteConfig,
+        claims: &mut Claims<'f>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let mut problem = |field: &str, message: String| {
+            problems.push(Problem {
+                origin: route.origin.clone(),
+                field: field.to_string(),
+                message,
+            })
+        };
+        if !route.name.is_empty() {
+            if claims.routes.contains_key(route.name.as_str()) {
+                problem("name", format!("duplicate route name {:?}", route.name));
+            } else if let Some(owner) = self.routes.get(&route.name) {
+                problem(
+                    "name",
+                    format!(
+                        "route name {:?} is already used{}",
+                        route.name,
+                        by(Some(owner))
+                    ),
+                );
+            } else {
+                claims.routes.insert(&route.name, &route.origin);
+            }
+        }
+        let upstream_protocol = claims
+            .upstreams
+            .get(route.upstream.as_str())
+            .map(|(protocol, _)| *protocol)
+            .or_else(|| self.upstreams.get(&route.upstream).map(|(p, _)| *p));
+        let listener = self.listeners.get(route.listener.as_str()).map(|(p, _)| *p);
+        match listener {
+            None => problem(
+                "listener",
+                format!("undefined listener {:?}", route.listener),
+            ),
+            Some(ListenerProtocol::Tcp) => {
+                if !route.hosts.is_empty() || !route.paths.is_empty() {
+                    problem("", "a route on a tcp listener has no hosts or paths".into());
+                }
+                let first = claims
+                    .tcp_routes
+                    .get(route.listener.as_str())
+                    .map(|r| r.to_string())
+                    .or_else(|| self.tcp_routes.get(&route.listener).cloned());
+                match first {
+                    Some(first) => problem(
+                        "listener",
+                        format!(
+                            "tcp listener {:?} already has route {first:?}; a tcp listener has at most one route",
+                            route.listener
+                        ),
+                    ),
+                    None => {
+                        claims.tcp_routes.insert(&route.listener, &route.name);
+                    }
+                }
+                if upstream_protocol.is_some_and(|p| p != UpstreamProtocol::Tcp) {
+                    problem(
+                        "upstream",
+                        format!(
+                            "upstream {:?} is not protocol: tcp; a route on a tcp listener needs one",
+                            route.upstream
+                        ),
+                    );
+                }
+                if route.rate_limit.is_some() {
+                    problem("rate_limit", "rate limits apply to HTTP routes only".into());
+                }
+            }
+            Some(ListenerProtocol::Http) => {
+                if upstream_protocol == Some(UpstreamProtocol::Tcp) {
+                    problem(
+                        "upstream",
+                        format!(
+                            "upstream {:?} is protocol: tcp; only a route on a tcp listener can use it",
+                            route.upstream
+                        ),
+                    );
+                }
+            }
+        }
+        if upstream_protocol.is_none() {
+            problem(
+                "upstream",
+                format!("undefined upstream {:?}", route.upstream),
+            );
+        }
+        // A tcp listener's route has no hosts or paths to claim.
+        let host_keys: Vec<String> = if listener == Some(ListenerProtocol::Tcp) {
+            Vec::new()
+        } else if route.hosts.is_empty() {
+            vec!["*".into()]
+        } else {
+            route.hosts.iter().map(|h| h.key()).collect()
+        };
+        for host in &host_keys {
+            for (j, path) in route.paths.iter().enumerate() {
+                let path_key = match path {
+                    PathMatch::Exact(p) => format!("exact:{p}"),
+                    PathMatch::Prefix(p) => format!("prefix:{p}"),
+                    PathMatch::Regex(r) => format!("regex:{}", r.as_str()),
+                };
+                let key = (route.listener.clone(), host.clone(), path_key);
+                let field = format!("paths[{j}]");
+                if let Some((other, _)) = claims.paths.get(&key) {
+                    problem(
+                        &field,
+                        format!(
+                            "host {host:?} and this path are already routed by route {other:?}"
+                        ),
+                    );
+                } else if let Some((other, origin)) = self.paths.get(&key) {
+                    problem(
+                        &field,
+                        format!(
+                            "host {host:?} and this path are already routed by route {other:?}{}",
+                            by(Some(origin))
+                        ),
+                    );
+                } else {
+                    claims.paths.insert(key, (&route.name, &route.origin));
+                }
+            }
+        }
+    }
+}
+
+/// ` by ORIGIN` when the claim has one.
+fn by(origin: Option<&Origin>) -> String {
+    origin.map(|o| format!(" by {o}")).unwrap_or_default()
+}

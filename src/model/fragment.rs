@@ -1,0 +1,98 @@
+//! Fragments: what one source says about one object, the unit the compiler accepts or
+//! rejects as a whole, and the record of a rejection.
+
+use super::{Origin, RouteConfig, UpstreamConfig};
+use crate::tls::LoadedCertificate;
+use std::fmt;
+
+/// The routes, upstreams and certificates of one object (or of the whole config file).
+#[derive(Debug, Clone)]
+pub struct Fragment {
+    /// The object, or the config file.
+    pub origin: Origin,
+    /// When the object was created (seconds since the epoch): in a conflict the older
+    /// claim wins, as Gateway API specifies. `None` for the config file, which wins over
+    /// every object.
+    pub created: Option<i64>,
+    pub routes: Vec<RouteConfig>,
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Certificates for TLS listeners of the config file (a Kubernetes Secret, say).
+    pub certificates: Vec<ListenerCertificate>,
+}
+
+impl Fragment {
+    /// An empty fragment of `origin`.
+    pub fn new(origin: Origin, created: Option<i64>) -> Self {
+        Self {
+            origin,
+            created,
+            routes: Vec::new(),
+            upstreams: Vec::new(),
+            certificates: Vec::new(),
+        }
+    }
+
+    /// The order in which fragments claim names, hosts and paths: the config file first,
+    /// then objects by creation time, then by namespace/name (deterministic on ties).
+    pub fn precedence(&self) -> (bool, i64, String) {
+        (
+            !self.origin.is_file(),
+            self.created.unwrap_or(i64::MIN),
+            self.origin.name(),
+        )
+    }
+}
+
+/// A certificate a fragment offers to a TLS listener.
+#[derive(Debug, Clone)]
+pub struct ListenerCertificate {
+    pub listener: String,
+    pub origin: Origin,
+    pub certificate: LoadedCertificate,
+}
+
+/// One thing wrong with an item of a fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The item (route, upstream, certificate) at fault.
+    pub origin: Origin,
+    /// The field of the item, e.g. `paths[0]`; empty for the item as a whole.
+    pub field: String,
+    pub message: String,
+}
+
+impl Problem {
+    /// The key path of the field: `routes[2].upstream` for a file item, `upstream` for an
+    /// object's.
+    pub fn key_path(&self) -> String {
+        let item = match &self.origin {
+            Origin::File { key_path, .. } => key_path.as_str(),
+            Origin::Object { .. } => "",
+        };
+        match (item.is_empty(), self.field.is_empty()) {
+            (true, _) => self.field.clone(),
+            (false, true) => item.to_string(),
+            (false, false) => format!("{item}.{}", self.field),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.origin)?;
+        let key_path = self.key_path();
+        if !key_path.is_empty() {
+            write!(f, "{key_path}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A fragment the compiler did not take, and why.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// The source that offered it.
+    pub source: String,
+    pub origin: Origin,
+    pub problems: Vec<Problem>,
+}

@@ -1,0 +1,5 @@
+//! Background services: they follow the published snapshot and act on the world.
+
+pub mod checker;
+pub mod config_watch;
+pub mod discovery;

@@ -1,0 +1,3 @@
+//! Kubernetes as a source: objects translated into model values.
+
+pub mod endpoint_slices;

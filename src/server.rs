@@ -24,11 +24,11 @@ use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::protocols::http::v1::server::RequestHeadLimits;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Upper bound on tries per request; each upstream's `retry.attempts` (≤ 10) is the real cap.
 const MAX_ATTEMPTS: usize = 10;
@@ -85,10 +85,6 @@ pub fn run(cli: &Cli, file: FileConfig) -> Result<(), String> {
             log::warn!("cannot write pid file {}: {e}", config.server.pid_file);
         }
     }
-    let server_conf = server.configuration.clone();
-
-    let listeners = config.listeners.clone();
-    let admin_settings = config.admin.clone();
     let watch = config.server.watch_config;
     let grace_period = config.server.grace_period;
     let drain_delay = config.server.drain_delay;
@@ -97,7 +93,125 @@ pub fn run(cli: &Cli, file: FileConfig) -> Result<(), String> {
     let state = Arc::new(State::new(file));
     METRICS.config_generation.set(1);
     metrics::init_process_series();
+    add_serving_services(&mut server, &state, &config, pool_size)?;
+    let mut reloader =
+        background_service("config reloader", Reloader::new(state.clone(), path, watch));
+    reloader.threads = Some(1);
+    server.add_service(reloader);
+    log::info!("sluice {} starting", env!("CARGO_PKG_VERSION"));
+    let mut log_writer = background_service("access log writer", access_log::Writer);
+    log_writer.threads = Some(1);
+    server.add_service(log_writer);
+    let mut exit_monitor = background_service(
+        "exit monitor",
+        ExitMonitor {
+            lifecycle: state.lifecycle.clone(),
+            grace_period,
+            hold_after_handover: cli.takeover,
+        },
+    );
+    exit_monitor.threads = Some(1);
+    server.add_service(exit_monitor);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            lifecycle: state.lifecycle.clone(),
+            drain_delay,
+            upgrade_sock,
+            takeover: cli.takeover,
+        }),
+    });
+    Ok(())
+}
 
+/// A sluice running inside this process (mini-redis's `server::run(listener, shutdown)`):
+/// the same proxies, admin listeners, discovery and health checks as the binary, without
+/// the process's own concerns (pid file, signals, upgrade socket, exit monitor, access log
+/// writer, config file reloads). Tests drive its [`State`] directly, as a source would.
+pub struct InProcess {
+    /// The running state: set fragments, read snapshots, subscribe.
+    pub state: Arc<State>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Shuts an in-process server down when its sender is used or dropped: a graceful stop
+/// with no grace period, so the accept loops end before the runtimes do. (A fast stop
+/// shuts the runtime threads of a listener down one by one while its accept loop, running
+/// on another of them, retries a listener whose reactor is gone in a tight loop that
+/// never yields: the stop never ends.)
+struct StopChannel(Mutex<Option<std::sync::mpsc::Receiver<()>>>);
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for StopChannel {
+    async fn recv(&self) -> ShutdownSignal {
+        let receiver = self.0.lock().ok().and_then(|mut r| r.take());
+        if let Some(receiver) = receiver {
+            // A blocking wait, off the server's runtime threads.
+            let _ = tokio::task::spawn_blocking(move || receiver.recv()).await;
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+impl InProcess {
+    /// Starts serving `file` on its listeners; returns once the services are added (the
+    /// listeners bind moments later: wait for `/readyz` or a connection).
+    pub fn start(file: FileConfig) -> Result<Self, String> {
+        let config = file.model();
+        addresses_free(&config)?;
+        let conf = ServerConf {
+            threads: config.server.threads,
+            max_retries: MAX_ATTEMPTS,
+            work_stealing: false,
+            grace_period_seconds: Some(0),
+            graceful_shutdown_timeout_seconds: Some(1),
+            ..ServerConf::default()
+        };
+        let pool_size = conf.upstream_keepalive_pool_size;
+        let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+        server.bootstrap();
+        let state = Arc::new(State::new(file));
+        state.set_reload_armed();
+        state.lifecycle.arm_signals();
+        add_serving_services(&mut server, &state, &config, pool_size)?;
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sluice in-process".into())
+            .spawn(move || {
+                server.run(RunArgs {
+                    shutdown_signal: Box::new(StopChannel(Mutex::new(Some(stopped)))),
+                })
+            })
+            .map_err(|e| format!("cannot start the server thread: {e}"))?;
+        Ok(Self {
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for InProcess {
+    /// Stops the server and waits for its runtimes to end (listeners closed).
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Adds what serves traffic to `server`: a proxy service per listener, the admin
+/// listeners, discovery and health checks, all on `state`.
+fn add_serving_services(
+    server: &mut Server,
+    state: &Arc<State>,
+    config: &Config,
+    pool_size: usize,
+) -> Result<(), String> {
+    let server_conf = server.configuration.clone();
+    let listeners = config.listeners.clone();
+    let admin_settings = config.admin.clone();
     for listener in listeners {
         if listener.protocol == ListenerProtocol::Tcp {
             let mut service = Service::new(
@@ -166,32 +280,6 @@ pub fn run(cli: &Cli, file: FileConfig) -> Result<(), String> {
     let mut checker = background_service("health checker", HealthChecker::new(state.clone()));
     checker.threads = Some(1);
     server.add_service(checker);
-    let mut reloader =
-        background_service("config reloader", Reloader::new(state.clone(), path, watch));
-    reloader.threads = Some(1);
-    server.add_service(reloader);
-    log::info!("sluice {} starting", env!("CARGO_PKG_VERSION"));
-    let mut log_writer = background_service("access log writer", access_log::Writer);
-    log_writer.threads = Some(1);
-    server.add_service(log_writer);
-    let mut exit_monitor = background_service(
-        "exit monitor",
-        ExitMonitor {
-            lifecycle: state.lifecycle.clone(),
-            grace_period,
-            hold_after_handover: cli.takeover,
-        },
-    );
-    exit_monitor.threads = Some(1);
-    server.add_service(exit_monitor);
-    server.run(RunArgs {
-        shutdown_signal: Box::new(Signals {
-            lifecycle: state.lifecycle.clone(),
-            drain_delay,
-            upgrade_sock,
-            takeover: cli.takeover,
-        }),
-    });
     Ok(())
 }
 

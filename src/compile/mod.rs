@@ -298,25 +298,37 @@ impl Compiler {
         } else {
             route.hosts.iter().map(|h| h.key()).collect()
         };
+        // No paths: every path, as a prefix of `/`.
+        let path_keys: Vec<(String, String)> = if route.paths.is_empty() {
+            vec![("paths".into(), "prefix:/".into())]
+        } else {
+            route
+                .paths
+                .iter()
+                .enumerate()
+                .map(|(j, path)| {
+                    let key = match path {
+                        PathMatch::Exact(p) => format!("exact:{p}"),
+                        PathMatch::Prefix(p) => format!("prefix:{p}"),
+                        PathMatch::Regex(r) => format!("regex:{}", r.as_str()),
+                    };
+                    (format!("paths[{j}]"), key)
+                })
+                .collect()
+        };
         for host in &host_keys {
-            for (j, path) in route.paths.iter().enumerate() {
-                let path_key = match path {
-                    PathMatch::Exact(p) => format!("exact:{p}"),
-                    PathMatch::Prefix(p) => format!("prefix:{p}"),
-                    PathMatch::Regex(r) => format!("regex:{}", r.as_str()),
-                };
-                let key = (route.listener.clone(), host.clone(), path_key);
-                let field = format!("paths[{j}]");
+            for (field, path_key) in &path_keys {
+                let key = (route.listener.clone(), host.clone(), path_key.clone());
                 if let Some((other, _)) = claims.paths.get(&key) {
                     problem(
-                        &field,
+                        field,
                         format!(
                             "host {host:?} and this path are already routed by route {other:?}"
                         ),
                     );
                 } else if let Some((other, origin)) = self.paths.get(&key) {
                     problem(
-                        &field,
+                        field,
                         format!(
                             "host {host:?} and this path are already routed by route {other:?}{}",
                             by(Some(origin))

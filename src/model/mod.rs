@@ -183,7 +183,9 @@ pub struct RouteConfig {
     pub name: String,
     pub origin: Origin,
     pub listener: String,
+    /// Empty: every host.
     pub hosts: Vec<HostMatch>,
+    /// Empty: every path (a prefix of `/`).
     pub paths: Vec<PathMatch>,
     pub upstream: String,
     /// Per-route overrides of the upstream's timeouts.
@@ -383,6 +385,18 @@ pub struct UpstreamKeepalive {
     pub max_requests: u32,
 }
 
+impl UpstreamKeepalive {
+    /// An idle upstream connection must be closed by sluice before the application server
+    /// closes it, or a request sent on it just as the server closes it fails. Application
+    /// servers keep idle connections for a few seconds (node and uvicorn 5 s, Apache 5 s,
+    /// gunicorn 2 s), so 4 s stays under most of them.
+    pub const DEFAULT: Self = Self {
+        max_idle: 128,
+        idle_timeout: Duration::from_secs(4),
+        max_requests: 10_000,
+    };
+}
+
 /// Effective timeouts of a request to an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -396,6 +410,20 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
+    /// sluice's defaults. Connect 5 s: Linux retransmits an unanswered SYN after 1 s, then
+    /// after 2 s more; a 1 s timeout failed every connect whose first SYN was dropped (a
+    /// burst of new connections overflowing a backend's accept queue did that, 6 × 504 in
+    /// 500). 5 s (Envoy's default) lets two retransmissions through; a refused connect
+    /// fails at once anyway. Read and write 60 s (nginx's), no deadline for the whole
+    /// request, idle tcp and WebSocket connections closed after 1 h.
+    pub const DEFAULT: Self = Self {
+        connect: Duration::from_secs(5),
+        read: Duration::from_secs(60),
+        write: Duration::from_secs(60),
+        total: None,
+        idle: Duration::from_secs(3600),
+    };
+
     /// These timeouts with a route's overrides applied.
     pub fn with_overrides(self, overrides: &TimeoutOverrides) -> Self {
         Self {
@@ -404,6 +432,65 @@ impl Timeouts {
             write: overrides.write.unwrap_or(self.write),
             total: overrides.total.unwrap_or(self.total),
             idle: overrides.idle.unwrap_or(self.idle),
+        }
+    }
+}
+
+/// HTTP/2 streams per upstream connection unless set (gRPC backends typically allow 100
+/// or more; Pingora's default of 1 would open a connection per call).
+pub const DEFAULT_MAX_STREAMS: u32 = 100;
+/// Ring points per unit of weight of a consistent-hash upstream unless set.
+pub const DEFAULT_HASH_POINTS: u32 = 160;
+/// Request bodies above this are answered 413 unless a route sets its own limit
+/// (nginx's `client_max_body_size` default).
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 1 << 20;
+
+impl UpstreamConfig {
+    /// An HTTP/1 round-robin upstream with every other setting at sluice's default: the
+    /// upstream a config file gets from a name and endpoints alone.
+    pub fn new(
+        name: &str,
+        origin: Origin,
+        source: EndpointSource,
+        endpoints: Vec<EndpointConfig>,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            origin,
+            source,
+            endpoints,
+            protocol: UpstreamProtocol::default(),
+            tls: None,
+            max_streams: DEFAULT_MAX_STREAMS,
+            balance: BalancePolicy::default(),
+            hash_key: None,
+            hash_points: DEFAULT_HASH_POINTS,
+            health: HealthConfig::default(),
+            slow_start: None,
+            keepalive: UpstreamKeepalive::DEFAULT,
+            timeouts: Timeouts::DEFAULT,
+            retry: RetryPolicy::DEFAULT,
+        }
+    }
+}
+
+impl RouteConfig {
+    /// A route of every host and path of `listener` to `upstream`, with sluice's defaults:
+    /// the route a config file gets from a name, a listener and an upstream alone.
+    pub fn new(name: &str, origin: Origin, listener: &str, upstream: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            origin,
+            listener: listener.to_string(),
+            hosts: Vec::new(),
+            paths: Vec::new(),
+            upstream: upstream.to_string(),
+            timeouts: TimeoutOverrides::default(),
+            rate_limit: None,
+            body: BodyPolicy {
+                buffering: true,
+                max_size: Some(DEFAULT_MAX_BODY_SIZE),
+            },
         }
     }
 }
@@ -418,6 +505,18 @@ pub struct RetryPolicy {
     pub methods: RetryMethods,
     /// Retries in flight may not exceed this share of the upstream's active requests.
     pub budget_percent: u32,
+}
+
+impl RetryPolicy {
+    /// Two tries, after a failed connect or a reset before any response, of idempotent
+    /// requests; retries in flight at most 20% of active requests (Envoy's budget).
+    pub const DEFAULT: Self = Self {
+        attempts: 2,
+        on_connect_failure: true,
+        on_reset_before_response: true,
+        methods: RetryMethods::Idempotent,
+        budget_percent: 20,
+    };
 }
 
 /// What happens to a request path with `%2F` or `%5C` (an encoded `/` or `\`) in it.

@@ -77,16 +77,22 @@ impl RouteTable {
             if route.listener != listener {
                 continue;
             }
+            let every_path = [PathMatch::Prefix("/".into())];
+            let paths = if route.paths.is_empty() {
+                &every_path[..]
+            } else {
+                &route.paths
+            };
             if route.hosts.is_empty() {
                 let group = table.any_host.get_or_insert_with(PathTable::default);
-                route.paths.iter().for_each(|p| group.add(p, id));
+                paths.iter().for_each(|p| group.add(p, id));
             }
             for host in &route.hosts {
                 let group = match host {
                     HostMatch::Exact(name) => table.exact_hosts.entry(name.clone()).or_default(),
                     HostMatch::Suffix(suffix) => suffixes.entry(suffix.clone()).or_default(),
                 };
-                route.paths.iter().for_each(|p| group.add(p, id));
+                paths.iter().for_each(|p| group.add(p, id));
             }
         }
         table.suffix_hosts = suffixes.into_iter().collect();

@@ -37,7 +37,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-/// How often the supervisor looks for a new snapshot and refreshes summaries.
+/// How often ejections that have run their time are ended and health summaries refreshed
+/// (new snapshots are not polled: they arrive on the state's channel).
 const TICK: Duration = Duration::from_millis(250);
 /// The first check of a new endpoint starts within this delay (not a whole interval).
 const FIRST_CHECK_SPREAD: Duration = Duration::from_millis(100);
@@ -77,17 +78,22 @@ impl BackgroundService for HealthChecker {
         crate::priority::lower_current_thread();
         let mut tasks: HashMap<(String, SocketAddr), CheckTask> = HashMap::new();
         let connector = check_connector();
-        let mut revision = 0;
+        let mut snapshots = self.state.subscribe();
+        let mut snapshot = snapshots.borrow_and_update().clone();
+        reconcile(&self.state, &connector, &snapshot.upstreams, &mut tasks);
         let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    snapshot = snapshots.borrow_and_update().clone();
+                    reconcile(&self.state, &connector, &snapshot.upstreams, &mut tasks);
+                    continue;
+                }
                 _ = ticker.tick() => {}
-            }
-            let snapshot = self.state.snapshot();
-            if snapshot.revision != revision {
-                revision = snapshot.revision;
-                reconcile(&self.state, &connector, &snapshot.upstreams, &mut tasks);
             }
             let now = now_ms();
             // Without health settings an upstream's counts change only when it is rebuilt,

@@ -28,8 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// How often the service looks for config changes (and retries a failed client setup).
-const TICK: Duration = Duration::from_millis(250);
 /// First wait after a failure to set up the API client; doubled per failure up to
 /// [`CLIENT_RETRY_MAX`], each with up to ±20% jitter so that a fleet does not retry in step.
 const CLIENT_RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -95,16 +93,29 @@ impl BackgroundService for KubernetesDiscovery {
         let mut client: Option<(Option<KubernetesClient>, Client)> = None;
         let mut applied_generation = 0;
         let mut client_backoff = Backoff::default();
-        let mut ticker = tokio::time::interval(TICK);
+        let mut snapshots = self.state.subscribe();
+        // The last pass did not apply its snapshot (no API client yet): retry on backoff.
+        let mut pending = false;
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = ticker.tick() => {}
+            if !first {
+                let retry_at = client_backoff.next_try.filter(|_| pending);
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    changed = snapshots.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                    }
+                    _ = sleep_until(retry_at), if retry_at.is_some() => {}
+                }
             }
-            let snapshot = self.state.snapshot();
+            first = false;
+            let snapshot = snapshots.borrow_and_update().clone();
             if snapshot.generation == applied_generation {
                 continue;
             }
+            pending = true;
             let mut wanted: HashMap<String, BTreeSet<String>> = HashMap::new();
             for upstream in &snapshot.config.upstreams {
                 if let EndpointSource::Kubernetes(service) = &upstream.source {
@@ -123,6 +134,7 @@ impl BackgroundService for KubernetesDiscovery {
             });
             if wanted.is_empty() {
                 applied_generation = snapshot.generation;
+                pending = false;
                 continue;
             }
             let settings = snapshot.config.kubernetes.clone();
@@ -175,10 +187,19 @@ impl BackgroundService for KubernetesDiscovery {
                 watches.insert(namespace, NamespaceWatch { services, handle });
             }
             applied_generation = snapshot.generation;
+            pending = false;
         }
         for (_, watch) in watches {
             watch.handle.abort();
         }
+    }
+}
+
+/// Sleeps until `at` (forever without one: the caller disables the branch then).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -488,6 +488,17 @@ pub fn get(address: SocketAddr, target: &str) -> Response {
 // sluice
 // ---------------------------------------------------------------------------------------
 
+/// `GET path` from the admin listener at `admin`; `None` if it does not answer (yet).
+pub fn admin_get(admin: SocketAddr, path: &str) -> Option<Response> {
+    let stream = TcpStream::connect_timeout(&admin, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut client = Client {
+        reader: BufReader::new(stream),
+    };
+    let host = admin.to_string();
+    client.try_request("GET", path, &[("host", &host)], b"")
+}
+
 /// The sluice binary: `SLUICE_BIN` if set (benchmarks point it at a release build), else
 /// the one cargo built for these tests.
 pub fn sluice_binary() -> String {
@@ -725,13 +736,7 @@ impl Sluice {
 
     /// `GET path` on the admin listener; `None` if it does not answer.
     pub fn admin_get(&self, path: &str) -> Option<Response> {
-        let stream = TcpStream::connect_timeout(&self.admin, Duration::from_millis(500)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let mut client = Client {
-            reader: BufReader::new(stream),
-        };
-        let host = self.admin.to_string();
-        client.try_request("GET", path, &[("host", &host)], b"")
+        admin_get(self.admin, path)
     }
 
     /// The running config generation, from `/config`.

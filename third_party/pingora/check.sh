@@ -12,7 +12,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-crates=(pingora-core pingora-proxy)
+crates=(pingora-core pingora-proxy pingora-runtime)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -51,4 +51,4 @@ if [ "$status" -ne 0 ]; then
     echo "check.sh: the vendored Pingora differs from pristine 0.9.1 plus third_party/pingora/patches (diff above)" >&2
     exit 1
 fi
-echo "check.sh: vendored pingora-core and pingora-proxy = pristine 0.9.1 + ${#patches[@]} patches" >&2
+echo "check.sh: vendored pingora-core, pingora-proxy and pingora-runtime = pristine 0.9.1 + ${#patches[@]} patches" >&2

@@ -510,13 +510,6 @@ fn check_upstream_tls(check: &mut Checker, at: &str, raw: &RawUpstream) -> Optio
     })
 }
 
-/// The default `timeouts.connect`. Linux retransmits an unanswered SYN after 1 s, then
-/// after 2 s more: a 1 s timeout failed every connect whose first SYN was dropped (a burst
-/// of new connections overflowing a backend's accept queue did that, 6 × 504 in 500). 5 s
-/// (Envoy's default) lets two retransmissions through; a refused connect fails at once
-/// anyway, so the timeout only costs time against endpoints that drop packets.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 fn check_timeouts(check: &mut Checker, at: &str, raw: &RawTimeouts) -> TimeoutOverrides {
     let mut one = |field: &str, value: &Option<String>| {
         value
@@ -544,10 +537,6 @@ fn check_timeouts(check: &mut Checker, at: &str, raw: &RawTimeouts) -> TimeoutOv
         idle,
     }
 }
-
-/// HTTP/2 streams per upstream connection unless `max_streams` says otherwise (gRPC backends
-/// typically allow 100 or more; Pingora's default of 1 would open a connection per call).
-const DEFAULT_MAX_STREAMS: u32 = 100;
 
 fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<UpstreamConfig>> {
     // The compiler sees only the upstreams that could be built; a name repeated by one
@@ -653,14 +642,7 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
             );
 
             let overrides = check_timeouts(check, &format!("{at}.timeouts"), &upstream.timeouts);
-            let timeouts = Timeouts {
-                connect: DEFAULT_CONNECT_TIMEOUT,
-                read: Duration::from_secs(60),
-                write: Duration::from_secs(60),
-                total: None,
-                idle: Duration::from_secs(3600),
-            }
-            .with_overrides(&overrides);
+            let timeouts = Timeouts::DEFAULT.with_overrides(&overrides);
 
             let retry = &upstream.retry;
             if retry.attempts == 0 || retry.attempts > 10 {
@@ -679,7 +661,7 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                 endpoints: endpoints?.1,
                 protocol: upstream.protocol,
                 tls,
-                max_streams: upstream.max_streams.unwrap_or(DEFAULT_MAX_STREAMS),
+                max_streams: upstream.max_streams.unwrap_or(crate::model::DEFAULT_MAX_STREAMS),
                 balance: upstream.balance,
                 hash_key: if upstream.balance == BalancePolicy::ConsistentHash {
                     Some(hash_key?)
@@ -1072,9 +1054,6 @@ fn check_hosts(check: &mut Checker, at: &str, raw: &[String]) -> Vec<HostMatch> 
 }
 
 fn check_paths(check: &mut Checker, at: &str, raw: &[RawPathMatch]) -> Vec<PathMatch> {
-    if raw.is_empty() {
-        return vec![PathMatch::Prefix("/".into())];
-    }
     let mut paths = Vec::with_capacity(raw.len());
     for (j, path) in raw.iter().enumerate() {
         let p = format!("{at}.paths[{j}]");
@@ -1136,6 +1115,30 @@ mod tests {
                 && errors.contains("t.yaml:4:"),
             "{errors}"
         );
+    }
+
+    /// A source building model values with the model's constructors gets what the file
+    /// gives for the same items written with only their required keys.
+    #[test]
+    fn the_file_defaults_are_the_model_defaults() {
+        let yaml = "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n\
+                    routes: [{ name: all, listener: web, upstream: app }]\n\
+                    upstreams: [{ name: app, endpoints: [\"127.0.0.1:2\"] }]\n";
+        let file = super::super::parse(Path::new("t.yaml"), yaml).expect("valid");
+        let upstream = &file.fragment.upstreams[0];
+        let built = UpstreamConfig::new(
+            "app",
+            upstream.origin.clone(),
+            EndpointSource::Static,
+            upstream.endpoints.clone(),
+        );
+        assert_eq!(*upstream, built);
+        let route = &file.fragment.routes[0];
+        let built = RouteConfig::new("all", route.origin.clone(), "web", "app");
+        assert!(route.hosts.is_empty() && route.paths.is_empty());
+        assert_eq!(route.body, built.body);
+        assert_eq!(route.timeouts, built.timeouts);
+        assert!(route.rate_limit.is_none() && built.rate_limit.is_none());
     }
 
     #[test]

@@ -416,3 +416,61 @@ upstreams: [{ name: u, endpoints: ["127.0.0.1:1"] }]
         "expected route, client_ip or header:NAME",
     );
 }
+
+#[test]
+fn four_typos_are_reported_in_one_run() {
+    let (code, text, file) = check(
+        "listeners:\n  - name: web\n    lisen: 127.0.0.1:8080\n\
+         routes:\n  - { name: all, listener: web, upstream: app, timeout: { read: 1s } }\n\
+         upstreams:\n  - name: app\n    endpoints: [\"127.0.0.1:1\"]\n    balanse: random\n\
+         \x20   keepalive: { max_idle: lots }\n",
+    );
+    assert_eq!(code, 1, "{text}");
+    assert_error(
+        &text,
+        &file,
+        3,
+        "listeners[0].lisen",
+        "unknown field `lisen`",
+    );
+    assert_error(
+        &text,
+        &file,
+        5,
+        "routes[0].timeout",
+        "unknown field `timeout`",
+    );
+    assert_error(
+        &text,
+        &file,
+        9,
+        "upstreams[0].balanse",
+        "unknown field `balanse`",
+    );
+    assert_error(
+        &text,
+        &file,
+        10,
+        "upstreams[0].keepalive.max_idle",
+        "invalid type",
+    );
+    // `listen` is missing too (it is spelt `lisen`): said once, at its listener.
+    assert!(
+        text.contains("listeners[0]: missing field `listen`"),
+        "{text}"
+    );
+    assert!(
+        text.contains(": 5 error(s); configuration rejected"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_file_without_listeners_is_an_error() {
+    let (code, text, file) = check("upstreams:\n  - name: app\n    endpoints: [\"127.0.0.1:1\"]\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("{file}:1:")) && text.contains(": listeners: no listeners"),
+        "{text}"
+    );
+}

@@ -49,7 +49,14 @@ impl PositionIndex {
             }
             match path.rfind(['.', '[']) {
                 Some(cut) => path = &path[..cut],
-                None => return self.nodes.get("").copied().unwrap_or_default(),
+                // Nothing of the path is in the file: its start.
+                None => {
+                    return self
+                        .nodes
+                        .get("")
+                        .copied()
+                        .unwrap_or(Position { line: 1, column: 1 })
+                }
             }
         }
     }

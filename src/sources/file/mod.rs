@@ -1,13 +1,15 @@
 //! The config file as a source: `sluice.yaml` parsed, checked and turned into the process
 //! settings, the listeners and one [`Fragment`] with the file's routes and upstreams.
 //!
-//! Loading is two steps: serde parses the text into [`schema::RawConfig`], then
-//! [`validate`] checks every value and, through the compiler, every cross-reference,
-//! collecting *all* problems, each with FILE:LINE:COL and key path. The file is
+//! Loading is two steps: serde parses the text into [`schema::RawConfig`] (every unknown
+//! key and wrong type is collected, see [`schema_errors`]), then [`validate`] checks every
+//! value and, through the compiler, every cross-reference, collecting *all* problems, each
+//! with FILE:LINE:COL and key path. The file is
 //! all-or-nothing: one problem and the running configuration stays.
 
 mod location;
 pub mod schema;
+mod schema_errors;
 mod validate;
 
 use crate::compile::Compiler;
@@ -107,22 +109,15 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigErrors> {
 /// Parses and validates `source`, read from `path`.
 pub fn parse(path: &Path, source: &str) -> Result<FileConfig, ConfigErrors> {
     let file = path.display().to_string();
-    // An empty file (often one truncated by an editor or a copy in progress) would parse as
-    // all defaults: a config without listeners.
-    if matches!(
-        serde_yaml::from_str::<serde_yaml::Value>(source),
-        Ok(serde_yaml::Value::Null)
-    ) {
-        return Err(ConfigErrors(vec![ConfigError {
-            file,
-            position: Position { line: 1, column: 1 },
+    let error_at = |position: Position, message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            position,
             key_path: String::new(),
-            message: "the file is empty (truncated, or still being written?): no listeners, \
-                      routes or upstreams"
-                .into(),
-        }]));
-    }
-    let raw: RawConfig = serde_yaml::from_str(source).map_err(|e| {
+            message,
+        }])
+    };
+    let document: serde_yaml::Value = serde_yaml::from_str(source).map_err(|e| {
         let position = e
             .location()
             .map(|l| Position {
@@ -135,17 +130,23 @@ pub fn parse(path: &Path, source: &str) -> Result<FileConfig, ConfigErrors> {
             Some(cut) => message[..cut].to_string(),
             None => message,
         };
-        ConfigErrors(vec![ConfigError {
-            file: file.clone(),
-            position,
-            key_path: String::new(),
-            message,
-        }])
+        error_at(position, message)
     })?;
-    let routes_declared = matches!(
-        serde_yaml::from_str::<serde_yaml::Value>(source),
-        Ok(serde_yaml::Value::Mapping(m)) if m.contains_key("routes")
-    );
+    // An empty file (often one truncated by an editor or a copy in progress) would parse as
+    // all defaults: a config without listeners.
+    if document.is_null() {
+        return Err(error_at(
+            Position { line: 1, column: 1 },
+            "the file is empty (truncated, or still being written?): no listeners, routes or \
+             upstreams"
+                .into(),
+        ));
+    }
+    let routes_declared = document
+        .as_mapping()
+        .is_some_and(|m| m.contains_key("routes"));
     let positions = location::PositionIndex::build(source);
+    let raw =
+        schema_errors::deserialize(&file, source, document, &positions).map_err(ConfigErrors)?;
     validate::validate(path, raw, &positions, routes_declared)
 }

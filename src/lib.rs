@@ -24,17 +24,17 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
-pub mod compile;
+pub(crate) mod compile;
 pub mod lifecycle;
 pub mod model;
 pub mod observe;
 pub mod ops;
-pub mod priority;
-pub mod proxy;
+pub(crate) mod priority;
+pub(crate) mod proxy;
 pub mod routing;
 pub mod server;
-pub mod services;
-pub mod sockets;
+pub(crate) mod services;
+pub(crate) mod sockets;
 pub mod sources;
 pub mod state;
 pub mod tls;

@@ -32,30 +32,38 @@ pub struct LoadedCertificate {
 
 impl LoadedCertificate {
     /// Loads the PEM chain at `cert` and the PEM private key at `key`, checking that the key
-    /// belongs to the leaf certificate.
+    /// belongs to the leaf certificate. Reads files: not on an async worker thread.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
-        let chain = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| format!("cannot read certificate file {}: {e}", cert.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("certificate file {} is not valid PEM: {e}", cert.display()))?;
-        let Some(leaf) = chain.first() else {
-            return Err(format!(
-                "certificate file {} holds no CERTIFICATE block",
-                cert.display()
-            ));
-        };
-        let (names, not_after) = names_of(leaf.as_ref())
-            .map_err(|e| format!("certificate file {}: {e}", cert.display()))?;
-        let private_key = PrivateKeyDer::from_pem_file(key)
+        let chain_pem = std::fs::read(cert)
+            .map_err(|e| format!("cannot read certificate file {}: {e}", cert.display()))?;
+        let key_pem = std::fs::read(key)
             .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
-        let certified =
-            CertifiedKey::from_der(chain, private_key, &crypto_provider()).map_err(|e| {
-                format!(
-                    "key {} does not go with certificate {}: {e}",
-                    key.display(),
-                    cert.display()
-                )
-            })?;
+        let cert_name = format!("certificate file {}", cert.display());
+        let key_name = format!("key {}", key.display());
+        Self::from_pem(&chain_pem, &key_pem, &cert_name, &key_name)
+    }
+
+    /// The certificate of a PEM chain and PEM private key held in memory (a Kubernetes
+    /// Secret's `tls.crt` and `tls.key`, say); `cert_name` and `key_name` say where they come
+    /// from in errors.
+    pub fn from_pem(
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        cert_name: &str,
+        key_name: &str,
+    ) -> Result<Self, String> {
+        let chain = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{cert_name} is not valid PEM: {e}"))?;
+        let Some(leaf) = chain.first() else {
+            return Err(format!("{cert_name} holds no CERTIFICATE block"));
+        };
+        let (names, not_after) =
+            names_of(leaf.as_ref()).map_err(|e| format!("{cert_name}: {e}"))?;
+        let private_key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| format!("cannot read a private key from {key_name}: {e}"))?;
+        let certified = CertifiedKey::from_der(chain, private_key, &crypto_provider())
+            .map_err(|e| format!("{key_name} does not go with {cert_name}: {e}"))?;
         Ok(Self {
             names,
             not_after,

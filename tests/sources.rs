@@ -6,12 +6,14 @@
 
 mod support;
 
-use sluice::model::{ActiveCheck, Probe, UpstreamConfig};
+use sluice::model::{ActiveCheck, ListenerCertificate, Probe, UpstreamConfig};
 use sluice::model::{EndpointConfig, EndpointSource, Fragment, Origin, PathMatch, RouteConfig};
 use sluice::server::InProcess;
 use sluice::sources::file;
+use sluice::tls::LoadedCertificate;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use support::tls;
 use support::*;
 
 /// sluice in this process, with its web and admin addresses.
@@ -51,6 +53,29 @@ impl Running {
             "admin: {{ listen: \"{admin}\" }}\naccess_log: {{ path: off }}\n\
              listeners: [{{ name: web, listen: \"{web}\" }}]\n{body}"
         )
+    }
+
+    /// Starts with `extra_listeners` (YAML list items) besides `web`, in `dir`.
+    fn start_with_listeners(dir: ScratchDir, extra_listeners: &str, body: &str) -> Self {
+        let (web, admin) = (listen_address(), listen_address());
+        let text = format!(
+            "admin: {{ listen: \"{admin}\" }}\naccess_log: {{ path: off }}\n\
+             listeners:\n  - {{ name: web, listen: \"{web}\" }}\n{extra_listeners}{body}"
+        );
+        let path = dir.write("sluice.yaml", &text);
+        let loaded = file::load(&path).unwrap_or_else(|e| panic!("invalid test config:\n{e}"));
+        let running = Self {
+            sluice: InProcess::start(loaded).expect("starts"),
+            web,
+            admin,
+            dir,
+        };
+        wait_until("readiness", READY_TIMEOUT, || {
+            running
+                .admin_get("/readyz")
+                .is_some_and(|r| r.status == 200)
+        });
+        running
     }
 
     /// Rewrites the config file with `body` (same listeners) and reloads it, as SIGHUP does.
@@ -408,4 +433,73 @@ fn a_reload_that_drops_every_route_needs_an_explicit_empty_list() {
         .reload(&format!("routes: []\n{upstreams_only}"))
         .expect("an explicit empty list is accepted");
     assert_eq!(sluice.route("/file"), (404, String::new()));
+}
+
+#[test]
+fn a_fragment_brings_a_certificate_from_memory() {
+    let a = Backend::start("a", Behavior::Echo);
+    let dir = ScratchDir::new();
+    let ca = tls::TestCa::new();
+    let from_file = ca.issue(&dir, "file", &["file.example.test"]);
+    let from_memory = ca.issue(&dir, "memory", &["memory.example.test"]);
+    let secure = listen_address();
+    let sluice = Running::start_with_listeners(
+        dir,
+        &format!(
+            "  - name: secure\n    listen: \"{secure}\"\n    tls:\n      certificates:\n\
+             \x20       - {{ cert: {}, key: {} }}\n",
+            from_file.cert_path.display(),
+            from_file.key_path.display()
+        ),
+        &file_body(&a),
+    );
+    let served = |sni: &str| {
+        let sni = sni.to_string();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async move { tls::served_certificate(secure, &sni).await })
+    };
+    assert_eq!(
+        served("memory.example.test"),
+        from_file.der,
+        "the file's is the default"
+    );
+
+    let origin = Origin::object("TestSecret", "default", "memory-tls");
+    let certificate = LoadedCertificate::from_pem(
+        from_memory.cert_pem.as_bytes(),
+        from_memory.key_pem.as_bytes(),
+        "tls.crt",
+        "tls.key",
+    )
+    .expect("a valid pair");
+    let mut fragment = Fragment::new(origin.clone(), Some(1));
+    fragment.certificates.push(ListenerCertificate {
+        listener: "secure".into(),
+        origin: origin.clone(),
+        certificate: certificate.clone(),
+    });
+    assert!(sluice
+        .set("secrets", "memory-tls", Some(fragment))
+        .is_empty());
+    assert_eq!(served("memory.example.test"), from_memory.der);
+    assert_eq!(served("file.example.test"), from_file.der);
+
+    // A certificate for a listener that does not terminate TLS is that fragment's error.
+    let mut wrong = Fragment::new(Origin::object("TestSecret", "default", "wrong"), Some(1));
+    wrong.certificates.push(ListenerCertificate {
+        listener: "web".into(),
+        origin: Origin::object("TestSecret", "default", "wrong"),
+        certificate,
+    });
+    assert_eq!(
+        sluice.set("secrets", "wrong", Some(wrong)),
+        ["TestSecret default/wrong (generation 1): listener: \"web\" is not a TLS listener"]
+    );
+
+    // Removed, it is no longer served.
+    sluice.set("secrets", "memory-tls", None);
+    assert_eq!(served("memory.example.test"), from_file.der);
 }

@@ -2,9 +2,9 @@
 //! dependencies' `tracing` events reach the log.
 
 pub mod access_log;
-pub mod events;
+pub(crate) mod events;
 pub mod metrics;
-pub mod redact;
+pub(crate) mod redact;
 pub mod tracing_events;
 
 /// `text` on one line: line breaks become ` | ` (a multi-line message, such as a list of

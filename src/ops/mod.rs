@@ -1,4 +1,4 @@
 //! What operators use: the admin API and `sluice doctor`.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod doctor;

@@ -7,7 +7,7 @@
 //!   another host's routes).
 //! - path, within that group: exact, then the longest prefix, then regexes in config order.
 
-pub mod rate_limit;
+pub(crate) mod rate_limit;
 
 use crate::model::{HostMatch, PathMatch, RouteConfig};
 use pingora::http::RequestHeader;

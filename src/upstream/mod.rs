@@ -1,12 +1,12 @@
 //! Upstreams at run time: endpoints, their balancer, their health, and how to connect.
 
 pub mod balance;
-pub mod connections;
+pub(crate) mod connections;
 pub mod endpoint;
 pub mod hash_key;
-pub mod health;
-pub mod retry_budget;
-pub mod stable_hash;
+pub(crate) mod health;
+pub(crate) mod retry_budget;
+pub(crate) mod stable_hash;
 
 use crate::model::UpstreamConfig;
 use crate::model::{Timeouts, UpstreamProtocol};

@@ -11,9 +11,9 @@ use std::fmt;
 pub enum Variable {
     /// `$host`: the Host (or :authority), lower-cased, without port.
     Host,
-    /// `$uri`: the path as received, without the query string.
+    /// `$uri`: the path as forwarded (after normalisation), without the query string.
     Uri,
-    /// `$request_uri`: path and query as received.
+    /// `$request_uri`: that path and the query as received.
     RequestUri,
     /// `$args`: the query string without `?`.
     Args,

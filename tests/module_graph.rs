@@ -31,42 +31,93 @@ fn module_of(relative: &Path) -> Option<String> {
     (!matches!(name, "lib" | "main" | "bin")).then(|| name.to_string())
 }
 
-/// The top-level modules `source` names through `crate::`, outside comments and tests.
-fn references(source: &str) -> BTreeSet<String> {
+/// `source` without comment lines and without the items under `#[cfg(test)]` (the item's
+/// braces are matched, so code after a test module still counts).
+fn without_tests_and_comments(source: &str) -> String {
     let code: String = source
-        .split("#[cfg(test)]")
-        .next()
-        .unwrap_or_default()
         .lines()
         .filter(|line| !line.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
         .join("\n");
+    let mut kept = String::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        kept.push_str(&rest[..at]);
+        let item = &rest[at..];
+        // The item ends at its `;` or at the brace that closes its first `{`.
+        let end = match (item.find('{'), item.find(';')) {
+            (Some(open), semicolon) if semicolon.is_none_or(|s| open < s) => {
+                let mut depth = 0;
+                let mut end = item.len();
+                for (i, c) in item[open..].char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = open + i + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                end
+            }
+            (_, Some(semicolon)) => semicolon + 1,
+            _ => item.len(),
+        };
+        rest = &item[end..];
+    }
+    kept.push_str(rest);
+    kept
+}
+
+/// The first identifier of `text`.
+fn identifier(text: &str) -> String {
+    text.trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The top-level modules `source` names through `crate::`, outside comments and tests.
+fn references(source: &str) -> BTreeSet<String> {
+    let code = without_tests_and_comments(source);
     let mut found = BTreeSet::new();
     for (at, _) in code.match_indices("crate::") {
         let rest = &code[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let group = group.split('}').next().unwrap_or_default();
-            for item in group.split(',') {
-                let name: String = item
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    found.insert(name);
+        let Some(group) = rest.strip_prefix('{') else {
+            found.insert(identifier(rest));
+            continue;
+        };
+        // `crate::{a::{b, c}, d}`: the first identifier of each item at depth 0.
+        let mut depth = 0;
+        let mut item_start = true;
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => item_start = true,
+                c if item_start && !c.is_whitespace() => {
+                    found.insert(identifier(&group[i..]));
+                    item_start = false;
                 }
-            }
-        } else {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.insert(name);
+                _ => {}
             }
         }
     }
+    found.remove("");
     found
+}
+
+#[test]
+fn references_are_read_from_use_trees_and_skip_tests() {
+    let source = "use crate::{a::{b, c}, d};\n// crate::commented\n\
+                  #[cfg(test)]\nmod tests { use crate::tested; }\nfn f() { crate::e::g(); }\n";
+    let found: Vec<String> = references(source).into_iter().collect();
+    assert_eq!(found, ["a", "d", "e"]);
 }
 
 fn graph() -> BTreeMap<String, BTreeSet<String>> {

@@ -8,11 +8,13 @@ mod support;
 
 use sluice::model::{ActiveCheck, ListenerCertificate, Probe, UpstreamConfig};
 use sluice::model::{EndpointConfig, EndpointSource, Fragment, Origin, PathMatch, RouteConfig};
+use sluice::model::{ServicePort, ServiceRef, TerminatingPolicy};
 use sluice::server::InProcess;
 use sluice::sources::file;
 use sluice::tls::LoadedCertificate;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use support::fake_kube::{ready, slice, FakeKube};
 use support::tls;
 use support::*;
 
@@ -250,6 +252,21 @@ fn a_bad_fragment_is_rejected_alone_with_its_origin() {
     assert!(sluice
         .metrics()
         .contains("sluice_config_rejected_fragments{source=\"bad-fragment\"} 0"));
+
+    // A route may use the config file's upstreams, never another object's (whether that
+    // was accepted would depend on which object is older).
+    let mut borrower = fragment("team-z", "borrower", 1, "/borrow", "own-up", c.address);
+    borrower.routes[0].upstream = "good-up".into();
+    let problems = sluice.set("bad-fragment", "borrower", Some(borrower.clone()));
+    assert_eq!(
+        problems,
+        ["TestRoute team-z/borrower (generation 1): upstream: undefined upstream \"good-up\""]
+    );
+    borrower.routes[0].upstream = "a".into();
+    assert!(sluice
+        .set("bad-fragment", "borrower", Some(borrower))
+        .is_empty());
+    assert_eq!(sluice.route("/borrow"), (200, "a".into()));
 }
 
 #[test]
@@ -502,4 +519,53 @@ fn a_fragment_brings_a_certificate_from_memory() {
     // Removed, it is no longer served.
     sluice.set("secrets", "memory-tls", None);
     assert_eq!(served("memory.example.test"), from_file.der);
+}
+
+#[test]
+fn discovery_follows_a_fragment_on_a_service_already_watched() {
+    let kube = FakeKube::start();
+    let port = free_port();
+    let _pod = Backend::start_on(
+        "pod",
+        Behavior::Echo,
+        SocketAddr::from(([127, 0, 0, 2], port)),
+    );
+    kube.apply(slice(
+        "shop",
+        "app-1",
+        "app",
+        ("http", port),
+        &[ready("127.0.0.2")],
+    ));
+    let sluice = Running::start(&format!(
+        "kubernetes: {{ api_server: \"{}\" }}\n\
+         routes: [{{ name: from-file, listener: web, upstream: app, paths: [{{ prefix: /file }}] }}]\n\
+         upstreams:\n  - {{ name: app, kubernetes: {{ namespace: shop, service: app, port: http }} }}\n",
+        kube.url()
+    ));
+    assert_eq!(sluice.route("/file"), (200, "pod".into()));
+
+    // An object's own upstream on the service the file's upstream already watches: the
+    // namespace's watch is restarted, and its first list feeds the new upstream too.
+    let origin = Origin::object("TestRoute", "shop", "web");
+    let mut web = Fragment::new(origin.clone(), Some(1));
+    let mut route = RouteConfig::new("shop/web", origin.clone(), "web", "shop-web");
+    route.paths = vec![PathMatch::Prefix("/frag".into())];
+    web.routes.push(route);
+    web.upstreams.push(UpstreamConfig::new(
+        "shop-web",
+        origin,
+        EndpointSource::Kubernetes(ServiceRef {
+            namespace: "shop".into(),
+            service: "app".into(),
+            port: ServicePort::Name("http".into()),
+            terminating: TerminatingPolicy::Drain,
+        }),
+        Vec::new(),
+    ));
+    assert!(sluice.set("discovery", "web", Some(web)).is_empty());
+    wait_until("the object's upstream is discovered", READY_TIMEOUT, || {
+        sluice.route("/frag") == (200, "pod".into())
+    });
+    assert_eq!(sluice.route("/file"), (200, "pod".into()));
 }

@@ -3,8 +3,8 @@
 //! Fragments are taken one at a time in precedence order (the config file first, then
 //! objects by creation time, then namespace/name; see [`Fragment::precedence`]). Each is
 //! checked against the listeners and against what the fragments before it claimed: route
-//! and upstream names, references to listeners and upstreams, and (listener, host, path)
-//! triples. A fragment with any problem is rejected as a whole, with every problem, and
+//! and upstream names, references to listeners and upstreams (a route uses an upstream of
+//! its own fragment or of the config file), and (listener, host, path) triples. A fragment with any problem is rejected as a whole, with every problem, and
 //! the others go live: one team's bad object never blocks another team's change. So a
 //! conflict is always lost by the later claim, and reported on it.
 //!
@@ -227,11 +227,18 @@ impl Compiler {
                 claims.routes.insert(&route.name, &route.origin);
             }
         }
+        // A route uses an upstream of its own fragment or of the config file: never one of
+        // another object, which would make acceptance depend on the objects' ages.
         let upstream_protocol = claims
             .upstreams
             .get(route.upstream.as_str())
             .map(|(protocol, _)| *protocol)
-            .or_else(|| self.upstreams.get(&route.upstream).map(|(p, _)| *p));
+            .or_else(|| {
+                self.upstreams
+                    .get(&route.upstream)
+                    .filter(|(_, owner)| owner.as_ref().is_none_or(Origin::is_file))
+                    .map(|(protocol, _)| *protocol)
+            });
         let listener = self.listeners.get(route.listener.as_str()).map(|(p, _)| *p);
         match listener {
             None => problem(

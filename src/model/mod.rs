@@ -183,7 +183,7 @@ pub struct RouteConfig {
     pub name: String,
     pub origin: Origin,
     pub listener: String,
-    /// Empty: every host.
+    /// Empty: every host. Lower-case: sources normalise what they read.
     pub hosts: Vec<HostMatch>,
     /// Empty: every path (a prefix of `/`).
     pub paths: Vec<PathMatch>,

@@ -6,8 +6,9 @@
 //! resourceVersion; on 410 Gone it relists; on errors it retries with capped exponential
 //! backoff). Every change recomputes the endpoint set of the upstreams of that service and
 //! swaps in a new snapshot, off the request path. Errors never empty a pool: the last
-//! known endpoints stay until the API answers again. A reload that changes the services of
-//! a namespace restarts that namespace's watch; other watches keep running.
+//! known endpoints stay until the API answers again. A change of the upstreams fed from a
+//! namespace (their services, ports or terminating policy) restarts that namespace's watch,
+//! whose first list feeds them all; other watches keep running.
 
 use crate::model::{EndpointSource, KubernetesClient, UpstreamConfig};
 use crate::observe::metrics::METRICS;
@@ -80,7 +81,9 @@ impl KubernetesDiscovery {
 
 /// A running namespace watch and the services it selects.
 struct NamespaceWatch {
-    services: BTreeSet<String>,
+    /// The upstreams it feeds, with their service, port and terminating policy: a change
+    /// restarts the watch, whose first list then gives every upstream its endpoints.
+    feeds: BTreeSet<String>,
     handle: JoinHandle<()>,
 }
 
@@ -117,16 +120,24 @@ impl BackgroundService for KubernetesDiscovery {
             }
             pending = true;
             let mut wanted: HashMap<String, BTreeSet<String>> = HashMap::new();
+            let mut feeds: HashMap<String, BTreeSet<String>> = HashMap::new();
             for upstream in &snapshot.config.upstreams {
                 if let EndpointSource::Kubernetes(service) = &upstream.source {
                     wanted
                         .entry(service.namespace.clone())
                         .or_default()
                         .insert(service.service.clone());
+                    feeds
+                        .entry(service.namespace.clone())
+                        .or_default()
+                        .insert(format!(
+                            "{} {} {:?} {:?}",
+                            upstream.name, service.service, service.port, service.terminating
+                        ));
                 }
             }
             watches.retain(|namespace, watch| {
-                let keep = wanted.get(namespace) == Some(&watch.services);
+                let keep = feeds.get(namespace) == Some(&watch.feeds);
                 if !keep {
                     watch.handle.abort();
                 }
@@ -184,7 +195,8 @@ impl BackgroundService for KubernetesDiscovery {
                     namespace.clone(),
                     services.clone(),
                 ));
-                watches.insert(namespace, NamespaceWatch { services, handle });
+                let feeds = feeds.remove(&namespace).unwrap_or_default();
+                watches.insert(namespace, NamespaceWatch { feeds, handle });
             }
             applied_generation = snapshot.generation;
             pending = false;

@@ -12,7 +12,7 @@ mod snapshot;
 
 use crate::compile::{compile, Compiled, Offered};
 use crate::lifecycle::Lifecycle;
-use crate::model::{EndpointConfig, EndpointSource, Fragment, ListenerConfig};
+use crate::model::{EndpointConfig, EndpointSource, Fragment, ListenerConfig, Rejected};
 use crate::observe::metrics::METRICS;
 use crate::sockets;
 use crate::sources::file::{self, ConfigErrors, FileConfig};
@@ -255,21 +255,6 @@ impl State {
                 errors.join("; ")
             )));
         }
-        // Forget what was discovered for upstreams that are gone or no longer discovered, so
-        // one re-added later starts from its own first sync, not from stale endpoints.
-        let discovered_upstreams: HashSet<String> = compiled
-            .config
-            .upstreams
-            .iter()
-            .filter(|u| matches!(u.source, EndpointSource::Kubernetes(_)))
-            .map(|u| u.name.clone())
-            .collect();
-        inputs
-            .discovered
-            .retain(|name, _| discovered_upstreams.contains(name));
-        inputs
-            .synced
-            .retain(|name| discovered_upstreams.contains(name));
         Ok(self.apply(inputs, compiled, &previous))
     }
 
@@ -281,7 +266,7 @@ impl State {
         source: &str,
         key: &str,
         fragment: Option<Fragment>,
-    ) -> (u64, Option<crate::model::Rejected>) {
+    ) -> (u64, Option<Rejected>) {
         let mut inputs = self.lock_rebuild();
         let fragments = inputs.fragments.entry(source.to_string()).or_default();
         let origin = fragment.as_ref().map(|f| f.origin.clone());
@@ -295,11 +280,6 @@ impl State {
             .iter()
             .find(|r| r.source == source && Some(&r.origin) == origin.as_ref())
             .cloned();
-        if let Some(rejected) = &rejected {
-            for problem in &rejected.problems {
-                log::warn!("{source} fragment rejected: {problem}");
-            }
-        }
         let previous = self.current.load_full();
         (self.apply(inputs, compiled, &previous), rejected)
     }
@@ -308,10 +288,26 @@ impl State {
     /// from it (certificates, pooled connections to removed endpoints).
     fn apply(
         &self,
-        inputs: MutexGuard<'_, Inputs>,
+        mut inputs: MutexGuard<'_, Inputs>,
         compiled: Compiled,
         previous: &Snapshot,
     ) -> u64 {
+        // Forget what was discovered for upstreams that are gone or no longer discovered, so
+        // one re-added later starts from its own first sync, not from stale endpoints.
+        let discovered_upstreams: HashSet<&str> = compiled
+            .config
+            .upstreams
+            .iter()
+            .filter(|u| matches!(u.source, EndpointSource::Kubernetes(_)))
+            .map(|u| u.name.as_str())
+            .collect();
+        inputs
+            .discovered
+            .retain(|name, _| discovered_upstreams.contains(name.as_str()));
+        inputs
+            .synced
+            .retain(|name| discovered_upstreams.contains(name.as_str()));
+        log_rejections(&previous.rejected, &compiled.rejected);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let snapshot = Snapshot::build(
             compiled,
@@ -499,6 +495,26 @@ fn same_listeners(a: &[ListenerConfig], b: &[ListenerConfig]) -> bool {
             };
             a == *b
         })
+}
+
+/// Logs the fragments that are rejected now and were not before (a fragment set, or one an
+/// older claim or a reload displaced), and those accepted again.
+fn log_rejections(before: &[Rejected], now: &[Rejected]) {
+    let key = |r: &Rejected| (r.source.clone(), r.origin.clone());
+    let was: HashSet<_> = before.iter().map(key).collect();
+    let is: HashSet<_> = now.iter().map(key).collect();
+    for rejected in now.iter().filter(|r| !was.contains(&key(r))) {
+        for problem in &rejected.problems {
+            log::warn!("{} fragment rejected: {problem}", rejected.source);
+        }
+    }
+    for accepted in before.iter().filter(|r| !is.contains(&key(r))) {
+        log::info!(
+            "{} fragment {} no longer rejected",
+            accepted.source,
+            accepted.origin
+        );
+    }
 }
 
 /// Sets `sluice_config_rejected_fragments{source}` from the rejections of `snapshot`.

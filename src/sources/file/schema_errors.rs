@@ -12,10 +12,12 @@ use super::location::PositionIndex;
 use super::schema::RawConfig;
 use super::ConfigError;
 use serde_yaml::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// At most this many schema errors are collected from one file.
 const MAX_ERRORS: usize = 50;
+/// At most this many passes of serde over one file (a repair may take three).
+const MAX_PASSES: usize = 4 * MAX_ERRORS;
 
 /// One step of a key path: a mapping key or a sequence index.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,25 +26,15 @@ enum Step {
     Index(usize),
 }
 
-/// Splits `listeners[0].tls.certificates[1]` into steps.
-fn steps(path: &str) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for part in path.split('.').filter(|p| !p.is_empty() && *p != ".") {
-        let (key, mut rest) = match part.find('[') {
-            Some(at) => (&part[..at], &part[at..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            steps.push(Step::Key(key.to_string()));
-        }
-        while let Some(close) = rest.find(']') {
-            if let Ok(index) = rest[1..close].parse() {
-                steps.push(Step::Index(index));
-            }
-            rest = &rest[close + 1..];
-        }
-    }
-    steps
+/// The steps of a serde path (enum variants and unknown segments name no node).
+fn steps(path: &serde_path_to_error::Path) -> Vec<Step> {
+    path.iter()
+        .filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn render(steps: &[Step]) -> String {
@@ -174,11 +166,11 @@ pub(super) fn deserialize(
         document,
         dropped: HashMap::new(),
     };
-    let mut errors = Vec::new();
-    // Original key paths repaired so far: an error there again is the repair's doing.
-    let mut repaired: HashSet<String> = HashSet::new();
-    loop {
-        let steps = steps(&error.path().to_string());
+    let mut errors: Vec<ConfigError> = Vec::new();
+    // Repairs made at each original key path: an error there again is the repair's doing.
+    let mut repairs_at: HashMap<String, u32> = HashMap::new();
+    for _ in 0..MAX_PASSES {
+        let steps = steps(error.path());
         let original = repairs.original(&steps);
         let message = clean(&error.inner().to_string());
         let missing = message
@@ -189,13 +181,9 @@ pub(super) fn deserialize(
             Some(field) => render(&[original.clone(), vec![Step::Key(field.clone())]].concat()),
             None => render(&original),
         };
-        if !repaired.insert(target.clone()) {
-            // Repaired before and still wrong: a second repair would not end.
-            break;
-        }
-        let caused_by_a_repair =
-            missing.is_some() && errors.iter().any(|e: &ConfigError| e.key_path == target);
-        if !caused_by_a_repair {
+        let repaired_before = repairs_at.get(&target).copied().unwrap_or(0);
+        repairs_at.insert(target.clone(), repaired_before + 1);
+        if repaired_before == 0 {
             let key_path = render(&original);
             errors.push(ConfigError {
                 file: file.to_string(),
@@ -204,9 +192,19 @@ pub(super) fn deserialize(
                 message,
             });
         }
-        let fixed = match &missing {
-            Some(field) => repairs.fill(&steps, field),
-            None => repairs.remove(&steps, &original),
+        let fixed = match (&missing, repaired_before) {
+            // A placeholder of the wrong type, or a removed key that is required: drop the
+            // item that holds it (the document shrinks, so this ends).
+            (Some(_), 1..) => repairs.remove(&steps, &original),
+            (None, 2..) => {
+                let (parent, original_parent) = (
+                    &steps[..steps.len().saturating_sub(1)],
+                    &original[..original.len().saturating_sub(1)],
+                );
+                repairs.remove(parent, original_parent)
+            }
+            (Some(field), 0) => repairs.fill(&steps, field),
+            (None, _) => repairs.remove(&steps, &original),
         };
         if !fixed || errors.len() >= MAX_ERRORS {
             break;
@@ -272,6 +270,34 @@ mod tests {
             "{errors:#?}"
         );
         assert!(errors[1].starts_with("t.yaml:5:8: listeners[1].x: unknown field `x`"));
+    }
+
+    #[test]
+    fn keys_that_look_like_paths_are_no_problem() {
+        let errors = errors_of("\"foo[1]]\": 1\n\"a.b[x\": 2\nlisteners: []\n");
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+    }
+
+    #[test]
+    fn a_required_key_of_the_wrong_type_does_not_hide_later_errors() {
+        let errors = errors_of(
+            "routes:\n  - { name: r, listener: web, upstream: u, rate_limit: { burst: 5 } }\n\
+             listeners:\n  - { name: web, listen: \"127.0.0.1:1\", tls: { certificates: x } }\n\
+             upstreams:\n  - { name: u, kubernetes: { namespace: n, service: s, port: [80] } }\n\
+             \x20 - { name: v, typo: 1 }\n",
+        );
+        let expected = [
+            "routes[0].rate_limit: missing field `requests_per_second`",
+            "listeners[0].tls.certificates: invalid type",
+            "upstreams[0].kubernetes.port:",
+            "upstreams[1].typo: unknown field",
+        ];
+        for wanted in expected {
+            assert!(
+                errors.iter().any(|e| e.contains(wanted)),
+                "{wanted}: {errors:#?}"
+            );
+        }
     }
 
     #[test]

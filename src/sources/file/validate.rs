@@ -190,7 +190,14 @@ pub(super) fn validate(
     let listeners: Vec<ListenerConfig> = listeners.into_iter().flatten().collect();
     let typed_upstreams: Vec<UpstreamConfig> = upstreams.into_iter().flatten().collect();
     let mut fragment = Fragment::new(check.origin(""), None);
-    fragment.routes = routes;
+    // A route with an invalid host or path was built without it, so it would claim every
+    // host or path in its place: its claims are not reported (its own errors are).
+    let unmatchable: Vec<Origin> = routes
+        .iter()
+        .filter(|(_, matchable)| !matchable)
+        .map(|(route, _)| route.origin.clone())
+        .collect();
+    fragment.routes = routes.into_iter().map(|(route, _)| route).collect();
     fragment.upstreams = typed_upstreams;
     // Upstreams with errors of their own are still known by name and protocol, so routes
     // naming them do not get a second, misleading error.
@@ -211,6 +218,10 @@ pub(super) fn validate(
     }
     if let Err(problems) = compiler.admit(&fragment) {
         for problem in problems {
+            let a_claim = problem.field.starts_with("paths");
+            if a_claim && unmatchable.contains(&problem.origin) {
+                continue;
+            }
             let key_path = problem.key_path();
             let known = check
                 .errors
@@ -953,7 +964,9 @@ fn parse_status_range(text: &str) -> Option<(u16, u16)> {
     ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
 }
 
-fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
+/// The routes of the file, each with whether its hosts and paths are all valid (a route
+/// with an invalid one must not claim "every host" or "every path" in their place).
+fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)> {
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, route) in raw.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
@@ -989,8 +1002,10 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
             })
         });
 
+        let errors_before = check.errors.len();
         let hosts = check_hosts(check, &at, &route.hosts);
         let paths = check_paths(check, &at, &route.paths);
+        let matchable = check.errors.len() == errors_before;
         let timeouts = check_timeouts(check, &format!("{at}.timeouts"), &route.timeouts);
         let max_body_size = check
             .size(&format!("{at}.max_body_size"), &route.max_body_size)
@@ -1005,20 +1020,23 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<RouteConfig> {
                 ),
             );
         }
-        routes.push(RouteConfig {
-            name: route.name.clone(),
-            origin: check.origin(&at),
-            listener: route.listener.clone(),
-            hosts,
-            paths,
-            upstream: route.upstream.clone(),
-            timeouts,
-            rate_limit,
-            body: BodyPolicy {
-                buffering: route.request_buffering,
-                max_size: (max_body_size > 0).then_some(max_body_size),
+        routes.push((
+            RouteConfig {
+                name: route.name.clone(),
+                origin: check.origin(&at),
+                listener: route.listener.clone(),
+                hosts,
+                paths,
+                upstream: route.upstream.clone(),
+                timeouts,
+                rate_limit,
+                body: BodyPolicy {
+                    buffering: route.request_buffering,
+                    max_size: (max_body_size > 0).then_some(max_body_size),
+                },
             },
-        });
+            matchable,
+        ));
     }
     routes
 }
@@ -1139,6 +1157,18 @@ mod tests {
         assert_eq!(route.body, built.body);
         assert_eq!(route.timeouts, built.timeouts);
         assert!(route.rate_limit.is_none() && built.rate_limit.is_none());
+    }
+
+    #[test]
+    fn an_invalid_path_claims_nothing_in_its_place() {
+        let errors = errors_of(
+            "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n\
+             routes:\n  - { name: all, listener: web, upstream: app }\n\
+             \x20 - { name: api, listener: web, upstream: app, paths: [{ prefix: api }] }\n\
+             upstreams: [{ name: app, endpoints: [\"127.0.0.1:2\"] }]\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].contains("routes[1].paths[0].prefix: must start with /"));
     }
 
     #[test]

@@ -8,8 +8,12 @@
 //! the others go live: one team's bad object never blocks another team's change. So a
 //! conflict is always lost by the later claim, and reported on it.
 //!
-//! Checks on single values (durations, ranges, templates) are the sources' (they parse);
-//! checks across items live here, once, for every source.
+//! Limits of single values (ranges, counts, the ring size) are checked here for every
+//! fragment, with the rules in [`values`] that the config file's own checks use too; parsing
+//! (durations, addresses, templates) is each source's. Checks across items live here, once,
+//! for every source.
+
+pub mod values;
 
 use crate::model::{
     Config, Fragment, ListenerConfig, ListenerProtocol, Origin, PathMatch, Problem, Rejected,
@@ -137,6 +141,13 @@ impl Compiler {
         let mut problems = Vec::new();
         let mut claims = Claims::default();
         for upstream in &fragment.upstreams {
+            for (field, message) in values::upstream(upstream) {
+                problems.push(Problem {
+                    origin: upstream.origin.clone(),
+                    field,
+                    message,
+                });
+            }
             if upstream.name.is_empty() {
                 continue;
             }
@@ -163,6 +174,13 @@ impl Compiler {
             }
         }
         for route in &fragment.routes {
+            for (field, message) in values::route(route) {
+                problems.push(Problem {
+                    origin: route.origin.clone(),
+                    field,
+                    message,
+                });
+            }
             self.check_route(route, &mut claims, &mut problems);
         }
         for certificate in &fragment.certificates {
@@ -352,4 +370,85 @@ impl Compiler {
 /// ` by ORIGIN` when the claim has one.
 fn by(origin: Option<&Origin>) -> String {
     origin.map(|o| format!(" by {o}")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EndpointConfig, EndpointSource, RouteConfig, UpstreamConfig};
+    use std::net::SocketAddr;
+
+    fn listener() -> ListenerConfig {
+        let text = "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n";
+        crate::sources::file::parse(std::path::Path::new("t.yaml"), text)
+            .map(|file| file.settings.listeners[0].clone())
+            .expect("valid listener")
+    }
+
+    fn object(name: &str, created: i64, upstream: UpstreamConfig) -> Fragment {
+        let origin = Origin::object("Test", "default", name);
+        let mut fragment = Fragment::new(origin.clone(), Some(created));
+        let mut route = RouteConfig::new(name, origin, "web", &upstream.name);
+        route.paths = vec![PathMatch::Prefix(format!("/{name}"))];
+        fragment.routes.push(route);
+        fragment.upstreams.push(upstream);
+        fragment
+    }
+
+    fn upstream(name: &str) -> UpstreamConfig {
+        let address: SocketAddr = ([127, 0, 0, 1], 2).into();
+        UpstreamConfig::new(
+            name,
+            Origin::object("Test", "default", name),
+            EndpointSource::Static,
+            vec![EndpointConfig {
+                address,
+                weight: 1,
+                terminating: false,
+            }],
+        )
+    }
+
+    #[test]
+    fn value_limits_hold_for_every_source() {
+        let listeners = [listener()];
+        let mut compiler = Compiler::new(&listeners);
+        let mut bad = upstream("bad");
+        bad.retry.attempts = 50;
+        bad.hash_points = 0;
+        let problems = compiler
+            .admit(&object("bad", 1, bad))
+            .expect_err("out of range");
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["retry.attempts", "hash_points"], "{problems:?}");
+        assert!(compiler.admit(&object("good", 1, upstream("good"))).is_ok());
+    }
+
+    #[test]
+    fn precedence_not_arrival_decides_a_conflict() {
+        let settings = crate::sources::file::parse(
+            std::path::Path::new("t.yaml"),
+            "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n",
+        )
+        .expect("valid")
+        .settings;
+        let mut newer = object("newer", 200, upstream("u-newer"));
+        let mut older = object("older", 100, upstream("u-older"));
+        newer.routes[0].paths = vec![PathMatch::Prefix("/same".into())];
+        older.routes[0].paths = vec![PathMatch::Prefix("/same".into())];
+        for order in [[&newer, &older], [&older, &newer]] {
+            let offered: Vec<Offered> = order
+                .iter()
+                .map(|f| Offered {
+                    source: "test".into(),
+                    fragment: Arc::new((*f).clone()),
+                })
+                .collect();
+            let compiled = compile(&settings, &offered);
+            assert_eq!(compiled.rejected.len(), 1);
+            assert_eq!(compiled.rejected[0].origin.name(), "default/newer");
+            assert_eq!(compiled.config.routes.len(), 1);
+            assert_eq!(compiled.config.routes[0].name, "older");
+        }
+    }
 }

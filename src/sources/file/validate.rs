@@ -6,15 +6,13 @@
 use super::location::PositionIndex;
 use super::schema::*;
 use super::*;
+use crate::compile::values;
 use crate::model::*;
 use crate::tls::LoadedCertificate;
 use regex::Regex;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// The largest body a route may buffer in memory.
-const MAX_BUFFERED_BODY: u64 = 64 << 20;
 
 /// Collects errors with their positions while checking.
 struct Checker<'a> {
@@ -223,10 +221,8 @@ pub(super) fn validate(
                 continue;
             }
             let key_path = problem.key_path();
-            let known = check
-                .errors
-                .iter()
-                .any(|e| e.key_path == key_path && e.message == problem.message);
+            // The file's own check of a value said it first, and more precisely.
+            let known = check.errors.iter().any(|e| e.key_path == key_path);
             if !known {
                 check.error(&key_path, problem.message);
             }
@@ -591,25 +587,16 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                 }
                 (_, None) => None,
             };
-            if upstream.hash_points == 0 || upstream.hash_points > 10_000 {
-                check.error(&format!("{at}.hash_points"), "must be between 1 and 10000");
+            if let Some(message) = values::hash_points(upstream.hash_points) {
+                check.error(&format!("{at}.hash_points"), message);
             } else if upstream.balance == BalancePolicy::ConsistentHash {
                 let total_weight: u64 = endpoints
                     .iter()
                     .flat_map(|(_, list)| list.iter())
                     .map(|e| u64::from(e.weight))
                     .sum();
-                let points = total_weight * u64::from(upstream.hash_points);
-                if points > MAX_RING_POINTS {
-                    check.error(
-                        &format!("{at}.hash_points"),
-                        format!(
-                            "the consistent-hash ring would have {points} points (total weight \
-                             {total_weight} × hash_points {}), over the limit of \
-                             {MAX_RING_POINTS} (32 MiB): lower hash_points or the weights",
-                            upstream.hash_points
-                        ),
-                    );
+                if let Some(message) = values::ring_size(total_weight, upstream.hash_points) {
+                    check.error(&format!("{at}.hash_points"), message);
                 }
             }
 
@@ -627,8 +614,8 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
             }
             let tls = check_upstream_tls(check, &at, upstream);
             let is_h2 = matches!(upstream.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2);
-            if upstream.max_streams == Some(0) {
-                check.error(&format!("{at}.max_streams"), "must be at least 1");
+            if let Some(message) = upstream.max_streams.and_then(values::at_least_one) {
+                check.error(&format!("{at}.max_streams"), message);
             } else if upstream.max_streams.is_some() && !is_h2 {
                 check.error(
                     &format!("{at}.max_streams"),
@@ -656,14 +643,11 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
             let timeouts = Timeouts::DEFAULT.with_overrides(&overrides);
 
             let retry = &upstream.retry;
-            if retry.attempts == 0 || retry.attempts > 10 {
-                check.error(&format!("{at}.retry.attempts"), "must be between 1 and 10");
+            if let Some(message) = values::attempts(retry.attempts) {
+                check.error(&format!("{at}.retry.attempts"), message);
             }
-            if retry.budget_percent > 100 {
-                check.error(
-                    &format!("{at}.retry.budget_percent"),
-                    "must be between 0 and 100",
-                );
+            if let Some(message) = values::percent(retry.budget_percent) {
+                check.error(&format!("{at}.retry.budget_percent"), message);
             }
             Some(UpstreamConfig {
                 name: upstream.name.clone(),
@@ -783,11 +767,8 @@ fn check_endpoints(
                         (format!("{at}.endpoints[{j}].address"), &w.address, w.weight)
                     }
                 };
-                if weight == 0 {
-                    check.error(
-                        &format!("{at}.endpoints[{j}].weight"),
-                        "weight 0 is not allowed; remove the endpoint instead",
-                    );
+                if let Some(message) = values::weight(weight) {
+                    check.error(&format!("{at}.endpoints[{j}].weight"), message);
                 } else if weight > 1000 {
                     check.error(
                         &format!("{at}.endpoints[{j}].weight"),
@@ -939,11 +920,8 @@ fn check_health(
         valid = false;
     }
     let panic_threshold_percent = health.panic_threshold_percent.unwrap_or(50);
-    if panic_threshold_percent > 100 {
-        check.error(
-            &format!("{at}.health.panic_threshold_percent"),
-            "must be between 0 and 100",
-        );
+    if let Some(message) = values::percent(panic_threshold_percent) {
+        check.error(&format!("{at}.health.panic_threshold_percent"), message);
         valid = false;
     }
     valid.then_some((
@@ -1010,7 +988,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
         let max_body_size = check
             .size(&format!("{at}.max_body_size"), &route.max_body_size)
             .unwrap_or_default();
-        if route.request_buffering && !(1..=MAX_BUFFERED_BODY).contains(&max_body_size) {
+        if route.request_buffering && !(1..=values::MAX_BUFFERED_BODY).contains(&max_body_size) {
             check.error(
                 &format!("{at}.max_body_size"),
                 format!(

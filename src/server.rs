@@ -273,11 +273,11 @@ fn add_serving_services(
     // Background work gets one thread each, so it cannot take both cores from the proxy.
     let mut discovery = background_service(
         "kubernetes discovery",
-        KubernetesDiscovery::new(state.clone()),
+        KubernetesDiscovery::new(state.endpoints_publisher()),
     );
     discovery.threads = Some(1);
     server.add_service(discovery);
-    let mut checker = background_service("health checker", HealthChecker::new(state.clone()));
+    let mut checker = background_service("health checker", HealthChecker::new(state.subscribe()));
     checker.threads = Some(1);
     server.add_service(checker);
     Ok(())

@@ -18,7 +18,7 @@
 
 use crate::model::{ActiveCheck, Probe, Timeouts};
 use crate::observe::metrics::METRICS;
-use crate::state::State;
+use crate::state::Snapshots;
 use crate::upstream::health::{now_ms, Transition};
 use crate::upstream::Upstream;
 use async_trait::async_trait;
@@ -49,13 +49,14 @@ const MAX_GRPC_ANSWER: usize = 1024;
 
 /// Runs the active checks of every upstream of the current snapshot.
 pub struct HealthChecker {
-    state: Arc<State>,
+    /// The published snapshots: all the checker reads.
+    snapshots: Snapshots,
 }
 
 impl HealthChecker {
-    /// A checker of `state`'s upstreams.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+    /// A checker of the upstreams of the `snapshots` published.
+    pub fn new(snapshots: Snapshots) -> Self {
+        Self { snapshots }
     }
 }
 
@@ -78,9 +79,9 @@ impl BackgroundService for HealthChecker {
         crate::priority::lower_current_thread();
         let mut tasks: HashMap<(String, SocketAddr), CheckTask> = HashMap::new();
         let connector = check_connector();
-        let mut snapshots = self.state.subscribe();
+        let mut snapshots = self.snapshots.clone();
         let mut snapshot = snapshots.borrow_and_update().clone();
-        reconcile(&self.state, &connector, &snapshot.upstreams, &mut tasks);
+        reconcile(&snapshots, &connector, &snapshot.upstreams, &mut tasks);
         let mut ticker = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -90,7 +91,7 @@ impl BackgroundService for HealthChecker {
                         break;
                     }
                     snapshot = snapshots.borrow_and_update().clone();
-                    reconcile(&self.state, &connector, &snapshot.upstreams, &mut tasks);
+                    reconcile(&snapshots, &connector, &snapshot.upstreams, &mut tasks);
                     continue;
                 }
                 _ = ticker.tick() => {}
@@ -124,7 +125,7 @@ impl BackgroundService for HealthChecker {
 /// Starts, keeps or stops check tasks so that exactly the snapshot's endpoints with active
 /// checks have one, with the current settings.
 fn reconcile(
-    state: &Arc<State>,
+    snapshots: &Snapshots,
     connector: &Arc<Connector>,
     upstreams: &[Arc<Upstream>],
     tasks: &mut HashMap<(String, SocketAddr), CheckTask>,
@@ -158,7 +159,7 @@ fn reconcile(
             continue;
         }
         let handle = tokio::spawn(run_checks(
-            state.clone(),
+            snapshots.clone(),
             connector.clone(),
             key.0.clone(),
             key.1,
@@ -178,7 +179,7 @@ fn reconcile(
 
 /// Checks one endpoint forever (until aborted).
 async fn run_checks(
-    state: Arc<State>,
+    snapshots: Snapshots,
     connector: Arc<Connector>,
     upstream: String,
     address: SocketAddr,
@@ -196,7 +197,7 @@ async fn run_checks(
         };
         tokio::time::sleep(delay).await;
         let peer = {
-            let snapshot = state.snapshot();
+            let snapshot = snapshots.borrow().clone();
             let Some(current) = snapshot.upstreams.iter().find(|u| u.name() == upstream) else {
                 return;
             };
@@ -214,7 +215,7 @@ async fn run_checks(
             first = false;
             tokio::time::sleep(random_fraction_of(check.interval)).await;
         }
-        let snapshot = state.snapshot();
+        let snapshot = snapshots.borrow().clone();
         let Some(current) = snapshot.upstreams.iter().find(|u| u.name() == upstream) else {
             return;
         };

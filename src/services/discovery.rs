@@ -13,7 +13,7 @@
 use crate::model::{EndpointSource, KubernetesClient, UpstreamConfig};
 use crate::observe::metrics::METRICS;
 use crate::sources::kubernetes::endpoint_slices::{endpoints_of, service_of, SERVICE_NAME_LABEL};
-use crate::state::State;
+use crate::state::EndpointsPublisher;
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,7 +25,6 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rand::Rng;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -69,12 +68,12 @@ impl Backoff {
 
 /// Watches EndpointSlices for every kubernetes upstream of the running config.
 pub struct KubernetesDiscovery {
-    state: Arc<State>,
+    state: EndpointsPublisher,
 }
 
 impl KubernetesDiscovery {
-    /// Discovery feeding `state`.
-    pub fn new(state: Arc<State>) -> Self {
+    /// Discovery feeding the endpoints of `state`'s discovered upstreams.
+    pub fn new(state: EndpointsPublisher) -> Self {
         Self { state }
     }
 }
@@ -247,7 +246,7 @@ async fn make_client(settings: Option<&KubernetesClient>) -> Result<Client, Stri
 
 /// Watches the slices of `services` in `namespace` until aborted.
 async fn watch_namespace(
-    state: Arc<State>,
+    state: EndpointsPublisher,
     client: Client,
     namespace: String,
     services: BTreeSet<String>,
@@ -361,7 +360,12 @@ impl SliceIndex {
 
 /// Recomputes the endpoints of the upstreams of `service` (all services when `None`) in
 /// `namespace` and swaps them in.
-fn publish(state: &State, namespace: &str, slices: &SliceIndex, service: Option<&str>) {
+fn publish(
+    state: &EndpointsPublisher,
+    namespace: &str,
+    slices: &SliceIndex,
+    service: Option<&str>,
+) {
     let snapshot = state.snapshot();
     let publish_one = |upstream: &UpstreamConfig| {
         let EndpointSource::Kubernetes(source) = &upstream.source else {
@@ -397,7 +401,7 @@ fn publish(state: &State, namespace: &str, slices: &SliceIndex, service: Option<
 }
 
 /// Counts a discovery error for the kubernetes upstreams of `namespace` (all when `None`).
-fn count_errors(state: &State, namespace: Option<&str>) {
+fn count_errors(state: &EndpointsPublisher, namespace: Option<&str>) {
     for upstream in &state.snapshot().config.upstreams {
         if let EndpointSource::Kubernetes(source) = &upstream.source {
             if namespace.is_none_or(|n| n == source.namespace) {

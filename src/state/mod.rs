@@ -123,6 +123,34 @@ impl Inputs {
     }
 }
 
+/// A follower of the published snapshots: `borrow()` is the current one, `changed()` waits
+/// for the next. The handle the health checker gets.
+pub type Snapshots = watch::Receiver<Arc<Snapshot>>;
+
+/// The handle discovery gets: it follows the snapshots and sets the endpoints of discovered
+/// upstreams, and can do nothing else to the process.
+#[derive(Clone)]
+pub struct EndpointsPublisher {
+    state: Arc<State>,
+}
+
+impl EndpointsPublisher {
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.snapshot()
+    }
+
+    /// A follower of the snapshots published from now on.
+    pub fn subscribe(&self) -> Snapshots {
+        self.state.subscribe()
+    }
+
+    /// See [`State::set_discovered`].
+    pub fn set_discovered(&self, upstream: &str, endpoints: Vec<EndpointConfig>) {
+        self.state.set_discovered(upstream, endpoints);
+    }
+}
+
 /// The process's current snapshot and readiness.
 pub struct State {
     current: ArcSwap<Snapshot>,
@@ -199,8 +227,15 @@ impl State {
     }
 
     /// A receiver of every new snapshot (its first `changed()` waits for the next one).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+    pub fn subscribe(&self) -> Snapshots {
         self.published.subscribe()
+    }
+
+    /// The narrow handle discovery needs.
+    pub fn endpoints_publisher(self: &Arc<Self>) -> EndpointsPublisher {
+        EndpointsPublisher {
+            state: self.clone(),
+        }
     }
 
     /// Re-reads the config file and swaps it in; on any error the running snapshot stays.

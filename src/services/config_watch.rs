@@ -49,22 +49,23 @@ impl Reloader {
     }
 }
 
-/// Re-reads `path` into `state`, logging and counting the outcome.
+/// Re-reads `path` into `state`, logging and counting the outcome. The line is written
+/// before the count moves, so whoever sees the count can read the line.
 fn reload(state: &State, path: &Path, trigger: &str) {
     match state.reload() {
         Ok(generation) => {
-            METRICS.config_reloads.with_label_values(&["ok"]).inc();
-            metrics::config_loaded();
             log::info!(
                 "config reloaded ({trigger}): {} is generation {generation}",
                 path.display()
             );
+            metrics::config_loaded();
+            METRICS.config_reloads.with_label_values(&["ok"]).inc();
         }
         Err(e) => {
-            METRICS.config_reloads.with_label_values(&["error"]).inc();
             log::error!(
                 "config reload ({trigger}) rejected; still serving the previous config:\n{e}"
             );
+            METRICS.config_reloads.with_label_values(&["error"]).inc();
         }
     }
 }

@@ -123,8 +123,15 @@ fn unary_and_server_streaming_calls_pass_with_trailers_and_deadline() {
     });
 }
 
+/// Concurrent calls all succeed over pooled HTTP/2 connections, and once the burst is over,
+/// later calls ride the pooled connections instead of opening new ones.
+///
+/// How many connections the burst opens is not asserted: Pingora takes an HTTP/2
+/// connection out of its pool while it opens a stream on it, and a call arriving in that
+/// moment opens a connection of its own (a false negative its connector documents and
+/// accepts). How many do depends on scheduling: 2 to 25 for 200 calls on 2 busy cores.
 #[test]
-fn concurrent_calls_share_few_upstream_connections() {
+fn concurrent_calls_share_pooled_upstream_connections() {
     let backend = GrpcBackend::start();
     let web = listen_address();
     let _sluice = Sluice::start(&grpc_config(
@@ -135,7 +142,7 @@ fn concurrent_calls_share_few_upstream_connections() {
         ),
     ));
     const CALLS: usize = 200;
-    runtime().block_on(async {
+    let after_burst = runtime().block_on(async {
         let client = grpc::client(web).await;
         let mut warm = client.clone();
         grpc::unary(&mut warm, "warm-up", None)
@@ -152,14 +159,21 @@ fn concurrent_calls_share_few_upstream_connections() {
             }
         });
         futures::future::join_all(calls).await;
+        let after_burst = backend.accepts();
+        for i in 0..CALLS {
+            let reply = grpc::unary(&mut warm, &format!("later {i}"), None).await;
+            assert_eq!(
+                reply.expect("call"),
+                format!("echo: later {i} (grpc-timeout: none)")
+            );
+        }
+        after_burst
     });
-    let connections = backend.accepts();
-    println!("{CALLS} concurrent gRPC calls used {connections} upstream connection(s)");
-    // Concurrent calls that find no idle connection may each open one while the first is
-    // being established; with max_streams 100, 200 calls need at least 2.
-    assert!(
-        connections <= CALLS / 10,
-        "{connections} upstream connections for {CALLS} calls: streams are not shared"
+    println!("{CALLS} concurrent gRPC calls used {after_burst} upstream connection(s)");
+    assert_eq!(
+        backend.accepts(),
+        after_burst,
+        "calls after the burst opened upstream connections instead of using the pooled ones"
     );
 }
 

@@ -35,7 +35,9 @@ const MAX_ATTEMPTS: usize = 10;
 
 /// Runs sluice with the checked config `file` until it is told to stop.
 pub fn run(cli: &Cli, file: FileConfig) -> Result<(), String> {
-    let config = file.model();
+    let path = PathBuf::clone(&file.path);
+    let state = Arc::new(State::new(file));
+    let config = state.snapshot().config.clone();
     let upgrade = cli.upgrade || (cli.takeover && predecessor_running(&config));
     create_runtime_dirs(&config)?;
     if !upgrade {
@@ -89,8 +91,6 @@ pub fn run(cli: &Cli, file: FileConfig) -> Result<(), String> {
     let grace_period = config.server.grace_period;
     let drain_delay = config.server.drain_delay;
     let upgrade_sock = PathBuf::from(&config.server.upgrade_sock);
-    let path = PathBuf::clone(&file.path);
-    let state = Arc::new(State::new(file));
     METRICS.config_generation.set(1);
     metrics::init_process_series();
     add_serving_services(&mut server, &state, &config, pool_size)?;
@@ -157,7 +157,8 @@ impl InProcess {
     /// Starts serving `file` on its listeners; returns once the services are added (the
     /// listeners bind moments later: wait for `/readyz` or a connection).
     pub fn start(file: FileConfig) -> Result<Self, String> {
-        let config = file.model();
+        let state = Arc::new(State::new(file));
+        let config = state.snapshot().config.clone();
         addresses_free(&config)?;
         let conf = ServerConf {
             threads: config.server.threads,
@@ -170,7 +171,6 @@ impl InProcess {
         let pool_size = conf.upstream_keepalive_pool_size;
         let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
         server.bootstrap();
-        let state = Arc::new(State::new(file));
         state.set_reload_armed();
         state.lifecycle.arm_signals();
         add_serving_services(&mut server, &state, &config, pool_size)?;

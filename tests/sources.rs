@@ -31,39 +31,14 @@ impl Running {
     /// Starts on a config file of a listener `web`, the admin listener and `body`
     /// (routes and upstreams), and waits until it is ready.
     fn start(body: &str) -> Self {
-        let dir = ScratchDir::new();
-        let (web, admin) = (listen_address(), listen_address());
-        let path = dir.write("sluice.yaml", &Self::file_text(web, admin, body));
-        let loaded = file::load(&path).unwrap_or_else(|e| panic!("invalid test config:\n{e}"));
-        let sluice = InProcess::start(loaded).expect("starts");
-        let running = Self {
-            sluice,
-            web,
-            admin,
-            dir,
-        };
-        wait_until("readiness", READY_TIMEOUT, || {
-            running
-                .admin_get("/readyz")
-                .is_some_and(|r| r.status == 200)
-        });
-        running
+        Self::start_with_listeners(ScratchDir::new(), "", body)
     }
 
-    fn file_text(web: SocketAddr, admin: SocketAddr, body: &str) -> String {
-        format!(
-            "admin: {{ listen: \"{admin}\" }}\naccess_log: {{ path: off }}\n\
-             listeners: [{{ name: web, listen: \"{web}\" }}]\n{body}"
-        )
-    }
-
-    /// Starts with `extra_listeners` (YAML list items) besides `web`, in `dir`.
+    /// Starts with `extra_listeners` (flow-style list items, each after a comma) besides
+    /// `web`, in `dir`.
     fn start_with_listeners(dir: ScratchDir, extra_listeners: &str, body: &str) -> Self {
         let (web, admin) = (listen_address(), listen_address());
-        let text = format!(
-            "admin: {{ listen: \"{admin}\" }}\naccess_log: {{ path: off }}\n\
-             listeners:\n  - {{ name: web, listen: \"{web}\" }}\n{extra_listeners}{body}"
-        );
+        let text = Self::file_text(web, admin, extra_listeners, body);
         let path = dir.write("sluice.yaml", &text);
         let loaded = file::load(&path).unwrap_or_else(|e| panic!("invalid test config:\n{e}"));
         let running = Self {
@@ -80,10 +55,19 @@ impl Running {
         running
     }
 
+    fn file_text(web: SocketAddr, admin: SocketAddr, extra_listeners: &str, body: &str) -> String {
+        format!(
+            "admin: {{ listen: \"{admin}\" }}\naccess_log: {{ path: off }}\n\
+             listeners: [{{ name: web, listen: \"{web}\" }}{extra_listeners}]\n{body}"
+        )
+    }
+
     /// Rewrites the config file with `body` (same listeners) and reloads it, as SIGHUP does.
     fn reload(&self, body: &str) -> Result<u64, String> {
-        self.dir
-            .write("sluice.yaml", &Self::file_text(self.web, self.admin, body));
+        self.dir.write(
+            "sluice.yaml",
+            &Self::file_text(self.web, self.admin, "", body),
+        );
         self.sluice.state.reload().map_err(|e| e.to_string())
     }
 
@@ -463,8 +447,7 @@ fn a_fragment_brings_a_certificate_from_memory() {
     let sluice = Running::start_with_listeners(
         dir,
         &format!(
-            "  - name: secure\n    listen: \"{secure}\"\n    tls:\n      certificates:\n\
-             \x20       - {{ cert: {}, key: {} }}\n",
+            ", {{ name: secure, listen: \"{secure}\", tls: {{ certificates: [{{ cert: {}, key: {} }}] }} }}",
             from_file.cert_path.display(),
             from_file.key_path.display()
         ),

@@ -141,13 +141,7 @@ impl Compiler {
         let mut problems = Vec::new();
         let mut claims = Claims::default();
         for upstream in &fragment.upstreams {
-            for (field, message) in values::upstream(upstream) {
-                problems.push(Problem {
-                    origin: upstream.origin.clone(),
-                    field,
-                    message,
-                });
-            }
+            problems.extend(value_problems(&upstream.origin, values::upstream(upstream)));
             if upstream.name.is_empty() {
                 continue;
             }
@@ -174,13 +168,7 @@ impl Compiler {
             }
         }
         for route in &fragment.routes {
-            for (field, message) in values::route(route) {
-                problems.push(Problem {
-                    origin: route.origin.clone(),
-                    field,
-                    message,
-                });
-            }
+            problems.extend(value_problems(&route.origin, values::route(route)));
             self.check_route(route, &mut claims, &mut problems);
         }
         for certificate in &fragment.certificates {
@@ -365,6 +353,18 @@ impl Compiler {
             }
         }
     }
+}
+
+/// The (field, message) pairs of [`values`] as problems of the item at `origin`.
+fn value_problems<'a>(
+    origin: &'a Origin,
+    found: Vec<(String, String)>,
+) -> impl Iterator<Item = Problem> + 'a {
+    found.into_iter().map(|(field, message)| Problem {
+        origin: origin.clone(),
+        field,
+        message,
+    })
 }
 
 /// ` by ORIGIN` when the claim has one.

@@ -118,6 +118,24 @@ impl Checker<'_> {
         }
     }
 
+    /// Reports `{at}.name` if `name` is empty or already in `names`.
+    fn unique_name<'n>(
+        &mut self,
+        names: &mut HashSet<&'n str>,
+        at: &str,
+        kind: &str,
+        name: &'n str,
+    ) {
+        if name.is_empty() {
+            self.error(&format!("{at}.name"), "must not be empty");
+        } else if !names.insert(name) {
+            self.error(
+                &format!("{at}.name"),
+                format!("duplicate {kind} name {name:?}"),
+            );
+        }
+    }
+
     fn nonzero(&mut self, key_path: &str, value: u32) {
         if value == 0 {
             self.error(key_path, "must be at least 1");
@@ -329,14 +347,7 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
         .enumerate()
         .map(|(i, listener)| {
             let at = format!("listeners[{i}]");
-            if listener.name.is_empty() {
-                check.error(&format!("{at}.name"), "must not be empty");
-            } else if !names.insert(listener.name.as_str()) {
-                check.error(
-                    &format!("{at}.name"),
-                    format!("duplicate listener name {:?}", listener.name),
-                );
-            }
+            check.unique_name(&mut names, &at, "listener", &listener.name);
             let listen = check.socket_addr(&format!("{at}.listen"), &listener.listen);
             if let Some(address) = listen {
                 if !addresses.insert(address) {
@@ -553,14 +564,7 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
         .enumerate()
         .map(|(i, upstream)| {
             let at = format!("upstreams[{i}]");
-            if upstream.name.is_empty() {
-                check.error(&format!("{at}.name"), "must not be empty");
-            } else if !names.insert(upstream.name.as_str()) {
-                check.error(
-                    &format!("{at}.name"),
-                    format!("duplicate upstream name {:?}", upstream.name),
-                );
-            }
+            check.unique_name(&mut names, &at, "upstream", &upstream.name);
             let endpoints = check_endpoints(check, &at, upstream);
 
             let hash_key = match (upstream.balance, &upstream.hash_key) {

@@ -290,3 +290,32 @@ fn endpoint_removals_under_post_load_lose_nothing() {
     let total = load.finish(&[&kept, &leaving]);
     println!("10 endpoint removals under POST load: {total} POSTs, all 200, none duplicated");
 }
+
+/// `sluice_config_last_reload_success_timestamp_seconds` is set at start and moves with an
+/// accepted reload, not with a rejected one.
+#[test]
+fn the_last_successful_load_is_exported() {
+    let backend = Backend::start("a", Behavior::Echo);
+    let web = listen_address();
+    let body = single_upstream_config(web, &addresses(&[&backend]), "", "");
+    // Reloads by SIGHUP only, so each one is counted once.
+    let sluice = Sluice::start_with_server(&body, "watch_config: false");
+    let series = "sluice_config_last_reload_success_timestamp_seconds";
+    let at_start = sluice.metric(series);
+    assert!(at_start > 1.7e9, "{series} at start: {at_start}");
+
+    sluice.write_config(&body.replace("upstream: app", "upstream: nowhere"));
+    sluice.sighup();
+    sluice.wait_metric("sluice_config_reloads_total{result=\"error\"}", 1.0);
+    assert_eq!(
+        sluice.metric(series),
+        at_start,
+        "a rejected reload moved it"
+    );
+
+    sluice.write_config(&body);
+    sluice.sighup();
+    // The timestamp is set before the count moves.
+    sluice.wait_metric("sluice_config_reloads_total{result=\"ok\"}", 1.0);
+    assert!(sluice.metric(series) >= at_start);
+}

@@ -111,7 +111,7 @@ upstreams:
         (
             15,
             "routes[0].paths[2]",
-            "exactly one of prefix, exact or regex",
+            "exactly one of prefix, segment_prefix, exact or regex",
         ),
         (16, "routes[1].name", "duplicate route name"),
         (21, "upstreams[0].endpoints[1].weight", "weight 0"),

@@ -13,7 +13,7 @@
 use pingora::http::RequestHeader;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use sluice::model::{BodyPolicy, HostMatch, Origin, PathMatch, RouteConfig, TimeoutOverrides};
+use sluice::model::{HostMatch, Origin, PathMatch, RouteConfig};
 use sluice::routing::RouteTable;
 use sluice::sources::file as config;
 use sluice::upstream::hash_key::{HashKey, RequestFacts};
@@ -316,23 +316,14 @@ fn routes() -> impl Strategy<Value = Vec<(Vec<usize>, Vec<usize>)>> {
 }
 
 fn route_config(i: usize, hosts: &[usize], paths: &[usize]) -> RouteConfig {
-    RouteConfig {
-        name: format!("r{i}"),
-        origin: Origin::object("Test", "default", &format!("r{i}")),
-        listener: "web".into(),
-        hosts: hosts.iter().map(|&h| host_match(HOSTS[h])).collect(),
-        paths: paths
-            .iter()
-            .map(|&p| path_match(PATHS[p].0, PATHS[p].1))
-            .collect(),
-        upstream: "u".into(),
-        timeouts: TimeoutOverrides::default(),
-        rate_limit: None,
-        body: BodyPolicy {
-            buffering: false,
-            max_size: None,
-        },
-    }
+    let name = format!("r{i}");
+    let mut route = RouteConfig::new(&name, Origin::object("Test", "default", &name), "web", "u");
+    route.hosts = hosts.iter().map(|&h| host_match(HOSTS[h])).collect();
+    route.paths = paths
+        .iter()
+        .map(|&p| path_match(PATHS[p].0, PATHS[p].1))
+        .collect();
+    route
 }
 
 /// The documented precedence, restated without indexes or sorting.
@@ -405,8 +396,12 @@ fn routing_matches_the_reference_model() {
             let table = RouteTable::build("web", &routes);
             for host in QUERY_HOSTS {
                 for path in QUERY_PATHS {
+                    let request =
+                        RequestHeader::build("GET", path.as_bytes(), None).expect("test request");
                     prop_assert_eq!(
-                        table.find(host, path.as_bytes()),
+                        table
+                            .find(host, path.as_bytes(), &request)
+                            .map(|found| found.route),
                         reference(&routes, host, path),
                         "host {} path {} routes {:?}",
                         host,

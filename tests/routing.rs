@@ -39,7 +39,7 @@ routes:
     paths: [{{ regex: "^/api/v[0-9]+/items$" }}, {{ prefix: /api }}]
     upstream: prefix
   - {{ name: longer, listener: web, hosts: ["api.test"], paths: [{{ prefix: /api/v1 }}], upstream: longer }}
-  - {{ name: regex, listener: web, hosts: ["api.test"], paths: [{{ regex: "\\.png$" }}], upstream: regex }}
+  - {{ name: regex, listener: web, hosts: ["api.test"], paths: [{{ regex: ".*\\.png" }}], upstream: regex }}
   - {{ name: exactpath, listener: web, hosts: ["api.test"], paths: [{{ exact: /api/v1/items }}], upstream: exactpath }}
 upstreams:
 "#

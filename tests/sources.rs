@@ -189,7 +189,7 @@ fn a_bad_fragment_is_rejected_alone_with_its_origin() {
     let sluice = Running::start(&file_body(&a));
 
     let mut bad = fragment("team-x", "bad", 100, "/bad", "bad-up", c.address);
-    bad.routes[0].upstream = "nope".into();
+    bad.routes[0].backends[0].upstream = "nope".into();
     let problems = sluice.set("bad-fragment", "bad", Some(bad));
     assert_eq!(
         problems,
@@ -240,13 +240,13 @@ fn a_bad_fragment_is_rejected_alone_with_its_origin() {
     // A route may use the config file's upstreams, never another object's (whether that
     // was accepted would depend on which object is older).
     let mut borrower = fragment("team-z", "borrower", 1, "/borrow", "own-up", c.address);
-    borrower.routes[0].upstream = "good-up".into();
+    borrower.routes[0].backends[0].upstream = "good-up".into();
     let problems = sluice.set("bad-fragment", "borrower", Some(borrower.clone()));
     assert_eq!(
         problems,
         ["TestRoute team-z/borrower (generation 1): upstream: undefined upstream \"good-up\""]
     );
-    borrower.routes[0].upstream = "a".into();
+    borrower.routes[0].backends[0].upstream = "a".into();
     assert!(sluice
         .set("bad-fragment", "borrower", Some(borrower))
         .is_empty());

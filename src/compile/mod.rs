@@ -16,8 +16,7 @@
 pub mod values;
 
 use crate::model::{
-    Config, Fragment, ListenerConfig, ListenerProtocol, Origin, PathMatch, Problem, Rejected,
-    UpstreamProtocol,
+    Config, Fragment, ListenerConfig, ListenerProtocol, Origin, Problem, Rejected, UpstreamProtocol,
 };
 use crate::tls::LoadedCertificate;
 use std::collections::HashMap;
@@ -233,18 +232,48 @@ impl Compiler {
                 claims.routes.insert(&route.name, &route.origin);
             }
         }
-        // A route uses an upstream of its own fragment or of the config file: never one of
+        // A route uses upstreams of its own fragment or of the config file: never one of
         // another object, which would make acceptance depend on the objects' ages.
-        let upstream_protocol = claims
-            .upstreams
-            .get(route.upstream.as_str())
-            .map(|(protocol, _)| *protocol)
-            .or_else(|| {
-                self.upstreams
-                    .get(&route.upstream)
-                    .filter(|(_, owner)| owner.as_ref().is_none_or(Origin::is_file))
-                    .map(|(protocol, _)| *protocol)
-            });
+        let protocol_of = |name: &str| {
+            claims
+                .upstreams
+                .get(name)
+                .map(|(protocol, _)| *protocol)
+                .or_else(|| {
+                    self.upstreams
+                        .get(name)
+                        .filter(|(_, owner)| owner.as_ref().is_none_or(Origin::is_file))
+                        .map(|(protocol, _)| *protocol)
+                })
+        };
+        let single = route.backends.len() == 1;
+        let referenced: Vec<(String, &str, Option<UpstreamProtocol>)> = route
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let field = if single {
+                    "upstream".to_string()
+                } else {
+                    format!("backends[{i}].upstream")
+                };
+                (field, b.upstream.as_str())
+            })
+            .chain(
+                route
+                    .canary
+                    .iter()
+                    .map(|c| ("canary.upstream".to_string(), c.upstream.as_str())),
+            )
+            .chain(
+                route
+                    .filters
+                    .mirror
+                    .iter()
+                    .map(|m| ("mirror.upstream".to_string(), m.upstream.as_str())),
+            )
+            .map(|(field, name)| (field, name, protocol_of(name)))
+            .collect();
         let listener = self.listeners.get(route.listener.as_str()).map(|(p, _)| *p);
         match listener {
             None => problem(
@@ -254,6 +283,24 @@ impl Compiler {
             Some(ListenerProtocol::Tcp) => {
                 if !route.hosts.is_empty() || !route.paths.is_empty() {
                     problem("", "a route on a tcp listener has no hosts or paths".into());
+                }
+                let http_only = !route.conditions.is_empty()
+                    || route.backends.len() != 1
+                    || route.canary.is_some()
+                    || route.affinity.is_some()
+                    || route.filters.redirect.is_some()
+                    || route.filters.https_redirect.is_some()
+                    || route.filters.app_root.is_some()
+                    || route.filters.mirror.is_some()
+                    || route.filters.edits_request()
+                    || !route.filters.response_headers.is_empty();
+                if http_only {
+                    problem(
+                        "",
+                        "a route on a tcp listener has one upstream and no methods, headers, \
+                         query, backends, canary, affinity or filters"
+                            .into(),
+                    );
                 }
                 let first = claims
                     .tcp_routes
@@ -272,35 +319,43 @@ impl Compiler {
                         claims.tcp_routes.insert(&route.listener, &route.name);
                     }
                 }
-                if upstream_protocol.is_some_and(|p| p != UpstreamProtocol::Tcp) {
-                    problem(
-                        "upstream",
-                        format!(
-                            "upstream {:?} is not protocol: tcp; a route on a tcp listener needs one",
-                            route.upstream
-                        ),
-                    );
+                for (field, name, protocol) in &referenced {
+                    if protocol.is_some_and(|p| p != UpstreamProtocol::Tcp) {
+                        problem(
+                            field,
+                            format!(
+                                "upstream {name:?} is not protocol: tcp; a route on a tcp listener needs one"
+                            ),
+                        );
+                    }
                 }
                 if route.rate_limit.is_some() {
                     problem("rate_limit", "rate limits apply to HTTP routes only".into());
                 }
             }
             Some(ListenerProtocol::Http) => {
-                if upstream_protocol == Some(UpstreamProtocol::Tcp) {
-                    problem(
-                        "upstream",
-                        format!(
-                            "upstream {:?} is protocol: tcp; only a route on a tcp listener can use it",
-                            route.upstream
-                        ),
-                    );
+                for (field, name, protocol) in &referenced {
+                    if *protocol == Some(UpstreamProtocol::Tcp) {
+                        problem(
+                            field,
+                            format!(
+                                "upstream {name:?} is protocol: tcp; only a route on a tcp listener can use it"
+                            ),
+                        );
+                    }
                 }
             }
         }
-        if upstream_protocol.is_none() {
+        for (field, name, protocol) in &referenced {
+            if protocol.is_none() {
+                problem(field, format!("undefined upstream {name:?}"));
+            }
+        }
+        let redirects = route.filters.redirect.is_some() || route.filters.https_redirect.is_some();
+        if route.backends.is_empty() && !redirects {
             problem(
                 "upstream",
-                format!("undefined upstream {:?}", route.upstream),
+                "needs an upstream (or backends) unless it redirects".into(),
             );
         }
         // A tcp listener's route has no hosts or paths to claim.
@@ -319,19 +374,19 @@ impl Compiler {
                 .paths
                 .iter()
                 .enumerate()
-                .map(|(j, path)| {
-                    let key = match path {
-                        PathMatch::Exact(p) => format!("exact:{p}"),
-                        PathMatch::Prefix(p) => format!("prefix:{p}"),
-                        PathMatch::Regex(r) => format!("regex:{}", r.as_str()),
-                    };
-                    (format!("paths[{j}]"), key)
-                })
+                .map(|(j, path)| (format!("paths[{j}]"), path.key()))
                 .collect()
         };
         for host in &host_keys {
             for (field, path_key) in &path_keys {
-                let key = (route.listener.clone(), host.clone(), path_key.clone());
+                // Routes of one host and path with different conditions coexist; the router
+                // orders them.
+                let path_key = if route.conditions.is_empty() {
+                    path_key.clone()
+                } else {
+                    format!("{path_key} {}", route.conditions.key())
+                };
+                let key = (route.listener.clone(), host.clone(), path_key);
                 if let Some((other, _)) = claims.paths.get(&key) {
                     problem(
                         field,
@@ -375,7 +430,7 @@ fn by(origin: Option<&Origin>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EndpointConfig, EndpointSource, RouteConfig, UpstreamConfig};
+    use crate::model::{EndpointConfig, EndpointSource, PathMatch, RouteConfig, UpstreamConfig};
     use std::net::SocketAddr;
 
     fn listener() -> ListenerConfig {

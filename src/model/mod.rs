@@ -7,13 +7,19 @@
 mod fragment;
 pub mod hash_key;
 mod origin;
+mod route;
 
 pub use crate::observe::access_log::AccessLogTarget;
 use crate::tls::LoadedCertificate;
 pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected};
 pub use hash_key::HashKey;
 pub use origin::Origin;
-use regex::Regex;
+pub use route::{
+    Backend, BodyPolicy, Canary, CanaryHeader, Conditions, CookieAffinity, Filters, HeaderEdits,
+    HeaderMatch, HostMatch, HttpsRedirect, LimitKey, Mirror, PathMatch, PathRewrite, QueryMatch,
+    RateLimit, Redirect, RedirectStatus, Rewrite, RouteConfig, SameSite, TimeoutOverrides,
+    ValueMatch,
+};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -129,6 +135,8 @@ pub struct ListenerConfig {
     /// reload while the listener stays).
     pub tls: bool,
     pub requests: RequestLimits,
+    /// Answer every request with a redirect to HTTPS (ACME HTTP-01 challenges excepted).
+    pub https_redirect: Option<HttpsRedirect>,
 }
 
 /// `listeners[].requests`: limits of request heads and bodies, and path normalisation.
@@ -166,89 +174,6 @@ impl Default for PathOptions {
             escaped_slashes: EscapedSlashes::Reject,
         }
     }
-}
-
-/// What a route does with request bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyPolicy {
-    /// Read the whole body before choosing an endpoint.
-    pub buffering: bool,
-    /// Larger bodies are answered 413; `None`: no limit.
-    pub max_size: Option<u64>,
-}
-
-/// A route: which requests go to which upstream.
-#[derive(Debug, Clone)]
-pub struct RouteConfig {
-    pub name: String,
-    pub origin: Origin,
-    pub listener: String,
-    /// Empty: every host. Lower-case: sources normalise what they read.
-    pub hosts: Vec<HostMatch>,
-    /// Empty: every path (a prefix of `/`).
-    pub paths: Vec<PathMatch>,
-    pub upstream: String,
-    /// Per-route overrides of the upstream's timeouts.
-    pub timeouts: TimeoutOverrides,
-    pub rate_limit: Option<RateLimit>,
-    pub body: BodyPolicy,
-}
-
-/// `routes[].rate_limit`: requests per second per key, with a burst.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimit {
-    pub requests_per_second: u32,
-    /// Requests allowed at once above the steady rate.
-    pub burst: u32,
-    pub by: LimitKey,
-}
-
-/// What a rate limit counts separately.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LimitKey {
-    /// The whole route shares one limit.
-    Route,
-    /// Each client IP has its own.
-    ClientIp,
-    /// Each value of this request header has its own (a missing header is one more value).
-    Header(http::HeaderName),
-}
-
-/// How a route matches the request's host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostMatch {
-    /// `shop.example.com`
-    Exact(String),
-    /// `*.example.com`: any name ending in `.example.com` (any depth, as nginx).
-    Suffix(String),
-}
-
-impl HostMatch {
-    /// The host as written (lower-case): `shop.example.com`, `*.example.com`.
-    pub fn key(&self) -> String {
-        match self {
-            HostMatch::Exact(name) => name.clone(),
-            HostMatch::Suffix(suffix) => format!("*{suffix}"),
-        }
-    }
-}
-
-/// How a route matches the request's path.
-#[derive(Debug, Clone)]
-pub enum PathMatch {
-    Exact(String),
-    Prefix(String),
-    Regex(Regex),
-}
-
-/// Timeouts that a route overrides (unset fields keep the upstream's).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TimeoutOverrides {
-    pub connect: Option<Duration>,
-    pub read: Option<Duration>,
-    pub write: Option<Duration>,
-    pub total: Option<Option<Duration>>,
-    pub idle: Option<Duration>,
 }
 
 /// An upstream: a set of endpoints and how to talk to them.
@@ -470,27 +395,6 @@ impl UpstreamConfig {
             keepalive: UpstreamKeepalive::DEFAULT,
             timeouts: Timeouts::DEFAULT,
             retry: RetryPolicy::DEFAULT,
-        }
-    }
-}
-
-impl RouteConfig {
-    /// A route of every host and path of `listener` to `upstream`, with sluice's defaults:
-    /// the route a config file gets from a name, a listener and an upstream alone.
-    pub fn new(name: &str, origin: Origin, listener: &str, upstream: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            origin,
-            listener: listener.to_string(),
-            hosts: Vec::new(),
-            paths: Vec::new(),
-            upstream: upstream.to_string(),
-            timeouts: TimeoutOverrides::default(),
-            rate_limit: None,
-            body: BodyPolicy {
-                buffering: true,
-                max_size: Some(DEFAULT_MAX_BODY_SIZE),
-            },
         }
     }
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub tcp_connections: IntCounterVec,
     pub tcp_bytes: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub mirror_requests: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -178,6 +179,12 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "sluice_rate_limited_total",
             "Requests answered 429 by a route's rate limit.",
             &["route"],
+        ),
+        mirror_requests: counter(
+            "sluice_mirror_requests_total",
+            "Mirror copies of requests, by route and result (ok: answered, error, timeout, \
+             dropped: max_in_flight reached, no_endpoint, body_not_buffered).",
+            &["route", "result"],
         ),
     }
 });

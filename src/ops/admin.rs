@@ -160,9 +160,16 @@ fn model_view(snapshot: &Snapshot) -> serde_json::Value {
                 "paths": r.paths.iter().map(|p| match p {
                     PathMatch::Exact(p) => json!({ "exact": p }),
                     PathMatch::Prefix(p) => json!({ "prefix": p }),
+                    PathMatch::SegmentPrefix(p) => json!({ "segment_prefix": p }),
                     PathMatch::Regex(r) => json!({ "regex": r.as_str() }),
                 }).collect::<Vec<_>>(),
-                "upstream": r.upstream,
+                "conditions": (!r.conditions.is_empty()).then(|| r.conditions.key()),
+                "backends": r.backends.iter().map(|b| json!({
+                    "upstream": b.upstream,
+                    "weight": b.weight,
+                })).collect::<Vec<_>>(),
+                "canary": r.canary.as_ref().map(|c| c.upstream.as_str()),
+                "mirror": r.filters.mirror.as_ref().map(|m| m.upstream.as_str()),
             })
         })
         .collect();

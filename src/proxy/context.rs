@@ -3,7 +3,7 @@
 use crate::lifecycle::{OpenRequest, OpenWork};
 use crate::observe::metrics::METRICS;
 use crate::proxy::request_body::BodyMode;
-use crate::state::Snapshot;
+use crate::state::{RouteBackend, Snapshot};
 use crate::upstream::endpoint::InFlightGuard;
 use crate::upstream::retry_budget::BudgetGuard;
 use pingora_prometheus::prometheus::IntGauge;
@@ -83,6 +83,10 @@ impl Attempt {
 pub struct Routed {
     pub snapshot: Arc<Snapshot>,
     pub route: usize,
+    /// The backend (or canary) chosen for the request, with its timeouts.
+    pub backend: RouteBackend,
+    /// How much of the path the route's prefix matched (for prefix rewrites).
+    pub prefix_len: Option<usize>,
     /// Counts the request as active in the upstream's retry budget.
     pub _active: BudgetGuard,
     /// Absolute deadline from `timeouts.total`.
@@ -90,9 +94,14 @@ pub struct Routed {
 }
 
 impl Routed {
-    /// The route's upstream.
+    /// The chosen upstream.
     pub fn upstream(&self) -> &crate::upstream::Upstream {
-        &self.snapshot.upstreams[self.snapshot.routes[self.route].upstream]
+        &self.snapshot.upstreams[self.backend.upstream]
+    }
+
+    /// The model's route (filters, affinity).
+    pub fn config(&self) -> &crate::model::RouteConfig {
+        &self.snapshot.config.routes[self.route]
     }
 }
 
@@ -121,6 +130,8 @@ pub struct RequestContext {
     /// The client connection may be kept after this request (HTTP/1.1 without
     /// `Connection: close`, HTTP/1.0 with `Connection: keep-alive`, unambiguous framing).
     pub client_keepalive: bool,
+    /// The `Set-Cookie` value that pins the client to the endpoint of the last try.
+    pub affinity_cookie: Option<String>,
     /// Why sluice refused the request itself (a metric label), if it did.
     pub rejected: Option<&'static str>,
     /// How the request body is passed on.
@@ -173,6 +184,7 @@ impl RequestContext {
             grpc: false,
             tunnel: None,
             client_keepalive: true,
+            affinity_cookie: None,
             rejected: None,
             body_mode: BodyMode::Empty,
             body_bytes: 0,

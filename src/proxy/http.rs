@@ -7,11 +7,11 @@ use super::report::{self, Exchange};
 use super::request_body::{self, BodyMode};
 use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
-use super::{errors, grpc, headers};
-use crate::model::{ListenerConfig, RequestLimits};
+use super::{errors, grpc, headers, traffic};
+use crate::model::{HttpsRedirect, ListenerConfig, RequestLimits};
 use crate::observe::metrics::METRICS;
 use crate::observe::{access_log, events};
-use crate::routing::rate_limit;
+use crate::routing::{conditions, filters, rate_limit};
 use crate::state::State;
 use crate::upstream::hash_key::RequestFacts;
 use async_trait::async_trait;
@@ -36,6 +36,8 @@ pub struct HttpProxy {
     scheme: &'static str,
     /// Limits of request heads and bodies, and path normalisation.
     requests: RequestLimits,
+    /// Every request is redirected to HTTPS.
+    https_redirect: Option<HttpsRedirect>,
 }
 
 impl HttpProxy {
@@ -47,6 +49,7 @@ impl HttpProxy {
             keepalive_seconds: keepalive_seconds(listener.keepalive_timeout),
             scheme: if listener.tls { "https" } else { "http" },
             requests: listener.requests,
+            https_redirect: listener.https_redirect,
         }
     }
 }
@@ -150,17 +153,35 @@ impl ProxyHttp for HttpProxy {
             return Ok(true);
         }
 
+        if let Some(https) = &self.https_redirect {
+            let from = traffic::origin(self.scheme, &inspected.host, session.req_header());
+            if let Some((status, location)) = traffic::listener_redirect(https, &from) {
+                self.answer_redirect(session, ctx, status, &location)
+                    .await?;
+                return Ok(true);
+            }
+        }
         let snapshot = self.state.snapshot();
-        let route = snapshot
+        let found = snapshot
             .route_tables
             .get(&self.listener)
-            .and_then(|table| table.find(&inspected.host, &inspected.path));
-        let Some(route) = route else {
+            .and_then(|table| table.find(&inspected.host, &inspected.path, session.req_header()));
+        let Some(found) = found else {
             ctx.rejected = Some("no_route");
             // A 404 keeps the client connection open.
             self.answer_error(session, ctx, 404, None, false).await?;
             return Ok(true);
         };
+        let route = found.route;
+        let route_config = &snapshot.config.routes[route];
+        let from = traffic::origin(self.scheme, &inspected.host, session.req_header());
+        if let Some((status, location)) =
+            traffic::route_redirect(&route_config.filters, &from, found.prefix_len)
+        {
+            self.answer_redirect(session, ctx, status, &location)
+                .await?;
+            return Ok(true);
+        }
         let runtime_route = &snapshot.routes[route];
         if let Some(limiter) = &runtime_route.limiter {
             if let Err(wait) = limiter.admit(session.req_header(), ctx.client_ip) {
@@ -180,9 +201,16 @@ impl ProxyHttp for HttpProxy {
             self.reject(session, ctx, rejection).await?;
             return Ok(true);
         }
-        let upstream = &snapshot.upstreams[runtime_route.upstream];
+        let Some(backend) =
+            traffic::choose_backend(runtime_route, route_config, &snapshot, session.req_header())
+        else {
+            ctx.rejected = Some("no_backend");
+            self.answer_error(session, ctx, 503, None, false).await?;
+            return Ok(true);
+        };
+        let upstream = &snapshot.upstreams[backend.upstream];
         let active = upstream.retry_budget.start_request();
-        let route_deadline = runtime_route.timeouts.total.map(|t| ctx.started + t);
+        let route_deadline = backend.timeouts.total.map(|t| ctx.started + t);
         let grpc_deadline = ctx
             .grpc
             .then(|| grpc::timeout(session.req_header()))
@@ -196,7 +224,7 @@ impl ProxyHttp for HttpProxy {
             // An idle WebSocket is normal: only `timeouts.idle` ends it.
             session
                 .as_downstream_mut()
-                .set_read_timeout(Some(runtime_route.timeouts.idle));
+                .set_read_timeout(Some(backend.timeouts.idle));
         }
         // The registry exists only for the access-log line of a request the grace period cuts.
         if access_log::is_enabled() {
@@ -213,6 +241,8 @@ impl ProxyHttp for HttpProxy {
         ctx.routed = Some(Routed {
             snapshot: snapshot.clone(),
             route,
+            backend,
+            prefix_len: found.prefix_len,
             _active: active,
             deadline,
         });
@@ -262,7 +292,7 @@ impl ProxyHttp for HttpProxy {
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request was not routed"))?;
         let upstream = routed.upstream();
-        let mut timeouts = routed.snapshot.routes[routed.route].timeouts;
+        let mut timeouts = routed.backend.timeouts;
         if ctx.websocket {
             // Pingora keeps the upstream read timeout of the connect after the 101, so the
             // handshake is bounded by `idle` too.
@@ -288,7 +318,21 @@ impl ProxyHttp for HttpProxy {
         };
         let attempts = &ctx.attempts;
         let tried = |i: usize| attempts.iter().any(|a| a.endpoint == i);
-        let endpoint = upstream.pick(&facts, &tried).ok_or_else(|| {
+        let route = &routed.snapshot.routes[routed.route];
+        let picked = match (&routed.config().affinity, &route.affinity_attributes) {
+            (Some(affinity), Some(attributes)) => {
+                let cookie = conditions::cookie_value(session.req_header(), &affinity.name);
+                upstream.pick_affine(cookie, &facts, &tried).map(|pick| {
+                    ctx.affinity_cookie = pick.renew.then(|| {
+                        let address = upstream.endpoints[pick.endpoint].address;
+                        traffic::affinity_cookie(&affinity.name, attributes, address)
+                    });
+                    pick.endpoint
+                })
+            }
+            _ => upstream.pick(&facts, &tried),
+        };
+        let endpoint = picked.ok_or_else(|| {
             Error::explain(
                 ErrorType::HTTPStatus(503),
                 format!("upstream {} has no endpoint", upstream.name()),
@@ -351,11 +395,38 @@ impl ProxyHttp for HttpProxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         headers::add_forwarding(upstream_request, ctx.client_ip, self.scheme)?;
+        if let Some(routed) = &ctx.routed {
+            let route_filters = &routed.config().filters;
+            if route_filters.edits_request() {
+                filters::apply_request(route_filters, upstream_request, routed.prefix_len)?;
+            }
+            let route = &routed.snapshot.routes[routed.route];
+            if route.mirror.is_some() && ctx.attempts.len() == 1 {
+                let (body, complete) = match ctx.body_mode {
+                    BodyMode::Empty => (None, true),
+                    BodyMode::Buffer { .. } => (session.as_downstream().get_retry_buffer(), true),
+                    BodyMode::Stream { .. } => (None, false),
+                };
+                let facts = RequestFacts {
+                    header: Some(upstream_request),
+                    client_ip: ctx.client_ip,
+                    scheme: self.scheme,
+                };
+                traffic::mirror(
+                    route,
+                    &routed.snapshot,
+                    upstream_request,
+                    body,
+                    complete,
+                    &facts,
+                );
+            }
+        }
         upstream_request.insert_header(headers::ATTEMPT, ctx.attempts.len().to_string())?;
         if ctx.close_upstream_connection {
             upstream_request.insert_header("connection", "close")?;
@@ -374,6 +445,15 @@ impl ProxyHttp for HttpProxy {
         if let Some(open) = &ctx.open_request {
             open.status
                 .store(upstream_response.status.as_u16(), Ordering::Relaxed);
+        }
+        if let Some(routed) = &ctx.routed {
+            let edits = &routed.config().filters.response_headers;
+            if !edits.is_empty() {
+                filters::apply_response(edits, upstream_response)?;
+            }
+        }
+        if let Some(cookie) = &ctx.affinity_cookie {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie.as_str())?;
         }
         if session.req_header().version < http::Version::HTTP_2 {
             // Pingora writes no trailers to HTTP/1 clients: announcing them would promise
@@ -608,6 +688,25 @@ impl HttpProxy {
             session.write_response_header(header, false).await?;
             session.write_response_body(Some(body), true).await
         }
+    }
+
+    /// Answers with a redirect to `location`. The request body (if any) is not read, so an
+    /// HTTP/1 connection with one is closed after the answer.
+    async fn answer_redirect(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        status: u16,
+        location: &str,
+    ) -> Result<()> {
+        ctx.rejected = Some("redirect");
+        let mut header = ResponseHeader::build(status, Some(3))?;
+        header.insert_header(http::header::LOCATION, location)?;
+        header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        if !session.as_downstream_mut().is_body_empty() {
+            session.set_keepalive(None);
+        }
+        session.write_response_header(Box::new(header), true).await
     }
 
     /// Applies the route's body policy: refuses a declared length over the limit, sets the

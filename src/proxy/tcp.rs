@@ -17,7 +17,7 @@ use super::headers::new_request_id;
 use super::report::{attempt_records, millis};
 use crate::observe::access_log::{self, Record};
 use crate::observe::metrics::METRICS;
-use crate::state::State;
+use crate::state::{RouteBackend, State};
 use crate::upstream::hash_key::RequestFacts;
 use crate::upstream::Upstream;
 use async_trait::async_trait;
@@ -97,7 +97,12 @@ impl ServerApp for TcpProxy {
             return None;
         };
         let route = &snapshot.routes[route_index];
-        let upstream = &snapshot.upstreams[route.upstream];
+        // The compiler gives a tcp route exactly one backend.
+        let Some(&RouteBackend { upstream, timeouts }) = route.backends.first() else {
+            log.write("no_route");
+            return None;
+        };
+        let upstream = &snapshot.upstreams[upstream];
         log.route = Some(&route.name);
         log.upstream = Some(upstream.name());
         METRICS
@@ -110,11 +115,11 @@ impl ServerApp for TcpProxy {
         active.inc();
 
         let client_ip = client_address.map(|a| a.ip());
-        let ended = match connect(upstream, client_ip, route.timeouts.connect, &mut log).await {
+        let ended = match connect(upstream, client_ip, timeouts.connect, &mut log).await {
             Some((backend, endpoint)) => {
                 let _in_flight = upstream.endpoints[endpoint].state.start_request();
                 let relayed = Relay::default();
-                let outcome = relayed.run(client, backend, route.timeouts.idle).await;
+                let outcome = relayed.run(client, backend, timeouts.idle).await;
                 log.bytes_in = relayed.client_to_backend.load(Ordering::Relaxed);
                 log.bytes_out = relayed.backend_to_client.load(Ordering::Relaxed);
                 for (direction, bytes) in [("in", log.bytes_in), ("out", log.bytes_out)] {

@@ -1,21 +1,39 @@
-//! Request routing: listener → host → path → route.
+//! Request routing: listener → host → path and conditions → route.
 //!
 //! Precedence, decided once when the table is built:
 //! - host: an exact name beats the longest matching `*.suffix` wildcard, which beats routes
 //!   without hosts. Only the most specific host group that exists is searched, as nginx
 //!   picks one `server` block (a path missing there is a 404, never a fall-through to
 //!   another host's routes).
-//! - path, within that group: exact, then the longest prefix, then regexes in config order.
+//! - path, within that group, as Gateway API orders HTTPRoute matches: an exact path, then
+//!   the longest prefix (plain or segment), then regexes in config order. Among routes of
+//!   the same path, one with methods beats one without, then more header conditions win,
+//!   then more query conditions, then the order of the model (the file first, then the
+//!   oldest object). A request whose conditions fail on one path falls through to the
+//!   next: a header-matched exact route does not hide the prefix route below it.
 
+pub mod backends;
+pub mod conditions;
+pub mod filters;
 pub(crate) mod rate_limit;
 
-use crate::model::{HostMatch, PathMatch, RouteConfig};
+use crate::model::{Conditions, HostMatch, PathMatch, RouteConfig};
 use pingora::http::RequestHeader;
 use regex::Regex;
+use std::cmp::Reverse;
 use std::collections::HashMap;
 
 /// Index of a route in the snapshot's route list.
 pub type RouteId = usize;
+
+/// The route a request matched, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub route: RouteId,
+    /// Bytes of the path the route's prefix matched (for prefix rewrites); `None` when an
+    /// exact path or a regex matched.
+    pub prefix_len: Option<usize>,
+}
 
 /// The routes of one listener.
 #[derive(Debug, Default)]
@@ -26,45 +44,110 @@ pub struct RouteTable {
     any_host: Option<PathTable>,
 }
 
+/// A route with its conditions, in the order candidates of one path are tried.
+#[derive(Debug, Clone)]
+struct Candidate {
+    route: RouteId,
+    conditions: Conditions,
+}
+
+impl Candidate {
+    /// Gateway API's order among matches of the same path: methods, more headers, more
+    /// query parameters, then the model's order (the sort is stable).
+    fn rank(&self) -> (bool, Reverse<usize>, Reverse<usize>) {
+        let c = &self.conditions;
+        (
+            c.methods.is_empty(),
+            Reverse(c.headers.len()),
+            Reverse(c.query.len()),
+        )
+    }
+
+    fn admits(&self, request: &RequestHeader) -> bool {
+        self.conditions.is_empty() || conditions::admits(&self.conditions, request)
+    }
+}
+
+/// How a prefix matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrefixKind {
+    Plain,
+    Segment,
+}
+
 /// The routes of one host group.
 #[derive(Debug, Default)]
 struct PathTable {
-    exact: HashMap<Box<[u8]>, RouteId>,
-    /// Longest prefix first.
-    prefixes: Vec<(Box<[u8]>, RouteId)>,
+    exact: HashMap<Box<[u8]>, Vec<Candidate>>,
+    /// Longest prefix first, then by rank.
+    prefixes: Vec<(Box<[u8]>, PrefixKind, Candidate)>,
     /// In config order.
-    regexes: Vec<(Regex, RouteId)>,
+    regexes: Vec<(Regex, Candidate)>,
 }
 
 impl PathTable {
-    fn add(&mut self, path: &PathMatch, route: RouteId) {
+    fn add(&mut self, path: &PathMatch, candidate: Candidate) {
         match path {
-            PathMatch::Exact(p) => {
-                self.exact.entry(p.as_bytes().into()).or_insert(route);
+            PathMatch::Exact(p) => self
+                .exact
+                .entry(p.as_bytes().into())
+                .or_default()
+                .push(candidate),
+            PathMatch::Prefix(p) => {
+                self.prefixes
+                    .push((p.as_bytes().into(), PrefixKind::Plain, candidate))
             }
-            PathMatch::Prefix(p) => self.prefixes.push((p.as_bytes().into(), route)),
-            PathMatch::Regex(r) => self.regexes.push((r.clone(), route)),
+            PathMatch::SegmentPrefix(p) => {
+                let p = p.trim_end_matches('/');
+                self.prefixes
+                    .push((p.as_bytes().into(), PrefixKind::Segment, candidate))
+            }
+            PathMatch::Regex(r) => self.regexes.push((r.clone(), candidate)),
         }
     }
 
     fn finish(&mut self) {
-        // Stable sort keeps config order among equal lengths.
+        // Stable sorts keep the model's order among equals.
+        self.exact
+            .values_mut()
+            .for_each(|candidates| candidates.sort_by_key(Candidate::rank));
         self.prefixes
-            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+            .sort_by_key(|(p, _, candidate)| (Reverse(p.len()), candidate.rank()));
     }
 
-    fn find(&self, path: &[u8]) -> Option<RouteId> {
-        if let Some(route) = self.exact.get(path) {
-            return Some(*route);
+    fn find(&self, path: &[u8], request: &RequestHeader) -> Option<Found> {
+        if let Some(candidates) = self.exact.get(path) {
+            if let Some(c) = candidates.iter().find(|c| c.admits(request)) {
+                return Some(Found {
+                    route: c.route,
+                    prefix_len: None,
+                });
+            }
         }
-        if let Some((_, route)) = self.prefixes.iter().find(|(p, _)| path.starts_with(p)) {
-            return Some(*route);
+        let prefix = self.prefixes.iter().find(|(p, kind, c)| {
+            let matched = match kind {
+                PrefixKind::Plain => path.starts_with(p),
+                // `/api` takes `/api` and `/api/...`; the root (empty here) takes all.
+                PrefixKind::Segment => {
+                    path.starts_with(p) && matches!(path.get(p.len()), None | Some(b'/'))
+                }
+            };
+            matched && c.admits(request)
+        });
+        if let Some((p, _, c)) = prefix {
+            return Some(Found {
+                route: c.route,
+                prefix_len: Some(p.len()),
+            });
         }
         let path = std::str::from_utf8(path).ok()?;
         self.regexes
             .iter()
-            .find(|(r, _)| r.is_match(path))
-            .map(|(_, route)| *route)
+            .find(|(r, c)| r.is_match(path) && c.admits(request))
+            .map(|(_, c)| Found {
+                route: c.route,
+                prefix_len: None,
+            })
     }
 }
 
@@ -83,16 +166,21 @@ impl RouteTable {
             } else {
                 &route.paths
             };
+            let candidate = Candidate {
+                route: id,
+                conditions: route.conditions.clone(),
+            };
+            let add_all = |group: &mut PathTable| {
+                paths.iter().for_each(|p| group.add(p, candidate.clone()));
+            };
             if route.hosts.is_empty() {
-                let group = table.any_host.get_or_insert_with(PathTable::default);
-                paths.iter().for_each(|p| group.add(p, id));
+                add_all(table.any_host.get_or_insert_with(PathTable::default));
             }
             for host in &route.hosts {
-                let group = match host {
+                add_all(match host {
                     HostMatch::Exact(name) => table.exact_hosts.entry(name.clone()).or_default(),
                     HostMatch::Suffix(suffix) => suffixes.entry(suffix.clone()).or_default(),
-                };
-                paths.iter().for_each(|p| group.add(p, id));
+                });
             }
         }
         table.suffix_hosts = suffixes.into_iter().collect();
@@ -107,8 +195,9 @@ impl RouteTable {
         table
     }
 
-    /// The route for `host` (lower-case, no port) and `path` (without query), if any.
-    pub fn find(&self, host: &str, path: &[u8]) -> Option<RouteId> {
+    /// The route for `host` (lower-case, no port), `path` (normalised, without query) and
+    /// the rest of `request` (method, headers, query), if any.
+    pub fn find(&self, host: &str, path: &[u8], request: &RequestHeader) -> Option<Found> {
         let group = self
             .exact_hosts
             .get(host)
@@ -121,7 +210,7 @@ impl RouteTable {
                     .map(|(_, t)| t)
             })
             .or(self.any_host.as_ref())?;
-        group.find(path)
+        group.find(path, request)
     }
 }
 
@@ -150,29 +239,112 @@ fn strip_port(authority: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TimeoutOverrides;
+    use crate::model::{HeaderMatch, QueryMatch, ValueMatch};
 
     fn route(name: &str, hosts: &[&str], paths: Vec<PathMatch>) -> RouteConfig {
-        RouteConfig {
-            name: name.into(),
-            origin: crate::model::Origin::object("Test", "default", name),
-            listener: "web".into(),
-            hosts: hosts
-                .iter()
-                .map(|h| match h.strip_prefix('*') {
-                    Some(suffix) => HostMatch::Suffix(suffix.to_string()),
-                    None => HostMatch::Exact(h.to_string()),
-                })
-                .collect(),
-            paths,
-            upstream: "u".into(),
-            timeouts: TimeoutOverrides::default(),
-            rate_limit: None,
-            body: crate::model::BodyPolicy {
-                buffering: false,
-                max_size: None,
-            },
+        let origin = crate::model::Origin::object("Test", "default", name);
+        let mut route = RouteConfig::new(name, origin, "web", "u");
+        route.hosts = hosts
+            .iter()
+            .map(|h| match h.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_string()),
+                None => HostMatch::Exact(h.to_string()),
+            })
+            .collect();
+        route.paths = paths;
+        route
+    }
+
+    impl RouteTable {
+        /// The route of a plain `GET path` to `host`.
+        fn route_of(&self, host: &str, path: &[u8]) -> Option<RouteId> {
+            let request = RequestHeader::build("GET", path, None).expect("request");
+            self.find(host, path, &request).map(|found| found.route)
         }
+    }
+
+    fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build(method, target.as_bytes(), None).expect("request");
+        for (name, value) in headers {
+            request
+                .append_header(name.to_string(), *value)
+                .expect("header");
+        }
+        request
+    }
+
+    fn header(name: &str, value: &str) -> HeaderMatch {
+        HeaderMatch {
+            name: http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            value: ValueMatch::Exact(value.into()),
+        }
+    }
+
+    fn query(name: &str, value: &str) -> QueryMatch {
+        QueryMatch {
+            name: name.into(),
+            value: ValueMatch::Exact(value.into()),
+        }
+    }
+
+    #[test]
+    fn segment_prefixes_match_whole_segments() {
+        let routes = vec![
+            route("api", &[], vec![PathMatch::SegmentPrefix("/api/".into())]),
+            route("root", &[], vec![PathMatch::SegmentPrefix("/".into())]),
+        ];
+        let table = RouteTable::build("web", &routes);
+        assert_eq!(table.route_of("a", b"/api"), Some(0));
+        assert_eq!(table.route_of("a", b"/api/x"), Some(0));
+        assert_eq!(table.route_of("a", b"/apix"), Some(1));
+        let found = table.find("a", b"/api/x", &request("GET", "/api/x", &[]));
+        assert_eq!(found.and_then(|f| f.prefix_len), Some(4));
+    }
+
+    #[test]
+    fn among_routes_of_one_path_methods_then_headers_then_query_then_order_win() {
+        let mut plain = route("plain", &[], vec![prefix("/p")]);
+        let mut one_query = route("one_query", &[], vec![prefix("/p")]);
+        one_query.conditions.query = vec![query("q", "1")];
+        let mut one_header = route("one_header", &[], vec![prefix("/p")]);
+        one_header.conditions.headers = vec![header("x-a", "1")];
+        let mut two_headers = route("two_headers", &[], vec![prefix("/p")]);
+        two_headers.conditions.headers = vec![header("x-a", "1"), header("x-b", "1")];
+        let mut method = route("method", &[], vec![prefix("/p")]);
+        method.conditions.methods = vec![http::Method::POST];
+        plain.conditions = Default::default();
+        let routes = vec![plain, one_query, one_header, two_headers, method];
+        let table = RouteTable::build("web", &routes);
+        let pick = |r: &RequestHeader| table.find("h", b"/p", r).map(|f| f.route);
+        let all = [("x-a", "1"), ("x-b", "1")];
+        assert_eq!(
+            pick(&request("POST", "/p?q=1", &all)),
+            Some(4),
+            "method first"
+        );
+        assert_eq!(
+            pick(&request("GET", "/p?q=1", &all)),
+            Some(3),
+            "more headers"
+        );
+        assert_eq!(
+            pick(&request("GET", "/p?q=1", &all[..1])),
+            Some(2),
+            "headers over query"
+        );
+        assert_eq!(pick(&request("GET", "/p?q=1", &[])), Some(1), "query");
+        assert_eq!(pick(&request("GET", "/p?q=2", &[])), Some(0), "none");
+    }
+
+    #[test]
+    fn a_route_whose_conditions_fail_falls_through_to_a_shorter_path() {
+        let mut exact = route("exact", &[], vec![PathMatch::Exact("/a/b".into())]);
+        exact.conditions.headers = vec![header("x-a", "1")];
+        let routes = vec![exact, route("prefix", &[], vec![prefix("/a")])];
+        let table = RouteTable::build("web", &routes);
+        let pick = |r: &RequestHeader| table.find("h", b"/a/b", r).map(|f| f.route);
+        assert_eq!(pick(&request("GET", "/a/b", &[("x-a", "1")])), Some(0));
+        assert_eq!(pick(&request("GET", "/a/b", &[("x-a", "2")])), Some(1));
     }
 
     fn prefix(p: &str) -> PathMatch {
@@ -194,10 +366,10 @@ mod tests {
             route("exact", &[], vec![PathMatch::Exact("/api/v1/x".into())]),
         ];
         let table = RouteTable::build("web", &routes);
-        assert_eq!(table.find("a", b"/api/v1/x"), Some(3));
-        assert_eq!(table.find("a", b"/api/v1/y"), Some(2));
-        assert_eq!(table.find("a", b"/api/v2/x"), Some(1));
-        assert_eq!(table.find("a", b"/other"), None);
+        assert_eq!(table.route_of("a", b"/api/v1/x"), Some(3));
+        assert_eq!(table.route_of("a", b"/api/v1/y"), Some(2));
+        assert_eq!(table.route_of("a", b"/api/v2/x"), Some(1));
+        assert_eq!(table.route_of("a", b"/other"), None);
     }
 
     #[test]
@@ -209,27 +381,27 @@ mod tests {
             route("exact", &["shop.example.com"], vec![prefix("/only")]),
         ];
         let table = RouteTable::build("web", &routes);
-        assert_eq!(table.find("shop.example.com", b"/only/x"), Some(3));
+        assert_eq!(table.route_of("shop.example.com", b"/only/x"), Some(3));
         assert_eq!(
-            table.find("shop.example.com", b"/"),
+            table.route_of("shop.example.com", b"/"),
             None,
             "exact host group has no /"
         );
-        assert_eq!(table.find("a.shop.example.com", b"/"), Some(2));
-        assert_eq!(table.find("a.b.example.com", b"/"), Some(1));
+        assert_eq!(table.route_of("a.shop.example.com", b"/"), Some(2));
+        assert_eq!(table.route_of("a.b.example.com", b"/"), Some(1));
         assert_eq!(
-            table.find("example.com", b"/"),
+            table.route_of("example.com", b"/"),
             Some(0),
             "wildcard needs a label"
         );
-        assert_eq!(table.find("other.org", b"/"), Some(0));
+        assert_eq!(table.route_of("other.org", b"/"), Some(0));
     }
 
     #[test]
     fn other_listeners_routes_are_ignored() {
         let mut other = route("x", &[], vec![prefix("/")]);
         other.listener = "admin".into();
-        assert_eq!(RouteTable::build("web", &[other]).find("a", b"/"), None);
+        assert_eq!(RouteTable::build("web", &[other]).route_of("a", b"/"), None);
     }
 
     #[test]

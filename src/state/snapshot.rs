@@ -3,28 +3,55 @@
 //! rate-limit counts, metric handles) of the upstreams and routes that remain.
 
 use crate::compile::Compiled;
-use crate::model::{BodyPolicy, Config, EndpointConfig, EndpointSource, Rejected, Timeouts};
+use crate::model::{
+    BodyPolicy, Config, CookieAffinity, EndpointConfig, EndpointSource, Rejected, Timeouts,
+};
 use crate::observe::metrics::RouteMetrics;
+use crate::routing::backends::WeightedSplit;
 use crate::routing::rate_limit::RouteLimiter;
 use crate::routing::RouteTable;
 use crate::sources::file::FileConfig;
 use crate::upstream::Upstream;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
-/// A route at run time.
+/// A route at run time. Its filters, conditions and canary rules are read from the
+/// model's route of the same index ([`Snapshot::config`]).
 pub struct Route {
     pub name: String,
-    /// Index into [`Snapshot::upstreams`].
-    pub upstream: usize,
-    /// The upstream's timeouts with the route's overrides applied.
-    pub timeouts: Timeouts,
+    /// The weighted backends, in the model's order (a backend whose upstream is missing is
+    /// left out, so the route answers 503 rather than pick another).
+    pub backends: Box<[RouteBackend]>,
+    /// Picks among `backends` by weight.
+    pub split: WeightedSplit,
+    pub canary: Option<RouteBackend>,
+    pub mirror: Option<RouteMirror>,
+    /// `Path`, `Max-Age`, `SameSite` and the flags of the affinity cookie, after its value.
+    pub affinity_attributes: Option<String>,
     /// Kept across rebuilds that keep the route's limit, so counts carry on.
     pub limiter: Option<Arc<RouteLimiter>>,
     /// Resolved metric handles, kept across rebuilds.
     pub metrics: Arc<RouteMetrics>,
     /// Request body size limit and buffering.
     pub body: BodyPolicy,
+}
+
+/// An upstream a route sends requests to, with the route's timeouts for it.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteBackend {
+    /// Index into [`Snapshot::upstreams`].
+    pub upstream: usize,
+    /// The upstream's timeouts with the route's overrides applied.
+    pub timeouts: Timeouts,
+}
+
+/// Where a route's mirror copies go, and how many are in flight (kept across rebuilds
+/// that keep the mirror).
+pub struct RouteMirror {
+    pub upstream: usize,
+    pub max_in_flight: u32,
+    pub in_flight: Arc<AtomicU32>,
 }
 
 /// Everything the request path needs, for one version of the model.
@@ -95,9 +122,7 @@ impl Snapshot {
         let routes: Arc<[Route]> = config
             .routes
             .iter()
-            .filter_map(|r| {
-                // The compiler guarantees the upstream exists.
-                let upstream = *upstream_by_name.get(r.upstream.as_str())?;
+            .map(|r| {
                 let old = previous_routes.get(r.name.as_str());
                 let metrics = old
                     .map(|old| old.metrics.clone())
@@ -107,16 +132,44 @@ impl Snapshot {
                         .filter(|old| old.config() == limit)
                         .unwrap_or_else(|| Arc::new(RouteLimiter::new(limit)))
                 });
-                Some(Route {
+                // The compiler guarantees that every upstream named exists.
+                let backend = |name: &str| {
+                    let upstream = *upstream_by_name.get(name)?;
+                    Some(RouteBackend {
+                        upstream,
+                        timeouts: config.upstreams[upstream]
+                            .timeouts
+                            .with_overrides(&r.timeouts),
+                    })
+                };
+                let weighted: Vec<(RouteBackend, u32)> = r
+                    .backends
+                    .iter()
+                    .filter_map(|b| Some((backend(&b.upstream)?, b.weight)))
+                    .collect();
+                let mirror = r.filters.mirror.as_ref().and_then(|m| {
+                    let upstream = *upstream_by_name.get(m.upstream.as_str())?;
+                    let in_flight = old
+                        .and_then(|old| old.mirror.as_ref())
+                        .map(|old| old.in_flight.clone())
+                        .unwrap_or_default();
+                    Some(RouteMirror {
+                        upstream,
+                        max_in_flight: m.max_in_flight,
+                        in_flight,
+                    })
+                });
+                Route {
                     name: r.name.clone(),
-                    upstream,
+                    split: WeightedSplit::new(weighted.iter().map(|(_, w)| *w)),
+                    backends: weighted.into_iter().map(|(b, _)| b).collect(),
+                    canary: r.canary.as_ref().and_then(|c| backend(&c.upstream)),
+                    mirror,
+                    affinity_attributes: r.affinity.as_ref().map(cookie_attributes),
                     limiter,
                     metrics,
                     body: r.body,
-                    timeouts: config.upstreams[upstream]
-                        .timeouts
-                        .with_overrides(&r.timeouts),
-                })
+                }
             })
             .collect();
         let route_tables = Arc::new(
@@ -150,10 +203,13 @@ impl Snapshot {
         }
     }
 
-    /// The route of tcp listener `listener`, as an index into [`Self::routes`].
+    /// The route of tcp listener `listener`, as an index into [`Self::routes`] (and into
+    /// the model's routes).
     pub fn route_on_listener(&self, listener: &str) -> Option<usize> {
-        let route = self.config.routes.iter().find(|r| r.listener == listener)?;
-        self.routes.iter().position(|r| r.name == route.name)
+        self.config
+            .routes
+            .iter()
+            .position(|r| r.listener == listener)
     }
 
     /// The config of the upstreams discovered from `service` in `namespace`.
@@ -191,4 +247,22 @@ impl Snapshot {
             upstream_by_name: self.upstream_by_name.clone(),
         }
     }
+}
+
+/// The attributes after an affinity cookie's value: always `HttpOnly` (scripts have no use
+/// for it), as ingress-nginx sets them.
+fn cookie_attributes(affinity: &CookieAffinity) -> String {
+    let mut attributes = format!("; Path={}", affinity.path);
+    if let Some(max_age) = affinity.max_age {
+        attributes.push_str(&format!("; Max-Age={}", max_age.as_secs()));
+    }
+    if let Some(same_site) = affinity.same_site {
+        attributes.push_str("; SameSite=");
+        attributes.push_str(same_site.as_str());
+    }
+    if affinity.secure {
+        attributes.push_str("; Secure");
+    }
+    attributes.push_str("; HttpOnly");
+    attributes
 }

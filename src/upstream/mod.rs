@@ -1,5 +1,6 @@
 //! Upstreams at run time: endpoints, their balancer, their health, and how to connect.
 
+pub mod affinity;
 pub mod balance;
 pub(crate) mod connections;
 pub mod endpoint;
@@ -123,6 +124,13 @@ impl Upstream {
             .state
             .health
             .is_available(now, self.config.health.active.is_some())
+    }
+
+    /// Whether a request could get an endpoint now (health considered, panic included).
+    pub fn has_available_endpoint(&self) -> bool {
+        let now = now_ms();
+        !self.endpoints.is_empty()
+            && (self.in_panic() || (0..self.endpoints.len()).any(|i| self.is_available(i, now)))
     }
 
     /// Whether too few endpoints are healthy, so health is being ignored.

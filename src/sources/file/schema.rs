@@ -10,6 +10,7 @@ use crate::model::{
     UpstreamProtocol,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -137,6 +138,9 @@ pub struct RawListener {
     pub keepalive: RawDownstreamKeepalive,
     #[serde(default)]
     pub requests: RawRequestLimits,
+    /// Redirect every request to HTTPS (issue #16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<RawHttpsRedirect>,
 }
 
 /// `listeners[].requests`: what a request head and body may be, and how long they may take
@@ -213,7 +217,23 @@ pub struct RawRoute {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub paths: Vec<RawPathMatch>,
-    pub upstream: String,
+    /// Any of these methods (issue #16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Every one of these headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<RawValueMatch>,
+    /// Every one of these query parameters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<RawValueMatch>,
+    /// The one upstream; or `backends`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Upstreams sharing the route's requests by weight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<RawBackend>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<RawCanary>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,18 +246,217 @@ pub struct RawRoute {
     /// `client_max_body_size`).
     #[serde(default = "default_max_body_size")]
     pub max_body_size: String,
+    /// The `Host` sent upstream (ingress-nginx's `upstream-vhost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<RawHeaderEdits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<RawHeaderEdits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RawRedirect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<RawHttpsRedirect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<RawRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<RawMirror>,
+    /// A request for `/` is redirected here (ingress-nginx's `app-root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_root: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<RawAffinity>,
 }
 
-/// One of `prefix`, `exact` or `regex`.
+/// One of `prefix`, `segment_prefix`, `exact` or `regex`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPathMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
+}
+
+/// `routes[].headers[]`, `routes[].query[]`: a name and one of `exact` or `regex`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValueMatch {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// `routes[].backends[]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub upstream: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `routes[].canary`: ingress-nginx's `canary-*` annotations.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    pub upstream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    #[serde(default)]
+    pub weight: u32,
+    #[serde(default = "default_weight_total")]
+    pub weight_total: u32,
+    #[serde(default)]
+    pub fallback: bool,
+}
+
+fn default_weight_total() -> u32 {
+    100
+}
+
+/// `request_headers`, `response_headers`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderEdits {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// `routes[].redirect`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+}
+
+fn default_redirect_status() -> u16 {
+    302
+}
+
+/// `https_redirect`: `true`, or the port and status.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawHttpsRedirect {
+    On(bool),
+    Settings(RawHttpsRedirectSettings),
+}
+
+/// `https_redirect: { port, status }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpsRedirectSettings {
+    #[serde(default = "default_https_port")]
+    pub port: u16,
+    #[serde(default = "default_https_redirect_status")]
+    pub status: u16,
+}
+
+fn default_https_port() -> u16 {
+    443
+}
+
+fn default_https_redirect_status() -> u16 {
+    308
+}
+
+/// `routes[].rewrite`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<RawRegexRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_prefix: Option<String>,
+}
+
+/// `routes[].rewrite.regex`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegexRewrite {
+    pub pattern: String,
+    pub replacement: String,
+}
+
+/// `routes[].mirror`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    pub upstream: String,
+    #[serde(default = "default_mirror_in_flight")]
+    pub max_in_flight: u32,
+}
+
+fn default_mirror_in_flight() -> u32 {
+    64
+}
+
+/// `routes[].affinity`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAffinity {
+    pub cookie: RawAffinityCookie,
+}
+
+/// `routes[].affinity.cookie`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAffinityCookie {
+    #[serde(default = "default_affinity_cookie")]
+    pub name: String,
+    #[serde(default = "default_affinity_path")]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<String>,
+    #[serde(default)]
+    pub secure: bool,
+}
+
+fn default_affinity_cookie() -> String {
+    "sluice_affinity".into()
+}
+
+fn default_affinity_path() -> String {
+    "/".into()
 }
 
 /// `routes[].rate_limit` (issue #6).
@@ -345,10 +564,6 @@ pub struct RawWeightedEndpoint {
     pub address: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
-}
-
-fn default_weight() -> u32 {
-    1
 }
 
 /// `upstreams[].keepalive`: the upstream connection pool.

@@ -9,13 +9,14 @@ use super::*;
 use crate::compile::values;
 use crate::model::*;
 use crate::tls::LoadedCertificate;
-use regex::Regex;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod traffic;
+
 /// Collects errors with their positions while checking.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     path: Arc<PathBuf>,
     file: String,
     positions: &'a PositionIndex,
@@ -34,7 +35,7 @@ impl Checker<'_> {
         }
     }
 
-    fn error(&mut self, key_path: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, key_path: &str, message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.clone(),
             position: self.positions.find(key_path),
@@ -43,7 +44,7 @@ impl Checker<'_> {
         });
     }
 
-    fn duration(&mut self, key_path: &str, text: &str) -> Option<Duration> {
+    pub(super) fn duration(&mut self, key_path: &str, text: &str) -> Option<Duration> {
         match humantime::parse_duration(text.trim()) {
             Ok(duration) => Some(duration),
             Err(e) => {
@@ -136,7 +137,7 @@ impl Checker<'_> {
         }
     }
 
-    fn nonzero(&mut self, key_path: &str, value: u32) {
+    pub(super) fn nonzero(&mut self, key_path: &str, value: u32) {
         if value == 0 {
             self.error(key_path, "must be at least 1");
         }
@@ -390,6 +391,17 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
             );
             let requests =
                 check_request_limits(check, &format!("{at}.requests"), &listener.requests);
+            let https_redirect = traffic::https_redirect(
+                check,
+                &format!("{at}.https_redirect"),
+                &listener.https_redirect,
+            );
+            if https_redirect.is_some() && listener.protocol == ListenerProtocol::Tcp {
+                check.error(
+                    &format!("{at}.https_redirect"),
+                    "applies to http listeners only",
+                );
+            }
             Some(ListenerConfig {
                 name: listener.name.clone(),
                 origin: check.origin(&at),
@@ -400,6 +412,7 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 h2c: listener.h2c,
                 tls: listener.tls.is_some(),
                 requests: requests?,
+                https_redirect,
             })
         })
         .collect()
@@ -987,7 +1000,18 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
         let errors_before = check.errors.len();
         let hosts = check_hosts(check, &at, &route.hosts);
         let paths = check_paths(check, &at, &route.paths);
+        let conditions = traffic::conditions(check, &at, route);
         let matchable = check.errors.len() == errors_before;
+        let backends = traffic::backends(check, &at, route);
+        let canary = route
+            .canary
+            .as_ref()
+            .and_then(|c| traffic::canary(check, &format!("{at}.canary"), c));
+        let filters = traffic::filters(check, &at, route);
+        let affinity = route
+            .affinity
+            .as_ref()
+            .and_then(|a| traffic::affinity(check, &at, a));
         let timeouts = check_timeouts(check, &format!("{at}.timeouts"), &route.timeouts);
         let max_body_size = check
             .size(&format!("{at}.max_body_size"), &route.max_body_size)
@@ -1009,7 +1033,11 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 listener: route.listener.clone(),
                 hosts,
                 paths,
-                upstream: route.upstream.clone(),
+                conditions,
+                backends,
+                canary,
+                filters,
+                affinity,
                 timeouts,
                 rate_limit,
                 body: BodyPolicy {
@@ -1057,33 +1085,44 @@ fn check_paths(check: &mut Checker, at: &str, raw: &[RawPathMatch]) -> Vec<PathM
     let mut paths = Vec::with_capacity(raw.len());
     for (j, path) in raw.iter().enumerate() {
         let p = format!("{at}.paths[{j}]");
-        match (&path.prefix, &path.exact, &path.regex) {
-            (Some(prefix), None, None) => {
-                if prefix.starts_with('/') {
-                    paths.push(PathMatch::Prefix(prefix.clone()));
-                } else {
-                    check.error(&format!("{p}.prefix"), "must start with /");
-                }
+        let given = [
+            ("prefix", &path.prefix),
+            ("segment_prefix", &path.segment_prefix),
+            ("exact", &path.exact),
+            ("regex", &path.regex),
+        ];
+        let mut set = given
+            .iter()
+            .filter_map(|(kind, value)| Some((*kind, (*value).as_ref()?)));
+        let (Some((kind, text)), None) = (set.next(), set.next()) else {
+            check.error(
+                &p,
+                "needs exactly one of prefix, segment_prefix, exact or regex",
+            );
+            continue;
+        };
+        if kind == "regex" {
+            if let Some(regex) = traffic::anchored_regex(check, &format!("{p}.regex"), text) {
+                paths.push(PathMatch::Regex(regex));
             }
-            (None, Some(exact), None) => {
-                if exact.starts_with('/') {
-                    paths.push(PathMatch::Exact(exact.clone()));
-                } else {
-                    check.error(&format!("{p}.exact"), "must start with /");
-                }
-            }
-            (None, None, Some(pattern)) => match Regex::new(pattern) {
-                Ok(regex) => paths.push(PathMatch::Regex(regex)),
-                Err(e) => check.error(
-                    &format!("{p}.regex"),
-                    format!(
-                        "regex {pattern:?} does not compile: {}",
-                        e.to_string().replace('\n', " ")
-                    ),
-                ),
-            },
-            _ => check.error(&p, "needs exactly one of prefix, exact or regex"),
+            continue;
         }
+        if !text.starts_with('/') {
+            check.error(&format!("{p}.{kind}"), "must start with /");
+            continue;
+        }
+        paths.push(match kind {
+            "prefix" => PathMatch::Prefix(text.clone()),
+            "exact" => PathMatch::Exact(text.clone()),
+            _ => {
+                let trimmed = text.trim_end_matches('/');
+                PathMatch::SegmentPrefix(if trimmed.is_empty() {
+                    "/".into()
+                } else {
+                    trimmed.into()
+                })
+            }
+        });
     }
     paths
 }

@@ -1,0 +1,450 @@
+//! Routes: which requests a route takes (hosts, paths, methods, headers, query), where it
+//! sends them (weighted backends, a canary), and what it changes on the way (filters,
+//! cookie affinity). Plain data: `routing` decides with it, `proxy` applies it.
+
+use super::{Origin, DEFAULT_MAX_BODY_SIZE};
+use regex::Regex;
+use std::time::Duration;
+
+/// A route: which requests go to which upstreams, and how they are changed on the way.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub origin: Origin,
+    pub listener: String,
+    /// Empty: every host. Lower-case: sources normalise what they read.
+    pub hosts: Vec<HostMatch>,
+    /// Empty: every path (a prefix of `/`).
+    pub paths: Vec<PathMatch>,
+    /// Further conditions every matching request meets, whichever path it matched.
+    pub conditions: Conditions,
+    /// Where requests go: one upstream, or several sharing requests by weight. Never empty.
+    pub backends: Vec<Backend>,
+    /// A canary upstream that takes requests before `backends` when its rules say so.
+    pub canary: Option<Canary>,
+    pub filters: Filters,
+    /// Pins a client to an endpoint with a cookie.
+    pub affinity: Option<CookieAffinity>,
+    /// Per-route overrides of the upstream's timeouts.
+    pub timeouts: TimeoutOverrides,
+    pub rate_limit: Option<RateLimit>,
+    pub body: BodyPolicy,
+}
+
+impl RouteConfig {
+    /// A route of every host and path of `listener` to `upstream`, with sluice's defaults:
+    /// the route a config file gets from a name, a listener and an upstream alone.
+    pub fn new(name: &str, origin: Origin, listener: &str, upstream: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            origin,
+            listener: listener.to_string(),
+            hosts: Vec::new(),
+            paths: Vec::new(),
+            conditions: Conditions::default(),
+            backends: vec![Backend {
+                upstream: upstream.to_string(),
+                weight: 1,
+            }],
+            canary: None,
+            filters: Filters::default(),
+            affinity: None,
+            timeouts: TimeoutOverrides::default(),
+            rate_limit: None,
+            body: BodyPolicy {
+                buffering: true,
+                max_size: Some(DEFAULT_MAX_BODY_SIZE),
+            },
+        }
+    }
+
+    /// Every upstream the route sends requests to: backends, canary, mirror.
+    pub fn upstreams(&self) -> impl Iterator<Item = &str> {
+        self.backends
+            .iter()
+            .map(|b| b.upstream.as_str())
+            .chain(self.canary.iter().map(|c| c.upstream.as_str()))
+            .chain(self.filters.mirror.iter().map(|m| m.upstream.as_str()))
+    }
+}
+
+/// What a route does with request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPolicy {
+    /// Read the whole body before choosing an endpoint.
+    pub buffering: bool,
+    /// Larger bodies are answered 413; `None`: no limit.
+    pub max_size: Option<u64>,
+}
+
+/// `routes[].rate_limit`: requests per second per key, with a burst.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests_per_second: u32,
+    /// Requests allowed at once above the steady rate.
+    pub burst: u32,
+    pub by: LimitKey,
+}
+
+/// What a rate limit counts separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The whole route shares one limit.
+    Route,
+    /// Each client IP has its own.
+    ClientIp,
+    /// Each value of this request header has its own (a missing header is one more value).
+    Header(http::HeaderName),
+}
+
+/// How a route matches the request's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `shop.example.com`
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (any depth, as nginx).
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// The host as written (lower-case): `shop.example.com`, `*.example.com`.
+    pub fn key(&self) -> String {
+        match self {
+            HostMatch::Exact(name) => name.clone(),
+            HostMatch::Suffix(suffix) => format!("*{suffix}"),
+        }
+    }
+}
+
+/// How a route matches the request's path.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    /// A plain string prefix: `/api` matches `/api`, `/api/x` and `/apix`.
+    Prefix(String),
+    /// A path-segment prefix, without a trailing `/` (`/` itself for the root): `/api`
+    /// matches `/api` and `/api/x`, not `/apix` (Ingress `Prefix`, HTTPRoute `PathPrefix`).
+    SegmentPrefix(String),
+    /// The whole path must match (sources anchor what they read).
+    Regex(Regex),
+}
+
+impl PathMatch {
+    /// A stable text for the path, for claims and display: `prefix:/api`.
+    pub fn key(&self) -> String {
+        match self {
+            PathMatch::Exact(p) => format!("exact:{p}"),
+            PathMatch::Prefix(p) => format!("prefix:{p}"),
+            PathMatch::SegmentPrefix(p) => format!("segment_prefix:{p}"),
+            PathMatch::Regex(r) => format!("regex:{}", r.as_str()),
+        }
+    }
+}
+
+/// Conditions on the request besides host and path; all must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    /// Any of these methods; empty: any method.
+    pub methods: Vec<http::Method>,
+    /// Every one of these headers.
+    pub headers: Vec<HeaderMatch>,
+    /// Every one of these query parameters.
+    pub query: Vec<QueryMatch>,
+}
+
+impl Conditions {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.methods.is_empty() && self.headers.is_empty() && self.query.is_empty()
+    }
+
+    /// A stable text of the conditions, for claims: two routes with the same host, path
+    /// and conditions conflict; with different conditions they coexist.
+    pub fn key(&self) -> String {
+        let mut methods: Vec<&str> = self.methods.iter().map(http::Method::as_str).collect();
+        methods.sort_unstable();
+        let mut headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|h| format!("{}{}", h.name, h.value.key()))
+            .collect();
+        headers.sort_unstable();
+        let mut query: Vec<String> = self
+            .query
+            .iter()
+            .map(|q| format!("{}{}", q.name, q.value.key()))
+            .collect();
+        query.sort_unstable();
+        format!(
+            "methods={} headers={} query={}",
+            methods.join(","),
+            headers.join(","),
+            query.join(",")
+        )
+    }
+}
+
+/// A request header that must be present with a matching value (the first field line of
+/// that name is compared).
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    pub name: http::HeaderName,
+    pub value: ValueMatch,
+}
+
+/// A query parameter that must be present with a matching value (the first occurrence;
+/// names and values compared as sent, without percent-decoding).
+#[derive(Debug, Clone)]
+pub struct QueryMatch {
+    pub name: String,
+    pub value: ValueMatch,
+}
+
+/// How a header or query value is compared.
+#[derive(Debug, Clone)]
+pub enum ValueMatch {
+    Exact(String),
+    /// The whole value must match (sources anchor what they read).
+    Regex(Regex),
+}
+
+impl ValueMatch {
+    /// Whether `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            ValueMatch::Exact(wanted) => wanted == value,
+            ValueMatch::Regex(regex) => regex.is_match(value),
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            ValueMatch::Exact(v) => format!("={v}"),
+            ValueMatch::Regex(r) => format!("~{}", r.as_str()),
+        }
+    }
+}
+
+/// An upstream of a route and its share of the route's requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub upstream: String,
+    /// Share of requests relative to the other backends' weights; 0 takes none.
+    pub weight: u32,
+}
+
+/// A canary upstream beside a route's backends, as ingress-nginx's `canary-*` annotations
+/// describe it. Rules are tried in order: header, cookie, weight.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    pub upstream: String,
+    pub header: Option<CanaryHeader>,
+    /// Cookie `always` sends the request to the canary, `never` to the backends.
+    pub cookie: Option<String>,
+    /// Share of the remaining requests, out of `weight_total`.
+    pub weight: u32,
+    pub weight_total: u32,
+    /// When the canary has no endpoint to offer, send the request to the backends instead
+    /// of answering 503. Off by default: a canary's failure must be seen, not masked.
+    pub fallback: bool,
+}
+
+/// The canary's header rule.
+#[derive(Debug, Clone)]
+pub struct CanaryHeader {
+    pub name: http::HeaderName,
+    /// `None`: value `always` selects the canary and `never` the backends; with a match,
+    /// a matching value selects the canary and any other value falls through.
+    pub value: Option<ValueMatch>,
+}
+
+/// What a route changes on the way, applied in this order: the redirects answer at once
+/// (`app_root`, then `https_redirect`, then `redirect`); otherwise request headers, then
+/// the rewrite, then the mirror copy is sent, then the request goes upstream; response
+/// headers are edited on the way back.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// A request for `/` is redirected (302) here.
+    pub app_root: Option<String>,
+    pub https_redirect: Option<HttpsRedirect>,
+    pub redirect: Option<Redirect>,
+    pub request_headers: HeaderEdits,
+    pub rewrite: Rewrite,
+    pub mirror: Option<Mirror>,
+    pub response_headers: HeaderEdits,
+}
+
+impl Filters {
+    /// Whether any filter applies to the request on its way upstream.
+    pub fn edits_request(&self) -> bool {
+        !self.request_headers.is_empty() || !self.rewrite.is_empty()
+    }
+}
+
+/// Header edits: set (replace every value), add (append a value), remove; in that order.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub remove: Vec<http::HeaderName>,
+}
+
+impl HeaderEdits {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// A redirect to HTTPS on the same host and path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpsRedirect {
+    /// Omitted from `Location` when it is 443.
+    pub port: u16,
+    pub status: RedirectStatus,
+}
+
+/// A redirect answered by sluice: each part not given is the request's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    /// `None`: the request's port when neither scheme nor host change, else the scheme's.
+    pub port: Option<u16>,
+    pub path: Option<PathRewrite>,
+    pub status: RedirectStatus,
+}
+
+/// Status of a redirect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectStatus {
+    MovedPermanently,
+    Found,
+    SeeOther,
+    TemporaryRedirect,
+    PermanentRedirect,
+}
+
+impl RedirectStatus {
+    /// The status code.
+    pub fn code(self) -> u16 {
+        match self {
+            RedirectStatus::MovedPermanently => 301,
+            RedirectStatus::Found => 302,
+            RedirectStatus::SeeOther => 303,
+            RedirectStatus::TemporaryRedirect => 307,
+            RedirectStatus::PermanentRedirect => 308,
+        }
+    }
+
+    /// The status for `code`, if it is a redirect sluice sends.
+    pub fn from_code(code: u16) -> Option<Self> {
+        Some(match code {
+            301 => RedirectStatus::MovedPermanently,
+            302 => RedirectStatus::Found,
+            303 => RedirectStatus::SeeOther,
+            307 => RedirectStatus::TemporaryRedirect,
+            308 => RedirectStatus::PermanentRedirect,
+            _ => return None,
+        })
+    }
+}
+
+/// How a path is replaced (by a redirect or a rewrite); the query string is kept.
+#[derive(Debug, Clone)]
+pub enum PathRewrite {
+    /// The whole path.
+    Full(String),
+    /// The part the route's prefix matched (a path matched otherwise is left whole).
+    Prefix(String),
+    /// `pattern` replaced by `replacement`, with `$1`… for its capture groups (a path the
+    /// pattern does not match is left as it is).
+    Regex { pattern: Regex, replacement: String },
+}
+
+impl PartialEq for PathRewrite {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PathRewrite::Full(a), PathRewrite::Full(b)) => a == b,
+            (PathRewrite::Prefix(a), PathRewrite::Prefix(b)) => a == b,
+            (
+                PathRewrite::Regex {
+                    pattern: a,
+                    replacement: x,
+                },
+                PathRewrite::Regex {
+                    pattern: b,
+                    replacement: y,
+                },
+            ) => a.as_str() == b.as_str() && x == y,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for PathRewrite {}
+
+/// What a route changes in the request it forwards.
+#[derive(Debug, Clone, Default)]
+pub struct Rewrite {
+    /// The `Host` sent upstream (`upstream_host`, ingress-nginx's `upstream-vhost`).
+    pub host: Option<String>,
+    pub path: Option<PathRewrite>,
+    /// Sent as `X-Forwarded-Prefix` (ingress-nginx's `x-forwarded-prefix`).
+    pub forwarded_prefix: Option<String>,
+}
+
+impl Rewrite {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.host.is_none() && self.path.is_none() && self.forwarded_prefix.is_none()
+    }
+}
+
+/// A copy of each request sent to another upstream; its answer is discarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub upstream: String,
+    /// Copies in flight at most; a request beyond it is not mirrored (and counted).
+    pub max_in_flight: u32,
+}
+
+/// Pins each client to an endpoint with a cookie naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieAffinity {
+    pub name: String,
+    pub path: String,
+    /// `None`: a session cookie.
+    pub max_age: Option<Duration>,
+    pub same_site: Option<SameSite>,
+    pub secure: bool,
+}
+
+/// The cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+impl SameSite {
+    /// The attribute's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// Timeouts that a route overrides (unset fields keep the upstream's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutOverrides {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub write: Option<Duration>,
+    pub total: Option<Option<Duration>>,
+    pub idle: Option<Duration>,
+}

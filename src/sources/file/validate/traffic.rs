@@ -1,0 +1,436 @@
+//! The file's routing and traffic keys (issue #16): conditions, backends, canary, filters
+//! and affinity, turned into model values with every problem reported.
+
+use super::Checker;
+use crate::model::*;
+use crate::sources::file::schema::*;
+use regex::Regex;
+
+/// A regex that must match the whole text: `^(?:pattern)$`.
+pub(super) fn anchored_regex(check: &mut Checker, key_path: &str, pattern: &str) -> Option<Regex> {
+    match Regex::new(&format!("^(?:{pattern})$")) {
+        Ok(regex) => Some(regex),
+        Err(e) => {
+            check.error(
+                key_path,
+                format!(
+                    "regex {pattern:?} does not compile: {}",
+                    e.to_string().replace('\n', " ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn header_name(check: &mut Checker, key_path: &str, name: &str) -> Option<http::HeaderName> {
+    match http::HeaderName::from_bytes(name.as_bytes()) {
+        Ok(name) => Some(name),
+        Err(_) => {
+            check.error(key_path, format!("invalid header name {name:?}"));
+            None
+        }
+    }
+}
+
+fn value_match(check: &mut Checker, at: &str, raw: &RawValueMatch) -> Option<ValueMatch> {
+    match (&raw.exact, &raw.regex) {
+        (Some(exact), None) => Some(ValueMatch::Exact(exact.clone())),
+        (None, Some(pattern)) => {
+            anchored_regex(check, &format!("{at}.regex"), pattern).map(ValueMatch::Regex)
+        }
+        _ => {
+            check.error(at, "needs exactly one of exact or regex");
+            None
+        }
+    }
+}
+
+/// `methods`, `headers` and `query`.
+pub(super) fn conditions(check: &mut Checker, at: &str, raw: &RawRoute) -> Conditions {
+    let mut conditions = Conditions::default();
+    for (i, method) in raw.methods.iter().enumerate() {
+        let upper = method.to_ascii_uppercase();
+        match http::Method::from_bytes(upper.as_bytes()) {
+            Ok(method) if !upper.is_empty() => conditions.methods.push(method),
+            _ => check.error(
+                &format!("{at}.methods[{i}]"),
+                format!("invalid method {method:?}"),
+            ),
+        }
+    }
+    for (i, header) in raw.headers.iter().enumerate() {
+        let h = format!("{at}.headers[{i}]");
+        let name = header_name(check, &format!("{h}.name"), &header.name);
+        let value = value_match(check, &h, header);
+        if let (Some(name), Some(value)) = (name, value) {
+            conditions.headers.push(HeaderMatch { name, value });
+        }
+    }
+    for (i, query) in raw.query.iter().enumerate() {
+        let q = format!("{at}.query[{i}]");
+        if query.name.is_empty() {
+            check.error(&format!("{q}.name"), "must not be empty");
+        }
+        if let Some(value) = value_match(check, &q, query) {
+            conditions.query.push(QueryMatch {
+                name: query.name.clone(),
+                value,
+            });
+        }
+    }
+    conditions
+}
+
+/// `upstream` or `backends`; neither is allowed only for a route that redirects.
+pub(super) fn backends(check: &mut Checker, at: &str, raw: &RawRoute) -> Vec<Backend> {
+    let redirects = raw.redirect.is_some() || https_redirect_on(&raw.https_redirect);
+    match (&raw.upstream, raw.backends.is_empty()) {
+        (Some(upstream), true) => vec![Backend {
+            upstream: upstream.clone(),
+            weight: 1,
+        }],
+        (None, false) => {
+            if raw.backends.iter().all(|b| b.weight == 0) {
+                check.error(
+                    &format!("{at}.backends"),
+                    "every weight is 0: the route would answer 500 to every request",
+                );
+            }
+            raw.backends
+                .iter()
+                .map(|b| Backend {
+                    upstream: b.upstream.clone(),
+                    weight: b.weight,
+                })
+                .collect()
+        }
+        (None, true) if redirects => Vec::new(),
+        (None, true) => {
+            check.error(
+                at,
+                "needs an upstream (upstream: NAME, or backends: [...]) unless it redirects",
+            );
+            Vec::new()
+        }
+        (Some(_), false) => {
+            check.error(
+                &format!("{at}.backends"),
+                "give either upstream or backends, not both",
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// `canary`.
+pub(super) fn canary(check: &mut Checker, at: &str, raw: &RawCanary) -> Option<Canary> {
+    let header = match (&raw.header, &raw.header_value, &raw.header_pattern) {
+        (None, None, None) => None,
+        (Some(name), value, pattern) => {
+            let name = header_name(check, &format!("{at}.header"), name);
+            let value = match (value, pattern) {
+                (Some(_), Some(_)) => {
+                    check.error(
+                        &format!("{at}.header_pattern"),
+                        "give header_value or header_pattern, not both",
+                    );
+                    None
+                }
+                (Some(value), None) => Some(ValueMatch::Exact(value.clone())),
+                (None, Some(pattern)) => {
+                    anchored_regex(check, &format!("{at}.header_pattern"), pattern)
+                        .map(ValueMatch::Regex)
+                }
+                (None, None) => None,
+            };
+            name.map(|name| CanaryHeader { name, value })
+        }
+        (None, _, _) => {
+            check.error(
+                &format!("{at}.header"),
+                "header_value and header_pattern need header: NAME",
+            );
+            None
+        }
+    };
+    if raw.weight_total == 0 {
+        check.error(&format!("{at}.weight_total"), "must be at least 1");
+    } else if raw.weight > raw.weight_total {
+        check.error(
+            &format!("{at}.weight"),
+            format!(
+                "{} is above weight_total ({})",
+                raw.weight, raw.weight_total
+            ),
+        );
+    }
+    Some(Canary {
+        upstream: raw.upstream.clone(),
+        header,
+        cookie: raw.cookie.clone(),
+        weight: raw.weight,
+        weight_total: raw.weight_total,
+        fallback: raw.fallback,
+    })
+}
+
+fn https_redirect_on(raw: &Option<RawHttpsRedirect>) -> bool {
+    !matches!(raw, None | Some(RawHttpsRedirect::On(false)))
+}
+
+fn redirect_status(check: &mut Checker, key_path: &str, code: u16) -> RedirectStatus {
+    RedirectStatus::from_code(code).unwrap_or_else(|| {
+        check.error(
+            key_path,
+            format!("{code} is not a redirect status: use 301, 302, 303, 307 or 308"),
+        );
+        RedirectStatus::Found
+    })
+}
+
+/// `https_redirect` of a listener or a route.
+pub(super) fn https_redirect(
+    check: &mut Checker,
+    at: &str,
+    raw: &Option<RawHttpsRedirect>,
+) -> Option<HttpsRedirect> {
+    match raw.as_ref()? {
+        RawHttpsRedirect::On(false) => None,
+        RawHttpsRedirect::On(true) => Some(HttpsRedirect {
+            port: 443,
+            status: RedirectStatus::PermanentRedirect,
+        }),
+        RawHttpsRedirect::Settings(settings) => Some(HttpsRedirect {
+            port: settings.port,
+            status: redirect_status(check, &format!("{at}.status"), settings.status),
+        }),
+    }
+}
+
+fn absolute_path(check: &mut Checker, key_path: &str, path: &str) -> Option<String> {
+    if path.starts_with('/') && !path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        Some(path.to_string())
+    } else {
+        check.error(
+            key_path,
+            format!("invalid path {path:?}: must start with / and have no spaces"),
+        );
+        None
+    }
+}
+
+fn host_name(check: &mut Checker, key_path: &str, host: &str) -> Option<String> {
+    if http::HeaderValue::from_str(host).is_ok() && !host.is_empty() && !host.contains('/') {
+        Some(host.to_ascii_lowercase())
+    } else {
+        check.error(key_path, format!("invalid host {host:?}"));
+        None
+    }
+}
+
+/// `path` or `prefix` (of a redirect or a rewrite); `prefix` needs a prefix path match.
+fn path_rewrite(
+    check: &mut Checker,
+    at: &str,
+    path: &Option<String>,
+    prefix: &Option<String>,
+    route: &RawRoute,
+) -> Option<PathRewrite> {
+    match (path, prefix) {
+        (Some(_), Some(_)) => {
+            check.error(&format!("{at}.prefix"), "give path or prefix, not both");
+            None
+        }
+        (Some(path), None) => {
+            absolute_path(check, &format!("{at}.path"), path).map(PathRewrite::Full)
+        }
+        (None, Some(prefix)) => {
+            let by_prefix = route.paths.is_empty()
+                || route
+                    .paths
+                    .iter()
+                    .any(|p| p.prefix.is_some() || p.segment_prefix.is_some());
+            if !by_prefix {
+                check.error(
+                    &format!("{at}.prefix"),
+                    "replaces the matched prefix, but the route has no prefix path",
+                );
+            }
+            absolute_path(check, &format!("{at}.prefix"), prefix).map(PathRewrite::Prefix)
+        }
+        (None, None) => None,
+    }
+}
+
+fn header_edits(check: &mut Checker, at: &str, raw: &Option<RawHeaderEdits>) -> HeaderEdits {
+    let mut edits = HeaderEdits::default();
+    let Some(raw) = raw else {
+        return edits;
+    };
+    let pairs =
+        |check: &mut Checker, kind: &str, map: &std::collections::BTreeMap<String, String>| {
+            let mut out = Vec::new();
+            for (name, value) in map {
+                let key_path = format!("{at}.{kind}.{name}");
+                let name = header_name(check, &key_path, name);
+                let value = match http::HeaderValue::from_str(value) {
+                    Ok(value) => Some(value),
+                    Err(_) => {
+                        check.error(&key_path, format!("invalid header value {value:?}"));
+                        None
+                    }
+                };
+                if let (Some(name), Some(value)) = (name, value) {
+                    out.push((name, value));
+                }
+            }
+            out
+        };
+    edits.set = pairs(check, "set", &raw.set);
+    edits.add = pairs(check, "add", &raw.add);
+    for (i, name) in raw.remove.iter().enumerate() {
+        if let Some(name) = header_name(check, &format!("{at}.remove[{i}]"), name) {
+            edits.remove.push(name);
+        }
+    }
+    edits
+}
+
+/// Every filter of the route.
+pub(super) fn filters(check: &mut Checker, at: &str, raw: &RawRoute) -> Filters {
+    let mut filters = Filters {
+        app_root: raw
+            .app_root
+            .as_ref()
+            .and_then(|p| absolute_path(check, &format!("{at}.app_root"), p)),
+        https_redirect: https_redirect(check, &format!("{at}.https_redirect"), &raw.https_redirect),
+        request_headers: header_edits(
+            check,
+            &format!("{at}.request_headers"),
+            &raw.request_headers,
+        ),
+        response_headers: header_edits(
+            check,
+            &format!("{at}.response_headers"),
+            &raw.response_headers,
+        ),
+        ..Filters::default()
+    };
+    if let Some(redirect) = &raw.redirect {
+        let r = format!("{at}.redirect");
+        let scheme = redirect.scheme.as_ref().and_then(|s| match s.as_str() {
+            "http" | "https" => Some(s.clone()),
+            _ => {
+                check.error(&format!("{r}.scheme"), format!("{s:?}: use http or https"));
+                None
+            }
+        });
+        let host = redirect
+            .host
+            .as_ref()
+            .and_then(|h| host_name(check, &format!("{r}.host"), h));
+        filters.redirect = Some(Redirect {
+            scheme,
+            host,
+            port: redirect.port,
+            path: path_rewrite(check, &r, &redirect.path, &redirect.prefix, raw),
+            status: redirect_status(check, &format!("{r}.status"), redirect.status),
+        });
+    }
+    let rewrite = raw.rewrite.clone().unwrap_or_default();
+    let w = format!("{at}.rewrite");
+    let host = match (&raw.upstream_host, &rewrite.host) {
+        (Some(_), Some(_)) => {
+            check.error(
+                &format!("{w}.host"),
+                "give upstream_host or rewrite.host, not both",
+            );
+            None
+        }
+        (Some(host), None) => host_name(check, &format!("{at}.upstream_host"), host),
+        (None, Some(host)) => host_name(check, &format!("{w}.host"), host),
+        (None, None) => None,
+    };
+    let path = match (
+        &rewrite.regex,
+        rewrite.path.is_some() || rewrite.prefix.is_some(),
+    ) {
+        (Some(_), true) => {
+            check.error(&format!("{w}.regex"), "give one of path, prefix or regex");
+            None
+        }
+        (Some(regex), false) => {
+            anchored_regex(check, &format!("{w}.regex.pattern"), &regex.pattern).map(|pattern| {
+                PathRewrite::Regex {
+                    pattern,
+                    replacement: regex.replacement.clone(),
+                }
+            })
+        }
+        (None, _) => path_rewrite(check, &w, &rewrite.path, &rewrite.prefix, raw),
+    };
+    let forwarded_prefix = rewrite
+        .forwarded_prefix
+        .as_ref()
+        .and_then(|p| absolute_path(check, &format!("{w}.forwarded_prefix"), p));
+    filters.rewrite = Rewrite {
+        host,
+        path,
+        forwarded_prefix,
+    };
+    if let Some(mirror) = &raw.mirror {
+        check.nonzero(&format!("{at}.mirror.max_in_flight"), mirror.max_in_flight);
+        filters.mirror = Some(Mirror {
+            upstream: mirror.upstream.clone(),
+            max_in_flight: mirror.max_in_flight,
+        });
+    }
+    filters
+}
+
+/// `affinity`.
+pub(super) fn affinity(check: &mut Checker, at: &str, raw: &RawAffinity) -> Option<CookieAffinity> {
+    let c = format!("{at}.affinity.cookie");
+    let cookie = &raw.cookie;
+    let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if cookie.name.is_empty() || !cookie.name.bytes().all(token_char) {
+        check.error(
+            &format!("{c}.name"),
+            format!("invalid cookie name {:?}", cookie.name),
+        );
+    }
+    let path = absolute_path(check, &format!("{c}.path"), &cookie.path);
+    let max_age = cookie
+        .max_age
+        .as_ref()
+        .and_then(|t| check.duration(&format!("{c}.max_age"), t));
+    let same_site = cookie
+        .same_site
+        .as_ref()
+        .and_then(|s| match s.to_ascii_lowercase().as_str() {
+            "strict" => Some(SameSite::Strict),
+            "lax" => Some(SameSite::Lax),
+            "none" => Some(SameSite::None),
+            _ => {
+                check.error(
+                    &format!("{c}.same_site"),
+                    format!("{s:?}: use strict, lax or none"),
+                );
+                None
+            }
+        });
+    if same_site == Some(SameSite::None) && !cookie.secure {
+        check.error(
+            &format!("{c}.same_site"),
+            "browsers drop SameSite=None cookies without Secure: set secure: true",
+        );
+    }
+    Some(CookieAffinity {
+        name: cookie.name.clone(),
+        path: path?,
+        max_age,
+        same_site,
+        secure: cookie.secure,
+    })
+}

@@ -6,7 +6,7 @@
 //! - A hash-key template either compiles or is refused with a message; a compiled one
 //!   evaluates any request without panicking, to the same key each time.
 //! - The route table picks what a plain restatement of the documented precedence picks
-//!   (host: exact, longest `*.suffix`, no host; path: exact, longest prefix, first regex).
+//!   (host: exact, longest `*.suffix`, no host; path: exact, first regex, longest prefix).
 //!
 //! `make test` runs `SLUICE_FUZZ_CASES` cases of each (default 64); `make fuzz` runs 2,000.
 
@@ -368,19 +368,19 @@ fn reference(routes: &[RouteConfig], host: &str, path: &str) -> Option<usize> {
     if let Some((i, _)) = matches(&|p| matches!(p, PathMatch::Exact(e) if e == path)).first() {
         return Some(*i);
     }
+    if let Some((i, _)) = matches(&|p| matches!(p, PathMatch::Regex(r) if r.is_match(path))).first()
+    {
+        return Some(*i);
+    }
     let prefixes = matches(&|p| matches!(p, PathMatch::Prefix(x) if path.starts_with(x.as_str())));
     let longest = prefixes.iter().map(|(_, p)| match p {
         PathMatch::Prefix(x) => x.len(),
         _ => 0,
     });
-    if let Some(length) = longest.max() {
-        return prefixes
-            .iter()
-            .find(|(_, p)| matches!(p, PathMatch::Prefix(x) if x.len() == length))
-            .map(|(i, _)| *i);
-    }
-    matches(&|p| matches!(p, PathMatch::Regex(r) if r.is_match(path)))
-        .first()
+    let length = longest.max()?;
+    prefixes
+        .iter()
+        .find(|(_, p)| matches!(p, PathMatch::Prefix(x) if x.len() == length))
         .map(|(i, _)| *i)
 }
 

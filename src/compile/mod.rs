@@ -351,11 +351,10 @@ impl Compiler {
                 problem(field, format!("undefined upstream {name:?}"));
             }
         }
-        let redirects = route.filters.redirect.is_some() || route.filters.https_redirect.is_some();
-        if route.backends.is_empty() && !redirects {
+        if route.backends.is_empty() && route.filters.redirect.is_none() {
             problem(
                 "upstream",
-                "needs an upstream (or backends) unless it redirects".into(),
+                "needs an upstream (or backends) unless it has a redirect".into(),
             );
         }
         // A tcp listener's route has no hosts or paths to claim.

@@ -5,8 +5,11 @@
 //!   without hosts. Only the most specific host group that exists is searched, as nginx
 //!   picks one `server` block (a path missing there is a 404, never a fall-through to
 //!   another host's routes).
-//! - path, within that group, as Gateway API orders HTTPRoute matches: an exact path, then
-//!   the longest prefix (plain or segment), then regexes in config order. Among routes of
+//! - path, within that group: an exact path, then regexes in the model's order (nginx
+//!   checks regex locations before prefixes too, so a catch-all `/` does not hide them),
+//!   then the longest prefix (plain or segment), as Gateway API orders HTTPRoute matches
+//!   (which leaves regexes to the implementation; Envoy Gateway also puts them between
+//!   exact paths and prefixes). Among routes of
 //!   the same path, one with methods beats one without, then more header conditions win,
 //!   then more query conditions, then the order of the model (the file first, then the
 //!   oldest object). A request whose conditions fail on one path falls through to the
@@ -81,7 +84,7 @@ struct PathTable {
     exact: HashMap<Box<[u8]>, Vec<Candidate>>,
     /// Longest prefix first, then by rank.
     prefixes: Vec<(Box<[u8]>, PrefixKind, Candidate)>,
-    /// In config order.
+    /// In the model's order.
     regexes: Vec<(Regex, Candidate)>,
 }
 
@@ -124,7 +127,19 @@ impl PathTable {
                 });
             }
         }
-        let prefix = self.prefixes.iter().find(|(p, kind, c)| {
+        if let Ok(text) = std::str::from_utf8(path) {
+            let regex = self
+                .regexes
+                .iter()
+                .find(|(r, c)| r.is_match(text) && c.admits(request));
+            if let Some((_, c)) = regex {
+                return Some(Found {
+                    route: c.route,
+                    prefix_len: None,
+                });
+            }
+        }
+        let (p, _, c) = self.prefixes.iter().find(|(p, kind, c)| {
             let matched = match kind {
                 PrefixKind::Plain => path.starts_with(p),
                 // `/api` takes `/api` and `/api/...`; the root (empty here) takes all.
@@ -133,21 +148,14 @@ impl PathTable {
                 }
             };
             matched && c.admits(request)
-        });
-        if let Some((p, _, c)) = prefix {
-            return Some(Found {
-                route: c.route,
-                prefix_len: Some(p.len()),
-            });
-        }
-        let path = std::str::from_utf8(path).ok()?;
-        self.regexes
-            .iter()
-            .find(|(r, c)| r.is_match(path) && c.admits(request))
-            .map(|(_, c)| Found {
-                route: c.route,
-                prefix_len: None,
-            })
+        })?;
+        // A prefix's trailing `/` stays with the rest of the path, so replacing `/api/`
+        // (or `/`) by `/v2` keeps the separator: `/api/x` becomes `/v2/x`.
+        let trailing_slash = usize::from(p.last() == Some(&b'/'));
+        Some(Found {
+            route: c.route,
+            prefix_len: Some(p.len() - trailing_slash),
+        })
     }
 }
 
@@ -352,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn path_precedence_exact_then_longest_prefix_then_regex() {
+    fn path_precedence_exact_then_regex_then_longest_prefix() {
         let routes = vec![
             route(
                 "re",
@@ -368,7 +376,8 @@ mod tests {
         let table = RouteTable::build("web", &routes);
         assert_eq!(table.route_of("a", b"/api/v1/x"), Some(3));
         assert_eq!(table.route_of("a", b"/api/v1/y"), Some(2));
-        assert_eq!(table.route_of("a", b"/api/v2/x"), Some(1));
+        assert_eq!(table.route_of("a", b"/api/v2/x"), Some(0));
+        assert_eq!(table.route_of("a", b"/api/v2/y"), Some(1));
         assert_eq!(table.route_of("a", b"/other"), None);
     }
 

@@ -84,7 +84,8 @@ pub(super) fn conditions(check: &mut Checker, at: &str, raw: &RawRoute) -> Condi
 
 /// `upstream` or `backends`; neither is allowed only for a route that redirects.
 pub(super) fn backends(check: &mut Checker, at: &str, raw: &RawRoute) -> Vec<Backend> {
-    let redirects = raw.redirect.is_some() || https_redirect_on(&raw.https_redirect);
+    // An HTTPS redirect still needs backends for the requests that come over HTTPS.
+    let redirects = raw.redirect.is_some();
     match (&raw.upstream, raw.backends.is_empty()) {
         (Some(upstream), true) => vec![Backend {
             upstream: upstream.clone(),
@@ -109,7 +110,7 @@ pub(super) fn backends(check: &mut Checker, at: &str, raw: &RawRoute) -> Vec<Bac
         (None, true) => {
             check.error(
                 at,
-                "needs an upstream (upstream: NAME, or backends: [...]) unless it redirects",
+                "needs an upstream (upstream: NAME, or backends: [...]) unless it has a redirect",
             );
             Vec::new()
         }
@@ -173,10 +174,6 @@ pub(super) fn canary(check: &mut Checker, at: &str, raw: &RawCanary) -> Option<C
         weight_total: raw.weight_total,
         fallback: raw.fallback,
     })
-}
-
-fn https_redirect_on(raw: &Option<RawHttpsRedirect>) -> bool {
-    !matches!(raw, None | Some(RawHttpsRedirect::On(false)))
 }
 
 fn redirect_status(check: &mut Checker, key_path: &str, code: u16) -> RedirectStatus {

@@ -474,3 +474,52 @@ fn a_file_without_listeners_is_an_error() {
         "{text}"
     );
 }
+
+#[test]
+fn every_traffic_key_is_checked_with_its_position() {
+    let yaml = r#"
+listeners:
+  - { name: web, listen: 127.0.0.1:8080, https_redirect: { status: 200 } }
+routes:
+  - name: a
+    listener: web
+    methods: ["GE T"]
+    headers: [{ name: "bad name", exact: x }, { name: x-a, exact: x, regex: y }]
+    query: [{ name: q, regex: "(" }]
+    backends: [{ upstream: app, weight: 0 }]
+    canary: { upstream: nope, header_value: x, weight: 120 }
+    request_headers: { set: { "x-a": "bad\u0001value" } }
+    redirect: { scheme: ftp, status: 200 }
+    rewrite: { prefix: /v2, regex: { pattern: "x", replacement: "/" } }
+    mirror: { upstream: app, max_in_flight: 0 }
+    affinity: { cookie: { name: "a b", same_site: none } }
+  - { name: b, listener: web, paths: [{ exact: /x }], rewrite: { prefix: /y } }
+upstreams:
+  - { name: app, endpoints: ["127.0.0.1:1"] }
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    let expected = [
+        (3, "listeners[0].https_redirect.status", "not a redirect status"),
+        (7, "routes[0].methods[0]", "invalid method"),
+        (8, "routes[0].headers[0].name", "invalid header name"),
+        (8, "routes[0].headers[1]", "exactly one of exact or regex"),
+        (9, "routes[0].query[0].regex", "does not compile"),
+        (10, "routes[0].backends", "every weight is 0"),
+        (11, "routes[0].canary.header", "need header: NAME"),
+        (11, "routes[0].canary.weight", "above weight_total"),
+        (11, "routes[0].canary.upstream", "undefined upstream \"nope\""),
+        (12, "routes[0].request_headers.set.x-a", "invalid header value"),
+        (13, "routes[0].redirect.scheme", "use http or https"),
+        (13, "routes[0].redirect.status", "not a redirect status"),
+        (14, "routes[0].rewrite.regex", "give one of path, prefix or regex"),
+        (15, "routes[0].mirror.max_in_flight", "at least 1"),
+        (16, "routes[0].affinity.cookie.name", "invalid cookie name"),
+        (16, "routes[0].affinity.cookie.same_site", "without Secure"),
+        (17, "routes[1].rewrite.prefix", "no prefix path"),
+        (17, "routes[1]", "needs an upstream"),
+    ];
+    for (line, key_path, message) in expected {
+        assert_error(&text, &file, line, key_path, message);
+    }
+}

@@ -222,3 +222,23 @@ fn http10_clients_of_http2_upstreams_get_close_delimited_answers() {
     assert!(lower.contains("connection: close"), "{text}");
     assert!(text.ends_with("reply to /one"), "{text}");
 }
+
+#[test]
+fn http2_requests_are_rewritten_with_their_authority() {
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let _sluice = Sluice::start(&format!(
+        "listeners: [{{ name: web, listen: \"{web}\", h2c: true }}]\n\
+         routes:\n  - {{ name: api, listener: web, paths: [{{ segment_prefix: /api }}], upstream: app, \
+         upstream_host: internal.svc, rewrite: {{ prefix: /v2 }} }}\n\
+         \x20 - {{ name: old, listener: web, paths: [{{ exact: /old }}], redirect: {{ path: /new }} }}\n\
+         upstreams: [{{ name: app, endpoints: [\"{}\"] }}]\n",
+        backend.address
+    ));
+    let responses = h2_get(web, &["/api/items?page=2", "/old"]);
+    assert_eq!(responses[0].0, 200);
+    let seen: serde_json::Value = serde_json::from_slice(&responses[0].1).expect("json");
+    assert_eq!(seen["target"], "/v2/items?page=2");
+    assert_eq!(seen["headers"]["host"], "internal.svc");
+    assert_eq!(responses[1].0, 302, "a redirect answers HTTP/2 clients too");
+}

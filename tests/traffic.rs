@@ -665,7 +665,7 @@ fn a_redirect_chain_is_followed_to_the_backend() {
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["target"], "/v3/page?q=1");
     sluice.wait_metric(
-        "sluice_http_requests_total{code=\"301\",reason=\"redirect\",route=\"none\"}",
+        "sluice_http_requests_total{code=\"301\",reason=\"redirect\",route=\"first\"}",
         1.0,
     );
 }

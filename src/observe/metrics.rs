@@ -243,6 +243,11 @@ impl RouteMetrics {
         }
     }
 
+    /// The route's name.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
     /// Counts a finished request with `status` that took `seconds`; `reason` says why
     /// sluice refused it, empty when it did not.
     pub fn record_request(&self, status: u16, seconds: f64, reason: &str) {

@@ -1,7 +1,7 @@
 //! Per-request state carried through Pingora's hooks.
 
 use crate::lifecycle::{OpenRequest, OpenWork};
-use crate::observe::metrics::METRICS;
+use crate::observe::metrics::{RouteMetrics, METRICS};
 use crate::proxy::request_body::BodyMode;
 use crate::state::{RouteBackend, Snapshot};
 use crate::upstream::endpoint::InFlightGuard;
@@ -130,6 +130,8 @@ pub struct RequestContext {
     /// The client connection may be kept after this request (HTTP/1.1 without
     /// `Connection: close`, HTTP/1.0 with `Connection: keep-alive`, unambiguous framing).
     pub client_keepalive: bool,
+    /// The route that answered the request itself (a redirect), for its metrics and log.
+    pub answered_by: Option<Arc<RouteMetrics>>,
     /// The `Set-Cookie` value that pins the client to the endpoint of the last try.
     pub affinity_cookie: Option<String>,
     /// Why sluice refused the request itself (a metric label), if it did.
@@ -184,6 +186,7 @@ impl RequestContext {
             grpc: false,
             tunnel: None,
             client_keepalive: true,
+            answered_by: None,
             affinity_cookie: None,
             rejected: None,
             body_mode: BodyMode::Empty,

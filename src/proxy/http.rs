@@ -178,6 +178,7 @@ impl ProxyHttp for HttpProxy {
         if let Some((status, location)) =
             traffic::route_redirect(&route_config.filters, &from, found.prefix_len)
         {
+            ctx.answered_by = Some(snapshot.routes[route].metrics.clone());
             self.answer_redirect(session, ctx, status, &location)
                 .await?;
             return Ok(true);

@@ -29,7 +29,8 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
     let route = ctx
         .routed
         .as_ref()
-        .map(|r| r.snapshot.routes[r.route].name.as_str());
+        .map(|r| r.snapshot.routes[r.route].name.as_str())
+        .or_else(|| ctx.answered_by.as_ref().map(|m| m.route()));
     let upstream = ctx.routed.as_ref().map(|r| r.upstream().name());
     let duration = ctx.started.elapsed();
     match &ctx.routed {
@@ -45,6 +46,15 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
                 upstream
                     .metrics
                     .count_attempt(upstream.name(), attempt.result.as_str());
+            }
+        }
+        None if ctx.answered_by.is_some() => {
+            if let Some(metrics) = &ctx.answered_by {
+                metrics.record_request(
+                    exchange.status,
+                    duration.as_secs_f64(),
+                    ctx.rejected.unwrap_or_default(),
+                );
             }
         }
         None => {

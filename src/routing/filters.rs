@@ -143,15 +143,35 @@ pub fn apply_request(
 ) -> Result<()> {
     edit_request_headers(&filters.request_headers, request)?;
     let rewrite = &filters.rewrite;
-    if let Some(path) = &rewrite.path {
+    let new_target = rewrite.path.as_ref().map(|path| {
         let new_path = rewrite_path(path, request.uri.path(), prefix_len);
         let mut target = String::with_capacity(new_path.len() + 32);
         push_path_and_query(&mut target, &new_path, request.uri.query());
-        request.set_uri(
-            target
-                .parse()
-                .map_err(|e| invalid(format!("rewritten target {target:?}: {e}")))?,
-        );
+        target
+    });
+    // An HTTP/2 request carries its authority in the URI: it changes with `Host`.
+    let new_authority = rewrite
+        .host
+        .as_ref()
+        .filter(|_| request.uri.authority().is_some());
+    if new_target.is_some() || new_authority.is_some() {
+        let mut parts = request.uri.clone().into_parts();
+        if let Some(target) = &new_target {
+            parts.path_and_query = Some(
+                target
+                    .parse()
+                    .map_err(|e| invalid(format!("rewritten target {target:?}: {e}")))?,
+            );
+        }
+        if let Some(host) = new_authority {
+            parts.authority = Some(
+                host.parse()
+                    .map_err(|e| invalid(format!("rewritten authority {host:?}: {e}")))?,
+            );
+        }
+        let uri = http::Uri::from_parts(parts)
+            .map_err(|e| invalid(format!("rewritten request URI: {e}")))?;
+        request.set_uri(uri);
     }
     if let Some(host) = &rewrite.host {
         request.insert_header(http::header::HOST, host.as_str())?;
@@ -310,6 +330,14 @@ mod tests {
         }
         apply_request(&filters, &mut request, Some(4)).expect("apply");
         assert_eq!(request.uri.to_string(), "/v2/x?q=1");
+        let mut h2 = RequestHeader::build("GET", b"/", None).expect("h2");
+        h2.set_uri("https://a.example/api/x".parse().expect("uri"));
+        apply_request(&filters, &mut h2, Some(4)).expect("apply");
+        assert_eq!(
+            h2.uri.to_string(),
+            "https://internal/v2/x",
+            "the authority follows"
+        );
         let values = |name: &str| -> Vec<&str> {
             request
                 .headers

@@ -8,6 +8,11 @@
 #   sluice-lean  features off: round robin, no access log (metrics cannot be turned off);
 #   sluice-big   like `sluice` with 100 routes and 1,000 endpoints (127.0.x.y addresses, all
 #                served by the same backend nginx) instead of 1 and 2.
+# filters+header match (FILTERS=1, issue #16): nginx-filters, haproxy-filters and sluice-filters
+#   are nginx, HAProxy and `sluice` with a second route that the header X-Tenant: blue selects
+#   and that sets X-Env, removes X-Secret and adds X-Served-By to the response (nginx: maps,
+#   HAProxy: an acl and a backend with http-request/http-response rules); their load sends
+#   X-Tenant: blue and X-Secret, so every request is the filtered route's. Parts 1, 2 and 5.
 # 1. Throughput: each proxy gets a warm-up, then ROUNDS alternating rounds of
 #    `wrk -t1 -c$CONNECTIONS -d$DURATION` over HTTP/1.1 keepalive; CPU time (utime+stime from
 #    /proc/PID/stat of all its processes) before and after, RSS after. Medians, ratios to nginx.
@@ -31,11 +36,13 @@
 # Env:   DURATION=10s CONNECTIONS=50 ROUNDS=3 SLUICE_BIN=target/release/sluice
 #        MODERATE_CONNECTIONS=8 IDLE_CONNECTIONS=5000 IDLE_HOLD=10
 #        TLS_CONNECTIONS=20 H2_CONNECTIONS=10 H2_STREAMS=10
-#        CALLGRIND=1 CALLGRIND_WARMUP=200 CALLGRIND_REQUESTS=2000
+#        CALLGRIND=1 CALLGRIND_WARMUP=200 CALLGRIND_REQUESTS=2000 FILTERS=1
 #        ports: BACKEND1=19001 BACKEND2=19002 (BACKEND_STATUS=19003) NGINX_PORT=19080 HAPROXY_PORT=19081
 #               TLS ports: NGINX_TLS=19443 HAPROXY_TLS=19444 SLUICE_TLS=19445
 #               SLUICE_PORT=19082 (and the next two for sluice-lean, sluice-big)
-#               SLUICE_ADMIN=19901 (and the next two); callgrind runs use 19180-19182, 19911
+#               SLUICE_ADMIN=19901 (and the next three: sluice-lean, sluice-big, sluice-filters)
+#               filters: NGINX_FILTERS=19085 HAPROXY_FILTERS=19086 SLUICE_FILTERS=19087
+#               callgrind runs use 19180-19182, 19911
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -53,6 +60,7 @@ H2_STREAMS=${H2_STREAMS:-10}
 CALLGRIND=${CALLGRIND:-1}
 CALLGRIND_WARMUP=${CALLGRIND_WARMUP:-200}
 CALLGRIND_REQUESTS=${CALLGRIND_REQUESTS:-2000}
+FILTERS=${FILTERS:-1}
 WRITE=${WRITE_RESULTS:-0}
 for arg in "$@"; do
   case $arg in
@@ -67,6 +75,8 @@ NGINX_PORT=${NGINX_PORT:-19080} HAPROXY_PORT=${HAPROXY_PORT:-19081}
 SLUICE_PORT=${SLUICE_PORT:-19082} SLUICE_ADMIN=${SLUICE_ADMIN:-19901}
 LEAN_PORT=$((SLUICE_PORT + 1)) BIG_PORT=$((SLUICE_PORT + 2))
 LEAN_ADMIN=$((SLUICE_ADMIN + 1)) BIG_ADMIN=$((SLUICE_ADMIN + 2))
+NGINX_FILTERS=${NGINX_FILTERS:-19085} HAPROXY_FILTERS=${HAPROXY_FILTERS:-19086} SLUICE_FILTERS=${SLUICE_FILTERS:-19087}
+FILTERS_ADMIN=$((SLUICE_ADMIN + 3))
 CG_NGINX=19180 CG_HAPROXY=19181 CG_SLUICE=19182 CG_ADMIN=19911
 PATH=$PATH:/usr/sbin:/sbin
 # Idle-connection test: the client, and every proxy started from here, need the descriptors.
@@ -97,9 +107,10 @@ install_missing() {
 install_missing
 
 ports="$BACKEND1 $BACKEND2 $BACKEND_STATUS $NGINX_TLS $HAPROXY_TLS $SLUICE_TLS $NGINX_PORT $HAPROXY_PORT $SLUICE_PORT $LEAN_PORT $BIG_PORT $SLUICE_ADMIN $LEAN_ADMIN $BIG_ADMIN"
+[ "$FILTERS" = 0 ] || ports+=" $NGINX_FILTERS $HAPROXY_FILTERS $SLUICE_FILTERS $FILTERS_ADMIN"
 for port in $ports; do
   if ss -Hltn "sport = :$port" | grep -q .; then
-    echo "port $port is already in use; set BACKEND1/BACKEND2/NGINX_PORT/HAPROXY_PORT/SLUICE_PORT/SLUICE_ADMIN" >&2
+    echo "port $port is already in use; set BACKEND1/BACKEND2/NGINX_PORT/HAPROXY_PORT/SLUICE_PORT/SLUICE_ADMIN/*_FILTERS" >&2
     exit 1
   fi
 done
@@ -147,7 +158,7 @@ http_common() {  # DIR
 EOC
 }
 
-mkdir -p "$tmp/backend" "$tmp/nginx"
+mkdir -p "$tmp/backend" "$tmp/nginx" "$tmp/nginx-filters"
 # Backends: one single-process nginx (no master), two server blocks, on every loopback
 # address (sluice-big's 1,000 endpoints are 127.0.x.y addresses of the first one).
 {
@@ -169,7 +180,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$tmp/tls-key.pem" -out "$tmp/tls-cert.pem" 2> "$tmp/openssl.err"
 cat "$tmp/tls-cert.pem" "$tmp/tls-key.pem" > "$tmp/tls-combined.pem"
 
-nginx_proxy_conf() {  # DIR PORT WORKERS [MASTER [TLS_PORT]]
+nginx_proxy_conf() {  # DIR PORT WORKERS [MASTER [TLS_PORT [filters]]]
+  local filters=""
   echo "worker_processes $3; daemon off;${4:+ master_process $4;}"
   nginx_common "$1"
   echo "http {"; http_common "$1"
@@ -178,8 +190,17 @@ nginx_proxy_conf() {  # DIR PORT WORKERS [MASTER [TLS_PORT]]
   echo "    server 127.0.0.1:$BACKEND1; server 127.0.0.1:$BACKEND2;"
   echo "    keepalive 64; keepalive_requests 10000; keepalive_timeout 60s;"
   echo "  }"
+  if [ "${6:-}" = filters ]; then
+    # sluice's "filtered" route: X-Tenant: blue gets X-Env set, X-Secret removed and X-Served-By
+    # on the response; any other request passes as on the plain route.
+    echo "  map \$http_x_tenant \$filtered_env { blue prod; default \$http_x_env; }"
+    echo "  map \$http_x_tenant \$filtered_secret { blue \"\"; default \$http_x_secret; }"
+    echo "  map \$http_x_tenant \$filtered_by { blue sluice; default \"\"; }"
+    filters=" proxy_set_header X-Env \$filtered_env; proxy_set_header X-Secret \$filtered_secret;"
+    filters+=" add_header X-Served-By \$filtered_by always;"
+  fi
   echo "  server { listen 127.0.0.1:$2; location / { proxy_pass http://backends;"
-  echo "    proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+  echo "    proxy_http_version 1.1; proxy_set_header Connection \"\";$filters } }"
   if [ -n "${5:-}" ]; then
     echo "  server { listen 127.0.0.1:$5 ssl http2; ssl_protocols TLSv1.3;"
     echo "    ssl_certificate $tmp/tls-cert.pem; ssl_certificate_key $tmp/tls-key.pem;"
@@ -190,11 +211,13 @@ nginx_proxy_conf() {  # DIR PORT WORKERS [MASTER [TLS_PORT]]
 }
 # nginx proxy: master + 2 workers.
 nginx_proxy_conf "$tmp/nginx" "$NGINX_PORT" 2 on "$NGINX_TLS" > "$tmp/nginx/nginx.conf"
+nginx_proxy_conf "$tmp/nginx-filters" "$NGINX_FILTERS" 2 on "" filters > "$tmp/nginx-filters/nginx.conf"
 
 # HAProxy: one process (no daemon, no master-worker), 2 threads, no logging.
-haproxy_conf() {  # PORT THREADS [TLS_PORT]
-  local tls_bind=""
+haproxy_conf() {  # PORT THREADS [TLS_PORT [filters]]
+  local tls_bind="" use_filtered=""
   [ -z "${3:-}" ] || tls_bind="  bind 127.0.0.1:$3 ssl crt $tmp/tls-combined.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3"
+  [ "${4:-}" != filters ] || use_filtered=$'  acl tenant_blue req.hdr(x-tenant) -m str blue\n  use_backend filtered if tenant_blue'
   cat <<EOC
 global
   nbthread $2
@@ -209,6 +232,7 @@ defaults
 frontend web
   bind 127.0.0.1:$1
 $tls_bind
+$use_filtered
   default_backend backends
 backend backends
   balance uri
@@ -217,10 +241,24 @@ backend backends
   server b1 127.0.0.1:$BACKEND1
   server b2 127.0.0.1:$BACKEND2
 EOC
+  [ -n "$use_filtered" ] || return 0
+  # sluice's "filtered" route (see nginx_proxy_conf).
+  cat <<EOC
+backend filtered
+  balance uri
+  hash-type consistent
+  http-reuse safe
+  http-request set-header X-Env prod
+  http-request del-header X-Secret
+  http-response add-header X-Served-By sluice
+  server b1 127.0.0.1:$BACKEND1
+  server b2 127.0.0.1:$BACKEND2
+EOC
 }
 haproxy_conf "$HAPROXY_PORT" 2 "$HAPROXY_TLS" > "$tmp/haproxy.cfg"
+haproxy_conf "$HAPROXY_FILTERS" 2 "" filters > "$tmp/haproxy-filters.cfg"
 
-sluice_conf() {  # NAME PORT ADMIN THREADS FORM (full | lean | big)
+sluice_conf() {  # NAME PORT ADMIN THREADS FORM (full | lean | big | filters: full + the filtered route)
   local name=$1 port=$2 admin=$3 threads=$4 form=$5 log balance endpoints i tls_listener="" tls_route=""
   log="{ path: $tmp/$name-access.log, format: json }"
   balance=$'balance: consistent_hash\n    hash_key: "$request_uri"'
@@ -242,6 +280,7 @@ listeners: [ { name: web, listen: "127.0.0.1:$port", protocol: http }$tls_listen
 routes:
 EOC
   [ -z "$tls_route" ] || echo "$tls_route"
+  [ "$form" != filters ] || echo "  - { name: filtered, listener: web, headers: [ { name: x-tenant, exact: blue } ], upstream: backends, request_headers: { set: { x-env: prod }, remove: [ x-secret ] }, response_headers: { add: { x-served-by: sluice } } }"
   if [ "$form" = big ]; then
     for i in $(seq 1 99); do
       echo "  - { name: r$i, listener: web, hosts: [ \"app$i.bench.test\" ], paths: [ { prefix: /api/v$i }, { regex: \"^/static/$i/.*[.]css$\" } ], upstream: backends }"
@@ -259,6 +298,7 @@ EOC
 sluice_conf sluice "$SLUICE_PORT" "$SLUICE_ADMIN" 2 full > "$tmp/sluice.yaml"
 sluice_conf sluice-lean "$LEAN_PORT" "$LEAN_ADMIN" 2 lean > "$tmp/sluice-lean.yaml"
 sluice_conf sluice-big "$BIG_PORT" "$BIG_ADMIN" 2 big > "$tmp/sluice-big.yaml"
+sluice_conf sluice-filters "$SLUICE_FILTERS" "$FILTERS_ADMIN" 2 filters > "$tmp/sluice-filters.yaml"
 
 # --- start ---------------------------------------------------------------------------------
 

@@ -500,7 +500,11 @@ upstreams:
     let (code, text, file) = check(yaml);
     assert_eq!(code, 1, "{text}");
     let expected = [
-        (3, "listeners[0].https_redirect.status", "not a redirect status"),
+        (
+            3,
+            "listeners[0].https_redirect.status",
+            "not a redirect status",
+        ),
         (7, "routes[0].methods[0]", "invalid method"),
         (8, "routes[0].headers[0].name", "invalid header name"),
         (8, "routes[0].headers[1]", "exactly one of exact or regex"),
@@ -508,11 +512,23 @@ upstreams:
         (10, "routes[0].backends", "every weight is 0"),
         (11, "routes[0].canary.header", "need header: NAME"),
         (11, "routes[0].canary.weight", "above weight_total"),
-        (11, "routes[0].canary.upstream", "undefined upstream \"nope\""),
-        (12, "routes[0].request_headers.set.x-a", "invalid header value"),
+        (
+            11,
+            "routes[0].canary.upstream",
+            "undefined upstream \"nope\"",
+        ),
+        (
+            12,
+            "routes[0].request_headers.set.x-a",
+            "invalid header value",
+        ),
         (13, "routes[0].redirect.scheme", "use http or https"),
         (13, "routes[0].redirect.status", "not a redirect status"),
-        (14, "routes[0].rewrite.regex", "give one of path, prefix or regex"),
+        (
+            14,
+            "routes[0].rewrite.regex",
+            "give one of path, prefix or regex",
+        ),
         (15, "routes[0].mirror.max_in_flight", "at least 1"),
         (16, "routes[0].affinity.cookie.name", "invalid cookie name"),
         (16, "routes[0].affinity.cookie.same_site", "without Secure"),

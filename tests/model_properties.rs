@@ -278,6 +278,8 @@ const PATHS: &[(&str, &str)] = &[
     ("exact", "/x/y"),
     ("regex", "^/r[0-9]+$"),
     ("regex", "^/x"),
+    ("segment", "/x"),
+    ("segment", "/"),
 ];
 const QUERY_HOSTS: &[&str] = &[
     "a.test",
@@ -287,12 +289,13 @@ const QUERY_HOSTS: &[&str] = &[
     "z.test",
     "other",
 ];
-const QUERY_PATHS: &[&str] = &["/", "/x", "/x/y", "/x/yz", "/r1", "/q", "/xq"];
+const QUERY_PATHS: &[&str] = &["/", "/x", "/x/", "/x/y", "/x/yz", "/r1", "/q", "/xq"];
 
 fn path_match(kind: &str, text: &str) -> PathMatch {
     match kind {
         "exact" => PathMatch::Exact(text.into()),
         "prefix" => PathMatch::Prefix(text.into()),
+        "segment" => PathMatch::SegmentPrefix(text.into()),
         _ => PathMatch::Regex(regex::Regex::new(text).expect("test regex")),
     }
 }
@@ -372,15 +375,27 @@ fn reference(routes: &[RouteConfig], host: &str, path: &str) -> Option<usize> {
     {
         return Some(*i);
     }
-    let prefixes = matches(&|p| matches!(p, PathMatch::Prefix(x) if path.starts_with(x.as_str())));
-    let longest = prefixes.iter().map(|(_, p)| match p {
-        PathMatch::Prefix(x) => x.len(),
-        _ => 0,
+    // A segment prefix matches itself and what continues it after a `/`.
+    let segment = |x: &str| {
+        x == "/"
+            || path == x
+            || path
+                .strip_prefix(x)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    let prefixes = matches(&|p| match p {
+        PathMatch::Prefix(x) => path.starts_with(x.as_str()),
+        PathMatch::SegmentPrefix(x) => segment(x),
+        _ => false,
     });
-    let length = longest.max()?;
+    let written = |p: &PathMatch| match p {
+        PathMatch::Prefix(x) | PathMatch::SegmentPrefix(x) => x.len(),
+        _ => 0,
+    };
+    let length = prefixes.iter().map(|(_, p)| written(p)).max()?;
     prefixes
         .iter()
-        .find(|(_, p)| matches!(p, PathMatch::Prefix(x) if x.len() == length))
+        .find(|(_, p)| written(p) == length)
         .map(|(i, _)| *i)
 }
 

@@ -78,12 +78,24 @@ enum PrefixKind {
     Segment,
 }
 
+/// A prefix path of a route.
+#[derive(Debug)]
+struct Prefix {
+    /// What the path must start with (a segment prefix without its trailing `/`).
+    bytes: Box<[u8]>,
+    kind: PrefixKind,
+    /// Its length as written, which orders prefixes: `segment_prefix: /` is as long as
+    /// `prefix: /`.
+    written_len: usize,
+    candidate: Candidate,
+}
+
 /// The routes of one host group.
 #[derive(Debug, Default)]
 struct PathTable {
     exact: HashMap<Box<[u8]>, Vec<Candidate>>,
-    /// Longest prefix first, then by rank.
-    prefixes: Vec<(Box<[u8]>, PrefixKind, Candidate)>,
+    /// Longest prefix (as written) first, then by rank.
+    prefixes: Vec<Prefix>,
     /// In the model's order.
     regexes: Vec<(Regex, Candidate)>,
 }
@@ -96,15 +108,18 @@ impl PathTable {
                 .entry(p.as_bytes().into())
                 .or_default()
                 .push(candidate),
-            PathMatch::Prefix(p) => {
-                self.prefixes
-                    .push((p.as_bytes().into(), PrefixKind::Plain, candidate))
-            }
-            PathMatch::SegmentPrefix(p) => {
-                let p = p.trim_end_matches('/');
-                self.prefixes
-                    .push((p.as_bytes().into(), PrefixKind::Segment, candidate))
-            }
+            PathMatch::Prefix(p) => self.prefixes.push(Prefix {
+                bytes: p.as_bytes().into(),
+                kind: PrefixKind::Plain,
+                written_len: p.len(),
+                candidate,
+            }),
+            PathMatch::SegmentPrefix(p) => self.prefixes.push(Prefix {
+                bytes: p.trim_end_matches('/').as_bytes().into(),
+                kind: PrefixKind::Segment,
+                written_len: p.len(),
+                candidate,
+            }),
             PathMatch::Regex(r) => self.regexes.push((r.clone(), candidate)),
         }
     }
@@ -115,7 +130,7 @@ impl PathTable {
             .values_mut()
             .for_each(|candidates| candidates.sort_by_key(Candidate::rank));
         self.prefixes
-            .sort_by_key(|(p, _, candidate)| (Reverse(p.len()), candidate.rank()));
+            .sort_by_key(|p| (Reverse(p.written_len), p.candidate.rank()));
     }
 
     fn find(&self, path: &[u8], request: &RequestHeader) -> Option<Found> {
@@ -139,21 +154,23 @@ impl PathTable {
                 });
             }
         }
-        let (p, _, c) = self.prefixes.iter().find(|(p, kind, c)| {
-            let matched = match kind {
+        let found = self.prefixes.iter().find(|prefix| {
+            let p = &prefix.bytes;
+            let matched = match prefix.kind {
                 PrefixKind::Plain => path.starts_with(p),
                 // `/api` takes `/api` and `/api/...`; the root (empty here) takes all.
                 PrefixKind::Segment => {
                     path.starts_with(p) && matches!(path.get(p.len()), None | Some(b'/'))
                 }
             };
-            matched && c.admits(request)
+            matched && prefix.candidate.admits(request)
         })?;
         // A prefix's trailing `/` stays with the rest of the path, so replacing `/api/`
         // (or `/`) by `/v2` keeps the separator: `/api/x` becomes `/v2/x`.
+        let p = &found.bytes;
         let trailing_slash = usize::from(p.last() == Some(&b'/'));
         Some(Found {
-            route: c.route,
+            route: found.candidate.route,
             prefix_len: Some(p.len() - trailing_slash),
         })
     }

@@ -340,12 +340,27 @@ if [ -x "$SLUICE_BIN" ]; then
 else
   echo "warning: $SLUICE_BIN not found (run: cargo build --release); benchmarking nginx and haproxy only" >&2
 fi
+if [ "$FILTERS" != 0 ]; then
+  nginx -e "$tmp/nginx-filters/error.log" -p "$tmp/nginx-filters" -c "$tmp/nginx-filters/nginx.conf" \
+    2> "$tmp/nginx-filters.err" & pids+=($!); proxy_pid[nginx-filters]=$!
+  haproxy -f "$tmp/haproxy-filters.cfg" > "$tmp/haproxy-filters.err" 2>&1 & pids+=($!); proxy_pid[haproxy-filters]=$!
+  wait_for "http://127.0.0.1:$NGINX_FILTERS/" "${proxy_pid[nginx-filters]}" "$tmp/nginx-filters.err" "$tmp/nginx-filters/error.log"
+  wait_for "http://127.0.0.1:$HAPROXY_FILTERS/" "${proxy_pid[haproxy-filters]}" "$tmp/haproxy-filters.err"
+  proxies+=(nginx-filters haproxy-filters)
+  if [ -x "$SLUICE_BIN" ]; then
+    RUST_LOG=warn "$SLUICE_BIN" -c "$tmp/sluice-filters.yaml" > "$tmp/sluice-filters.err" 2>&1 & pids+=($!); proxy_pid[sluice-filters]=$!
+    wait_for "http://127.0.0.1:$FILTERS_ADMIN/readyz" "${proxy_pid[sluice-filters]}" "$tmp/sluice-filters.err"
+    wait_for "http://127.0.0.1:$SLUICE_FILTERS/" "${proxy_pid[sluice-filters]}" "$tmp/sluice-filters.err"
+    proxies+=(sluice-filters)
+  fi
+fi
 
 # --- measure -------------------------------------------------------------------------------
 
 port_of() {
   case $1 in nginx) echo $NGINX_PORT;; haproxy) echo $HAPROXY_PORT;; sluice) echo $SLUICE_PORT;;
-    sluice-lean) echo $LEAN_PORT;; sluice-big) echo $BIG_PORT;; esac
+    sluice-lean) echo $LEAN_PORT;; sluice-big) echo $BIG_PORT;; nginx-filters) echo $NGINX_FILTERS;;
+    haproxy-filters) echo $HAPROXY_FILTERS;; sluice-filters) echo $SLUICE_FILTERS;; esac
 }
 pid_of() { echo "${proxy_pid[$1]}"; }
 # The proxy's process and its children (the nginx workers; none for haproxy and sluice).
@@ -376,16 +391,32 @@ wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' <<<"$1"; }
 wrk_requests() { awk '/ requests in / { print $1 }' <<<"$1"; }
 wrk_errors() { awk '/Non-2xx|Socket errors/ { sub(/^ +/, ""); printf "%s; ", $0 }' <<<"$1"; }
 
+# The load on the filters+header match forms: the header their route matches, and one it removes.
+filter_headers=(-H "X-Tenant: blue" -H "X-Secret: 1")
+served_by() {  # PORT [CURL ARGS...]: the response's X-Served-By (set by the filtered route only)
+  local port=$1; shift
+  curl -fsS -o /dev/null -D - --max-time 5 "$@" "http://127.0.0.1:$port/" |
+    awk -F': *' 'tolower($1) == "x-served-by" { sub(/\r$/, "", $2); print $2 }'
+}
+for proxy in "${proxies[@]}"; do
+  [[ $proxy == *-filters ]] || continue
+  if [ "$(served_by "$(port_of "$proxy")" "${filter_headers[@]}")" != sluice ] ||
+     [ -n "$(served_by "$(port_of "$proxy")")" ]; then
+    echo "$proxy: the load's headers do not select the filtered route, or not only they do" >&2; exit 1
+  fi
+done
+
 ticks_per_s=$(getconf CLK_TCK)
 results="$tmp/results.tsv"; : > "$results"
 
 run() {  # PROXY DURATION warmup|record [CONNECTIONS [RESULTS]]
-  local proxy=$1 port cpu0 cpu1 out connections=${4:-$CONNECTIONS} into=${5:-$results} accepts0 accepts1
+  local proxy=$1 port cpu0 cpu1 out connections=${4:-$CONNECTIONS} into=${5:-$results} accepts0 accepts1 headers=()
   port=$(port_of "$proxy")
+  [[ $proxy != *-filters ]] || headers=("${filter_headers[@]}")
   accepts0=$(backend_accepts)
   cpu0=$(cpu_ticks "$proxy")
   # In the background so that INT/TERM interrupt `wait` at once and cleanup stops wrk too.
-  wrk -t1 -c"$connections" -d"$2" --latency "http://127.0.0.1:$port/" > "$tmp/wrk.out" & wrk_pid=$!
+  wrk -t1 -c"$connections" -d"$2" --latency "${headers[@]}" "http://127.0.0.1:$port/" > "$tmp/wrk.out" & wrk_pid=$!
   wait $wrk_pid; wrk_pid=
   out=$(cat "$tmp/wrk.out")
   cpu1=$(cpu_ticks "$proxy")
@@ -461,7 +492,8 @@ done
 
 idle="$tmp/idle.tsv"; : > "$idle"
 idle_runs=()
-for proxy in "${proxies[@]}"; do idle_runs+=("$proxy:http"); done
+# Not the filters+header match forms: an idle connection has no route.
+for proxy in "${proxies[@]}"; do [[ $proxy == *-filters ]] || idle_runs+=("$proxy:http"); done
 for proxy in "${tls_proxies[@]}"; do idle_runs+=("$proxy:tls"); done
 for idle_run in "${idle_runs[@]}"; do
   IFS=: read -r proxy transport <<<"$idle_run"
@@ -547,6 +579,7 @@ report() {
   fi
   echo "- load: wrk -t1 -c$CONNECTIONS -d$DURATION, HTTP/1.1 keepalive, 100-byte responses from two nginx backends, $ROUNDS alternating rounds after a 2 s warm-up; all on 127.0.0.1"
   echo "- proxies: backend chosen by consistent hashing of the URI with upstream keepalive; nginx 2 workers (hash \$request_uri consistent, keepalive 64), HAProxy 2 threads (balance uri, hash-type consistent, http-reuse safe), sluice 2 threads: \`sluice\` = consistent_hash on \$request_uri + access log to a file + metrics; \`sluice-lean\` = round robin, access log off; \`sluice-big\` = \`sluice\` with 100 routes (hosts, prefixes, regexes) and 1,000 endpoints"
+  [ "$FILTERS" = 0 ] || echo "- filters+header match (\`*-filters\` rows): each proxy with a second route selected by the header X-Tenant: blue that sets X-Env, removes X-Secret and adds X-Served-By to the response (sluice: \`headers\`, \`request_headers\`, \`response_headers\` on top of \`sluice\`; nginx: \`map\` on \$http_x_tenant, \`proxy_set_header\`, \`add_header\`; HAProxy: \`acl\`, \`use_backend\`, \`http-request set-header\`/\`del-header\`, \`http-response add-header\`); their load sends X-Tenant: blue and X-Secret: 1, so every request is the filtered route's"
   echo "- CPU: utime+stime of the proxy's processes during the run (/proc/PID/stat); RSS (VmRSS summed over the same processes) after the run"
   echo
   echo "## Throughput (saturating load, -c$CONNECTIONS)"
@@ -564,6 +597,21 @@ report() {
       "$cpu" "$(awk -v m="$rss" 'BEGIN { print m / 1024 }')" "$(ratio "$rps" "$base_rps")" \
       "$(ratio "$cpu" "$base_cpu")" "$(ratio "$p99" "$base_p99")"
   done
+  if [[ " ${proxies[*]} " == *"-filters "* ]]; then
+    echo
+    echo "## Filters and a header match (throughput rounds above): each proxy against itself"
+    echo
+    echo "| proxy | req/s plain | req/s filters+header match | ratio | CPU s per 100k plain | filters+header match | ratio |"
+    echo "|---|---|---|---|---|---|---|"
+    local filtered_rps filtered_cpu
+    for proxy in nginx haproxy sluice; do
+      [[ " ${proxies[*]} " == *" $proxy-filters "* ]] || continue
+      rps=$(column_of "$proxy" 2 | median); cpu=$(cpu_per_100k "$proxy" | median)
+      filtered_rps=$(column_of "$proxy-filters" 2 | median); filtered_cpu=$(cpu_per_100k "$proxy-filters" | median)
+      printf '| %s | %.0f | %.0f | %s | %.3f | %.3f | %s |\n' "$proxy" "$rps" "$filtered_rps" \
+        "$(ratio "$filtered_rps" "$rps")" "$cpu" "$filtered_cpu" "$(ratio "$filtered_cpu" "$cpu")"
+    done
+  fi
   echo
   echo "## Upstream connections opened (throughput rounds)"
   echo

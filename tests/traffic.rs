@@ -556,6 +556,50 @@ fn a_canary_without_endpoints_fails_unless_fallback_is_set() {
     );
 }
 
+#[test]
+fn a_failing_canary_is_retried_on_the_backends_only_with_fallback() {
+    let b = backends(&["main"]);
+    let canary = format!(
+        "  - {{ name: canary, endpoints: [\"{}\"] }}\n",
+        refused_address()
+    );
+    let (sluice, web) = serve(
+        "  - { name: strict, listener: web, paths: [{ prefix: /strict }], upstream: main, canary: { upstream: canary, header: x-canary } }\n\
+         \x20 - { name: lenient, listener: web, paths: [{ prefix: /lenient }], upstream: main, canary: { upstream: canary, header: x-canary, fallback: true } }\n",
+        &refs(&b),
+        &canary,
+    );
+    let mut client = Client::connect(web);
+    let strict = client.request("GET", "/strict", &[("x-canary", "always")]);
+    assert_eq!(strict.status, 502, "the canary's failure is the answer");
+    assert!(b[0].requests().is_empty());
+    let mut client = Client::connect(web);
+    assert_eq!(
+        answered_by(&mut client, "GET", "/lenient", &[("x-canary", "always")]),
+        "main"
+    );
+    let records = sluice.wait_access_log(2);
+    let lenient = records
+        .iter()
+        .find(|r| r["route"] == "lenient")
+        .expect("lenient record");
+    assert_eq!(lenient["upstream"], "main");
+    assert_eq!(
+        lenient["attempts"].as_array().map(Vec::len),
+        Some(2),
+        "{lenient}"
+    );
+    // Two tries of the strict route, both on the canary; one of the lenient route.
+    sluice.wait_metric(
+        "sluice_upstream_attempts_total{result=\"connect_refused\",upstream=\"canary\"}",
+        3.0,
+    );
+    assert_eq!(
+        sluice.metric("sluice_upstream_attempts_total{result=\"ok\",upstream=\"main\"}"),
+        1.0
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Filters
 // ---------------------------------------------------------------------------------------

@@ -85,6 +85,11 @@ pub struct Routed {
     pub route: usize,
     /// The backend (or canary) chosen for the request, with its timeouts.
     pub backend: RouteBackend,
+    /// Where retries go after the canary failed (`canary.fallback`), until used.
+    pub fallback: Option<RouteBackend>,
+    /// Once retries moved from the canary to `fallback`: the canary's upstream and how many
+    /// of `attempts` were its.
+    pub left_canary: Option<(usize, usize)>,
     /// How much of the path the route's prefix matched (for prefix rewrites).
     pub prefix_len: Option<usize>,
     /// Counts the request as active in the upstream's retry budget.
@@ -97,6 +102,21 @@ impl Routed {
     /// The chosen upstream.
     pub fn upstream(&self) -> &crate::upstream::Upstream {
         &self.snapshot.upstreams[self.backend.upstream]
+    }
+
+    /// The attempts made on the current upstream (all of them unless retries left the
+    /// canary).
+    pub fn own_attempts<'a>(&self, attempts: &'a [Attempt]) -> &'a [Attempt] {
+        let before = self.left_canary.map_or(0, |(_, n)| n);
+        attempts.get(before..).unwrap_or_default()
+    }
+
+    /// Sends the next try to the fallback backend, if the canary has one left.
+    pub fn leave_canary(&mut self, attempts_made: usize) {
+        if let Some(fallback) = self.fallback.take() {
+            self.left_canary = Some((self.backend.upstream, attempts_made));
+            self.backend = fallback;
+        }
     }
 
     /// The model's route (filters, affinity).

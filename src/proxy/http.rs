@@ -202,13 +202,14 @@ impl ProxyHttp for HttpProxy {
             self.reject(session, ctx, rejection).await?;
             return Ok(true);
         }
-        let Some(backend) =
+        let Some(chosen) =
             traffic::choose_backend(runtime_route, route_config, &snapshot, session.req_header())
         else {
             ctx.rejected = Some("no_backend");
             self.answer_error(session, ctx, 503, None, false).await?;
             return Ok(true);
         };
+        let backend = chosen.backend;
         let upstream = &snapshot.upstreams[backend.upstream];
         let active = upstream.retry_budget.start_request();
         let route_deadline = backend.timeouts.total.map(|t| ctx.started + t);
@@ -243,6 +244,8 @@ impl ProxyHttp for HttpProxy {
             snapshot: snapshot.clone(),
             route,
             backend,
+            fallback: chosen.fallback,
+            left_canary: None,
             prefix_len: found.prefix_len,
             _active: active,
             deadline,
@@ -288,10 +291,16 @@ impl ProxyHttp for HttpProxy {
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
+        let attempts_made = ctx.attempts.len();
         let routed = ctx
             .routed
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request was not routed"))?;
+        if attempts_made > 0 {
+            // A retry of a canary with `fallback` goes to the backends.
+            routed.leave_canary(attempts_made);
+        }
+        let routed = &*routed;
         let upstream = routed.upstream();
         let mut timeouts = routed.backend.timeouts;
         if ctx.websocket {
@@ -317,7 +326,7 @@ impl ProxyHttp for HttpProxy {
             client_ip: ctx.client_ip,
             scheme: self.scheme,
         };
-        let attempts = &ctx.attempts;
+        let attempts = routed.own_attempts(&ctx.attempts);
         let tried = |i: usize| attempts.iter().any(|a| a.endpoint == i);
         let route = &routed.snapshot.routes[routed.route];
         let picked = match (&routed.config().affinity, &route.affinity_attributes) {

@@ -41,8 +41,16 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
                 duration.as_secs_f64(),
                 ctx.rejected.unwrap_or_default(),
             );
+            if let Some((canary, count)) = routed.left_canary {
+                let canary = &routed.snapshot.upstreams[canary];
+                for attempt in ctx.attempts.iter().take(count) {
+                    canary
+                        .metrics
+                        .count_attempt(canary.name(), attempt.result.as_str());
+                }
+            }
             let upstream = routed.upstream();
-            for attempt in &ctx.attempts {
+            for attempt in routed.own_attempts(&ctx.attempts) {
                 upstream
                     .metrics
                     .count_attempt(upstream.name(), attempt.result.as_str());

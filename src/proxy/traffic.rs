@@ -69,30 +69,53 @@ pub fn route_redirect(
     ))
 }
 
-/// Which upstream takes the request: the canary when its rules say so (or the backends
-/// when the canary has no endpoint and `fallback` is set), else a weighted backend.
-/// `None`: no backend can take it (every weight 0).
+/// The upstream chosen for a request, and where its retries go if it is a canary with
+/// `fallback`.
+#[derive(Debug, Clone, Copy)]
+pub struct Chosen {
+    pub backend: RouteBackend,
+    pub fallback: Option<RouteBackend>,
+}
+
+/// Which upstream takes the request: the canary when its rules say so, else a weighted
+/// backend. With `canary.fallback`, a canary without an available endpoint is skipped and
+/// the canary's failed tries are retried on a backend. `None`: no backend can take it
+/// (every weight 0).
 pub fn choose_backend(
     route: &Route,
     config: &RouteConfig,
     snapshot: &Snapshot,
     request: &RequestHeader,
-) -> Option<RouteBackend> {
+) -> Option<Chosen> {
+    let weighted = || {
+        let roll = if route.backends.len() > 1 {
+            rand::thread_rng().gen::<u64>()
+        } else {
+            0
+        };
+        route.split.pick(roll).map(|i| route.backends[i])
+    };
     if let (Some(canary), Some(backend)) = (&config.canary, route.canary) {
         let roll = || rand::thread_rng().gen_range(0..canary.weight_total.max(1));
         if backends::canary_takes(canary, request, roll) {
-            let usable = snapshot.upstreams[backend.upstream].has_available_endpoint();
-            if usable || !canary.fallback {
-                return Some(backend);
+            if !canary.fallback {
+                return Some(Chosen {
+                    backend,
+                    fallback: None,
+                });
+            }
+            if snapshot.upstreams[backend.upstream].has_available_endpoint() {
+                return Some(Chosen {
+                    backend,
+                    fallback: weighted(),
+                });
             }
         }
     }
-    let roll = if route.backends.len() > 1 {
-        rand::thread_rng().gen::<u64>()
-    } else {
-        0
-    };
-    route.split.pick(roll).map(|i| route.backends[i])
+    weighted().map(|backend| Chosen {
+        backend,
+        fallback: None,
+    })
 }
 
 /// The `Set-Cookie` value pinning the client to the endpoint at `address`.

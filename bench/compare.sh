@@ -12,7 +12,7 @@
 #   are nginx, HAProxy and `sluice` with a second route that the header X-Tenant: blue selects
 #   and that sets X-Env, removes X-Secret and adds X-Served-By to the response (nginx: maps,
 #   HAProxy: an acl and a backend with http-request/http-response rules); their load sends
-#   X-Tenant: blue and X-Secret, so every request is the filtered route's. Parts 1, 2 and 5.
+#   X-Tenant: blue and X-Secret, so every request is the filtered route's. Parts 1, 2, 5 and 6.
 # 1. Throughput: each proxy gets a warm-up, then ROUNDS alternating rounds of
 #    `wrk -t1 -c$CONNECTIONS -d$DURATION` over HTTP/1.1 keepalive; CPU time (utime+stime from
 #    /proc/PID/stat of all its processes) before and after, RSS after. Medians, ratios to nginx.
@@ -518,13 +518,14 @@ done
 
 # Instructions per request under callgrind: one worker/thread each, on their own ports.
 callgrind="$tmp/callgrind.tsv"; : > "$callgrind"
-count_instructions() {  # NAME PORT PID: Ir of CALLGRIND_REQUESTS requests, all threads
+count_instructions() {  # NAME PORT PID [HEADER...]: Ir of CALLGRIND_REQUESTS requests, all threads
   local name=$1 port=$2 pid=$3 out
+  shift 3
   pids+=("$pid")
   for _ in $(seq 1 600); do curl -fsS -o /dev/null --max-time 5 "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.2; done
-  python3 "$here/sequential_requests.py" "$port" "$CALLGRIND_WARMUP"
+  python3 "$here/sequential_requests.py" "$port" "$CALLGRIND_WARMUP" "$@"
   callgrind_control -i on "$pid" > /dev/null
-  python3 "$here/sequential_requests.py" "$port" "$CALLGRIND_REQUESTS"
+  python3 "$here/sequential_requests.py" "$port" "$CALLGRIND_REQUESTS" "$@"
   callgrind_control -i off "$pid" > /dev/null
   callgrind_control -d "$pid" > /dev/null
   local dump
@@ -550,11 +551,29 @@ if [ "$CALLGRIND" != 0 ]; then
   echo "callgrind: haproxy (1 thread)" >&2
   "${vg[@]}" --callgrind-out-file="$tmp/cg-haproxy.out.%p" haproxy -f "$tmp/cg-haproxy.cfg" 2> "$tmp/cg-haproxy.err" &
   count_instructions haproxy "$CG_HAPROXY" $!
+  if [ "$FILTERS" != 0 ]; then
+    mkdir -p "$tmp/cg-nginx-filters"
+    nginx_proxy_conf "$tmp/cg-nginx-filters" "$CG_NGINX" 1 off "" filters > "$tmp/cg-nginx-filters/nginx.conf"
+    echo "callgrind: nginx-filters (1 worker)" >&2
+    "${vg[@]}" --callgrind-out-file="$tmp/cg-nginx-filters.out.%p" nginx -e "$tmp/cg-nginx-filters/error.log" \
+      -p "$tmp/cg-nginx-filters" -c "$tmp/cg-nginx-filters/nginx.conf" 2> "$tmp/cg-nginx-filters.err" &
+    count_instructions nginx-filters "$CG_NGINX" $! "X-Tenant: blue" "X-Secret: 1"
+    haproxy_conf "$CG_HAPROXY" 1 "" filters > "$tmp/cg-haproxy-filters.cfg"
+    echo "callgrind: haproxy-filters (1 thread)" >&2
+    "${vg[@]}" --callgrind-out-file="$tmp/cg-haproxy-filters.out.%p" haproxy -f "$tmp/cg-haproxy-filters.cfg" 2> "$tmp/cg-haproxy-filters.err" &
+    count_instructions haproxy-filters "$CG_HAPROXY" $! "X-Tenant: blue" "X-Secret: 1"
+  fi
   if [ -x "$SLUICE_BIN" ]; then
     sluice_conf cg-sluice "$CG_SLUICE" "$CG_ADMIN" 1 full > "$tmp/cg-sluice.yaml"
     echo "callgrind: sluice (1 thread, every feature on)" >&2
     RUST_LOG=warn "${vg[@]}" --callgrind-out-file="$tmp/cg-sluice.out.%p" "$SLUICE_BIN" -c "$tmp/cg-sluice.yaml" 2> "$tmp/cg-sluice.err" &
     count_instructions sluice "$CG_SLUICE" $!
+    if [ "$FILTERS" != 0 ]; then
+      sluice_conf cg-sluice-filters "$CG_SLUICE" "$CG_ADMIN" 1 filters > "$tmp/cg-sluice-filters.yaml"
+      echo "callgrind: sluice-filters (1 thread, the filtered route hit)" >&2
+      RUST_LOG=warn "${vg[@]}" --callgrind-out-file="$tmp/cg-sluice-filters.out.%p" "$SLUICE_BIN" -c "$tmp/cg-sluice-filters.yaml" 2> "$tmp/cg-sluice-filters.err" &
+      count_instructions sluice-filters "$CG_SLUICE" $! "X-Tenant: blue" "X-Secret: 1"
+    fi
   fi
 fi
 

@@ -275,6 +275,11 @@ pub struct Filters {
 }
 
 impl Filters {
+    /// Whether sluice may answer with a redirect itself.
+    pub fn redirects(&self) -> bool {
+        self.app_root.is_some() || self.https_redirect.is_some() || self.redirect.is_some()
+    }
+
     /// Whether any filter applies to the request on its way upstream.
     pub fn edits_request(&self) -> bool {
         !self.request_headers.is_empty() || !self.rewrite.is_empty()

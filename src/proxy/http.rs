@@ -174,10 +174,11 @@ impl ProxyHttp for HttpProxy {
         };
         let route = found.route;
         let route_config = &snapshot.config.routes[route];
-        let from = traffic::origin(self.scheme, &inspected.host, session.req_header());
-        if let Some((status, location)) =
+        let redirect = route_config.filters.redirects().then(|| {
+            let from = traffic::origin(self.scheme, &inspected.host, session.req_header());
             traffic::route_redirect(&route_config.filters, &from, found.prefix_len)
-        {
+        });
+        if let Some((status, location)) = redirect.flatten() {
             ctx.answered_by = Some(snapshot.routes[route].metrics.clone());
             self.answer_redirect(session, ctx, status, &location)
                 .await?;

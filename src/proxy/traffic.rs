@@ -87,13 +87,12 @@ pub fn choose_backend(
     snapshot: &Snapshot,
     request: &RequestHeader,
 ) -> Option<Chosen> {
-    let weighted = || {
-        let roll = if route.backends.len() > 1 {
-            rand::thread_rng().gen::<u64>()
-        } else {
-            0
-        };
-        route.split.pick(roll).map(|i| route.backends[i])
+    let weighted = || match route.backends.as_ref() {
+        [only] => Some(*only),
+        _ => {
+            let roll = rand::thread_rng().gen::<u64>();
+            route.split.pick(roll).map(|i| route.backends[i])
+        }
     };
     if let (Some(canary), Some(backend)) = (&config.canary, route.canary) {
         let roll = || rand::thread_rng().gen_range(0..canary.weight_total.max(1));

@@ -142,7 +142,11 @@ impl PathTable {
                 });
             }
         }
-        if let Ok(text) = std::str::from_utf8(path) {
+        // Regexes need the path as text: checked only when there are any.
+        let text = (!self.regexes.is_empty())
+            .then(|| std::str::from_utf8(path).ok())
+            .flatten();
+        if let Some(text) = text {
             let regex = self
                 .regexes
                 .iter()

@@ -539,3 +539,17 @@ upstreams:
         assert_error(&text, &file, line, key_path, message);
     }
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/sluice.yaml");
+    let output = Command::new(sluice_binary())
+        .args(["-t", "-c", example])
+        .output()
+        .expect("run sluice -t");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

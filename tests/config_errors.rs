@@ -553,3 +553,50 @@ fn the_example_config_is_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn traffic_values_that_would_misbehave_are_refused() {
+    let yaml = r#"
+listeners:
+  - { name: web, listen: 127.0.0.1:8080 }
+  - { name: secure, listen: 127.0.0.1:8443, https_redirect: true, tls: { certificates: [] } }
+routes:
+  - name: a
+    listener: web
+    upstream: app
+    app_root: //evil.example
+    upstream_host: "a b"
+    request_headers: { set: { content-length: "0" }, remove: [host] }
+    rewrite: { regex: { pattern: "/(.*)", replacement: "v2/$1" } }
+    affinity: { cookie: { path: "/;domain=x", max_age: 500ms } }
+  - name: b
+    listener: web
+    paths: [{ prefix: /b }]
+    query: [{ name: "a&b", exact: "1" }]
+    redirect: { host: "example.com:8443", port: 0 }
+upstreams:
+  - { name: app, endpoints: ["127.0.0.1:1"] }
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    let expected = [
+        (4, "listeners[1].https_redirect", "redirected to themselves"),
+        (9, "routes[0].app_root", "single /"),
+        (10, "routes[0].upstream_host", "invalid host"),
+        (
+            11,
+            "routes[0].request_headers.set.content-length",
+            "cannot be edited",
+        ),
+        (11, "routes[0].request_headers.remove[0]", "upstream_host"),
+        (12, "routes[0].rewrite.regex.replacement", "single /"),
+        (13, "routes[0].affinity.cookie.path", "cannot hold ;"),
+        (13, "routes[0].affinity.cookie.max_age", "at least 1s"),
+        (17, "routes[1].query[0].name", "invalid parameter name"),
+        (18, "routes[1].redirect.host", "port is a key of its own"),
+        (18, "routes[1].redirect.port", "from 1 to 65535"),
+    ];
+    for (line, key_path, message) in expected {
+        assert_error(&text, &file, line, key_path, message);
+    }
+}

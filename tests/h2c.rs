@@ -242,3 +242,33 @@ fn http2_requests_are_rewritten_with_their_authority() {
     assert_eq!(seen["headers"]["host"], "internal.svc");
     assert_eq!(responses[1].0, 302, "a redirect answers HTTP/2 clients too");
 }
+
+#[test]
+fn an_http2_request_is_mirrored_to_an_http1_upstream_as_http1() {
+    let (h2_backend, _) = start_h2_backend();
+    let shadow = Backend::start("shadow", Behavior::Echo);
+    let web = listen_address();
+    let sluice = Sluice::start(&format!(
+        "listeners: [{{ name: web, listen: \"{web}\", h2c: true }}]\n\
+         routes: [{{ name: grpc, listener: web, upstream: grpc, mirror: {{ upstream: shadow }} }}]\n\
+         upstreams:\n  - {{ name: grpc, protocol: h2c, endpoints: [\"{h2_backend}\"] }}\n\
+         \x20 - {{ name: shadow, endpoints: [\"{}\"] }}\n",
+        shadow.address
+    ));
+    let responses = h2_get(web, &["/pkg.Service/Call"]);
+    assert_eq!(responses[0].0, 200);
+    wait_until("the copy at the mirror", READY_TIMEOUT, || {
+        !shadow.requests().is_empty()
+    });
+    let copy = &shadow.requests()[0];
+    assert_eq!(copy.target, "/pkg.Service/Call");
+    assert_eq!(
+        copy.header("host"),
+        Some("h2c.test"),
+        "the authority as Host"
+    );
+    sluice.wait_metric(
+        "sluice_mirror_requests_total{result=\"ok\",route=\"grpc\"}",
+        1.0,
+    );
+}

@@ -844,6 +844,31 @@ fn mirror_copies_never_delay_the_main_request_and_are_bounded() {
 }
 
 #[test]
+fn websocket_upgrades_are_not_mirrored() {
+    let ws = WsEcho::start();
+    let shadow = Backend::start("shadow", Behavior::Echo);
+    let web = listen_address();
+    let sluice = Sluice::start(&format!(
+        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes: [{{ name: ws, listener: web, upstream: ws, mirror: {{ upstream: shadow }} }}]\n\
+         upstreams:\n  - {{ name: ws, endpoints: [\"{}\"] }}\n  - {{ name: shadow, endpoints: [\"{}\"] }}\n",
+        ws.address, shadow.address
+    ));
+    let mut stream = websocket_connect(web);
+    echo(&mut stream, b"frame");
+    drop(stream);
+    // A plain request on the same route is mirrored: once its copy is counted, the upgrade
+    // before it would have been too.
+    assert_eq!(get(web, "/plain").status, 101);
+    sluice.wait_metric(
+        "sluice_mirror_requests_total{result=\"ok\",route=\"ws\"}",
+        1.0,
+    );
+    let copies: Vec<String> = shadow.requests().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(copies, ["/plain"]);
+}
+
+#[test]
 fn a_mirror_that_is_down_costs_the_main_request_nothing() {
     let main = Backend::start("main", Behavior::Echo);
     let (sluice, web) = serve(
@@ -928,6 +953,51 @@ fn affinity_pins_a_client_for_1000_requests_and_moves_it_when_its_endpoint_leave
         let response = client.request("GET", "/", &[("cookie", &new_cookie)]);
         assert_eq!(response.backend(), moved.backend());
     }
+}
+
+#[test]
+fn affinity_keeps_a_session_on_its_upstream_across_a_weighted_split() {
+    let b = backends(&["v1", "v2"]);
+    let (_sluice, web) = serve(
+        "  - name: app\n    listener: web\n    backends: [{ upstream: v1, weight: 50 }, { upstream: v2, weight: 50 }]\n    \
+         affinity: { cookie: { name: route } }\n",
+        &refs(&b),
+        "",
+    );
+    let mut client = Client::connect(web);
+    for _ in 0..10 {
+        let first = client.get("site.test", "/");
+        let cookie = cookie_pair(&first);
+        for _ in 0..20 {
+            let response = client.request("GET", "/", &[("cookie", &cookie)]);
+            assert_eq!(response.backend(), first.backend(), "{cookie}");
+            assert_eq!(response.header("set-cookie"), None);
+        }
+    }
+}
+
+#[test]
+fn targets_that_cannot_be_rebuilt_are_refused_not_mangled() {
+    let b = backends(&["app"]);
+    let (_sluice, web) = serve(
+        "  - { name: rewritten, listener: web, paths: [{ segment_prefix: /api }], upstream: app, rewrite: { prefix: /v2 } }\n\
+         \x20 - { name: moved, listener: web, paths: [{ exact: /old }], redirect: { path: /new } }\n",
+        &refs(&b),
+        "",
+    );
+    // Rewrites and redirects build text: a target that is not UTF-8 is refused before them.
+    let mut client = Client::connect(web);
+    client.send_raw(b"GET /api/\xff HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(client.read_response().expect("response").status, 400);
+    // A redirect to the request's own host needs one: HTTP/1.0 may come without.
+    let mut client = Client::connect(web);
+    client.send_raw(b"GET /old HTTP/1.0\r\n\r\n");
+    assert_eq!(client.read_response().expect("response").status, 400);
+    let mut client = Client::connect(web);
+    client.send_raw(b"GET /old HTTP/1.0\r\nHost: a\r\n\r\n");
+    let moved = client.read_response().expect("response");
+    assert_eq!(moved.header("location"), Some("http://a/new"));
+    assert!(b[0].requests().is_empty());
 }
 
 #[test]

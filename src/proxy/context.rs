@@ -152,6 +152,11 @@ pub struct RequestContext {
     pub client_keepalive: bool,
     /// The route that answered the request itself (a redirect), for its metrics and log.
     pub answered_by: Option<Arc<RouteMetrics>>,
+    /// A copy of the request went to the route's mirror (once per request, not per try).
+    pub mirrored: bool,
+    /// The last failed try never reached the upstream (a stale pooled connection): its
+    /// retry stays on the same upstream, even a canary's with `fallback`.
+    pub retry_stays: bool,
     /// The `Set-Cookie` value that pins the client to the endpoint of the last try.
     pub affinity_cookie: Option<String>,
     /// Why sluice refused the request itself (a metric label), if it did.
@@ -207,6 +212,8 @@ impl RequestContext {
             tunnel: None,
             client_keepalive: true,
             answered_by: None,
+            retry_stays: false,
+            mirrored: false,
             affinity_cookie: None,
             rejected: None,
             body_mode: BodyMode::Empty,

@@ -154,8 +154,12 @@ impl ProxyHttp for HttpProxy {
         }
 
         if let Some(https) = &self.https_redirect {
-            let from = traffic::origin(self.scheme, &inspected.host, session.req_header());
+            let from = traffic::origin(self.scheme, &inspected, session.req_header());
             if let Some((status, location)) = traffic::listener_redirect(https, &from) {
+                if let Some(rejection) = traffic::cannot_redirect(&inspected) {
+                    self.reject(session, ctx, rejection).await?;
+                    return Ok(true);
+                }
                 self.answer_redirect(session, ctx, status, &location)
                     .await?;
                 return Ok(true);
@@ -174,8 +178,16 @@ impl ProxyHttp for HttpProxy {
         };
         let route = found.route;
         let route_config = &snapshot.config.routes[route];
-        let redirect = route_config.filters.redirects().then(|| {
-            let from = traffic::origin(self.scheme, &inspected.host, session.req_header());
+        let route_filters = &route_config.filters;
+        let redirects = route_filters.redirects();
+        if redirects {
+            if let Some(rejection) = traffic::cannot_redirect(&inspected) {
+                self.reject(session, ctx, rejection).await?;
+                return Ok(true);
+            }
+        }
+        let redirect = redirects.then(|| {
+            let from = traffic::origin(self.scheme, &inspected, session.req_header());
             traffic::route_redirect(&route_config.filters, &from, found.prefix_len)
         });
         if let Some((status, location)) = redirect.flatten() {
@@ -293,12 +305,14 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         let attempts_made = ctx.attempts.len();
+        let retry_stays = ctx.retry_stays;
         let routed = ctx
             .routed
             .as_mut()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request was not routed"))?;
-        if attempts_made > 0 {
-            // A retry of a canary with `fallback` goes to the backends.
+        if attempts_made > 0 && !retry_stays {
+            // A retry of a canary with `fallback` goes to the backends, unless the canary
+            // never saw the request.
             routed.leave_canary(attempts_made);
         }
         let routed = &*routed;
@@ -417,21 +431,30 @@ impl ProxyHttp for HttpProxy {
                 filters::apply_request(route_filters, upstream_request, routed.prefix_len)?;
             }
             let route = &routed.snapshot.routes[routed.route];
-            if route.mirror.is_some() && ctx.attempts.len() == 1 {
+            // Once per request, whichever try gets this far; never an upgrade, whose copy
+            // would hold a tunnel to the mirror.
+            if route.mirror.is_some() && !ctx.mirrored && !ctx.websocket {
+                ctx.mirrored = true;
                 let (body, complete) = match ctx.body_mode {
                     BodyMode::Empty => (None, true),
                     BodyMode::Buffer { .. } => (session.as_downstream().get_retry_buffer(), true),
                     BodyMode::Stream { .. } => (None, false),
                 };
+                let request = session.req_header();
                 let facts = RequestFacts {
-                    header: Some(upstream_request),
+                    header: Some(request),
                     client_ip: ctx.client_ip,
                     scheme: self.scheme,
+                };
+                let prepare = |copy: &mut RequestHeader| {
+                    headers::add_forwarding(copy, ctx.client_ip, self.scheme)?;
+                    filters::apply_request(route_filters, copy, routed.prefix_len)
                 };
                 traffic::mirror(
                     route,
                     &routed.snapshot,
-                    upstream_request,
+                    request,
+                    prepare,
                     body,
                     complete,
                     &facts,
@@ -849,6 +872,7 @@ impl HttpProxy {
         if !retry::allows_retry(&upstream.config.retry, failure, facts) {
             return false;
         }
+        ctx.retry_stays = failure == Failure::RequestUnsent;
         if failure == Failure::RequestUnsent {
             // The upstream never saw the request: a retry adds no load to it.
             return true;

@@ -60,6 +60,45 @@ pub fn count(route: &str, result: &str) {
         .inc();
 }
 
+/// Makes `request` what the mirror's protocol sends: HTTP/2 (`http2`), or HTTP/1.1 in
+/// origin form with a `Host` (an HTTP/2 client's authority becomes it). Connection-level
+/// headers are the client connection's, not the copy's, and a body is sent whole with its
+/// length, so they are removed.
+pub fn for_protocol(request: &mut RequestHeader, http2: bool) -> Result<()> {
+    for name in [
+        http::header::CONNECTION,
+        http::header::TRANSFER_ENCODING,
+        http::header::UPGRADE,
+        http::header::TE,
+        http::HeaderName::from_static("keep-alive"),
+        http::HeaderName::from_static("proxy-connection"),
+    ] {
+        request.remove_header(&name);
+    }
+    if http2 {
+        request.set_version(http::Version::HTTP_2);
+        return Ok(());
+    }
+    request.set_version(http::Version::HTTP_11);
+    if let Some(authority) = request.uri.authority().map(|a| a.as_str().to_string()) {
+        if request.headers.get(http::header::HOST).is_none() {
+            request.insert_header(http::header::HOST, authority)?;
+        }
+        let target = request
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        request.set_uri(target.parse().map_err(|e| {
+            pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                format!("mirror target {target:?}: {e}"),
+            )
+        })?);
+    }
+    Ok(())
+}
+
 /// Sends `copy` from a task of its own, holding `slot` until it is done.
 pub fn send(copy: MirrorCopy, slot: Slot) {
     tokio::spawn(async move {

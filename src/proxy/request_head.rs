@@ -32,6 +32,8 @@ const fn bad_request(reason: &'static str) -> Rejection {
 pub struct Inspected {
     /// Lower-case, without port or trailing dot; empty for an HTTP/1.0 request without one.
     pub host: String,
+    /// The port the client named with the host, if any (for redirects that keep it).
+    pub port: Option<u16>,
     /// The normalised path, without query.
     pub path: Vec<u8>,
     /// The origin-form target to forward when it differs from the request's (a normalised
@@ -58,8 +60,10 @@ pub fn inspect(header: &RequestHeader, paths: &PathOptions) -> Result<Inspected,
         if header.method != Method::OPTIONS {
             return Err(bad_request("asterisk_target"));
         }
+        let (host, port) = host_of(header, None)?;
         return Ok(Inspected {
-            host: host_of(header, None)?,
+            host,
+            port,
             path: b"*".to_vec(),
             new_target: None,
             collapsed_length,
@@ -80,7 +84,7 @@ pub fn inspect(header: &RequestHeader, paths: &PathOptions) -> Result<Inspected,
             (Some(authority), path_and_query, true)
         }
     };
-    let host = host_of(header, authority)?;
+    let (host, port) = host_of(header, authority)?;
     let (raw_path, query) = match target.iter().position(|b| *b == b'?') {
         Some(q) => (&target[..q], Some(&target[q..])),
         None => (target, None),
@@ -98,6 +102,7 @@ pub fn inspect(header: &RequestHeader, paths: &PathOptions) -> Result<Inspected,
     });
     Ok(Inspected {
         host,
+        port,
         path: normal.into_owned(),
         new_target,
         collapsed_length,
@@ -146,7 +151,10 @@ fn check_framing(header: &RequestHeader) -> Result<Option<u64>, Rejection> {
 
 /// The request's host: the absolute-form authority if any, else the HTTP/2 `:authority`,
 /// else `Host` (required on HTTP/1.1, RFC 9112 §3.2).
-fn host_of(header: &RequestHeader, authority: Option<&[u8]>) -> Result<String, Rejection> {
+fn host_of(
+    header: &RequestHeader,
+    authority: Option<&[u8]>,
+) -> Result<(String, Option<u16>), Rejection> {
     let value = match authority {
         Some(authority) => Some(authority),
         None => header
@@ -157,15 +165,15 @@ fn host_of(header: &RequestHeader, authority: Option<&[u8]>) -> Result<String, R
     };
     match value {
         Some(value) => host_name(value).ok_or(bad_request("host")),
-        None if header.version == Version::HTTP_10 => Ok(String::new()),
+        None if header.version == Version::HTTP_10 => Ok((String::new(), None)),
         None => Err(bad_request("missing_host")),
     }
 }
 
-/// `value` as a lower-case host name without port and trailing dot, if it is a valid
-/// `uri-host [":" port]` (RFC 9110 §7.2): a bracketed IP literal or a name of letters,
-/// digits, `-`, `_`, `.` and `~`, without empty labels.
-fn host_name(value: &[u8]) -> Option<String> {
+/// `value` as a lower-case host name without port and trailing dot, and its port, if it is
+/// a valid `uri-host [":" port]` (RFC 9110 §7.2): a bracketed IP literal or a name of
+/// letters, digits, `-`, `_`, `.` and `~`, without empty labels.
+fn host_name(value: &[u8]) -> Option<(String, Option<u16>)> {
     let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
         let end = rest.iter().position(|b| *b == b']')?;
         let literal = &rest[..end];
@@ -193,12 +201,16 @@ fn host_name(value: &[u8]) -> Option<String> {
         }
         (name, &value[colon..])
     };
-    match port {
-        [] => {}
-        [b':', digits @ ..] if digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit) => {}
+    let port = match port {
+        [] => None,
+        [b':', digits @ ..] if digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit) => {
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse().ok())
+        }
         _ => return None,
-    }
-    Some(String::from_utf8_lossy(host).to_ascii_lowercase())
+    };
+    Some((String::from_utf8_lossy(host).to_ascii_lowercase(), port))
 }
 
 #[cfg(test)]
@@ -278,6 +290,11 @@ mod tests {
         assert_eq!(host(b"A.Example.").as_deref(), Ok("a.example"));
         assert_eq!(host(b"a.example:8080").as_deref(), Ok("a.example"));
         assert_eq!(host(b"[::1]:80").as_deref(), Ok("::1"));
+        let port =
+            |value: &[u8]| inspect_default(&request("/", &[("host", value)])).map(|i| i.port);
+        assert_eq!(port(b"a.example:8080"), Ok(Some(8080)));
+        assert_eq!(port(b"[::1]:81"), Ok(Some(81)));
+        assert_eq!(port(b"a.example"), Ok(None));
         for bad in [
             &b""[..],
             b"a.example/evil",

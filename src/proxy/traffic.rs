@@ -3,42 +3,44 @@
 //! rules are in `routing`; this module reads the request for them.
 
 use super::mirror::{self, MirrorCopy, Slot};
-use crate::model::{Filters, HttpsRedirect, RouteConfig};
-use crate::routing::{backends, filters};
+use super::request_head::{Inspected, Rejection};
+use crate::model::{Filters, HttpsRedirect, RouteConfig, UpstreamProtocol};
+use crate::routing::{backends, conditions, filters};
 use crate::state::{Route, RouteBackend, Snapshot};
 use crate::upstream::hash_key::RequestFacts;
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use rand::Rng;
 
-/// The request as the client addressed it, for redirect targets.
+/// The request as the client addressed it, for redirect targets: its scheme, the host and
+/// port that inspection found, and its (normalised) path and query.
 pub fn origin<'r>(
     scheme: &'static str,
-    host: &'r str,
+    inspected: &'r Inspected,
     request: &'r RequestHeader,
 ) -> filters::Origin<'r> {
     filters::Origin {
         scheme,
-        host,
-        port: request_port(request),
+        host: &inspected.host,
+        port: inspected.port,
         path: request.uri.path(),
         query: request.uri.query(),
     }
 }
 
-/// The port the client named in its authority or `Host` header.
-fn request_port(request: &RequestHeader) -> Option<u16> {
-    request.uri.port_u16().or_else(|| {
-        let host = request.headers.get(http::header::HOST)?.to_str().ok()?;
-        let (_, port) = host.rsplit_once(':')?;
-        // `[::1]` has colons but no port after its bracket.
-        port.parse().ok().filter(|_| !host.ends_with(']'))
+/// Why a request cannot be redirected, if it cannot: a redirect to the request's own host
+/// needs one, and HTTP/1.0 may omit it. (A target that is not UTF-8, which a `Location` or a
+/// rewritten path could not hold, never gets this far: inspection refuses it with 400.)
+pub fn cannot_redirect(inspected: &Inspected) -> Option<Rejection> {
+    inspected.host.is_empty().then_some(Rejection {
+        status: 400,
+        reason: "missing_host",
     })
 }
 
 /// A redirect of a whole listener (ACME challenges excepted): (status, location).
 pub fn listener_redirect(https: &HttpsRedirect, from: &filters::Origin) -> Option<(u16, String)> {
-    if filters::is_acme_challenge(from.path) {
+    if filters::is_acme_challenge(from.path) || from.scheme == "https" {
         return None;
     }
     Some((https.status.code(), filters::https_location(https, from)))
@@ -87,6 +89,9 @@ pub fn choose_backend(
     snapshot: &Snapshot,
     request: &RequestHeader,
 ) -> Option<Chosen> {
+    if let Some(pinned) = affine_backend(route, config, snapshot, request) {
+        return Some(pinned);
+    }
     let weighted = || match route.backends.as_ref() {
         [only] => Some(*only),
         _ => {
@@ -117,6 +122,39 @@ pub fn choose_backend(
     })
 }
 
+/// With cookie affinity, the upstream of the route (canary or backend) that holds the
+/// endpoint the client's cookie names, so that a session survives the weighted or canary
+/// roll (ingress-nginx's `affinity-canary-behavior: sticky`).
+fn affine_backend(
+    route: &Route,
+    config: &RouteConfig,
+    snapshot: &Snapshot,
+    request: &RequestHeader,
+) -> Option<Chosen> {
+    let affinity = config.affinity.as_ref()?;
+    let several = route.backends.len() > 1 || route.canary.is_some();
+    if !several {
+        return None;
+    }
+    let cookie = conditions::cookie_value(request, &affinity.name)?;
+    let holds = |b: &RouteBackend| snapshot.upstreams[b.upstream].holds_affinity(cookie);
+    if let Some(canary) = route.canary.filter(holds) {
+        let fallback = config.canary.as_ref().filter(|c| c.fallback).and_then(|_| {
+            let roll = rand::thread_rng().gen::<u64>();
+            route.split.pick(roll).map(|i| route.backends[i])
+        });
+        return Some(Chosen {
+            backend: canary,
+            fallback,
+        });
+    }
+    let backend = route.backends.iter().copied().find(holds)?;
+    Some(Chosen {
+        backend,
+        fallback: None,
+    })
+}
+
 /// The `Set-Cookie` value pinning the client to the endpoint at `address`.
 pub fn affinity_cookie(name: &str, attributes: &str, address: std::net::SocketAddr) -> String {
     format!(
@@ -125,13 +163,15 @@ pub fn affinity_cookie(name: &str, attributes: &str, address: std::net::SocketAd
     )
 }
 
-/// Sends a copy of `request` (as it goes upstream: `upstream_request`) to the route's
-/// mirror, if it has one and a slot is free. A streamed body is not buffered for it: such a
-/// request is not mirrored (counted as `body_not_buffered`).
+/// Sends a copy of the client's `request`, with the forwarding headers and the route's
+/// filters applied as for the upstream, to the route's mirror if it has one and a slot is
+/// free. A streamed body is not buffered for it: such a request is not mirrored (counted as
+/// `body_not_buffered`).
 pub fn mirror(
     route: &Route,
     snapshot: &Snapshot,
-    upstream_request: &RequestHeader,
+    request: &RequestHeader,
+    prepare: impl FnOnce(&mut RequestHeader) -> pingora::Result<()>,
     body: Option<Bytes>,
     body_complete: bool,
     facts: &RequestFacts,
@@ -143,10 +183,28 @@ pub fn mirror(
         mirror::count(&route.name, "body_not_buffered");
         return;
     }
+    let upstream = &snapshot.upstreams[target.upstream];
+    let mut copy = request.clone();
+    let http2 = matches!(
+        upstream.config.protocol,
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c
+    );
+    if let Err(e) = prepare(&mut copy).and_then(|()| mirror::for_protocol(&mut copy, http2)) {
+        log::debug!("mirror copy of route {} not built: {e}", route.name);
+        mirror::count(&route.name, "error");
+        return;
+    }
+    if let Some(body) = &body {
+        if copy
+            .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
+            .is_err()
+        {
+            return;
+        }
+    }
     let Some(slot) = Slot::take(&target.in_flight, target.max_in_flight, &route.name) else {
         return;
     };
-    let upstream = &snapshot.upstreams[target.upstream];
     let Some(endpoint) = upstream.pick(facts, &|_| false) else {
         mirror::count(&route.name, "no_endpoint");
         return;
@@ -155,43 +213,14 @@ pub fn mirror(
     let deadline = timeouts
         .total
         .unwrap_or(timeouts.connect + timeouts.read + timeouts.write);
-    let mut request = upstream_request.clone();
-    if let Some(body) = &body {
-        // The copy carries the whole body with its length, whatever the client sent.
-        request.remove_header(&http::header::TRANSFER_ENCODING);
-        if request
-            .insert_header(http::header::CONTENT_LENGTH, body.len().to_string())
-            .is_err()
-        {
-            return;
-        }
-    }
     mirror::send(
         MirrorCopy {
             route: route.name.clone(),
-            request,
+            request: copy,
             body,
             peer: upstream.peer(endpoint, &timeouts),
             deadline,
         },
         slot,
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_port_comes_from_the_host_header() {
-        let mut request = RequestHeader::build("GET", b"/", None).expect("request");
-        request
-            .insert_header("host", "a.example:8080")
-            .expect("host");
-        assert_eq!(request_port(&request), Some(8080));
-        request.insert_header("host", "[::1]").expect("host");
-        assert_eq!(request_port(&request), None);
-        request.insert_header("host", "[::1]:81").expect("host");
-        assert_eq!(request_port(&request), Some(81));
-    }
 }

@@ -56,7 +56,8 @@ fn location(
         _ => 80,
     };
     let mut out = format!("{scheme}://");
-    if host.contains(':') {
+    // Inspection strips an IPv6 literal's brackets; a `Location` needs them back.
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
         out.push('[');
         out.push_str(host);
         out.push(']');
@@ -267,6 +268,11 @@ mod tests {
             https_location(&https, &from("/a", Some("b"))),
             "https://shop.example.com/a?b"
         );
+        let v6 = Origin {
+            host: "::1",
+            ..from("/a", None)
+        };
+        assert_eq!(https_location(&https, &v6), "https://[::1]/a");
     }
 
     #[test]

@@ -96,7 +96,7 @@ struct PathTable {
     exact: HashMap<Box<[u8]>, Vec<Candidate>>,
     /// Longest prefix (as written) first, then by rank.
     prefixes: Vec<Prefix>,
-    /// In the model's order.
+    /// In the model's order (routes of one regex ranked among themselves).
     regexes: Vec<(Regex, Candidate)>,
 }
 
@@ -131,6 +131,20 @@ impl PathTable {
             .for_each(|candidates| candidates.sort_by_key(Candidate::rank));
         self.prefixes
             .sort_by_key(|p| (Reverse(p.written_len), p.candidate.rank()));
+        // Routes of the same regex are ranked among themselves, at the first one's place.
+        let mut first_of: HashMap<String, usize> = HashMap::new();
+        let groups: Vec<usize> = self
+            .regexes
+            .iter()
+            .enumerate()
+            .map(|(i, (r, _))| *first_of.entry(r.as_str().to_string()).or_insert(i))
+            .collect();
+        let mut ranked: Vec<_> = std::mem::take(&mut self.regexes)
+            .into_iter()
+            .zip(groups)
+            .collect();
+        ranked.sort_by_key(|((_, c), group)| (*group, c.rank()));
+        self.regexes = ranked.into_iter().map(|(regex, _)| regex).collect();
     }
 
     fn find(&self, path: &[u8], request: &RequestHeader) -> Option<Found> {
@@ -363,6 +377,23 @@ mod tests {
         );
         assert_eq!(pick(&request("GET", "/p?q=1", &[])), Some(1), "query");
         assert_eq!(pick(&request("GET", "/p?q=2", &[])), Some(0), "none");
+    }
+
+    #[test]
+    fn routes_of_one_regex_are_ranked_by_their_conditions() {
+        let regex = || PathMatch::Regex(Regex::new("^/x$").expect("regex"));
+        let plain = route("plain", &[], vec![regex()]);
+        let other = route(
+            "other",
+            &[],
+            vec![PathMatch::Regex(Regex::new("^/y$").expect("re"))],
+        );
+        let mut posts = route("posts", &[], vec![regex()]);
+        posts.conditions.methods = vec![http::Method::POST];
+        let table = RouteTable::build("web", &[plain, other, posts]);
+        let pick = |r: &RequestHeader| table.find("h", b"/x", r).map(|f| f.route);
+        assert_eq!(pick(&request("POST", "/x", &[])), Some(2));
+        assert_eq!(pick(&request("GET", "/x", &[])), Some(0));
     }
 
     #[test]

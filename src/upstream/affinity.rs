@@ -42,6 +42,19 @@ fn address_key(address: SocketAddr) -> u64 {
 }
 
 impl Upstream {
+    /// Whether `cookie` names an endpoint of this upstream that is available now: the
+    /// client's session lives here (a route with several upstreams keeps it on this one).
+    pub fn holds_affinity(&self, cookie: &str) -> bool {
+        let Ok(named) = u64::from_str_radix(cookie, 16) else {
+            return false;
+        };
+        let now = now_ms();
+        self.endpoints
+            .iter()
+            .position(|e| address_key(e.address) == named)
+            .is_some_and(|i| self.in_panic() || self.is_available(i, now))
+    }
+
     /// The endpoint for a client that sent affinity cookie `cookie` (if any): the one it
     /// names while that one is available and not `tried`; else, for a cookie, the
     /// rendezvous-hash choice among available endpoints; else the balancer's choice.

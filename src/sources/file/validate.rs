@@ -402,6 +402,13 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                     "applies to http listeners only",
                 );
             }
+            if https_redirect.is_some() && listener.tls.is_some() {
+                check.error(
+                    &format!("{at}.https_redirect"),
+                    "a TLS listener already serves HTTPS: its requests would be redirected to \
+                     themselves",
+                );
+            }
             Some(ListenerConfig {
                 name: listener.name.clone(),
                 origin: check.origin(&at),

@@ -23,6 +23,14 @@ pub(super) fn anchored_regex(check: &mut Checker, key_path: &str, pattern: &str)
     }
 }
 
+/// Reports `name` unless it is a valid cookie name (an RFC 6265 token).
+fn cookie_name(check: &mut Checker, key_path: &str, name: &str) {
+    let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token_char) {
+        check.error(key_path, format!("invalid cookie name {name:?}"));
+    }
+}
+
 fn header_name(check: &mut Checker, key_path: &str, name: &str) -> Option<http::HeaderName> {
     match http::HeaderName::from_bytes(name.as_bytes()) {
         Ok(name) => Some(name),
@@ -69,8 +77,11 @@ pub(super) fn conditions(check: &mut Checker, at: &str, raw: &RawRoute) -> Condi
     }
     for (i, query) in raw.query.iter().enumerate() {
         let q = format!("{at}.query[{i}]");
-        if query.name.is_empty() {
-            check.error(&format!("{q}.name"), "must not be empty");
+        if query.name.is_empty() || query.name.contains(['&', '=', '#']) {
+            check.error(
+                &format!("{q}.name"),
+                format!("invalid parameter name {:?}", query.name),
+            );
         }
         if let Some(value) = value_match(check, &q, query) {
             conditions.query.push(QueryMatch {
@@ -166,6 +177,9 @@ pub(super) fn canary(check: &mut Checker, at: &str, raw: &RawCanary) -> Option<C
             ),
         );
     }
+    if let Some(cookie) = &raw.cookie {
+        cookie_name(check, &format!("{at}.cookie"), cookie);
+    }
     Some(Canary {
         upstream: raw.upstream.clone(),
         header,
@@ -199,31 +213,95 @@ pub(super) fn https_redirect(
             status: RedirectStatus::PermanentRedirect,
         }),
         RawHttpsRedirect::Settings(settings) => Some(HttpsRedirect {
-            port: settings.port,
+            port: port(check, &format!("{at}.port"), settings.port),
             status: redirect_status(check, &format!("{at}.status"), settings.status),
         }),
     }
 }
 
+/// Whether `b` may appear in a URI path as written (RFC 3986 `pchar` and `/`, `%` for
+/// escapes).
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/".contains(&b)
+}
+
+/// A path sluice sends or redirects to: starts with one `/` (`//host` would be another
+/// host to a browser) and has only path characters.
 fn absolute_path(check: &mut Checker, key_path: &str, path: &str) -> Option<String> {
-    if path.starts_with('/') && !path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+    let valid = path.starts_with('/') && !path.starts_with("//") && path.bytes().all(is_path_byte);
+    if valid {
         Some(path.to_string())
     } else {
         check.error(
             key_path,
-            format!("invalid path {path:?}: must start with / and have no spaces"),
+            format!(
+                "invalid path {path:?}: must start with a single / and hold only URI path \
+                 characters (escape others as %XX)"
+            ),
         );
         None
     }
 }
 
-fn host_name(check: &mut Checker, key_path: &str, host: &str) -> Option<String> {
-    if http::HeaderValue::from_str(host).is_ok() && !host.is_empty() && !host.contains('/') {
+/// A regex rewrite's replacement: a path (with `$n` groups) and optionally a query.
+fn replacement(check: &mut Checker, key_path: &str, text: &str) -> bool {
+    let valid = text.starts_with('/')
+        && !text.starts_with("//")
+        && text.bytes().all(|b| is_path_byte(b) || b == b'?');
+    if !valid {
+        check.error(
+            key_path,
+            format!(
+                "invalid replacement {text:?}: must start with a single / and hold only URI \
+                 path characters, $1…$9 and an optional ?query"
+            ),
+        );
+    }
+    valid
+}
+
+/// A host name or IP literal (IPv6 in brackets), with a `:port` when `with_port` allows.
+fn host_name(check: &mut Checker, key_path: &str, host: &str, with_port: bool) -> Option<String> {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((literal, port)) if literal.parse::<std::net::Ipv6Addr>().is_ok() => (None, port),
+            _ => (Some(""), ""),
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) => (Some(name), port),
+            None => (Some(host), ""),
+        },
+    };
+    let name_valid = name.is_none_or(|n| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    });
+    let port_valid = match port.strip_prefix(':') {
+        None => port.is_empty(),
+        Some(digits) => with_port && digits.parse::<u16>().is_ok_and(|p| p > 0),
+    };
+    if name_valid && port_valid {
         Some(host.to_ascii_lowercase())
     } else {
-        check.error(key_path, format!("invalid host {host:?}"));
+        let expected = if with_port {
+            "a host name or [IPv6] literal, optionally with :PORT"
+        } else {
+            "a host name or [IPv6] literal (the port is a key of its own)"
+        };
+        check.error(
+            key_path,
+            format!("invalid host {host:?}: expected {expected}"),
+        );
         None
     }
+}
+
+fn port(check: &mut Checker, key_path: &str, port: u16) -> u16 {
+    if port == 0 {
+        check.error(key_path, "must be a port from 1 to 65535");
+    }
+    port
 }
 
 /// `path` or `prefix` (of a redirect or a rewrite); `prefix` needs a prefix path match.
@@ -260,6 +338,34 @@ fn path_rewrite(
     }
 }
 
+/// Whether a header may be edited: framing and connection headers belong to each hop, and
+/// `Host` is `upstream_host`'s.
+fn editable(check: &mut Checker, key_path: &str, name: &http::HeaderName) -> bool {
+    use http::header::*;
+    let hop = [
+        CONNECTION,
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        TE,
+        TRAILER,
+        UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ];
+    if hop.contains(name) {
+        check.error(
+            key_path,
+            format!("{name} belongs to each connection's framing and cannot be edited"),
+        );
+        return false;
+    }
+    if name == HOST {
+        check.error(key_path, "set the Host sent upstream with upstream_host");
+        return false;
+    }
+    true
+}
+
 fn header_edits(check: &mut Checker, at: &str, raw: &Option<RawHeaderEdits>) -> HeaderEdits {
     let mut edits = HeaderEdits::default();
     let Some(raw) = raw else {
@@ -270,7 +376,8 @@ fn header_edits(check: &mut Checker, at: &str, raw: &Option<RawHeaderEdits>) -> 
             let mut out = Vec::new();
             for (name, value) in map {
                 let key_path = format!("{at}.{kind}.{name}");
-                let name = header_name(check, &key_path, name);
+                let name =
+                    header_name(check, &key_path, name).filter(|n| editable(check, &key_path, n));
                 let value = match http::HeaderValue::from_str(value) {
                     Ok(value) => Some(value),
                     Err(_) => {
@@ -287,9 +394,9 @@ fn header_edits(check: &mut Checker, at: &str, raw: &Option<RawHeaderEdits>) -> 
     edits.set = pairs(check, "set", &raw.set);
     edits.add = pairs(check, "add", &raw.add);
     for (i, name) in raw.remove.iter().enumerate() {
-        if let Some(name) = header_name(check, &format!("{at}.remove[{i}]"), name) {
-            edits.remove.push(name);
-        }
+        let key_path = format!("{at}.remove[{i}]");
+        let name = header_name(check, &key_path, name).filter(|n| editable(check, &key_path, n));
+        edits.remove.extend(name);
     }
     edits
 }
@@ -326,11 +433,11 @@ pub(super) fn filters(check: &mut Checker, at: &str, raw: &RawRoute) -> Filters 
         let host = redirect
             .host
             .as_ref()
-            .and_then(|h| host_name(check, &format!("{r}.host"), h));
+            .and_then(|h| host_name(check, &format!("{r}.host"), h, false));
         filters.redirect = Some(Redirect {
             scheme,
             host,
-            port: redirect.port,
+            port: redirect.port.map(|p| port(check, &format!("{r}.port"), p)),
             path: path_rewrite(check, &r, &redirect.path, &redirect.prefix, raw),
             status: redirect_status(check, &format!("{r}.status"), redirect.status),
         });
@@ -345,8 +452,8 @@ pub(super) fn filters(check: &mut Checker, at: &str, raw: &RawRoute) -> Filters 
             );
             None
         }
-        (Some(host), None) => host_name(check, &format!("{at}.upstream_host"), host),
-        (None, Some(host)) => host_name(check, &format!("{w}.host"), host),
+        (Some(host), None) => host_name(check, &format!("{at}.upstream_host"), host, true),
+        (None, Some(host)) => host_name(check, &format!("{w}.host"), host, true),
         (None, None) => None,
     };
     let path = match (
@@ -358,11 +465,11 @@ pub(super) fn filters(check: &mut Checker, at: &str, raw: &RawRoute) -> Filters 
             None
         }
         (Some(regex), false) => {
-            anchored_regex(check, &format!("{w}.regex.pattern"), &regex.pattern).map(|pattern| {
-                PathRewrite::Regex {
-                    pattern,
-                    replacement: regex.replacement.clone(),
-                }
+            let pattern = anchored_regex(check, &format!("{w}.regex.pattern"), &regex.pattern);
+            let valid = replacement(check, &format!("{w}.regex.replacement"), &regex.replacement);
+            pattern.filter(|_| valid).map(|pattern| PathRewrite::Regex {
+                pattern,
+                replacement: regex.replacement.clone(),
             })
         }
         (None, _) => path_rewrite(check, &w, &rewrite.path, &rewrite.prefix, raw),
@@ -390,18 +497,19 @@ pub(super) fn filters(check: &mut Checker, at: &str, raw: &RawRoute) -> Filters 
 pub(super) fn affinity(check: &mut Checker, at: &str, raw: &RawAffinity) -> Option<CookieAffinity> {
     let c = format!("{at}.affinity.cookie");
     let cookie = &raw.cookie;
-    let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if cookie.name.is_empty() || !cookie.name.bytes().all(token_char) {
-        check.error(
-            &format!("{c}.name"),
-            format!("invalid cookie name {:?}", cookie.name),
-        );
-    }
+    cookie_name(check, &format!("{c}.name"), &cookie.name);
     let path = absolute_path(check, &format!("{c}.path"), &cookie.path);
+    if cookie.path.contains(';') {
+        check.error(&format!("{c}.path"), "a cookie path cannot hold ;");
+    }
     let max_age = cookie
         .max_age
         .as_ref()
         .and_then(|t| check.duration(&format!("{c}.max_age"), t));
+    if max_age.is_some_and(|age| age < std::time::Duration::from_secs(1)) {
+        // Max-Age counts whole seconds: 0 tells the browser to drop the cookie at once.
+        check.error(&format!("{c}.max_age"), "must be at least 1s");
+    }
     let same_site = cookie
         .same_site
         .as_ref()

@@ -410,6 +410,11 @@ fn reload_starts_and_stops_watches_and_keeps_unchanged_ones() {
     wait_until("the cart upstream to be discovered", READY_TIMEOUT, || {
         get(web, "/cart").backend() == "pod2"
     });
+    // Its endpoints come with the list; its watch request follows (a clean run saw the list
+    // served before the watch was asked for).
+    wait_until("the cart namespace's watch", READY_TIMEOUT, || {
+        kube.watch_requests() > watches
+    });
     assert_eq!(
         kube.watch_requests(),
         watches + 1,

@@ -288,6 +288,7 @@ impl Compiler {
                     || route.backends.len() != 1
                     || route.canary.is_some()
                     || route.affinity.is_some()
+                    || !route.access.is_empty()
                     || route.filters.redirect.is_some()
                     || route.filters.https_redirect.is_some()
                     || route.filters.app_root.is_some()
@@ -298,7 +299,7 @@ impl Compiler {
                     problem(
                         "",
                         "a route on a tcp listener has one upstream and no methods, headers, \
-                         query, backends, canary, affinity or filters"
+                         query, backends, canary, affinity, allow, deny or filters"
                             .into(),
                     );
                 }

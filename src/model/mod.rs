@@ -6,6 +6,7 @@
 
 mod fragment;
 pub mod hash_key;
+mod net;
 mod origin;
 mod route;
 
@@ -13,6 +14,7 @@ pub use crate::observe::access_log::AccessLogTarget;
 use crate::tls::LoadedCertificate;
 pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected};
 pub use hash_key::HashKey;
+pub use net::{AccessList, IpNet};
 pub use origin::Origin;
 pub use route::{
     Backend, BodyPolicy, Canary, CanaryHeader, Conditions, CookieAffinity, Filters, HeaderEdits,
@@ -137,6 +139,10 @@ pub struct ListenerConfig {
     pub requests: RequestLimits,
     /// Answer every request with a redirect to HTTPS (ACME HTTP-01 challenges excepted).
     pub https_redirect: Option<HttpsRedirect>,
+    /// Peers whose `X-Forwarded-For`, `Forwarded` or `X-Real-IP` name the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Which clients may send requests on this listener.
+    pub access: AccessList,
 }
 
 /// `listeners[].requests`: limits of request heads and bodies, and path normalisation.

@@ -2,7 +2,7 @@
 //! sends them (weighted backends, a canary), and what it changes on the way (filters,
 //! cookie affinity). Plain data: `routing` decides with it, `proxy` applies it.
 
-use super::{Origin, DEFAULT_MAX_BODY_SIZE};
+use super::{AccessList, Origin, DEFAULT_MAX_BODY_SIZE};
 use regex::Regex;
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub struct RouteConfig {
     pub filters: Filters,
     /// Pins a client to an endpoint with a cookie.
     pub affinity: Option<CookieAffinity>,
+    /// Which clients may use the route.
+    pub access: AccessList,
     /// Per-route overrides of the upstream's timeouts.
     pub timeouts: TimeoutOverrides,
     pub rate_limit: Option<RateLimit>,
@@ -49,6 +51,7 @@ impl RouteConfig {
             canary: None,
             filters: Filters::default(),
             affinity: None,
+            access: AccessList::default(),
             timeouts: TimeoutOverrides::default(),
             rate_limit: None,
             body: BodyPolicy {

@@ -129,7 +129,10 @@ impl Routed {
 pub struct RequestContext {
     pub started: Instant,
     pub request_id: String,
+    /// The client: the peer, or the address a trusted proxy's headers name.
     pub client_ip: Option<IpAddr>,
+    /// The connection's peer (appended to `X-Forwarded-For`).
+    pub peer_ip: Option<IpAddr>,
     /// Set once the request matched a route.
     pub routed: Option<Routed>,
     pub attempts: Vec<Attempt>,
@@ -201,6 +204,7 @@ impl RequestContext {
             started: Instant::now(),
             request_id: String::new(),
             client_ip: None,
+            peer_ip: None,
             routed: None,
             attempts: Vec::new(),
             retry_slots: Vec::new(),

@@ -52,6 +52,7 @@ pub fn is_request_head_unsent(e: &Error) -> bool {
 pub fn reason(status: u16) -> &'static str {
     match status {
         400 => "bad request",
+        403 => "forbidden",
         404 => "no route",
         405 => "method not allowed",
         408 => "request timeout",

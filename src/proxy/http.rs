@@ -7,8 +7,8 @@ use super::report::{self, Exchange};
 use super::request_body::{self, BodyMode};
 use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
-use super::{errors, grpc, headers, traffic};
-use crate::model::{HttpsRedirect, ListenerConfig, RequestLimits};
+use super::{client_ip, errors, grpc, headers, traffic};
+use crate::model::{AccessList, HttpsRedirect, IpNet, ListenerConfig, RequestLimits};
 use crate::observe::metrics::METRICS;
 use crate::observe::{access_log, events};
 use crate::routing::{conditions, filters, rate_limit};
@@ -38,6 +38,10 @@ pub struct HttpProxy {
     requests: RequestLimits,
     /// Every request is redirected to HTTPS.
     https_redirect: Option<HttpsRedirect>,
+    /// Peers whose forwarding headers name the client.
+    trusted_proxies: Vec<IpNet>,
+    /// Which clients may send requests.
+    access: AccessList,
 }
 
 impl HttpProxy {
@@ -50,6 +54,8 @@ impl HttpProxy {
             scheme: if listener.tls { "https" } else { "http" },
             requests: listener.requests,
             https_redirect: listener.https_redirect,
+            trusted_proxies: listener.trusted_proxies.clone(),
+            access: listener.access.clone(),
         }
     }
 }
@@ -127,12 +133,21 @@ impl ProxyHttp for HttpProxy {
             h1.set_pipelining_enabled(true);
         }
         self.set_keepalive(session, ctx);
-        ctx.client_ip = session
+        ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.client_ip = if self.trusted_proxies.is_empty() {
+            ctx.peer_ip
+        } else {
+            client_ip::client_ip(ctx.peer_ip, &self.trusted_proxies, session.req_header())
+        };
         ctx.request_id = headers::request_id(session.req_header());
         ctx.grpc = grpc::is_grpc(session.req_header());
+        if !self.access.admits(ctx.client_ip) {
+            self.deny(session, ctx).await?;
+            return Ok(true);
+        }
         session
             .req_header_mut()
             .insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
@@ -178,6 +193,11 @@ impl ProxyHttp for HttpProxy {
         };
         let route = found.route;
         let route_config = &snapshot.config.routes[route];
+        if !route_config.access.admits(ctx.client_ip) {
+            ctx.answered_by = Some(snapshot.routes[route].metrics.clone());
+            self.deny(session, ctx).await?;
+            return Ok(true);
+        }
         let route_filters = &route_config.filters;
         let redirects = route_filters.redirects();
         if redirects {
@@ -424,7 +444,7 @@ impl ProxyHttp for HttpProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        headers::add_forwarding(upstream_request, ctx.client_ip, self.scheme)?;
+        headers::add_forwarding(upstream_request, ctx.peer_ip, self.scheme)?;
         if let Some(routed) = &ctx.routed {
             let route_filters = &routed.config().filters;
             if route_filters.edits_request() {
@@ -447,7 +467,7 @@ impl ProxyHttp for HttpProxy {
                     scheme: self.scheme,
                 };
                 let prepare = |copy: &mut RequestHeader| {
-                    headers::add_forwarding(copy, ctx.client_ip, self.scheme)?;
+                    headers::add_forwarding(copy, ctx.peer_ip, self.scheme)?;
                     filters::apply_request(route_filters, copy, routed.prefix_len)
                 };
                 traffic::mirror(
@@ -626,10 +646,11 @@ impl ProxyHttp for HttpProxy {
     async fn invalid_request(&self, session: &mut HttpSession, status: u16, e: &Error) {
         let mut ctx = self.new_ctx();
         ctx.request_id = headers::new_request_id();
-        ctx.client_ip = session
+        ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.client_ip = ctx.peer_ip;
         ctx.rejected = Some(errors::head_rejection_reason(status));
         log::debug!(
             "request head from {:?} refused with {status}: {e}",
@@ -722,6 +743,18 @@ impl HttpProxy {
             session.write_response_header(header, false).await?;
             session.write_response_body(Some(body), true).await
         }
+    }
+
+    /// Refuses a client an access list keeps out: 403, as nginx's `deny`, and the connection
+    /// is closed after it (the body, if any, is not read).
+    async fn deny(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<()> {
+        log::debug!(
+            "request {} from {:?} refused by an access list",
+            ctx.request_id,
+            ctx.client_ip
+        );
+        ctx.rejected = Some("access_denied");
+        self.answer_error(session, ctx, 403, None, true).await
     }
 
     /// Answers with a redirect to `location`. The request body (if any) is not read, so an

@@ -1,6 +1,7 @@
 //! The data path: the HTTP proxy (Pingora `ProxyHttp` glue), its retry policy, gRPC
 //! awareness, rate limits, and the L4 TCP proxy.
 
+pub mod client_ip;
 pub mod context;
 pub mod errors;
 pub mod grpc;

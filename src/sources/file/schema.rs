@@ -141,6 +141,15 @@ pub struct RawListener {
     /// Redirect every request to HTTPS (issue #16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_redirect: Option<RawHttpsRedirect>,
+    /// Networks of the proxies whose forwarding headers name the client (issue #17).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+    /// Only these client networks may send requests (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// These client networks may not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
 }
 
 /// `listeners[].requests`: what a request head and body may be, and how long they may take
@@ -266,6 +275,12 @@ pub struct RawRoute {
     pub app_root: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<RawAffinity>,
+    /// Only these client networks may use the route (issue #17).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// These client networks may not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
 }
 
 /// One of `prefix`, `segment_prefix`, `exact` or `regex`.

@@ -409,6 +409,16 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                      themselves",
                 );
             }
+            let trusted_proxies =
+                traffic::networks(check, &at, "trusted_proxies", &listener.trusted_proxies);
+            let access = traffic::access(check, &at, &listener.allow, &listener.deny);
+            let identity = !trusted_proxies.is_empty() || !access.is_empty();
+            if identity && listener.protocol == ListenerProtocol::Tcp {
+                check.error(
+                    &at,
+                    "trusted_proxies, allow and deny apply to http listeners only",
+                );
+            }
             Some(ListenerConfig {
                 name: listener.name.clone(),
                 origin: check.origin(&at),
@@ -420,6 +430,8 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 tls: listener.tls.is_some(),
                 requests: requests?,
                 https_redirect,
+                trusted_proxies,
+                access,
             })
         })
         .collect()
@@ -1045,6 +1057,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 canary,
                 filters,
                 affinity,
+                access: traffic::access(check, &at, &route.allow, &route.deny),
                 timeouts,
                 rate_limit,
                 body: BodyPolicy {

@@ -539,3 +539,30 @@ pub(super) fn affinity(check: &mut Checker, at: &str, raw: &RawAffinity) -> Opti
         secure: cookie.secure,
     })
 }
+
+/// A list of networks (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7`) at `{at}.{key}`.
+pub(super) fn networks(check: &mut Checker, at: &str, key: &str, raw: &[String]) -> Vec<IpNet> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, text)| match text.trim().parse::<IpNet>() {
+            Ok(net) => Some(net),
+            Err(e) => {
+                check.error(&format!("{at}.{key}[{i}]"), e);
+                None
+            }
+        })
+        .collect()
+}
+
+/// `allow` and `deny`.
+pub(super) fn access(
+    check: &mut Checker,
+    at: &str,
+    allow: &[String],
+    deny: &[String],
+) -> AccessList {
+    AccessList {
+        allow: networks(check, at, "allow", allow),
+        deny: networks(check, at, "deny", deny),
+    }
+}

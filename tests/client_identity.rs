@@ -1,6 +1,6 @@
-//! Client identity and access control through the real binary (issue #17, first part):
-//! `trusted_proxies` and the forwarding chain, and `allow`/`deny` lists per listener and
-//! per route.
+//! Client identity, access control and CORS through the real binary (issue #17, first
+//! part): `trusted_proxies` and the forwarding chain, `allow`/`deny` lists per listener and
+//! per route, and CORS preflights and responses.
 
 mod support;
 
@@ -161,4 +161,90 @@ fn bad_networks_are_reported_with_their_position() {
             "{key} in:\n{stderr}"
         );
     }
+}
+
+#[test]
+fn cors_preflights_are_answered_and_responses_name_the_origin() {
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let sluice = Sluice::start(&format!(
+        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes:\n\
+         \x20 - name: api\n    listener: web\n    upstream: app\n    paths: [{{ prefix: /api }}]\n\
+         \x20   cors: {{ allow_origins: [\"https://app.example.com\", \"https://*.shop.test\"], allow_methods: [GET, POST], \
+         allow_headers: [Content-Type, X-Token], expose_headers: [X-Backend], max_age: 10m }}\n\
+         \x20 - name: public\n    listener: web\n    upstream: app\n    cors: {{ allow_credentials: false }}\n\
+         upstreams: [{{ name: app, endpoints: [\"{}\"] }}]\n",
+        backend.address
+    ));
+    let mut client = Client::connect(web);
+    let preflight = client.request(
+        "OPTIONS",
+        "/api/orders",
+        &[
+            ("origin", "https://a.shop.test"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "x-token"),
+        ],
+    );
+    assert_eq!(preflight.status, 204);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://a.shop.test")
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-methods"),
+        Some("GET, POST")
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-headers"),
+        Some("content-type, x-token")
+    );
+    assert_eq!(
+        preflight.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    assert_eq!(preflight.header("access-control-max-age"), Some("600"));
+    assert_eq!(preflight.header("vary"), Some("Origin"));
+
+    // A preflight from an origin not allowed gets no CORS headers: the browser stops there.
+    let refused = client.request(
+        "OPTIONS",
+        "/api/orders",
+        &[
+            ("origin", "https://evil.test"),
+            ("access-control-request-method", "POST"),
+        ],
+    );
+    assert_eq!(refused.status, 204);
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+
+    let actual = client.request(
+        "GET",
+        "/api/orders",
+        &[("origin", "https://app.example.com")],
+    );
+    assert_eq!(actual.status, 200);
+    assert_eq!(
+        actual.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        actual.header("access-control-expose-headers"),
+        Some("x-backend")
+    );
+    let foreign = client.request("GET", "/api/orders", &[("origin", "https://evil.test")]);
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
+    // Any origin without credentials: `*`.
+    let public = client.request("GET", "/x", &[("origin", "https://anyone.test")]);
+    assert_eq!(public.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(public.header("access-control-allow-credentials"), None);
+    assert!(
+        backend.requests().iter().all(|r| r.method != "OPTIONS"),
+        "preflights never reach the backend"
+    );
+    sluice.wait_metric(
+        "sluice_http_requests_total{code=\"204\",reason=\"cors_preflight\",route=\"api\"}",
+        2.0,
+    );
 }

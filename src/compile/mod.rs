@@ -289,6 +289,7 @@ impl Compiler {
                     || route.canary.is_some()
                     || route.affinity.is_some()
                     || !route.access.is_empty()
+                    || route.cors.is_some()
                     || route.filters.redirect.is_some()
                     || route.filters.https_redirect.is_some()
                     || route.filters.app_root.is_some()
@@ -299,7 +300,7 @@ impl Compiler {
                     problem(
                         "",
                         "a route on a tcp listener has one upstream and no methods, headers, \
-                         query, backends, canary, affinity, allow, deny or filters"
+                         query, backends, canary, affinity, allow, deny, cors or filters"
                             .into(),
                     );
                 }

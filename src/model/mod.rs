@@ -17,10 +17,10 @@ pub use hash_key::HashKey;
 pub use net::{AccessList, IpNet};
 pub use origin::Origin;
 pub use route::{
-    Backend, BodyPolicy, Canary, CanaryHeader, Conditions, CookieAffinity, Filters, HeaderEdits,
-    HeaderMatch, HostMatch, HttpsRedirect, LimitKey, Mirror, PathMatch, PathRewrite, QueryMatch,
-    RateLimit, Redirect, RedirectStatus, Rewrite, RouteConfig, SameSite, TimeoutOverrides,
-    ValueMatch,
+    Backend, BodyPolicy, Canary, CanaryHeader, Conditions, CookieAffinity, Cors, Filters,
+    HeaderEdits, HeaderMatch, HostMatch, HttpsRedirect, LimitKey, Mirror, OriginPattern, PathMatch,
+    PathRewrite, QueryMatch, RateLimit, Redirect, RedirectStatus, Rewrite, RouteConfig, SameSite,
+    TimeoutOverrides, ValueMatch,
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

@@ -27,6 +27,8 @@ pub struct RouteConfig {
     pub affinity: Option<CookieAffinity>,
     /// Which clients may use the route.
     pub access: AccessList,
+    /// Which web origins may read the route's responses.
+    pub cors: Option<Cors>,
     /// Per-route overrides of the upstream's timeouts.
     pub timeouts: TimeoutOverrides,
     pub rate_limit: Option<RateLimit>,
@@ -52,6 +54,7 @@ impl RouteConfig {
             filters: Filters::default(),
             affinity: None,
             access: AccessList::default(),
+            cors: None,
             timeouts: TimeoutOverrides::default(),
             rate_limit: None,
             body: BodyPolicy {
@@ -445,6 +448,29 @@ impl SameSite {
             SameSite::None => "None",
         }
     }
+}
+
+/// `routes[].cors`: the origins that may read responses and what their preflights allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    pub allow_origins: Vec<OriginPattern>,
+    pub allow_methods: Vec<http::Method>,
+    pub allow_headers: Vec<http::HeaderName>,
+    pub expose_headers: Vec<http::HeaderName>,
+    pub allow_credentials: bool,
+    /// How long a browser may keep a preflight's answer (`None`: not sent).
+    pub max_age: Option<Duration>,
+}
+
+/// An origin CORS admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPattern {
+    /// `*`
+    Any,
+    /// `https://app.example.com` (compared case-insensitively).
+    Exact(String),
+    /// `https://*.example.com`: one or more host labels in place of `*`, lower-case parts.
+    Wildcard { before: String, after: String },
 }
 
 /// Timeouts that a route overrides (unset fields keep the upstream's).

@@ -153,6 +153,8 @@ pub struct RequestContext {
     /// The client connection may be kept after this request (HTTP/1.1 without
     /// `Connection: close`, HTTP/1.0 with `Connection: keep-alive`, unambiguous framing).
     pub client_keepalive: bool,
+    /// The request's `Origin`, which the route's CORS allows: its response says so.
+    pub cors_origin: Option<String>,
     /// The route that answered the request itself (a redirect), for its metrics and log.
     pub answered_by: Option<Arc<RouteMetrics>>,
     /// A copy of the request went to the route's mirror (once per request, not per try).
@@ -215,6 +217,7 @@ impl RequestContext {
             grpc: false,
             tunnel: None,
             client_keepalive: true,
+            cors_origin: None,
             answered_by: None,
             retry_stays: false,
             mirrored: false,

@@ -11,7 +11,7 @@ use super::{client_ip, errors, grpc, headers, traffic};
 use crate::model::{AccessList, HttpsRedirect, IpNet, ListenerConfig, RequestLimits};
 use crate::observe::metrics::METRICS;
 use crate::observe::{access_log, events};
-use crate::routing::{conditions, filters, rate_limit};
+use crate::routing::{conditions, cors, filters, rate_limit};
 use crate::state::State;
 use crate::upstream::hash_key::RequestFacts;
 use async_trait::async_trait;
@@ -197,6 +197,19 @@ impl ProxyHttp for HttpProxy {
             ctx.answered_by = Some(snapshot.routes[route].metrics.clone());
             self.deny(session, ctx).await?;
             return Ok(true);
+        }
+        if let Some(cors) = &route_config.cors {
+            let origin = cors::allowed_origin(cors, session.req_header());
+            if cors::is_preflight(session.req_header()) {
+                ctx.answered_by = Some(snapshot.routes[route].metrics.clone());
+                ctx.rejected = Some("cors_preflight");
+                let answer = cors::preflight_response(cors, origin)?;
+                session
+                    .write_response_header(Box::new(answer), true)
+                    .await?;
+                return Ok(true);
+            }
+            ctx.cors_origin = origin.map(str::to_string);
         }
         let route_filters = &route_config.filters;
         let redirects = route_filters.redirects();
@@ -504,6 +517,11 @@ impl ProxyHttp for HttpProxy {
             let edits = &routed.config().filters.response_headers;
             if !edits.is_empty() {
                 filters::apply_response(edits, upstream_response)?;
+            }
+        }
+        if let (Some(origin), Some(routed)) = (&ctx.cors_origin, &ctx.routed) {
+            if let Some(cors) = &routed.config().cors {
+                cors::add_response_headers(cors, origin, upstream_response)?;
             }
         }
         if let Some(cookie) = &ctx.affinity_cookie {

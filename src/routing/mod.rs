@@ -17,6 +17,7 @@
 
 pub mod backends;
 pub mod conditions;
+pub mod cors;
 pub mod filters;
 pub(crate) mod rate_limit;
 

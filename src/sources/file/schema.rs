@@ -278,6 +278,8 @@ pub struct RawRoute {
     /// Only these client networks may use the route (issue #17).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<RawCors>,
     /// These client networks may not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
@@ -441,6 +443,42 @@ pub struct RawMirror {
 
 fn default_mirror_in_flight() -> u32 {
     64
+}
+
+/// `routes[].cors`, with ingress-nginx's `cors-*` defaults.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCors {
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age: String,
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        let list = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        Self {
+            allow_origins: list(&["*"]),
+            allow_methods: list(&["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]),
+            allow_headers: list(&[
+                "DNT",
+                "Keep-Alive",
+                "User-Agent",
+                "X-Requested-With",
+                "If-Modified-Since",
+                "Cache-Control",
+                "Content-Type",
+                "Range",
+                "Authorization",
+            ]),
+            expose_headers: Vec::new(),
+            allow_credentials: true,
+            max_age: "1728000s".into(),
+        }
+    }
 }
 
 /// `routes[].affinity`.

@@ -1058,6 +1058,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 filters,
                 affinity,
                 access: traffic::access(check, &at, &route.allow, &route.deny),
+                cors: route.cors.as_ref().map(|c| traffic::cors(check, &at, c)),
                 timeouts,
                 rate_limit,
                 body: BodyPolicy {

@@ -566,3 +566,68 @@ pub(super) fn access(
         deny: networks(check, at, "deny", deny),
     }
 }
+
+/// `cors`.
+pub(super) fn cors(check: &mut Checker, at: &str, raw: &RawCors) -> Cors {
+    let c = format!("{at}.cors");
+    let mut allow_origins = Vec::new();
+    for (i, origin) in raw.allow_origins.iter().enumerate() {
+        let origin = origin.trim().to_ascii_lowercase();
+        let scheme_ok = origin.starts_with("http://") || origin.starts_with("https://");
+        let pattern = match origin.split_once('*') {
+            _ if origin == "*" => Some(OriginPattern::Any),
+            None if scheme_ok && !origin.ends_with('/') => {
+                Some(OriginPattern::Exact(origin.clone()))
+            }
+            Some((before, after))
+                if scheme_ok
+                    && before.ends_with("://")
+                    && after.starts_with('.')
+                    && !after.contains('*') =>
+            {
+                Some(OriginPattern::Wildcard {
+                    before: before.to_string(),
+                    after: after.to_string(),
+                })
+            }
+            _ => None,
+        };
+        match pattern {
+            Some(pattern) => allow_origins.push(pattern),
+            None => check.error(
+                &format!("{c}.allow_origins[{i}]"),
+                format!(
+                    "invalid origin {origin:?}: expected *, https://app.example.com[:port] or \
+                     https://*.example.com"
+                ),
+            ),
+        }
+    }
+    let mut allow_methods = Vec::new();
+    for (i, method) in raw.allow_methods.iter().enumerate() {
+        match http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
+            Ok(method) => allow_methods.push(method),
+            Err(_) => check.error(
+                &format!("{c}.allow_methods[{i}]"),
+                format!("invalid method {method:?}"),
+            ),
+        }
+    }
+    let names = |check: &mut Checker, key: &str, raw: &[String]| {
+        raw.iter()
+            .enumerate()
+            .filter_map(|(i, name)| header_name(check, &format!("{c}.{key}[{i}]"), name))
+            .collect::<Vec<_>>()
+    };
+    let allow_headers = names(check, "allow_headers", &raw.allow_headers);
+    let expose_headers = names(check, "expose_headers", &raw.expose_headers);
+    let max_age = check.duration(&format!("{c}.max_age"), &raw.max_age);
+    Cors {
+        allow_origins,
+        allow_methods,
+        allow_headers,
+        expose_headers,
+        allow_credentials: raw.allow_credentials,
+        max_age: max_age.filter(|age| !age.is_zero()),
+    }
+}

@@ -87,13 +87,7 @@ mod tests {
     use super::*;
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut request = RequestHeader::build("GET", b"/", None).expect("request");
-        for (name, value) in headers {
-            request
-                .append_header(name.to_string(), *value)
-                .expect("header");
-        }
-        request
+        crate::routing::test_request("GET", "/", headers)
     }
 
     fn client(peer: &str, trusted: &[&str], headers: &[(&str, &str)]) -> Option<IpAddr> {

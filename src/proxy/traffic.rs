@@ -92,13 +92,7 @@ pub fn choose_backend(
     if let Some(pinned) = affine_backend(route, config, snapshot, request) {
         return Some(pinned);
     }
-    let weighted = || match route.backends.as_ref() {
-        [only] => Some(*only),
-        _ => {
-            let roll = rand::thread_rng().gen::<u64>();
-            route.split.pick(roll).map(|i| route.backends[i])
-        }
-    };
+    let weighted = || weighted_backend(route);
     if let (Some(canary), Some(backend)) = (&config.canary, route.canary) {
         let roll = || rand::thread_rng().gen_range(0..canary.weight_total.max(1));
         if backends::canary_takes(canary, request, roll) {
@@ -122,6 +116,18 @@ pub fn choose_backend(
     })
 }
 
+/// One of the route's backends by weight (no roll for a single one); `None` when every
+/// weight is 0.
+fn weighted_backend(route: &Route) -> Option<RouteBackend> {
+    match route.backends.as_ref() {
+        [only] => Some(*only),
+        _ => {
+            let roll = rand::thread_rng().gen::<u64>();
+            route.split.pick(roll).map(|i| route.backends[i])
+        }
+    }
+}
+
 /// With cookie affinity, the upstream of the route (canary or backend) that holds the
 /// endpoint the client's cookie names, so that a session survives the weighted or canary
 /// roll (ingress-nginx's `affinity-canary-behavior: sticky`).
@@ -139,10 +145,11 @@ fn affine_backend(
     let cookie = conditions::cookie_value(request, &affinity.name)?;
     let holds = |b: &RouteBackend| snapshot.upstreams[b.upstream].holds_affinity(cookie);
     if let Some(canary) = route.canary.filter(holds) {
-        let fallback = config.canary.as_ref().filter(|c| c.fallback).and_then(|_| {
-            let roll = rand::thread_rng().gen::<u64>();
-            route.split.pick(roll).map(|i| route.backends[i])
-        });
+        let fallback = config
+            .canary
+            .as_ref()
+            .filter(|c| c.fallback)
+            .and_then(|_| weighted_backend(route));
         return Some(Chosen {
             backend: canary,
             fallback,

@@ -31,9 +31,6 @@ impl WeightedSplit {
         if total == 0 {
             return None;
         }
-        if self.cumulative.len() == 1 {
-            return Some(0);
-        }
         let point = roll % total;
         Some(self.cumulative.partition_point(|&sum| sum <= point))
     }
@@ -86,13 +83,7 @@ mod tests {
     }
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut request = RequestHeader::build("GET", b"/", None).expect("request");
-        for (name, value) in headers {
-            request
-                .append_header(name.to_string(), *value)
-                .expect("header");
-        }
-        request
+        crate::routing::test_request("GET", "/", headers)
     }
 
     #[test]

@@ -31,18 +31,25 @@ pub fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
     })
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers, if sent.
-pub fn cookie_value<'r>(request: &'r RequestHeader, name: &str) -> Option<&'r str> {
+/// The raw value of cookie `name` in the request's `Cookie` headers, if sent (nginx's
+/// `$cookie_NAME`).
+pub fn cookie_bytes<'r>(request: &'r RequestHeader, name: &str) -> Option<&'r [u8]> {
     request
         .headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
         .find_map(|pair| {
-            let (key, value) = pair.trim().split_once('=')?;
-            (key == name).then(|| value.trim_matches('"'))
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
         })
+}
+
+/// The value of cookie `name` as text, without the quotes a value may be sent in.
+pub fn cookie_value<'r>(request: &'r RequestHeader, name: &str) -> Option<&'r str> {
+    let value = std::str::from_utf8(cookie_bytes(request, name)?).ok()?;
+    Some(value.trim_matches('"'))
 }
 
 #[cfg(test)]
@@ -51,15 +58,7 @@ mod tests {
     use crate::model::{HeaderMatch, QueryMatch, ValueMatch};
     use regex::Regex;
 
-    fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
-        let mut request = RequestHeader::build(method, target.as_bytes(), None).expect("request");
-        for (name, value) in headers {
-            request
-                .append_header(name.to_string(), *value)
-                .expect("header");
-        }
-        request
-    }
+    use crate::routing::test_request as request;
 
     #[test]
     fn every_condition_must_hold() {

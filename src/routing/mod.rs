@@ -280,6 +280,18 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
+/// A request for unit tests: `method target` with `headers`, in order.
+#[cfg(test)]
+pub(crate) fn test_request(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
+    let mut request = RequestHeader::build(method, target.as_bytes(), None).expect("request");
+    for (name, value) in headers {
+        request
+            .append_header(name.to_string(), *value)
+            .expect("header");
+    }
+    request
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,15 +319,7 @@ mod tests {
         }
     }
 
-    fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
-        let mut request = RequestHeader::build(method, target.as_bytes(), None).expect("request");
-        for (name, value) in headers {
-            request
-                .append_header(name.to_string(), *value)
-                .expect("header");
-        }
-        request
-    }
+    use super::test_request as request;
 
     fn header(name: &str, value: &str) -> HeaderMatch {
         HeaderMatch {

@@ -45,14 +45,17 @@ impl Upstream {
     /// Whether `cookie` names an endpoint of this upstream that is available now: the
     /// client's session lives here (a route with several upstreams keeps it on this one).
     pub fn holds_affinity(&self, cookie: &str) -> bool {
-        let Ok(named) = u64::from_str_radix(cookie, 16) else {
-            return false;
-        };
         let now = now_ms();
+        self.named_endpoint(cookie)
+            .is_some_and(|i| self.in_panic() || self.is_available(i, now))
+    }
+
+    /// The endpoint whose token `cookie` is, if it is one of this upstream's.
+    fn named_endpoint(&self, cookie: &str) -> Option<usize> {
+        let named = u64::from_str_radix(cookie, 16).ok()?;
         self.endpoints
             .iter()
             .position(|e| address_key(e.address) == named)
-            .is_some_and(|i| self.in_panic() || self.is_available(i, now))
     }
 
     /// The endpoint for a client that sent affinity cookie `cookie` (if any): the one it
@@ -74,9 +77,7 @@ impl Upstream {
         let now = now_ms();
         let panic = self.in_panic();
         let usable = |i: usize| !tried(i) && (panic || self.is_available(i, now));
-        let named = u64::from_str_radix(cookie, 16).ok();
-        let keys = || self.endpoints.iter().map(|e| address_key(e.address));
-        if let Some(i) = named.and_then(|wanted| keys().position(|k| k == wanted)) {
+        if let Some(i) = self.named_endpoint(cookie) {
             if usable(i) {
                 return Some(AffinePick {
                     endpoint: i,
@@ -84,8 +85,12 @@ impl Upstream {
                 });
             }
         }
-        let seed = named.unwrap_or_else(|| stable_hash(AFFINITY, cookie.as_bytes()));
-        let moved = keys()
+        let seed = u64::from_str_radix(cookie, 16)
+            .unwrap_or_else(|_| stable_hash(AFFINITY, cookie.as_bytes()));
+        let moved = self
+            .endpoints
+            .iter()
+            .map(|e| address_key(e.address))
             .enumerate()
             .filter(|&(i, _)| usable(i))
             .max_by_key(|&(_, key)| mix(key ^ seed))

@@ -100,16 +100,7 @@ fn append_variable(variable: &Variable, facts: &RequestFacts, out: &mut Vec<u8>)
             }
         }
         Variable::Cookie(name) => {
-            let value = header
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-                .find_map(|pair| {
-                    let pair = pair.trim_ascii();
-                    let eq = pair.iter().position(|b| *b == b'=')?;
-                    (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
-                });
+            let value = crate::routing::conditions::cookie_bytes(header, name);
             out.extend_from_slice(value.unwrap_or_default());
         }
         Variable::RequestMethod => out.extend_from_slice(header.method.as_str().as_bytes()),

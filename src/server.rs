@@ -7,6 +7,7 @@ use crate::lifecycle::{ExitMonitor, Signals};
 use crate::model::{Config, ListenerProtocol, RequestLimits};
 use crate::observe::{access_log, metrics, metrics::METRICS};
 use crate::ops::admin::{AdminApp, AdminScope};
+use crate::proxy::admission::Admission;
 use crate::proxy::http::HttpProxy;
 use crate::proxy::tcp::TcpProxy;
 use crate::services::checker::HealthChecker;
@@ -219,6 +220,9 @@ fn add_serving_services(
                 TcpProxy::new(state.clone(), listener.name.clone()),
             );
             service.add_tcp(&listener.listen.to_string());
+            if let Some(admission) = Admission::for_listener(&listener) {
+                service.endpoints().set_pre_tls_callback(admission);
+            }
             server.add_service(service);
             continue;
         }
@@ -251,6 +255,9 @@ fn add_serving_services(
             endpoint = endpoint.tls(tls_settings(resolver).map_err(|e| e.to_string())?);
         }
         service.add_listener(endpoint);
+        if let Some(admission) = Admission::for_listener(&listener) {
+            service.endpoints().set_pre_tls_callback(admission);
+        }
         server.add_service(service);
     }
 

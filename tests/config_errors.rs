@@ -600,3 +600,30 @@ upstreams:
         assert_error(&text, &file, line, key_path, message);
     }
 }
+
+#[test]
+fn connection_admission_values_that_would_misbehave_are_refused() {
+    let yaml = r#"
+listeners:
+  - { name: web, listen: 127.0.0.1:8080, proxy_protocol: { timeout: 0s } }
+  - name: db
+    listen: 127.0.0.1:8081
+    proxy_protocol: { timeout: soon }
+    connections: { max: 0, max_per_client: 0 }
+routes:
+  - { name: a, listener: web, upstream: app }
+upstreams:
+  - { name: app, endpoints: ["127.0.0.1:1"] }
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    let expected = [
+        (3, "listeners[0].proxy_protocol.timeout", "longer than 0s"),
+        (6, "listeners[1].proxy_protocol.timeout", "soon"),
+        (7, "listeners[1].connections.max", "at least 1"),
+        (7, "listeners[1].connections.max_per_client", "at least 1"),
+    ];
+    for (line, key_path, message) in expected {
+        assert_error(&text, &file, line, key_path, message);
+    }
+}

@@ -368,3 +368,37 @@ fn renewed_certificate_files_are_picked_up_by_the_config_watch() {
         assert_eq!(tls::served_certificate(web, "site.test").await, renewed.der);
     });
 }
+
+/// A PROXY protocol header comes before the TLS handshake; the client it names is the one
+/// upstream sees (`listeners[].proxy_protocol`, issue #17).
+#[test]
+fn proxy_protocol_header_precedes_the_tls_handshake() {
+    let certs = ScratchDir::new();
+    let certificate = tls::self_signed(&certs, "web", &["web.test"]);
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let _sluice = Sluice::start(&format!(
+        "listeners: [{{ name: web, listen: \"{web}\", proxy_protocol: true, tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}]\n\
+         routes: [{{ name: all, listener: web, upstream: app }}]\n\
+         upstreams: [{{ name: app, endpoints: [\"{}\"] }}]\n",
+        certificate.cert_path.display(),
+        certificate.key_path.display(),
+        backend.address
+    ));
+    runtime().block_on(async {
+        let mut tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
+        tcp.write_all(b"PROXY TCP4 198.51.100.20 127.0.0.1 40000 443\r\n")
+            .await
+            .expect("send header");
+        let config = tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+        let name = rustls::pki_types::ServerName::try_from("web.test").expect("name");
+        let mut stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .expect("handshake after the header");
+        let (status, _) = get_over(&mut stream, "web.test", "/").await;
+        assert!(status.contains(" 200 "), "{status}");
+    });
+    let seen = backend.requests();
+    assert_eq!(seen[0].header("x-forwarded-for"), Some("198.51.100.20"));
+}

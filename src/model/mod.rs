@@ -143,6 +143,31 @@ pub struct ListenerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Which clients may send requests on this listener.
     pub access: AccessList,
+    /// Every connection starts with a PROXY protocol header naming the client.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    pub connections: ConnectionLimits,
+}
+
+/// `listeners[].proxy_protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    /// A connection whose header has not arrived by then is closed.
+    pub timeout: Duration,
+}
+
+/// `listeners[].connections`: how many client connections may be open at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// On the listener; `None`: no limit.
+    pub max: Option<u32>,
+    /// From one client address (the TCP peer, or the PROXY protocol's source).
+    pub max_per_client: Option<u32>,
+}
+
+impl ConnectionLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.max.is_none() && self.max_per_client.is_none()
+    }
 }
 
 /// `listeners[].requests`: limits of request heads and bodies, and path normalisation.

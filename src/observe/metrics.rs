@@ -31,6 +31,7 @@ pub struct Metrics {
     pub tcp_bytes: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub mirror_requests: IntCounterVec,
+    pub connections_rejected: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -185,6 +186,13 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Mirror copies of requests, by route and result (ok: answered, error, timeout, \
              dropped: max_in_flight reached, no_endpoint, body_not_buffered).",
             &["route", "result"],
+        ),
+        connections_rejected: counter(
+            "sluice_connections_rejected_total",
+            "Client connections closed before their first request, by listener and reason \
+             (proxy_protocol: no valid header in time, listener_limit: connections.max, \
+             client_limit: connections.max_per_client).",
+            &["listener", "reason"],
         ),
     }
 });

@@ -1,6 +1,7 @@
 //! The data path: the HTTP proxy (Pingora `ProxyHttp` glue), its retry policy, gRPC
 //! awareness, rate limits, and the L4 TCP proxy.
 
+pub mod admission;
 pub mod client_ip;
 pub mod context;
 pub mod errors;
@@ -9,6 +10,7 @@ pub mod headers;
 pub mod http;
 pub mod mirror;
 pub mod path;
+pub mod proxy_protocol;
 pub mod report;
 pub mod request_body;
 pub mod request_head;

@@ -150,6 +150,40 @@ pub struct RawListener {
     /// These client networks may not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
+    /// Connections start with a PROXY protocol header (v1 or v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<RawProxyProtocol>,
+    #[serde(default)]
+    pub connections: RawConnectionLimits,
+}
+
+/// `proxy_protocol`: `true`, or the header's read timeout.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawProxyProtocol {
+    On(bool),
+    Settings(RawProxyProtocolSettings),
+}
+
+/// `proxy_protocol: { timeout }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyProtocolSettings {
+    #[serde(default = "default_proxy_protocol_timeout")]
+    pub timeout: String,
+}
+
+/// nginx's `proxy_protocol_timeout`.
+pub fn default_proxy_protocol_timeout() -> String {
+    "30s".into()
+}
+
+/// `listeners[].connections`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConnectionLimits {
+    pub max: Option<u32>,
+    pub max_per_client: Option<u32>,
 }
 
 /// `listeners[].requests`: what a request head and body may be, and how long they may take

@@ -419,6 +419,22 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                     "trusted_proxies, allow and deny apply to http listeners only",
                 );
             }
+            let proxy_protocol = check_proxy_protocol(check, &at, &listener.proxy_protocol);
+            let connections = ConnectionLimits {
+                max: listener.connections.max,
+                max_per_client: listener.connections.max_per_client,
+            };
+            for (key, value) in [
+                ("max", connections.max),
+                ("max_per_client", connections.max_per_client),
+            ] {
+                if value == Some(0) {
+                    check.error(
+                        &format!("{at}.connections.{key}"),
+                        "must be at least 1 (leave it out for no limit)",
+                    );
+                }
+            }
             Some(ListenerConfig {
                 name: listener.name.clone(),
                 origin: check.origin(&at),
@@ -432,9 +448,31 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 https_redirect,
                 trusted_proxies,
                 access,
+                proxy_protocol: proxy_protocol?,
+                connections,
             })
         })
         .collect()
+}
+
+/// `listeners[].proxy_protocol`: `Some(None)` when off.
+fn check_proxy_protocol(
+    check: &mut Checker,
+    at: &str,
+    raw: &Option<RawProxyProtocol>,
+) -> Option<Option<ProxyProtocol>> {
+    let timeout = match raw {
+        None | Some(RawProxyProtocol::On(false)) => return Some(None),
+        Some(RawProxyProtocol::On(true)) => default_proxy_protocol_timeout(),
+        Some(RawProxyProtocol::Settings(settings)) => settings.timeout.clone(),
+    };
+    let key = format!("{at}.proxy_protocol.timeout");
+    let timeout = check.duration(&key, &timeout)?;
+    if timeout.is_zero() {
+        check.error(&key, "must be longer than 0s");
+        return None;
+    }
+    Some(Some(ProxyProtocol { timeout }))
 }
 
 /// `listeners[].requests`.

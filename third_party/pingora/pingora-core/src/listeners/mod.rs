@@ -126,8 +126,9 @@ pub(crate) type SharedTlsAcceptCallbacks = Arc<dyn TlsAccept + Send + Sync>;
 /// Callback for processing raw bytes before TLS handshake.
 ///
 /// This trait allows applications to read and process data from the raw TCP stream
-/// before the TLS handshake occurs. This is useful for protocols like HAProxy's
-/// PROXY protocol, which sends client address information before TLS.
+/// before the TLS handshake occurs, or before the application reads the first byte on an
+/// endpoint without TLS. This is useful for protocols like HAProxy's PROXY protocol, which
+/// sends client address information before TLS or plain HTTP.
 ///
 /// # Example
 ///
@@ -315,12 +316,12 @@ pub(crate) struct UninitializedStream {
 impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
         self.l4.set_buffer(self.l4_buffer);
+        // Process data that precedes the application protocol if a callback is configured
+        // (e.g., PROXY protocol): load balancers send it on plain endpoints as well as TLS ones.
+        if let Some(ref callback) = self.pre_tls_callback {
+            callback.process(&mut self.l4).await?;
+        }
         if let Some(tls) = self.tls {
-            // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
-            if let Some(ref callback) = self.pre_tls_callback {
-                callback.process(&mut self.l4).await?;
-            }
-
             let tls_stream = tls.tls_handshake(self.l4).await?;
             Ok(Box::new(tls_stream))
         } else {
@@ -463,9 +464,9 @@ impl Listeners {
 
     /// Set a pre-TLS callback for all endpoints in this listener collection.
     ///
-    /// The callback will be invoked after TCP accept but before the TLS handshake,
-    /// allowing the application to read and process data such as PROXY protocol
-    /// headers that arrive before TLS.
+    /// The callback will be invoked after TCP accept but before the TLS handshake (or before
+    /// the application reads on an endpoint without TLS), allowing the application to read
+    /// and process data such as PROXY protocol headers that arrive first.
     ///
     /// # Example
     ///

@@ -627,3 +627,75 @@ upstreams:
         assert_error(&text, &file, line, key_path, message);
     }
 }
+
+#[test]
+fn auth_errors_name_the_route_and_never_a_hash() {
+    let dir = ScratchDir::new();
+    let htpasswd = dir.write(
+        "htpasswd",
+        "ok:{SHA}FZnlXWOVO9N/p/1CgTiwAD+nhRc=\nplain:hunter2\nold:$apr1$abc$def\n",
+    );
+    let yaml = format!(
+        r#"
+listeners:
+  - {{ name: web, listen: 127.0.0.1:8080 }}
+  - {{ name: db, listen: 127.0.0.1:8081, protocol: tcp }}
+routes:
+  - {{ name: a, listener: web, upstream: app, auth: {{ basic: {{ htpasswd: "{}" }} }} }}
+  - {{ name: b, listener: web, paths: [{{ prefix: /b }}], upstream: app, auth: {{ basic: {{ htpasswd: /nonexistent/htpasswd }} }} }}
+  - {{ name: c, listener: web, paths: [{{ prefix: /c }}], upstream: app, auth: {{}} }}
+  - name: d
+    listener: web
+    paths: [{{ prefix: /d }}]
+    upstream: app
+    auth: {{ external: {{ upstream: missing, path: "oauth2", signin: "/start", timeout: 0s }} }}
+  - {{ name: e, listener: db, upstream: tcp, auth: {{ external: {{ upstream: app, path: /x }} }} }}
+upstreams:
+  - {{ name: app, endpoints: ["127.0.0.1:1"] }}
+  - {{ name: tcp, protocol: tcp, endpoints: ["127.0.0.1:2"] }}
+"#,
+        htpasswd.display()
+    );
+    let (code, text, file) = check(&yaml);
+    assert_eq!(code, 1, "{text}");
+    let expected = [
+        (
+            6,
+            "routes[0].auth.basic.htpasswd",
+            "line 2 (user \"plain\")",
+        ),
+        (6, "routes[0].auth.basic.htpasswd", "htpasswd -B"),
+        (
+            7,
+            "routes[1].auth.basic.htpasswd",
+            "cannot read /nonexistent/htpasswd",
+        ),
+        (8, "routes[2].auth", "exactly one of basic and external"),
+        (13, "routes[3].auth.external.path", "single /"),
+        (13, "routes[3].auth.external.signin", "invalid URL"),
+        (13, "routes[3].auth.external.timeout", "longer than 0s"),
+        (14, "routes[4]", "auth"),
+    ];
+    let yaml_undefined = r#"
+listeners: [{ name: web, listen: 127.0.0.1:8080 }]
+routes:
+  - { name: a, listener: web, upstream: app, auth: { external: { upstream: missing, path: /x } } }
+upstreams: [{ name: app, endpoints: ["127.0.0.1:1"] }]
+"#;
+    let (code, undefined, undefined_file) = check(yaml_undefined);
+    assert_eq!(code, 1, "{undefined}");
+    assert_error(
+        &undefined,
+        &undefined_file,
+        4,
+        "routes[0].auth.external.upstream",
+        "undefined upstream \"missing\"",
+    );
+    for (line, key_path, message) in expected {
+        assert_error(&text, &file, line, key_path, message);
+    }
+    assert!(
+        !text.contains("hunter2") && !text.contains("$def"),
+        "{text}"
+    );
+}

@@ -16,7 +16,8 @@
 pub mod values;
 
 use crate::model::{
-    Config, Fragment, ListenerConfig, ListenerProtocol, Origin, Problem, Rejected, UpstreamProtocol,
+    Auth, Config, Fragment, ListenerConfig, ListenerProtocol, Origin, Problem, Rejected,
+    UpstreamProtocol,
 };
 use crate::tls::LoadedCertificate;
 use std::collections::HashMap;
@@ -272,6 +273,13 @@ impl Compiler {
                     .iter()
                     .map(|m| ("mirror.upstream".to_string(), m.upstream.as_str())),
             )
+            .chain(route.auth.iter().filter_map(|auth| match auth {
+                Auth::External(external) => Some((
+                    "auth.external.upstream".to_string(),
+                    external.upstream.as_str(),
+                )),
+                Auth::Basic(_) => None,
+            }))
             .map(|(field, name)| (field, name, protocol_of(name)))
             .collect();
         let listener = self.listeners.get(route.listener.as_str()).map(|(p, _)| *p);
@@ -290,6 +298,7 @@ impl Compiler {
                     || route.affinity.is_some()
                     || !route.access.is_empty()
                     || route.cors.is_some()
+                    || route.auth.is_some()
                     || route.filters.redirect.is_some()
                     || route.filters.https_redirect.is_some()
                     || route.filters.app_root.is_some()
@@ -300,7 +309,7 @@ impl Compiler {
                     problem(
                         "",
                         "a route on a tcp listener has one upstream and no methods, headers, \
-                         query, backends, canary, affinity, allow, deny, cors or filters"
+                         query, backends, canary, affinity, allow, deny, cors, auth or filters"
                             .into(),
                     );
                 }

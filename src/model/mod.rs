@@ -4,6 +4,7 @@
 //! values, each item carrying its [`Origin`]; [`crate::compile`] joins the sources'
 //! [`Fragment`]s into one [`Config`], the effective model that snapshots are built from.
 
+mod auth;
 mod fragment;
 pub mod hash_key;
 mod net;
@@ -12,6 +13,7 @@ mod route;
 
 pub use crate::observe::access_log::AccessLogTarget;
 use crate::tls::LoadedCertificate;
+pub use auth::{Auth, AuthFailure, BasicAuth, ExternalAuth, Htpasswd, PasswordHash};
 pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected};
 pub use hash_key::HashKey;
 pub use net::{AccessList, IpNet};

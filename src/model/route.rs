@@ -2,7 +2,7 @@
 //! sends them (weighted backends, a canary), and what it changes on the way (filters,
 //! cookie affinity). Plain data: `routing` decides with it, `proxy` applies it.
 
-use super::{AccessList, Origin, DEFAULT_MAX_BODY_SIZE};
+use super::{AccessList, Auth, Origin, DEFAULT_MAX_BODY_SIZE};
 use regex::Regex;
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ pub struct RouteConfig {
     pub access: AccessList,
     /// Which web origins may read the route's responses.
     pub cors: Option<Cors>,
+    /// Who may use the route.
+    pub auth: Option<Auth>,
     /// Per-route overrides of the upstream's timeouts.
     pub timeouts: TimeoutOverrides,
     pub rate_limit: Option<RateLimit>,
@@ -55,6 +57,7 @@ impl RouteConfig {
             affinity: None,
             access: AccessList::default(),
             cors: None,
+            auth: None,
             timeouts: TimeoutOverrides::default(),
             rate_limit: None,
             body: BodyPolicy {
@@ -71,6 +74,10 @@ impl RouteConfig {
             .map(|b| b.upstream.as_str())
             .chain(self.canary.iter().map(|c| c.upstream.as_str()))
             .chain(self.filters.mirror.iter().map(|m| m.upstream.as_str()))
+            .chain(self.auth.iter().filter_map(|auth| match auth {
+                Auth::External(external) => Some(external.upstream.as_str()),
+                Auth::Basic(_) => None,
+            }))
     }
 }
 

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub mirror_requests: IntCounterVec,
     pub connections_rejected: IntCounterVec,
+    pub auth_requests: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -193,6 +194,13 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
              (proxy_protocol: no valid header in time, listener_limit: connections.max, \
              client_limit: connections.max_per_client).",
             &["listener", "reason"],
+        ),
+        auth_requests: counter(
+            "sluice_auth_requests_total",
+            "Requests checked by a route's auth, by route and result (allowed, denied, \
+             signin: redirected to sign in, error: the external service failed and the \
+             request was refused, error_allowed: it failed and on_error let the request in).",
+            &["route", "result"],
         ),
     }
 });

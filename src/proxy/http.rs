@@ -7,7 +7,7 @@ use super::report::{self, Exchange};
 use super::request_body::{self, BodyMode};
 use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
-use super::{client_ip, errors, grpc, headers, traffic};
+use super::{auth, client_ip, errors, grpc, headers, traffic};
 use crate::model::{AccessList, HttpsRedirect, IpNet, ListenerConfig, RequestLimits};
 use crate::observe::metrics::METRICS;
 use crate::observe::{access_log, events};
@@ -238,9 +238,49 @@ impl ProxyHttp for HttpProxy {
                     .inc();
                 ctx.rejected = Some("rate_limited");
                 let retry_after = rate_limit::retry_after_seconds(wait);
+                let retry_after = (http::header::RETRY_AFTER, retry_after.into());
                 self.answer_error(session, ctx, 429, Some(retry_after), false)
                     .await?;
                 return Ok(true);
+            }
+        }
+        if runtime_route.auth.is_some() {
+            let from = traffic::origin(self.scheme, &inspected, session.req_header());
+            let outcome = auth::authenticate(
+                runtime_route,
+                route_config,
+                &snapshot,
+                session.req_header(),
+                &from,
+                ctx.client_ip,
+            )
+            .await;
+            match outcome {
+                auth::Outcome::Proceed { remove, set } => {
+                    let request = session.req_header_mut();
+                    for name in &remove {
+                        request.remove_header(name);
+                    }
+                    for (name, value) in set {
+                        request.append_header(name, value)?;
+                    }
+                }
+                auth::Outcome::Refuse {
+                    status,
+                    reason,
+                    header,
+                } => {
+                    ctx.answered_by = Some(runtime_route.metrics.clone());
+                    ctx.rejected = Some(reason);
+                    self.answer_error(session, ctx, status, header, false)
+                        .await?;
+                    return Ok(true);
+                }
+                auth::Outcome::SignIn(location) => {
+                    ctx.answered_by = Some(runtime_route.metrics.clone());
+                    self.answer_redirect(session, ctx, 302, &location).await?;
+                    return Ok(true);
+                }
             }
         }
         ctx.websocket = headers::is_websocket_upgrade(session.req_header());
@@ -728,14 +768,13 @@ impl HttpProxy {
         session: &mut Session,
         ctx: &RequestContext,
         status: u16,
-        retry_after_seconds: Option<u64>,
+        extra: Option<(http::HeaderName, http::HeaderValue)>,
         close: bool,
     ) -> Result<()> {
-        let retry_after = retry_after_seconds.map(|s| s.to_string());
         if ctx.grpc {
             let mut header = grpc::error_response(status, errors::reason(status))?;
-            if let Some(seconds) = retry_after {
-                header.insert_header("retry-after", seconds)?;
+            if let Some((name, value)) = extra {
+                header.insert_header(name, value)?;
             }
             // Trailers-only: one HEADERS frame with END_STREAM. Pingora's proxy session
             // drops `end_of_stream` on headers, so HTTP/2 is written through directly.
@@ -749,8 +788,8 @@ impl HttpProxy {
         }
         let body = Bytes::from(errors::json_body(status, &ctx.request_id));
         let mut header = json_header(status, body.len())?;
-        if let Some(seconds) = retry_after {
-            header.insert_header("retry-after", seconds)?;
+        if let Some((name, value)) = extra {
+            header.insert_header(name, value)?;
         }
         if close {
             session

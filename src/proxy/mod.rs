@@ -2,6 +2,7 @@
 //! awareness, rate limits, and the L4 TCP proxy.
 
 pub mod admission;
+pub mod auth;
 pub mod client_ip;
 pub mod context;
 pub mod errors;

@@ -15,6 +15,7 @@
 //!   oldest object). A request whose conditions fail on one path falls through to the
 //!   next: a header-matched exact route does not hide the prefix route below it.
 
+pub mod auth;
 pub mod backends;
 pub mod conditions;
 pub mod cors;

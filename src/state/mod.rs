@@ -20,7 +20,7 @@ use crate::sources::FILE_SOURCE;
 use crate::tls::{CertificateSet, SniResolver};
 use crate::upstream::connections::UpstreamConnections;
 use arc_swap::ArcSwap;
-pub use snapshot::{Route, RouteBackend, RouteMirror, Snapshot};
+pub use snapshot::{Route, RouteAuth, RouteBackend, RouteMirror, Snapshot};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

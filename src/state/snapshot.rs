@@ -4,9 +4,11 @@
 
 use crate::compile::Compiled;
 use crate::model::{
-    BodyPolicy, Config, CookieAffinity, EndpointConfig, EndpointSource, Rejected, Timeouts,
+    Auth, BodyPolicy, Config, CookieAffinity, EndpointConfig, EndpointSource, Htpasswd, Rejected,
+    Timeouts,
 };
 use crate::observe::metrics::RouteMetrics;
+use crate::routing::auth::VerifiedCredentials;
 use crate::routing::backends::WeightedSplit;
 use crate::routing::rate_limit::RouteLimiter;
 use crate::routing::RouteTable;
@@ -35,6 +37,19 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// Request body size limit and buffering.
     pub body: BodyPolicy,
+    pub auth: Option<RouteAuth>,
+}
+
+/// What a route's authentication needs at run time.
+pub enum RouteAuth {
+    /// Successful checks are remembered while the users stay the same (kept across
+    /// rebuilds that keep them, such as endpoint changes).
+    Basic {
+        users: Arc<Htpasswd>,
+        verified: Arc<VerifiedCredentials>,
+    },
+    /// Index into [`Snapshot::upstreams`] of the service that answers.
+    External { upstream: usize },
 }
 
 /// An upstream a route sends requests to, with the route's timeouts for it.
@@ -159,6 +174,27 @@ impl Snapshot {
                         in_flight,
                     })
                 });
+                let auth = r.auth.as_ref().and_then(|auth| match auth {
+                    Auth::Basic(basic) => {
+                        let verified = old
+                            .and_then(|old| match &old.auth {
+                                Some(RouteAuth::Basic { users, verified })
+                                    if Arc::ptr_eq(users, &basic.users) =>
+                                {
+                                    Some(verified.clone())
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or_default();
+                        Some(RouteAuth::Basic {
+                            users: basic.users.clone(),
+                            verified,
+                        })
+                    }
+                    Auth::External(external) => Some(RouteAuth::External {
+                        upstream: *upstream_by_name.get(external.upstream.as_str())?,
+                    }),
+                });
                 Route {
                     name: r.name.clone(),
                     split: WeightedSplit::new(weighted.iter().map(|(_, w)| *w)),
@@ -169,6 +205,7 @@ impl Snapshot {
                     limiter,
                     metrics,
                     body: r.body,
+                    auth,
                 }
             })
             .collect();

@@ -314,6 +314,9 @@ pub struct RawRoute {
     pub allow: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<RawCors>,
+    /// Basic or external authentication (issue #17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<RawAuth>,
     /// These client networks may not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
@@ -802,4 +805,60 @@ fn default_true() -> bool {
 
 fn default_max_body_size() -> String {
     "1m".into()
+}
+
+/// `routes[].auth`: exactly one of `basic` and `external`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<RawBasicAuth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<RawExternalAuth>,
+}
+
+/// `routes[].auth.basic`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    /// Path of an htpasswd file.
+    pub htpasswd: String,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+}
+
+/// ingress-nginx's default `auth-realm`.
+fn default_realm() -> String {
+    "Authentication Required".into()
+}
+
+/// `routes[].auth.external`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExternalAuth {
+    pub upstream: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signin: Option<String>,
+    #[serde(default = "default_auth_timeout")]
+    pub timeout: String,
+    #[serde(default)]
+    pub on_error: RawAuthFailure,
+}
+
+fn default_auth_timeout() -> String {
+    "5s".into()
+}
+
+/// `routes[].auth.external.on_error`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawAuthFailure {
+    #[default]
+    Deny,
+    Allow,
 }

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod auth;
 mod traffic;
 
 /// Collects errors with their positions while checking.
@@ -255,6 +256,10 @@ pub(super) fn validate(
                         .flat_map(|l| l.files.iter())
                         .flat_map(|(cert, key)| [cert.clone(), key.clone()]),
                 )
+                .chain(fragment.routes.iter().filter_map(|r| match &r.auth {
+                    Some(Auth::Basic(basic)) => Some(basic.file.clone()),
+                    _ => None,
+                }))
                 .collect();
             return Ok(FileConfig {
                 path,
@@ -1097,6 +1102,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 affinity,
                 access: traffic::access(check, &at, &route.allow, &route.deny),
                 cors: route.cors.as_ref().map(|c| traffic::cors(check, &at, c)),
+                auth: route.auth.as_ref().and_then(|a| auth::auth(check, &at, a)),
                 timeouts,
                 rate_limit,
                 body: BodyPolicy {

@@ -31,7 +31,11 @@ fn cookie_name(check: &mut Checker, key_path: &str, name: &str) {
     }
 }
 
-fn header_name(check: &mut Checker, key_path: &str, name: &str) -> Option<http::HeaderName> {
+pub(super) fn header_name(
+    check: &mut Checker,
+    key_path: &str,
+    name: &str,
+) -> Option<http::HeaderName> {
     match http::HeaderName::from_bytes(name.as_bytes()) {
         Ok(name) => Some(name),
         Err(_) => {
@@ -227,7 +231,7 @@ fn is_path_byte(b: u8) -> bool {
 
 /// A path sluice sends or redirects to: starts with one `/` (`//host` would be another
 /// host to a browser) and has only path characters.
-fn absolute_path(check: &mut Checker, key_path: &str, path: &str) -> Option<String> {
+pub(super) fn absolute_path(check: &mut Checker, key_path: &str, path: &str) -> Option<String> {
     let valid = path.starts_with('/') && !path.starts_with("//") && path.bytes().all(is_path_byte);
     if valid {
         Some(path.to_string())

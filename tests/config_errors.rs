@@ -699,3 +699,51 @@ upstreams: [{ name: app, endpoints: ["127.0.0.1:1"] }]
         "{text}"
     );
 }
+
+#[test]
+fn error_page_and_default_backend_errors_are_named() {
+    let yaml = r#"
+listeners:
+  - { name: web, listen: 127.0.0.1:8080, default_backend: { upstream: nowhere } }
+  - { name: db, listen: 127.0.0.1:8081, protocol: tcp, default_backend: { upstream: app } }
+routes:
+  - name: a
+    listener: web
+    upstream: app
+    error_pages:
+      - { status: [302, 503], file: /nonexistent/page.html }
+      - { status: [], upstream: pages }
+      - { status: [404], file: /x, upstream: app }
+upstreams:
+  - { name: app, endpoints: ["127.0.0.1:1"] }
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    let expected = [
+        (
+            3,
+            "listeners[0].default_backend.upstream",
+            "undefined upstream \"nowhere\"",
+        ),
+        (4, "listeners[1].default_backend", "http listeners only"),
+        (
+            10,
+            "routes[0].error_pages[0].status",
+            "302 is not an error status",
+        ),
+        (
+            10,
+            "routes[0].error_pages[0].file",
+            "cannot read /nonexistent/page.html",
+        ),
+        (11, "routes[0].error_pages[1].status", "at least one status"),
+        (
+            12,
+            "routes[0].error_pages[2]",
+            "exactly one of file and upstream",
+        ),
+    ];
+    for (line, key_path, message) in expected {
+        assert_error(&text, &file, line, key_path, message);
+    }
+}

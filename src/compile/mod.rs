@@ -16,8 +16,8 @@
 pub mod values;
 
 use crate::model::{
-    Auth, Config, Fragment, ListenerConfig, ListenerProtocol, Origin, Problem, Rejected,
-    UpstreamProtocol,
+    Auth, Config, Fragment, ListenerConfig, ListenerProtocol, Origin, PageSource, Problem,
+    Rejected, UpstreamProtocol,
 };
 use crate::tls::LoadedCertificate;
 use std::collections::HashMap;
@@ -273,6 +273,18 @@ impl Compiler {
                     .iter()
                     .map(|m| ("mirror.upstream".to_string(), m.upstream.as_str())),
             )
+            .chain(route.error_pages.iter().flat_map(|pages| {
+                pages
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, rule)| match &rule.source {
+                        PageSource::Upstream(name) => {
+                            Some((format!("error_pages[{i}].upstream"), name.as_str()))
+                        }
+                        PageSource::File(_) => None,
+                    })
+            }))
             .chain(route.auth.iter().filter_map(|auth| match auth {
                 Auth::External(external) => Some((
                     "auth.external.upstream".to_string(),
@@ -299,6 +311,7 @@ impl Compiler {
                     || !route.access.is_empty()
                     || route.cors.is_some()
                     || route.auth.is_some()
+                    || route.error_pages.is_some()
                     || route.filters.redirect.is_some()
                     || route.filters.https_redirect.is_some()
                     || route.filters.app_root.is_some()
@@ -309,7 +322,7 @@ impl Compiler {
                     problem(
                         "",
                         "a route on a tcp listener has one upstream and no methods, headers, \
-                         query, backends, canary, affinity, allow, deny, cors, auth or filters"
+                         query, backends, canary, affinity, allow, deny, cors, auth, error_pages or filters"
                             .into(),
                     );
                 }
@@ -369,7 +382,7 @@ impl Compiler {
             );
         }
         // A tcp listener's route has no hosts or paths to claim.
-        let host_keys: Vec<String> = if listener == Some(ListenerProtocol::Tcp) {
+        let host_keys: Vec<String> = if listener == Some(ListenerProtocol::Tcp) || route.fallback {
             Vec::new()
         } else if route.hosts.is_empty() {
             vec!["*".into()]

@@ -5,6 +5,7 @@
 //! [`Fragment`]s into one [`Config`], the effective model that snapshots are built from.
 
 mod auth;
+mod error_pages;
 mod fragment;
 pub mod hash_key;
 mod net;
@@ -14,6 +15,7 @@ mod route;
 pub use crate::observe::access_log::AccessLogTarget;
 use crate::tls::LoadedCertificate;
 pub use auth::{Auth, AuthFailure, BasicAuth, ExternalAuth, Htpasswd, PasswordHash};
+pub use error_pages::{ErrorPage, ErrorPages, PageFile, PageSource};
 pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected};
 pub use hash_key::HashKey;
 pub use net::{AccessList, IpNet};

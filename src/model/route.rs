@@ -2,8 +2,9 @@
 //! sends them (weighted backends, a canary), and what it changes on the way (filters,
 //! cookie affinity). Plain data: `routing` decides with it, `proxy` applies it.
 
-use super::{AccessList, Auth, Origin, DEFAULT_MAX_BODY_SIZE};
+use super::{AccessList, Auth, ErrorPages, Origin, PageSource, DEFAULT_MAX_BODY_SIZE};
 use regex::Regex;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A route: which requests go to which upstreams, and how they are changed on the way.
@@ -31,6 +32,11 @@ pub struct RouteConfig {
     pub cors: Option<Cors>,
     /// Who may use the route.
     pub auth: Option<Auth>,
+    /// Pages shown instead of error answers.
+    pub error_pages: Option<Arc<ErrorPages>>,
+    /// Takes only the requests no other route of its listener matches (the listener's
+    /// default backend); claims no host or path.
+    pub fallback: bool,
     /// Per-route overrides of the upstream's timeouts.
     pub timeouts: TimeoutOverrides,
     pub rate_limit: Option<RateLimit>,
@@ -58,6 +64,8 @@ impl RouteConfig {
             access: AccessList::default(),
             cors: None,
             auth: None,
+            error_pages: None,
+            fallback: false,
             timeouts: TimeoutOverrides::default(),
             rate_limit: None,
             body: BodyPolicy {
@@ -77,6 +85,12 @@ impl RouteConfig {
             .chain(self.auth.iter().filter_map(|auth| match auth {
                 Auth::External(external) => Some(external.upstream.as_str()),
                 Auth::Basic(_) => None,
+            }))
+            .chain(self.error_pages.iter().flat_map(|pages| {
+                pages.rules.iter().filter_map(|rule| match &rule.source {
+                    PageSource::Upstream(name) => Some(name.as_str()),
+                    PageSource::File(_) => None,
+                })
             }))
     }
 }

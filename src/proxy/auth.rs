@@ -5,22 +5,17 @@
 //! redirect to `signin` when set); anything else, or no answer within `timeout`, is a
 //! failure that `on_error` decides. Answers are never cached: every request is asked.
 
+use super::subrequest;
 use crate::model::{Auth, AuthFailure, ExternalAuth, RouteConfig};
 use crate::observe::metrics::METRICS;
 use crate::routing::auth as basic;
 use crate::routing::filters::Origin;
 use crate::state::{Route, RouteAuth, Snapshot};
 use crate::upstream::hash_key::RequestFacts;
-use once_cell::sync::Lazy;
-use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType, Result};
+use pingora::Result;
 use std::net::IpAddr;
-use std::time::Duration;
-
-/// The checks' own connection pool, apart from the proxy's.
-static CONNECTOR: Lazy<Connector> = Lazy::new(|| Connector::new(None));
 
 /// An answer body larger than this is not read: the connection is dropped instead of
 /// pooled.
@@ -320,8 +315,9 @@ pub async fn ask(
     check: RequestHeader,
     original_url: &str,
 ) -> Verdict {
-    match tokio::time::timeout(external.timeout, exchange(peer, check)).await {
-        Ok(Ok(answer)) => verdict(external, &answer, original_url),
+    let exchange = subrequest::exchange(peer, check, MAX_DRAINED_BODY);
+    match tokio::time::timeout(external.timeout, exchange).await {
+        Ok(Ok(answer)) => verdict(external, &answer.header, original_url),
         Ok(Err(e)) => Verdict::Failed(format!("asking {peer}: {e}")),
         Err(_) => Verdict::Failed(format!(
             "{peer} did not answer within {:?}",
@@ -330,33 +326,11 @@ pub async fn ask(
     }
 }
 
-async fn exchange(peer: &HttpPeer, check: RequestHeader) -> Result<ResponseHeader> {
-    let (mut session, _reused) = CONNECTOR.get_http_session(peer).await?;
-    session.write_request_header(Box::new(check)).await?;
-    session.finish_request_body().await?;
-    session.read_response_header().await?;
-    let answer = session
-        .response_header()
-        .cloned()
-        .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no answer head"))?;
-    let mut drained = 0;
-    while let Some(chunk) = session.read_response_body().await? {
-        drained += chunk.len();
-        if drained > MAX_DRAINED_BODY {
-            // Not worth reading to keep the connection: it is dropped instead.
-            return Ok(answer);
-        }
-    }
-    CONNECTOR
-        .release_http_session(session, peer, Some(Duration::from_secs(60)))
-        .await;
-    Ok(answer)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::AuthFailure;
+    use std::time::Duration;
 
     fn external(signin: Option<&str>) -> ExternalAuth {
         ExternalAuth {

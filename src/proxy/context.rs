@@ -1,11 +1,13 @@
 //! Per-request state carried through Pingora's hooks.
 
+use super::error_pages::RoutePages;
 use crate::lifecycle::{OpenRequest, OpenWork};
 use crate::observe::metrics::{RouteMetrics, METRICS};
 use crate::proxy::request_body::BodyMode;
 use crate::state::{RouteBackend, Snapshot};
 use crate::upstream::endpoint::InFlightGuard;
 use crate::upstream::retry_budget::BudgetGuard;
+use bytes::Bytes;
 use pingora_prometheus::prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -164,6 +166,10 @@ pub struct RequestContext {
     pub retry_stays: bool,
     /// The `Set-Cookie` value that pins the client to the endpoint of the last try.
     pub affinity_cookie: Option<String>,
+    /// The route's error pages, once routed to a route that has some.
+    pub error_pages: Option<RoutePages>,
+    /// The page that replaces the upstream's answer body, until it is sent.
+    pub page_body: Option<Bytes>,
     /// Why sluice refused the request itself (a metric label), if it did.
     pub rejected: Option<&'static str>,
     /// How the request body is passed on.
@@ -222,6 +228,8 @@ impl RequestContext {
             retry_stays: false,
             mirrored: false,
             affinity_cookie: None,
+            error_pages: None,
+            page_body: None,
             rejected: None,
             body_mode: BodyMode::Empty,
             body_bytes: 0,

@@ -3,6 +3,7 @@
 //! calls them at the right hook.
 
 use super::context::{Attempt, AttemptResult, RequestContext, Routed, Tunnel};
+use super::error_pages::{self, RoutePages};
 use super::report::{self, Exchange};
 use super::request_body::{self, BodyMode};
 use super::request_head::{self, Inspected, Rejection};
@@ -193,6 +194,17 @@ impl ProxyHttp for HttpProxy {
         };
         let route = found.route;
         let route_config = &snapshot.config.routes[route];
+        if let Some(pages) = &route_config.error_pages {
+            ctx.error_pages = Some(RoutePages {
+                pages: pages.clone(),
+                snapshot: snapshot.clone(),
+                service: route_config
+                    .backends
+                    .first()
+                    .map(|b| b.upstream.clone())
+                    .unwrap_or_default(),
+            });
+        }
         if !route_config.access.admits(ctx.client_ip) {
             ctx.answered_by = Some(snapshot.routes[route].metrics.clone());
             self.deny(session, ctx).await?;
@@ -553,6 +565,18 @@ impl ProxyHttp for HttpProxy {
             open.status
                 .store(upstream_response.status.as_u16(), Ordering::Relaxed);
         }
+        let status = upstream_response.status.as_u16();
+        let replaceable =
+            status >= 400 && !ctx.grpc && session.req_header().method != http::Method::HEAD;
+        if let (true, Some(pages)) = (replaceable, &ctx.error_pages) {
+            if let Some(page) = pages
+                .page(status, session.req_header(), &ctx.request_id)
+                .await
+            {
+                error_pages::replace_head(upstream_response, &page)?;
+                ctx.page_body = Some(page.body);
+            }
+        }
         if let Some(routed) = &ctx.routed {
             let edits = &routed.config().filters.response_headers;
             if !edits.is_empty() {
@@ -586,6 +610,24 @@ impl ProxyHttp for HttpProxy {
             }
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        // An error page replaces the upstream's body, whose chunks are dropped.
+        if ctx.page_body.is_some() {
+            *body = if end_of_stream {
+                ctx.page_body.take()
+            } else {
+                None
+            };
+        }
+        Ok(None)
     }
 
     async fn upstream_response_filter(
@@ -786,8 +828,26 @@ impl HttpProxy {
                 }
             };
         }
-        let body = Bytes::from(errors::json_body(status, &ctx.request_id));
-        let mut header = json_header(status, body.len())?;
+        let page = match &ctx.error_pages {
+            Some(pages) => {
+                pages
+                    .page(status, session.req_header(), &ctx.request_id)
+                    .await
+            }
+            None => None,
+        };
+        let (body, mut header) = match page {
+            Some(page) => {
+                let mut header = ResponseHeader::build(status, Some(3))?;
+                error_pages::replace_head(&mut header, &page)?;
+                (page.body, Box::new(header))
+            }
+            None => {
+                let body = Bytes::from(errors::json_body(status, &ctx.request_id));
+                let header = json_header(status, body.len())?;
+                (body, header)
+            }
+        };
         if let Some((name, value)) = extra {
             header.insert_header(name, value)?;
         }

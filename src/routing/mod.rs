@@ -47,6 +47,8 @@ pub struct RouteTable {
     /// `(".example.com", table)`, longest suffix first.
     suffix_hosts: Vec<(String, PathTable)>,
     any_host: Option<PathTable>,
+    /// The listener's default backend, for requests no other route takes.
+    fallback: Option<RouteId>,
 }
 
 /// A route with its conditions, in the order candidates of one path are tried.
@@ -205,6 +207,10 @@ impl RouteTable {
             if route.listener != listener {
                 continue;
             }
+            if route.fallback {
+                table.fallback = Some(id);
+                continue;
+            }
             let every_path = [PathMatch::Prefix("/".into())];
             let paths = if route.paths.is_empty() {
                 &every_path[..]
@@ -243,6 +249,14 @@ impl RouteTable {
     /// The route for `host` (lower-case, no port), `path` (normalised, without query) and
     /// the rest of `request` (method, headers, query), if any.
     pub fn find(&self, host: &str, path: &[u8], request: &RequestHeader) -> Option<Found> {
+        self.find_route(host, path, request)
+            .or(self.fallback.map(|route| Found {
+                route,
+                prefix_len: None,
+            }))
+    }
+
+    fn find_route(&self, host: &str, path: &[u8], request: &RequestHeader) -> Option<Found> {
         let group = self
             .exact_hosts
             .get(host)

@@ -155,6 +155,16 @@ pub struct RawListener {
     pub proxy_protocol: Option<RawProxyProtocol>,
     #[serde(default)]
     pub connections: RawConnectionLimits,
+    /// Where requests that match no route go, instead of a 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_backend: Option<RawDefaultBackend>,
+}
+
+/// `listeners[].default_backend`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaultBackend {
+    pub upstream: String,
 }
 
 /// `proxy_protocol`: `true`, or the header's read timeout.
@@ -317,6 +327,9 @@ pub struct RawRoute {
     /// Basic or external authentication (issue #17).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<RawAuth>,
+    /// Pages shown instead of error answers (issue #17).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_pages: Vec<RawErrorPage>,
     /// These client networks may not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
@@ -861,4 +874,15 @@ pub enum RawAuthFailure {
     #[default]
     Deny,
     Allow,
+}
+
+/// `routes[].error_pages[]`: statuses and exactly one of `file` and `upstream`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrorPage {
+    pub status: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }

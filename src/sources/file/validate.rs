@@ -260,6 +260,14 @@ pub(super) fn validate(
                     Some(Auth::Basic(basic)) => Some(basic.file.clone()),
                     _ => None,
                 }))
+                .chain(fragment.routes.iter().flat_map(|r| {
+                    r.error_pages.iter().flat_map(|pages| {
+                        pages.rules.iter().filter_map(|rule| match &rule.source {
+                            PageSource::File(file) => Some(file.path.clone()),
+                            PageSource::Upstream(_) => None,
+                        })
+                    })
+                }))
                 .collect();
             return Ok(FileConfig {
                 path,
@@ -1103,6 +1111,8 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 access: traffic::access(check, &at, &route.allow, &route.deny),
                 cors: route.cors.as_ref().map(|c| traffic::cors(check, &at, c)),
                 auth: route.auth.as_ref().and_then(|a| auth::auth(check, &at, a)),
+                error_pages: error_pages(check, &at, &route.error_pages),
+                fallback: false,
                 timeouts,
                 rate_limit,
                 body: BodyPolicy {
@@ -1112,6 +1122,24 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
             },
             matchable,
         ));
+    }
+    for (i, listener) in raw.listeners.iter().enumerate() {
+        let Some(default_backend) = &listener.default_backend else {
+            continue;
+        };
+        let at = format!("listeners[{i}].default_backend");
+        if listener.protocol == ListenerProtocol::Tcp {
+            check.error(&at, "applies to http listeners only");
+            continue;
+        }
+        let mut route = RouteConfig::new(
+            &format!("{}/default_backend", listener.name),
+            check.origin(&at),
+            &listener.name,
+            &default_backend.upstream,
+        );
+        route.fallback = true;
+        routes.push((route, true));
     }
     routes
 }
@@ -1190,6 +1218,60 @@ fn check_paths(check: &mut Checker, at: &str, raw: &[RawPathMatch]) -> Vec<PathM
         });
     }
     paths
+}
+
+/// `routes[].error_pages`; page files are read here, so a missing one is an error at the
+/// rule naming it.
+fn error_pages(check: &mut Checker, at: &str, raw: &[RawErrorPage]) -> Option<Arc<ErrorPages>> {
+    if raw.is_empty() {
+        return None;
+    }
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, page) in raw.iter().enumerate() {
+        let at = format!("{at}.error_pages[{i}]");
+        if page.status.is_empty() {
+            check.error(&format!("{at}.status"), "needs at least one status");
+        }
+        for status in &page.status {
+            if !(400..=599).contains(status) {
+                check.error(
+                    &format!("{at}.status"),
+                    format!("{status} is not an error status (400-599)"),
+                );
+            }
+        }
+        let source = match (&page.file, &page.upstream) {
+            (Some(file), None) => {
+                let path = PathBuf::from(file);
+                match std::fs::read(&path) {
+                    Ok(body) => Some(PageSource::File(PageFile {
+                        content_type: PageFile::content_type_of(&path),
+                        path,
+                        body: body.into(),
+                    })),
+                    Err(e) => {
+                        check.error(
+                            &format!("{at}.file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(upstream)) => Some(PageSource::Upstream(upstream.clone())),
+            _ => {
+                check.error(&at, "needs exactly one of file and upstream");
+                None
+            }
+        };
+        if let Some(source) = source {
+            rules.push(ErrorPage {
+                statuses: page.status.clone(),
+                source,
+            });
+        }
+    }
+    Some(Arc::new(ErrorPages { rules }))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::services::discovery::KubernetesDiscovery;
 use crate::sockets;
 use crate::sources::file::FileConfig;
 use crate::state::State;
+use crate::tls::client_auth::{ClientCertificateRecorder, ClientVerifier};
 use crate::tls::SniResolver;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -252,7 +253,7 @@ fn add_serving_services(
             let resolver = state
                 .tls_resolver(&listener.name)
                 .ok_or_else(|| format!("listener {} has no loaded certificate", listener.name))?;
-            endpoint = endpoint.tls(tls_settings(resolver).map_err(|e| e.to_string())?);
+            endpoint = endpoint.tls(tls_settings(resolver, &listener)?);
         }
         service.add_listener(endpoint);
         if let Some(admission) = Admission::for_listener(&listener) {
@@ -302,11 +303,27 @@ fn head_limits(limits: &RequestLimits) -> RequestHeadLimits {
 }
 
 /// TLS 1.2 and 1.3 (Pingora's rustls acceptor allows no older version), certificates chosen
-/// by SNI through `resolver`, ALPN `h2` then `http/1.1`.
-fn tls_settings(resolver: Arc<SniResolver>) -> pingora::Result<TlsSettings> {
+/// by SNI through `resolver`, ALPN `h2` then `http/1.1`, and client certificates when the
+/// listener asks for them (the recorder keeps the verified one for the proxy).
+fn tls_settings(
+    resolver: Arc<SniResolver>,
+    listener: &crate::model::ListenerConfig,
+) -> Result<TlsSettings, String> {
     // The paths are unused: the resolver supplies every certificate.
-    let mut settings = TlsSettings::intermediate("", "")?;
+    let mut settings = match &listener.client_auth {
+        Some(_) => TlsSettings::with_callbacks(Box::new(ClientCertificateRecorder)),
+        None => TlsSettings::intermediate("", ""),
+    }
+    .map_err(|e| e.to_string())?;
     settings.set_cert_resolver(resolver);
+    if let Some(auth) = &listener.client_auth {
+        settings.set_client_cert_verifier(Arc::new(ClientVerifier::new(
+            &listener.name,
+            &auth.ca_certificates,
+            auth.mode,
+            auth.verify_depth,
+        )?));
+    }
     settings.enable_h2();
     Ok(settings)
 }

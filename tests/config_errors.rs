@@ -747,3 +747,43 @@ upstreams:
         assert_error(&text, &file, line, key_path, message);
     }
 }
+
+#[test]
+fn client_auth_errors_are_named() {
+    let dir = ScratchDir::new();
+    let certificate = support::tls::self_signed(&dir, "web", &["web.test"]);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: web
+    listen: 127.0.0.1:8443
+    tls:
+      certificates: [{{ cert: "{}", key: "{}" }}]
+      client_auth: {{ ca: /nonexistent/ca.pem, verify_depth: 0, headers: {{ subject: "bad name" }} }}
+routes:
+  - {{ name: a, listener: web, upstream: app }}
+upstreams:
+  - {{ name: app, endpoints: ["127.0.0.1:1"] }}
+"#,
+        certificate.cert_path.display(),
+        certificate.key_path.display()
+    );
+    let (code, text, file) = check(&yaml);
+    assert_eq!(code, 1, "{text}");
+    let expected = [
+        (
+            7,
+            "listeners[0].tls.client_auth.ca",
+            "cannot read CA file /nonexistent/ca.pem",
+        ),
+        (7, "listeners[0].tls.client_auth.verify_depth", "at least 1"),
+        (
+            7,
+            "listeners[0].tls.client_auth.headers.subject",
+            "invalid header name",
+        ),
+    ];
+    for (line, key_path, message) in expected {
+        assert_error(&text, &file, line, key_path, message);
+    }
+}

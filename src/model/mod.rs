@@ -13,6 +13,7 @@ mod origin;
 mod route;
 
 pub use crate::observe::access_log::AccessLogTarget;
+pub use crate::tls::client_auth::ClientAuthMode;
 use crate::tls::LoadedCertificate;
 pub use auth::{Auth, AuthFailure, BasicAuth, ExternalAuth, Htpasswd, PasswordHash};
 pub use error_pages::{ErrorPage, ErrorPages, PageFile, PageSource};
@@ -150,6 +151,37 @@ pub struct ListenerConfig {
     /// Every connection starts with a PROXY protocol header naming the client.
     pub proxy_protocol: Option<ProxyProtocol>,
     pub connections: ConnectionLimits,
+    /// Client certificates a TLS listener asks for (mTLS).
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `listeners[].tls.client_auth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub ca_file: PathBuf,
+    /// The CA bundle's certificates (DER), read when the config is loaded.
+    pub ca_certificates: Vec<Vec<u8>>,
+    pub mode: ClientAuthMode,
+    /// Most certificates above the client's (nginx's `ssl_verify_depth`).
+    pub verify_depth: u8,
+    /// Headers that tell the upstream about the client's certificate.
+    pub headers: ClientCertHeaders,
+}
+
+/// `listeners[].tls.client_auth.headers`: names of the headers sent upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertHeaders {
+    /// `SUCCESS` or `NONE`.
+    pub verify: http::HeaderName,
+    pub subject: http::HeaderName,
+    pub issuer: http::HeaderName,
+    pub fingerprint: http::HeaderName,
+}
+
+impl ClientCertHeaders {
+    pub fn names(&self) -> [&http::HeaderName; 4] {
+        [&self.verify, &self.subject, &self.issuer, &self.fingerprint]
+    }
 }
 
 /// `listeners[].proxy_protocol`.

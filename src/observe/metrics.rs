@@ -33,6 +33,7 @@ pub struct Metrics {
     pub mirror_requests: IntCounterVec,
     pub connections_rejected: IntCounterVec,
     pub auth_requests: IntCounterVec,
+    pub tls_client_certificates: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -201,6 +202,12 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
              signin: redirected to sign in, error: the external service failed and the \
              request was refused, error_allowed: it failed and on_error let the request in).",
             &["route", "result"],
+        ),
+        tls_client_certificates: counter(
+            "sluice_tls_client_certificates_total",
+            "Client certificates checked on listeners with tls.client_auth, by listener and \
+             result (verified, rejected: the handshake was refused).",
+            &["listener", "result"],
         ),
     }
 });

@@ -4,6 +4,8 @@
 //! Transfer-Encoding, Upgrade, Proxy-*) are stripped by Pingora's standard upstream request
 //! policy before sluice's filter runs; the original `Host` is forwarded unchanged.
 
+use crate::model::ClientCertHeaders;
+use crate::tls::client_auth::ClientCertificate;
 use pingora::http::RequestHeader;
 use pingora::Result;
 use rand::Rng;
@@ -65,6 +67,29 @@ pub fn add_forwarding(
         upstream.insert_header("x-forwarded-host", host)?;
     }
     Ok(())
+}
+
+/// Tells the upstream about the client's certificate on a listener with
+/// `tls.client_auth`: the client's own values of those headers are removed, then
+/// `SUCCESS` and the certificate's subject, issuer and fingerprint set, or `NONE`.
+pub fn set_client_certificate(
+    request: &mut RequestHeader,
+    headers: &ClientCertHeaders,
+    certificate: Option<&ClientCertificate>,
+) -> Result<()> {
+    for name in headers.names() {
+        request.remove_header(name);
+    }
+    let Some(certificate) = certificate else {
+        return request.insert_header(headers.verify.clone(), "NONE");
+    };
+    request.insert_header(headers.verify.clone(), "SUCCESS")?;
+    request.insert_header(headers.subject.clone(), certificate.subject.as_str())?;
+    request.insert_header(headers.issuer.clone(), certificate.issuer.as_str())?;
+    request.insert_header(
+        headers.fingerprint.clone(),
+        certificate.fingerprint.as_str(),
+    )
 }
 
 #[cfg(test)]

@@ -9,11 +9,14 @@ use super::request_body::{self, BodyMode};
 use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
 use super::{auth, client_ip, errors, grpc, headers, traffic};
-use crate::model::{AccessList, HttpsRedirect, IpNet, ListenerConfig, RequestLimits};
+use crate::model::{
+    AccessList, ClientCertHeaders, HttpsRedirect, IpNet, ListenerConfig, RequestLimits,
+};
 use crate::observe::metrics::METRICS;
 use crate::observe::{access_log, events};
 use crate::routing::{conditions, cors, filters, rate_limit};
 use crate::state::State;
+use crate::tls::client_auth::ClientCertificate;
 use crate::upstream::hash_key::RequestFacts;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +42,9 @@ pub struct HttpProxy {
     requests: RequestLimits,
     /// Every request is redirected to HTTPS.
     https_redirect: Option<HttpsRedirect>,
+    /// Headers that carry the client certificate upstream (listeners with
+    /// `tls.client_auth`).
+    client_cert_headers: Option<ClientCertHeaders>,
     /// Peers whose forwarding headers name the client.
     trusted_proxies: Vec<IpNet>,
     /// Which clients may send requests.
@@ -57,6 +63,7 @@ impl HttpProxy {
             https_redirect: listener.https_redirect,
             trusted_proxies: listener.trusted_proxies.clone(),
             access: listener.access.clone(),
+            client_cert_headers: listener.client_auth.as_ref().map(|a| a.headers.clone()),
         }
     }
 }
@@ -152,6 +159,13 @@ impl ProxyHttp for HttpProxy {
         session
             .req_header_mut()
             .insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(names) = &self.client_cert_headers {
+            let certificate = session
+                .digest()
+                .and_then(|d| d.ssl_digest.clone())
+                .and_then(|ssl| ssl.extension.get::<ClientCertificate>().cloned());
+            headers::set_client_certificate(session.req_header_mut(), names, certificate.as_ref())?;
+        }
 
         let inspected = match request_head::inspect(session.req_header(), &self.requests.paths) {
             Ok(inspected) => inspected,

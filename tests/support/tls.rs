@@ -162,6 +162,24 @@ pub fn client_config(
     Arc::new(config)
 }
 
+/// A client config (ALPN `http/1.1`) that presents `certificate` when the server asks.
+pub fn client_config_with_certificate(certificate: &TestCertificate) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = vec![CertificateDer::from(certificate.der.clone())];
+    let key = rustls::pki_types::pem::PemObject::from_pem_slice(certificate.key_pem.as_bytes())
+        .map(|k: PrivateKeyDer<'static>| k)
+        .expect("key PEM");
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_client_auth_cert(chain, key)
+        .expect("client certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 /// A TLS connection to `address` sending `sni` (an IP literal sends no SNI).
 pub async fn connect(
     address: SocketAddr,

@@ -233,6 +233,58 @@ impl Default for RawRequestLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTls {
     pub certificates: Vec<RawCertificate>,
+    /// Ask clients for certificates (mTLS, issue #17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<RawClientAuth>,
+}
+
+/// `listeners[].tls.client_auth`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    /// PEM bundle of the CAs that issue client certificates.
+    pub ca: String,
+    #[serde(default)]
+    pub mode: RawClientAuthMode,
+    /// nginx's and ingress-nginx's default.
+    #[serde(default = "default_verify_depth")]
+    pub verify_depth: u8,
+    #[serde(default)]
+    pub headers: RawClientCertHeaders,
+}
+
+fn default_verify_depth() -> u8 {
+    1
+}
+
+/// `listeners[].tls.client_auth.mode`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawClientAuthMode {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// `listeners[].tls.client_auth.headers`: ingress-nginx's names by default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClientCertHeaders {
+    pub verify: String,
+    pub subject: String,
+    pub issuer: String,
+    pub fingerprint: String,
+}
+
+impl Default for RawClientCertHeaders {
+    fn default() -> Self {
+        Self {
+            verify: "ssl-client-verify".into(),
+            subject: "ssl-client-subject-dn".into(),
+            issuer: "ssl-client-issuer-dn".into(),
+            fingerprint: "ssl-client-fingerprint".into(),
+        }
+    }
 }
 
 /// One certificate chain and its private key, as file paths.

@@ -433,6 +433,11 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 );
             }
             let proxy_protocol = check_proxy_protocol(check, &at, &listener.proxy_protocol);
+            let client_auth = listener
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.client_auth.as_ref())
+                .and_then(|raw| check_client_auth(check, &format!("{at}.tls.client_auth"), raw));
             let connections = ConnectionLimits {
                 max: listener.connections.max,
                 max_per_client: listener.connections.max_per_client,
@@ -463,9 +468,63 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 access,
                 proxy_protocol: proxy_protocol?,
                 connections,
+                client_auth,
             })
         })
         .collect()
+}
+
+/// `listeners[].tls.client_auth`: the CA bundle is read here.
+fn check_client_auth(check: &mut Checker, at: &str, raw: &RawClientAuth) -> Option<ClientAuth> {
+    let errors_before = check.errors.len();
+    let ca_file = PathBuf::from(&raw.ca);
+    let ca_certificates = crate::tls::load_ca_certificates(&ca_file)
+        .map_err(|e| check.error(&format!("{at}.ca"), e))
+        .ok();
+    if raw.verify_depth == 0 {
+        check.error(
+            &format!("{at}.verify_depth"),
+            "must be at least 1 (the CA that issued the client's certificate)",
+        );
+    }
+    let h = &raw.headers;
+    let mut header = |key: &str, name: &str| {
+        let parsed = http::HeaderName::from_bytes(name.as_bytes()).ok();
+        if parsed.is_none() {
+            check.error(
+                &format!("{at}.headers.{key}"),
+                format!("invalid header name {name:?}"),
+            );
+        }
+        parsed
+    };
+    let headers = (
+        header("verify", &h.verify),
+        header("subject", &h.subject),
+        header("issuer", &h.issuer),
+        header("fingerprint", &h.fingerprint),
+    );
+    if check.errors.len() != errors_before {
+        return None;
+    }
+    let (Some(verify), Some(subject), Some(issuer), Some(fingerprint)) = headers else {
+        return None;
+    };
+    Some(ClientAuth {
+        ca_file,
+        ca_certificates: ca_certificates?,
+        mode: match raw.mode {
+            RawClientAuthMode::Required => ClientAuthMode::Required,
+            RawClientAuthMode::Optional => ClientAuthMode::Optional,
+        },
+        verify_depth: raw.verify_depth,
+        headers: ClientCertHeaders {
+            verify,
+            subject,
+            issuer,
+            fingerprint,
+        },
+    })
 }
 
 /// `listeners[].proxy_protocol`: `Some(None)` when off.

@@ -6,6 +6,8 @@
 //! reload: rustls asks the resolver once per handshake, so connections already established
 //! keep the certificate they were served, and new ones get the new set.
 
+pub mod client_auth;
+
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;

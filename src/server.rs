@@ -13,6 +13,7 @@ use crate::proxy::tcp::TcpProxy;
 use crate::services::checker::HealthChecker;
 use crate::services::config_watch::Reloader;
 use crate::services::discovery::KubernetesDiscovery;
+use crate::services::dns::DnsDiscovery;
 use crate::sockets;
 use crate::sources::file::FileConfig;
 use crate::state::State;
@@ -285,6 +286,12 @@ fn add_serving_services(
     );
     discovery.threads = Some(1);
     server.add_service(discovery);
+    let mut dns = background_service(
+        "dns discovery",
+        DnsDiscovery::new(state.endpoints_publisher(), config.server.resolver.clone()),
+    );
+    dns.threads = Some(1);
+    server.add_service(dns);
     let mut checker = background_service("health checker", HealthChecker::new(state.subscribe()));
     checker.threads = Some(1);
     server.add_service(checker);

@@ -787,3 +787,38 @@ upstreams:
         assert_error(&text, &file, line, key_path, message);
     }
 }
+
+#[test]
+fn dns_upstream_errors_are_named() {
+    let yaml = r#"
+server: { resolver: { nameservers: ["dns.local"], timeout: 0s } }
+listeners: [{ name: web, listen: 127.0.0.1:8080 }]
+routes:
+  - { name: a, listener: web, upstream: ip }
+upstreams:
+  - { name: ip, dns: { name: 10.0.0.1, port: 0 } }
+  - { name: ttl, dns: { name: api.example.com, port: 443, min_ttl: 10s, max_ttl: 1s } }
+  - { name: both, endpoints: ["127.0.0.1:1"], dns: { name: api.example.com, port: 443 } }
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    let expected = [
+        (2, "server.resolver.nameservers[0]", "dns.local"),
+        (2, "server.resolver.timeout", "longer than 0s"),
+        (
+            7,
+            "upstreams[0].dns.name",
+            "an IP address goes in endpoints",
+        ),
+        (7, "upstreams[0].dns.port", "1-65535"),
+        (8, "upstreams[1].dns.max_ttl", "not be shorter than min_ttl"),
+        (
+            9,
+            "upstreams[2].dns",
+            "one of endpoints, kubernetes and dns",
+        ),
+    ];
+    for (line, key_path, message) in expected {
+        assert_error(&text, &file, line, key_path, message);
+    }
+}

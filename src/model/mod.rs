@@ -87,6 +87,16 @@ pub struct ServerSettings {
     /// SIGTERM: how long listeners keep accepting while `/readyz` is already 503.
     pub drain_delay: Duration,
     pub watch_config: bool,
+    /// The DNS servers of `dns` upstreams; `None`: the system's (`/etc/resolv.conf`).
+    pub resolver: Option<ResolverSettings>,
+}
+
+/// `server.resolver`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    pub nameservers: Vec<SocketAddr>,
+    /// Per query and server.
+    pub timeout: Duration,
 }
 
 /// Most points a consistent-hash ring may have (Σ weight × `hash_points`): 32 MiB of
@@ -341,6 +351,26 @@ pub enum EndpointSource {
     Static,
     /// EndpointSlices of a Kubernetes service.
     Kubernetes(ServiceRef),
+    /// The addresses a DNS name resolves to.
+    Dns(DnsName),
+}
+
+impl EndpointSource {
+    /// Whether the endpoints are found at run time (and so sync after the start).
+    pub fn is_discovered(&self) -> bool {
+        !matches!(self, Self::Static)
+    }
+}
+
+/// `upstreams[].dns`: every address of `name` is an endpoint on `port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsName {
+    pub name: String,
+    pub port: u16,
+    /// The records' TTL, clamped to `min_ttl..=max_ttl`, sets when the name is resolved
+    /// again.
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
 }
 
 /// `upstreams[].kubernetes`.

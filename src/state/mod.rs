@@ -333,7 +333,7 @@ impl State {
             .config
             .upstreams
             .iter()
-            .filter(|u| matches!(u.source, EndpointSource::Kubernetes(_)))
+            .filter(|u| u.source.is_discovered())
             .map(|u| u.name.as_str())
             .collect();
         inputs

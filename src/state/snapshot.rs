@@ -110,7 +110,7 @@ impl Snapshot {
             rejected,
         } = compiled;
         for upstream in &mut config.upstreams {
-            if let EndpointSource::Kubernetes(_) = upstream.source {
+            if upstream.source.is_discovered() {
                 upstream.endpoints = discovered.get(&upstream.name).cloned().unwrap_or_default();
             }
         }

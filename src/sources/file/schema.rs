@@ -43,6 +43,9 @@ pub struct RawServer {
     pub grace_period: String,
     pub drain_delay: String,
     pub watch_config: bool,
+    /// DNS servers for `dns` upstreams (issue #17); absent: the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<RawResolver>,
 }
 
 impl Default for RawServer {
@@ -54,6 +57,7 @@ impl Default for RawServer {
             grace_period: "300s".into(),
             drain_delay: "0s".into(),
             watch_config: true,
+            resolver: None,
         }
     }
 }
@@ -654,6 +658,9 @@ pub struct RawUpstream {
     pub kubernetes: Option<RawKubernetesService>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Vec<RawEndpoint>>,
+    /// Endpoints from a DNS name (issue #17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<RawDnsName>,
     #[serde(default)]
     pub protocol: UpstreamProtocol,
     #[serde(default)]
@@ -937,4 +944,37 @@ pub struct RawErrorPage {
     pub file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+}
+
+/// `upstreams[].dns`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnsName {
+    pub name: String,
+    pub port: u16,
+    #[serde(default = "default_min_ttl")]
+    pub min_ttl: String,
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: String,
+}
+
+fn default_min_ttl() -> String {
+    "5s".into()
+}
+
+fn default_max_ttl() -> String {
+    "300s".into()
+}
+
+/// `server.resolver`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolver {
+    pub nameservers: Vec<String>,
+    #[serde(default = "default_resolver_timeout")]
+    pub timeout: String,
+}
+
+fn default_resolver_timeout() -> String {
+    "2s".into()
 }

@@ -344,7 +344,41 @@ fn check_server(check: &mut Checker, raw: &RawServer) -> Option<ServerSettings> 
     };
     let grace_period = check.duration("server.grace_period", &raw.grace_period);
     let drain_delay = check.duration("server.drain_delay", &raw.drain_delay);
+    let resolver = match &raw.resolver {
+        None => Some(None),
+        Some(resolver) => {
+            let nameservers: Vec<Option<SocketAddr>> = resolver
+                .nameservers
+                .iter()
+                .enumerate()
+                .map(|(i, address)| {
+                    check.socket_addr(&format!("server.resolver.nameservers[{i}]"), address)
+                })
+                .collect();
+            if nameservers.is_empty() {
+                check.error(
+                    "server.resolver.nameservers",
+                    "needs at least one server (leave resolver out to use /etc/resolv.conf)",
+                );
+            }
+            let timeout = check.duration("server.resolver.timeout", &resolver.timeout);
+            match (nameservers.into_iter().collect::<Option<Vec<_>>>(), timeout) {
+                (Some(nameservers), Some(timeout)) if !timeout.is_zero() => {
+                    Some(Some(ResolverSettings {
+                        nameservers,
+                        timeout,
+                    }))
+                }
+                (_, Some(timeout)) if timeout.is_zero() => {
+                    check.error("server.resolver.timeout", "must be longer than 0s");
+                    None
+                }
+                _ => None,
+            }
+        }
+    };
     Some(ServerSettings {
+        resolver: resolver?,
         drain_delay: drain_delay?,
         threads,
         upgrade_sock: raw.upgrade_sock.clone(),
@@ -639,6 +673,11 @@ fn check_upstream_tls(check: &mut Checker, at: &str, raw: &RawUpstream) -> Optio
         raw.kubernetes
             .as_ref()
             .map(|k| format!("{}.{}.svc", k.service, k.namespace))
+            .or_else(|| {
+                raw.dns
+                    .as_ref()
+                    .map(|d| d.name.trim_end_matches('.').to_string())
+            })
     });
     let sni = match sni {
         Some(sni) if !sni.is_empty() => sni,
@@ -837,6 +876,17 @@ fn check_endpoints(
     at: &str,
     upstream: &RawUpstream,
 ) -> Option<(EndpointSource, Vec<EndpointConfig>)> {
+    if let Some(dns) = &upstream.dns {
+        if upstream.kubernetes.is_some() || upstream.endpoints.is_some() {
+            check.error(
+                &format!("{at}.dns"),
+                "set one of endpoints, kubernetes and dns",
+            );
+            return None;
+        }
+        return check_dns_name(check, &format!("{at}.dns"), dns)
+            .map(|name| (EndpointSource::Dns(name), Vec::new()));
+    }
     match (&upstream.kubernetes, &upstream.endpoints) {
         (Some(_), Some(_)) => {
             check.error(
@@ -848,7 +898,7 @@ fn check_endpoints(
         (None, None) => {
             check.error(
                 at,
-                "needs endpoints (a static list) or kubernetes (discovery)",
+                "needs endpoints (a static list), kubernetes (discovery) or dns (a name)",
             );
             None
         }
@@ -935,6 +985,56 @@ fn check_endpoints(
             (endpoints.len() == list.len()).then_some((EndpointSource::Static, endpoints))
         }
     }
+}
+
+/// `upstreams[].dns`: a host name (an IP address belongs in `endpoints`), a port and TTL
+/// bounds.
+fn check_dns_name(check: &mut Checker, at: &str, raw: &RawDnsName) -> Option<DnsName> {
+    let errors_before = check.errors.len();
+    let name = raw.name.trim_end_matches('.').to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.parse::<std::net::IpAddr>().is_err()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        check.error(
+            &format!("{at}.name"),
+            format!(
+                "invalid DNS name {:?}: expected a host name like api.example.com (an IP \
+                 address goes in endpoints)",
+                raw.name
+            ),
+        );
+    }
+    if raw.port == 0 {
+        check.error(&format!("{at}.port"), "must be 1-65535");
+    }
+    let min_ttl = check.duration(&format!("{at}.min_ttl"), &raw.min_ttl);
+    let max_ttl = check.duration(&format!("{at}.max_ttl"), &raw.max_ttl);
+    if let (Some(min), Some(max)) = (min_ttl, max_ttl) {
+        if min.is_zero() {
+            check.error(&format!("{at}.min_ttl"), "must be longer than 0s");
+        } else if max < min {
+            check.error(&format!("{at}.max_ttl"), "must not be shorter than min_ttl");
+        }
+    }
+    if check.errors.len() != errors_before {
+        return None;
+    }
+    Some(DnsName {
+        name,
+        port: raw.port,
+        min_ttl: min_ttl?,
+        max_ttl: max_ttl?,
+    })
 }
 
 /// Checks `health` and `slow_start`; `None` if something is invalid (already reported).

@@ -822,3 +822,22 @@ upstreams:
         assert_error(&text, &file, line, key_path, message);
     }
 }
+
+#[test]
+fn requiring_client_certificates_needs_a_listener_that_asks_for_them() {
+    let yaml = r#"
+listeners: [{ name: web, listen: 127.0.0.1:8080 }]
+routes:
+  - { name: a, listener: web, upstream: app, require_client_certificate: true }
+upstreams: [{ name: app, endpoints: ["127.0.0.1:1"] }]
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    assert_error(
+        &text,
+        &file,
+        4,
+        "routes[0].require_client_certificate",
+        "does not ask clients for certificates",
+    );
+}

@@ -25,12 +25,22 @@ fn get(
     config: Arc<rustls::ClientConfig>,
     headers: &str,
 ) -> Result<(String, String), String> {
+    get_path(address, config, "/", headers)
+}
+
+/// Like [`get`], for `path`.
+fn get_path(
+    address: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+    headers: &str,
+) -> Result<(String, String), String> {
     runtime().block_on(async {
         let mut stream = tls::connect(address, "web.test", config)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
         let request =
-            format!("GET / HTTP/1.1\r\nhost: web.test\r\n{headers}connection: close\r\n\r\n");
+            format!("GET {path} HTTP/1.1\r\nhost: web.test\r\n{headers}connection: close\r\n\r\n");
         stream
             .write_all(request.as_bytes())
             .await
@@ -89,6 +99,7 @@ fn required_and_optional_client_certificates() {
          routes:\n\
          \x20 - {{ name: required, listener: required, upstream: app }}\n\
          \x20 - {{ name: optional, listener: optional, upstream: app }}\n\
+         \x20 - {{ name: partners, listener: optional, paths: [{{ prefix: /partners }}], upstream: app, require_client_certificate: true }}\n\
          upstreams: [{{ name: app, endpoints: [\"{}\"] }}]\n",
         listener("required", required, &server, &ca_file, "required"),
         listener("optional", optional, &server, &ca_file, "optional"),
@@ -141,6 +152,18 @@ fn required_and_optional_client_certificates() {
     let (_, body) = get(optional, with_client, "").expect("served");
     let seen: serde_json::Value = serde_json::from_str(&body).expect("echo");
     assert_eq!(seen["headers"]["ssl-client-verify"], "SUCCESS");
+    // A route may require one on an optional listener: 400, as nginx answers.
+    let anonymous = tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    let (status, body) = get_path(optional, anonymous, "/partners/x", "").expect("answered");
+    assert!(status.contains(" 400 "), "{status}");
+    assert!(body.contains("400"), "{body}");
+    let with_client = tls::client_config_with_certificate(&client);
+    let (status, _) = get_path(optional, with_client, "/partners/x", "").expect("served");
+    assert!(status.contains(" 200 "), "{status}");
+    sluice.wait_metric(
+        "sluice_http_requests_total{code=\"400\",reason=\"client_certificate_required\",route=\"partners\"}",
+        1.0,
+    );
     // A certificate it sends must still be valid.
     assert!(get(optional, with_stranger, "").is_err());
 }

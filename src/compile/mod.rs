@@ -87,8 +87,8 @@ pub fn compile(settings: &Config, fragments: &[Offered]) -> Compiled {
 
 /// What the fragments admitted so far claim.
 pub struct Compiler {
-    /// Listener names: protocol, and whether it terminates TLS.
-    listeners: HashMap<String, (ListenerProtocol, bool)>,
+    /// Listener names and what routes on them may ask of them.
+    listeners: HashMap<String, ListenerFacts>,
     /// Upstream names: protocol and the claiming item.
     upstreams: HashMap<String, (UpstreamProtocol, Option<Origin>)>,
     /// Route names and the claiming item.
@@ -97,6 +97,16 @@ pub struct Compiler {
     tcp_routes: HashMap<String, String>,
     /// (listener, host, path) → the route that has it.
     paths: HashMap<(String, String, String), (String, Origin)>,
+}
+
+/// What the compiler knows of a listener.
+#[derive(Debug, Clone, Copy)]
+struct ListenerFacts {
+    protocol: ListenerProtocol,
+    /// It terminates TLS.
+    tls: bool,
+    /// It asks clients for certificates (`tls.client_auth`).
+    client_certificates: bool,
 }
 
 /// What one fragment would add to a [`Compiler`].
@@ -114,7 +124,14 @@ impl Compiler {
         Self {
             listeners: listeners
                 .iter()
-                .map(|l| (l.name.clone(), (l.protocol, l.tls)))
+                .map(|l| {
+                    let facts = ListenerFacts {
+                        protocol: l.protocol,
+                        tls: l.tls,
+                        client_certificates: l.client_auth.is_some(),
+                    };
+                    (l.name.clone(), facts)
+                })
                 .collect(),
             upstreams: HashMap::new(),
             routes: HashMap::new(),
@@ -126,7 +143,12 @@ impl Compiler {
     /// Records that a listener named `name` exists though it could not be built, so that
     /// routes naming it are not also reported.
     pub fn declare_listener(&mut self, name: &str, protocol: ListenerProtocol) {
-        self.listeners.insert(name.to_string(), (protocol, false));
+        let facts = ListenerFacts {
+            protocol,
+            tls: false,
+            client_certificates: false,
+        };
+        self.listeners.insert(name.to_string(), facts);
     }
 
     /// Records that an upstream named `name` exists though no fragment carries it (one
@@ -175,7 +197,7 @@ impl Compiler {
             if !self
                 .listeners
                 .get(certificate.listener.as_str())
-                .is_some_and(|(_, tls)| *tls)
+                .is_some_and(|facts| facts.tls)
             {
                 problems.push(Problem {
                     origin: certificate.origin.clone(),
@@ -294,7 +316,18 @@ impl Compiler {
             }))
             .map(|(field, name)| (field, name, protocol_of(name)))
             .collect();
-        let listener = self.listeners.get(route.listener.as_str()).map(|(p, _)| *p);
+        let facts = self.listeners.get(route.listener.as_str());
+        if route.require_client_certificate && !facts.is_some_and(|f| f.client_certificates) {
+            problem(
+                "require_client_certificate",
+                format!(
+                    "listener {:?} does not ask clients for certificates (set its \
+                     tls.client_auth, mode: optional to require them on some routes only)",
+                    route.listener
+                ),
+            );
+        }
+        let listener = facts.map(|f| f.protocol);
         match listener {
             None => problem(
                 "listener",

@@ -32,6 +32,9 @@ pub struct RouteConfig {
     pub cors: Option<Cors>,
     /// Who may use the route.
     pub auth: Option<Auth>,
+    /// Requests without a verified client certificate get 400 (the listener's
+    /// `tls.client_auth` verifies it).
+    pub require_client_certificate: bool,
     /// Pages shown instead of error answers.
     pub error_pages: Option<Arc<ErrorPages>>,
     /// Takes only the requests no other route of its listener matches (the listener's
@@ -64,6 +67,7 @@ impl RouteConfig {
             access: AccessList::default(),
             cors: None,
             auth: None,
+            require_client_certificate: false,
             error_pages: None,
             fallback: false,
             timeouts: TimeoutOverrides::default(),

@@ -166,6 +166,8 @@ pub struct RequestContext {
     pub retry_stays: bool,
     /// The `Set-Cookie` value that pins the client to the endpoint of the last try.
     pub affinity_cookie: Option<String>,
+    /// The client presented a certificate the listener verified (`tls.client_auth`).
+    pub client_certificate: bool,
     /// The route's error pages, once routed to a route that has some.
     pub error_pages: Option<RoutePages>,
     /// The page that replaces the upstream's answer body, until it is sent.
@@ -228,6 +230,7 @@ impl RequestContext {
             retry_stays: false,
             mirrored: false,
             affinity_cookie: None,
+            client_certificate: false,
             error_pages: None,
             page_body: None,
             rejected: None,

@@ -165,6 +165,7 @@ impl ProxyHttp for HttpProxy {
                 .and_then(|d| d.ssl_digest.clone())
                 .and_then(|ssl| ssl.extension.get::<ClientCertificate>().cloned());
             headers::set_client_certificate(session.req_header_mut(), names, certificate.as_ref())?;
+            ctx.client_certificate = certificate.is_some();
         }
 
         let inspected = match request_head::inspect(session.req_header(), &self.requests.paths) {
@@ -208,6 +209,20 @@ impl ProxyHttp for HttpProxy {
         };
         let route = found.route;
         let route_config = &snapshot.config.routes[route];
+        if route_config.require_client_certificate && !ctx.client_certificate {
+            // nginx's "400 No required SSL certificate was sent".
+            ctx.answered_by = Some(snapshot.routes[route].metrics.clone());
+            self.reject(
+                session,
+                ctx,
+                Rejection {
+                    status: 400,
+                    reason: "client_certificate_required",
+                },
+            )
+            .await?;
+            return Ok(true);
+        }
         if let Some(pages) = &route_config.error_pages {
             ctx.error_pages = Some(RoutePages {
                 pages: pages.clone(),

@@ -383,6 +383,9 @@ pub struct RawRoute {
     /// Basic or external authentication (issue #17).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<RawAuth>,
+    /// Requests without a verified client certificate get 400 (issue #17).
+    #[serde(default)]
+    pub require_client_certificate: bool,
     /// Pages shown instead of error answers (issue #17).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_pages: Vec<RawErrorPage>,

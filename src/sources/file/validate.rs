@@ -1270,6 +1270,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 access: traffic::access(check, &at, &route.allow, &route.deny),
                 cors: route.cors.as_ref().map(|c| traffic::cors(check, &at, c)),
                 auth: route.auth.as_ref().and_then(|a| auth::auth(check, &at, a)),
+                require_client_certificate: route.require_client_certificate,
                 error_pages: error_pages(check, &at, &route.error_pages),
                 fallback: false,
                 timeouts,

@@ -318,7 +318,9 @@ fn tls_settings(
 ) -> Result<TlsSettings, String> {
     // The paths are unused: the resolver supplies every certificate.
     let mut settings = match &listener.client_auth {
-        Some(_) => TlsSettings::with_callbacks(Box::new(ClientCertificateRecorder)),
+        Some(auth) => TlsSettings::with_callbacks(Box::new(ClientCertificateRecorder {
+            verified_by_listener: !auth.ca_certificates.is_empty(),
+        })),
         None => TlsSettings::intermediate("", ""),
     }
     .map_err(|e| e.to_string())?;

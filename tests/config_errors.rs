@@ -760,8 +760,20 @@ listeners:
     tls:
       certificates: [{{ cert: "{}", key: "{}" }}]
       client_auth: {{ ca: /nonexistent/ca.pem, verify_depth: 0, headers: {{ subject: "bad name" }} }}
+  - name: no-ca
+    listen: 127.0.0.1:8444
+    tls:
+      certificates: [{{ cert: "{0}", key: "{1}" }}]
+      client_auth: {{ mode: required }}
+  - name: any-issuer
+    listen: 127.0.0.1:8445
+    tls:
+      certificates: [{{ cert: "{0}", key: "{1}" }}]
+      client_auth: {{ mode: optional }}
 routes:
   - {{ name: a, listener: web, upstream: app }}
+  - {{ name: b, listener: any-issuer, upstream: app, require_client_certificate: true }}
+  - {{ name: c, listener: any-issuer, hosts: [c.test], upstream: app, require_client_certificate: {{ ca: /nonexistent/c.pem }} }}
 upstreams:
   - {{ name: app, endpoints: ["127.0.0.1:1"] }}
 "#,
@@ -781,6 +793,21 @@ upstreams:
             7,
             "listeners[0].tls.client_auth.headers.subject",
             "invalid header name",
+        ),
+        (
+            12,
+            "listeners[1].tls.client_auth.ca",
+            "mode: required needs a CA",
+        ),
+        (
+            20,
+            "routes[1].require_client_certificate",
+            "checked by a CA of its own",
+        ),
+        (
+            21,
+            "routes[2].require_client_certificate.ca",
+            "cannot read CA file /nonexistent/c.pem",
         ),
     ];
     for (line, key_path, message) in expected {

@@ -28,6 +28,16 @@ fn get(
     get_path(address, config, "/", headers)
 }
 
+/// `GET path` on `host` over TLS with `config`; the body parsed as the echo backend's JSON.
+fn echo(
+    address: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    host: &str,
+) -> Result<(String, serde_json::Value), String> {
+    let (status, body) = get_path(address, config.clone(), "/", &format!("host: {host}\r\n"))?;
+    Ok((status, serde_json::from_str(&body).unwrap_or_default()))
+}
+
 /// Like [`get`], for `path`.
 fn get_path(
     address: SocketAddr,
@@ -36,11 +46,20 @@ fn get_path(
     headers: &str,
 ) -> Result<(String, String), String> {
     runtime().block_on(async {
-        let mut stream = tls::connect(address, "web.test", config)
+        // The name asked for in TLS is the one of the request, as a browser sends it.
+        let sni = headers
+            .strip_prefix("host: ")
+            .and_then(|h| h.split("\r\n").next())
+            .unwrap_or("web.test");
+        let mut stream = tls::connect(address, sni, config)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nhost: web.test\r\n{headers}connection: close\r\n\r\n");
+        let host = if headers.starts_with("host:") {
+            ""
+        } else {
+            "host: web.test\r\n"
+        };
+        let request = format!("GET {path} HTTP/1.1\r\n{host}{headers}connection: close\r\n\r\n");
         stream
             .write_all(request.as_bytes())
             .await
@@ -166,4 +185,53 @@ fn required_and_optional_client_certificates() {
     );
     // A certificate it sends must still be valid.
     assert!(get(optional, with_stranger, "").is_err());
+}
+
+#[test]
+fn routes_check_certificates_against_their_own_cas() {
+    let dir = ScratchDir::new();
+    let (partners_ca, suppliers_ca) = (TestCa::new(), TestCa::new());
+    let partners_file = dir.write("partners-ca.pem", &partners_ca.pem);
+    let suppliers_file = dir.write("suppliers-ca.pem", &suppliers_ca.pem);
+    let server = tls::self_signed(&dir, "server", &["web.test"]);
+    let partner = tls::client_config_with_certificate(&partners_ca.issue(&dir, "p", &["p.test"]));
+    let supplier = tls::client_config_with_certificate(&suppliers_ca.issue(&dir, "s", &["s.test"]));
+    let anonymous = tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+    let backend = Backend::start("app", Behavior::Echo);
+    let listen = listen_address();
+    let _sluice = Sluice::start(&format!(
+        "listeners:\n\
+         \x20 - {{ name: web, listen: \"{listen}\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}], client_auth: {{ mode: optional }} }} }}\n\
+         routes:\n\
+         \x20 - {{ name: partners, listener: web, hosts: [partners.test], upstream: app, require_client_certificate: {{ ca: \"{}\" }} }}\n\
+         \x20 - {{ name: suppliers, listener: web, hosts: [suppliers.test], upstream: app, require_client_certificate: {{ ca: \"{}\" }} }}\n\
+         \x20 - {{ name: open, listener: web, upstream: app }}\n\
+         upstreams: [{{ name: app, endpoints: [\"{}\"] }}]\n",
+        server.cert_path.display(),
+        server.key_path.display(),
+        partners_file.display(),
+        suppliers_file.display(),
+        backend.address
+    ));
+    let status = |config: &Arc<rustls::ClientConfig>, host: &str| {
+        echo(listen, config, host)
+            .map(|(status, _)| status)
+            .unwrap_or_else(|e| e)
+    };
+    // Each host takes certificates of its own CA only.
+    assert!(status(&partner, "partners.test").contains(" 200 "));
+    assert!(status(&supplier, "suppliers.test").contains(" 200 "));
+    assert!(status(&supplier, "partners.test").contains(" 400 "));
+    assert!(status(&partner, "suppliers.test").contains(" 400 "));
+    assert!(status(&anonymous, "partners.test").contains(" 400 "));
+    let (_, seen) = echo(listen, &partner, "partners.test").expect("served");
+    assert_eq!(seen["headers"]["ssl-client-verify"], "SUCCESS");
+    assert!(seen["headers"]["ssl-client-subject-dn"].is_string());
+    // Elsewhere a certificate no CA of the listener checked is not vouched for.
+    let (status, seen) = echo(listen, &partner, "other.test").expect("served");
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(seen["headers"]["ssl-client-verify"], "FAILED");
+    assert!(seen["headers"].get("ssl-client-subject-dn").is_none());
+    let (_, seen) = echo(listen, &anonymous, "other.test").expect("served");
+    assert_eq!(seen["headers"]["ssl-client-verify"], "NONE");
 }

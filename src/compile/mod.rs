@@ -107,6 +107,8 @@ struct ListenerFacts {
     tls: bool,
     /// It asks clients for certificates (`tls.client_auth`).
     client_certificates: bool,
+    /// And checks their issuer against a CA bundle of its own.
+    client_ca: bool,
 }
 
 /// What one fragment would add to a [`Compiler`].
@@ -129,6 +131,10 @@ impl Compiler {
                         protocol: l.protocol,
                         tls: l.tls,
                         client_certificates: l.client_auth.is_some(),
+                        client_ca: l
+                            .client_auth
+                            .as_ref()
+                            .is_some_and(|a| !a.ca_certificates.is_empty()),
                     };
                     (l.name.clone(), facts)
                 })
@@ -147,6 +153,7 @@ impl Compiler {
             protocol,
             tls: false,
             client_certificates: false,
+            client_ca: false,
         };
         self.listeners.insert(name.to_string(), facts);
     }
@@ -317,15 +324,27 @@ impl Compiler {
             .map(|(field, name)| (field, name, protocol_of(name)))
             .collect();
         let facts = self.listeners.get(route.listener.as_str());
-        if route.require_client_certificate && !facts.is_some_and(|f| f.client_certificates) {
-            problem(
-                "require_client_certificate",
-                format!(
-                    "listener {:?} does not ask clients for certificates (set its \
-                     tls.client_auth, mode: optional to require them on some routes only)",
-                    route.listener
-                ),
-            );
+        if let Some(requirement) = &route.require_client_certificate {
+            let needed = if requirement.ca.is_some() {
+                facts.is_some_and(|f| f.client_certificates)
+            } else {
+                facts.is_some_and(|f| f.client_ca)
+            };
+            if !needed {
+                problem(
+                    "require_client_certificate",
+                    format!(
+                        "listener {:?} does not ask clients for certificates{} (set its \
+                         tls.client_auth; mode: optional requires them on some routes only)",
+                        route.listener,
+                        if requirement.ca.is_some() {
+                            ""
+                        } else {
+                            " checked by a CA of its own: name the route's ca"
+                        }
+                    ),
+                );
+            }
         }
         let listener = facts.map(|f| f.protocol);
         match listener {

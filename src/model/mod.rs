@@ -168,14 +168,32 @@ pub struct ListenerConfig {
 /// `listeners[].tls.client_auth`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAuth {
-    pub ca_file: PathBuf,
-    /// The CA bundle's certificates (DER), read when the config is loaded.
+    /// `None`: any issuer; routes check it (`require_client_certificate.ca`).
+    pub ca_file: Option<PathBuf>,
+    /// The CA bundle's certificates (DER), read when the config is loaded; empty without
+    /// `ca_file`.
     pub ca_certificates: Vec<Vec<u8>>,
     pub mode: ClientAuthMode,
     /// Most certificates above the client's (nginx's `ssl_verify_depth`).
     pub verify_depth: u8,
     /// Headers that tell the upstream about the client's certificate.
     pub headers: ClientCertHeaders,
+}
+
+/// `routes[].require_client_certificate`: requests without an accepted client certificate
+/// get 400.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificateRequirement {
+    /// The route's own CA bundle; `None`: the listener's CA must have verified it.
+    pub ca: Option<RouteClientCa>,
+}
+
+/// `routes[].require_client_certificate.ca`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteClientCa {
+    pub file: PathBuf,
+    pub certificates: Vec<Vec<u8>>,
+    pub verify_depth: u8,
 }
 
 /// `listeners[].tls.client_auth.headers`: names of the headers sent upstream.

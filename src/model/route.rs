@@ -2,7 +2,10 @@
 //! sends them (weighted backends, a canary), and what it changes on the way (filters,
 //! cookie affinity). Plain data: `routing` decides with it, `proxy` applies it.
 
-use super::{AccessList, Auth, ErrorPages, Origin, PageSource, DEFAULT_MAX_BODY_SIZE};
+use super::{
+    AccessList, Auth, ClientCertificateRequirement, ErrorPages, Origin, PageSource,
+    DEFAULT_MAX_BODY_SIZE,
+};
 use regex::Regex;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +35,8 @@ pub struct RouteConfig {
     pub cors: Option<Cors>,
     /// Who may use the route.
     pub auth: Option<Auth>,
-    /// Requests without a verified client certificate get 400 (the listener's
-    /// `tls.client_auth` verifies it).
-    pub require_client_certificate: bool,
+    /// Requests without an accepted client certificate get 400.
+    pub require_client_certificate: Option<ClientCertificateRequirement>,
     /// Pages shown instead of error answers.
     pub error_pages: Option<Arc<ErrorPages>>,
     /// Takes only the requests no other route of its listener matches (the listener's
@@ -67,7 +69,7 @@ impl RouteConfig {
             access: AccessList::default(),
             cors: None,
             auth: None,
-            require_client_certificate: false,
+            require_client_certificate: None,
             error_pages: None,
             fallback: false,
             timeouts: TimeoutOverrides::default(),

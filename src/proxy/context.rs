@@ -5,6 +5,7 @@ use crate::lifecycle::{OpenRequest, OpenWork};
 use crate::observe::metrics::{RouteMetrics, METRICS};
 use crate::proxy::request_body::BodyMode;
 use crate::state::{RouteBackend, Snapshot};
+use crate::tls::client_auth::ClientCertificate;
 use crate::upstream::endpoint::InFlightGuard;
 use crate::upstream::retry_budget::BudgetGuard;
 use bytes::Bytes;
@@ -166,8 +167,8 @@ pub struct RequestContext {
     pub retry_stays: bool,
     /// The `Set-Cookie` value that pins the client to the endpoint of the last try.
     pub affinity_cookie: Option<String>,
-    /// The client presented a certificate the listener verified (`tls.client_auth`).
-    pub client_certificate: bool,
+    /// The certificate the client presented (listeners with `tls.client_auth`).
+    pub client_certificate: Option<ClientCertificate>,
     /// The route's error pages, once routed to a route that has some.
     pub error_pages: Option<RoutePages>,
     /// The page that replaces the upstream's answer body, until it is sent.
@@ -230,7 +231,7 @@ impl RequestContext {
             retry_stays: false,
             mirrored: false,
             affinity_cookie: None,
-            client_certificate: false,
+            client_certificate: None,
             error_pages: None,
             page_body: None,
             rejected: None,

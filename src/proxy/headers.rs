@@ -5,7 +5,7 @@
 //! policy before sluice's filter runs; the original `Host` is forwarded unchanged.
 
 use crate::model::ClientCertHeaders;
-use crate::tls::client_auth::ClientCertificate;
+use crate::tls::client_auth::{ChainVerifier, ClientCertificate};
 use pingora::http::RequestHeader;
 use pingora::Result;
 use rand::Rng;
@@ -69,20 +69,32 @@ pub fn add_forwarding(
     Ok(())
 }
 
+/// Whether a route takes `certificate`: its own CA (`verifier`) verifies it, or, without
+/// one, the listener's did.
+pub fn accepted(certificate: Option<&ClientCertificate>, verifier: Option<&ChainVerifier>) -> bool {
+    match (certificate, verifier) {
+        (None, _) => false,
+        (Some(certificate), Some(verifier)) => verifier.verifies(certificate),
+        (Some(certificate), None) => certificate.verified,
+    }
+}
+
 /// Tells the upstream about the client's certificate on a listener with
-/// `tls.client_auth`: the client's own values of those headers are removed, then
-/// `SUCCESS` and the certificate's subject, issuer and fingerprint set, or `NONE`.
+/// `tls.client_auth` (the client's own values of these headers are already removed):
+/// `NONE`; `FAILED` for one no applicable CA issued; or `SUCCESS` and the certificate's
+/// subject, issuer and fingerprint, which are never sent for an unverified certificate.
 pub fn set_client_certificate(
     request: &mut RequestHeader,
     headers: &ClientCertHeaders,
     certificate: Option<&ClientCertificate>,
+    accepted: bool,
 ) -> Result<()> {
-    for name in headers.names() {
-        request.remove_header(name);
-    }
     let Some(certificate) = certificate else {
         return request.insert_header(headers.verify.clone(), "NONE");
     };
+    if !accepted {
+        return request.insert_header(headers.verify.clone(), "FAILED");
+    }
     request.insert_header(headers.verify.clone(), "SUCCESS")?;
     request.insert_header(headers.subject.clone(), certificate.subject.as_str())?;
     request.insert_header(headers.issuer.clone(), certificate.issuer.as_str())?;

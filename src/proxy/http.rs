@@ -160,12 +160,14 @@ impl ProxyHttp for HttpProxy {
             .req_header_mut()
             .insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(names) = &self.client_cert_headers {
-            let certificate = session
+            ctx.client_certificate = session
                 .digest()
                 .and_then(|d| d.ssl_digest.clone())
                 .and_then(|ssl| ssl.extension.get::<ClientCertificate>().cloned());
-            headers::set_client_certificate(session.req_header_mut(), names, certificate.as_ref())?;
-            ctx.client_certificate = certificate.is_some();
+            // Whatever the client sent under these names is not believed.
+            for name in names.names() {
+                session.req_header_mut().remove_header(name);
+            }
         }
 
         let inspected = match request_head::inspect(session.req_header(), &self.requests.paths) {
@@ -209,8 +211,23 @@ impl ProxyHttp for HttpProxy {
         };
         let route = found.route;
         let route_config = &snapshot.config.routes[route];
-        if route_config.require_client_certificate && !ctx.client_certificate {
-            // nginx's "400 No required SSL certificate was sent".
+        let client_certificate = self.client_cert_headers.as_ref().map(|names| {
+            let certificate = ctx.client_certificate.as_ref();
+            let verifier = snapshot.routes[route].client_verifier.as_deref();
+            (names, certificate, headers::accepted(certificate, verifier))
+        });
+        if let Some((names, certificate, accepted)) = client_certificate {
+            headers::set_client_certificate(
+                session.req_header_mut(),
+                names,
+                certificate,
+                accepted,
+            )?;
+        }
+        let accepted = client_certificate.is_some_and(|(_, _, accepted)| accepted);
+        if route_config.require_client_certificate.is_some() && !accepted {
+            // nginx's "400 No required SSL certificate was sent" (or "The SSL certificate
+            // error" for one its CA did not issue).
             ctx.answered_by = Some(snapshot.routes[route].metrics.clone());
             self.reject(
                 session,

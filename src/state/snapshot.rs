@@ -5,7 +5,7 @@
 use crate::compile::Compiled;
 use crate::model::{
     Auth, BodyPolicy, Config, CookieAffinity, EndpointConfig, EndpointSource, Htpasswd, Rejected,
-    Timeouts,
+    RouteConfig, Timeouts,
 };
 use crate::observe::metrics::RouteMetrics;
 use crate::routing::auth::VerifiedCredentials;
@@ -13,6 +13,7 @@ use crate::routing::backends::WeightedSplit;
 use crate::routing::rate_limit::RouteLimiter;
 use crate::routing::RouteTable;
 use crate::sources::file::FileConfig;
+use crate::tls::client_auth::ChainVerifier;
 use crate::upstream::Upstream;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
@@ -38,6 +39,8 @@ pub struct Route {
     /// Request body size limit and buffering.
     pub body: BodyPolicy,
     pub auth: Option<RouteAuth>,
+    /// Checks client certificates against the route's own CA bundle.
+    pub client_verifier: Option<Arc<ChainVerifier>>,
 }
 
 /// What a route's authentication needs at run time.
@@ -50,6 +53,28 @@ pub enum RouteAuth {
     },
     /// Index into [`Snapshot::upstreams`] of the service that answers.
     External { upstream: usize },
+}
+
+/// The verifier of a route's own client CA: the previous one while the CA stays the same.
+/// (Validation built it once already; should rustls refuse it now, the route takes no
+/// certificate: it fails closed.)
+fn client_verifier(route: &RouteConfig, old: Option<&&Route>) -> Option<Arc<ChainVerifier>> {
+    let ca = route.require_client_certificate.as_ref()?.ca.as_ref()?;
+    if let Some(previous) = old.and_then(|old| old.client_verifier.clone()) {
+        if previous.is_for(&ca.certificates, ca.verify_depth) {
+            return Some(previous);
+        }
+    }
+    match ChainVerifier::new(&ca.certificates, ca.verify_depth) {
+        Ok(verifier) => Some(Arc::new(verifier)),
+        Err(e) => {
+            log::error!("route {}: client CA {}: {e}", route.name, ca.file.display());
+            Some(Arc::new(ChainVerifier::refusing(
+                &ca.certificates,
+                ca.verify_depth,
+            )))
+        }
+    }
 }
 
 /// An upstream a route sends requests to, with the route's timeouts for it.
@@ -206,6 +231,7 @@ impl Snapshot {
                     metrics,
                     body: r.body,
                     auth,
+                    client_verifier: client_verifier(r, old),
                 }
             })
             .collect();

@@ -1,14 +1,18 @@
 //! Client certificates on a TLS listener (mTLS, ingress-nginx's `auth-tls-*`): which
 //! certificates are accepted, and what the proxy learns of the one a client sent.
 //!
-//! [`ClientVerifier`] wraps rustls's WebPKI verifier with nginx's `ssl_verify_depth` and a
-//! log line and a count for every refusal (a refused handshake ends with a TLS alert, so
-//! the client gets no HTTP answer: the log says why). [`ClientCertificateRecorder`] runs
-//! when a handshake completes and keeps the verified certificate's subject, issuer and
-//! fingerprint in the connection's TLS digest, for the proxy to pass upstream.
+//! [`ClientVerifier`] is the listener's: with a CA bundle it wraps rustls's WebPKI verifier
+//! with nginx's `ssl_verify_depth`, and logs and counts every refusal (a refused handshake
+//! ends with a TLS alert, so the client gets no HTTP answer: the log says why). Without one
+//! (nginx's `optional_no_ca`) it asks for a certificate, checks only that the client holds
+//! its key, and leaves the issuer to the routes, each of which may name its own CA bundle
+//! ([`ChainVerifier`]): one listener serves hosts with different client CAs.
+//! [`ClientCertificateRecorder`] runs when a handshake completes and keeps the client's
+//! chain, subject, issuer and fingerprint in the connection's TLS digest.
 
 use crate::observe::metrics::METRICS;
 use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
@@ -27,43 +31,63 @@ pub enum ClientAuthMode {
     Optional,
 }
 
-/// Verifies client certificates against a CA bundle, at most `verify_depth` certificates
-/// above the client's.
+/// Verifies client certificates: against a CA bundle, at most `verify_depth` certificates
+/// above the client's; or, without one, only the client's possession of its key.
 #[derive(Debug)]
 pub struct ClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    /// `None`: any issuer (the routes check it).
+    roots: Option<Arc<dyn ClientCertVerifier>>,
+    provider: Arc<CryptoProvider>,
+    mode: ClientAuthMode,
     listener: String,
     verify_depth: u8,
 }
 
+/// A WebPKI verifier of chains ending at one of `ca_certificates` (DER).
+fn webpki_verifier(
+    ca_certificates: &[Vec<u8>],
+    provider: &Arc<CryptoProvider>,
+    mode: ClientAuthMode,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    for der in ca_certificates {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| format!("client CA certificate: {e}"))?;
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = match mode {
+        ClientAuthMode::Required => builder,
+        ClientAuthMode::Optional => builder.allow_unauthenticated(),
+    };
+    builder
+        .build()
+        .map_err(|e| format!("client certificate verifier: {e}"))
+}
+
 impl ClientVerifier {
     /// A verifier of certificates issued (through at most `verify_depth - 1`
-    /// intermediates) by one of `ca_certificates` (DER).
+    /// intermediates) by one of `ca_certificates` (DER); with none, of any certificate
+    /// whose key the client holds (`mode` must then be optional).
     pub fn new(
         listener: &str,
         ca_certificates: &[Vec<u8>],
         mode: ClientAuthMode,
         verify_depth: u8,
     ) -> Result<Self, String> {
-        let mut roots = RootCertStore::empty();
-        for der in ca_certificates {
-            roots
-                .add(CertificateDer::from(der.clone()))
-                .map_err(|e| format!("listener {listener}: client CA certificate: {e}"))?;
-        }
-        let builder = WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            Arc::new(super::crypto_provider()),
-        );
-        let builder = match mode {
-            ClientAuthMode::Required => builder,
-            ClientAuthMode::Optional => builder.allow_unauthenticated(),
+        let provider = Arc::new(super::crypto_provider());
+        let roots = if ca_certificates.is_empty() {
+            None
+        } else {
+            Some(
+                webpki_verifier(ca_certificates, &provider, mode)
+                    .map_err(|e| format!("listener {listener}: {e}"))?,
+            )
         };
-        let inner = builder
-            .build()
-            .map_err(|e| format!("listener {listener}: client certificate verifier: {e}"))?;
         Ok(Self {
-            inner,
+            roots,
+            provider,
+            mode,
             listener: listener.to_string(),
             verify_depth,
         })
@@ -92,11 +116,13 @@ impl ClientCertVerifier for ClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        self.mode == ClientAuthMode::Required
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        self.roots
+            .as_ref()
+            .map_or(&[], |roots| roots.root_hint_subjects())
     }
 
     fn verify_client_cert(
@@ -113,10 +139,12 @@ impl ClientCertVerifier for ClientVerifier {
                 self.verify_depth
             )));
         }
-        match self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)
-        {
+        let Some(roots) = &self.roots else {
+            // No CA here: the routes check the issuer; the handshake's signature checks
+            // prove the client holds the key.
+            return Ok(ClientCertVerified::assertion());
+        };
+        match roots.verify_client_cert(end_entity, intermediates, now) {
             Ok(verified) => {
                 self.count("verified");
                 Ok(verified)
@@ -131,7 +159,12 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -140,11 +173,70 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A route's own check of a client certificate's issuer (`require_client_certificate.ca`).
+#[derive(Debug)]
+pub struct ChainVerifier {
+    /// `None`: refuses every certificate (its CA bundle could not be used).
+    roots: Option<Arc<dyn ClientCertVerifier>>,
+    ca_certificates: Vec<Vec<u8>>,
+    verify_depth: u8,
+}
+
+impl ChainVerifier {
+    pub fn new(ca_certificates: &[Vec<u8>], verify_depth: u8) -> Result<Self, String> {
+        let provider = Arc::new(super::crypto_provider());
+        Ok(Self {
+            roots: Some(webpki_verifier(
+                ca_certificates,
+                &provider,
+                ClientAuthMode::Required,
+            )?),
+            ca_certificates: ca_certificates.to_vec(),
+            verify_depth,
+        })
+    }
+
+    /// A verifier that accepts no certificate: a route whose CA bundle rustls refused
+    /// fails closed.
+    pub fn refusing(ca_certificates: &[Vec<u8>], verify_depth: u8) -> Self {
+        Self {
+            roots: None,
+            ca_certificates: ca_certificates.to_vec(),
+            verify_depth,
+        }
+    }
+
+    /// Whether this verifier checks against `ca_certificates` at `verify_depth`.
+    pub fn is_for(&self, ca_certificates: &[Vec<u8>], verify_depth: u8) -> bool {
+        self.ca_certificates == ca_certificates && self.verify_depth == verify_depth
+    }
+
+    /// Whether `certificate`'s chain ends at one of this verifier's CAs within its depth.
+    pub fn verifies(&self, certificate: &ClientCertificate) -> bool {
+        let (Some(roots), Some((leaf, intermediates))) =
+            (&self.roots, certificate.chain.split_first())
+        else {
+            return false;
+        };
+        intermediates.len() < usize::from(self.verify_depth)
+            && roots
+                .verify_client_cert(leaf, intermediates, UnixTime::now())
+                .is_ok()
     }
 }
 
@@ -155,9 +247,13 @@ fn subject_of(der: &[u8]) -> String {
     }
 }
 
-/// What the proxy knows of a connection's verified client certificate.
+/// What the proxy knows of a connection's client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertificate {
+    /// The listener's CA verified it (else only the routes' may).
+    pub verified: bool,
+    /// As the client sent it: its certificate first, then intermediates.
+    pub chain: Arc<[CertificateDer<'static>]>,
     /// RFC 2253, as nginx's `$ssl_client_s_dn`: `CN=client,O=Example`.
     pub subject: String,
     pub issuer: String,
@@ -166,8 +262,9 @@ pub struct ClientCertificate {
 }
 
 impl ClientCertificate {
-    /// Reads a certificate (DER); `None` if it does not parse.
-    pub fn from_der(der: &[u8]) -> Option<Self> {
+    /// Reads a client's `chain` (DER, its certificate first); `None` if that does not parse.
+    pub fn from_chain(chain: &[CertificateDer<'static>], verified: bool) -> Option<Self> {
+        let der = chain.first()?.as_ref();
         let (_, certificate) = X509Certificate::from_der(der).ok()?;
         let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
         let mut fingerprint = String::with_capacity(40);
@@ -175,6 +272,8 @@ impl ClientCertificate {
             let _ = write!(fingerprint, "{byte:02x}");
         }
         Some(Self {
+            verified,
+            chain: chain.into(),
             subject: rfc2253(certificate.subject()),
             issuer: rfc2253(certificate.issuer()),
             fingerprint,
@@ -213,10 +312,13 @@ pub fn rfc2253(name: &X509Name<'_>) -> String {
     rdns.join(",")
 }
 
-/// Records the verified client certificate of each handshake in the connection's TLS
-/// digest (read back with `SslDigest::extension`).
-#[derive(Debug, Default)]
-pub struct ClientCertificateRecorder;
+/// Records the client certificate of each handshake in the connection's TLS digest (read
+/// back with `SslDigest::extension`).
+#[derive(Debug)]
+pub struct ClientCertificateRecorder {
+    /// The listener has a CA bundle, so a certificate that got through is verified.
+    pub verified_by_listener: bool,
+}
 
 #[async_trait::async_trait]
 impl pingora::listeners::TlsAccept for ClientCertificateRecorder {
@@ -224,7 +326,8 @@ impl pingora::listeners::TlsAccept for ClientCertificateRecorder {
         &self,
         tls: &pingora::protocols::tls::TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let certificate = ClientCertificate::from_der(tls.peer_certificate_der()?)?;
+        let chain = tls.peer_cert_chain_der()?;
+        let certificate = ClientCertificate::from_chain(chain, self.verified_by_listener)?;
         Some(Arc::new(certificate))
     }
 }
@@ -249,12 +352,14 @@ mod tests {
             (rcgen::DnType::OrganizationName, "Example, Inc."),
             (rcgen::DnType::CommonName, "client-1"),
         ]);
-        let recorded = ClientCertificate::from_der(&der).unwrap();
+        let recorded = ClientCertificate::from_chain(&[CertificateDer::from(der)], true).unwrap();
         assert_eq!(recorded.subject, "CN=client-1,O=Example\\, Inc.");
         assert_eq!(recorded.issuer, recorded.subject, "self-signed");
         assert_eq!(recorded.fingerprint.len(), 40);
         assert!(recorded.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert!(ClientCertificate::from_der(b"garbage").is_none());
+        let garbage = CertificateDer::from(b"garbage".to_vec());
+        assert!(ClientCertificate::from_chain(&[garbage], true).is_none());
+        assert!(ClientCertificate::from_chain(&[], true).is_none());
     }
 
     #[test]
@@ -272,5 +377,37 @@ mod tests {
             .verify_client_cert(&leaf, &[], UnixTime::now())
             .unwrap_err();
         assert!(refused.to_string().contains("CN=leaf"), "{refused}");
+    }
+
+    fn ca_and_leaf() -> (Vec<u8>, ClientCertificate) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["client.test".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let chain = [CertificateDer::from(leaf.der().to_vec())];
+        (
+            ca.der().to_vec(),
+            ClientCertificate::from_chain(&chain, false).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_route_takes_certificates_of_its_own_ca_only() {
+        let (ca, leaf) = ca_and_leaf();
+        let (other_ca, other_leaf) = ca_and_leaf();
+        let verifier = ChainVerifier::new(&[ca.clone()], 1).unwrap();
+        assert!(verifier.verifies(&leaf));
+        assert!(!verifier.verifies(&other_leaf));
+        assert!(verifier.is_for(&[ca.clone()], 1));
+        assert!(!verifier.is_for(&[other_ca], 1));
+        assert!(!ChainVerifier::refusing(&[ca.clone()], 1).verifies(&leaf));
+        let mut padded = leaf.clone();
+        padded.chain = [leaf.chain[0].clone(), CertificateDer::from(ca)].into();
+        assert!(!verifier.verifies(&padded), "deeper than verify_depth 1");
     }
 }

@@ -246,8 +246,9 @@ pub struct RawListenerTls {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClientAuth {
-    /// PEM bundle of the CAs that issue client certificates.
-    pub ca: String,
+    /// PEM bundle of the CAs that issue client certificates; absent: routes check them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
     #[serde(default)]
     pub mode: RawClientAuthMode,
     /// nginx's and ingress-nginx's default.
@@ -383,9 +384,9 @@ pub struct RawRoute {
     /// Basic or external authentication (issue #17).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<RawAuth>,
-    /// Requests without a verified client certificate get 400 (issue #17).
-    #[serde(default)]
-    pub require_client_certificate: bool,
+    /// Requests without an accepted client certificate get 400 (issue #17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_client_certificate: Option<RawRequireClientCertificate>,
     /// Pages shown instead of error answers (issue #17).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_pages: Vec<RawErrorPage>,
@@ -980,4 +981,21 @@ pub struct RawResolver {
 
 fn default_resolver_timeout() -> String {
     "2s".into()
+}
+
+/// `routes[].require_client_certificate`: `true` (the listener's CA), or the route's own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawRequireClientCertificate {
+    On(bool),
+    Ca(RawRouteClientCa),
+}
+
+/// `routes[].require_client_certificate: { ca, verify_depth }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteClientCa {
+    pub ca: String,
+    #[serde(default = "default_verify_depth")]
+    pub verify_depth: u8,
 }

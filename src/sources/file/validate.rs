@@ -260,6 +260,10 @@ pub(super) fn validate(
                     Some(Auth::Basic(basic)) => Some(basic.file.clone()),
                     _ => None,
                 }))
+                .chain(fragment.routes.iter().filter_map(|r| {
+                    let requirement = r.require_client_certificate.as_ref()?;
+                    requirement.ca.as_ref().map(|ca| ca.file.clone())
+                }))
                 .chain(fragment.routes.iter().flat_map(|r| {
                     r.error_pages.iter().flat_map(|pages| {
                         pages.rules.iter().filter_map(|rule| match &rule.source {
@@ -511,10 +515,21 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
 /// `listeners[].tls.client_auth`: the CA bundle is read here.
 fn check_client_auth(check: &mut Checker, at: &str, raw: &RawClientAuth) -> Option<ClientAuth> {
     let errors_before = check.errors.len();
-    let ca_file = PathBuf::from(&raw.ca);
-    let ca_certificates = crate::tls::load_ca_certificates(&ca_file)
-        .map_err(|e| check.error(&format!("{at}.ca"), e))
-        .ok();
+    let ca_file = raw.ca.as_ref().map(PathBuf::from);
+    let ca_certificates = match &ca_file {
+        Some(file) => crate::tls::load_ca_certificates(file)
+            .map_err(|e| check.error(&format!("{at}.ca"), e))
+            .ok(),
+        None if matches!(raw.mode, RawClientAuthMode::Required) => {
+            check.error(
+                &format!("{at}.ca"),
+                "mode: required needs a CA bundle (without one, use mode: optional and name \
+                 the CAs in routes' require_client_certificate)",
+            );
+            None
+        }
+        None => Some(Vec::new()),
+    };
     if raw.verify_depth == 0 {
         check.error(
             &format!("{at}.verify_depth"),
@@ -558,6 +573,42 @@ fn check_client_auth(check: &mut Checker, at: &str, raw: &RawClientAuth) -> Opti
             issuer,
             fingerprint,
         },
+    })
+}
+
+/// `routes[].require_client_certificate`: `None` when off or invalid (reported).
+fn client_certificate_requirement(
+    check: &mut Checker,
+    at: &str,
+    raw: &RawRequireClientCertificate,
+) -> Option<ClientCertificateRequirement> {
+    let raw = match raw {
+        RawRequireClientCertificate::On(false) => return None,
+        RawRequireClientCertificate::On(true) => {
+            return Some(ClientCertificateRequirement { ca: None })
+        }
+        RawRequireClientCertificate::Ca(raw) => raw,
+    };
+    let key = format!("{at}.require_client_certificate");
+    let file = PathBuf::from(&raw.ca);
+    let certificates = crate::tls::load_ca_certificates(&file)
+        .map_err(|e| check.error(&format!("{key}.ca"), e))
+        .ok()?;
+    if raw.verify_depth == 0 {
+        check.error(&format!("{key}.verify_depth"), "must be at least 1");
+        return None;
+    }
+    // Built here once so that a bundle rustls refuses is an error at this key.
+    if let Err(e) = crate::tls::client_auth::ChainVerifier::new(&certificates, raw.verify_depth) {
+        check.error(&format!("{key}.ca"), e);
+        return None;
+    }
+    Some(ClientCertificateRequirement {
+        ca: Some(RouteClientCa {
+            file,
+            certificates,
+            verify_depth: raw.verify_depth,
+        }),
     })
 }
 
@@ -1270,7 +1321,10 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 access: traffic::access(check, &at, &route.allow, &route.deny),
                 cors: route.cors.as_ref().map(|c| traffic::cors(check, &at, c)),
                 auth: route.auth.as_ref().and_then(|a| auth::auth(check, &at, a)),
-                require_client_certificate: route.require_client_certificate,
+                require_client_certificate: route
+                    .require_client_certificate
+                    .as_ref()
+                    .and_then(|raw| client_certificate_requirement(check, &at, raw)),
                 error_pages: error_pages(check, &at, &route.error_pages),
                 fallback: false,
                 timeouts,

@@ -167,10 +167,11 @@ pub struct RequestContext {
     pub retry_stays: bool,
     /// The `Set-Cookie` value that pins the client to the endpoint of the last try.
     pub affinity_cookie: Option<String>,
-    /// The certificate the client presented (listeners with `tls.client_auth`).
-    pub client_certificate: Option<ClientCertificate>,
+    /// The certificate the client presented (listeners with `tls.client_auth`). Boxed,
+    /// as `error_pages`: most requests have neither, and the context is moved per request.
+    pub client_certificate: Option<Box<ClientCertificate>>,
     /// The route's error pages, once routed to a route that has some.
-    pub error_pages: Option<RoutePages>,
+    pub error_pages: Option<Box<RoutePages>>,
     /// The page that replaces the upstream's answer body, until it is sent.
     pub page_body: Option<Bytes>,
     /// Why sluice refused the request itself (a metric label), if it did.

@@ -163,7 +163,8 @@ impl ProxyHttp for HttpProxy {
             ctx.client_certificate = session
                 .digest()
                 .and_then(|d| d.ssl_digest.clone())
-                .and_then(|ssl| ssl.extension.get::<ClientCertificate>().cloned());
+                .and_then(|ssl| ssl.extension.get::<ClientCertificate>().cloned())
+                .map(Box::new);
             // Whatever the client sent under these names is not believed.
             for name in names.names() {
                 session.req_header_mut().remove_header(name);
@@ -212,7 +213,7 @@ impl ProxyHttp for HttpProxy {
         let route = found.route;
         let route_config = &snapshot.config.routes[route];
         let client_certificate = self.client_cert_headers.as_ref().map(|names| {
-            let certificate = ctx.client_certificate.as_ref();
+            let certificate = ctx.client_certificate.as_deref();
             let verifier = snapshot.routes[route].client_verifier.as_deref();
             (names, certificate, headers::accepted(certificate, verifier))
         });
@@ -241,7 +242,7 @@ impl ProxyHttp for HttpProxy {
             return Ok(true);
         }
         if let Some(pages) = &route_config.error_pages {
-            ctx.error_pages = Some(RoutePages {
+            ctx.error_pages = Some(Box::new(RoutePages {
                 pages: pages.clone(),
                 snapshot: snapshot.clone(),
                 service: route_config
@@ -249,7 +250,7 @@ impl ProxyHttp for HttpProxy {
                     .first()
                     .map(|b| b.upstream.clone())
                     .unwrap_or_default(),
-            });
+            }));
         }
         if !route_config.access.admits(ctx.client_ip) {
             ctx.answered_by = Some(snapshot.routes[route].metrics.clone());

@@ -618,7 +618,7 @@ upstreams:
     let (code, text, file) = check(yaml);
     assert_eq!(code, 1, "{text}");
     let expected = [
-        (3, "listeners[0].proxy_protocol.timeout", "longer than 0s"),
+        (3, "listeners[0].proxy_protocol.timeout", "at most 60s"),
         (6, "listeners[1].proxy_protocol.timeout", "soon"),
         (7, "listeners[1].connections.max", "at least 1"),
         (7, "listeners[1].connections.max_per_client", "at least 1"),

@@ -9,7 +9,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use support::*;
 
-/// A backend that answers `GET /status/NNN` with status NNN and a chunked body naming it.
+/// A backend that answers `GET /status/NNN` with status NNN and a chunked body naming it
+/// (`?empty`: with `content-length: 0`).
 fn start_status_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address");
@@ -24,6 +25,7 @@ fn start_status_server() -> SocketAddr {
                         return;
                     }
                     let head_only = line.starts_with("HEAD ");
+                    let empty = line.contains("?empty");
                     let status: u16 = line
                         .split(' ')
                         .nth(1)
@@ -39,6 +41,13 @@ fn start_status_server() -> SocketAddr {
                         if header.trim().is_empty() {
                             break;
                         }
+                    }
+                    if empty {
+                        let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                        if reader.get_mut().write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
                     }
                     let text = format!("from upstream {status}");
                     let mut answer = format!(
@@ -146,6 +155,11 @@ fn error_pages_replace_upstream_and_sluice_answers() {
     assert_eq!(asked["headers"]["x-format"], "application/json");
     assert_eq!(asked["headers"]["x-original-uri"], "/status/404?q=1");
     assert_eq!(asked["headers"]["x-service-name"], "app");
+    // An answer without a body has no moment for a page: it is left as it is, and the
+    // connection stays good.
+    let empty = client.get("shop.test", "/status/404?empty");
+    assert_eq!(empty.status, 404);
+    assert!(empty.body.is_empty());
     // Statuses without a page are left alone.
     let other = client.get("shop.test", "/status/500");
     assert_eq!(String::from_utf8_lossy(&other.body), "from upstream 500");

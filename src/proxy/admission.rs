@@ -72,7 +72,8 @@ impl PreTlsProcess for Admission {
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(PingoraAddr::as_inet).copied());
-        let mut client = peer.map(|p| p.ip());
+        // `::ffff:192.0.2.1` and `192.0.2.1` are one client.
+        let mut client = peer.map(|p| p.ip().to_canonical());
         if let Some(timeout) = self.proxy_protocol {
             let header =
                 match tokio::time::timeout(timeout, proxy_protocol::read_header(stream)).await {
@@ -90,7 +91,7 @@ impl PreTlsProcess for Admission {
                 // A fresh digest: its cells are empty, so the first `set` cannot fail.
                 let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(source)));
                 stream.set_socket_digest(digest);
-                client = Some(source.ip());
+                client = Some(source.ip().to_canonical());
             }
         }
         if let Some(counts) = &self.counts {

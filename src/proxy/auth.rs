@@ -103,7 +103,10 @@ pub async fn authenticate(
         }
         (Some(RouteAuth::External { upstream }), Some(Auth::External(external))) => {
             let url = original_url(from);
-            let upstream = &snapshot.upstreams[*upstream];
+            let Some(upstream) = upstream.map(|i| &snapshot.upstreams[i]) else {
+                let why = format!("upstream {:?} does not exist", external.upstream);
+                return decide(&route.name, external, Verdict::Failed(why), &url);
+            };
             let facts = RequestFacts {
                 header: Some(request),
                 client_ip,

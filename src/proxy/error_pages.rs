@@ -135,6 +135,23 @@ pub fn page_request(
     Ok(ask)
 }
 
+/// Whether a body follows `response`, so that the page can replace it: the page goes out
+/// when the body ends, and a response that ends with its head (`Content-Length: 0`, or
+/// HTTP/2 HEADERS that end the stream) gives no such moment. So: a declared non-zero
+/// length, or chunks from an HTTP/1 upstream.
+pub fn body_follows(response: &ResponseHeader, http1_upstream: bool) -> bool {
+    let length = response
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let chunked = response
+        .headers
+        .get(http::header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    length.is_some_and(|n| n > 0) || (length.is_none() && chunked && http1_upstream)
+}
+
 /// Makes `response` the head of `page`: same status, the page's type and length, and none
 /// of the headers that described the replaced body.
 pub fn replace_head(response: &mut ResponseHeader, page: &Page) -> Result<()> {

@@ -11,6 +11,7 @@ use super::retry::{self, AttemptFacts, Failure};
 use super::{auth, client_ip, errors, grpc, headers, traffic};
 use crate::model::{
     AccessList, ClientCertHeaders, HttpsRedirect, IpNet, ListenerConfig, RequestLimits,
+    UpstreamProtocol,
 };
 use crate::observe::metrics::METRICS;
 use crate::observe::{access_log, events};
@@ -613,8 +614,14 @@ impl ProxyHttp for HttpProxy {
                 .store(upstream_response.status.as_u16(), Ordering::Relaxed);
         }
         let status = upstream_response.status.as_u16();
-        let replaceable =
-            status >= 400 && !ctx.grpc && session.req_header().method != http::Method::HEAD;
+        let http1_upstream = ctx
+            .routed
+            .as_ref()
+            .is_some_and(|r| r.upstream().config.protocol == UpstreamProtocol::Http1);
+        let replaceable = status >= 400
+            && !ctx.grpc
+            && session.req_header().method != http::Method::HEAD
+            && error_pages::body_follows(upstream_response, http1_upstream);
         if let (true, Some(pages)) = (replaceable, &ctx.error_pages) {
             if let Some(page) = pages
                 .page(status, session.req_header(), &ctx.request_id)

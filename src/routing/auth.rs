@@ -1,21 +1,31 @@
 //! Basic authentication of a request against a route's htpasswd users.
 //!
 //! Hashes worth having are slow on purpose (bcrypt at cost 10 is tens of milliseconds of
-//! CPU), so they are checked on a blocking thread, never on a proxy worker, and a success is
+//! CPU), so they are checked on a blocking thread, never on a proxy worker, at most half the
+//! cores' worth at once (the rest wait), and a success is
 //! remembered in [`VerifiedCredentials`] for the life of the config: a client sending the
 //! same credentials on every request pays for the hash once. The memory holds a keyed
 //! SHA-256 of the credentials, never the password.
 
 use crate::model::{BasicAuth, PasswordHash};
 use base64::Engine as _;
+use once_cell::sync::Lazy;
 use pingora::http::RequestHeader;
 use ring::digest;
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
+use tokio::sync::Semaphore;
 
 /// Most remembered successes; past it the set starts again (a flood of distinct valid
 /// credentials only costs hashing again).
 const MAX_REMEMBERED: usize = 10_000;
+
+/// Slow hashes checked at once: half the cores, at least one. A flood of wrong passwords then
+/// queues here instead of taking every core from proxying.
+static HASHING: Lazy<Semaphore> = Lazy::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Semaphore::new((cores / 2).max(1))
+});
 
 /// The user and password of a request's `Authorization: Basic` header.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,10 +110,16 @@ pub async fn verify(
     }
     let matches = match hash {
         PasswordHash::Sha1(_) => matches_hash(&credentials.password, &hash),
-        // Slow hashes on a blocking thread; a failed spawn is a failed check.
-        _ => tokio::task::spawn_blocking(move || matches_hash(&credentials.password, &hash))
-            .await
-            .unwrap_or(false),
+        // Slow hashes on a blocking thread, a bounded number at once; a failed spawn is a
+        // failed check.
+        _ => {
+            let Ok(_permit) = HASHING.acquire().await else {
+                return false;
+            };
+            tokio::task::spawn_blocking(move || matches_hash(&credentials.password, &hash))
+                .await
+                .unwrap_or(false)
+        }
     };
     if matches {
         verified.remember(digest);

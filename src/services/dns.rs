@@ -7,7 +7,7 @@
 //! when the records' TTL runs out, clamped to the upstream's `min_ttl..=max_ttl`. A failed
 //! resolution (no answer, NXDOMAIN, no address) keeps the last good set, is logged and
 //! counted, and is retried after `min_ttl`. A reload that changes an upstream's name,
-//! port or bounds restarts its task; one that removes it stops it.
+//! port or bounds restarts its task, from no endpoints; one that removes it stops it.
 
 use crate::model::{DnsName, EndpointConfig, EndpointSource, ResolverSettings};
 use crate::observe::metrics::METRICS;
@@ -90,9 +90,14 @@ impl BackgroundService for DnsDiscovery {
                 })
                 .collect();
             tasks.retain(|upstream, (name, handle)| {
-                let keep = wanted.get(upstream.as_str()) == Some(&&*name);
+                let now = wanted.get(upstream.as_str());
+                let keep = now == Some(&&*name);
                 if !keep {
                     handle.abort();
+                }
+                if now.is_some() && !keep {
+                    // Another name or port: the old one's addresses are not this upstream's.
+                    self.publisher.set_discovered(upstream, Vec::new());
                 }
                 keep
             });

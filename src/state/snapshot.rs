@@ -51,8 +51,9 @@ pub enum RouteAuth {
         users: Arc<Htpasswd>,
         verified: Arc<VerifiedCredentials>,
     },
-    /// Index into [`Snapshot::upstreams`] of the service that answers.
-    External { upstream: usize },
+    /// Index into [`Snapshot::upstreams`] of the service that answers; `None` (the compiler
+    /// prevents it) fails every check rather than open the route.
+    External { upstream: Option<usize> },
 }
 
 /// The verifier of a route's own client CA: the previous one while the CA stays the same.
@@ -199,7 +200,7 @@ impl Snapshot {
                         in_flight,
                     })
                 });
-                let auth = r.auth.as_ref().and_then(|auth| match auth {
+                let auth = r.auth.as_ref().map(|auth| match auth {
                     Auth::Basic(basic) => {
                         let verified = old
                             .and_then(|old| match &old.auth {
@@ -211,14 +212,14 @@ impl Snapshot {
                                 _ => None,
                             })
                             .unwrap_or_default();
-                        Some(RouteAuth::Basic {
+                        RouteAuth::Basic {
                             users: basic.users.clone(),
                             verified,
-                        })
+                        }
                     }
-                    Auth::External(external) => Some(RouteAuth::External {
-                        upstream: *upstream_by_name.get(external.upstream.as_str())?,
-                    }),
+                    Auth::External(external) => RouteAuth::External {
+                        upstream: upstream_by_name.get(external.upstream.as_str()).copied(),
+                    },
                 });
                 Route {
                     name: r.name.clone(),

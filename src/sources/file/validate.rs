@@ -625,8 +625,12 @@ fn check_proxy_protocol(
     };
     let key = format!("{at}.proxy_protocol.timeout");
     let timeout = check.duration(&key, &timeout)?;
-    if timeout.is_zero() {
-        check.error(&key, "must be longer than 0s");
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        check.error(
+            &key,
+            "must be longer than 0s and at most 60s (Pingora ends a connection's handshake \
+             at 60s)",
+        );
         return None;
     }
     Some(Some(ProxyProtocol { timeout }))

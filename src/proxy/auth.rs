@@ -9,7 +9,7 @@ use super::subrequest;
 use crate::model::{Auth, AuthFailure, ExternalAuth, RouteConfig};
 use crate::observe::metrics::METRICS;
 use crate::routing::auth as basic;
-use crate::routing::filters::Origin;
+use crate::routing::filters::{self, Origin};
 use crate::state::{Route, RouteAuth, Snapshot};
 use crate::upstream::hash_key::RequestFacts;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -182,12 +182,7 @@ fn decide(route: &str, external: &ExternalAuth, verdict: Verdict, url: &str) -> 
 
 /// The URL the client asked for, as `X-Original-URL` and the sign-in `rd` carry it.
 pub fn original_url(from: &Origin) -> String {
-    let mut url = format!("{}://{}", from.scheme, from.host);
-    if let Some(port) = from.port {
-        url.push_str(&format!(":{port}"));
-    }
-    url.push_str(&original_uri(from));
-    url
+    filters::location(from.scheme, from.host, from.port, from.path, from.query)
 }
 
 fn original_uri(from: &Origin) -> String {

@@ -3,7 +3,7 @@
 //! cannot be had (its upstream fails) leaves the answer as it was.
 
 use super::subrequest;
-use crate::model::{ErrorPages, PageSource};
+use crate::model::PageSource;
 use crate::state::Snapshot;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -13,12 +13,11 @@ use std::sync::Arc;
 /// Largest page taken from an upstream.
 const MAX_PAGE: usize = 1024 * 1024;
 
-/// A route's pages, with what fetching one from an upstream needs.
+/// The pages of a routed request's route: the snapshot it was routed in and the route's
+/// index there (whose `error_pages` are set).
 pub struct RoutePages {
-    pub pages: Arc<ErrorPages>,
     pub snapshot: Arc<Snapshot>,
-    /// The route's upstream, as `X-Service-Name` tells a page upstream.
-    pub service: String,
+    pub route: usize,
 }
 
 /// A page ready to send.
@@ -36,7 +35,10 @@ impl RoutePages {
         request: &RequestHeader,
         request_id: &str,
     ) -> Option<Page> {
-        match self.pages.for_status(status)? {
+        let pages = self.snapshot.config.routes[self.route]
+            .error_pages
+            .as_ref()?;
+        match pages.for_status(status)? {
             PageSource::File(file) => Some(Page {
                 content_type: http::HeaderValue::from_static(file.content_type),
                 body: file.body.clone(),
@@ -63,7 +65,7 @@ impl RoutePages {
         request: &RequestHeader,
         request_id: &str,
     ) -> Result<Option<Page>> {
-        let Some(upstream) = self.snapshot.upstreams.iter().find(|u| u.name() == name) else {
+        let Some(upstream) = self.snapshot.upstream(name) else {
             return Ok(None);
         };
         let facts = crate::upstream::hash_key::RequestFacts {
@@ -77,7 +79,12 @@ impl RoutePages {
         };
         let timeouts = upstream.config.timeouts;
         let peer = upstream.peer(endpoint, &timeouts);
-        let ask = page_request(status, request, request_id, &self.service)?;
+        // The route's upstream, as `X-Service-Name` tells the page upstream.
+        let service = self.snapshot.config.routes[self.route]
+            .backends
+            .first()
+            .map_or("", |b| b.upstream.as_str());
+        let ask = page_request(status, request, request_id, service)?;
         let deadline = timeouts.connect + timeouts.read;
         let answer = match tokio::time::timeout(
             deadline,

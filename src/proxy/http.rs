@@ -242,15 +242,10 @@ impl ProxyHttp for HttpProxy {
             .await?;
             return Ok(true);
         }
-        if let Some(pages) = &route_config.error_pages {
+        if route_config.error_pages.is_some() {
             ctx.error_pages = Some(Box::new(RoutePages {
-                pages: pages.clone(),
                 snapshot: snapshot.clone(),
-                service: route_config
-                    .backends
-                    .first()
-                    .map(|b| b.upstream.clone())
-                    .unwrap_or_default(),
+                route,
             }));
         }
         if !route_config.access.admits(ctx.client_ip) {

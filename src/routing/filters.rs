@@ -44,7 +44,8 @@ pub fn is_acme_challenge(path: &str) -> bool {
     path.starts_with("/.well-known/acme-challenge/")
 }
 
-fn location(
+/// `scheme://host[:port]path[?query]`, the port left out when it is the scheme's default.
+pub fn location(
     scheme: &str,
     host: &str,
     port: Option<u16>,

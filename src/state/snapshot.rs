@@ -267,6 +267,11 @@ impl Snapshot {
         }
     }
 
+    /// The upstream named `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstream_by_name.get(name).map(|&i| &self.upstreams[i])
+    }
+
     /// The route of tcp listener `listener`, as an index into [`Self::routes`] (and into
     /// the model's routes).
     pub fn route_on_listener(&self, listener: &str) -> Option<usize> {

@@ -537,16 +537,8 @@ fn check_client_auth(check: &mut Checker, at: &str, raw: &RawClientAuth) -> Opti
         );
     }
     let h = &raw.headers;
-    let mut header = |key: &str, name: &str| {
-        let parsed = http::HeaderName::from_bytes(name.as_bytes()).ok();
-        if parsed.is_none() {
-            check.error(
-                &format!("{at}.headers.{key}"),
-                format!("invalid header name {name:?}"),
-            );
-        }
-        parsed
-    };
+    let mut header =
+        |key: &str, name: &str| traffic::header_name(check, &format!("{at}.headers.{key}"), name);
     let headers = (
         header("verify", &h.verify),
         header("subject", &h.subject),

@@ -8,6 +8,7 @@ mod auth;
 mod error_pages;
 mod fragment;
 pub mod hash_key;
+mod ingress;
 mod net;
 mod origin;
 mod route;
@@ -19,6 +20,10 @@ pub use auth::{Auth, AuthFailure, BasicAuth, ExternalAuth, Htpasswd, PasswordHas
 pub use error_pages::{ErrorPage, ErrorPages, PageFile, PageSource};
 pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected};
 pub use hash_key::HashKey;
+pub use ingress::{
+    IngressSettings, LeaseSettings, PublishAddress, WebhookSettings, DEFAULT_CONTROLLER,
+    NGINX_CONTROLLER,
+};
 pub use net::{AccessList, IpNet};
 pub use origin::Origin;
 pub use route::{
@@ -43,6 +48,8 @@ pub struct Config {
     pub access_log: AccessLogTarget,
     /// How to reach the Kubernetes API (`None`: in-cluster or kubeconfig).
     pub kubernetes: Option<KubernetesClient>,
+    /// The Kubernetes Ingress source, if enabled (issue #18).
+    pub ingress: Option<IngressSettings>,
     pub listeners: Vec<ListenerConfig>,
     /// The certificates of each TLS listener.
     pub tls: Vec<ListenerTls>,

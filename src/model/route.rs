@@ -117,6 +117,8 @@ pub struct RateLimit {
     /// Requests allowed at once above the steady rate.
     pub burst: u32,
     pub by: LimitKey,
+    /// Clients in these networks are not limited (ingress-nginx's `limit-whitelist`).
+    pub exempt: Vec<super::IpNet>,
 }
 
 /// What a rate limit counts separately.

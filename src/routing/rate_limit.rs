@@ -53,6 +53,10 @@ impl RouteLimiter {
         request: &RequestHeader,
         client_ip: Option<IpAddr>,
     ) -> Result<(), Duration> {
+        let exempt = &self.config.exempt;
+        if client_ip.is_some_and(|ip| exempt.iter().any(|net| net.contains(ip))) {
+            return Ok(());
+        }
         match &self.config.by {
             LimitKey::Route => self.admit_key(&()),
             LimitKey::ClientIp => self.admit_key(&client_ip),
@@ -92,6 +96,7 @@ mod tests {
             requests_per_second,
             burst,
             by,
+            exempt: Vec::new(),
         })
     }
 

@@ -3,7 +3,7 @@
 //! Kubernetes EndpointSlices into endpoints. The compiler joins them.
 
 pub mod file;
-pub(crate) mod kubernetes;
+pub mod kubernetes;
 
 /// The name of the config file source (in `/config`, metrics and logs).
 pub const FILE_SOURCE: &str = "file";

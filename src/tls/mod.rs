@@ -108,6 +108,23 @@ pub fn load_ca_certificates(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(certificates)
 }
 
+/// The DER certificates of a PEM CA bundle held in memory (a Secret's `ca.crt`); `name` says
+/// where it comes from in errors.
+pub fn parse_ca_certificates(pem: &[u8], name: &str) -> Result<Vec<Vec<u8>>, String> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{name} is not valid PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err(format!("{name} holds no CERTIFICATE block"));
+    }
+    for (i, der) in certificates.iter().enumerate() {
+        X509Certificate::from_der(der)
+            .map_err(|e| format!("{name}: certificate {} cannot be parsed: {e}", i + 1))?;
+    }
+    Ok(certificates)
+}
+
 /// The crypto provider sluice's TLS uses: ring, as in Pingora's rustls build.
 pub fn crypto_provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()

@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub access_log: RawAccessLog,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<RawKubernetes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<RawIngress>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
@@ -124,6 +126,87 @@ pub struct RawKubernetes {
     pub api_server: Option<String>,
     pub token_file: Option<String>,
     pub ca_file: Option<String>,
+}
+
+/// `ingress:` the Kubernetes Ingress source (issue #18).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngress {
+    #[serde(default = "default_controller")]
+    pub controller: String,
+    #[serde(default = "default_class")]
+    pub class: String,
+    #[serde(default)]
+    pub unclassed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_claim: Vec<String>,
+    pub http_listener: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_listener: Option<String>,
+    #[serde(default = "default_ingress_https_port")]
+    pub https_redirect_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<RawPublish>,
+    #[serde(default)]
+    pub leader_election: RawLeaderElection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<RawWebhook>,
+}
+
+fn default_controller() -> String {
+    crate::model::DEFAULT_CONTROLLER.to_string()
+}
+
+fn default_class() -> String {
+    "sluice".to_string()
+}
+
+fn default_ingress_https_port() -> u16 {
+    443
+}
+
+/// `ingress.publish`: one of a Service (`namespace/name`) and explicit addresses.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublish {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+}
+
+/// `ingress.leader_election`: the Lease that picks the replica writing status.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLeaderElection {
+    /// Default: `$POD_NAMESPACE`, else `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    /// Default: `$POD_NAME`, else the host name and process id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    pub duration: String,
+}
+
+impl Default for RawLeaderElection {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            name: "sluice-ingress-leader".into(),
+            identity: None,
+            duration: "15s".into(),
+        }
+    }
+}
+
+/// `ingress.webhook`: the validating admission webhook's HTTPS listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub listen: String,
+    pub certificate: String,
+    pub key: String,
 }
 
 /// `listeners[]`.
@@ -631,6 +714,9 @@ pub struct RawRateLimit {
     pub burst: u32,
     #[serde(default = "default_rate_limit_by")]
     pub by: String,
+    /// Networks whose clients are not limited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<String>,
 }
 
 fn default_rate_limit_by() -> String {

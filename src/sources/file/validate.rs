@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 mod auth;
+mod ingress;
 mod traffic;
 
 /// Collects errors with their positions while checking.
@@ -58,7 +59,7 @@ impl Checker<'_> {
         }
     }
 
-    fn socket_addr(&mut self, key_path: &str, text: &str) -> Option<SocketAddr> {
+    pub(super) fn socket_addr(&mut self, key_path: &str, text: &str) -> Option<SocketAddr> {
         match text.parse::<SocketAddr>() {
             Ok(address) => Some(address),
             Err(_) => {
@@ -206,6 +207,10 @@ pub(super) fn validate(
     let routes = check_routes(&mut check, &raw);
 
     let listeners: Vec<ListenerConfig> = listeners.into_iter().flatten().collect();
+    let ingress = raw
+        .ingress
+        .as_ref()
+        .and_then(|raw_ingress| ingress::ingress(&mut check, raw_ingress, &raw.listeners));
     let typed_upstreams: Vec<UpstreamConfig> = upstreams.into_iter().flatten().collect();
     let mut fragment = Fragment::new(check.origin(""), None);
     // A route with an invalid host or path was built without it, so it would claim every
@@ -283,6 +288,7 @@ pub(super) fn validate(
                     admin,
                     access_log,
                     kubernetes,
+                    ingress,
                     listeners,
                     tls,
                     routes: Vec::new(),
@@ -1266,10 +1272,12 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                     format!("invalid {by:?}: expected route, client_ip or header:NAME"),
                 );
             }
+            let exempt = traffic::networks(check, &r, "exempt", &limit.exempt);
             Some(RateLimit {
                 requests_per_second: limit.requests_per_second,
                 burst: limit.burst,
                 by: key?,
+                exempt,
             })
         });
 

@@ -1,3 +1,4 @@
 //! Kubernetes as a source: objects translated into model values.
 
 pub mod endpoint_slices;
+pub mod ingress;

@@ -1,0 +1,65 @@
+//! Settings of the Kubernetes Ingress source (`ingress:` in the config file): which
+//! Ingresses are sluice's, where their routes go, and who reports their status.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The `spec.controller` of the IngressClasses sluice serves, unless configured otherwise.
+pub const DEFAULT_CONTROLLER: &str = "sluice.dev/ingress-controller";
+
+/// ingress-nginx's controller name, which the migration option claims too.
+pub const NGINX_CONTROLLER: &str = "k8s.io/ingress-nginx";
+
+/// `ingress:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressSettings {
+    /// IngressClasses with this `spec.controller` are sluice's.
+    pub controller: String,
+    /// The class name the legacy `kubernetes.io/ingress.class` annotation names.
+    pub class: String,
+    /// Take Ingresses that name no class even when no class of sluice's is the default.
+    pub unclassed: bool,
+    /// Migration: also take the Ingresses of these class names (ingress-nginx's `nginx`),
+    /// so both controllers serve them side by side during the switch.
+    pub also_claim: Vec<String>,
+    /// The listener that serves the rules over plain HTTP.
+    pub http_listener: String,
+    /// The TLS listener that serves hosts with a `tls` section (certificates from Secrets).
+    pub https_listener: Option<String>,
+    /// The port that `ssl-redirect` sends clients to (the public HTTPS port).
+    pub https_redirect_port: u16,
+    /// What `status.loadBalancer` says, if anything.
+    pub publish: Option<PublishAddress>,
+    /// The Lease whose holder alone writes status.
+    pub lease: LeaseSettings,
+    /// The validating admission webhook, if served.
+    pub webhook: Option<WebhookSettings>,
+}
+
+/// Where the address written to `status.loadBalancer` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishAddress {
+    /// The load balancer address of this Service (`namespace/name`).
+    Service { namespace: String, name: String },
+    /// These IPs or host names.
+    Addresses(Vec<String>),
+}
+
+/// The leader-election Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    pub namespace: String,
+    pub name: String,
+    /// This replica's identity (the pod name).
+    pub identity: String,
+    /// How long a holder's claim lasts without renewal.
+    pub duration: std::time::Duration,
+}
+
+/// `ingress.webhook`: the HTTPS listener of the validating admission webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    pub listen: SocketAddr,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}

@@ -7,6 +7,7 @@ use crate::lifecycle::{ExitMonitor, Signals};
 use crate::model::{Config, ListenerProtocol, RequestLimits};
 use crate::observe::{access_log, metrics, metrics::METRICS};
 use crate::ops::admin::{AdminApp, AdminScope};
+use crate::ops::webhook::AdmissionWebhook;
 use crate::proxy::admission::Admission;
 use crate::proxy::http::HttpProxy;
 use crate::proxy::tcp::TcpProxy;
@@ -14,6 +15,7 @@ use crate::services::checker::HealthChecker;
 use crate::services::config_watch::Reloader;
 use crate::services::discovery::KubernetesDiscovery;
 use crate::services::dns::DnsDiscovery;
+use crate::services::ingress::IngressController;
 use crate::sockets;
 use crate::sources::file::FileConfig;
 use crate::state::State;
@@ -292,6 +294,35 @@ fn add_serving_services(
     );
     dns.threads = Some(1);
     server.add_service(dns);
+    if let Some(settings) = config.ingress.clone() {
+        let webhook = settings.webhook.clone();
+        let controller = IngressController::new(state.clone(), settings, config.kubernetes.clone());
+        let view = controller.view();
+        let mut ingress = background_service("ingress controller", controller);
+        ingress.threads = Some(1);
+        server.add_service(ingress);
+        if let Some(webhook) = webhook {
+            let mut service = Service::new(
+                "admission webhook".to_string(),
+                HttpServer::new_app(AdmissionWebhook::new(state.clone(), view)),
+            );
+            service.threads = Some(1);
+            let (cert, key) = (webhook.certificate.display(), webhook.key.display());
+            service
+                .add_tls(
+                    &webhook.listen.to_string(),
+                    &cert.to_string(),
+                    &key.to_string(),
+                )
+                .map_err(|e| {
+                    format!(
+                        "ingress.webhook: TLS on {} with {cert} and {key}: {e}",
+                        webhook.listen
+                    )
+                })?;
+            server.add_service(service);
+        }
+    }
     let mut checker = background_service("health checker", HealthChecker::new(state.subscribe()));
     checker.threads = Some(1);
     server.add_service(checker);

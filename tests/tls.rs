@@ -6,7 +6,7 @@ mod support;
 use std::net::SocketAddr;
 use std::path::Path;
 use support::h2_util::read_body;
-use support::tls::{self, TestCertificate};
+use support::tls::{self, get_over, TestCertificate};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
@@ -41,42 +41,6 @@ fn tls_config(listen: SocketAddr, certificates: &[(&Path, &Path)], backend: Sock
 
 fn files(certificate: &TestCertificate) -> (&Path, &Path) {
     (&certificate.cert_path, &certificate.key_path)
-}
-
-/// Sends one HTTP/1.1 GET over `stream` and returns the status line and the body.
-async fn get_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    stream: &mut S,
-    host: &str,
-    path: &str,
-) -> (String, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buffer).await.expect("read response");
-        assert!(n > 0, "connection closed before a full response");
-        received.extend_from_slice(&buffer[..n]);
-        let text = String::from_utf8_lossy(&received).to_string();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let length: usize = text[..end]
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .expect("content-length");
-        if received.len() >= end + 4 + length {
-            let status = text.lines().next().unwrap_or_default().to_string();
-            return (status, text[end + 4..end + 4 + length].to_string());
-        }
-    }
 }
 
 #[test]

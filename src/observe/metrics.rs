@@ -34,6 +34,9 @@ pub struct Metrics {
     pub connections_rejected: IntCounterVec,
     pub auth_requests: IntCounterVec,
     pub tls_client_certificates: IntCounterVec,
+    pub kubernetes_objects: IntGaugeVec,
+    pub kubernetes_rejections: IntCounterVec,
+    pub kubernetes_leader: IntGaugeVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -105,7 +108,32 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     .expect("metric names and labels are static and valid");
     register(Box::new(tcp_connections_active.clone()));
 
+    let kubernetes_objects = IntGaugeVec::new(
+        Opts::new(
+            "sluice_kubernetes_objects",
+            "Kubernetes objects sluice serves from (served) or refuses (rejected), by kind.",
+        ),
+        &["kind", "state"],
+    )
+    .expect("metric names and labels are static and valid");
+    register(Box::new(kubernetes_objects.clone()));
+    let kubernetes_leader = IntGaugeVec::new(
+        Opts::new(
+            "sluice_kubernetes_leader",
+            "1 while this replica holds the Lease (and alone writes object status).",
+        ),
+        &["lease"],
+    )
+    .expect("metric names and labels are static and valid");
+    register(Box::new(kubernetes_leader.clone()));
     Metrics {
+        kubernetes_objects,
+        kubernetes_leader,
+        kubernetes_rejections: counter(
+            "sluice_kubernetes_rejections_total",
+            "Versions of Kubernetes objects rejected, by kind and reason (the Event reason).",
+            &["kind", "reason"],
+        ),
         http_requests: counter(
             "sluice_http_requests_total",
             "HTTP requests answered, by route, status code and, for requests sluice \

@@ -216,7 +216,7 @@ fn response(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Ve
     })
 }
 
-fn json_response(status: u16, value: &serde_json::Value) -> http::Response<Vec<u8>> {
+pub(super) fn json_response(status: u16, value: &serde_json::Value) -> http::Response<Vec<u8>> {
     let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
     body.push(b'\n');
     response(status, "application/json", body)

@@ -216,7 +216,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 /// The API client: from `kubernetes.api_server` (+ token and CA files) when set, else the
 /// in-cluster service account, else `KUBECONFIG` / `~/.kube/config`.
-async fn make_client(settings: Option<&KubernetesClient>) -> Result<Client, String> {
+pub(crate) async fn make_client(settings: Option<&KubernetesClient>) -> Result<Client, String> {
     let config = match settings.and_then(|s| s.api_server.as_ref().map(|url| (s, url))) {
         Some((settings, url)) => {
             let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());

@@ -4,3 +4,4 @@ pub mod checker;
 pub mod config_watch;
 pub mod discovery;
 pub mod dns;
+pub mod ingress;

@@ -12,7 +12,7 @@ mod snapshot;
 
 use crate::compile::{compile, Compiled, Offered};
 use crate::lifecycle::Lifecycle;
-use crate::model::{EndpointConfig, EndpointSource, Fragment, ListenerConfig, Rejected};
+use crate::model::{EndpointConfig, EndpointSource, Fragment, ListenerConfig, Origin, Rejected};
 use crate::observe::metrics::METRICS;
 use crate::sockets;
 use crate::sources::file::{self, ConfigErrors, FileConfig};
@@ -21,7 +21,7 @@ use crate::tls::{CertificateSet, SniResolver};
 use crate::upstream::connections::UpstreamConnections;
 use arc_swap::ArcSwap;
 pub use snapshot::{Route, RouteAuth, RouteBackend, RouteMirror, Snapshot};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -68,6 +68,8 @@ pub enum NotReady {
     Starting,
     /// These discovered upstreams wait for their first Kubernetes sync.
     DiscoveryUnsynced(Vec<String>),
+    /// These sources (the Ingress controller, say) have not applied their first sync.
+    SourcesUnsynced(Vec<String>),
     /// These listeners are not bound yet.
     ListenersNotAccepting(Vec<String>),
 }
@@ -81,6 +83,11 @@ impl std::fmt::Display for NotReady {
                 f,
                 "waiting for the first Kubernetes sync of upstreams: {}",
                 upstreams.join(", ")
+            ),
+            NotReady::SourcesUnsynced(sources) => write!(
+                f,
+                "waiting for the first sync of sources: {}",
+                sources.join(", ")
             ),
             NotReady::ListenersNotAccepting(listeners) => {
                 write!(f, "listeners not accepting yet: {}", listeners.join(", "))
@@ -121,6 +128,16 @@ impl Inputs {
     fn compile(&self) -> Compiled {
         compile(&self.file.settings, &self.offered())
     }
+}
+
+/// What became of one fragment of [`State::set_fragments`].
+#[derive(Debug, Clone)]
+pub struct FragmentOutcome {
+    pub key: String,
+    /// The problems of the fragment set, if the compiler rejected it.
+    pub rejected: Option<Rejected>,
+    /// It was rejected and the key's previous, accepted fragment keeps serving.
+    pub kept_previous: bool,
 }
 
 /// A follower of the published snapshots: `borrow()` is the current one, `changed()` waits
@@ -164,6 +181,8 @@ pub struct State {
     reload_armed: AtomicBool,
     /// The process has been ready once.
     ready_once: AtomicBool,
+    /// Sources that have not applied their first sync yet.
+    sources_unsynced: Mutex<BTreeSet<String>>,
     /// Upstream HTTP/1 connections: uses per socket, and closing the idle ones of removed
     /// endpoints through every listener's pool.
     pub connections: UpstreamConnections,
@@ -206,6 +225,7 @@ impl State {
             next_generation: AtomicU64::new(2),
             reload_armed: AtomicBool::new(false),
             ready_once: AtomicBool::new(false),
+            sources_unsynced: Mutex::default(),
             connections: UpstreamConnections::default(),
             lifecycle: Arc::default(),
         }
@@ -294,29 +314,98 @@ impl State {
     }
 
     /// Sets (`Some`) or removes (`None`) the fragment `key` of `source` and applies the
-    /// result: the fragment goes live unless the compiler rejects it, and then nothing
-    /// else changes. Returns the new generation and the fragment's problems, if rejected.
+    /// result; see [`Self::set_fragments`]. Returns the new generation and the fragment's
+    /// problems, if rejected.
     pub fn set_fragment(
         &self,
         source: &str,
         key: &str,
         fragment: Option<Fragment>,
     ) -> (u64, Option<Rejected>) {
+        let (generation, mut outcomes) =
+            self.set_fragments(source, vec![(key.to_string(), fragment)]);
+        (generation, outcomes.pop().and_then(|o| o.rejected))
+    }
+
+    /// Sets or removes several fragments of `source` and applies them as one change (one
+    /// compile, one snapshot). A fragment the compiler rejects does not go live; if the
+    /// source had an accepted fragment under that key, that previous version keeps serving.
+    /// Returns the new generation and the outcome of each change, in order.
+    pub fn set_fragments(
+        &self,
+        source: &str,
+        changes: Vec<(String, Option<Fragment>)>,
+    ) -> (u64, Vec<FragmentOutcome>) {
         let mut inputs = self.lock_rebuild();
-        let fragments = inputs.fragments.entry(source.to_string()).or_default();
-        let origin = fragment.as_ref().map(|f| f.origin.clone());
-        match fragment {
-            Some(fragment) => fragments.insert(key.to_string(), Arc::new(fragment)),
-            None => fragments.remove(key),
-        };
-        let compiled = inputs.compile();
-        let rejected = compiled
-            .rejected
-            .iter()
-            .find(|r| r.source == source && Some(&r.origin) == origin.as_ref())
-            .cloned();
         let previous = self.current.load_full();
-        (self.apply(inputs, compiled, &previous), rejected)
+        let fragments = inputs.fragments.entry(source.to_string()).or_default();
+        let mut replaced = Vec::with_capacity(changes.len());
+        for (key, fragment) in changes {
+            let origin = fragment.as_ref().map(|f| f.origin.clone());
+            let before = match fragment {
+                Some(fragment) => fragments.insert(key.clone(), Arc::new(fragment)),
+                None => fragments.remove(&key),
+            };
+            replaced.push((key, origin, before));
+        }
+        let mut compiled = inputs.compile();
+        let rejected_now = |compiled: &Compiled, origin: &Option<Origin>| {
+            compiled
+                .rejected
+                .iter()
+                .find(|r| r.source == source && Some(&r.origin) == origin.as_ref())
+                .cloned()
+        };
+        let mut outcomes = Vec::with_capacity(replaced.len());
+        let mut restored = false;
+        for (key, origin, before) in replaced {
+            let rejected = rejected_now(&compiled, &origin);
+            let accepted_before = before.as_ref().is_some_and(|b| {
+                !previous
+                    .rejected
+                    .iter()
+                    .any(|r| r.source == source && r.origin == b.origin)
+            });
+            let kept_previous = rejected.is_some() && accepted_before;
+            if kept_previous {
+                if let Some(before) = before {
+                    let fragments = inputs.fragments.entry(source.to_string()).or_default();
+                    fragments.insert(key.clone(), before);
+                    restored = true;
+                }
+            }
+            outcomes.push(FragmentOutcome {
+                key,
+                rejected,
+                kept_previous,
+            });
+        }
+        if restored {
+            compiled = inputs.compile();
+        }
+        (self.apply(inputs, compiled, &previous), outcomes)
+    }
+
+    /// What the compiler would say of fragment `key` of `source` if it were set now, with
+    /// no effect on the running config (the admission webhook's dry run).
+    pub fn check_fragment(&self, source: &str, key: &str, fragment: Fragment) -> Option<Rejected> {
+        let inputs = self.lock_rebuild();
+        let origin = fragment.origin.clone();
+        let replaced = inputs.fragments.get(source).and_then(|f| f.get(key));
+        let mut offered: Vec<Offered> = inputs
+            .offered()
+            .into_iter()
+            .filter(|o| !replaced.is_some_and(|r| Arc::ptr_eq(r, &o.fragment)))
+            .collect();
+        offered.push(Offered {
+            source: source.to_string(),
+            fragment: Arc::new(fragment),
+        });
+        let compiled = compile(&inputs.file.settings, &offered);
+        compiled
+            .rejected
+            .into_iter()
+            .find(|r| r.source == source && r.origin == origin)
     }
 
     /// Builds the snapshot of `compiled`, swaps and publishes it, and updates what follows
@@ -480,6 +569,23 @@ impl State {
             .collect()
     }
 
+    /// Records that `source` will offer fragments and that readiness waits for its first
+    /// sync.
+    pub fn source_pending(&self, source: &str) {
+        self.lock_sources().insert(source.to_string());
+    }
+
+    /// Records that `source` has applied its first sync.
+    pub fn source_synced(&self, source: &str) {
+        self.lock_sources().remove(source);
+    }
+
+    fn lock_sources(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.sources_unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock_rebuild(&self) -> MutexGuard<'_, Inputs> {
         // The map stays consistent even if a holder panicked.
         self.rebuild.lock().unwrap_or_else(|p| p.into_inner())
@@ -504,6 +610,10 @@ impl State {
         let unsynced = self.discovery_unsynced();
         if !unsynced.is_empty() {
             return Err(NotReady::DiscoveryUnsynced(unsynced));
+        }
+        let sources: Vec<String> = self.lock_sources().iter().cloned().collect();
+        if !sources.is_empty() {
+            return Err(NotReady::SourcesUnsynced(sources));
         }
         let not_accepting = self.listeners_not_accepting();
         if !not_accepting.is_empty() {

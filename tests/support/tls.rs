@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
@@ -203,6 +204,48 @@ pub async fn served_certificate(address: SocketAddr, sni: &str) -> Vec<u8> {
         .and_then(|chain| chain.first())
         .map(|leaf| leaf.as_ref().to_vec())
         .expect("a server certificate")
+}
+
+/// Sends one HTTP/1.1 GET over `stream` and returns the status line and the body.
+pub async fn get_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    path: &str,
+) -> (String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    request_over(stream, request.as_bytes()).await
+}
+
+/// Sends the raw HTTP/1.1 `request` over `stream` and returns the status line and the body
+/// (which must have a content-length).
+pub async fn request_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+) -> (String, String) {
+    stream.write_all(request).await.expect("write request");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buffer).await.expect("read response");
+        assert!(n > 0, "connection closed before a full response");
+        received.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&received).to_string();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .expect("content-length");
+        if received.len() >= end + 4 + length {
+            let status = text.lines().next().unwrap_or_default().to_string();
+            return (status, text[end + 4..end + 4 + length].to_string());
+        }
+    }
 }
 
 /// A TLS server config for an upstream backend with `certificate`, ALPN `h2`.

@@ -219,11 +219,17 @@ fn use_regex_and_rewrite_target_make_regex_paths() {
         panic!("{:?}", route.paths);
     };
     assert!(regex.is_match("/SOMETHING/else"));
-    let rewrite = route.filters.rewrite.path.as_ref().expect("rewrite");
-    assert_eq!(
-        crate::routing::filters::rewrite_path(rewrite, "/something/new/x", None),
-        "/new/x"
-    );
+    let Some(PathRewrite::Regex {
+        pattern,
+        replacement,
+    }) = &route.filters.rewrite.path
+    else {
+        panic!("no regex rewrite");
+    };
+    // nginx's rewrite: the case-insensitive path regex, unanchored, and the target as
+    // written ($N are capture groups).
+    assert_eq!(pattern.as_str(), "(?i)/something(/|$)(.*)");
+    assert_eq!(replacement, "/$2");
     let bad = annotate(
         ingress("web", None, &[("/(unclosed", "Prefix", "web")]),
         &[("use-regex", "true")],

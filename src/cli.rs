@@ -44,11 +44,31 @@ pub enum Command {
         #[arg(long = "proc-root", default_value = "/proc")]
         proc_root: PathBuf,
     },
+    /// Kubernetes Ingress tools.
+    Ingress {
+        #[command(subcommand)]
+        command: IngressCommand,
+    },
     /// Graceful binary upgrade: start this binary as the successor of the running sluice,
     /// hand the sockets over, and tell systemd the new main PID.
     Upgrade {
         /// PID of the running sluice (default: read server.pid_file).
         #[arg(long)]
         pid: Option<u32>,
+    },
+}
+
+/// `sluice ingress ...`.
+#[derive(Debug, Subcommand)]
+pub enum IngressCommand {
+    /// The migration report: per Ingress, what sluice will serve, each ingress-nginx
+    /// annotation as mapped, not supported or refused, and the differences from
+    /// ingress-nginx. Exits 1 if anything is rejected or not supported. Uses the `ingress:`
+    /// settings of the config file (-c) if there is one.
+    Check {
+        /// Read the objects from this file (`kubectl get ingress,ingressclass,svc -A -o
+        /// yaml`) instead of the cluster; Services and Secrets it lacks are assumed to exist.
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use sluice::lifecycle::upgrade;
-use sluice::ops::doctor;
+use sluice::ops::{doctor, ingress_check};
 use sluice::sources::file;
 use sluice::{cli, observe, server};
 use std::path::Path;
@@ -49,9 +49,67 @@ fn run_doctor(config_path: &Path, proc_root: &Path) -> ExitCode {
     }
 }
 
+/// `sluice ingress check`: prints the migration report; fails if anything is rejected or
+/// not supported.
+fn run_ingress_check(config_path: &Path, from_file: Option<&Path>) -> ExitCode {
+    let config = if config_path.exists() {
+        match file::load(config_path) {
+            Ok(config) => Some(config.model()),
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let settings = config
+        .as_ref()
+        .and_then(|c| c.ingress.clone())
+        .unwrap_or_else(ingress_check::default_settings);
+    let listeners = match config.as_ref().filter(|c| c.ingress.is_some()) {
+        Some(config) => config.listeners.clone(),
+        None => match ingress_check::default_listener() {
+            Ok(http) => ingress_check::listeners_for(&settings, &http),
+            Err(e) => {
+                eprintln!("sluice ingress check: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let input = match from_file {
+        Some(path) => ingress_check::CheckInput::read_file(path),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))
+            .and_then(|runtime| {
+                let client = config.as_ref().and_then(|c| c.kubernetes.as_ref());
+                runtime.block_on(ingress_check::CheckInput::read_cluster(client))
+            }),
+    };
+    let input = match input {
+        Ok(input) => input,
+        Err(e) => {
+            eprintln!("sluice ingress check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = ingress_check::check(&input, &settings, &listeners);
+    print!("{}", outcome.text);
+    if outcome.failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
+        Some(cli::Command::Ingress {
+            command: cli::IngressCommand::Check { ref file },
+        }) => return run_ingress_check(&cli.config, file.as_deref()),
         Some(cli::Command::Doctor { proc_root }) => return run_doctor(&cli.config, &proc_root),
         Some(cli::Command::Upgrade { pid }) => {
             return match upgrade::run(&cli.config, pid) {

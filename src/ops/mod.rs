@@ -2,4 +2,5 @@
 
 pub(crate) mod admin;
 pub mod doctor;
+pub mod ingress_check;
 pub mod webhook;

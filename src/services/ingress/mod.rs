@@ -590,7 +590,7 @@ impl Controller {
 }
 
 /// The Secrets an Ingress references in its own namespace (TLS and annotations).
-fn referenced_secrets(ingress: &Ingress) -> BTreeSet<String> {
+pub fn referenced_secrets(ingress: &Ingress) -> BTreeSet<String> {
     let namespace = ingress.metadata.namespace.as_deref().unwrap_or_default();
     let mut names = BTreeSet::new();
     let tls = ingress.spec.as_ref().and_then(|s| s.tls.as_ref());

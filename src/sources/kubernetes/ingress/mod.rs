@@ -256,6 +256,11 @@ impl Translator<'_> {
             let certificate = match self.cluster.secret(&self.namespace, secret_name) {
                 Some(secret) => certificate_of(secret, &self.namespace, secret_name),
                 None if self.references == References::Assumed => {
+                    self.report.warn(format!(
+                        "Secret {}/{secret_name} is not in the input: assumed to hold a \
+                         certificate",
+                        self.namespace
+                    ));
                     self.tls_hosts.extend(hosts);
                     continue;
                 }
@@ -427,7 +432,14 @@ impl Translator<'_> {
         if let (Some(spec), true) = (&a.client_cert, https) {
             if spec.required {
                 let (namespace, name) = self.same_namespace_secret(&spec.secret)?;
-                let certificates = match self.cluster.secret(&namespace, &name) {
+                let secret = self.cluster.secret(&namespace, &name);
+                if secret.is_none() && self.references == References::Assumed {
+                    self.report.warn(format!(
+                        "Secret {namespace}/{name} is not in the input: assumed to hold ca.crt"
+                    ));
+                    return Ok(());
+                }
+                let certificates = match secret {
                     Some(secret) => {
                         let ca = secret_bytes(secret, "ca.crt").ok_or_else(|| {
                             (
@@ -480,7 +492,7 @@ impl Translator<'_> {
         )
     }
 
-    fn basic_auth(&self, spec: &annotations::BasicAuthSpec) -> Result<BasicAuth, (Reason, String)> {
+    fn basic_auth(&mut self, spec: &annotations::BasicAuthSpec) -> Result<BasicAuth, (Reason, String)> {
         if spec.secret.is_empty() {
             return Err((
                 Reason::InvalidAnnotation,
@@ -512,7 +524,12 @@ impl Translator<'_> {
                     )
                 })?
             }
-            None if self.references == References::Assumed => Htpasswd::default(),
+            None if self.references == References::Assumed => {
+                self.report.warn(format!(
+                    "Secret {namespace}/{name} is not in the input: assumed to hold the users"
+                ));
+                Htpasswd::default()
+            }
             None => return Err(self.missing_secret(&namespace, &name)),
         };
         Ok(BasicAuth {
@@ -703,7 +720,9 @@ impl Translator<'_> {
                             .map_err(|e| (Reason::InvalidSecret, e))?;
                         }
                     }
-                    None if self.references == References::Assumed => {}
+                    None if self.references == References::Assumed => self.report.warn(format!(
+                        "Secret {namespace}/{name} is not in the input: assumed to hold ca.crt"
+                    )),
                     None => return Err(self.missing_secret(&namespace, &name)),
                 }
             }
@@ -749,6 +768,9 @@ impl Translator<'_> {
         let namespace = self.namespace.clone();
         let Some(found) = self.cluster.service(&namespace, service) else {
             if self.references == References::Assumed {
+                self.report.warn(format!(
+                    "Service {namespace}/{service} is not in the input: assumed to exist"
+                ));
                 let slice_port = match &port {
                     PortRef::Number(n) => ServicePort::Number(*n),
                     PortRef::Name(n) => ServicePort::Name(n.clone()),

@@ -96,7 +96,11 @@ fn five_thousand_ingresses_go_live_and_a_change_under_load_fails_no_request() {
     for i in (0..INGRESSES).step_by(10) {
         for path in ["/a", "/b/x"] {
             let response = Client::connect(http).get(&format!("h{i}.scale.test"), path);
-            assert_eq!((response.status, response.backend()), (200, "blue"), "h{i}{path}");
+            assert_eq!(
+                (response.status, response.backend()),
+                (200, "blue"),
+                "h{i}{path}"
+            );
         }
     }
     let routes = sluice.admin_get("/config").expect("/config").json()["model"]["routes"]
@@ -115,7 +119,13 @@ fn five_thousand_ingresses_go_live_and_a_change_under_load_fails_no_request() {
             if statuses.len() % 1000 == 999 {
                 client = Client::connect(http);
             }
-            statuses.push(client.get("h1.scale.test", "/a").status);
+            let response = client.try_request("GET", "/a", &[("host", "h7.scale.test")], b"");
+            // 0 stands for a connection closed without an answer.
+            let status = response.as_ref().map_or(0, |r| r.status);
+            if status != 200 {
+                client = Client::connect(http);
+            }
+            statuses.push(status);
         }
         statuses
     });
@@ -150,6 +160,6 @@ fn five_thousand_ingresses_go_live_and_a_change_under_load_fails_no_request() {
     assert!(
         statuses.iter().all(|s| *s == 200),
         "failed requests under load: {:?}",
-        statuses.iter().filter(|s| **s != 200).count()
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
     );
 }

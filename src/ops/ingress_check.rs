@@ -51,11 +51,15 @@ impl CheckInput {
             }
             "Service" => {
                 let service: Service = serde_json::from_value(value).map_err(parse_error)?;
-                self.objects.services.insert(key_of(&service.metadata), service);
+                self.objects
+                    .services
+                    .insert(key_of(&service.metadata), service);
             }
             "Secret" => {
                 let secret: Secret = serde_json::from_value(value).map_err(parse_error)?;
-                self.objects.secrets.insert(key_of(&secret.metadata), secret);
+                self.objects
+                    .secrets
+                    .insert(key_of(&secret.metadata), secret);
             }
             _ => {}
         }
@@ -113,7 +117,10 @@ impl CheckInput {
             .await
             .map_err(what("Services"))?
         {
-            input.objects.services.insert(key_of(&service.metadata), service);
+            input
+                .objects
+                .services
+                .insert(key_of(&service.metadata), service);
         }
         input.ingresses = Api::<Ingress>::all(client.clone())
             .list(&list)
@@ -133,7 +140,10 @@ impl CheckInput {
                     .await
                     .map_err(|e| format!("reading Secret {namespace}/{name}: {e}"))?;
                 if let Some(secret) = secret {
-                    input.objects.secrets.insert(key_of(&secret.metadata), secret);
+                    input
+                        .objects
+                        .secrets
+                        .insert(key_of(&secret.metadata), secret);
                 }
             }
         }

@@ -1,19 +1,24 @@
 //! Kubernetes EndpointSlice discovery: one watch per namespace, feeding upstreams live.
 //!
-//! A background service watches, in every namespace that kubernetes upstreams name, the
-//! EndpointSlices labelled with one of their services (`kubernetes.io/service-name in
-//! (...)`), through kube-runtime's watcher (list, then watch from the list's
+//! A background service watches the EndpointSlices of every namespace that kubernetes
+//! upstreams name, through kube-runtime's watcher (list, then watch from the list's
 //! resourceVersion; on 410 Gone it relists; on errors it retries with capped exponential
-//! backoff). Every change recomputes the endpoint set of the upstreams of that service and
-//! swaps in a new snapshot, off the request path. Errors never empty a pool: the last
-//! known endpoints stay until the API answers again. A change of the upstreams fed from a
-//! namespace (their services, ports or terminating policy) restarts that namespace's watch,
-//! whose first list feeds them all; other watches keep running.
+//! backoff), and keeps them in a cache shared with [`crate::state::State`]. Every change
+//! recomputes the endpoint set of the upstreams of that service and swaps in a new
+//! snapshot, off the request path. Errors never empty a pool: the last known endpoints
+//! stay until the API answers again.
+//!
+//! The cache holds every slice of a watched namespace, not only those of today's
+//! upstreams: an upstream added later for another Service of the namespace (an Ingress
+//! switched to a new Service, say) gets its endpoints from the cache in the very snapshot
+//! that adds it, so its first requests never meet an empty pool. A change of the upstreams
+//! of a namespace (their services, ports or terminating policy) recomputes them from the
+//! cache; the watch keeps running.
 
-use crate::model::{EndpointSource, KubernetesClient, UpstreamConfig};
+use crate::model::{EndpointConfig, EndpointSource, KubernetesClient, ServiceRef, UpstreamConfig};
 use crate::observe::metrics::METRICS;
-use crate::sources::kubernetes::endpoint_slices::{endpoints_of, service_of, SERVICE_NAME_LABEL};
-use crate::state::EndpointsPublisher;
+use crate::sources::kubernetes::endpoint_slices::{endpoints_of, service_of};
+use crate::state::{EndpointSeed, EndpointsPublisher};
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,6 +30,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rand::Rng;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -69,19 +75,55 @@ impl Backoff {
 /// Watches EndpointSlices for every kubernetes upstream of the running config.
 pub struct KubernetesDiscovery {
     state: EndpointsPublisher,
+    slices: SliceCache,
 }
 
 impl KubernetesDiscovery {
-    /// Discovery feeding the endpoints of `state`'s discovered upstreams.
+    /// Discovery feeding the endpoints of `state`'s discovered upstreams; new upstreams of
+    /// watched namespaces are seeded from its cache.
     pub fn new(state: EndpointsPublisher) -> Self {
-        Self { state }
+        let slices = SliceCache::default();
+        let cache = slices.clone();
+        let seed: EndpointSeed = Arc::new(move |service: &ServiceRef| cache.endpoints(service));
+        state.set_endpoint_seed(seed);
+        Self { state, slices }
     }
 }
 
-/// A running namespace watch and the services it selects.
+/// The slices of one watched namespace.
+#[derive(Default)]
+struct NamespaceSlices {
+    /// The first list has arrived.
+    synced: bool,
+    index: SliceIndex,
+}
+
+/// The slices of every watched namespace, shared by the watches and the snapshot builder.
+#[derive(Clone, Default)]
+struct SliceCache(Arc<Mutex<HashMap<String, NamespaceSlices>>>);
+
+impl SliceCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, NamespaceSlices>> {
+        // The map stays consistent even if a holder panicked.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The endpoints of `service`, if its namespace has been listed.
+    fn endpoints(&self, service: &ServiceRef) -> Option<Vec<EndpointConfig>> {
+        let namespaces = self.lock();
+        let slices = namespaces.get(&service.namespace).filter(|n| n.synced)?;
+        Some(endpoints_of(
+            slices.index.of(&service.service),
+            &service.port,
+            service.terminating,
+        ))
+    }
+}
+
+/// A running namespace watch.
 struct NamespaceWatch {
     /// The upstreams it feeds, with their service, port and terminating policy: a change
-    /// restarts the watch, whose first list then gives every upstream its endpoints.
+    /// recomputes them from the cache.
     feeds: BTreeSet<String>,
     handle: JoinHandle<()>,
 }
@@ -118,14 +160,9 @@ impl BackgroundService for KubernetesDiscovery {
                 continue;
             }
             pending = true;
-            let mut wanted: HashMap<String, BTreeSet<String>> = HashMap::new();
             let mut feeds: HashMap<String, BTreeSet<String>> = HashMap::new();
             for upstream in &snapshot.config.upstreams {
                 if let EndpointSource::Kubernetes(service) = &upstream.source {
-                    wanted
-                        .entry(service.namespace.clone())
-                        .or_default()
-                        .insert(service.service.clone());
                     feeds
                         .entry(service.namespace.clone())
                         .or_default()
@@ -136,13 +173,23 @@ impl BackgroundService for KubernetesDiscovery {
                 }
             }
             watches.retain(|namespace, watch| {
-                let keep = feeds.get(namespace) == Some(&watch.feeds);
+                let keep = feeds.contains_key(namespace);
                 if !keep {
                     watch.handle.abort();
+                    self.slices.lock().remove(namespace);
                 }
                 keep
             });
-            if wanted.is_empty() {
+            for (namespace, watch) in watches.iter_mut() {
+                let Some(now) = feeds.get(namespace) else {
+                    continue;
+                };
+                if *now != watch.feeds {
+                    watch.feeds = now.clone();
+                    publish(&self.state, &self.slices, namespace, None);
+                }
+            }
+            if feeds.is_empty() {
                 applied_generation = snapshot.generation;
                 pending = false;
                 continue;
@@ -184,17 +231,19 @@ impl BackgroundService for KubernetesDiscovery {
             let Some((_, client)) = client.as_ref() else {
                 continue;
             };
-            for (namespace, services) in wanted {
+            for (namespace, feeds) in feeds {
                 if watches.contains_key(&namespace) {
                     continue;
                 }
+                self.slices
+                    .lock()
+                    .insert(namespace.clone(), NamespaceSlices::default());
                 let handle = tokio::spawn(watch_namespace(
                     self.state.clone(),
+                    self.slices.clone(),
                     client.clone(),
                     namespace.clone(),
-                    services.clone(),
                 ));
-                let feeds = feeds.remove(&namespace).unwrap_or_default();
                 watches.insert(namespace, NamespaceWatch { feeds, handle });
             }
             applied_generation = snapshot.generation;
@@ -244,21 +293,18 @@ pub(crate) async fn make_client(settings: Option<&KubernetesClient>) -> Result<C
     Client::try_from(config).map_err(|e| format!("client for {server}: {e}"))
 }
 
-/// Watches the slices of `services` in `namespace` until aborted.
+/// Watches the slices of `namespace` into `cache` until aborted.
 async fn watch_namespace(
     state: EndpointsPublisher,
+    cache: SliceCache,
     client: Client,
     namespace: String,
-    services: BTreeSet<String>,
 ) {
     let api: Api<EndpointSlice> = Api::namespaced(client, &namespace);
-    let list: Vec<&str> = services.iter().map(String::as_str).collect();
-    let selector = format!("{SERVICE_NAME_LABEL} in ({})", list.join(","));
-    log::info!("kubernetes discovery: watching EndpointSlices in {namespace} ({selector})");
-    let mut events = watcher::watcher(api, watcher::Config::default().labels(&selector))
+    log::info!("kubernetes discovery: watching EndpointSlices in {namespace}");
+    let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut slices = SliceIndex::default();
     let mut relist: Option<SliceIndex> = None;
     // Errors since the watch last worked: the first is logged, the rest counted.
     let mut failing = 0u64;
@@ -274,37 +320,47 @@ async fn watch_namespace(
             );
             failing = 0;
         }
-        match event {
-            Ok(Event::Init) => relist = Some(SliceIndex::default()),
-            Ok(Event::InitApply(slice)) => {
-                relist.get_or_insert_with(SliceIndex::default).apply(slice);
-            }
-            Ok(Event::InitDone) => {
-                slices = relist.take().unwrap_or_default();
-                publish(&state, &namespace, &slices, None);
-            }
-            Ok(Event::Apply(slice)) => {
-                let service = slices.apply(slice);
-                publish(&state, &namespace, &slices, Some(&service));
-            }
-            Ok(Event::Delete(slice)) => {
-                let service = slices.delete(&slice);
-                publish(&state, &namespace, &slices, Some(&service));
-            }
-            Err(e) => {
-                if failing == 0 {
-                    log::warn!(
-                        "kubernetes discovery: watch of {namespace} failed, keeping the last \
-                         known endpoints and retrying with backoff (errors are counted in \
-                         sluice_discovery_errors_total; the recovery is logged): {e}"
-                    );
-                } else {
-                    log::debug!("kubernetes discovery: watch of {namespace} still failing: {e}");
+        let changed = {
+            let mut namespaces = cache.lock();
+            let Some(slices) = namespaces.get_mut(&namespace) else {
+                return;
+            };
+            match event {
+                Ok(Event::Init) => {
+                    relist = Some(SliceIndex::default());
+                    continue;
                 }
-                failing += 1;
-                count_errors(&state, Some(&namespace));
+                Ok(Event::InitApply(slice)) => {
+                    relist.get_or_insert_with(SliceIndex::default).apply(slice);
+                    continue;
+                }
+                Ok(Event::InitDone) => {
+                    slices.index = relist.take().unwrap_or_default();
+                    slices.synced = true;
+                    None
+                }
+                Ok(Event::Apply(slice)) => Some(slices.index.apply(slice)),
+                Ok(Event::Delete(slice)) => Some(slices.index.delete(&slice)),
+                Err(e) => {
+                    drop(namespaces);
+                    if failing == 0 {
+                        log::warn!(
+                            "kubernetes discovery: watch of {namespace} failed, keeping the last \
+                             known endpoints and retrying with backoff (errors are counted in \
+                             sluice_discovery_errors_total; the recovery is logged): {e}"
+                        );
+                    } else {
+                        log::debug!(
+                            "kubernetes discovery: watch of {namespace} still failing: {e}"
+                        );
+                    }
+                    failing += 1;
+                    count_errors(&state, Some(&namespace));
+                    continue;
+                }
             }
-        }
+        };
+        publish(&state, &cache, &namespace, changed.as_deref());
     }
 }
 
@@ -359,36 +415,12 @@ impl SliceIndex {
 }
 
 /// Recomputes the endpoints of the upstreams of `service` (all services when `None`) in
-/// `namespace` and swaps them in.
-fn publish(
-    state: &EndpointsPublisher,
-    namespace: &str,
-    slices: &SliceIndex,
-    service: Option<&str>,
-) {
+/// `namespace` from the cache and swaps them in. The cache lock is not held while the
+/// snapshot is rebuilt (the rebuild reads the cache to seed new upstreams).
+fn publish(state: &EndpointsPublisher, cache: &SliceCache, namespace: &str, service: Option<&str>) {
     let snapshot = state.snapshot();
-    let publish_one = |upstream: &UpstreamConfig| {
-        let EndpointSource::Kubernetes(source) = &upstream.source else {
-            return;
-        };
-        let endpoints = endpoints_of(slices.of(&source.service), &source.port, source.terminating);
-        if endpoints.is_empty() {
-            log::warn!(
-                "upstream {}: service {namespace}/{} has no usable endpoints; requests get 503",
-                upstream.name,
-                source.service
-            );
-        }
-        METRICS
-            .discovery_updates
-            .with_label_values(&[&upstream.name])
-            .inc();
-        state.set_discovered(&upstream.name, endpoints);
-    };
-    match service {
-        Some(service) => snapshot
-            .discovered_upstreams(namespace, service)
-            .for_each(publish_one),
+    let upstreams: Vec<&UpstreamConfig> = match service {
+        Some(service) => snapshot.discovered_upstreams(namespace, service).collect(),
         None => snapshot
             .config
             .upstreams
@@ -396,7 +428,43 @@ fn publish(
             .filter(
                 |u| matches!(&u.source, EndpointSource::Kubernetes(s) if s.namespace == namespace),
             )
-            .for_each(publish_one),
+            .collect(),
+    };
+    let updates: Vec<(&UpstreamConfig, Vec<EndpointConfig>)> = {
+        let namespaces = cache.lock();
+        let Some(slices) = namespaces.get(namespace).filter(|n| n.synced) else {
+            return;
+        };
+        upstreams
+            .into_iter()
+            .filter_map(|upstream| {
+                let EndpointSource::Kubernetes(source) = &upstream.source else {
+                    return None;
+                };
+                let endpoints = endpoints_of(
+                    slices.index.of(&source.service),
+                    &source.port,
+                    source.terminating,
+                );
+                Some((upstream, endpoints))
+            })
+            .collect()
+    };
+    for (upstream, endpoints) in updates {
+        if endpoints.is_empty() {
+            if let EndpointSource::Kubernetes(source) = &upstream.source {
+                log::warn!(
+                    "upstream {}: service {namespace}/{} has no usable endpoints; requests get 503",
+                    upstream.name,
+                    source.service
+                );
+            }
+        }
+        METRICS
+            .discovery_updates
+            .with_label_values(&[&upstream.name])
+            .inc();
+        state.set_discovered(&upstream.name, endpoints);
     }
 }
 

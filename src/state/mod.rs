@@ -12,7 +12,9 @@ mod snapshot;
 
 use crate::compile::{compile, Compiled, Offered};
 use crate::lifecycle::Lifecycle;
-use crate::model::{EndpointConfig, EndpointSource, Fragment, ListenerConfig, Origin, Rejected};
+use crate::model::{
+    EndpointConfig, EndpointSource, Fragment, ListenerConfig, Origin, Rejected, ServiceRef,
+};
 use crate::observe::metrics::METRICS;
 use crate::sockets;
 use crate::sources::file::{self, ConfigErrors, FileConfig};
@@ -24,7 +26,7 @@ pub use snapshot::{Route, RouteAuth, RouteBackend, RouteMirror, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::watch;
 
 /// Why a reload did not take effect.
@@ -166,7 +168,18 @@ impl EndpointsPublisher {
     pub fn set_discovered(&self, upstream: &str, endpoints: Vec<EndpointConfig>) {
         self.state.set_discovered(upstream, endpoints);
     }
+
+    /// Gives the snapshot builder `seed`, the endpoints discovery already knows for a
+    /// service, for upstreams that appear after their namespace was listed. Set once.
+    pub fn set_endpoint_seed(&self, seed: EndpointSeed) {
+        if self.state.endpoint_seed.set(seed).is_err() {
+            log::warn!("an endpoint seed was already set; the first one stays");
+        }
+    }
 }
+
+/// The endpoints discovery knows for a service, or `None` before its namespace is listed.
+pub type EndpointSeed = Arc<dyn Fn(&ServiceRef) -> Option<Vec<EndpointConfig>> + Send + Sync>;
 
 /// The process's current snapshot and readiness.
 pub struct State {
@@ -183,6 +196,8 @@ pub struct State {
     ready_once: AtomicBool,
     /// Sources that have not applied their first sync yet.
     sources_unsynced: Mutex<BTreeSet<String>>,
+    /// What discovery knows, for upstreams added after their namespace was listed.
+    endpoint_seed: OnceLock<EndpointSeed>,
     /// Upstream HTTP/1 connections: uses per socket, and closing the idle ones of removed
     /// endpoints through every listener's pool.
     pub connections: UpstreamConnections,
@@ -226,6 +241,7 @@ impl State {
             reload_armed: AtomicBool::new(false),
             ready_once: AtomicBool::new(false),
             sources_unsynced: Mutex::default(),
+            endpoint_seed: OnceLock::new(),
             connections: UpstreamConnections::default(),
             lifecycle: Arc::default(),
         }
@@ -431,6 +447,22 @@ impl State {
         inputs
             .synced
             .retain(|name| discovered_upstreams.contains(name.as_str()));
+        // A new upstream of a Service discovery already watches starts with its endpoints,
+        // not with an empty pool until the next discovery event.
+        if let Some(seed) = self.endpoint_seed.get() {
+            for upstream in &compiled.config.upstreams {
+                let EndpointSource::Kubernetes(service) = &upstream.source else {
+                    continue;
+                };
+                if inputs.discovered.contains_key(&upstream.name) {
+                    continue;
+                }
+                if let Some(endpoints) = seed(service) {
+                    inputs.synced.insert(upstream.name.clone());
+                    inputs.discovered.insert(upstream.name.clone(), endpoints);
+                }
+            }
+        }
         log_rejections(&previous.rejected, &compiled.rejected);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let snapshot = Snapshot::build(

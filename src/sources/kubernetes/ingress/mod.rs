@@ -492,7 +492,10 @@ impl Translator<'_> {
         )
     }
 
-    fn basic_auth(&mut self, spec: &annotations::BasicAuthSpec) -> Result<BasicAuth, (Reason, String)> {
+    fn basic_auth(
+        &mut self,
+        spec: &annotations::BasicAuthSpec,
+    ) -> Result<BasicAuth, (Reason, String)> {
         if spec.secret.is_empty() {
             return Err((
                 Reason::InvalidAnnotation,

@@ -152,13 +152,14 @@ impl CheckInput {
 }
 
 /// The settings a check uses when there is no config file: sluice's defaults, with
-/// listeners named `http` and `https`.
+/// listeners named `http` and `https`, claiming ingress-nginx's class `nginx` too (the
+/// migration's side-by-side setting).
 pub fn default_settings() -> IngressSettings {
     IngressSettings {
         controller: DEFAULT_CONTROLLER.into(),
         class: "sluice".into(),
         unclassed: false,
-        also_claim: Vec::new(),
+        also_claim: vec!["nginx".into()],
         http_listener: "http".into(),
         https_listener: Some("https".into()),
         https_redirect_port: 443,

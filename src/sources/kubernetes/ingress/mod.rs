@@ -833,7 +833,17 @@ impl Translator<'_> {
                 format!("Service {namespace}/{service} has no port {port}"),
             ));
         };
-        if self.annotations.service_upstream {
+        let known_ip = spec
+            .cluster_ip
+            .as_deref()
+            .is_some_and(|ip| ip.parse::<IpAddr>().is_ok());
+        if self.annotations.service_upstream && !known_ip && self.references == References::Assumed
+        {
+            self.report.warn(format!(
+                "service-upstream: the cluster IP of Service {namespace}/{service} is not in \
+                 the input; checked as if it were"
+            ));
+        } else if self.annotations.service_upstream {
             let cluster_ip = spec
                 .cluster_ip
                 .as_deref()

@@ -116,8 +116,13 @@ impl fmt::Display for Report {
         for (reason, message) in &self.errors {
             writeln!(f, "  error ({}): {message}", reason.as_str())?;
         }
+        let serves = if self.rejected() {
+            "would serve"
+        } else {
+            "serves"
+        };
         for line in &self.serves {
-            writeln!(f, "  serves {line}")?;
+            writeln!(f, "  {serves} {line}")?;
         }
         for a in &self.annotations {
             writeln!(

@@ -5,77 +5,16 @@
 mod support;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::fake_kube::{ready, slice, FakeKube};
+use support::fake_kube::FakeKube;
+use support::ingress_objects::*;
 use support::tls::{self, get_over, TestCertificate};
 use support::*;
 use tokio_rustls::rustls;
-
-const NS: &str = "shop";
-const CONTROLLER: &str = "sluice.dev/ingress-controller";
-
-fn object<K: serde::de::DeserializeOwned>(value: Value) -> K {
-    serde_json::from_value(value).expect("a valid object")
-}
-
-fn ingress_class(name: &str, controller: &str) -> IngressClass {
-    object(json!({"metadata": {"name": name}, "spec": {"controller": controller}}))
-}
-
-/// A Service `name` with port 80 named `http`, and an EndpointSlice pointing it at `backend`.
-fn service(kube: &FakeKube, name: &str, backend: &Backend) {
-    kube.apply::<Service>(object(json!({
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]},
-    })));
-    kube.apply::<EndpointSlice>(slice(
-        NS,
-        &format!("{name}-1"),
-        name,
-        ("http", backend.address.port()),
-        &[ready(&backend.address.ip().to_string())],
-    ));
-}
-
-/// A rule: host, and its paths as (path, pathType, service).
-type Rule<'a> = (&'a str, &'a [(&'a str, &'a str, &'a str)]);
-
-/// An Ingress of class `class` with `rules`.
-fn ingress(name: &str, class: &str, rules: &[Rule]) -> Ingress {
-    let rules: Vec<Value> = rules
-        .iter()
-        .map(|(host, paths)| {
-            let paths: Vec<Value> = paths
-                .iter()
-                .map(|(path, path_type, service)| {
-                    json!({"path": path, "pathType": path_type, "backend": {
-                        "service": {"name": service, "port": {"number": 80}}}})
-                })
-                .collect();
-            json!({"host": host, "http": {"paths": paths}})
-        })
-        .collect();
-    object(json!({
-        "metadata": {"name": name, "namespace": NS, "annotations": {}},
-        "spec": {"ingressClassName": class, "rules": rules},
-    }))
-}
-
-fn annotated(mut ingress: Ingress, pairs: &[(&str, &str)]) -> Ingress {
-    let annotations = ingress
-        .metadata
-        .annotations
-        .get_or_insert_with(Default::default);
-    for (k, v) in pairs {
-        annotations.insert(format!("nginx.ingress.kubernetes.io/{k}"), v.to_string());
-    }
-    ingress
-}
 
 fn tls_secret(name: &str, certificate: &TestCertificate) -> Secret {
     object(json!({

@@ -75,5 +75,8 @@ fn a_clean_file_passes_and_a_missing_one_is_a_clear_error() {
     assert!(report.contains("Ingress shop/web: served\n"), "{report}");
     let (code, _, stderr) = check(&["--file", "/nonexistent/all.yaml"]);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("cannot read /nonexistent/all.yaml"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read /nonexistent/all.yaml"),
+        "{stderr}"
+    );
 }

@@ -5,6 +5,7 @@
 pub mod fake_kube;
 pub mod grpc;
 pub mod h2_util;
+pub mod ingress_objects;
 pub mod raw_backend;
 pub mod tls;
 

@@ -34,6 +34,7 @@ enum Expect {
 /// The backends the checks look at.
 struct Backends {
     errors: Backend,
+    slow: Backend,
 }
 
 /// One row: the annotations, path and pathType of an Ingress of host `{name}.test` routing
@@ -259,6 +260,51 @@ fn rows() -> Vec<Row> {
             }),
         },
         Row {
+            name: "limit-connections",
+            annotations: &[("limit-connections", "1")],
+            path: ("/", "Prefix"),
+            request: get("/"),
+            expect: Expect::Check(|http, backends| {
+                // One request in flight (the backend takes 3 s); a second one at the same
+                // time is refused with nginx's limit_conn status.
+                let first = std::thread::spawn(move || {
+                    Client::connect(http)
+                        .get("limit-connections.test", "/first")
+                        .status
+                });
+                wait_until(
+                    "the first request to reach the backend",
+                    READY_TIMEOUT,
+                    || {
+                        backends
+                            .slow
+                            .requests()
+                            .iter()
+                            .any(|r| r.target == "/first")
+                    },
+                );
+                let second = Client::connect(http).get("limit-connections.test", "/second");
+                assert_eq!(second.status, 503);
+                assert_eq!(first.join().expect("first request"), 200);
+            }),
+        },
+        Row {
+            name: "server-alias",
+            annotations: &[("server-alias", "alias.test, other-alias.test")],
+            path: ("/", "Prefix"),
+            request: get("/"),
+            expect: Expect::Check(|http, _| {
+                for host in ["server-alias.test", "alias.test", "other-alias.test"] {
+                    let response = Client::connect(http).get(host, "/");
+                    assert_eq!(
+                        (response.status, response.backend()),
+                        (200, "web"),
+                        "{host}"
+                    );
+                }
+            }),
+        },
+        Row {
             name: "upstream-vhost",
             annotations: &[("upstream-vhost", "internal.example")],
             path: ("/", "Prefix"),
@@ -337,11 +383,12 @@ fn each_mapped_annotation_has_its_effect() {
     let errors = Backend::start("errors", Behavior::Echo);
     kube.apply(ingress_class("sluice", CONTROLLER));
     service(&kube, "web", &web);
-    // A second endpoint of web, on the same port (as pods are).
+    // `pair`: web and web2, on the same port (as pods are), for the hashing row.
+    service(&kube, "pair", &web);
     kube.apply(support::fake_kube::slice(
         NS,
-        "web-2",
-        "web",
+        "pair-2",
+        "pair",
         ("http", web.address.port()),
         &[support::fake_kube::ready("127.0.0.2")],
     ));
@@ -364,7 +411,8 @@ fn each_mapped_annotation_has_its_effect() {
     for row in &rows {
         let host = format!("{}.test", row.name);
         let target = match row.name {
-            "proxy-read-timeout" => "slow",
+            "proxy-read-timeout" | "limit-connections" => "slow",
+            "upstream-hash-by" => "pair",
             "service-upstream" => "direct",
             "custom-http-errors" => "empty",
             _ => "web",
@@ -402,7 +450,7 @@ fn each_mapped_annotation_has_its_effect() {
     let sluice = Sluice::start(&config);
     let rejected = sluice.admin_get("/config").expect("/config").json()["rejected"].clone();
     assert_eq!(rejected, json!([]), "every row's Ingress is valid");
-    let backends = Backends { errors };
+    let backends = Backends { errors, slow };
     for row in &rows {
         let host = format!("{}.test", row.name);
         let (method, path, headers, body) = row.request;

@@ -32,6 +32,8 @@ pub struct ExternalAuth {
     pub upstream: String,
     /// Path and query of the check, e.g. `/oauth2/auth`.
     pub path: String,
+    /// The check's method; `None`: the request's own (ingress-nginx's `auth-method`).
+    pub method: Option<http::Method>,
     /// Client headers sent with the check; `None`: all but those of the body and the
     /// connection.
     pub request_headers: Option<Vec<http::HeaderName>>,

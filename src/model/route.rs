@@ -45,6 +45,9 @@ pub struct RouteConfig {
     /// Per-route overrides of the upstream's timeouts.
     pub timeouts: TimeoutOverrides,
     pub rate_limit: Option<RateLimit>,
+    /// At most this many requests in flight per client IP (ingress-nginx's
+    /// `limit-connections`); more are answered 503.
+    pub max_concurrent_per_client: Option<u32>,
     pub body: BodyPolicy,
 }
 
@@ -74,6 +77,7 @@ impl RouteConfig {
             fallback: false,
             timeouts: TimeoutOverrides::default(),
             rate_limit: None,
+            max_concurrent_per_client: None,
             body: BodyPolicy {
                 buffering: true,
                 max_size: Some(DEFAULT_MAX_BODY_SIZE),

@@ -219,7 +219,8 @@ pub fn check_request(
     from: &Origin,
     client_ip: Option<IpAddr>,
 ) -> Result<RequestHeader> {
-    let mut check = RequestHeader::build(request.method.clone(), external.path.as_bytes(), None)?;
+    let method = external.method.as_ref().unwrap_or(&request.method).clone();
+    let mut check = RequestHeader::build(method, external.path.as_bytes(), None)?;
     for (name, value) in &request.headers {
         let chosen = match &external.request_headers {
             Some(list) => list.contains(name),
@@ -334,6 +335,7 @@ mod tests {
         ExternalAuth {
             upstream: "auth".into(),
             path: "/oauth2/auth?allowed_groups=ops".into(),
+            method: None,
             request_headers: None,
             response_headers: vec![http::HeaderName::from_static("x-auth-request-user")],
             signin: signin.map(str::to_string),

@@ -4,6 +4,7 @@ use super::error_pages::RoutePages;
 use crate::lifecycle::{OpenRequest, OpenWork};
 use crate::observe::metrics::{RouteMetrics, METRICS};
 use crate::proxy::request_body::BodyMode;
+use crate::routing::concurrency::ConcurrencySlot;
 use crate::state::{RouteBackend, Snapshot};
 use crate::tls::client_auth::ClientCertificate;
 use crate::upstream::endpoint::InFlightGuard;
@@ -172,6 +173,8 @@ pub struct RequestContext {
     pub client_certificate: Option<Box<ClientCertificate>>,
     /// The route's error pages, once routed to a route that has some.
     pub error_pages: Option<Box<RoutePages>>,
+    /// The request's slot in its route's per-client concurrency limit, freed at its end.
+    pub concurrency_slot: Option<ConcurrencySlot>,
     /// The page that replaces the upstream's answer body, until it is sent.
     pub page_body: Option<Bytes>,
     /// Why sluice refused the request itself (a metric label), if it did.
@@ -234,6 +237,7 @@ impl RequestContext {
             affinity_cookie: None,
             client_certificate: None,
             error_pages: None,
+            concurrency_slot: None,
             page_body: None,
             rejected: None,
             body_mode: BodyMode::Empty,

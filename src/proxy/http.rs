@@ -285,6 +285,17 @@ impl ProxyHttp for HttpProxy {
             return Ok(true);
         }
         let runtime_route = &snapshot.routes[route];
+        if let Some(concurrency) = &runtime_route.concurrency {
+            match concurrency.acquire(ctx.client_ip) {
+                Ok(slot) => ctx.concurrency_slot = slot,
+                Err(()) => {
+                    ctx.rejected = Some("concurrency_limited");
+                    // nginx's limit_conn answers 503, as ingress-nginx configures it.
+                    self.answer_error(session, ctx, 503, None, false).await?;
+                    return Ok(true);
+                }
+            }
+        }
         if let Some(limiter) = &runtime_route.limiter {
             if let Err(wait) = limiter.admit(session.req_header(), ctx.client_ip) {
                 METRICS

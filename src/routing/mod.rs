@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod backends;
+pub mod concurrency;
 pub mod conditions;
 pub mod cors;
 pub mod filters;

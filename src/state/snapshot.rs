@@ -10,6 +10,7 @@ use crate::model::{
 use crate::observe::metrics::RouteMetrics;
 use crate::routing::auth::VerifiedCredentials;
 use crate::routing::backends::WeightedSplit;
+use crate::routing::concurrency::ClientConcurrency;
 use crate::routing::rate_limit::RouteLimiter;
 use crate::routing::RouteTable;
 use crate::sources::file::FileConfig;
@@ -34,6 +35,8 @@ pub struct Route {
     pub affinity_attributes: Option<String>,
     /// Kept across rebuilds that keep the route's limit, so counts carry on.
     pub limiter: Option<Arc<RouteLimiter>>,
+    /// Requests in flight per client; kept across rebuilds that keep the limit.
+    pub concurrency: Option<Arc<ClientConcurrency>>,
     /// Resolved metric handles, kept across rebuilds.
     pub metrics: Arc<RouteMetrics>,
     /// Request body size limit and buffering.
@@ -173,6 +176,11 @@ impl Snapshot {
                         .filter(|old| old.config() == limit)
                         .unwrap_or_else(|| Arc::new(RouteLimiter::new(limit)))
                 });
+                let concurrency = r.max_concurrent_per_client.map(|limit| {
+                    old.and_then(|old| old.concurrency.clone())
+                        .filter(|old| old.limit() == limit)
+                        .unwrap_or_else(|| Arc::new(ClientConcurrency::new(limit)))
+                });
                 // The compiler guarantees that every upstream named exists.
                 let backend = |name: &str| {
                     let upstream = *upstream_by_name.get(name)?;
@@ -229,6 +237,7 @@ impl Snapshot {
                     mirror,
                     affinity_attributes: r.affinity.as_ref().map(cookie_attributes),
                     limiter,
+                    concurrency,
                     metrics,
                     body: r.body,
                     auth,

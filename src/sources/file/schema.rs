@@ -431,6 +431,9 @@ pub struct RawRoute {
     pub timeouts: RawTimeouts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RawRateLimit>,
+    /// At most this many requests in flight per client IP; more get 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_per_client: Option<u32>,
     /// Read the whole request body before choosing an endpoint (ingress-nginx's
     /// `proxy-request-buffering: on`); `false` streams it (uploads, gRPC).
     #[serde(default = "default_true")]
@@ -1000,6 +1003,8 @@ fn default_realm() -> String {
 pub struct RawExternalAuth {
     pub upstream: String,
     pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_headers: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1333,6 +1333,14 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 fallback: false,
                 timeouts,
                 rate_limit,
+                max_concurrent_per_client: route.max_concurrent_per_client.inspect(|n| {
+                    if *n == 0 {
+                        check.error(
+                            &format!("{at}.max_concurrent_per_client"),
+                            "must be at least 1",
+                        );
+                    }
+                }),
                 body: BodyPolicy {
                     buffering: route.request_buffering,
                     max_size: (max_body_size > 0).then_some(max_body_size),

@@ -92,6 +92,13 @@ fn external_auth(check: &mut Checker, at: &str, raw: &RawExternalAuth) -> Option
             );
         }
     }
+    let method = raw.method.as_ref().and_then(|m| {
+        let parsed = http::Method::from_bytes(m.as_bytes()).ok();
+        if parsed.is_none() {
+            check.error(&format!("{at}.method"), format!("invalid method {m:?}"));
+        }
+        parsed
+    });
     let timeout_key = format!("{at}.timeout");
     let timeout = check.duration(&timeout_key, &raw.timeout);
     if timeout.is_some_and(|t| t.is_zero()) {
@@ -103,6 +110,7 @@ fn external_auth(check: &mut Checker, at: &str, raw: &RawExternalAuth) -> Option
     Some(ExternalAuth {
         upstream: raw.upstream.clone(),
         path: raw.path.clone(),
+        method,
         request_headers,
         response_headers,
         signin: raw.signin.clone(),

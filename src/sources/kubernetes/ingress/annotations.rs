@@ -89,6 +89,8 @@ pub struct ExternalAuthSpec {
     pub path: String,
     pub signin: Option<String>,
     pub response_headers: Vec<http::HeaderName>,
+    /// `auth-method`; `None`: the request's own.
+    pub method: Option<http::Method>,
 }
 
 /// How `auth-secret` holds the users.
@@ -180,7 +182,10 @@ pub struct Annotations {
     pub limit_rps: Option<u32>,
     pub limit_burst: Option<u32>,
     pub limit_exempt: Vec<IpNet>,
+    pub limit_connections: Option<u32>,
     pub upstream_vhost: Option<String>,
+    /// `server-alias`: more names for the hosts of the object's rules.
+    pub server_aliases: Vec<String>,
     pub forwarded_prefix: Option<String>,
     pub custom_errors: Vec<u16>,
     pub default_backend: Option<String>,
@@ -758,6 +763,10 @@ fn one<'v>(
                         Some(v) => header_names(v)?,
                         None => Vec::new(),
                     },
+                    method: match get("auth-method") {
+                        Some(m) => Some(methods(m)?.pop().ok_or("auth-method is empty")?),
+                        None => None,
+                    },
                 });
                 return mapped("external authentication".into());
             }
@@ -771,14 +780,10 @@ fn one<'v>(
                 header_names(value)?;
                 return mapped("headers copied from the authentication answer".into());
             }
-            "auth-method" => match value.trim().to_ascii_uppercase().as_str() {
-                "GET" => Outcome::Accepted(
-                    "the check is sent with the request's own method, GET for GET".into(),
-                ),
-                other => Outcome::Unsupported(format!(
-                    "the check uses the request's method, not always {other}"
-                )),
-            },
+            "auth-method" => {
+                methods(value)?;
+                return mapped("the method of the authentication check".into());
+            }
             "enable-cors" => {
                 boolean(value)?;
                 return mapped("cors".into());
@@ -825,6 +830,11 @@ fn one<'v>(
                 }
                 return mapped("no limit".into());
             }
+            "limit-connections" => {
+                let n: u32 = number(value)?;
+                out.limit_connections = (n > 0).then_some(n);
+                return mapped(format!("max_concurrent_per_client {n} (503 above)"));
+            }
             "limit-burst-multiplier" => {
                 *staging.limit_burst_multiplier = number(value)?;
                 return mapped("rate_limit.burst".into());
@@ -840,6 +850,21 @@ fn one<'v>(
                 }
                 out.upstream_vhost = Some(host.into());
                 return mapped("rewrite.host".into());
+            }
+            "server-alias" => {
+                let aliases: Vec<String> = value
+                    .split(',')
+                    .map(|a| a.trim().to_ascii_lowercase())
+                    .filter(|a| !a.is_empty())
+                    .collect();
+                if let Some(bad) = aliases.iter().find(|a| {
+                    !a.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.*".contains(&b))
+                }) {
+                    return Err(format!("{bad:?} is not a host name"));
+                }
+                out.server_aliases = aliases;
+                return mapped("more host names for the rules' routes".into());
             }
             "x-forwarded-prefix" => {
                 out.forwarded_prefix = Some(path(value)?);

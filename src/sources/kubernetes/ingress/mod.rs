@@ -321,6 +321,10 @@ impl Translator<'_> {
             };
             let mut route = RouteConfig::new(&route_name, self.origin.clone(), &listener, upstream);
             route.hosts = host.iter().cloned().collect();
+            if host.is_some() {
+                let aliases = self.annotations.server_aliases.iter();
+                route.hosts.extend(aliases.map(|alias| host_match(alias)));
+            }
             route.paths = path.iter().cloned().collect();
             route.canary = canary.clone();
             let redirect = !https
@@ -403,6 +407,7 @@ impl Translator<'_> {
                 exempt: a.limit_exempt.clone(),
             });
         }
+        route.max_concurrent_per_client = a.limit_connections;
         route.filters.rewrite.host = a.upstream_vhost.clone();
         route.filters.rewrite.forwarded_prefix = a.forwarded_prefix.clone();
         if let Some(basic) = &a.basic_auth {
@@ -590,6 +595,7 @@ impl Translator<'_> {
         Ok(ExternalAuth {
             upstream: upstream_name,
             path: spec.path.clone(),
+            method: spec.method.clone(),
             request_headers: None,
             response_headers: spec.response_headers.clone(),
             signin: spec.signin.clone(),

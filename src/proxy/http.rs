@@ -288,7 +288,7 @@ impl ProxyHttp for HttpProxy {
         if let Some(concurrency) = &runtime_route.concurrency {
             match concurrency.acquire(ctx.client_ip) {
                 Ok(slot) => ctx.concurrency_slot = slot,
-                Err(()) => {
+                Err(_at_limit) => {
                     ctx.rejected = Some("concurrency_limited");
                     // nginx's limit_conn answers 503, as ingress-nginx configures it.
                     self.answer_error(session, ctx, 503, None, false).await?;

@@ -12,6 +12,10 @@ pub struct ClientConcurrency {
     in_flight: Mutex<HashMap<IpAddr, u32>>,
 }
 
+/// The client already has the limit's number of requests in flight.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AtLimit;
+
 /// One request's slot; dropping it frees the slot.
 pub struct ConcurrencySlot {
     owner: Arc<ClientConcurrency>,
@@ -42,14 +46,14 @@ impl ClientConcurrency {
     pub fn acquire(
         self: &Arc<Self>,
         client: Option<IpAddr>,
-    ) -> Result<Option<ConcurrencySlot>, ()> {
+    ) -> Result<Option<ConcurrencySlot>, AtLimit> {
         let Some(client) = client else {
             return Ok(None);
         };
         let mut counts = self.counts();
         let count = counts.entry(client).or_insert(0);
         if *count >= self.limit {
-            return Err(());
+            return Err(AtLimit);
         }
         *count += 1;
         Ok(Some(ConcurrencySlot {

@@ -70,5 +70,9 @@ pub enum IngressCommand {
         /// yaml`) instead of the cluster; Services and Secrets it lacks are assumed to exist.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Print the equivalent sluice.yaml routes and upstreams instead of the report
+        /// (objects that would be rejected are left out).
+        #[arg(long = "emit-config")]
+        emit_config: bool,
     },
 }

@@ -51,7 +51,7 @@ fn run_doctor(config_path: &Path, proc_root: &Path) -> ExitCode {
 
 /// `sluice ingress check`: prints the migration report; fails if anything is rejected or
 /// not supported.
-fn run_ingress_check(config_path: &Path, from_file: Option<&Path>) -> ExitCode {
+fn run_ingress_check(config_path: &Path, from_file: Option<&Path>, emit: bool) -> ExitCode {
     let config = if config_path.exists() {
         match file::load(config_path) {
             Ok(config) => Some(config.model()),
@@ -96,7 +96,12 @@ fn run_ingress_check(config_path: &Path, from_file: Option<&Path>) -> ExitCode {
         }
     };
     let outcome = ingress_check::check(&input, &settings, &listeners);
-    print!("{}", outcome.text);
+    if emit {
+        let fragments: Vec<_> = outcome.accepted.iter().collect();
+        print!("{}", sluice::ops::emit_config::emit(&fragments));
+    } else {
+        print!("{}", outcome.text);
+    }
     if outcome.failed {
         ExitCode::FAILURE
     } else {
@@ -108,8 +113,12 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         Some(cli::Command::Ingress {
-            command: cli::IngressCommand::Check { ref file },
-        }) => return run_ingress_check(&cli.config, file.as_deref()),
+            command:
+                cli::IngressCommand::Check {
+                    ref file,
+                    emit_config,
+                },
+        }) => return run_ingress_check(&cli.config, file.as_deref(), emit_config),
         Some(cli::Command::Doctor { proc_root }) => return run_doctor(&cli.config, &proc_root),
         Some(cli::Command::Upgrade { pid }) => {
             return match upgrade::run(&cli.config, pid) {

@@ -202,6 +202,8 @@ pub fn default_listener() -> Result<ListenerConfig, String> {
 pub struct CheckOutcome {
     /// One per Ingress, in input order.
     pub reports: Vec<Report>,
+    /// The fragments of the objects that are not rejected, in input order.
+    pub accepted: Vec<crate::model::Fragment>,
     /// The printed report.
     pub text: String,
     /// Whether anything is rejected or not supported.
@@ -276,7 +278,13 @@ pub fn check(
         input.from
     ));
     let failed = translations.iter().any(|t| t.report.fails_check());
+    let accepted = translations
+        .iter()
+        .filter(|t| !t.report.rejected())
+        .map(|t| t.fragment.clone())
+        .collect();
     CheckOutcome {
+        accepted,
         reports: translations.into_iter().map(|t| t.report).collect(),
         text,
         failed,

@@ -2,5 +2,6 @@
 
 pub(crate) mod admin;
 pub mod doctor;
+pub mod emit_config;
 pub mod ingress_check;
 pub mod webhook;

@@ -986,11 +986,6 @@ fn check_endpoints(
                     ServicePort::Number(0)
                 }
                 RawServicePort::Number(n) => ServicePort::Number(*n),
-                RawServicePort::Name(name) if name.is_empty() => {
-                    check.error(&format!("{at}.kubernetes.port"), "must not be empty");
-                    valid = false;
-                    ServicePort::Name(String::new())
-                }
                 RawServicePort::Name(name) => ServicePort::Name(name.clone()),
             };
             valid.then(|| {

@@ -235,6 +235,9 @@ fn a_bad_ingress_is_rejected_alone_with_an_event_and_its_last_good_version_serve
     assert!(kube.wait_until(READY_TIMEOUT, |k| !events_for(k, "copycat").is_empty()));
     assert_eq!(events_for(&kube, "copycat")[0]["reason"], "Conflict");
     assert_eq!(status_of(http, "good.test", "/"), (200, "api".into()));
+    // When the owner goes, the younger claim is offered again and serves.
+    kube.delete_object::<Ingress>(NS, "good");
+    wait_served(http, "good.test", "/", 200, "web");
     // A missing Service is its own reason.
     kube.apply(ingress(
         "lost",
@@ -466,13 +469,18 @@ fn the_admission_webhook_denies_what_the_controller_would_reject() {
             "{message}"
         );
 
+        // A Service may be created with its Ingress: allowed, with a warning.
         let missing = ingress("new", "sluice", &[("new.test", &[("/", "Prefix", "nope")])]);
         let answer = admission(webhook, &review_of(&missing)).await;
+        assert_eq!(answer["allowed"], true);
+        let warning = answer["warnings"][0].as_str().unwrap_or_default();
+        assert!(warning.contains("Service shop/nope not found"), "{answer}");
+        // A bad value is not.
+        let bad = annotated(fine.clone(), &[("proxy-body-size", "lots")]);
+        let answer = admission(webhook, &review_of(&bad)).await;
         assert_eq!(answer["allowed"], false);
-        assert!(answer["status"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Service shop/nope not found"));
+        let message = answer["status"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("proxy-body-size"), "{answer}");
 
         // A conflict with the running config, found by the compiler's dry run.
         let copycat = ingress(

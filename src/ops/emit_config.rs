@@ -320,6 +320,11 @@ fn upstream(upstream: &UpstreamConfig) -> Value {
         let mut t = Map::new();
         put(&mut t, "sni", json!(tls.sni));
         put(&mut t, "verify", json!(tls.verify));
+        put(
+            &mut t,
+            "ca_file",
+            json!(tls.ca_file.as_deref().map(|f| secret_file(f, "ca.crt"))),
+        );
         put(&mut u, "tls", Value::Object(t));
     }
     if upstream.balance != BalancePolicy::RoundRobin {

@@ -222,10 +222,20 @@ pub fn check(
         References::Assumed
     };
     let classes: Vec<IngressClass> = input.objects.classes.values().cloned().collect();
+    let claimed: Vec<Option<String>> = input
+        .ingresses
+        .iter()
+        .map(|ingress| class::claimed_by(ingress, &classes, settings))
+        .collect();
+    // As the controller sees them: canaries are found among the claimed Ingresses only.
+    let mut objects = input.objects.clone();
+    objects
+        .ingresses
+        .retain(|_, ingress| class::claimed_by(ingress, &classes, settings).is_some());
     let mut translations: Vec<_> = input
         .ingresses
         .iter()
-        .map(|ingress| translate(ingress, &input.objects, settings, references))
+        .map(|ingress| translate(ingress, &objects, settings, references))
         .collect();
     // The conflict check: accepted objects in precedence order, as the controller's
     // compiler takes them.
@@ -233,7 +243,7 @@ pub fn check(
     order.sort_by_cached_key(|&i| translations[i].fragment.precedence());
     let mut compiler = Compiler::new(listeners);
     for i in order {
-        if translations[i].report.rejected() {
+        if translations[i].report.rejected() || claimed[i].is_none() {
             continue;
         }
         if let Err(problems) = compiler.admit(&translations[i].fragment) {
@@ -248,10 +258,10 @@ pub fn check(
     }
     let mut text = String::new();
     let (mut served, mut partly, mut rejected, mut unclaimed) = (0, 0, 0, 0);
-    for (ingress, translation) in input.ingresses.iter().zip(&translations) {
+    for (claim, translation) in claimed.iter().zip(&translations) {
         let report = &translation.report;
         text.push_str(&report.to_string());
-        match class::claimed_by(ingress, &classes, settings) {
+        match claim {
             Some(why) => text.push_str(&format!("  claimed by sluice: {why}\n")),
             None => {
                 unclaimed += 1;
@@ -280,8 +290,9 @@ pub fn check(
     let failed = translations.iter().any(|t| t.report.fails_check());
     let accepted = translations
         .iter()
-        .filter(|t| !t.report.rejected())
-        .map(|t| t.fragment.clone())
+        .zip(&claimed)
+        .filter(|(t, claim)| !t.report.rejected() && claim.is_some())
+        .map(|(t, _)| t.fragment.clone())
         .collect();
     CheckOutcome {
         accepted,

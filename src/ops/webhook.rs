@@ -6,7 +6,7 @@
 
 use super::admin::json_response;
 use crate::services::ingress::{IngressView, SOURCE};
-use crate::sources::kubernetes::ingress::{class, translate, References};
+use crate::sources::kubernetes::ingress::{class, translate, Reason, References};
 use crate::state::State;
 use async_trait::async_trait;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -79,7 +79,15 @@ pub fn review(state: &State, view: &IngressView, request: &Value) -> Value {
             .iter()
             .map(|a| format!("annotation {a} is not supported by sluice and has no effect")),
     );
-    if report.rejected() {
+    // A Service or Secret created together with the Ingress may not have reached the
+    // controller's watches yet (and Secrets nothing references yet are not watched at all):
+    // not a reason to refuse. The controller reports it if it stays missing.
+    let missing = |reason: Reason| matches!(reason, Reason::MissingService | Reason::MissingSecret);
+    if report.errors.iter().all(|(reason, _)| missing(*reason)) {
+        warnings.extend(report.errors.iter().map(|(_, message)| {
+            format!("{message} (not checked: it may be created with this Ingress)")
+        }));
+    } else {
         return answer(false, Some(report.error_message()), warnings);
     }
     let key = format!(

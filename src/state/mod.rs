@@ -405,19 +405,23 @@ impl State {
     /// What the compiler would say of fragment `key` of `source` if it were set now, with
     /// no effect on the running config (the admission webhook's dry run).
     pub fn check_fragment(&self, source: &str, key: &str, fragment: Fragment) -> Option<Rejected> {
-        let inputs = self.lock_rebuild();
+        let (settings, mut offered) = {
+            let inputs = self.lock_rebuild();
+            let replaced = inputs.fragments.get(source).and_then(|f| f.get(key));
+            let offered: Vec<Offered> = inputs
+                .offered()
+                .into_iter()
+                .filter(|o| !replaced.is_some_and(|r| Arc::ptr_eq(r, &o.fragment)))
+                .collect();
+            (inputs.file.clone(), offered)
+        };
+        // Compiled without the rebuild lock: a dry run must not hold up real changes.
         let origin = fragment.origin.clone();
-        let replaced = inputs.fragments.get(source).and_then(|f| f.get(key));
-        let mut offered: Vec<Offered> = inputs
-            .offered()
-            .into_iter()
-            .filter(|o| !replaced.is_some_and(|r| Arc::ptr_eq(r, &o.fragment)))
-            .collect();
         offered.push(Offered {
             source: source.to_string(),
             fragment: Arc::new(fragment),
         });
-        let compiled = compile(&inputs.file.settings, &offered);
+        let compiled = compile(&settings.settings, &offered);
         compiled
             .rejected
             .into_iter()

@@ -208,7 +208,7 @@ impl BackgroundService for IngressController {
             }
         };
         let (updates, mut received) = mpsc::unbounded_channel();
-        let mut tasks = vec![
+        let tasks = vec![
             spawn_watch(
                 Api::<IngressClass>::all(client.clone()),
                 updates.clone(),
@@ -222,12 +222,12 @@ impl BackgroundService for IngressController {
             }),
         ];
         let (served, served_changes) = watch::channel(Arc::new(BTreeSet::new()));
-        tasks.push(tokio::spawn(status::run(
+        let status_task = tokio::spawn(status::run(
             client.clone(),
             self.view.clone(),
             served_changes,
             shutdown.clone(),
-        )));
+        ));
         let reporter = Reporter {
             controller: REPORTER.into(),
             instance: Some(settings.lease.identity.clone()),
@@ -269,6 +269,14 @@ impl BackgroundService for IngressController {
         }
         for task in tasks {
             task.abort();
+        }
+        // The status task releases the Lease when it sees the shutdown, so that another
+        // replica takes over at once; give it a moment to.
+        if tokio::time::timeout(Duration::from_secs(2), status_task)
+            .await
+            .is_err()
+        {
+            log::warn!("ingress controller: the Lease was not released within 2s");
         }
         for watch in controller.secret_watches.values() {
             watch.handle.abort();
@@ -482,23 +490,31 @@ impl Controller {
                 }
                 if let Some(tracked) = self.tracked.get_mut(&key) {
                     tracked.served = !report.rejected() || outcome.kept_previous;
+                    // A conflict can end without this object changing (the owner goes):
+                    // it is offered again with the next batch.
+                    if report.reason() == Some(Reason::Conflict) {
+                        tracked.fingerprint = 0;
+                    }
                 }
             }
         }
         for (key, (ingress, report)) in reports {
             if report.rejected() {
                 let reason = report.reason().map_or("Rejected", Reason::as_str);
-                METRICS
-                    .kubernetes_rejections
-                    .with_label_values(&[KIND, reason])
-                    .inc();
                 let kept = self.tracked.get(&key).is_some_and(|t| t.served);
                 let mut message = report.error_message();
                 if kept {
                     message.push_str("; the previous version keeps serving");
                 }
-                log::warn!("ingress controller: {} rejected: {message}", report.object);
-                self.event(&key, &ingress, reason, message).await;
+                // Counted, logged and sent once per distinct rejection (a conflicted object
+                // is offered again with every batch).
+                if self.event(&key, &ingress, reason, message.clone()).await {
+                    METRICS
+                        .kubernetes_rejections
+                        .with_label_values(&[KIND, reason])
+                        .inc();
+                    log::warn!("ingress controller: {} rejected: {message}", report.object);
+                }
             } else if !report.warnings.is_empty() || !report.unsupported().is_empty() {
                 let mut notes = report.warnings.clone();
                 let unsupported = report.unsupported();
@@ -557,15 +573,22 @@ impl Controller {
         }
     }
 
-    /// Sends a Warning Event about `ingress`, once per distinct message.
-    async fn event(&mut self, key: &ObjectKey, ingress: &Ingress, reason: &str, note: String) {
+    /// Sends a Warning Event about `ingress`, once per distinct message; returns whether
+    /// this one was new.
+    async fn event(
+        &mut self,
+        key: &ObjectKey,
+        ingress: &Ingress,
+        reason: &str,
+        note: String,
+    ) -> bool {
         let Some(tracked) = self.tracked.get_mut(key) else {
-            return;
+            return false;
         };
         let generation = ingress.metadata.generation.unwrap_or_default();
         let signature = format!("{generation} {reason} {note}");
         if tracked.last_event.as_deref() == Some(signature.as_str()) {
-            return;
+            return false;
         }
         tracked.last_event = Some(signature);
         let event = KubeEvent {
@@ -586,6 +609,7 @@ impl Controller {
                 key.1
             );
         }
+        true
     }
 }
 
@@ -642,12 +666,14 @@ fn namespace_fingerprints(objects: &ObjectSet) -> HashMap<String, u64> {
         .collect()
 }
 
-/// A hash of an Ingress's inputs: its version and its namespace's fingerprint.
+/// A hash of an Ingress's inputs: its spec (by generation), annotations and class, and its
+/// namespace's fingerprint. Not its resourceVersion, which a status write changes too.
 fn fingerprint(ingress: &Ingress, namespace: Option<u64>) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (
         &ingress.metadata.uid,
-        &ingress.metadata.resource_version,
+        &ingress.metadata.generation,
+        &ingress.metadata.annotations,
         namespace,
     )
         .hash(&mut hasher);

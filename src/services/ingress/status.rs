@@ -199,8 +199,10 @@ pub(super) async fn run(
                 }
             }
         }
+        // Marked seen whether or not this replica leads: `changed()` would return at once
+        // forever after otherwise.
+        let keys = served.borrow_and_update().clone();
         if election.leader {
-            let keys = served.borrow_and_update().clone();
             write_status(&client, &view, &keys).await;
         }
     }

@@ -99,6 +99,7 @@ pub fn translate(
         )),
         annotations,
         tls_hosts: Vec::new(),
+        aliases_used: BTreeSet::new(),
     };
     t.report.annotations = t.annotations.reports.clone();
     for r in &t.annotations.reports {
@@ -133,6 +134,8 @@ struct Translator<'a> {
     annotations: Annotations,
     /// Hosts with a TLS section whose certificate loaded (or is the listener's default).
     tls_hosts: Vec<HostMatch>,
+    /// `server-alias` names given out: (listener, alias, path key).
+    aliases_used: BTreeSet<(String, String, String)>,
 }
 
 /// A rule path, for routes and canary matching.
@@ -211,10 +214,36 @@ impl Translator<'_> {
                 canary,
             );
         }
+        // As ingress-nginx: an Ingress without rules makes its default backend the one of
+        // hosts no rule names; one with rules, the `/` of its own hosts that have none.
         if let Some(backend) = spec.and_then(|s| s.default_backend.as_ref()) {
             if let Some(upstream) = self.backend_upstream(backend, &self.name.clone()) {
-                let route_name = format!("{}/{}/default", self.namespace, self.name);
-                self.add_routes(&route_name, None, None, "/", &upstream, None);
+                let has_rules = spec
+                    .and_then(|s| s.rules.as_ref())
+                    .is_some_and(|r| !r.is_empty());
+                if !has_rules {
+                    let route_name = format!("{}/{}/default", self.namespace, self.name);
+                    self.add_routes(&route_name, None, None, "/", &upstream, None);
+                }
+                let hosts: BTreeSet<&str> =
+                    rule_paths.iter().filter_map(|(_, _, p)| p.host).collect();
+                for host in hosts {
+                    let has_root = rule_paths.iter().any(|(_, _, p)| {
+                        p.host == Some(host) && p.path == "/" && p.path_type != "Exact"
+                    });
+                    if !has_root {
+                        let route_name = format!("{}/{}/default/{host}", self.namespace, self.name);
+                        let root = Some(PathMatch::Prefix("/".into()));
+                        self.add_routes(
+                            &route_name,
+                            Some(host_match(host)),
+                            root,
+                            "/",
+                            &upstream,
+                            None,
+                        );
+                    }
+                }
             }
         }
         if self.annotations.from_to_www {
@@ -322,8 +351,14 @@ impl Translator<'_> {
             let mut route = RouteConfig::new(&route_name, self.origin.clone(), &listener, upstream);
             route.hosts = host.iter().cloned().collect();
             if host.is_some() {
-                let aliases = self.annotations.server_aliases.iter();
-                route.hosts.extend(aliases.map(|alias| host_match(alias)));
+                // Each alias once per listener and path, whichever rule host comes first.
+                let path_key = path.as_ref().map(PathMatch::key).unwrap_or_default();
+                for alias in &self.annotations.server_aliases {
+                    let claim = (listener.clone(), alias.clone(), path_key.clone());
+                    if self.aliases_used.insert(claim) {
+                        route.hosts.push(host_match(alias));
+                    }
+                }
             }
             route.paths = path.iter().cloned().collect();
             route.canary = canary.clone();
@@ -335,6 +370,19 @@ impl Translator<'_> {
                     port: self.settings.https_redirect_port,
                     status: RedirectStatus::PermanentRedirect,
                 });
+            }
+            // A required client certificate exists only over TLS: plain requests that are
+            // not redirected there are refused (403), as ingress-nginx does.
+            let certificate_required = self
+                .annotations
+                .client_cert
+                .as_ref()
+                .is_some_and(|c| c.required);
+            if !https && certificate_required && !redirect {
+                route.access.deny = vec![
+                    "0.0.0.0/0".parse().expect("a literal network"),
+                    "::/0".parse().expect("a literal network"),
+                ];
             }
             if let Err(e) = self.apply_annotations(&mut route, written_path, https) {
                 self.report.error(e.0, e.1);
@@ -397,7 +445,8 @@ impl Translator<'_> {
         }
         route.timeouts = a.timeouts;
         route.affinity = a.affinity.clone();
-        route.access = a.access.clone();
+        route.access.allow = a.access.allow.clone();
+        route.access.deny.extend(a.access.deny.iter().cloned());
         route.cors = a.cors.clone();
         if let (Some(rps), Some(burst)) = (a.limit_rps, a.limit_burst) {
             route.rate_limit = Some(RateLimit {
@@ -722,6 +771,7 @@ impl Translator<'_> {
                 match self.cluster.secret(&namespace, &name) {
                     Some(s) => {
                         if let Some(ca) = secret_bytes(s, "ca.crt") {
+                            tls.ca_file = Some(PathBuf::from(format!("secret:{namespace}/{name}")));
                             tls.ca_certificates = parse_ca_certificates(
                                 &ca,
                                 &format!("Secret {namespace}/{name} ca.crt"),
@@ -944,7 +994,9 @@ impl Translator<'_> {
                 let Some(service) = candidate.backend.service.as_ref().filter(|_| same) else {
                     continue;
                 };
-                let upstream = match self.upstream_of(service, &other_name, &other_annotations) {
+                // Named after the main Ingress too: one canary may serve several.
+                let owner = format!("{}/canary/{other_name}", self.name);
+                let upstream = match self.upstream_of(service, &owner, &other_annotations) {
                     Ok(upstream) => upstream,
                     Err((_, message)) => {
                         self.report.warn(format!(
@@ -995,7 +1047,7 @@ impl Translator<'_> {
     /// `from-to-www-redirect`: the other name of each host redirects to it.
     fn www_redirects(&mut self, rule_paths: &[(usize, usize, RulePath)]) {
         let hosts: BTreeSet<&str> = rule_paths.iter().filter_map(|(_, _, p)| p.host).collect();
-        for host in hosts {
+        for host in &hosts {
             if host.starts_with('*') {
                 continue;
             }
@@ -1003,6 +1055,10 @@ impl Translator<'_> {
                 Some(bare) => bare.to_string(),
                 None => format!("www.{host}"),
             };
+            // Both names have rules: each serves itself.
+            if hosts.contains(other.as_str()) {
+                continue;
+            }
             let mut route = RouteConfig::new(
                 &format!("{}/{}/www/{other}", self.namespace, self.name),
                 self.origin.clone(),
@@ -1019,7 +1075,7 @@ impl Translator<'_> {
             route.backends.clear();
             route.filters.redirect = Some(Redirect {
                 scheme: None,
-                host: Some(host.to_string()),
+                host: Some((*host).to_string()),
                 port: None,
                 path: None,
                 status: RedirectStatus::PermanentRedirect,

@@ -361,7 +361,10 @@ fn canary_ingresses_join_the_main_route() {
     let t = run(&main, &c);
     let route = &t.fragment.routes[0];
     let canary_route = route.canary.as_ref().expect("canary");
-    assert_eq!(canary_route.upstream, "shop/web-canary/web-canary:80");
+    assert_eq!(
+        canary_route.upstream,
+        "shop/web/canary/web-canary/web-canary:80"
+    );
     assert_eq!((canary_route.weight, canary_route.weight_total), (20, 100));
     let header = canary_route.header.as_ref().expect("header");
     assert_eq!(header.name, "x-canary");
@@ -494,4 +497,82 @@ fn upstream_annotations_shape_the_upstream() {
         Some(("web.shop.svc", false))
     );
     assert_eq!((u.retry.attempts, u.retry.methods), (3, RetryMethods::All));
+}
+
+#[test]
+fn an_ingress_default_backend_with_rules_is_its_hosts_root() {
+    let mut i = ingress("web", Some("a.example"), &[("/api", "Prefix", "api")]);
+    i.spec.as_mut().expect("spec").default_backend = Some(backend("web", 80));
+    let t = run(&i, &cluster());
+    assert!(!t.report.rejected(), "{}", t.report);
+    let http: Vec<(Vec<String>, Vec<String>, &str)> = t
+        .fragment
+        .routes
+        .iter()
+        .filter(|r| r.listener == "http")
+        .map(|r| {
+            (
+                r.hosts.iter().map(HostMatch::key).collect(),
+                r.paths.iter().map(PathMatch::key).collect(),
+                r.backends[0].upstream.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        http,
+        [
+            (
+                vec!["a.example".to_string()],
+                vec!["segment_prefix:/api".to_string()],
+                "shop/web/api:80"
+            ),
+            (
+                vec!["a.example".to_string()],
+                vec!["prefix:/".to_string()],
+                "shop/web/web:80"
+            ),
+        ],
+        "no hostless catch-all from an Ingress with rules"
+    );
+}
+
+#[test]
+fn a_required_client_certificate_refuses_plain_http() {
+    let mut c = cluster();
+    let ca = Secret {
+        metadata: ObjectMeta {
+            name: Some("client-ca".into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "ca.crt".to_string(),
+                ByteString(
+                    tls_secret("x", "ca.example").data.expect("data")["tls.crt"]
+                        .0
+                        .clone(),
+                ),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    c.secrets.insert(key_of(&ca.metadata), ca);
+    let i = annotate(
+        ingress("web", Some("a.example"), &[("/", "Prefix", "web")]),
+        &[
+            ("auth-tls-secret", "client-ca"),
+            ("auth-tls-verify-client", "on"),
+        ],
+    );
+    let t = run(&i, &c);
+    assert!(!t.report.rejected(), "{}", t.report);
+    // No TLS section: the host is plain http only, which cannot carry a certificate.
+    let route = &t.fragment.routes[0];
+    assert_eq!(route.listener, "http");
+    assert!(!route.access.admits(Some([192, 0, 2, 1].into())));
+    assert!(!route
+        .access
+        .admits(Some("2001:db8::1".parse().expect("ip"))));
 }

@@ -514,6 +514,11 @@ impl State {
     /// Replaces the discovered endpoints of `upstream` and swaps in a snapshot using them.
     pub fn set_discovered(&self, upstream: &str, endpoints: Vec<EndpointConfig>) {
         let mut inputs = self.lock_rebuild();
+        // Discovery read an older snapshot: an upstream removed since then is not fed (if it
+        // comes back, it is seeded afresh).
+        if !self.current.load().upstream_by_name.contains_key(upstream) {
+            return;
+        }
         inputs.synced.insert(upstream.to_string());
         if inputs.discovered.get(upstream) == Some(&endpoints) {
             return;

@@ -426,7 +426,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Annotations {
     if get("enable-cors").is_some_and(|v| boolean(v) == Ok(true)) {
         out.cors = Some(cors);
     }
-    if get("affinity") == Some("cookie") {
+    if get("affinity").map(str::trim) == Some("cookie") {
         out.affinity = Some(affinity);
     }
     if let Some(rps) = out.limit_rps {

@@ -357,6 +357,93 @@ fn rows() -> Vec<Row> {
             expect: Expect::Answer(200, "canary"),
         },
         Row {
+            name: "canary-weight",
+            annotations: &[],
+            path: ("/", "Prefix"),
+            request: get("/"),
+            expect: Expect::Answer(200, "canary"),
+        },
+        Row {
+            name: "canary-by-cookie",
+            annotations: &[],
+            path: ("/", "Prefix"),
+            request: ("GET", "/", &[("cookie", "beta=always")], 0),
+            expect: Expect::Answer(200, "canary"),
+        },
+        Row {
+            name: "from-to-www-redirect",
+            annotations: &[("from-to-www-redirect", "true")],
+            path: ("/", "Prefix"),
+            request: get("/"),
+            expect: Expect::Check(|http, _| {
+                // The rule's host is from-to-www-redirect.test; its www. name redirects to it.
+                let response = Client::connect(http).get("www.from-to-www-redirect.test", "/a");
+                assert_eq!(response.status, 308);
+                let location = response.header("location").unwrap_or_default();
+                assert!(
+                    location.starts_with("http://from-to-www-redirect.test"),
+                    "{location}"
+                );
+            }),
+        },
+        Row {
+            name: "limit-rpm",
+            annotations: &[("limit-rpm", "60"), ("limit-burst-multiplier", "1")],
+            path: ("/", "Prefix"),
+            request: get("/"),
+            expect: Expect::Check(|http, _| {
+                let statuses: Vec<u16> = (0..10)
+                    .map(|_| Client::connect(http).get("limit-rpm.test", "/").status)
+                    .collect();
+                assert!(statuses.contains(&429), "{statuses:?}");
+            }),
+        },
+        Row {
+            name: "auth-url",
+            annotations: &[
+                (
+                    "auth-url",
+                    "http://errors.shop.svc.cluster.local:80/check?x=1",
+                ),
+                ("auth-method", "POST"),
+                ("auth-response-headers", "x-backend"),
+            ],
+            path: ("/", "Prefix"),
+            request: get("/"),
+            expect: Expect::Check(|http, backends| {
+                // The `errors` backend answers every check 200 (and names itself in
+                // X-Backend, which goes upstream as the user would).
+                let response = Client::connect(http).get("auth-url.test", "/private");
+                assert_eq!((response.status, response.backend()), (200, "web"));
+                assert_eq!(response.json()["headers"]["x-backend"], "errors");
+                let checks = backends.errors.requests();
+                let check = checks
+                    .iter()
+                    .find(|r| r.target == "/check?x=1")
+                    .expect("a check");
+                assert_eq!(check.method, "POST");
+                assert_eq!(check.header("x-original-uri"), Some("/private"));
+            }),
+        },
+        Row {
+            name: "session-cookie-samesite",
+            annotations: &[
+                ("affinity", "cookie"),
+                ("session-cookie-samesite", "Strict"),
+                ("session-cookie-secure", "true"),
+                ("session-cookie-path", "/app"),
+            ],
+            path: ("/", "Prefix"),
+            request: get("/"),
+            expect: Expect::Check(|http, _| {
+                let response = Client::connect(http).get("session-cookie-samesite.test", "/");
+                let cookie = response.header("set-cookie").unwrap_or_default();
+                for part in ["INGRESSCOOKIE=", "Path=/app", "SameSite=Strict", "Secure"] {
+                    assert!(cookie.contains(part), "{cookie}");
+                }
+            }),
+        },
+        Row {
             name: "enable-websockets",
             annotations: &[
                 ("enable-websockets", "true"),
@@ -438,6 +525,22 @@ fn each_mapped_annotation_has_its_effect() {
             &[("canary.test", &[("/", "Prefix", "canary")])],
         ),
         &[("canary", "true"), ("canary-by-header", "x-canary")],
+    ));
+    kube.apply(annotated(
+        ingress(
+            "canary-weight-canary",
+            "sluice",
+            &[("canary-weight.test", &[("/", "Prefix", "canary")])],
+        ),
+        &[("canary", "true"), ("canary-weight", "100")],
+    ));
+    kube.apply(annotated(
+        ingress(
+            "canary-by-cookie-canary",
+            "sluice",
+            &[("canary-by-cookie.test", &[("/", "Prefix", "canary")])],
+        ),
+        &[("canary", "true"), ("canary-by-cookie", "beta")],
     ));
     let http = listen_address();
     let config = format!(

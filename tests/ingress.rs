@@ -127,9 +127,11 @@ fn claimed_ingresses_go_live_and_change_without_reloads() {
         sluice.metric("sluice_config_reloads_total{result=\"success\"}"),
         0.0
     );
-    assert_eq!(
-        sluice.metric("sluice_kubernetes_objects{kind=\"Ingress\",state=\"served\"}"),
-        1.0
+    // The gauge is set after the batch's snapshot is published, so routing can show the
+    // change first: wait for it.
+    sluice.wait_metric(
+        "sluice_kubernetes_objects{kind=\"Ingress\",state=\"served\"}",
+        1.0,
     );
 }
 
@@ -250,10 +252,9 @@ fn a_bad_ingress_is_rejected_alone_with_an_event_and_its_last_good_version_serve
         "sluice_kubernetes_rejections_total{kind=\"Ingress\",reason=\"MissingService\"}",
         1.0,
     );
-    assert!(
-        sluice.metric(
-            "sluice_kubernetes_rejections_total{kind=\"Ingress\",reason=\"RefusedAnnotation\"}"
-        ) >= 1.0
+    sluice.wait_metric(
+        "sluice_kubernetes_rejections_total{kind=\"Ingress\",reason=\"RefusedAnnotation\"}",
+        1.0,
     );
 }
 

@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use pingora::server::ShutdownWatch;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -185,6 +185,7 @@ pub(super) async fn run(
         observed: None,
         leader: false,
     };
+    let mut written = Written::new();
     let mut tick = tokio::time::interval(lease.duration / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -203,7 +204,7 @@ pub(super) async fn run(
         // forever after otherwise.
         let keys = served.borrow_and_update().clone();
         if election.leader {
-            write_status(&client, &view, &keys).await;
+            write_status(&client, &view, &keys, &mut written).await;
         }
     }
     election.release().await;
@@ -245,12 +246,22 @@ fn addresses(view: &IngressView) -> Option<Vec<IngressLoadBalancerIngress>> {
     }
 }
 
+/// The status writes of this replica: for each Ingress, the version it had when its status
+/// was written, so that a view that has not seen the write yet does not cause a second one.
+type Written = BTreeMap<ObjectKey, Option<String>>;
+
 /// Patches `status.loadBalancer` of each served Ingress whose status differs.
-async fn write_status(client: &Client, view: &IngressView, served: &BTreeSet<ObjectKey>) {
+async fn write_status(
+    client: &Client,
+    view: &IngressView,
+    served: &BTreeSet<ObjectKey>,
+    written: &mut Written,
+) {
     let Some(wanted) = addresses(view) else {
         return;
     };
     let objects = view.objects.load();
+    written.retain(|key, _| served.contains(key));
     for key in served {
         let Some(ingress) = objects.ingresses.get(key) else {
             continue;
@@ -258,13 +269,21 @@ async fn write_status(client: &Client, view: &IngressView, served: &BTreeSet<Obj
         if current(ingress) == wanted.as_slice() {
             continue;
         }
+        let version = &ingress.metadata.resource_version;
+        if written.get(key) == Some(version) {
+            // Written already; the watch has not brought the new version yet.
+            continue;
+        }
         let api: Api<Ingress> = Api::namespaced(client.clone(), &key.0);
         let patch = serde_json::json!({ "status": { "loadBalancer": { "ingress": wanted } } });
-        if let Err(e) = api
+        match api
             .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            log::warn!("ingress status: cannot update {}/{}: {e}", key.0, key.1);
+            Ok(_) => {
+                written.insert(key.clone(), version.clone());
+            }
+            Err(e) => log::warn!("ingress status: cannot update {}/{}: {e}", key.0, key.1),
         }
     }
 }

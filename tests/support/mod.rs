@@ -708,7 +708,13 @@ impl Sluice {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        self.wait_ready_within(READY_TIMEOUT);
+    }
+
+    /// Waits until `/readyz` answers 200, failing after `timeout` (for starts that load a
+    /// lot, such as thousands of Kubernetes objects in a debug build on a busy machine).
+    pub fn wait_ready_within(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("sluice exited early ({status}):\n{}", self.stderr());

@@ -13,24 +13,33 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The model of the config file at `path`, or `None` if there is no file there; its
+/// errors are printed when it is invalid.
+fn optional_config(path: &Path) -> Result<Option<sluice::model::Config>, ()> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    match file::load(path) {
+        Ok(config) => Ok(Some(config.model())),
+        Err(errors) => {
+            eprintln!("{errors}");
+            Err(())
+        }
+    }
+}
+
 /// `sluice doctor`: prints every finding; fails on an error-severity one. The config is
 /// optional: without it, the checks that depend on listeners and upstreams are skipped.
 fn run_doctor(config_path: &Path, proc_root: &Path) -> ExitCode {
-    let config = if config_path.exists() {
-        match file::load(config_path) {
-            Ok(config) => Some(config.model()),
-            Err(errors) => {
-                eprintln!("{errors}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
+    let Ok(config) = optional_config(config_path) else {
+        return ExitCode::FAILURE;
+    };
+    if config.is_none() {
         println!(
             "no config at {}: checks that depend on it are skipped (pass -c FILE)",
             config_path.display()
         );
-        None
-    };
+    }
     let findings = doctor::check(proc_root, config.as_ref());
     for finding in &findings {
         print!("{finding}");
@@ -52,16 +61,8 @@ fn run_doctor(config_path: &Path, proc_root: &Path) -> ExitCode {
 /// `sluice ingress check`: prints the migration report; fails if anything is rejected or
 /// not supported.
 fn run_ingress_check(config_path: &Path, from_file: Option<&Path>, emit: bool) -> ExitCode {
-    let config = if config_path.exists() {
-        match file::load(config_path) {
-            Ok(config) => Some(config.model()),
-            Err(errors) => {
-                eprintln!("{errors}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        None
+    let Ok(config) = optional_config(config_path) else {
+        return ExitCode::FAILURE;
     };
     let settings = config
         .as_ref()

@@ -36,6 +36,30 @@ pub struct IngressSettings {
     pub webhook: Option<WebhookSettings>,
 }
 
+impl IngressSettings {
+    /// sluice's defaults, serving on `http_listener` (and `https_listener`): the default
+    /// controller and class, no migration claim, no status, the default Lease.
+    pub fn new(http_listener: &str, https_listener: Option<&str>) -> Self {
+        Self {
+            controller: DEFAULT_CONTROLLER.into(),
+            class: "sluice".into(),
+            unclassed: false,
+            also_claim: Vec::new(),
+            http_listener: http_listener.into(),
+            https_listener: https_listener.map(str::to_string),
+            https_redirect_port: 443,
+            publish: None,
+            lease: LeaseSettings {
+                namespace: "default".into(),
+                name: "sluice-ingress-leader".into(),
+                identity: "sluice".into(),
+                duration: std::time::Duration::from_secs(15),
+            },
+            webhook: None,
+        }
+    }
+}
+
 /// Where the address written to `status.loadBalancer` comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishAddress {

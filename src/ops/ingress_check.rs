@@ -5,9 +5,7 @@
 //! other with the compiler, so conflicts show too.
 
 use crate::compile::Compiler;
-use crate::model::{
-    IngressSettings, KubernetesClient, LeaseSettings, ListenerConfig, DEFAULT_CONTROLLER,
-};
+use crate::model::{IngressSettings, KubernetesClient, ListenerConfig};
 use crate::sources::kubernetes::ingress::{
     class, key_of, translate, ObjectSet, Reason, References, Report,
 };
@@ -15,7 +13,6 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Deserialize;
 use std::path::Path;
-use std::time::Duration;
 
 /// What the check reads: every Ingress in input order, and the objects beside them.
 #[derive(Debug, Default)]
@@ -156,21 +153,8 @@ impl CheckInput {
 /// migration's side-by-side setting).
 pub fn default_settings() -> IngressSettings {
     IngressSettings {
-        controller: DEFAULT_CONTROLLER.into(),
-        class: "sluice".into(),
-        unclassed: false,
         also_claim: vec!["nginx".into()],
-        http_listener: "http".into(),
-        https_listener: Some("https".into()),
-        https_redirect_port: 443,
-        publish: None,
-        lease: LeaseSettings {
-            namespace: "default".into(),
-            name: "sluice-ingress-leader".into(),
-            identity: "check".into(),
-            duration: Duration::from_secs(15),
-        },
-        webhook: None,
+        ..IngressSettings::new("http", Some("https"))
     }
 }
 

@@ -70,28 +70,12 @@ pub fn claimed_by(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{LeaseSettings, DEFAULT_CONTROLLER, NGINX_CONTROLLER};
+    use crate::model::{DEFAULT_CONTROLLER, NGINX_CONTROLLER};
     use k8s_openapi::api::networking::v1::{IngressClassSpec, IngressSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn settings() -> IngressSettings {
-        IngressSettings {
-            controller: DEFAULT_CONTROLLER.into(),
-            class: "sluice".into(),
-            unclassed: false,
-            also_claim: Vec::new(),
-            http_listener: "http".into(),
-            https_listener: None,
-            https_redirect_port: 443,
-            publish: None,
-            lease: LeaseSettings {
-                namespace: "default".into(),
-                name: "lease".into(),
-                identity: "me".into(),
-                duration: std::time::Duration::from_secs(15),
-            },
-            webhook: None,
-        }
+        IngressSettings::new("http", None)
     }
 
     fn class(name: &str, controller: &str, default: bool) -> IngressClass {

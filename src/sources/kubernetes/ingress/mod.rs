@@ -609,35 +609,17 @@ impl Translator<'_> {
         {
             let mut upstream = match service_host(&spec.host) {
                 Some((service, namespace)) if namespace == self.namespace => {
-                    let port = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
-                        i32::from(spec.port),
-                    );
-                    self.service_upstream(
-                        &upstream_name,
-                        &service,
-                        PortRef::Number(spec.port),
-                        &port,
-                    )?
+                    self.service_upstream(&upstream_name, &service, PortRef::Number(spec.port))?
                 }
                 _ => UpstreamConfig::new(
                     &upstream_name,
                     self.origin.clone(),
-                    EndpointSource::Dns(DnsName {
-                        name: spec.host.clone(),
-                        port: spec.port,
-                        min_ttl: Duration::from_secs(5),
-                        max_ttl: Duration::from_secs(300),
-                    }),
+                    dns_source(spec.host.clone(), spec.port),
                     Vec::new(),
                 ),
             };
             if spec.tls {
-                upstream.tls = Some(UpstreamTls {
-                    sni: spec.host.clone(),
-                    verify: true,
-                    ca_file: None,
-                    ca_certificates: Vec::new(),
-                });
+                upstream.tls = Some(upstream_tls(spec.host.clone(), true));
             }
             self.fragment.upstreams.push(upstream);
         }
@@ -669,10 +651,7 @@ impl Translator<'_> {
             .service(&self.namespace, service)
             .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
         let port = u16::try_from(first_port.unwrap_or(80)).unwrap_or(80);
-        let intstr =
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i32::from(port));
-        let upstream =
-            self.service_upstream(&upstream_name, service, PortRef::Number(port), &intstr)?;
+        let upstream = self.service_upstream(&upstream_name, service, PortRef::Number(port))?;
         self.fragment.upstreams.push(upstream);
         Ok(upstream_name)
     }
@@ -734,33 +713,19 @@ impl Translator<'_> {
         {
             return Ok(upstream_name);
         }
-        let intstr = match &port_ref {
-            PortRef::Number(n) => {
-                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i32::from(*n))
-            }
-            PortRef::Name(n) => {
-                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(n.clone())
-            }
-        };
-        let mut upstream =
-            self.service_upstream(&upstream_name, &backend.name, port_ref, &intstr)?;
+        let mut upstream = self.service_upstream(&upstream_name, &backend.name, port_ref)?;
         if let Some((protocol, tls)) = annotations.protocol {
             upstream.protocol = protocol;
             if tls {
-                upstream.tls = Some(UpstreamTls {
-                    sni: format!("{}.{}.svc", backend.name, self.namespace),
-                    verify: false,
-                    ca_file: None,
-                    ca_certificates: Vec::new(),
-                });
+                upstream.tls = Some(upstream_tls(
+                    format!("{}.{}.svc", backend.name, self.namespace),
+                    false,
+                ));
             }
         }
         if let Some(spec) = &annotations.upstream_tls {
-            let tls = upstream.tls.get_or_insert_with(|| UpstreamTls {
-                sni: format!("{}.{}.svc", backend.name, self.namespace),
-                verify: false,
-                ca_file: None,
-                ca_certificates: Vec::new(),
+            let tls = upstream.tls.get_or_insert_with(|| {
+                upstream_tls(format!("{}.{}.svc", backend.name, self.namespace), false)
             });
             tls.verify = spec.verify;
             if let Some(name) = &spec.name {
@@ -822,7 +787,6 @@ impl Translator<'_> {
         upstream_name: &str,
         service: &str,
         port: PortRef,
-        _written: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
     ) -> Result<UpstreamConfig, (Reason, String)> {
         let namespace = self.namespace.clone();
         let Some(found) = self.cluster.service(&namespace, service) else {
@@ -837,12 +801,7 @@ impl Translator<'_> {
                 return Ok(UpstreamConfig::new(
                     upstream_name,
                     self.origin.clone(),
-                    EndpointSource::Kubernetes(ServiceRef {
-                        namespace,
-                        service: service.to_string(),
-                        port: slice_port,
-                        terminating: TerminatingPolicy::Drain,
-                    }),
+                    slices_source(namespace, service, slice_port),
                     Vec::new(),
                 ));
             }
@@ -874,12 +833,7 @@ impl Translator<'_> {
             return Ok(UpstreamConfig::new(
                 upstream_name,
                 self.origin.clone(),
-                EndpointSource::Dns(DnsName {
-                    name: external,
-                    port: number,
-                    min_ttl: Duration::from_secs(5),
-                    max_ttl: Duration::from_secs(300),
-                }),
+                dns_source(external, number),
                 Vec::new(),
             ));
         }
@@ -930,12 +884,7 @@ impl Translator<'_> {
         Ok(UpstreamConfig::new(
             upstream_name,
             self.origin.clone(),
-            EndpointSource::Kubernetes(ServiceRef {
-                namespace,
-                service: service.to_string(),
-                port: slice_port,
-                terminating: TerminatingPolicy::Drain,
-            }),
+            slices_source(namespace, service, slice_port),
             Vec::new(),
         ))
     }
@@ -1135,6 +1084,36 @@ impl std::fmt::Display for PortRef {
             PortRef::Number(n) => write!(f, "{n}"),
             PortRef::Name(n) => f.write_str(n),
         }
+    }
+}
+
+/// Endpoints from the EndpointSlices of `service`'s port `port` (the Service port's name).
+fn slices_source(namespace: String, service: &str, port: ServicePort) -> EndpointSource {
+    EndpointSource::Kubernetes(ServiceRef {
+        namespace,
+        service: service.to_string(),
+        port,
+        terminating: TerminatingPolicy::Drain,
+    })
+}
+
+/// Endpoints from the addresses of DNS name `name`, with the file's default TTL bounds.
+fn dns_source(name: String, port: u16) -> EndpointSource {
+    EndpointSource::Dns(DnsName {
+        name,
+        port,
+        min_ttl: Duration::from_secs(5),
+        max_ttl: Duration::from_secs(300),
+    })
+}
+
+/// TLS towards an upstream, sending `sni`, trusting the system's roots.
+fn upstream_tls(sni: String, verify: bool) -> UpstreamTls {
+    UpstreamTls {
+        sni,
+        verify,
+        ca_file: None,
+        ca_certificates: Vec::new(),
     }
 }
 

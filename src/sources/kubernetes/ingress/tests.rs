@@ -2,7 +2,6 @@
 
 use super::annotations::PREFIX;
 use super::*;
-use crate::model::{LeaseSettings, DEFAULT_CONTROLLER};
 use k8s_openapi::api::core::v1::{ServicePort as CorePort, ServiceSpec};
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IngressRule, IngressServiceBackend, IngressSpec,
@@ -12,23 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 
 fn settings() -> IngressSettings {
-    IngressSettings {
-        controller: DEFAULT_CONTROLLER.into(),
-        class: "sluice".into(),
-        unclassed: false,
-        also_claim: Vec::new(),
-        http_listener: "http".into(),
-        https_listener: Some("https".into()),
-        https_redirect_port: 443,
-        publish: None,
-        lease: LeaseSettings {
-            namespace: "default".into(),
-            name: "lease".into(),
-            identity: "me".into(),
-            duration: Duration::from_secs(15),
-        },
-        webhook: None,
-    }
+    IngressSettings::new("http", Some("https"))
 }
 
 fn service(name: &str, ports: &[(Option<&str>, i32)]) -> Service {

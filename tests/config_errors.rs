@@ -392,6 +392,57 @@ upstreams:
 }
 
 #[test]
+fn sni_routing_errors_are_named() {
+    let yaml = r#"
+listeners:
+  - { name: web, listen: 127.0.0.1:8080, sni_routing: true }
+  - { name: sql, listen: 127.0.0.1:10000, protocol: tcp }
+  - { name: edge, listen: 127.0.0.1:10001, protocol: tcp, sni_routing: true }
+routes:
+  - { name: s, listener: sql, hosts: [db.test], upstream: db }
+  - { name: e1, listener: edge, hosts: [db.test], upstream: db }
+  - { name: e2, listener: edge, hosts: [DB.test], upstream: db }
+  - { name: e3, listener: edge, paths: [{ prefix: / }], upstream: db }
+upstreams:
+  - { name: db, protocol: tcp, endpoints: ["127.0.0.1:2"] }
+  - { name: app, endpoints: ["127.0.0.1:1"], proxy_protocol: v2 }
+ingress: { http_listener: web, passthrough_listener: sql }
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    assert_error(
+        &text,
+        &file,
+        3,
+        "listeners[0].sni_routing",
+        "tcp listeners only",
+    );
+    assert_error(&text, &file, 7, "routes[0].hosts", "sni_routing: true");
+    assert_error(
+        &text,
+        &file,
+        9,
+        "routes[2].paths",
+        "server name \"db.test\" is already routed by route \"e1\"",
+    );
+    assert_error(&text, &file, 10, "routes[3].paths", "has no paths");
+    assert_error(
+        &text,
+        &file,
+        13,
+        "upstreams[1].proxy_protocol",
+        "tcp upstreams only",
+    );
+    assert_error(
+        &text,
+        &file,
+        14,
+        "ingress.passthrough_listener",
+        "not a tcp listener with sni_routing",
+    );
+}
+
+#[test]
 fn rate_limit_keys_are_validated() {
     let yaml = r#"
 listeners: [{ name: web, listen: 127.0.0.1:8080 }]

@@ -334,6 +334,78 @@ fn tls_certificates_come_from_secrets_and_rotate_without_dropping_connections() 
     });
 }
 
+/// ingress-nginx's `--enable-ssl-passthrough` layout: a tcp listener routing by SNI
+/// relays `ssl-passthrough` hosts to their Service untouched, and every other name to the
+/// https listener, which terminates TLS with the Ingresses' certificates.
+#[test]
+fn ssl_passthrough_hosts_reach_their_service_with_its_own_certificate() {
+    let dir = ScratchDir::new();
+    let default_cert = tls::self_signed(&dir, "default", &["default.test"]);
+    let shop_cert = tls::self_signed(&dir, "shop", &["shop.test"]);
+    let cd_cert = tls::self_signed(&dir, "cd", &["cd.test"]);
+    let kube = FakeKube::start();
+    let web = Backend::start("web", Behavior::Echo);
+    let cd = tls::HttpsBackend::start("argocd", &cd_cert);
+    kube.apply(ingress_class("sluice", CONTROLLER));
+    service(&kube, "web", &web);
+    service_at(&kube, "argocd", cd.address);
+    kube.apply(tls_secret("shop-tls", &shop_cert));
+    let mut shop = ingress(
+        "shop",
+        "sluice",
+        &[("shop.test", &[("/", "Prefix", "web")])],
+    );
+    shop.spec.as_mut().expect("spec").tls = Some(vec![object(
+        json!({"hosts": ["shop.test"], "secretName": "shop-tls"}),
+    )]);
+    kube.apply(shop);
+    kube.apply(annotated(
+        ingress(
+            "argocd",
+            "sluice",
+            &[("cd.test", &[("/", "Prefix", "argocd")])],
+        ),
+        &[("ssl-passthrough", "true")],
+    ));
+    let http = listen_address();
+    let edge = listen_address();
+    let https = listen_address();
+    let body = format!(
+        "kubernetes: {{ api_server: \"{}\" }}\n\
+         listeners:\n\
+         - {{ name: http, listen: \"{http}\" }}\n\
+         - {{ name: edge, listen: \"{edge}\", protocol: tcp, sni_routing: true }}\n\
+         - {{ name: https, listen: \"{https}\", proxy_protocol: true, tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}\n\
+         ingress: {{ http_listener: http, https_listener: https, passthrough_listener: edge }}\n\
+         routes: [{{ name: terminate, listener: edge, upstream: local-https }}]\n\
+         upstreams: [{{ name: local-https, protocol: tcp, endpoints: [\"{https}\"], proxy_protocol: v2 }}]\n",
+        kube.url(),
+        default_cert.cert_path.display(),
+        default_cert.key_path.display(),
+    );
+    let _sluice = Sluice::start(&body);
+    runtime().block_on(async {
+        assert_eq!(tls::served_certificate(edge, "cd.test").await, cd_cert.der);
+        let config = tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS);
+        let mut stream = tls::connect(edge, "cd.test", config.clone())
+            .await
+            .expect("handshake with the passthrough Service");
+        let (_, body) = get_over(&mut stream, "cd.test", "/").await;
+        assert_eq!(body, "argocd sni=cd.test");
+        // Other names are terminated with the Ingresses' certificates.
+        assert_eq!(
+            tls::served_certificate(edge, "shop.test").await,
+            shop_cert.der
+        );
+        let mut stream = tls::connect(edge, "shop.test", config)
+            .await
+            .expect("handshake with the https listener");
+        let (status, body) = get_over(&mut stream, "shop.test", "/").await;
+        assert!(status.contains(" 200 "), "{status}");
+        assert!(body.contains("\"backend\":\"web\""), "{body}");
+    });
+}
+
 #[test]
 fn one_leader_writes_status_and_another_takes_over_when_it_stops() {
     let kube = FakeKube::start();

@@ -109,11 +109,13 @@ fn the_emitted_config_of_the_corpus_validates_as_a_sluice_file() {
         "listeners:\n\
          - {{ name: http, listen: \"127.0.0.1:{}\" }}\n\
          - {{ name: https, listen: \"127.0.0.1:{}\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}], \
-         client_auth: {{ mode: optional }} }} }}\n{emitted}",
+         client_auth: {{ mode: optional }} }} }}\n\
+         - {{ name: tls, listen: \"127.0.0.1:{}\", protocol: tcp, sni_routing: true }}\n{emitted}",
         free_port(),
         free_port(),
         certificate.cert_path.display(),
         certificate.key_path.display(),
+        free_port(),
     );
     let (output, path, _dir) = check_config(&file);
     assert!(

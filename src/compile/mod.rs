@@ -109,6 +109,8 @@ struct ListenerFacts {
     client_certificates: bool,
     /// And checks their issuer against a CA bundle of its own.
     client_ca: bool,
+    /// A tcp listener that routes by TLS server name.
+    sni_routing: bool,
 }
 
 /// What one fragment would add to a [`Compiler`].
@@ -135,6 +137,7 @@ impl Compiler {
                             .client_auth
                             .as_ref()
                             .is_some_and(|a| !a.ca_certificates.is_empty()),
+                        sni_routing: l.sni_routing,
                     };
                     (l.name.clone(), facts)
                 })
@@ -154,6 +157,8 @@ impl Compiler {
             tls: false,
             client_certificates: false,
             client_ca: false,
+            // Lenient: the listener's own errors are reported; its routes' hosts are not.
+            sni_routing: true,
         };
         self.listeners.insert(name.to_string(), facts);
     }
@@ -353,8 +358,19 @@ impl Compiler {
                 format!("undefined listener {:?}", route.listener),
             ),
             Some(ListenerProtocol::Tcp) => {
-                if !route.hosts.is_empty() || !route.paths.is_empty() {
-                    problem("", "a route on a tcp listener has no hosts or paths".into());
+                let sni_routing = facts.is_some_and(|f| f.sni_routing);
+                if !route.paths.is_empty() {
+                    problem("paths", "a route on a tcp listener has no paths".into());
+                }
+                if !route.hosts.is_empty() && !sni_routing {
+                    problem(
+                        "hosts",
+                        format!(
+                            "tcp listener {:?} does not route by TLS server name (set its \
+                             sni_routing: true)",
+                            route.listener
+                        ),
+                    );
                 }
                 let http_only = !route.conditions.is_empty()
                     || route.backends.len() != 1
@@ -378,12 +394,15 @@ impl Compiler {
                             .into(),
                     );
                 }
+                // An SNI-routing listener's routes claim their server names below.
                 let first = claims
                     .tcp_routes
                     .get(route.listener.as_str())
                     .map(|r| r.to_string())
-                    .or_else(|| self.tcp_routes.get(&route.listener).cloned());
+                    .or_else(|| self.tcp_routes.get(&route.listener).cloned())
+                    .filter(|_| !sni_routing);
                 match first {
+                    _ if sni_routing => {}
                     Some(first) => problem(
                         "listener",
                         format!(
@@ -433,8 +452,11 @@ impl Compiler {
                 "needs an upstream (or backends) unless it has a redirect".into(),
             );
         }
-        // A tcp listener's route has no hosts or paths to claim.
-        let host_keys: Vec<String> = if listener == Some(ListenerProtocol::Tcp) || route.fallback {
+        // A tcp listener's route has no hosts or paths to claim, unless the listener routes
+        // by server name: then each name (or no name) has one route.
+        let plain_tcp =
+            listener == Some(ListenerProtocol::Tcp) && !facts.is_some_and(|f| f.sni_routing);
+        let host_keys: Vec<String> = if plain_tcp || route.fallback {
             Vec::new()
         } else if route.hosts.is_empty() {
             vec!["*".into()]
@@ -462,18 +484,21 @@ impl Compiler {
                     format!("{path_key} {}", route.conditions.key())
                 };
                 let key = (route.listener.clone(), host.clone(), path_key);
+                let claimed = if listener == Some(ListenerProtocol::Tcp) {
+                    format!("server name {host:?} is")
+                } else {
+                    format!("host {host:?} and this path are")
+                };
                 if let Some((other, _)) = claims.paths.get(&key) {
                     problem(
                         field,
-                        format!(
-                            "host {host:?} and this path are already routed by route {other:?}"
-                        ),
+                        format!("{claimed} already routed by route {other:?}"),
                     );
                 } else if let Some((other, origin)) = self.paths.get(&key) {
                     problem(
                         field,
                         format!(
-                            "host {host:?} and this path are already routed by route {other:?}{}",
+                            "{claimed} already routed by route {other:?}{}",
                             by(Some(origin))
                         ),
                     );

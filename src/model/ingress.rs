@@ -28,6 +28,9 @@ pub struct IngressSettings {
     pub https_listener: Option<String>,
     /// The port that `ssl-redirect` sends clients to (the public HTTPS port).
     pub https_redirect_port: u16,
+    /// The tcp listener with `sni_routing` that serves `ssl-passthrough` hosts; `None`:
+    /// the annotation is not supported (ingress-nginx's `--enable-ssl-passthrough` off).
+    pub passthrough_listener: Option<String>,
     /// What `status.loadBalancer` says, if anything.
     pub publish: Option<PublishAddress>,
     /// The Lease whose holder alone writes status.
@@ -48,6 +51,7 @@ impl IngressSettings {
             http_listener: http_listener.into(),
             https_listener: https_listener.map(str::to_string),
             https_redirect_port: 443,
+            passthrough_listener: None,
             publish: None,
             lease: LeaseSettings {
                 namespace: "default".into(),

@@ -167,6 +167,9 @@ pub struct ListenerConfig {
     pub access: AccessList,
     /// Every connection starts with a PROXY protocol header naming the client.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// A tcp listener that reads each connection's TLS ClientHello and routes it by the
+    /// server name (SNI) it sends, relaying the TLS untouched (TLS passthrough).
+    pub sni_routing: bool,
     pub connections: ConnectionLimits,
     /// Client certificates a TLS listener asks for (mTLS).
     pub client_auth: Option<ClientAuth>,
@@ -302,6 +305,18 @@ pub struct UpstreamConfig {
     pub keepalive: UpstreamKeepalive,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// A tcp upstream's connections start with a PROXY protocol header naming the client.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+}
+
+/// `upstreams[].proxy_protocol`: the PROXY protocol version sent to the endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocolVersion {
+    /// The text line.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// TLS towards an upstream's endpoints.
@@ -517,6 +532,7 @@ impl UpstreamConfig {
             keepalive: UpstreamKeepalive::DEFAULT,
             timeouts: Timeouts::DEFAULT,
             retry: RetryPolicy::DEFAULT,
+            proxy_protocol: None,
         }
     }
 }

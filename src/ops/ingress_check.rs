@@ -5,7 +5,7 @@
 //! other with the compiler, so conflicts show too.
 
 use crate::compile::Compiler;
-use crate::model::{IngressSettings, KubernetesClient, ListenerConfig};
+use crate::model::{IngressSettings, KubernetesClient, ListenerConfig, ListenerProtocol};
 use crate::sources::kubernetes::ingress::{
     class, key_of, translate, ObjectSet, Reason, References, Report,
 };
@@ -149,11 +149,12 @@ impl CheckInput {
 }
 
 /// The settings a check uses when there is no config file: sluice's defaults, with
-/// listeners named `http` and `https`, claiming ingress-nginx's class `nginx` too (the
-/// migration's side-by-side setting).
+/// listeners named `http` and `https`, `ssl-passthrough` on a listener named `tls`, claiming
+/// ingress-nginx's class `nginx` too (the migration's side-by-side setting).
 pub fn default_settings() -> IngressSettings {
     IngressSettings {
         also_claim: vec!["nginx".into()],
+        passthrough_listener: Some("tls".into()),
         ..IngressSettings::new("http", Some("https"))
     }
 }
@@ -169,6 +170,13 @@ pub fn listeners_for(settings: &IngressSettings, http: &ListenerConfig) -> Vec<L
         tls.name = name.clone();
         tls.tls = true;
         listeners.push(tls);
+    }
+    if let Some(name) = &settings.passthrough_listener {
+        let mut passthrough = http.clone();
+        passthrough.name = name.clone();
+        passthrough.protocol = ListenerProtocol::Tcp;
+        passthrough.sni_routing = true;
+        listeners.push(passthrough);
     }
     listeners
 }

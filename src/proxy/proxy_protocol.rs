@@ -5,6 +5,7 @@
 //! the server speaks first (a database behind a TCP listener) gets nothing from its client
 //! until the server's greeting, so reading ahead would wait for ever.
 
+use crate::model::ProxyProtocolVersion;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -181,9 +182,87 @@ pub fn parse_v2(fixed: &[u8; 16], body: &[u8]) -> Result<Header, HeaderError> {
     }
 }
 
+/// The header that tells an upstream whose connection it is (HAProxy's `send-proxy` and
+/// `send-proxy-v2`): `source` is the client, `destination` the address it connected to.
+/// An unknown client, or addresses of two families, is sent as v1 `UNKNOWN` or v2 `LOCAL`
+/// (the upstream then takes the TCP peer as the client).
+pub fn encode(version: ProxyProtocolVersion, header: Header) -> Vec<u8> {
+    let addresses = match header {
+        Header::Proxied {
+            source,
+            destination,
+        } if source.is_ipv4() == destination.is_ipv4() => Some((source, destination)),
+        _ => None,
+    };
+    match version {
+        ProxyProtocolVersion::V1 => match addresses {
+            Some((source, destination)) => format!(
+                "PROXY {} {} {} {} {}\r\n",
+                if source.is_ipv4() { "TCP4" } else { "TCP6" },
+                source.ip(),
+                destination.ip(),
+                source.port(),
+                destination.port()
+            )
+            .into_bytes(),
+            None => b"PROXY UNKNOWN\r\n".to_vec(),
+        },
+        ProxyProtocolVersion::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            let Some((source, destination)) = addresses else {
+                // Version 2, LOCAL; family UNSPEC; no body.
+                out.extend_from_slice(&[0x20, 0x00, 0, 0]);
+                return out;
+            };
+            let (family, mut body) = match (source.ip(), destination.ip()) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => (0x11, [s.octets(), d.octets()].concat()),
+                (s, d) => (0x21, [ipv6_octets(s), ipv6_octets(d)].concat()),
+            };
+            body.extend_from_slice(&source.port().to_be_bytes());
+            body.extend_from_slice(&destination.port().to_be_bytes());
+            // Version 2, PROXY; the family over a stream.
+            out.extend_from_slice(&[0x21, family]);
+            out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            out.extend_from_slice(&body);
+            out
+        }
+    }
+}
+
+fn ipv6_octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn encoded_headers_read_back() {
+        let v4 = Header::Proxied {
+            source: "192.0.2.7:51000".parse().unwrap(),
+            destination: "10.0.0.1:443".parse().unwrap(),
+        };
+        let v6 = Header::Proxied {
+            source: "[2001:db8::7]:51000".parse().unwrap(),
+            destination: "[2001:db8::1]:443".parse().unwrap(),
+        };
+        for version in [ProxyProtocolVersion::V1, ProxyProtocolVersion::V2] {
+            for header in [v4, v6, Header::Local] {
+                let bytes = encode(version, header);
+                let (read, rest) = read(&[bytes.as_slice(), b"after"].concat()).await;
+                assert_eq!(read, Ok(header), "{version:?} {header:?}");
+                assert_eq!(rest, b"after");
+            }
+        }
+        assert_eq!(
+            encode(ProxyProtocolVersion::V1, v4),
+            b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 443\r\n"
+        );
+    }
 
     fn v2(command: u8, family: u8, body: &[u8]) -> Vec<u8> {
         let mut header = V2_SIGNATURE.to_vec();

@@ -7,6 +7,12 @@
 //!   another endpoint, up to `retry.attempts` tries, when `retry.on` has `connect_failure`.
 //! - Half-close is relayed: a side's FIN becomes a write shutdown towards the other side,
 //!   and data keeps flowing the other way until that side closes too.
+//! - On a listener with `sni_routing`, the client's TLS ClientHello is read first (within
+//!   the listener's `requests.header_timeout`) and its server name chooses the route; the
+//!   bytes read are then sent on unchanged, so TLS runs end to end between the client and
+//!   the endpoint (TLS passthrough). A connection that is not TLS, or names no server,
+//!   takes the route without hosts, as nginx's `ssl_preread` leaves the name empty.
+//! - An upstream with `proxy_protocol` gets a PROXY header naming the client first.
 //! - An established connection belongs to no config: reloads, route removal and endpoint
 //!   changes leave it alone. It ignores Pingora's shutdown signal too, so a graceful upgrade
 //!   or stop lets it run on; the exit monitor ends the process when it closes, or at
@@ -14,10 +20,12 @@
 
 use super::context::{Attempt, AttemptResult};
 use super::headers::new_request_id;
+use super::proxy_protocol::{self, Header};
 use super::report::{attempt_records, millis};
 use crate::observe::access_log::{self, Record};
 use crate::observe::metrics::METRICS;
 use crate::state::{RouteBackend, State};
+use crate::tls::client_hello::{self, Peek};
 use crate::upstream::hash_key::RequestFacts;
 use crate::upstream::Upstream;
 use async_trait::async_trait;
@@ -80,6 +88,7 @@ impl ServerApp for TcpProxy {
         let snapshot = self.state.snapshot();
         let mut log = ConnectionLog {
             listener: &self.listener,
+            server_name: None,
             route: None,
             upstream: None,
             client: client_address,
@@ -88,10 +97,34 @@ impl ServerApp for TcpProxy {
             bytes_in: 0,
             bytes_out: 0,
         };
-        let Some(route_index) = snapshot.route_on_listener(&self.listener) else {
+        let listener = snapshot
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.name == self.listener);
+        let mut client = client;
+        // What was read of the ClientHello, sent on before anything else.
+        let mut first_bytes = Vec::new();
+        if let Some(listener) = listener.filter(|l| l.sni_routing) {
+            let timeout = listener.requests.header_timeout;
+            match read_client_hello(&mut client, &mut first_bytes, timeout).await {
+                Ok(name) => log.server_name = name,
+                Err(ended) => {
+                    log.write(ended);
+                    return None;
+                }
+            }
+        }
+        let table = snapshot.route_tables.get(&self.listener);
+        let found = table.and_then(|t| t.find_server_name(log.server_name.as_deref()));
+        let Some(route_index) = found else {
             log::warn!(
-                "tcp listener {}: no route; closing the connection from {client_address:?}",
-                self.listener
+                "tcp listener {}: no route{}; closing the connection from {client_address:?}",
+                self.listener,
+                log.server_name
+                    .as_ref()
+                    .map(|n| format!(" for server name {n:?}"))
+                    .unwrap_or_default()
             );
             log.write("no_route");
             return None;
@@ -118,8 +151,29 @@ impl ServerApp for TcpProxy {
         let ended = match connect(upstream, client_ip, timeouts.connect, &mut log).await {
             Some((backend, endpoint)) => {
                 let _in_flight = upstream.endpoints[endpoint].state.start_request();
+                let mut preamble = match upstream.config.proxy_protocol {
+                    Some(version) => {
+                        let local = client
+                            .get_socket_digest()
+                            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+                        let header = match (client_address, local) {
+                            (Some(source), Some(destination)) => Header::Proxied {
+                                source,
+                                destination,
+                            },
+                            _ => Header::Local,
+                        };
+                        proxy_protocol::encode(version, header)
+                    }
+                    None => Vec::new(),
+                };
+                let client_bytes = first_bytes.len() as u64;
+                preamble.append(&mut first_bytes);
                 let relayed = Relay::default();
-                let outcome = relayed.run(client, backend, timeouts.idle).await;
+                relayed
+                    .client_to_backend
+                    .fetch_add(client_bytes, Ordering::Relaxed);
+                let outcome = relayed.run(client, backend, &preamble, timeouts.idle).await;
                 log.bytes_in = relayed.client_to_backend.load(Ordering::Relaxed);
                 log.bytes_out = relayed.backend_to_client.load(Ordering::Relaxed);
                 for (direction, bytes) in [("in", log.bytes_in), ("out", log.bytes_out)] {
@@ -211,6 +265,39 @@ async fn connect(
     None
 }
 
+/// Reads the client's ClientHello into `read` and returns the server name it sends (`None`
+/// also when the connection is not TLS); `Err` is how the connection ended meanwhile.
+async fn read_client_hello(
+    client: &mut Stream,
+    read: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<Option<String>, &'static str> {
+    let reading = async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match client_hello::server_name(read) {
+                Peek::NeedMore => {}
+                Peek::Hello(name) => return Ok(name),
+                Peek::NotTls(why) => {
+                    log::debug!("no TLS server name to route by: {why}");
+                    return Ok(None);
+                }
+            }
+            match client.read(&mut buffer).await {
+                Ok(0) => return Err("client_closed"),
+                Ok(n) => read.extend_from_slice(&buffer[..n]),
+                Err(e) => {
+                    log::debug!("reading a TLS ClientHello: {e}");
+                    return Err("client_error");
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, reading)
+        .await
+        .unwrap_or(Err("client_hello_timeout"))
+}
+
 /// Byte counts and activity of one relayed connection.
 #[derive(Default)]
 struct Relay {
@@ -221,14 +308,23 @@ struct Relay {
 }
 
 impl Relay {
-    /// Relays until both directions are closed (`Some(Ok)`), a side fails (`Some(Err)`),
-    /// or nothing moves for `idle` (`None`).
+    /// Sends `preamble` to the backend, then relays until both directions are closed
+    /// (`Some(Ok)`), a side fails (`Some(Err)`), or nothing moves for `idle` (`None`).
     async fn run(
         &self,
         client: Stream,
-        backend: TcpStream,
+        mut backend: TcpStream,
+        preamble: &[u8],
         idle: Duration,
     ) -> Option<Result<(), (Side, io::Error)>> {
+        if !preamble.is_empty() {
+            let sent = tokio::time::timeout(idle, backend.write_all(preamble)).await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Some(Err((Side::Backend, e))),
+                Err(_) => return None,
+            }
+        }
         let epoch = Instant::now();
         let (client_read, client_write) = tokio::io::split(client);
         let (backend_read, backend_write) = backend.into_split();
@@ -293,6 +389,8 @@ impl Relay {
 /// What the access log says about one tcp connection.
 struct ConnectionLog<'a> {
     listener: &'a str,
+    /// The TLS server name the connection was routed by.
+    server_name: Option<String>,
     route: Option<&'a str>,
     upstream: Option<&'a str>,
     client: Option<SocketAddr>,
@@ -311,7 +409,7 @@ impl ConnectionLog<'_> {
             route: self.route,
             client: self.client.map(|a| a.ip()),
             method: "",
-            host: "",
+            host: self.server_name.as_deref().unwrap_or_default(),
             uri: "",
             proto: "tcp",
             status: 0,

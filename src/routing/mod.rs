@@ -258,8 +258,25 @@ impl RouteTable {
     }
 
     fn find_route(&self, host: &str, path: &[u8], request: &RequestHeader) -> Option<Found> {
-        let group = self
-            .exact_hosts
+        self.host_group(host)?.find(path, request)
+    }
+
+    /// The route of a connection to a tcp listener that routes by TLS server name: the
+    /// route of `server_name` by the same host precedence as requests (exact, longest
+    /// wildcard, then the route without hosts, which also takes connections that send no
+    /// name). On a listener without server names, its one route.
+    pub fn find_server_name(&self, server_name: Option<&str>) -> Option<RouteId> {
+        let group = match server_name {
+            Some(name) => self.host_group(name),
+            None => self.any_host.as_ref(),
+        }?;
+        // Routes of a tcp listener have no paths or conditions: one candidate at `/`.
+        group.prefixes.first().map(|p| p.candidate.route)
+    }
+
+    /// The most specific host group that takes `host`.
+    fn host_group(&self, host: &str) -> Option<&PathTable> {
+        self.exact_hosts
             .get(host)
             .or_else(|| {
                 self.suffix_hosts
@@ -269,8 +286,7 @@ impl RouteTable {
                     })
                     .map(|(_, t)| t)
             })
-            .or(self.any_host.as_ref())?;
-        group.find(path, request)
+            .or(self.any_host.as_ref())
     }
 }
 
@@ -336,6 +352,26 @@ mod tests {
     }
 
     use super::test_request as request;
+
+    #[test]
+    fn server_names_take_the_most_specific_route() {
+        let routes = vec![
+            route("exact", &["db.example.com"], vec![]),
+            route("wild", &["*.example.com"], vec![]),
+            route("deeper", &["*.eu.example.com"], vec![]),
+            route("other", &[], vec![]),
+        ];
+        let table = RouteTable::build("web", &routes);
+        let name = |n: Option<&str>| table.find_server_name(n).map(|id| routes[id].name.clone());
+        assert_eq!(name(Some("db.example.com")).as_deref(), Some("exact"));
+        assert_eq!(name(Some("shop.example.com")).as_deref(), Some("wild"));
+        assert_eq!(name(Some("a.eu.example.com")).as_deref(), Some("deeper"));
+        assert_eq!(name(Some("example.com")).as_deref(), Some("other"));
+        assert_eq!(name(None).as_deref(), Some("other"));
+        let without_default = RouteTable::build("web", &routes[..3]);
+        assert_eq!(without_default.find_server_name(Some("example.com")), None);
+        assert_eq!(without_default.find_server_name(None), None);
+    }
 
     fn header(name: &str, value: &str) -> HeaderMatch {
         HeaderMatch {

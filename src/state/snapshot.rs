@@ -281,15 +281,6 @@ impl Snapshot {
         self.upstream_by_name.get(name).map(|&i| &self.upstreams[i])
     }
 
-    /// The route of tcp listener `listener`, as an index into [`Self::routes`] (and into
-    /// the model's routes).
-    pub fn route_on_listener(&self, listener: &str) -> Option<usize> {
-        self.config
-            .routes
-            .iter()
-            .position(|r| r.listener == listener)
-    }
-
     /// The config of the upstreams discovered from `service` in `namespace`.
     pub fn discovered_upstreams(
         &self,

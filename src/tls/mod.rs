@@ -7,6 +7,7 @@
 //! keep the certificate they were served, and new ones get the new set.
 
 pub mod client_auth;
+pub mod client_hello;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;

@@ -23,6 +23,11 @@ pub fn ingress_class(name: &str, controller: &str) -> IngressClass {
 
 /// A Service `name` with port 80 named `http`, and an EndpointSlice pointing it at `backend`.
 pub fn service(kube: &FakeKube, name: &str, backend: &Backend) {
+    service_at(kube, name, backend.address);
+}
+
+/// A Service `name` with port 80 named `http`, and an EndpointSlice pointing it at `address`.
+pub fn service_at(kube: &FakeKube, name: &str, address: std::net::SocketAddr) {
     kube.apply::<Service>(object(json!({
         "metadata": {"name": name, "namespace": NS},
         "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]},
@@ -31,8 +36,8 @@ pub fn service(kube: &FakeKube, name: &str, backend: &Backend) {
         NS,
         &format!("{name}-1"),
         name,
-        ("http", backend.address.port()),
-        &[ready(&backend.address.ip().to_string())],
+        ("http", address.port()),
+        &[ready(&address.ip().to_string())],
     ));
 }
 

@@ -266,6 +266,58 @@ pub fn server_config(certificate: &TestCertificate) -> Arc<rustls::ServerConfig>
     Arc::new(config)
 }
 
+/// A TLS backend with its own certificate that answers each HTTP/1.1 request with its
+/// name and the server name the client sent.
+pub struct HttpsBackend {
+    pub address: SocketAddr,
+}
+
+impl HttpsBackend {
+    /// Starts the backend on its own thread.
+    pub fn start(name: &'static str, certificate: &TestCertificate) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TLS backend");
+        let address = listener.local_addr().expect("address");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let mut config = (*server_config(certificate)).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut stream) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let sni = stream.get_ref().1.server_name().unwrap_or("").to_string();
+                        let mut head = Vec::new();
+                        let mut buffer = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buffer).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buffer[..n]),
+                            }
+                        }
+                        let body = format!("{name} sni={sni}");
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = stream.write_all(response.as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                    });
+                }
+            });
+        });
+        Self { address }
+    }
+}
+
 /// An HTTP/2-over-TLS backend answering like a gRPC server: 200, `content-type:
 /// application/grpc`, a body naming the request path and SNI, `grpc-status: 0` in trailers.
 pub struct H2TlsBackend {

@@ -6,8 +6,8 @@
 //! rejected by serde (`deny_unknown_fields`), with the position serde_yaml gives.
 
 use crate::model::{
-    BalancePolicy, EscapedSlashes, ListenerProtocol, RetryMethods, TerminatingPolicy,
-    UpstreamProtocol,
+    BalancePolicy, EscapedSlashes, ListenerProtocol, ProxyProtocolVersion, RetryMethods,
+    TerminatingPolicy, UpstreamProtocol,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -145,6 +145,9 @@ pub struct RawIngress {
     pub https_listener: Option<String>,
     #[serde(default = "default_ingress_https_port")]
     pub https_redirect_port: u16,
+    /// The tcp listener (`sni_routing: true`) for `ssl-passthrough` hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passthrough_listener: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<RawPublish>,
     #[serde(default)]
@@ -240,6 +243,9 @@ pub struct RawListener {
     /// Connections start with a PROXY protocol header (v1 or v2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<RawProxyProtocol>,
+    /// A tcp listener routes connections by their TLS server name (TLS passthrough).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sni_routing: bool,
     #[serde(default)]
     pub connections: RawConnectionLimits,
     /// Where requests that match no route go, instead of a 404.
@@ -778,6 +784,9 @@ pub struct RawUpstream {
     pub tls: Option<RawUpstreamTls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_streams: Option<u32>,
+    /// Send a PROXY protocol header to the endpoints (tcp upstreams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
 fn default_hash_points() -> u32 {

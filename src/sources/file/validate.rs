@@ -418,6 +418,13 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
             if listener.h2c && listener.protocol == ListenerProtocol::Tcp {
                 check.error(&format!("{at}.h2c"), "applies to http listeners only");
             }
+            if listener.sni_routing && listener.protocol != ListenerProtocol::Tcp {
+                check.error(
+                    &format!("{at}.sni_routing"),
+                    "applies to tcp listeners only (an http listener with tls: chooses \
+                     certificates by SNI already)",
+                );
+            }
             if let Some(tls) = &listener.tls {
                 if tls.certificates.is_empty() {
                     check.error(
@@ -511,6 +518,7 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 trusted_proxies,
                 access,
                 proxy_protocol: proxy_protocol?,
+                sni_routing: listener.sni_routing,
                 connections,
                 client_auth,
             })
@@ -850,6 +858,13 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                 }
                 UpstreamProtocol::H2c | UpstreamProtocol::H2 => {}
             }
+            if upstream.proxy_protocol.is_some() && upstream.protocol != UpstreamProtocol::Tcp {
+                check.error(
+                    &format!("{at}.proxy_protocol"),
+                    "applies to tcp upstreams only (an HTTP upstream's pooled connections \
+                     carry many clients' requests)",
+                );
+            }
             let tls = check_upstream_tls(check, &at, upstream);
             let is_h2 = matches!(upstream.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2);
             if let Some(message) = upstream.max_streams.and_then(values::at_least_one) {
@@ -919,6 +934,7 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                     methods: retry.methods,
                     budget_percent: retry.budget_percent,
                 },
+                proxy_protocol: upstream.proxy_protocol,
             })
         })
         .collect()

@@ -36,6 +36,20 @@ pub(super) fn ingress(
     if let Some(https) = &raw.https_listener {
         listener(check, "ingress.https_listener", https, true);
     }
+    if let Some(name) = &raw.passthrough_listener {
+        let found = listeners.iter().find(|l| &l.name == name);
+        let problem = match found {
+            None => Some(format!("no listener named {name:?}")),
+            Some(l) if l.protocol != ListenerProtocol::Tcp || !l.sni_routing => Some(format!(
+                "listener {name:?} is not a tcp listener with sni_routing: true"
+            )),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            check.error("ingress.passthrough_listener", problem);
+            ok = false;
+        }
+    }
     if raw.controller.is_empty() || !raw.controller.contains('/') {
         check.error(
             "ingress.controller",
@@ -122,6 +136,7 @@ pub(super) fn ingress(
         http_listener: raw.http_listener.clone(),
         https_listener: raw.https_listener.clone(),
         https_redirect_port: raw.https_redirect_port,
+        passthrough_listener: raw.passthrough_listener.clone(),
         publish,
         lease: LeaseSettings {
             namespace,

@@ -192,6 +192,8 @@ pub struct Annotations {
     pub service_upstream: bool,
     pub upstream_tls: Option<UpstreamTlsSpec>,
     pub client_cert: Option<ClientCertSpec>,
+    /// `ssl-passthrough`: the hosts' TLS goes untouched to the backend of their `/` path.
+    pub ssl_passthrough: bool,
     /// What happened to each annotation, by name.
     pub reports: Vec<AnnotationReport>,
 }
@@ -889,6 +891,14 @@ fn one<'v>(
             "service-upstream" => {
                 out.service_upstream = boolean(value)?;
                 return mapped("the Service's cluster IP is the one endpoint".into());
+            }
+            "ssl-passthrough" => {
+                out.ssl_passthrough = boolean(value)?;
+                return mapped(
+                    "each host's TLS is relayed untouched, by SNI, to the Service of its / path \
+                     (ingress.passthrough_listener); plain HTTP keeps the other annotations"
+                        .into(),
+                );
             }
             "enable-websockets" | "websocket-services" => {
                 Outcome::Accepted("WebSocket upgrades are always proxied".into())

@@ -22,7 +22,7 @@ use crate::model::{
     RedirectStatus, RetryMethods, RetryPolicy, RouteClientCa, RouteConfig, ServicePort, ServiceRef,
     TerminatingPolicy, UpstreamConfig, UpstreamTls, ValueMatch,
 };
-use crate::model::{DnsName, Htpasswd, LimitKey};
+use crate::model::{DnsName, Htpasswd, LimitKey, UpstreamProtocol};
 use crate::tls::{parse_ca_certificates, LoadedCertificate};
 use annotations::{Annotations, AuthSecretType};
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -101,6 +101,18 @@ pub fn translate(
         tls_hosts: Vec::new(),
         aliases_used: BTreeSet::new(),
     };
+    if settings.passthrough_listener.is_none() {
+        for r in &mut t.annotations.reports {
+            if r.name == "ssl-passthrough" && matches!(r.outcome, annotations::Outcome::Mapped(_)) {
+                r.outcome = annotations::Outcome::Unsupported(
+                    "TLS passthrough is off: name a tcp listener with sni_routing in \
+                     ingress.passthrough_listener"
+                        .into(),
+                );
+            }
+        }
+        t.annotations.ssl_passthrough = false;
+    }
     t.report.annotations = t.annotations.reports.clone();
     for r in &t.annotations.reports {
         if r.outcome.rejects() {
@@ -249,11 +261,84 @@ impl Translator<'_> {
         if self.annotations.from_to_www {
             self.www_redirects(&rule_paths);
         }
+        // Its backends resolved above: a missing Service is reported once.
+        if self.annotations.ssl_passthrough && self.report.errors.is_empty() {
+            self.passthrough_routes(&rule_paths);
+        }
         if self.fragment.routes.is_empty() && self.report.errors.is_empty() {
             self.report
                 .warn("no rules and no defaultBackend: nothing to serve".into());
         }
         self.differences(&rule_paths);
+    }
+
+    /// `ssl-passthrough`: a route by server name on the passthrough listener for each host
+    /// with a `/` path, to that path's Service as a tcp upstream (ingress-nginx passes
+    /// through the root location's backend only, and only for named hosts).
+    fn passthrough_routes(&mut self, rule_paths: &[(usize, usize, RulePath)]) {
+        let Some(listener) = self.settings.passthrough_listener.clone() else {
+            return;
+        };
+        let mut served = BTreeSet::new();
+        for (i, _, rule_path) in rule_paths {
+            let Some(host) = rule_path.host else {
+                continue;
+            };
+            let Some(service) = rule_path.backend.service.as_ref() else {
+                continue;
+            };
+            if rule_path.path != "/" || served.contains(host) {
+                continue;
+            }
+            let result = port_ref(service).and_then(|port| {
+                let upstream_name = format!(
+                    "{}/{}/passthrough/{}:{port}",
+                    self.namespace, self.name, service.name
+                );
+                let exists = self
+                    .fragment
+                    .upstreams
+                    .iter()
+                    .any(|u| u.name == upstream_name);
+                if !exists {
+                    let mut upstream =
+                        self.service_upstream(&upstream_name, &service.name, port)?;
+                    upstream.protocol = UpstreamProtocol::Tcp;
+                    self.fragment.upstreams.push(upstream);
+                }
+                Ok(upstream_name)
+            });
+            let upstream = match result {
+                Ok(upstream) => upstream,
+                Err((reason, message)) => {
+                    self.report.error(reason, message);
+                    return;
+                }
+            };
+            let route_name = format!("{}/{}/{i}/passthrough", self.namespace, self.name);
+            let mut route =
+                RouteConfig::new(&route_name, self.origin.clone(), &listener, &upstream);
+            route.hosts = vec![host_match(host)];
+            self.fragment.routes.push(route);
+            self.report
+                .serves
+                .push(format!("tls://{host} (passthrough) -> {upstream}"));
+            served.insert(host);
+        }
+        let hosts: BTreeSet<&str> = rule_paths.iter().filter_map(|(_, _, p)| p.host).collect();
+        for host in hosts.difference(&served) {
+            self.report.warn(format!(
+                "ssl-passthrough: host {host} has no / path, so its TLS is not passed through \
+                 (as in ingress-nginx)"
+            ));
+        }
+        if rule_paths.iter().any(|(_, _, p)| p.host.is_none()) {
+            self.report.warn(
+                "ssl-passthrough: rules without a host have no server name to route by; they \
+                 are served over plain HTTP only"
+                    .into(),
+            );
+        }
     }
 
     /// Loads the certificates of the `tls` sections.
@@ -681,29 +766,7 @@ impl Translator<'_> {
         owner: &str,
         annotations: &Annotations,
     ) -> Result<String, (Reason, String)> {
-        let port_ref = match backend.port.as_ref() {
-            Some(p) => match (p.number, p.name.as_deref()) {
-                (Some(n), _) => PortRef::Number(u16::try_from(n).map_err(|_| {
-                    (
-                        Reason::InvalidSpec,
-                        format!("port {n} of Service {} is out of range", backend.name),
-                    )
-                })?),
-                (None, Some(name)) => PortRef::Name(name.to_string()),
-                (None, None) => {
-                    return Err((
-                        Reason::InvalidSpec,
-                        format!("Service {} backend names no port", backend.name),
-                    ))
-                }
-            },
-            None => {
-                return Err((
-                    Reason::InvalidSpec,
-                    format!("Service {} backend names no port", backend.name),
-                ))
-            }
-        };
+        let port_ref = port_ref(backend)?;
         let upstream_name = format!("{}/{owner}/{}:{}", self.namespace, backend.name, port_ref);
         if self
             .fragment
@@ -1088,6 +1151,27 @@ impl std::fmt::Display for PortRef {
 }
 
 /// Endpoints from the EndpointSlices of `service`'s port `port` (the Service port's name).
+/// The Service port a backend names.
+fn port_ref(backend: &IngressServiceBackend) -> Result<PortRef, (Reason, String)> {
+    let no_port = || {
+        (
+            Reason::InvalidSpec,
+            format!("Service {} backend names no port", backend.name),
+        )
+    };
+    let port = backend.port.as_ref().ok_or_else(no_port)?;
+    match (port.number, port.name.as_deref()) {
+        (Some(n), _) => u16::try_from(n).map(PortRef::Number).map_err(|_| {
+            (
+                Reason::InvalidSpec,
+                format!("port {n} of Service {} is out of range", backend.name),
+            )
+        }),
+        (None, Some(name)) => Ok(PortRef::Name(name.to_string())),
+        (None, None) => Err(no_port()),
+    }
+}
+
 fn slices_source(namespace: String, service: &str, port: ServicePort) -> EndpointSource {
     EndpointSource::Kubernetes(ServiceRef {
         namespace,

@@ -559,3 +559,60 @@ fn a_required_client_certificate_refuses_plain_http() {
         .access
         .admits(Some("2001:db8::1".parse().expect("ip"))));
 }
+
+#[test]
+fn ssl_passthrough_routes_each_hosts_root_by_server_name() {
+    let i = annotate(
+        ingress(
+            "argocd",
+            Some("cd.example.com"),
+            &[("/", "Prefix", "web"), ("/api", "Prefix", "api")],
+        ),
+        &[("ssl-passthrough", "true")],
+    );
+    let settings = IngressSettings {
+        passthrough_listener: Some("tls".into()),
+        ..settings()
+    };
+    let t = translate(&i, &cluster(), &settings, References::Strict);
+    assert!(!t.report.rejected(), "{}", t.report);
+    let passthrough: Vec<&RouteConfig> = t
+        .fragment
+        .routes
+        .iter()
+        .filter(|r| r.listener == "tls")
+        .collect();
+    assert_eq!(passthrough.len(), 1, "only the / path is passed through");
+    assert_eq!(
+        passthrough[0].hosts,
+        [HostMatch::Exact("cd.example.com".into())]
+    );
+    assert!(passthrough[0].paths.is_empty());
+    let upstream = t
+        .fragment
+        .upstreams
+        .iter()
+        .find(|u| u.name == passthrough[0].backends[0].upstream)
+        .expect("the passthrough upstream");
+    assert_eq!(upstream.protocol, UpstreamProtocol::Tcp);
+    // Plain HTTP still serves every path.
+    assert_eq!(
+        t.fragment
+            .routes
+            .iter()
+            .filter(|r| r.listener == "http")
+            .count(),
+        2
+    );
+
+    // Without a passthrough listener the annotation is reported, not silently dropped.
+    let t = run(&i, &cluster());
+    let report = t
+        .report
+        .annotations
+        .iter()
+        .find(|a| a.name == "ssl-passthrough")
+        .expect("reported");
+    assert_eq!(report.outcome.label(), "not supported");
+    assert!(t.fragment.routes.iter().all(|r| r.listener != "tls"));
+}

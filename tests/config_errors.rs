@@ -422,7 +422,7 @@ ingress: { http_listener: web, passthrough_listener: sql }
         &text,
         &file,
         9,
-        "routes[2].paths",
+        "routes[2].hosts[0]",
         "server name \"db.test\" is already routed by route \"e1\"",
     );
     assert_error(&text, &file, 10, "routes[3].paths", "has no paths");

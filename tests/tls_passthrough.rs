@@ -48,7 +48,7 @@ fn tls_is_routed_by_server_name_and_relayed_untouched() {
     let edge = listen_address();
     let strict = listen_address();
     let https = listen_address();
-    let _sluice = Sluice::start(&format!(
+    let sluice = Sluice::start(&format!(
         "listeners:\n\
          \x20 - {{ name: edge, listen: \"{edge}\", protocol: tcp, sni_routing: true }}\n\
          \x20 - {{ name: strict, listen: \"{strict}\", protocol: tcp, sni_routing: true }}\n\
@@ -110,7 +110,8 @@ fn tls_is_routed_by_server_name_and_relayed_untouched() {
         assert!(status.contains(" 200 "), "{status}");
         assert!(body.contains("\"backend\":\"web\""), "{body}");
 
-        // Without a route for the name, the connection is closed before any TLS.
+        // Without a route for the name, the connection is closed before any TLS; the
+        // listener's one name still passes.
         let refused = tls::connect(
             strict,
             "other.test",
@@ -118,6 +119,17 @@ fn tls_is_routed_by_server_name_and_relayed_untouched() {
         )
         .await;
         assert!(refused.is_err(), "no route for other.test");
+        assert_eq!(
+            tls::served_certificate(strict, "db.test").await,
+            db_certificate.der
+        );
+    });
+    wait_until("the refused connection's log line", READY_TIMEOUT, || {
+        sluice.access_log().iter().any(|line| {
+            line["listener"] == "strict"
+                && line["host"] == "other.test"
+                && line["ended"] == "no_route"
+        })
     });
     let seen = web.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");

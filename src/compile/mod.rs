@@ -16,8 +16,8 @@
 pub mod values;
 
 use crate::model::{
-    Auth, Config, Fragment, ListenerConfig, ListenerProtocol, Origin, PageSource, Problem,
-    Rejected, UpstreamProtocol,
+    Auth, Config, Fragment, HostMatch, ListenerConfig, ListenerProtocol, Origin, PageSource,
+    Problem, Rejected, UpstreamProtocol,
 };
 use crate::tls::LoadedCertificate;
 use std::collections::HashMap;
@@ -394,14 +394,13 @@ impl Compiler {
                             .into(),
                     );
                 }
-                // An SNI-routing listener's routes claim their server names below.
                 let first = claims
                     .tcp_routes
                     .get(route.listener.as_str())
                     .map(|r| r.to_string())
-                    .or_else(|| self.tcp_routes.get(&route.listener).cloned())
-                    .filter(|_| !sni_routing);
+                    .or_else(|| self.tcp_routes.get(&route.listener).cloned());
                 match first {
+                    // An SNI-routing listener's routes claim their server names below.
                     _ if sni_routing => {}
                     Some(first) => problem(
                         "listener",
@@ -456,12 +455,36 @@ impl Compiler {
         // by server name: then each name (or no name) has one route.
         let plain_tcp =
             listener == Some(ListenerProtocol::Tcp) && !facts.is_some_and(|f| f.sni_routing);
-        let host_keys: Vec<String> = if plain_tcp || route.fallback {
+        // (key, field, what the key means in a conflict)
+        let host_keys: Vec<(String, String, String)> = if plain_tcp || route.fallback {
             Vec::new()
+        } else if listener == Some(ListenerProtocol::Tcp) {
+            if route.hosts.is_empty() {
+                let what = "connections without a matching server name are".to_string();
+                vec![("*".into(), "hosts".into(), what)]
+            } else {
+                let what = |h: &HostMatch| format!("server name {:?} is", h.key());
+                let field = |j: usize| format!("hosts[{j}]");
+                route
+                    .hosts
+                    .iter()
+                    .enumerate()
+                    .map(|(j, h)| (h.key(), field(j), what(h)))
+                    .collect()
+            }
         } else if route.hosts.is_empty() {
-            vec!["*".into()]
+            vec![(
+                "*".into(),
+                String::new(),
+                "host \"*\" and this path are".into(),
+            )]
         } else {
-            route.hosts.iter().map(|h| h.key()).collect()
+            let what = |h: &HostMatch| format!("host {:?} and this path are", h.key());
+            route
+                .hosts
+                .iter()
+                .map(|h| (h.key(), String::new(), what(h)))
+                .collect()
         };
         // No paths: every path, as a prefix of `/`.
         let path_keys: Vec<(String, String)> = if route.paths.is_empty() {
@@ -474,8 +497,13 @@ impl Compiler {
                 .map(|(j, path)| (format!("paths[{j}]"), path.key()))
                 .collect()
         };
-        for host in &host_keys {
-            for (field, path_key) in &path_keys {
+        for (host, host_field, claimed) in &host_keys {
+            for (path_field, path_key) in &path_keys {
+                let field = if host_field.is_empty() {
+                    path_field
+                } else {
+                    host_field
+                };
                 // Routes of one host and path with different conditions coexist; the router
                 // orders them.
                 let path_key = if route.conditions.is_empty() {
@@ -484,11 +512,6 @@ impl Compiler {
                     format!("{path_key} {}", route.conditions.key())
                 };
                 let key = (route.listener.clone(), host.clone(), path_key);
-                let claimed = if listener == Some(ListenerProtocol::Tcp) {
-                    format!("server name {host:?} is")
-                } else {
-                    format!("host {host:?} and this path are")
-                };
                 if let Some((other, _)) = claims.paths.get(&key) {
                     problem(
                         field,

@@ -184,15 +184,25 @@ pub fn parse_v2(fixed: &[u8; 16], body: &[u8]) -> Result<Header, HeaderError> {
 
 /// The header that tells an upstream whose connection it is (HAProxy's `send-proxy` and
 /// `send-proxy-v2`): `source` is the client, `destination` the address it connected to.
-/// An unknown client, or addresses of two families, is sent as v1 `UNKNOWN` or v2 `LOCAL`
-/// (the upstream then takes the TCP peer as the client).
+/// IPv4-mapped addresses are sent as IPv4; when the two are of different families (an
+/// IPv4 client on an IPv6 socket), both go as IPv6. An unknown client is sent as v1
+/// `UNKNOWN` or v2 `LOCAL` (the upstream then takes the TCP peer as the client).
 pub fn encode(version: ProxyProtocolVersion, header: Header) -> Vec<u8> {
     let addresses = match header {
         Header::Proxied {
             source,
             destination,
-        } if source.is_ipv4() == destination.is_ipv4() => Some((source, destination)),
-        _ => None,
+        } => {
+            let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+            let (source, destination) = (canonical(source), canonical(destination));
+            if source.is_ipv4() == destination.is_ipv4() {
+                Some((source, destination))
+            } else {
+                let v6 = |a: SocketAddr| SocketAddr::new(IpAddr::V6(ipv6(a.ip())), a.port());
+                Some((v6(source), v6(destination)))
+            }
+        }
+        Header::Local => None,
     };
     match version {
         ProxyProtocolVersion::V1 => match addresses {
@@ -216,7 +226,7 @@ pub fn encode(version: ProxyProtocolVersion, header: Header) -> Vec<u8> {
             };
             let (family, mut body) = match (source.ip(), destination.ip()) {
                 (IpAddr::V4(s), IpAddr::V4(d)) => (0x11, [s.octets(), d.octets()].concat()),
-                (s, d) => (0x21, [ipv6_octets(s), ipv6_octets(d)].concat()),
+                (s, d) => (0x21, [ipv6(s).octets(), ipv6(d).octets()].concat()),
             };
             body.extend_from_slice(&source.port().to_be_bytes());
             body.extend_from_slice(&destination.port().to_be_bytes());
@@ -229,10 +239,10 @@ pub fn encode(version: ProxyProtocolVersion, header: Header) -> Vec<u8> {
     }
 }
 
-fn ipv6_octets(ip: IpAddr) -> [u8; 16] {
+fn ipv6(ip: IpAddr) -> Ipv6Addr {
     match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
     }
 }
 
@@ -261,6 +271,37 @@ mod tests {
         assert_eq!(
             encode(ProxyProtocolVersion::V1, v4),
             b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 443\r\n"
+        );
+        // The layout of the specification, byte for byte (section 2.2).
+        let mut v2_v4 = V2_SIGNATURE.to_vec();
+        v2_v4.extend_from_slice(&[0x21, 0x11, 0, 12, 192, 0, 2, 7, 10, 0, 0, 1]);
+        v2_v4.extend_from_slice(&[0xc7, 0x38, 0x01, 0xbb]);
+        assert_eq!(encode(ProxyProtocolVersion::V2, v4), v2_v4);
+        let mut v2_local = V2_SIGNATURE.to_vec();
+        v2_local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+        assert_eq!(encode(ProxyProtocolVersion::V2, Header::Local), v2_local);
+        let v6_header = encode(ProxyProtocolVersion::V2, v6);
+        assert_eq!(v6_header[12..16], [0x21, 0x21, 0, 36]);
+        assert_eq!(v6_header.len(), 16 + 36);
+    }
+
+    #[test]
+    fn mapped_and_mixed_addresses_keep_the_client() {
+        let mapped = Header::Proxied {
+            source: "[::ffff:192.0.2.7]:51000".parse().unwrap(),
+            destination: "[::ffff:10.0.0.1]:443".parse().unwrap(),
+        };
+        assert_eq!(
+            encode(ProxyProtocolVersion::V1, mapped),
+            b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 443\r\n"
+        );
+        let mixed = Header::Proxied {
+            source: "192.0.2.7:51000".parse().unwrap(),
+            destination: "[2001:db8::1]:443".parse().unwrap(),
+        };
+        assert_eq!(
+            encode(ProxyProtocolVersion::V1, mixed),
+            b"PROXY TCP6 ::ffff:192.0.2.7 2001:db8::1 51000 443\r\n"
         );
     }
 

@@ -110,6 +110,7 @@ impl ServerApp for TcpProxy {
             match read_client_hello(&mut client, &mut first_bytes, timeout).await {
                 Ok(name) => log.server_name = name,
                 Err(ended) => {
+                    log.bytes_in = first_bytes.len() as u64;
                     log.write(ended);
                     return None;
                 }
@@ -274,13 +275,17 @@ async fn read_client_hello(
 ) -> Result<Option<String>, &'static str> {
     let reading = async {
         let mut buffer = [0u8; 4096];
+        // Parsed again only once the record under way has arrived.
+        let mut needed = 1;
         loop {
-            match client_hello::server_name(read) {
-                Peek::NeedMore => {}
-                Peek::Hello(name) => return Ok(name),
-                Peek::NotTls(why) => {
-                    log::debug!("no TLS server name to route by: {why}");
-                    return Ok(None);
+            if read.len() >= needed {
+                match client_hello::server_name(read) {
+                    Peek::NeedMore(more) => needed = more,
+                    Peek::Hello(name) => return Ok(name),
+                    Peek::NotTls(why) => {
+                        log::debug!("no TLS server name to route by: {why}");
+                        return Ok(None);
+                    }
                 }
             }
             match client.read(&mut buffer).await {

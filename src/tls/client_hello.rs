@@ -5,13 +5,20 @@
 //! [`server_name`] looks at a prefix of the connection: it says whether more bytes are
 //! needed, or what the hello names. The ClientHello may span several TLS records and TCP
 //! segments (post-quantum key shares make it over 1 KiB); it is reassembled from the
-//! handshake records. Nothing here allocates beyond the reassembled message.
+//! handshake records, at most 16 of them. Nothing here allocates beyond the reassembled
+//! message.
 
 use std::fmt;
 
-/// The most bytes a ClientHello may take before it is refused (nginx's `ssl_preread`
-/// reads within one 16 KiB buffer too).
-pub const MAX_CLIENT_HELLO: usize = 16 * 1024 + 5;
+/// The largest ClientHello message read (nginx's `ssl_preread` reads within 16 KiB too).
+pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// The most records a ClientHello may be split into (real clients use one or two); it
+/// bounds the work a client sending tiny records can cause.
+const MAX_RECORDS: usize = 16;
+
+/// The largest plaintext record (RFC 8446 §5.1).
+const MAX_RECORD: usize = 16 * 1024;
 
 const RECORD_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
@@ -21,8 +28,9 @@ const NAME_TYPE_HOST: u8 = 0;
 /// What a prefix of a connection says about its ClientHello.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peek {
-    /// The prefix ends before the ClientHello does.
-    NeedMore,
+    /// The prefix ends before the ClientHello does; nothing more can be said before the
+    /// prefix is this long (the end of the record under way).
+    NeedMore(usize),
     /// A complete ClientHello; its server name, lower-case, without a trailing dot, if it
     /// sends one.
     Hello(Option<String>),
@@ -57,54 +65,63 @@ impl fmt::Display for NotTls {
 /// Reads the ClientHello at the start of `prefix` (all bytes received so far).
 pub fn server_name(prefix: &[u8]) -> Peek {
     match client_hello(prefix) {
-        Ok(Some(hello)) => match hello_server_name(&hello) {
+        Ok(Ok(hello)) => match hello_server_name(&hello) {
             Ok(name) => Peek::Hello(name),
             Err(e) => Peek::NotTls(e),
         },
-        Ok(None) if prefix.len() >= MAX_CLIENT_HELLO => Peek::NotTls(NotTls::TooLong),
-        Ok(None) => Peek::NeedMore,
+        Ok(Err(needed)) => Peek::NeedMore(needed),
         Err(e) => Peek::NotTls(e),
     }
 }
 
 /// The ClientHello message body reassembled from the handshake records of `prefix`, or
-/// `None` when it has not all arrived.
-fn client_hello(prefix: &[u8]) -> Result<Option<Vec<u8>>, NotTls> {
+/// the prefix length needed before it can progress.
+fn client_hello(prefix: &[u8]) -> Result<Result<Vec<u8>, usize>, NotTls> {
+    match prefix.first() {
+        None => return Ok(Err(1)),
+        // Known from the first byte: a client of another protocol is not kept waiting.
+        Some(&first) if first != RECORD_HANDSHAKE => return Err(NotTls::NotHandshake),
+        Some(_) => {}
+    }
     let mut message = Vec::new();
-    let mut rest = prefix;
-    loop {
-        let Some(header) = rest.get(..5) else {
-            return Ok(None);
+    let mut offset = 0;
+    for _ in 0..MAX_RECORDS {
+        let Some(header) = prefix.get(offset..offset + 5) else {
+            return Ok(Err(offset + 5));
         };
         if header[0] != RECORD_HANDSHAKE {
-            return Err(if message.is_empty() {
-                NotTls::NotHandshake
-            } else {
-                NotTls::Malformed("a record other than handshake inside the ClientHello")
-            });
+            return Err(NotTls::Malformed(
+                "a record other than handshake inside the ClientHello",
+            ));
         }
         let length = usize::from(u16::from_be_bytes([header[3], header[4]]));
         if length == 0 {
             return Err(NotTls::Malformed("an empty handshake record"));
         }
-        let Some(fragment) = rest.get(5..5 + length) else {
-            // A partial record still tells the message type and size.
+        if length > MAX_RECORD {
+            return Err(NotTls::Malformed("a record over 16 KiB"));
+        }
+        let end = offset + 5 + length;
+        let Some(fragment) = prefix.get(offset + 5..end) else {
+            // A partial first record still tells the message type and size.
             if message.is_empty() {
-                message_size(&rest[5..])?;
+                message_size(&prefix[offset + 5..])?;
             }
-            return Ok(None);
+            return Ok(Err(end));
         };
         message.extend_from_slice(fragment);
-        rest = &rest[5 + length..];
-        let Some(size) = message_size(&message)? else {
-            continue;
-        };
-        if message.len() >= size + 4 {
-            message.truncate(size + 4);
-            message.drain(..4);
-            return Ok(Some(message));
+        offset = end;
+        if let Some(size) = message_size(&message)? {
+            if message.len() >= size + 4 {
+                message.truncate(size + 4);
+                message.drain(..4);
+                return Ok(Ok(message));
+            }
         }
     }
+    Err(NotTls::Malformed(
+        "a ClientHello split into over 16 records",
+    ))
 }
 
 /// The size of the ClientHello starting `message`, once its 4-byte header is there.
@@ -117,7 +134,7 @@ fn message_size(message: &[u8]) -> Result<Option<usize>, NotTls> {
         return Ok(None);
     };
     let size = (usize::from(size[0]) << 16) | (usize::from(size[1]) << 8) | usize::from(size[2]);
-    if size + 4 > MAX_CLIENT_HELLO {
+    if size > MAX_CLIENT_HELLO {
         return Err(NotTls::TooLong);
     }
     Ok(Some(size))
@@ -233,8 +250,24 @@ mod tests {
     fn every_shorter_prefix_needs_more() {
         let hello = rustls_hello("db.example.com");
         for end in 0..hello.len() {
-            assert_eq!(server_name(&hello[..end]), Peek::NeedMore, "prefix {end}");
+            let Peek::NeedMore(needed) = server_name(&hello[..end]) else {
+                panic!("prefix {end}: {:?}", server_name(&hello[..end]));
+            };
+            assert!(
+                needed > end && needed <= hello.len(),
+                "prefix {end}: {needed}"
+            );
         }
+    }
+
+    #[test]
+    fn bytes_after_the_hello_are_not_part_of_it() {
+        let mut flight = rustls_hello("db.example.com");
+        flight.extend_from_slice(&[23, 3, 3, 0, 2, 0xde, 0xad]);
+        assert_eq!(
+            server_name(&flight),
+            Peek::Hello(Some("db.example.com".into()))
+        );
     }
 
     #[test]
@@ -243,21 +276,46 @@ mod tests {
         assert_eq!(server_name(&hello), Peek::Hello(None));
     }
 
+    /// `hello`'s handshake message in records of the given sizes.
+    fn records(hello: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut body = &hello[5..];
+        let mut out = Vec::new();
+        for &size in sizes {
+            let (fragment, rest) = body.split_at(size.min(body.len()));
+            out.extend_from_slice(&[RECORD_HANDSHAKE, 3, 1]);
+            out.extend_from_slice(&(fragment.len() as u16).to_be_bytes());
+            out.extend_from_slice(fragment);
+            body = rest;
+        }
+        out
+    }
+
     #[test]
     fn a_hello_split_over_records_is_reassembled() {
         let hello = rustls_hello("split.example.com");
-        let body = &hello[5..];
-        let (first, second) = body.split_at(40);
-        let mut split = Vec::new();
-        for fragment in [first, second] {
-            split.extend_from_slice(&[RECORD_HANDSHAKE, 3, 1]);
-            split.extend_from_slice(&(fragment.len() as u16).to_be_bytes());
-            split.extend_from_slice(fragment);
+        let rest = hello.len() - 5;
+        // Split inside the body, and inside the 4-byte handshake header.
+        for sizes in [
+            vec![40, rest - 40],
+            vec![2, rest - 2],
+            vec![2, 1, 1, rest - 4],
+        ] {
+            let split = records(&hello, &sizes);
+            let first = 5 + sizes[0];
+            let needed = if first > 10 { first } else { first + 5 };
+            assert_eq!(server_name(&split[..10]), Peek::NeedMore(needed));
+            assert_eq!(
+                server_name(&split),
+                Peek::Hello(Some("split.example.com".into())),
+                "{sizes:?}"
+            );
         }
-        assert_eq!(server_name(&split[..50]), Peek::NeedMore);
+        let tiny = records(&hello, &[1; 17]);
         assert_eq!(
-            server_name(&split),
-            Peek::Hello(Some("split.example.com".into()))
+            server_name(&tiny),
+            Peek::NotTls(NotTls::Malformed(
+                "a ClientHello split into over 16 records"
+            ))
         );
     }
 
@@ -266,6 +324,13 @@ mod tests {
         assert_eq!(
             server_name(b"GET / HTTP/1.1\r\n"),
             Peek::NotTls(NotTls::NotHandshake)
+        );
+        // Known from the first byte: a short greeting is not kept waiting for more.
+        assert_eq!(server_name(b"PING"), Peek::NotTls(NotTls::NotHandshake));
+        assert_eq!(server_name(b""), Peek::NeedMore(1));
+        assert_eq!(
+            server_name(&[22, 3, 1, 0, 0]),
+            Peek::NotTls(NotTls::Malformed("an empty handshake record"))
         );
         // A handshake record holding a ServerHello.
         assert_eq!(
@@ -277,7 +342,7 @@ mod tests {
     #[test]
     fn lengths_that_do_not_fit_are_malformed() {
         let mut hello = rustls_hello("a.example.com");
-        // Cut the extensions' length so that the last extension overruns it.
+        // Shorten the message so that the extensions' length overruns it.
         let cut = hello.len() - 10;
         hello.truncate(cut);
         let body_len = (cut - 9) as u32;
@@ -292,7 +357,12 @@ mod tests {
     #[test]
     fn an_endless_hello_is_refused() {
         let mut huge = vec![RECORD_HANDSHAKE, 3, 1, 0x40, 0];
-        huge.extend_from_slice(&[HANDSHAKE_CLIENT_HELLO, 0, 0x80, 0]);
+        huge.extend_from_slice(&[HANDSHAKE_CLIENT_HELLO, 0, 0x40, 1]);
         assert_eq!(server_name(&huge), Peek::NotTls(NotTls::TooLong));
+        let oversized_record = [RECORD_HANDSHAKE, 3, 1, 0x40, 1, HANDSHAKE_CLIENT_HELLO];
+        assert!(matches!(
+            server_name(&oversized_record),
+            Peek::NotTls(NotTls::Malformed(_))
+        ));
     }
 }

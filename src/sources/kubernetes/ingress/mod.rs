@@ -1150,7 +1150,6 @@ impl std::fmt::Display for PortRef {
     }
 }
 
-/// Endpoints from the EndpointSlices of `service`'s port `port` (the Service port's name).
 /// The Service port a backend names.
 fn port_ref(backend: &IngressServiceBackend) -> Result<PortRef, (Reason, String)> {
     let no_port = || {
@@ -1172,6 +1171,7 @@ fn port_ref(backend: &IngressServiceBackend) -> Result<PortRef, (Reason, String)
     }
 }
 
+/// Endpoints from the EndpointSlices of `service`'s port `port` (the Service port's name).
 fn slices_source(namespace: String, service: &str, port: ServicePort) -> EndpointSource {
     EndpointSource::Kubernetes(ServiceRef {
         namespace,

@@ -15,6 +15,7 @@ use crate::services::checker::HealthChecker;
 use crate::services::config_watch::Reloader;
 use crate::services::discovery::KubernetesDiscovery;
 use crate::services::dns::DnsDiscovery;
+use crate::services::gateway::GatewayController;
 use crate::services::ingress::IngressController;
 use crate::sockets;
 use crate::sources::file::FileConfig;
@@ -322,6 +323,12 @@ fn add_serving_services(
                 })?;
             server.add_service(service);
         }
+    }
+    if let Some(settings) = config.gateway.clone() {
+        let controller = GatewayController::new(state.clone(), settings, config.kubernetes.clone());
+        let mut gateway = background_service("gateway controller", controller);
+        gateway.threads = Some(1);
+        server.add_service(gateway);
     }
     let mut checker = background_service("health checker", HealthChecker::new(state.subscribe()));
     checker.threads = Some(1);

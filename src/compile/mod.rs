@@ -445,7 +445,10 @@ impl Compiler {
                 problem(field, format!("undefined upstream {name:?}"));
             }
         }
-        if route.backends.is_empty() && route.filters.redirect.is_none() {
+        if route.backends.is_empty()
+            && route.filters.redirect.is_none()
+            && route.unresolved.is_none()
+        {
             problem(
                 "upstream",
                 "needs an upstream (or backends) unless it has a redirect".into(),

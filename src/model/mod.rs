@@ -7,6 +7,7 @@
 mod auth;
 mod error_pages;
 mod fragment;
+mod gateway;
 pub mod hash_key;
 mod ingress;
 mod net;
@@ -19,6 +20,7 @@ use crate::tls::LoadedCertificate;
 pub use auth::{Auth, AuthFailure, BasicAuth, ExternalAuth, Htpasswd, PasswordHash};
 pub use error_pages::{ErrorPage, ErrorPages, PageFile, PageSource};
 pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected};
+pub use gateway::{GatewayListenerKind, GatewayPort, GatewaySettings, DEFAULT_GATEWAY_CONTROLLER};
 pub use hash_key::HashKey;
 pub use ingress::{
     IngressSettings, LeaseSettings, PublishAddress, WebhookSettings, DEFAULT_CONTROLLER,
@@ -50,6 +52,8 @@ pub struct Config {
     pub kubernetes: Option<KubernetesClient>,
     /// The Kubernetes Ingress source, if enabled (issue #18).
     pub ingress: Option<IngressSettings>,
+    /// The Kubernetes Gateway API source, if enabled (issue #19).
+    pub gateway: Option<GatewaySettings>,
     pub listeners: Vec<ListenerConfig>,
     /// The certificates of each TLS listener.
     pub tls: Vec<ListenerTls>,

@@ -22,8 +22,12 @@ pub struct RouteConfig {
     pub paths: Vec<PathMatch>,
     /// Further conditions every matching request meets, whichever path it matched.
     pub conditions: Conditions,
-    /// Where requests go: one upstream, or several sharing requests by weight. Never empty.
+    /// Where requests go: one upstream, or several sharing requests by weight. Empty only
+    /// with a redirect, or when `unresolved` says why.
     pub backends: Vec<Backend>,
+    /// Why the route's backends could not be resolved (a Gateway API backendRef to a
+    /// missing Service, say): its requests are answered 500, as Gateway API specifies.
+    pub unresolved: Option<String>,
     /// A canary upstream that takes requests before `backends` when its rules say so.
     pub canary: Option<Canary>,
     pub filters: Filters,
@@ -66,6 +70,7 @@ impl RouteConfig {
                 upstream: upstream.to_string(),
                 weight: 1,
             }],
+            unresolved: None,
             canary: None,
             filters: Filters::default(),
             affinity: None,

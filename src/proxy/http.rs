@@ -284,6 +284,13 @@ impl ProxyHttp for HttpProxy {
                 .await?;
             return Ok(true);
         }
+        if route_config.backends.is_empty() && route_config.unresolved.is_some() {
+            // Gateway API: a rule whose backends are all invalid answers 500.
+            ctx.answered_by = Some(snapshot.routes[route].metrics.clone());
+            ctx.rejected = Some("backend_unresolved");
+            self.answer_error(session, ctx, 500, None, false).await?;
+            return Ok(true);
+        }
         let runtime_route = &snapshot.routes[route];
         if let Some(concurrency) = &runtime_route.concurrency {
             match concurrency.acquire(ctx.client_ip) {

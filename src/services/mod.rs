@@ -4,4 +4,7 @@ pub mod checker;
 pub mod config_watch;
 pub mod discovery;
 pub mod dns;
+pub mod gateway;
 pub mod ingress;
+pub mod leader;
+pub mod watch;

@@ -14,7 +14,7 @@
 
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::Resource;
+use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -201,8 +201,12 @@ pub fn slice(
 }
 
 /// The resource id of kind `K`.
-fn resource_of<K: Resource>() -> ResourceId {
-    format!("{}/{}/{}", K::GROUP, K::VERSION, K::URL_PATH_SEGMENT)
+/// Any kind with a static type: k8s-openapi's kinds and the CRD types kube derives.
+pub trait Kind: Resource<DynamicType = ()> {}
+impl<K: Resource<DynamicType = ()>> Kind for K {}
+
+fn resource_of<K: Kind>() -> ResourceId {
+    format!("{}/{}/{}", K::group(&()), K::version(&()), K::plural(&()))
 }
 
 /// The kind of the objects of a resource (for list and bookmark bodies).
@@ -273,10 +277,10 @@ impl FakeKube {
     /// Creates or replaces an object (ADDED or MODIFIED), as a client's apply would: a new
     /// object gets a uid, generation 1 and a creation time; a changed `spec` bumps the
     /// generation. Returns the stored object.
-    pub fn apply<K: Resource + Serialize + DeserializeOwned>(&self, object: K) -> K {
+    pub fn apply<K: Kind + Serialize + DeserializeOwned>(&self, object: K) -> K {
         let mut value = serde_json::to_value(&object).expect("object JSON");
-        value["apiVersion"] = json!(K::API_VERSION);
-        value["kind"] = json!(K::KIND);
+        value["apiVersion"] = json!(K::api_version(&()));
+        value["kind"] = json!(K::kind(&()));
         let key = Key {
             resource: resource_of::<K>(),
             namespace: value["metadata"]["namespace"]
@@ -313,7 +317,7 @@ impl FakeKube {
     }
 
     /// Deletes an object of kind `K` (DELETED).
-    pub fn delete_object<K: Resource>(&self, namespace: &str, name: &str) {
+    pub fn delete_object<K: Kind>(&self, namespace: &str, name: &str) {
         let key = Key {
             resource: resource_of::<K>(),
             namespace: namespace.to_string(),
@@ -324,7 +328,7 @@ impl FakeKube {
     }
 
     /// The stored object of kind `K`, as a client would read it.
-    pub fn get<K: Resource + DeserializeOwned>(&self, namespace: &str, name: &str) -> Option<K> {
+    pub fn get<K: Kind + DeserializeOwned>(&self, namespace: &str, name: &str) -> Option<K> {
         let key = Key {
             resource: resource_of::<K>(),
             namespace: namespace.to_string(),
@@ -335,7 +339,7 @@ impl FakeKube {
     }
 
     /// Every stored object of kind `K`.
-    pub fn list<K: Resource + DeserializeOwned>(&self) -> Vec<K> {
+    pub fn list<K: Kind + DeserializeOwned>(&self) -> Vec<K> {
         let resource = resource_of::<K>();
         self.store()
             .objects

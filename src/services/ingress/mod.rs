@@ -16,19 +16,18 @@ mod status;
 use crate::model::{IngressSettings, KubernetesClient};
 use crate::observe::metrics::METRICS;
 use crate::services::discovery::make_client;
+use crate::services::watch::{spawn_watch, Watched};
 use crate::sources::kubernetes::ingress::annotations::{self, PREFIX};
 use crate::sources::kubernetes::ingress::{
-    class, key_of, translate, ObjectKey, ObjectSet, Reason, References, Report, KIND,
+    class, translate, ObjectKey, ObjectSet, Reason, References, Report, KIND,
 };
 use crate::state::State;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::Event;
 use kube::{Api, Client, Resource, ResourceExt};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -100,54 +99,6 @@ enum Update {
     Services(Box<Event<Service>>),
     /// From the Secret watch of a namespace, tagged with its start number.
     Secrets(String, u64, Box<Event<Secret>>),
-}
-
-/// A kind's objects as watched: applies list and watch events, keeping the last complete
-/// list until a relist completes.
-struct Watched<K> {
-    objects: BTreeMap<ObjectKey, K>,
-    relisting: Option<BTreeMap<ObjectKey, K>>,
-    synced: bool,
-}
-
-impl<K: Resource> Watched<K> {
-    fn new() -> Self {
-        Self {
-            objects: BTreeMap::new(),
-            relisting: None,
-            synced: false,
-        }
-    }
-
-    /// Applies `event`; `keep` filters what is stored.
-    fn apply(&mut self, event: Event<K>, keep: impl Fn(&K) -> bool) {
-        match event {
-            Event::Apply(object) => {
-                let key = key_of(object.meta());
-                if keep(&object) {
-                    self.objects.insert(key, object);
-                } else {
-                    self.objects.remove(&key);
-                }
-            }
-            Event::Delete(object) => {
-                self.objects.remove(&key_of(object.meta()));
-            }
-            Event::Init => self.relisting = Some(BTreeMap::new()),
-            Event::InitApply(object) => {
-                if keep(&object) {
-                    let key = key_of(object.meta());
-                    self.relisting
-                        .get_or_insert_with(BTreeMap::new)
-                        .insert(key, object);
-                }
-            }
-            Event::InitDone => {
-                self.objects = self.relisting.take().unwrap_or_default();
-                self.synced = true;
-            }
-        }
-    }
 }
 
 /// A running Secret watch of one namespace.
@@ -280,39 +231,6 @@ impl BackgroundService for IngressController {
         }
         for watch in controller.secret_watches.values() {
             watch.handle.abort();
-        }
-    }
-}
-
-/// Runs a watch of `api`, sending each event as `wrap(event)`; errors are logged and
-/// retried by the watcher's backoff.
-fn spawn_watch<K>(
-    api: Api<K>,
-    updates: mpsc::UnboundedSender<Update>,
-    wrap: impl Fn(Event<K>) -> Update + Send + 'static,
-) -> JoinHandle<()>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default,
-{
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-    tokio::spawn(forward(stream, updates, wrap))
-}
-
-async fn forward<K>(
-    stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send,
-    updates: mpsc::UnboundedSender<Update>,
-    wrap: impl Fn(Event<K>) -> Update + Send,
-) {
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => {
-                if updates.send(wrap(event)).is_err() {
-                    return;
-                }
-            }
-            Err(e) => log::warn!("ingress controller: watch error (retrying): {e}"),
         }
     }
 }

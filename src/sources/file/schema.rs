@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub kubernetes: Option<RawKubernetes>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<RawIngress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<RawGateway>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
@@ -201,6 +203,33 @@ impl Default for RawLeaderElection {
             duration: "15s".into(),
         }
     }
+}
+
+/// `gateway:` the Kubernetes Gateway API source (issue #19).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    #[serde(default = "default_gateway_controller")]
+    pub controller_name: String,
+    /// Gateway listener ports and the sluice listeners that serve them.
+    pub listeners: Vec<RawGatewayListener>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<RawPublish>,
+    /// The same Lease as `ingress.leader_election` by default: one replica writes both.
+    #[serde(default)]
+    pub leader_election: RawLeaderElection,
+}
+
+/// `gateway.listeners[]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGatewayListener {
+    pub port: u16,
+    pub listener: String,
+}
+
+fn default_gateway_controller() -> String {
+    crate::model::DEFAULT_GATEWAY_CONTROLLER.to_string()
 }
 
 /// `ingress.webhook`: the validating admission webhook's HTTPS listener.

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 mod auth;
+mod gateway;
 mod ingress;
 mod traffic;
 
@@ -211,6 +212,10 @@ pub(super) fn validate(
         .ingress
         .as_ref()
         .and_then(|raw_ingress| ingress::ingress(&mut check, raw_ingress, &raw.listeners));
+    let gateway = raw
+        .gateway
+        .as_ref()
+        .and_then(|raw_gateway| gateway::gateway(&mut check, raw_gateway, &raw.listeners));
     let typed_upstreams: Vec<UpstreamConfig> = upstreams.into_iter().flatten().collect();
     let mut fragment = Fragment::new(check.origin(""), None);
     // A route with an invalid host or path was built without it, so it would claim every
@@ -289,6 +294,7 @@ pub(super) fn validate(
                     access_log,
                     kubernetes,
                     ingress,
+                    gateway,
                     listeners,
                     tls,
                     routes: Vec::new(),
@@ -1330,6 +1336,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 paths,
                 conditions,
                 backends,
+                unresolved: None,
                 canary,
                 filters,
                 affinity,

@@ -61,53 +61,13 @@ pub(super) fn ingress(
         );
         ok = false;
     }
-    let publish = match &raw.publish {
-        None => None,
-        Some(RawPublish {
-            service: Some(service),
-            addresses,
-        }) if addresses.is_empty() => match service.split_once('/') {
-            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
-                Some(PublishAddress::Service {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                })
-            }
-            _ => {
-                check.error(
-                    "ingress.publish.service",
-                    format!("invalid Service {service:?}: write NAMESPACE/NAME"),
-                );
-                ok = false;
-                None
-            }
-        },
-        Some(RawPublish {
-            service: None,
-            addresses,
-        }) if !addresses.is_empty() => Some(PublishAddress::Addresses(addresses.clone())),
-        Some(_) => {
-            check.error(
-                "ingress.publish",
-                "needs exactly one of service and addresses",
-            );
-            ok = false;
-            None
-        }
-    };
-    let election = &raw.leader_election;
-    let duration = check.duration("ingress.leader_election.duration", &election.duration);
-    if duration.is_some_and(|d| d < std::time::Duration::from_secs(2)) {
-        check.error(
-            "ingress.leader_election.duration",
-            "must be at least 2s (the leader renews at a third of it)",
-        );
-        ok = false;
-    }
-    let identity = election.identity.clone().unwrap_or_else(default_identity);
-    let namespace = election.namespace.clone().unwrap_or_else(|| {
-        std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".to_string())
-    });
+    let publish = publish(check, "ingress.publish", raw.publish.as_ref(), &mut ok);
+    let lease = lease(
+        check,
+        "ingress.leader_election",
+        &raw.leader_election,
+        &mut ok,
+    );
     let webhook = match &raw.webhook {
         None => None,
         Some(webhook) => {
@@ -138,13 +98,76 @@ pub(super) fn ingress(
         https_redirect_port: raw.https_redirect_port,
         passthrough_listener: raw.passthrough_listener.clone(),
         publish,
-        lease: LeaseSettings {
-            namespace,
-            name: election.name.clone(),
-            identity,
-            duration: duration?,
-        },
+        lease: lease?,
         webhook,
+    })
+}
+
+/// `KEY` (`ingress.publish`, `gateway.publish`): a Service or explicit addresses.
+pub(super) fn publish(
+    check: &mut Checker,
+    key: &str,
+    raw: Option<&RawPublish>,
+    ok: &mut bool,
+) -> Option<PublishAddress> {
+    match raw {
+        None => None,
+        Some(RawPublish {
+            service: Some(service),
+            addresses,
+        }) if addresses.is_empty() => match service.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+                Some(PublishAddress::Service {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                })
+            }
+            _ => {
+                check.error(
+                    &format!("{key}.service"),
+                    format!("invalid Service {service:?}: write NAMESPACE/NAME"),
+                );
+                *ok = false;
+                None
+            }
+        },
+        Some(RawPublish {
+            service: None,
+            addresses,
+        }) if !addresses.is_empty() => Some(PublishAddress::Addresses(addresses.clone())),
+        Some(_) => {
+            check.error(key, "needs exactly one of service and addresses");
+            *ok = false;
+            None
+        }
+    }
+}
+
+/// `KEY` (`ingress.leader_election`, `gateway.leader_election`), with the environment's
+/// defaults.
+pub(super) fn lease(
+    check: &mut Checker,
+    key: &str,
+    election: &RawLeaderElection,
+    ok: &mut bool,
+) -> Option<LeaseSettings> {
+    let duration = check.duration(&format!("{key}.duration"), &election.duration);
+    if duration.is_some_and(|d| d < std::time::Duration::from_secs(2)) {
+        check.error(
+            &format!("{key}.duration"),
+            "must be at least 2s (the leader renews at a third of it)",
+        );
+        *ok = false;
+    }
+    let identity = election.identity.clone().unwrap_or_else(default_identity);
+    let namespace = election.namespace.clone().unwrap_or_else(|| {
+        std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".to_string())
+    });
+    Some(LeaseSettings {
+        namespace,
+        name: election.name.clone(),
+        identity,
+        duration: duration?,
     })
 }
 

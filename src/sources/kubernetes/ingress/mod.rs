@@ -19,18 +19,20 @@ use crate::model::{
     ClientCertificateRequirement, EndpointConfig, EndpointSource, ErrorPage, ErrorPages,
     ExternalAuth, Fragment, HashKey, HostMatch, HttpsRedirect, IngressSettings,
     ListenerCertificate, Origin, PageSource, PathMatch, PathRewrite, RateLimit, Redirect,
-    RedirectStatus, RetryMethods, RetryPolicy, RouteClientCa, RouteConfig, ServicePort, ServiceRef,
-    TerminatingPolicy, UpstreamConfig, UpstreamTls, ValueMatch,
+    RedirectStatus, RetryMethods, RetryPolicy, RouteClientCa, RouteConfig, ServicePort,
+    UpstreamConfig, UpstreamTls, ValueMatch,
 };
-use crate::model::{DnsName, Htpasswd, LimitKey, UpstreamProtocol};
-use crate::tls::{parse_ca_certificates, LoadedCertificate};
+use crate::model::{Htpasswd, LimitKey, UpstreamProtocol};
+use crate::sources::kubernetes::secrets::{certificate_of, secret_bytes, secret_keys};
+use crate::sources::kubernetes::services::{dns_source, slices_source};
+use crate::tls::parse_ca_certificates;
 use annotations::{Annotations, AuthSecretType};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressServiceBackend};
 pub use objects::{key_of, ObjectKey, ObjectSet};
 use regex::Regex;
 pub use report::{Reason, Report};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -1171,26 +1173,6 @@ fn port_ref(backend: &IngressServiceBackend) -> Result<PortRef, (Reason, String)
     }
 }
 
-/// Endpoints from the EndpointSlices of `service`'s port `port` (the Service port's name).
-fn slices_source(namespace: String, service: &str, port: ServicePort) -> EndpointSource {
-    EndpointSource::Kubernetes(ServiceRef {
-        namespace,
-        service: service.to_string(),
-        port,
-        terminating: TerminatingPolicy::Drain,
-    })
-}
-
-/// Endpoints from the addresses of DNS name `name`, with the file's default TTL bounds.
-fn dns_source(name: String, port: u16) -> EndpointSource {
-    EndpointSource::Dns(DnsName {
-        name,
-        port,
-        min_ttl: Duration::from_secs(5),
-        max_ttl: Duration::from_secs(300),
-    })
-}
-
 /// TLS towards an upstream, sending `sni`, trusting the system's roots.
 fn upstream_tls(sni: String, verify: bool) -> UpstreamTls {
     UpstreamTls {
@@ -1239,49 +1221,6 @@ fn service_host(host: &str) -> Option<(String, String)> {
     let rest = host.strip_suffix(".svc")?;
     let (name, namespace) = rest.split_once('.')?;
     (!namespace.contains('.')).then(|| (name.to_string(), namespace.to_string()))
-}
-
-/// The bytes of `key` of a Secret (`data`, or `stringData` as written).
-fn secret_bytes(secret: &Secret, key: &str) -> Option<Vec<u8>> {
-    if let Some(value) = secret.data.as_ref().and_then(|d| d.get(key)) {
-        return Some(value.0.clone());
-    }
-    secret
-        .string_data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|v| v.as_bytes().to_vec())
-}
-
-/// Every key of a Secret and its bytes.
-fn secret_keys(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut keys: BTreeMap<String, Vec<u8>> = secret
-        .string_data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
-        .collect();
-    keys.extend(
-        secret
-            .data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.0.clone())),
-    );
-    keys
-}
-
-/// The certificate of a `kubernetes.io/tls` Secret.
-fn certificate_of(
-    secret: &Secret,
-    namespace: &str,
-    name: &str,
-) -> Result<LoadedCertificate, String> {
-    let cert_name = format!("Secret {namespace}/{name} tls.crt");
-    let key_name = format!("Secret {namespace}/{name} tls.key");
-    let chain = secret_bytes(secret, "tls.crt").ok_or_else(|| format!("{cert_name} is missing"))?;
-    let key = secret_bytes(secret, "tls.key").ok_or_else(|| format!("{key_name} is missing"))?;
-    LoadedCertificate::from_pem(&chain, &key, &cert_name, &key_name)
 }
 
 #[cfg(test)]

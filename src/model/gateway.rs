@@ -1,0 +1,58 @@
+//! Settings of the Kubernetes Gateway API source (`gateway:` in the config file): which
+//! GatewayClasses are sluice's, which sluice listener serves each Gateway listener port,
+//! and who reports status.
+
+use super::{LeaseSettings, PublishAddress};
+
+/// The `spec.controllerName` of the GatewayClasses sluice serves, unless configured
+/// otherwise.
+pub const DEFAULT_GATEWAY_CONTROLLER: &str = "sluice.dev/gateway-controller";
+
+/// `gateway:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// GatewayClasses with this `spec.controllerName` are sluice's.
+    pub controller_name: String,
+    /// The sluice listeners that serve Gateway listeners, by port and kind.
+    pub ports: Vec<GatewayPort>,
+    /// What `status.addresses` of the Gateways says, if anything.
+    pub publish: Option<PublishAddress>,
+    /// The Lease whose holder alone writes status.
+    pub lease: LeaseSettings,
+}
+
+/// `gateway.listeners[]`: the sluice listener that serves Gateway listeners on `port`
+/// whose protocol is of its kind. Sluice's listeners are bound at start; a Gateway cannot
+/// open a port of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayPort {
+    /// The Gateway listener port (the port clients use, often the Service's).
+    pub port: u16,
+    pub listener: String,
+    pub kind: GatewayListenerKind,
+}
+
+/// Which Gateway listener protocols a sluice listener can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GatewayListenerKind {
+    /// An `http` listener without TLS: protocol `HTTP`.
+    Http,
+    /// An `http` listener with TLS: protocol `HTTPS` (TLS mode `Terminate`).
+    Https,
+    /// A `tcp` listener with `sni_routing`: protocol `TLS` in mode `Passthrough`.
+    TlsPassthrough,
+    /// A `tcp` listener without: protocol `TCP`.
+    Tcp,
+}
+
+impl GatewayListenerKind {
+    /// The Gateway API protocol name.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            GatewayListenerKind::Http => "HTTP",
+            GatewayListenerKind::Https => "HTTPS",
+            GatewayListenerKind::TlsPassthrough => "TLS",
+            GatewayListenerKind::Tcp => "TCP",
+        }
+    }
+}

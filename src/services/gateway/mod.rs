@@ -1,0 +1,539 @@
+//! The Gateway API controller: GatewayClasses, Gateways and HTTPRoutes (with the
+//! ReferenceGrants, Namespaces, Services and Secrets they reference) become fragments and
+//! status, without reloads.
+//!
+//! Watches feed one loop through a channel. After every batch of updates the whole set is
+//! translated (a pure function, `sources::kubernetes::gateway`), the fragments that
+//! changed go to [`State::set_fragments`] as one batch, and the leader writes the status
+//! that differs from what the objects say. A route the compiler rejects (a conflict with
+//! an older claim) is not accepted, with a Warning Event; its previous version keeps
+//! serving. The first batch waits for every watch's first list, and `/readyz` waits for
+//! it.
+
+use crate::model::{GatewaySettings, KubernetesClient};
+use crate::observe::metrics::METRICS;
+use crate::services::discovery::make_client;
+use crate::services::leader::Election;
+use crate::services::watch::{spawn_watch, Watched};
+use crate::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
+use crate::sources::kubernetes::gateway::api::gateways::Gateway;
+use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
+use crate::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
+use crate::sources::kubernetes::gateway::{
+    parse_fragment_key, translate, GatewayObjects, ObjectKey, Translation,
+};
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher::Event;
+use kube::{Api, Client, Resource};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde_json::{json, Value};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use crate::state::State;
+
+/// The source name of Gateway API fragments (in `/config`, metrics and logs).
+pub const SOURCE: &str = "gateway";
+
+/// The Event reporter name.
+const REPORTER: &str = "sluice-gateway-controller";
+
+/// The controller service.
+pub struct GatewayController {
+    state: Arc<State>,
+    client_settings: Option<KubernetesClient>,
+    settings: GatewaySettings,
+}
+
+impl GatewayController {
+    /// A controller feeding `state` per `settings`; readiness waits for its first sync.
+    pub fn new(
+        state: Arc<State>,
+        settings: GatewaySettings,
+        client_settings: Option<KubernetesClient>,
+    ) -> Self {
+        state.source_pending(SOURCE);
+        Self {
+            state,
+            client_settings,
+            settings,
+        }
+    }
+}
+
+/// One update from a watch.
+enum Update {
+    Classes(Box<Event<GatewayClass>>),
+    Gateways(Box<Event<Gateway>>),
+    HttpRoutes(Box<Event<HttpRoute>>),
+    Grants(Box<Event<ReferenceGrant>>),
+    Namespaces(Box<Event<Namespace>>),
+    Services(Box<Event<Service>>),
+    Secrets(Box<Event<Secret>>),
+}
+
+/// The controller loop's state.
+struct Controller {
+    state: Arc<State>,
+    settings: GatewaySettings,
+    client: Client,
+    recorder: Recorder,
+    classes: Watched<GatewayClass>,
+    gateways: Watched<Gateway>,
+    http_routes: Watched<HttpRoute>,
+    grants: Watched<ReferenceGrant>,
+    namespaces: Watched<Namespace>,
+    services: Watched<Service>,
+    secrets: Watched<Secret>,
+    /// The fingerprint of each fragment handed to the state.
+    applied: BTreeMap<String, u64>,
+    /// The last translation, with the compiler's rejections folded in.
+    last: Translation,
+    /// Status written: per object, the resourceVersion it had then, so that a view that
+    /// has not seen the write yet does not cause a second one.
+    written: HashMap<(&'static str, ObjectKey), Option<String>>,
+    /// The last Event per route, so that one is sent per change.
+    events: HashMap<ObjectKey, String>,
+    first_sync_done: bool,
+}
+
+#[async_trait]
+impl BackgroundService for GatewayController {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        crate::priority::lower_current_thread();
+        let mut wait = Duration::from_secs(1);
+        let client = loop {
+            match make_client(self.client_settings.as_ref()).await {
+                Ok(client) => break client,
+                Err(e) => {
+                    log::error!("gateway controller: cannot set up the API client: {e}; retrying in {wait:?}");
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+        let (updates, mut received) = mpsc::unbounded_channel();
+        let c = &client;
+        let tasks = vec![
+            spawn_watch(Api::<GatewayClass>::all(c.clone()), updates.clone(), |e| {
+                Update::Classes(Box::new(e))
+            }),
+            spawn_watch(Api::<Gateway>::all(c.clone()), updates.clone(), |e| {
+                Update::Gateways(Box::new(e))
+            }),
+            spawn_watch(Api::<HttpRoute>::all(c.clone()), updates.clone(), |e| {
+                Update::HttpRoutes(Box::new(e))
+            }),
+            spawn_watch(
+                Api::<ReferenceGrant>::all(c.clone()),
+                updates.clone(),
+                |e| Update::Grants(Box::new(e)),
+            ),
+            spawn_watch(Api::<Namespace>::all(c.clone()), updates.clone(), |e| {
+                Update::Namespaces(Box::new(e))
+            }),
+            spawn_watch(Api::<Service>::all(c.clone()), updates.clone(), |e| {
+                Update::Services(Box::new(e))
+            }),
+            spawn_watch(Api::<Secret>::all(c.clone()), updates.clone(), |e| {
+                Update::Secrets(Box::new(e))
+            }),
+        ];
+        let reporter = Reporter {
+            controller: REPORTER.into(),
+            instance: Some(self.settings.lease.identity.clone()),
+        };
+        let mut election = Election::new(client.clone(), &self.settings.lease);
+        let mut controller = Controller {
+            state: self.state.clone(),
+            settings: self.settings.clone(),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            classes: Watched::new(),
+            gateways: Watched::new(),
+            http_routes: Watched::new(),
+            grants: Watched::new(),
+            namespaces: Watched::new(),
+            services: Watched::new(),
+            secrets: Watched::new(),
+            applied: BTreeMap::new(),
+            last: Translation::default(),
+            written: HashMap::new(),
+            events: HashMap::new(),
+            first_sync_done: false,
+        };
+        log::info!(
+            "gateway controller: serving GatewayClasses of controller {}",
+            self.settings.controller_name
+        );
+        let mut tick = tokio::time::interval(self.settings.lease.duration / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut changed = false;
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {
+                    let was = election.is_leader();
+                    if election.try_lead().await && !was {
+                        controller.written.clear();
+                        controller.write_status().await;
+                    }
+                }
+                update = received.recv() => {
+                    let Some(update) = update else { break };
+                    controller.apply(update);
+                    changed = true;
+                }
+            }
+            if !changed {
+                continue;
+            }
+            // Everything that arrived meanwhile goes into the same batch.
+            while let Ok(update) = received.try_recv() {
+                controller.apply(update);
+            }
+            if controller.reconcile().await && election.is_leader() {
+                controller.write_status().await;
+            }
+        }
+        for task in tasks {
+            task.abort();
+        }
+        election.release().await;
+    }
+}
+
+impl Controller {
+    fn apply(&mut self, update: Update) {
+        match update {
+            Update::Classes(e) => self.classes.apply(*e, |_| true),
+            Update::Gateways(e) => self.gateways.apply(*e, |_| true),
+            Update::HttpRoutes(e) => self.http_routes.apply(*e, |_| true),
+            Update::Grants(e) => self.grants.apply(*e, |_| true),
+            Update::Namespaces(e) => self.namespaces.apply(*e, |_| true),
+            Update::Services(e) => self.services.apply(*e, |_| true),
+            // Only TLS Secrets can be Gateway certificates.
+            Update::Secrets(e) => self
+                .secrets
+                .apply(*e, |s| s.type_.as_deref() == Some("kubernetes.io/tls")),
+        }
+    }
+
+    fn synced(&self) -> bool {
+        self.classes.synced
+            && self.gateways.synced
+            && self.http_routes.synced
+            && self.grants.synced
+            && self.namespaces.synced
+            && self.services.synced
+            && self.secrets.synced
+    }
+
+    /// Translates everything and applies the fragments that changed; returns whether a
+    /// translation was made.
+    async fn reconcile(&mut self) -> bool {
+        if !self.synced() {
+            return false;
+        }
+        let objects = GatewayObjects {
+            classes: self
+                .classes
+                .objects
+                .iter()
+                .map(|((_, name), class)| (name.clone(), class.clone()))
+                .collect(),
+            gateways: self.gateways.objects.clone(),
+            http_routes: self.http_routes.objects.clone(),
+            grants: self.grants.objects.clone(),
+            namespaces: self
+                .namespaces
+                .objects
+                .iter()
+                .map(|((_, name), ns)| (name.clone(), ns.clone()))
+                .collect(),
+            services: self.services.objects.clone(),
+            secrets: self.secrets.objects.clone(),
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut translation = translate(&objects, &self.settings, &now);
+        let mut changes = Vec::new();
+        let mut fingerprints = BTreeMap::new();
+        for (key, fragment) in &translation.fragments {
+            let mut hasher = DefaultHasher::new();
+            format!("{fragment:?}").hash(&mut hasher);
+            let fingerprint = hasher.finish();
+            fingerprints.insert(key.clone(), fingerprint);
+            if self.applied.get(key) != Some(&fingerprint) {
+                changes.push((key.clone(), Some(fragment.clone())));
+            }
+        }
+        for key in self.applied.keys() {
+            if !fingerprints.contains_key(key) {
+                changes.push((key.clone(), None));
+            }
+        }
+        if !changes.is_empty() {
+            let state = self.state.clone();
+            let batch = changes.len();
+            let started = std::time::Instant::now();
+            let applied =
+                tokio::task::spawn_blocking(move || state.set_fragments(SOURCE, changes)).await;
+            let Ok((generation, outcomes)) = applied else {
+                log::error!("gateway controller: applying {batch} changes panicked");
+                return false;
+            };
+            log::info!(
+                "gateway controller: {batch} changes applied in {:?} (generation {generation})",
+                started.elapsed()
+            );
+            for outcome in outcomes {
+                let Some(rejected) = outcome.rejected else {
+                    continue;
+                };
+                // Offered again with the next batch: a conflict can end without it changing.
+                fingerprints.remove(&outcome.key);
+                let message = rejected
+                    .problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                self.rejected(&outcome.key, &message, &mut translation)
+                    .await;
+            }
+        }
+        self.applied = fingerprints;
+        self.last = translation;
+        let routes = self.last.http_routes.len();
+        let rejected = self
+            .last
+            .http_routes
+            .values()
+            .filter(|s| {
+                s.parents.iter().any(|p| {
+                    p.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Accepted" && c.status == "False")
+                })
+            })
+            .count();
+        METRICS
+            .kubernetes_objects
+            .with_label_values(&["HTTPRoute", "served"])
+            .set((routes - rejected) as i64);
+        METRICS
+            .kubernetes_objects
+            .with_label_values(&["HTTPRoute", "rejected"])
+            .set(rejected as i64);
+        if !self.first_sync_done {
+            self.first_sync_done = true;
+            self.state.source_synced(SOURCE);
+            log::info!(
+                "gateway controller: first sync applied ({} Gateways, {routes} HTTPRoutes)",
+                self.last.gateways.len()
+            );
+        }
+        true
+    }
+
+    /// A fragment the compiler refused: the route is not accepted (its previous version, if
+    /// any, keeps serving), with a Warning Event.
+    async fn rejected(&mut self, key: &str, message: &str, translation: &mut Translation) {
+        let Some((kind, object)) = parse_fragment_key(key) else {
+            return;
+        };
+        log::warn!("gateway controller: {key} rejected: {message}");
+        METRICS
+            .kubernetes_rejections
+            .with_label_values(&[kind, "Conflict"])
+            .inc();
+        if kind != "HTTPRoute" {
+            return;
+        }
+        if let Some(status) = translation.http_routes.get_mut(&object) {
+            for parent in &mut status.parents {
+                for condition in &mut parent.conditions {
+                    if condition.type_ == "Accepted" {
+                        condition.status = "False".into();
+                        condition.reason = "Pending".into();
+                        condition.message = message.to_string();
+                    }
+                }
+            }
+        }
+        if self.events.get(&object).map(String::as_str) == Some(message) {
+            return;
+        }
+        self.events.insert(object.clone(), message.to_string());
+        let Some(route) = self.http_routes.objects.get(&object) else {
+            return;
+        };
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: "Conflict".into(),
+            note: Some(message.chars().take(1000).collect()),
+            action: "Sync".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &route.object_ref(&())).await {
+            log::warn!("gateway controller: cannot publish an Event for {key}: {e}");
+        }
+    }
+
+    /// Writes the status of the last translation where the objects say otherwise.
+    async fn write_status(&mut self) {
+        let last = std::mem::take(&mut self.last);
+        for (name, status) in &last.classes {
+            let Some(class) = self
+                .classes
+                .objects
+                .get(&(String::new(), name.clone()))
+                .cloned()
+            else {
+                continue;
+            };
+            let wanted = serde_json::to_value(status).unwrap_or(Value::Null);
+            let api: Api<GatewayClass> = Api::all(self.client.clone());
+            self.patch(&api, "GatewayClass", &class, wanted).await;
+        }
+        for (key, status) in &last.gateways {
+            let Some(gateway) = self.gateways.objects.get(key).cloned() else {
+                continue;
+            };
+            let wanted = serde_json::to_value(status).unwrap_or(Value::Null);
+            let api: Api<Gateway> = Api::namespaced(self.client.clone(), &key.0);
+            self.patch(&api, "Gateway", &gateway, wanted).await;
+        }
+        for (key, status) in &last.http_routes {
+            let Some(route) = self.http_routes.objects.get(key).cloned() else {
+                continue;
+            };
+            // Other controllers' entries stay.
+            let mut parents: Vec<Value> = route
+                .status
+                .iter()
+                .flat_map(|s| s.parents.iter())
+                .filter(|p| p.controller_name != self.settings.controller_name)
+                .filter_map(|p| serde_json::to_value(p).ok())
+                .collect();
+            parents.extend(
+                status
+                    .parents
+                    .iter()
+                    .filter_map(|p| serde_json::to_value(p).ok()),
+            );
+            let api: Api<HttpRoute> = Api::namespaced(self.client.clone(), &key.0);
+            self.patch(&api, "HTTPRoute", &route, json!({ "parents": parents }))
+                .await;
+        }
+        self.last = last;
+    }
+
+    /// Patches `object`'s status to `wanted` unless it says that already (transition times
+    /// aside, which are kept where a condition did not change).
+    async fn patch<K>(&mut self, api: &Api<K>, kind: &'static str, object: &K, mut wanted: Value)
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let current = serde_json::to_value(object)
+            .ok()
+            .and_then(|v| v.get("status").cloned())
+            .unwrap_or(Value::Null);
+        keep_transition_times(&mut wanted, &current);
+        if without_times(&wanted) == without_times(&current) {
+            return;
+        }
+        let meta = object.meta();
+        let key = (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        let version = meta.resource_version.clone();
+        if self.written.get(&(kind, key.clone())) == Some(&version) {
+            return;
+        }
+        let patch = json!({ "status": wanted });
+        match api
+            .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                self.written.insert((kind, key), version);
+            }
+            Err(e) => log::warn!(
+                "gateway controller: cannot update the status of {kind} {}/{}: {e}",
+                key.0,
+                key.1
+            ),
+        }
+    }
+}
+
+/// `value` without any `lastTransitionTime`.
+fn without_times(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| k.as_str() != "lastTransitionTime")
+                .map(|(k, v)| (k.clone(), without_times(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_times).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Gives each condition of `wanted` the transition time of the same condition (type and
+/// status) in `current`, at the same place in the document.
+fn keep_transition_times(wanted: &mut Value, current: &Value) {
+    match (wanted, current) {
+        (Value::Object(w), Value::Object(c)) => {
+            if let (Some(Value::Array(wc)), Some(Value::Array(cc))) =
+                (w.get_mut("conditions"), c.get("conditions"))
+            {
+                for condition in wc.iter_mut() {
+                    let old = cc.iter().find(|o| {
+                        o.get("type") == condition.get("type")
+                            && o.get("status") == condition.get("status")
+                    });
+                    if let (Some(old), Some(slot)) = (
+                        old.and_then(|o| o.get("lastTransitionTime")),
+                        condition.get_mut("lastTransitionTime"),
+                    ) {
+                        *slot = old.clone();
+                    }
+                }
+            }
+            for (k, v) in w.iter_mut() {
+                if k == "conditions" {
+                    continue;
+                }
+                if let Some(cv) = c.get(k) {
+                    keep_transition_times(v, cv);
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(c)) => {
+            for (wv, cv) in w.iter_mut().zip(c) {
+                keep_transition_times(wv, cv);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,94 @@
+//! Kubernetes watches for the controllers: kube-runtime's watcher (list, then watch; relist
+//! on 410 Gone; capped backoff on errors) feeding a controller loop through a channel, and
+//! the objects of one kind as the loop last saw them.
+
+use crate::sources::kubernetes::ingress::{key_of, ObjectKey};
+use futures::{Stream, StreamExt};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Resource};
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A kind's objects as watched: applies list and watch events, keeping the last complete
+/// list until a relist completes.
+pub struct Watched<K> {
+    pub objects: BTreeMap<ObjectKey, K>,
+    relisting: Option<BTreeMap<ObjectKey, K>>,
+    pub synced: bool,
+}
+
+impl<K: Resource> Watched<K> {
+    pub fn new() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            relisting: None,
+            synced: false,
+        }
+    }
+
+    /// Applies `event`; `keep` filters what is stored.
+    pub fn apply(&mut self, event: Event<K>, keep: impl Fn(&K) -> bool) {
+        match event {
+            Event::Apply(object) => {
+                let key = key_of(object.meta());
+                if keep(&object) {
+                    self.objects.insert(key, object);
+                } else {
+                    self.objects.remove(&key);
+                }
+            }
+            Event::Delete(object) => {
+                self.objects.remove(&key_of(object.meta()));
+            }
+            Event::Init => self.relisting = Some(BTreeMap::new()),
+            Event::InitApply(object) => {
+                if keep(&object) {
+                    let key = key_of(object.meta());
+                    self.relisting
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(key, object);
+                }
+            }
+            Event::InitDone => {
+                self.objects = self.relisting.take().unwrap_or_default();
+                self.synced = true;
+            }
+        }
+    }
+}
+
+/// Runs a watch of `api`, sending each event as `wrap(event)`; errors are logged and
+/// retried by the watcher's backoff.
+pub fn spawn_watch<K, U>(
+    api: Api<K>,
+    updates: mpsc::UnboundedSender<U>,
+    wrap: impl Fn(Event<K>) -> U + Send + 'static,
+) -> JoinHandle<()>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default,
+    U: Send + 'static,
+{
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    tokio::spawn(forward(stream, updates, wrap))
+}
+
+async fn forward<K, U>(
+    stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+    updates: mpsc::UnboundedSender<U>,
+    wrap: impl Fn(Event<K>) -> U + Send,
+) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                if updates.send(wrap(event)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => log::warn!("kubernetes watch error (retrying): {e}"),
+        }
+    }
+}

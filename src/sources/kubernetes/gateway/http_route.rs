@@ -1,0 +1,589 @@
+//! HTTPRoute → routes: attachment to Gateway listeners (parentRefs with sectionName and
+//! port, allowedRoutes, hostname intersection), matches, filters, weighted backends,
+//! timeouts, and the route's status per parent.
+
+use super::api::httproutes::*;
+use super::conditions::condition;
+use super::listeners::{ResolvedListener, RouteKind};
+use super::{
+    created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation, GROUP,
+};
+use crate::model::{
+    Backend, Conditions, Fragment, GatewaySettings, HeaderEdits, HeaderMatch, HostMatch, Mirror,
+    PathMatch, PathRewrite, QueryMatch, Redirect, RedirectStatus, RouteConfig, UpstreamConfig,
+    ValueMatch,
+};
+use crate::sources::kubernetes::services::port_source;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use regex::Regex;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Why a route or one of its parts cannot be served: the condition reason and message.
+type Refusal = (&'static str, String);
+
+/// Translates one HTTPRoute: its fragment (if attached anywhere) and its status.
+pub fn translate(
+    key: &ObjectKey,
+    route: &HttpRoute,
+    objects: &GatewayObjects,
+    resolved: &mut [ResolvedListener],
+    settings: &GatewaySettings,
+    now: &Time,
+    out: &mut Translation,
+) {
+    let namespace = &key.0;
+    let generation = route.metadata.generation;
+    let hostnames: Vec<String> = route
+        .spec
+        .hostnames
+        .iter()
+        .flatten()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let mut fragment = Fragment::new(
+        origin("HTTPRoute", &route.metadata),
+        created(&route.metadata),
+    );
+    let rules = route.spec.rules.clone().unwrap_or_default();
+    // The rules as routes without listener and hosts; problems make the route unaccepted
+    // (UnsupportedValue) or its refs unresolved.
+    let built = build_rules(key, &rules, objects, &mut fragment);
+    let mut targets: BTreeSet<(String, Vec<String>)> = BTreeSet::new();
+    let mut parents = Vec::new();
+    for parent in route.spec.parent_refs.iter().flatten() {
+        let group = parent.group.as_deref().unwrap_or(GROUP);
+        let kind = parent.kind.as_deref().unwrap_or("Gateway");
+        if group != GROUP || kind != "Gateway" {
+            continue;
+        }
+        let gateway = (
+            parent
+                .namespace
+                .clone()
+                .unwrap_or_else(|| namespace.clone()),
+            parent.name.clone(),
+        );
+        let of_gateway: Vec<usize> = (0..resolved.len())
+            .filter(|&i| resolved[i].gateway == gateway)
+            .collect();
+        if of_gateway.is_empty() {
+            // Not a Gateway of sluice's (or not there): another controller's business.
+            continue;
+        }
+        let port = parent.port.and_then(|p| u16::try_from(p).ok());
+        let candidates: Vec<usize> = of_gateway
+            .into_iter()
+            .filter(|&i| {
+                parent
+                    .section_name
+                    .as_ref()
+                    .is_none_or(|s| *s == resolved[i].name)
+            })
+            .filter(|&i| port.is_none_or(|p| p == resolved[i].port))
+            .collect();
+        let allowed: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| resolved[i].admits(RouteKind::Http, namespace, objects))
+            .collect();
+        let mut attached = Vec::new();
+        for &i in &allowed {
+            let Some(sluice) = resolved[i].sluice_listener.clone() else {
+                continue;
+            };
+            if let Some(hosts) = intersect(resolved[i].hostname.as_deref(), &hostnames) {
+                attached.push((i, sluice, hosts));
+            }
+        }
+        let accepted: Result<(), Refusal> = if let Some(problem) = &built.unsupported {
+            Err(problem.clone())
+        } else if candidates.is_empty() {
+            Err((
+                "NoMatchingParent",
+                "no listener of the Gateway has this sectionName and port".into(),
+            ))
+        } else if allowed.is_empty() {
+            Err((
+                "NotAllowedByListeners",
+                "no listener of the parent takes HTTPRoutes from this namespace".into(),
+            ))
+        } else if attached.is_empty() {
+            Err((
+                "NoMatchingListenerHostname",
+                "no hostname of the route matches a listener's hostname".into(),
+            ))
+        } else {
+            Ok(())
+        };
+        if accepted.is_ok() {
+            for (i, sluice, hosts) in attached {
+                resolved[i].attached += 1;
+                targets.insert((sluice, hosts));
+            }
+        }
+        let verdict = |type_: &str, result: &Result<(), Refusal>, ok: &str| match result {
+            Ok(()) => condition(type_, true, ok, "", generation, now),
+            Err((reason, message)) => {
+                condition(type_, false, reason, message.clone(), generation, now)
+            }
+        };
+        parents.push(HttpRouteStatusParents {
+            conditions: vec![
+                verdict("Accepted", &accepted, "Accepted"),
+                verdict("ResolvedRefs", &built.refs, "ResolvedRefs"),
+            ],
+            controller_name: settings.controller_name.clone(),
+            parent_ref: HttpRouteStatusParentsParentRef {
+                group: parent.group.clone(),
+                kind: parent.kind.clone(),
+                name: parent.name.clone(),
+                namespace: parent.namespace.clone(),
+                port: parent.port,
+                section_name: parent.section_name.clone(),
+            },
+        });
+    }
+    if parents.is_empty() {
+        return;
+    }
+    out.http_routes
+        .insert(key.clone(), HttpRouteStatus { parents });
+    if targets.is_empty() {
+        return;
+    }
+    for (t, (listener, hosts)) in targets.iter().enumerate() {
+        for template in &built.routes {
+            let mut route = template.clone();
+            route.name = format!("{}/{t}", template.name);
+            route.listener = listener.clone();
+            route.hosts = hosts.iter().map(|h| host_match(h)).collect();
+            fragment.routes.push(route);
+        }
+    }
+    out.fragments
+        .insert(fragment_key("HTTPRoute", key), fragment);
+}
+
+/// The hostnames a route serves on a listener: `None` when none of the route's hostnames
+/// meets the listener's; an empty list for any host.
+pub(super) fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>> {
+    let Some(listener) = listener else {
+        return Some(route.to_vec());
+    };
+    if route.is_empty() {
+        return Some(vec![listener.to_string()]);
+    }
+    let hosts: Vec<String> = route
+        .iter()
+        .filter_map(|h| {
+            if covers(listener, h) {
+                Some(h.clone())
+            } else if covers(h, listener) {
+                Some(listener.to_string())
+            } else {
+                None
+            }
+        })
+        .collect();
+    (!hosts.is_empty()).then_some(hosts)
+}
+
+/// Whether hostname pattern `pattern` takes every name `name` takes.
+fn covers(pattern: &str, name: &str) -> bool {
+    if pattern == name {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        // `*.example.com` takes `a.example.com`, `a.b.example.com` and `*.a.example.com`.
+        Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
+        None => false,
+    }
+}
+
+fn host_match(host: &str) -> HostMatch {
+    match host.strip_prefix('*') {
+        Some(suffix) => HostMatch::Suffix(suffix.to_string()),
+        None => HostMatch::Exact(host.to_string()),
+    }
+}
+
+/// The rules of a route as route templates.
+struct BuiltRules {
+    routes: Vec<RouteConfig>,
+    /// A value sluice cannot serve: the route is not accepted.
+    unsupported: Option<Refusal>,
+    /// The backend references' verdict.
+    refs: Result<(), Refusal>,
+}
+
+fn build_rules(
+    key: &ObjectKey,
+    rules: &[HttpRouteRules],
+    objects: &GatewayObjects,
+    fragment: &mut Fragment,
+) -> BuiltRules {
+    let mut built = BuiltRules {
+        routes: Vec::new(),
+        unsupported: None,
+        refs: Ok(()),
+    };
+    for (i, rule) in rules.iter().enumerate() {
+        let mut backends = Vec::new();
+        for backend in rule.backend_refs.iter().flatten() {
+            let weight = backend.weight.unwrap_or(1).max(0) as u32;
+            let reference = BackendRef {
+                group: backend.group.as_deref(),
+                kind: backend.kind.as_deref(),
+                name: &backend.name,
+                namespace: backend.namespace.as_deref(),
+                port: backend.port,
+            };
+            match upstream(key, &reference, objects, fragment) {
+                Ok(upstream) => backends.push(Backend { upstream, weight }),
+                Err(refusal) => {
+                    if built.refs.is_ok() {
+                        built.refs = Err(refusal);
+                    }
+                }
+            }
+        }
+        let base = format!("HTTPRoute/{}/{}/{i}", key.0, key.1);
+        let mut template = RouteConfig::new(&base, fragment.origin.clone(), "", "");
+        template.backends = backends;
+        if let Err(refusal) = apply_filters(key, rule, objects, fragment, &mut template) {
+            built.unsupported.get_or_insert(refusal);
+            continue;
+        }
+        if let Some(timeouts) = &rule.timeouts {
+            match (
+                timeouts.request.as_deref().map(duration),
+                timeouts.backend_request.as_deref().map(duration),
+            ) {
+                (Some(Err(e)), _) | (_, Some(Err(e))) => {
+                    built.unsupported.get_or_insert(("UnsupportedValue", e));
+                    continue;
+                }
+                (request, backend) => {
+                    if let Some(Ok(request)) = request {
+                        template.timeouts.total = Some(request);
+                    }
+                    if let Some(Ok(Some(backend))) = backend {
+                        template.timeouts.read = Some(backend);
+                    }
+                }
+            }
+        }
+        if template.backends.is_empty() && template.filters.redirect.is_none() {
+            // Every backend is invalid (or there is none): requests get 500.
+            template.unresolved = Some(match &built.refs {
+                Err((_, message)) => message.clone(),
+                Ok(()) => "the rule has no backendRefs".into(),
+            });
+        }
+        // No matches: every request (a prefix of `/`).
+        let matches: Vec<Option<&HttpRouteRulesMatches>> = match rule.matches.as_deref() {
+            None | Some([]) => vec![None],
+            Some(list) => list.iter().map(Some).collect(),
+        };
+        for (j, m) in matches.into_iter().enumerate() {
+            let mut route = template.clone();
+            route.name = format!("{base}/{j}");
+            match route_match(m) {
+                Ok((path, conditions)) => {
+                    route.paths = vec![path];
+                    route.conditions = conditions;
+                    built.routes.push(route);
+                }
+                Err(refusal) => {
+                    built.unsupported.get_or_insert(refusal);
+                }
+            }
+        }
+    }
+    built
+}
+
+/// A Gateway API duration (GEP-2257: `1h`, `10s`, `500ms`, combined); `0s`: no limit.
+fn duration(text: &str) -> Result<Option<Duration>, String> {
+    let parsed = humantime::parse_duration(text)
+        .map_err(|e| format!("timeout {text:?} is not a duration: {e}"))?;
+    Ok((!parsed.is_zero()).then_some(parsed))
+}
+
+/// A backend reference of a rule or a mirror.
+struct BackendRef<'a> {
+    group: Option<&'a str>,
+    kind: Option<&'a str>,
+    name: &'a str,
+    namespace: Option<&'a str>,
+    port: Option<i32>,
+}
+
+/// The upstream of a Service backend, added to `fragment` once.
+fn upstream(
+    key: &ObjectKey,
+    reference: &BackendRef,
+    objects: &GatewayObjects,
+    fragment: &mut Fragment,
+) -> Result<String, Refusal> {
+    let group = reference.group.unwrap_or_default();
+    let kind = reference.kind.unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        return Err((
+            "InvalidKind",
+            format!("backend {group}/{kind} {} is not a Service", reference.name),
+        ));
+    }
+    let namespace = reference.namespace.unwrap_or(&key.0);
+    if !granted(
+        objects,
+        "HTTPRoute",
+        &key.0,
+        namespace,
+        "Service",
+        reference.name,
+    ) {
+        return Err((
+            "RefNotPermitted",
+            format!(
+                "no ReferenceGrant in {namespace} lets this route use Service {}",
+                reference.name
+            ),
+        ));
+    }
+    let Some(port) = reference.port.and_then(|p| u16::try_from(p).ok()) else {
+        return Err((
+            "UnsupportedValue",
+            format!("backend Service {} needs a port", reference.name),
+        ));
+    };
+    let Some(service) = objects
+        .services
+        .get(&(namespace.to_string(), reference.name.to_string()))
+    else {
+        return Err((
+            "BackendNotFound",
+            format!("Service {namespace}/{} not found", reference.name),
+        ));
+    };
+    let name = format!(
+        "HTTPRoute/{}/{}/{namespace}/{}:{port}",
+        key.0, key.1, reference.name
+    );
+    if fragment.upstreams.iter().any(|u| u.name == name) {
+        return Ok(name);
+    }
+    let source = port_source(service, namespace, reference.name, port)
+        .map_err(|e| ("BackendNotFound", e))?;
+    fragment.upstreams.push(UpstreamConfig::new(
+        &name,
+        fragment.origin.clone(),
+        source,
+        Vec::new(),
+    ));
+    Ok(name)
+}
+
+/// The path and conditions of one match.
+fn route_match(m: Option<&HttpRouteRulesMatches>) -> Result<(PathMatch, Conditions), Refusal> {
+    let unsupported = |what: String| ("UnsupportedValue", what);
+    let Some(m) = m else {
+        return Ok((PathMatch::SegmentPrefix("/".into()), Conditions::default()));
+    };
+    let path = m.path.as_ref();
+    let value = path
+        .and_then(|p| p.value.clone())
+        .unwrap_or_else(|| "/".into());
+    let path_type = path.and_then(|p| p.r#type.clone());
+    let path = match path_type.unwrap_or(HttpRouteRulesMatchesPathType::PathPrefix) {
+        HttpRouteRulesMatchesPathType::Exact => PathMatch::Exact(value),
+        HttpRouteRulesMatchesPathType::PathPrefix => PathMatch::SegmentPrefix(value),
+        HttpRouteRulesMatchesPathType::RegularExpression => PathMatch::Regex(
+            anchored(&value).map_err(|e| unsupported(format!("path regex {value:?}: {e}")))?,
+        ),
+    };
+    let mut conditions = Conditions::default();
+    for header in m.headers.iter().flatten() {
+        let name = http::HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| unsupported(format!("header name {:?}", header.name)))?;
+        let value = match header.r#type {
+            Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => ValueMatch::Regex(
+                anchored(&header.value)
+                    .map_err(|e| unsupported(format!("header regex {:?}: {e}", header.value)))?,
+            ),
+            _ => ValueMatch::Exact(header.value.clone()),
+        };
+        // The first match of a header name wins, as the specification says.
+        if !conditions.headers.iter().any(|h| h.name == name) {
+            conditions.headers.push(HeaderMatch { name, value });
+        }
+    }
+    for query in m.query_params.iter().flatten() {
+        let value = match query.r#type {
+            Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => ValueMatch::Regex(
+                anchored(&query.value)
+                    .map_err(|e| unsupported(format!("query regex {:?}: {e}", query.value)))?,
+            ),
+            _ => ValueMatch::Exact(query.value.clone()),
+        };
+        if !conditions.query.iter().any(|q| q.name == query.name) {
+            conditions.query.push(QueryMatch {
+                name: query.name.clone(),
+                value,
+            });
+        }
+    }
+    if let Some(method) = &m.method {
+        let text = serde_json::to_value(method)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let method = http::Method::from_bytes(text.as_bytes())
+            .map_err(|_| unsupported(format!("method {text:?}")))?;
+        conditions.methods.push(method);
+    }
+    Ok((path, conditions))
+}
+
+fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{pattern})$"))
+}
+
+/// The rule's filters on `route`.
+fn apply_filters(
+    key: &ObjectKey,
+    rule: &HttpRouteRules,
+    objects: &GatewayObjects,
+    fragment: &mut Fragment,
+    route: &mut RouteConfig,
+) -> Result<(), Refusal> {
+    let unsupported = |what: String| ("UnsupportedValue", what);
+    for filter in rule.filters.iter().flatten() {
+        match filter.r#type {
+            HttpRouteRulesFiltersType::RequestHeaderModifier => {
+                let m = settings_of(&filter.request_header_modifier, "RequestHeaderModifier")?;
+                route.filters.request_headers = header_edits(
+                    m.set
+                        .iter()
+                        .flatten()
+                        .map(|h| (h.name.as_str(), h.value.as_str())),
+                    m.add
+                        .iter()
+                        .flatten()
+                        .map(|h| (h.name.as_str(), h.value.as_str())),
+                    m.remove.iter().flatten(),
+                )?;
+            }
+            HttpRouteRulesFiltersType::ResponseHeaderModifier => {
+                let m = settings_of(&filter.response_header_modifier, "ResponseHeaderModifier")?;
+                route.filters.response_headers = header_edits(
+                    m.set
+                        .iter()
+                        .flatten()
+                        .map(|h| (h.name.as_str(), h.value.as_str())),
+                    m.add
+                        .iter()
+                        .flatten()
+                        .map(|h| (h.name.as_str(), h.value.as_str())),
+                    m.remove.iter().flatten(),
+                )?;
+            }
+            HttpRouteRulesFiltersType::RequestRedirect => {
+                let r = settings_of(&filter.request_redirect, "RequestRedirect")?;
+                let status = RedirectStatus::from_code(r.status_code.unwrap_or(302) as u16)
+                    .ok_or_else(|| unsupported(format!("redirect status {:?}", r.status_code)))?;
+                let path = r.path.as_ref().map(|p| match p.r#type {
+                    HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath => {
+                        PathRewrite::Full(p.replace_full_path.clone().unwrap_or_default())
+                    }
+                    HttpRouteRulesFiltersRequestRedirectPathType::ReplacePrefixMatch => {
+                        PathRewrite::Prefix(p.replace_prefix_match.clone().unwrap_or_default())
+                    }
+                });
+                route.filters.redirect = Some(Redirect {
+                    scheme: r
+                        .scheme
+                        .as_ref()
+                        .and_then(|s| serde_json::to_value(s).ok()?.as_str().map(str::to_string)),
+                    host: r.hostname.clone(),
+                    port: r.port.and_then(|p| u16::try_from(p).ok()),
+                    path,
+                    status,
+                });
+            }
+            HttpRouteRulesFiltersType::UrlRewrite => {
+                let r = settings_of(&filter.url_rewrite, "URLRewrite")?;
+                route.filters.rewrite.host = r.hostname.clone();
+                route.filters.rewrite.path = r.path.as_ref().map(|p| match p.r#type {
+                    HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath => {
+                        PathRewrite::Full(p.replace_full_path.clone().unwrap_or_default())
+                    }
+                    HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch => {
+                        PathRewrite::Prefix(p.replace_prefix_match.clone().unwrap_or_default())
+                    }
+                });
+            }
+            HttpRouteRulesFiltersType::RequestMirror => {
+                if route.filters.mirror.is_some() {
+                    return Err(unsupported("more than one RequestMirror per rule".into()));
+                }
+                let m = settings_of(&filter.request_mirror, "RequestMirror")?;
+                let reference = BackendRef {
+                    group: m.backend_ref.group.as_deref(),
+                    kind: m.backend_ref.kind.as_deref(),
+                    name: &m.backend_ref.name,
+                    namespace: m.backend_ref.namespace.as_deref(),
+                    port: m.backend_ref.port,
+                };
+                let upstream = upstream(key, &reference, objects, fragment)?;
+                route.filters.mirror = Some(Mirror {
+                    upstream,
+                    max_in_flight: 100,
+                });
+            }
+            HttpRouteRulesFiltersType::ExtensionRef | HttpRouteRulesFiltersType::Cors => {
+                return Err(unsupported(format!(
+                    "filter {:?} is not supported",
+                    filter.r#type
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A filter's settings, which its type requires.
+fn settings_of<'a, T>(settings: &'a Option<T>, filter: &str) -> Result<&'a T, Refusal> {
+    settings.as_ref().ok_or_else(|| {
+        (
+            "UnsupportedValue",
+            format!("filter {filter} without its settings"),
+        )
+    })
+}
+
+/// Header edits from a header modifier's lists.
+fn header_edits<'a>(
+    set: impl Iterator<Item = (&'a str, &'a str)>,
+    add: impl Iterator<Item = (&'a str, &'a str)>,
+    remove: impl Iterator<Item = &'a String>,
+) -> Result<HeaderEdits, Refusal> {
+    let pair = |(name, value): (&str, &str)| {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ("UnsupportedValue", format!("header name {name:?}")))?;
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|_| ("UnsupportedValue", format!("header value {value:?}")))?;
+        Ok::<_, Refusal>((name, value))
+    };
+    Ok(HeaderEdits {
+        set: set.map(pair).collect::<Result<_, _>>()?,
+        add: add.map(pair).collect::<Result<_, _>>()?,
+        remove: remove
+            .map(|name| {
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| ("UnsupportedValue", format!("header name {name:?}")))
+            })
+            .collect::<Result<_, _>>()?,
+    })
+}

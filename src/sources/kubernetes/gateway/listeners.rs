@@ -1,0 +1,538 @@
+//! GatewayClasses and Gateways: which are sluice's, which sluice listener serves each
+//! Gateway listener, which routes each may take, the certificates of HTTPS listeners, and
+//! their status conditions.
+
+use super::conditions::condition;
+use super::{created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation};
+use crate::model::{
+    Fragment, GatewayListenerKind, GatewaySettings, ListenerCertificate, PublishAddress,
+};
+use crate::sources::kubernetes::secrets::certificate_of;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::api::gatewayclasses::GatewayClassStatus;
+use super::api::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
+    GatewayListenersTlsMode, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
+    GatewayStatusListenersSupportedKinds,
+};
+
+/// The route kinds sluice serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteKind {
+    Http,
+    Grpc,
+    Tls,
+    Tcp,
+}
+
+impl RouteKind {
+    /// The kind's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
+            RouteKind::Tls => "TLSRoute",
+            RouteKind::Tcp => "TCPRoute",
+        }
+    }
+
+    fn named(kind: &str) -> Option<Self> {
+        [
+            RouteKind::Http,
+            RouteKind::Grpc,
+            RouteKind::Tls,
+            RouteKind::Tcp,
+        ]
+        .into_iter()
+        .find(|k| k.name() == kind)
+    }
+}
+
+/// Which namespaces' routes a listener takes.
+#[derive(Debug, Clone)]
+enum AllowedNamespaces {
+    Same,
+    All,
+    Selector(LabelSelector),
+}
+
+/// A listener of an accepted Gateway, resolved to the sluice listener that serves it.
+#[derive(Debug, Clone)]
+pub struct ResolvedListener {
+    pub gateway: ObjectKey,
+    pub name: String,
+    pub port: u16,
+    /// Lower-case; `None`: any host.
+    pub hostname: Option<String>,
+    /// `None`: the listener is not programmed (no routes attach).
+    pub sluice_listener: Option<String>,
+    pub kind: Option<GatewayListenerKind>,
+    pub kinds: Vec<RouteKind>,
+    namespaces: AllowedNamespaces,
+    /// Routes attached so far.
+    pub attached: i32,
+    conditions: Vec<Condition>,
+}
+
+impl ResolvedListener {
+    /// Whether a route of `kind` in `namespace` may attach (its namespace's labels are in
+    /// `objects`).
+    pub fn admits(&self, kind: RouteKind, namespace: &str, objects: &GatewayObjects) -> bool {
+        if !self.kinds.contains(&kind) {
+            return false;
+        }
+        match &self.namespaces {
+            AllowedNamespaces::Same => self.gateway.0 == namespace,
+            AllowedNamespaces::All => true,
+            AllowedNamespaces::Selector(selector) => {
+                objects.namespaces.get(namespace).is_some_and(|ns| {
+                    let labels = ns.metadata.labels.clone().unwrap_or_default();
+                    super::selector_matches(selector, &labels)
+                })
+            }
+        }
+    }
+}
+
+/// The GatewayClasses of sluice's controller: their status (Accepted) goes into `out`;
+/// returns their names.
+pub fn classes(
+    objects: &GatewayObjects,
+    settings: &GatewaySettings,
+    now: &Time,
+    out: &mut Translation,
+) -> BTreeSet<String> {
+    let mut accepted = BTreeSet::new();
+    for (name, class) in &objects.classes {
+        if class.spec.controller_name != settings.controller_name {
+            continue;
+        }
+        let generation = class.metadata.generation;
+        let conditions = vec![
+            condition("Accepted", true, "Accepted", "", generation, now),
+            condition(
+                "SupportedVersion",
+                true,
+                "SupportedVersion",
+                "Gateway API v1.6",
+                generation,
+                now,
+            ),
+        ];
+        out.classes.insert(
+            name.clone(),
+            GatewayClassStatus {
+                conditions: Some(conditions),
+                supported_features: None,
+            },
+        );
+        accepted.insert(name.clone());
+    }
+    accepted
+}
+
+/// The listeners of the Gateways of `classes`; the Gateways' certificates become
+/// fragments in `out`.
+pub fn resolve_gateways(
+    objects: &GatewayObjects,
+    settings: &GatewaySettings,
+    classes: &BTreeSet<String>,
+    now: &Time,
+    out: &mut Translation,
+) -> Vec<ResolvedListener> {
+    let mut resolved = Vec::new();
+    for (key, gateway) in &objects.gateways {
+        if !classes.contains(&gateway.spec.gateway_class_name) {
+            continue;
+        }
+        let mut fragment = Fragment::new(
+            origin("Gateway", &gateway.metadata),
+            created(&gateway.metadata),
+        );
+        let generation = gateway.metadata.generation;
+        let mut mine: Vec<ResolvedListener> = gateway
+            .spec
+            .listeners
+            .iter()
+            .map(|l| resolve(key, gateway, l, objects, settings, &mut fragment, now))
+            .collect();
+        let identity = |l: &ResolvedListener, spec: &GatewayListeners| {
+            (
+                l.port,
+                spec.protocol.clone(),
+                l.hostname.clone().unwrap_or_default(),
+            )
+        };
+        let mut counts: BTreeMap<(u16, String, String), usize> = BTreeMap::new();
+        for (l, spec) in mine.iter().zip(&gateway.spec.listeners) {
+            *counts.entry(identity(l, spec)).or_default() += 1;
+        }
+        for (l, spec) in mine.iter_mut().zip(&gateway.spec.listeners) {
+            // Every listener of a conflict is left unserved.
+            if counts.get(&identity(l, spec)).is_some_and(|n| *n > 1) {
+                conflict(l, generation, now);
+            }
+        }
+        resolved.extend(mine);
+        if !fragment.certificates.is_empty() {
+            out.fragments.insert(fragment_key("Gateway", key), fragment);
+        }
+    }
+    resolved
+}
+
+/// Marks `listener` as in conflict with another of its Gateway.
+fn conflict(listener: &mut ResolvedListener, generation: Option<i64>, now: &Time) {
+    listener.sluice_listener = None;
+    listener
+        .conditions
+        .retain(|c| c.type_ != "Conflicted" && c.type_ != "Programmed");
+    listener.conditions.push(condition(
+        "Conflicted",
+        true,
+        "HostnameConflict",
+        "another listener of this Gateway has the same port, protocol and hostname",
+        generation,
+        now,
+    ));
+    listener.conditions.push(condition(
+        "Programmed",
+        false,
+        "Invalid",
+        "in conflict",
+        generation,
+        now,
+    ));
+}
+
+/// One listener: its sluice listener, route kinds, namespaces, certificates, conditions.
+fn resolve(
+    key: &ObjectKey,
+    gateway: &Gateway,
+    listener: &GatewayListeners,
+    objects: &GatewayObjects,
+    settings: &GatewaySettings,
+    fragment: &mut Fragment,
+    now: &Time,
+) -> ResolvedListener {
+    let generation = gateway.metadata.generation;
+    let port = u16::try_from(listener.port).unwrap_or(0);
+    let mode = listener
+        .tls
+        .as_ref()
+        .and_then(|t| t.mode.clone())
+        .unwrap_or(GatewayListenersTlsMode::Terminate);
+    let kind = match (listener.protocol.as_str(), mode.clone()) {
+        ("HTTP", _) => Some(GatewayListenerKind::Http),
+        ("HTTPS", GatewayListenersTlsMode::Terminate) => Some(GatewayListenerKind::Https),
+        ("TLS", GatewayListenersTlsMode::Passthrough) => Some(GatewayListenerKind::TlsPassthrough),
+        ("TCP", _) => Some(GatewayListenerKind::Tcp),
+        _ => None,
+    };
+    let mut accepted: Result<(), (&str, String)> = Ok(());
+    let mut resolved_refs: Result<(), (&str, String)> = Ok(());
+    let sluice = match kind {
+        None => {
+            accepted = Err((
+                "UnsupportedProtocol",
+                format!(
+                    "protocol {} (TLS mode {mode:?}) is not supported",
+                    listener.protocol
+                ),
+            ));
+            None
+        }
+        Some(kind) => {
+            let found = settings
+                .ports
+                .iter()
+                .find(|p| p.port == port && p.kind == kind);
+            if found.is_none() {
+                accepted = Err((
+                    "PortUnavailable",
+                    format!(
+                        "no sluice listener serves port {port} for {} (gateway.listeners)",
+                        kind.protocol()
+                    ),
+                ));
+            }
+            found.map(|p| p.listener.clone())
+        }
+    };
+    let defaults: &[RouteKind] = match kind {
+        Some(GatewayListenerKind::Http | GatewayListenerKind::Https) => {
+            &[RouteKind::Http, RouteKind::Grpc]
+        }
+        Some(GatewayListenerKind::TlsPassthrough) => &[RouteKind::Tls],
+        Some(GatewayListenerKind::Tcp) => &[RouteKind::Tcp],
+        None => &[],
+    };
+    let allowed = listener.allowed_routes.as_ref();
+    let kinds: Vec<RouteKind> = match allowed.and_then(|a| a.kinds.as_ref()) {
+        None => defaults.to_vec(),
+        Some(wanted) => {
+            let mut kinds = Vec::new();
+            for k in wanted {
+                let group_ok = k.group.as_deref().is_none_or(|g| g == super::GROUP);
+                match RouteKind::named(&k.kind).filter(|k| group_ok && defaults.contains(k)) {
+                    Some(kind) => kinds.push(kind),
+                    None => {
+                        resolved_refs = Err((
+                            "InvalidRouteKinds",
+                            format!("route kind {} is not served on this listener", k.kind),
+                        ))
+                    }
+                }
+            }
+            kinds
+        }
+    };
+    let namespaces = allowed
+        .and_then(|a| a.namespaces.as_ref())
+        .map_or(AllowedNamespaces::Same, |n| match &n.from {
+            Some(GatewayListenersAllowedRoutesNamespacesFrom::All) => AllowedNamespaces::All,
+            Some(GatewayListenersAllowedRoutesNamespacesFrom::Selector) => {
+                let selector = n.selector.as_ref().map(|s| LabelSelector {
+                    match_labels: s.match_labels.clone(),
+                    match_expressions: s.match_expressions.as_ref().map(|list| {
+                        list.iter()
+                            .map(|e| {
+                                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                                    key: e.key.clone(),
+                                    operator: e.operator.clone(),
+                                    values: e.values.clone(),
+                                }
+                            })
+                            .collect()
+                    }),
+                });
+                AllowedNamespaces::Selector(selector.unwrap_or_default())
+            }
+            _ => AllowedNamespaces::Same,
+        });
+    if kind == Some(GatewayListenerKind::Https) {
+        let refs = listener
+            .tls
+            .as_ref()
+            .and_then(|t| t.certificate_refs.clone())
+            .unwrap_or_default();
+        let mut loaded = 0;
+        for reference in &refs {
+            let kind_ok = reference.group.as_deref().unwrap_or_default().is_empty()
+                && reference.kind.as_deref().unwrap_or("Secret") == "Secret";
+            let namespace = reference.namespace.clone().unwrap_or_else(|| key.0.clone());
+            if !kind_ok {
+                resolved_refs = Err((
+                    "InvalidCertificateRef",
+                    format!("certificateRef {} is not a Secret", reference.name),
+                ));
+                continue;
+            }
+            if !granted(
+                objects,
+                "Gateway",
+                &key.0,
+                &namespace,
+                "Secret",
+                &reference.name,
+            ) {
+                resolved_refs = Err((
+                    "RefNotPermitted",
+                    format!(
+                        "no ReferenceGrant in {namespace} lets this Gateway use Secret {}",
+                        reference.name
+                    ),
+                ));
+                continue;
+            }
+            let secret = objects
+                .secrets
+                .get(&(namespace.clone(), reference.name.clone()));
+            let certificate = secret
+                .ok_or_else(|| format!("Secret {namespace}/{} not found", reference.name))
+                .and_then(|s| certificate_of(s, &namespace, &reference.name));
+            match (certificate, &sluice) {
+                (Ok(certificate), Some(sluice_listener)) => {
+                    fragment.certificates.push(ListenerCertificate {
+                        listener: sluice_listener.clone(),
+                        origin: fragment.origin.clone(),
+                        certificate,
+                    });
+                    loaded += 1;
+                }
+                (Ok(_), None) => {}
+                (Err(e), _) => resolved_refs = Err(("InvalidCertificateRef", e)),
+            }
+        }
+        if refs.is_empty() {
+            resolved_refs = Err((
+                "InvalidCertificateRef",
+                "an HTTPS listener needs certificateRefs".into(),
+            ));
+        } else if loaded == 0 && resolved_refs.is_ok() && sluice.is_some() {
+            resolved_refs = Err(("InvalidCertificateRef", "no certificate loaded".into()));
+        }
+    }
+    let programmed =
+        accepted.is_ok() && (resolved_refs.is_ok() || kind != Some(GatewayListenerKind::Https));
+    let verdict = |type_: &str, result: &Result<(), (&str, String)>, ok_reason: &str| match result {
+        Ok(()) => condition(type_, true, ok_reason, "", generation, now),
+        Err((reason, message)) => condition(type_, false, reason, message.clone(), generation, now),
+    };
+    let mut conditions = vec![
+        verdict("Accepted", &accepted, "Accepted"),
+        verdict("ResolvedRefs", &resolved_refs, "ResolvedRefs"),
+        condition("Conflicted", false, "NoConflicts", "", generation, now),
+    ];
+    conditions.push(if programmed {
+        condition("Programmed", true, "Programmed", "", generation, now)
+    } else {
+        condition(
+            "Programmed",
+            false,
+            "Invalid",
+            "not served",
+            generation,
+            now,
+        )
+    });
+    ResolvedListener {
+        gateway: key.clone(),
+        name: listener.name.clone(),
+        port,
+        hostname: listener.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
+        sluice_listener: sluice.filter(|_| programmed),
+        kind,
+        kinds,
+        namespaces,
+        attached: 0,
+        conditions,
+    }
+}
+
+/// The Gateways' status, with the routes attached to each listener.
+pub fn finish_gateways(
+    objects: &GatewayObjects,
+    settings: &GatewaySettings,
+    resolved: &[ResolvedListener],
+    now: &Time,
+    out: &mut Translation,
+) {
+    let addresses = addresses(objects, settings);
+    let mut by_gateway: BTreeMap<&ObjectKey, Vec<&ResolvedListener>> = BTreeMap::new();
+    for listener in resolved {
+        by_gateway
+            .entry(&listener.gateway)
+            .or_default()
+            .push(listener);
+    }
+    for (key, listeners) in by_gateway {
+        let Some(gateway) = objects.gateways.get(key) else {
+            continue;
+        };
+        let generation = gateway.metadata.generation;
+        let programmed = listeners
+            .iter()
+            .filter(|l| l.sluice_listener.is_some())
+            .count();
+        let all_valid = programmed == listeners.len();
+        let mut conditions = vec![condition(
+            "Accepted",
+            true,
+            if all_valid {
+                "Accepted"
+            } else {
+                "ListenersNotValid"
+            },
+            if all_valid {
+                String::new()
+            } else {
+                format!(
+                    "{} of {} listeners are not served",
+                    listeners.len() - programmed,
+                    listeners.len()
+                )
+            },
+            generation,
+            now,
+        )];
+        conditions.push(if programmed > 0 {
+            condition("Programmed", true, "Programmed", "", generation, now)
+        } else {
+            condition(
+                "Programmed",
+                false,
+                "Invalid",
+                "no listener is served",
+                generation,
+                now,
+            )
+        });
+        let listener_status = listeners
+            .iter()
+            .map(|l| GatewayStatusListeners {
+                attached_routes: l.attached,
+                conditions: l.conditions.clone(),
+                name: l.name.clone(),
+                supported_kinds: Some(
+                    l.kinds
+                        .iter()
+                        .map(|k| GatewayStatusListenersSupportedKinds {
+                            group: Some(super::GROUP.into()),
+                            kind: k.name().into(),
+                        })
+                        .collect(),
+                ),
+            })
+            .collect();
+        out.gateways.insert(
+            key.clone(),
+            GatewayStatus {
+                addresses: addresses.clone(),
+                attached_listener_sets: None,
+                conditions: Some(conditions),
+                listeners: Some(listener_status),
+            },
+        );
+    }
+}
+
+/// `status.addresses` per `gateway.publish`.
+fn addresses(
+    objects: &GatewayObjects,
+    settings: &GatewaySettings,
+) -> Option<Vec<GatewayStatusAddresses>> {
+    let entry = |address: &str| GatewayStatusAddresses {
+        r#type: Some(
+            if address.parse::<std::net::IpAddr>().is_ok() {
+                "IPAddress"
+            } else {
+                "Hostname"
+            }
+            .into(),
+        ),
+        value: address.to_string(),
+    };
+    match settings.publish.as_ref()? {
+        PublishAddress::Addresses(list) => Some(list.iter().map(|a| entry(a)).collect()),
+        PublishAddress::Service { namespace, name } => {
+            let service = objects.services.get(&(namespace.clone(), name.clone()))?;
+            let ingress = service
+                .status
+                .as_ref()?
+                .load_balancer
+                .as_ref()?
+                .ingress
+                .as_ref()?;
+            Some(
+                ingress
+                    .iter()
+                    .filter_map(|i| i.ip.as_deref().or(i.hostname.as_deref()))
+                    .map(entry)
+                    .collect(),
+            )
+        }
+    }
+}

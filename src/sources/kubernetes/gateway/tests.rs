@@ -1,0 +1,216 @@
+//! The translation of Gateway API objects, case by case.
+
+use super::*;
+use crate::model::{GatewayListenerKind, GatewayPort, LeaseSettings, PathMatch};
+use serde_json::json;
+
+fn settings() -> GatewaySettings {
+    GatewaySettings {
+        controller_name: crate::model::DEFAULT_GATEWAY_CONTROLLER.into(),
+        ports: vec![
+            GatewayPort {
+                port: 80,
+                listener: "http".into(),
+                kind: GatewayListenerKind::Http,
+            },
+            GatewayPort {
+                port: 443,
+                listener: "https".into(),
+                kind: GatewayListenerKind::Https,
+            },
+        ],
+        publish: None,
+        lease: LeaseSettings {
+            namespace: "default".into(),
+            name: "lease".into(),
+            identity: "me".into(),
+            duration: std::time::Duration::from_secs(15),
+        },
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+}
+
+fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
+    serde_json::from_value(value).expect("a valid object")
+}
+
+/// A class of sluice's, a Gateway `gw` in `infra` with one HTTP listener on 80 (routes from
+/// all namespaces), and Service `web` in `apps`.
+fn objects() -> GatewayObjects {
+    let mut o = GatewayObjects::default();
+    o.classes.insert(
+        "sluice".into(),
+        object(json!({"metadata": {"name": "sluice", "generation": 1},
+            "spec": {"controllerName": crate::model::DEFAULT_GATEWAY_CONTROLLER}})),
+    );
+    o.classes.insert(
+        "other".into(),
+        object(json!({"metadata": {"name": "other"}, "spec": {"controllerName": "x.io/y"}})),
+    );
+    o.gateways.insert(
+        ("infra".into(), "gw".into()),
+        object(json!({"metadata": {"name": "gw", "namespace": "infra", "generation": 2},
+            "spec": {"gatewayClassName": "sluice", "listeners": [
+                {"name": "web", "port": 80, "protocol": "HTTP",
+                 "allowedRoutes": {"namespaces": {"from": "All"}}},
+                {"name": "only-infra", "port": 80, "protocol": "HTTP", "hostname": "infra.example.com"},
+            ]}})),
+    );
+    o.services.insert(
+        ("apps".into(), "web".into()),
+        object(json!({"metadata": {"name": "web", "namespace": "apps"},
+            "spec": {"ports": [{"name": "http", "port": 8080}]}})),
+    );
+    o
+}
+
+fn route(spec: serde_json::Value) -> HttpRoute {
+    object(json!({"metadata": {"name": "r", "namespace": "apps", "generation": 3}, "spec": spec}))
+}
+
+fn condition_of<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> (&'a str, &'a str) {
+    let c = conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {conditions:?}"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+#[test]
+fn classes_of_other_controllers_are_left_alone() {
+    let t = translate(&objects(), &settings(), &now());
+    assert_eq!(t.classes.keys().collect::<Vec<_>>(), ["sluice"]);
+    let conditions = t.classes["sluice"].conditions.clone().unwrap_or_default();
+    assert_eq!(condition_of(&conditions, "Accepted"), ("True", "Accepted"));
+    assert_eq!(conditions[0].observed_generation, Some(1));
+}
+
+#[test]
+fn an_http_route_attaches_with_its_matches_and_hostnames() {
+    let mut o = objects();
+    o.http_routes.insert(
+        ("apps".into(), "r".into()),
+        route(json!({
+            "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "web"}],
+            "hostnames": ["shop.example.com"],
+            "rules": [{
+                "matches": [{"path": {"type": "Exact", "value": "/cart"},
+                             "headers": [{"name": "X-Version", "value": "2"}],
+                             "method": "POST"}],
+                "backendRefs": [{"name": "web", "port": 8080}],
+            }],
+        })),
+    );
+    let t = translate(&o, &settings(), &now());
+    let status = &t.http_routes[&("apps".into(), "r".into())];
+    let parent = &status.parents[0];
+    assert_eq!(
+        condition_of(&parent.conditions, "Accepted"),
+        ("True", "Accepted")
+    );
+    assert_eq!(
+        condition_of(&parent.conditions, "ResolvedRefs"),
+        ("True", "ResolvedRefs")
+    );
+    assert_eq!(parent.conditions[0].observed_generation, Some(3));
+    let fragment = &t.fragments["HTTPRoute/apps/r"];
+    assert_eq!(fragment.routes.len(), 1);
+    let r = &fragment.routes[0];
+    assert_eq!(r.listener, "http");
+    assert_eq!(
+        r.hosts,
+        [crate::model::HostMatch::Exact("shop.example.com".into())]
+    );
+    assert!(matches!(&r.paths[0], PathMatch::Exact(p) if p == "/cart"));
+    assert_eq!(r.conditions.methods, [http::Method::POST]);
+    assert_eq!(r.conditions.headers[0].name, "x-version");
+    // The listener counts the route.
+    let gateway = &t.gateways[&("infra".into(), "gw".into())];
+    let listeners = gateway.listeners.clone().unwrap_or_default();
+    assert_eq!(listeners[0].attached_routes, 1);
+    assert_eq!(listeners[1].attached_routes, 0);
+}
+
+#[test]
+fn refusals_carry_the_specified_reasons() {
+    let cases = [
+        (
+            json!({"parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "only-infra"}],
+                   "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}]}),
+            ("Accepted", "False", "NotAllowedByListeners"),
+        ),
+        (
+            json!({"parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "nope"}],
+                   "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}]}),
+            ("Accepted", "False", "NoMatchingParent"),
+        ),
+        (
+            json!({"parentRefs": [{"name": "gw", "namespace": "infra", "port": 81}],
+                   "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}]}),
+            ("Accepted", "False", "NoMatchingParent"),
+        ),
+        (
+            json!({"parentRefs": [{"name": "gw", "namespace": "infra"}],
+                   "rules": [{"backendRefs": [{"name": "missing", "port": 8080}]}]}),
+            ("ResolvedRefs", "False", "BackendNotFound"),
+        ),
+        (
+            json!({"parentRefs": [{"name": "gw", "namespace": "infra"}],
+                   "rules": [{"backendRefs": [{"name": "web", "kind": "Bucket", "group": "x.io", "port": 8080}]}]}),
+            ("ResolvedRefs", "False", "InvalidKind"),
+        ),
+        (
+            json!({"parentRefs": [{"name": "gw", "namespace": "infra"}],
+                   "rules": [{"backendRefs": [{"name": "web", "namespace": "other", "port": 8080}]}]}),
+            ("ResolvedRefs", "False", "RefNotPermitted"),
+        ),
+    ];
+    for (spec, (type_, status, reason)) in cases {
+        let mut o = objects();
+        o.http_routes
+            .insert(("apps".into(), "r".into()), route(spec.clone()));
+        let t = translate(&o, &settings(), &now());
+        let parent = &t.http_routes[&("apps".into(), "r".into())].parents[0];
+        assert_eq!(
+            condition_of(&parent.conditions, type_),
+            (status, reason),
+            "{spec}"
+        );
+    }
+}
+
+#[test]
+fn hostnames_intersect_with_the_listeners() {
+    use super::http_route::intersect;
+    assert_eq!(intersect(None, &[]), Some(vec![]));
+    assert_eq!(
+        intersect(Some("*.example.com"), &[]),
+        Some(vec!["*.example.com".into()])
+    );
+    assert_eq!(
+        intersect(
+            Some("*.example.com"),
+            &[
+                "a.example.com".into(),
+                "other.org".into(),
+                "*.b.example.com".into()
+            ]
+        ),
+        Some(vec!["a.example.com".into(), "*.b.example.com".into()])
+    );
+    // A route wildcard wider than the listener's name narrows to it.
+    assert_eq!(
+        intersect(Some("a.example.com"), &["*.example.com".into()]),
+        Some(vec!["a.example.com".into()])
+    );
+    assert_eq!(
+        intersect(Some("a.example.com"), &["b.example.com".into()]),
+        None
+    );
+}

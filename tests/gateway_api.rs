@@ -397,3 +397,265 @@ fn HTTPRouteInvalidParentRefNotMatchingSectionName() {
         "NoMatchingParent",
     );
 }
+
+/// `Host`-addressed variant of [`Conformance::expect`] for GET requests.
+fn expect_host(c: &Conformance, host: &str, path: &str, status: u16, backend: &str) {
+    c.expect("GET", path, &[("host", host)], status, backend);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteHostnameIntersection() {
+    let c = Conformance::start(&["httproute-hostname-intersection.yaml"]);
+    for route in [
+        "specific-host-matches-listener-specific-host",
+        "specific-host-matches-listener-wildcard-host",
+        "wildcard-host-matches-listener-specific-host",
+        "wildcard-host-matches-listener-wildcard-host",
+    ] {
+        c.accepted(INFRA, route);
+    }
+    for (host, path, n) in [
+        ("very.specific.com", "/s1", 1),
+        ("very.specific.com:1234", "/s1", 1),
+        ("foo.wildcard.io", "/s2", 2),
+        ("bar.wildcard.io", "/s2", 2),
+        ("foo.bar.wildcard.io", "/s2", 2),
+        ("very.specific.com", "/s3", 3),
+        ("foo.anotherwildcard.io", "/s4", 1),
+        ("bar.anotherwildcard.io", "/s4", 1),
+        ("foo.bar.anotherwildcard.io", "/s4", 1),
+    ] {
+        expect_host(&c, host, path, 200, &v(n));
+    }
+    for (host, path) in [
+        ("non.matching.com", "/s1"),
+        ("foo.nonmatchingwildcard.io", "/s1"),
+        ("foo.wildcard.io", "/s1"),
+        ("very.specific.com", "/non-matching-prefix"),
+        ("non.matching.com", "/s2"),
+        ("wildcard.io", "/s2"),
+        ("very.specific.com", "/s2"),
+        ("foo.wildcard.io", "/non-matching-prefix"),
+        ("non.matching.com", "/s3"),
+        ("foo.specific.com", "/s3"),
+        ("foo.wildcard.io", "/s3"),
+        ("anotherwildcard.io", "/s4"),
+        ("foo.wildcard.io", "/s4"),
+        ("very.specific.com", "/s4"),
+        ("foo.anotherwildcard.io", "/non-matching-prefix"),
+    ] {
+        expect_host(&c, host, path, 404, "");
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteListenerHostnameMatching() {
+    let c = Conformance::start(&["httproute-listener-hostname-matching.yaml"]);
+    for route in ["backend-v1", "backend-v2", "backend-v3"] {
+        c.accepted(INFRA, route);
+    }
+    for (host, n) in [
+        ("bar.com", 1),
+        ("foo.bar.com", 2),
+        ("baz.bar.com", 3),
+        ("boo.bar.com", 3),
+        ("multiple.prefixes.bar.com", 3),
+        ("multiple.prefixes.foo.com", 3),
+    ] {
+        expect_host(&c, host, "/", 200, &v(n));
+    }
+    for host in ["foo.com", "no.matching.host"] {
+        expect_host(&c, host, "/", 404, "");
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteMatchingAcrossRoutes() {
+    let c = Conformance::start(&["httproute-matching-across-routes.yaml"]);
+    c.accepted(INFRA, "matching-part1");
+    c.accepted(INFRA, "matching-part2");
+    for (host, path, headers, n) in [
+        ("example.com", "/", &[][..], 1),
+        ("example.com", "/example", &[], 1),
+        ("example.net", "/example", &[], 1),
+        ("example.com", "/example", &[("Version", "one")], 1),
+        ("example.com", "/v2", &[], 2),
+        ("example.net", "/v2", &[], 1),
+        ("example.com", "/v2/example", &[], 2),
+        ("example.com", "/", &[("Version", "two")], 2),
+    ] {
+        let mut all = vec![("host", host)];
+        all.extend_from_slice(headers);
+        c.expect("GET", path, &all, 200, &v(n));
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteDisallowedKind() {
+    let c = Conformance::start(&["httproute-disallowed-kind.yaml"]);
+    c.route_condition(
+        INFRA,
+        "disallowed-kind",
+        "ResolvedRefs",
+        "True",
+        "ResolvedRefs",
+    );
+    c.route_condition(
+        INFRA,
+        "disallowed-kind",
+        "Accepted",
+        "False",
+        "NotAllowedByListeners",
+    );
+    let attached = c.kube.wait_until(READY_TIMEOUT, |kube| {
+        kube.get::<Gateway>(INFRA, "tlsroutes-only")
+            .and_then(|g| g.status)
+            .and_then(|s| s.listeners)
+            .is_some_and(|l| l.iter().all(|l| l.attached_routes == 0))
+    });
+    assert!(attached, "the Gateway's listeners report zero routes");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteInvalidCrossNamespaceBackendRef() {
+    let c = Conformance::start(&["httproute-invalid-cross-namespace-backend-ref.yaml"]);
+    let route = "invalid-cross-namespace-backend-ref";
+    c.route_condition(INFRA, route, "Accepted", "True", "Accepted");
+    c.route_condition(INFRA, route, "ResolvedRefs", "False", "RefNotPermitted");
+    c.expect("GET", "/", &[], 500, "");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteInvalidReferenceGrant() {
+    let c = Conformance::start(&["httproute-invalid-reference-grant.yaml"]);
+    c.route_condition(INFRA, "reference-grant", "Accepted", "True", "Accepted");
+    c.route_condition(
+        INFRA,
+        "reference-grant",
+        "ResolvedRefs",
+        "False",
+        "RefNotPermitted",
+    );
+    c.expect("GET", "/", &[], 500, "");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteReferenceGrantDeleted() {
+    // The second half of the upstream HTTPRouteReferenceGrant: without the grant, 500.
+    let c = Conformance::start(&["httproute-reference-grant.yaml"]);
+    c.accepted(INFRA, "reference-grant");
+    c.kube
+        .delete_object::<ReferenceGrant>("gateway-conformance-web-backend", "reference-grant");
+    c.route_condition(
+        INFRA,
+        "reference-grant",
+        "ResolvedRefs",
+        "False",
+        "RefNotPermitted",
+    );
+    c.expect("GET", "/", &[], 500, "");
+}
+
+/// The path and host of a redirect's `Location`.
+fn location(c: &Conformance, path: &str) -> (u16, String, String) {
+    let response = Client::connect(c.http).request("GET", path, &[]);
+    let location = response.header("location").unwrap_or_default().to_string();
+    let rest = location.split_once("://").map_or("", |(_, r)| r);
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.split(':').next().unwrap_or_default().to_string();
+    (response.status, host, path.to_string())
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteRedirectPath() {
+    let c = Conformance::start(&["httproute-redirect-path.yaml"]);
+    c.accepted(INFRA, "redirect-path");
+    for (path, status, host, wanted) in [
+        (
+            "/original-prefix/lemon",
+            302,
+            "test.local",
+            "/replacement-prefix/lemon",
+        ),
+        (
+            "/full/path/original",
+            302,
+            "test.local",
+            "/full-path-replacement",
+        ),
+        ("/path-and-host", 302, "example.org", "/replacement-prefix"),
+        ("/path-and-status", 301, "test.local", "/replacement-prefix"),
+        (
+            "/full-path-and-host",
+            302,
+            "example.org",
+            "/replacement-full",
+        ),
+        (
+            "/full-path-and-status",
+            301,
+            "test.local",
+            "/replacement-full",
+        ),
+    ] {
+        let wanted = (status, host.to_string(), wanted.to_string());
+        wait_until(
+            &format!("{path} to redirect to {wanted:?}"),
+            READY_TIMEOUT,
+            || location(&c, path) == wanted,
+        );
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteRewritePath() {
+    let c = Conformance::start(&["httproute-rewrite-path.yaml"]);
+    c.accepted(INFRA, "rewrite-path");
+    let headers = [
+        ("X-Header-Remove", "remove-val"),
+        ("X-Header-Add-Append", "append-val-1"),
+        ("X-Header-Set", "set-val"),
+    ];
+    for (path, sent_headers, upstream_path) in [
+        ("/prefix/one/two", &[][..], "/one/two"),
+        ("/strip-prefix/three", &[], "/three"),
+        ("/strip-prefix", &[], "/"),
+        ("/full/one/two", &[], "/one"),
+        (
+            "/full/rewrite-path-and-modify-headers/test",
+            &headers[..],
+            "/test",
+        ),
+        (
+            "/prefix/rewrite-path-and-modify-headers/one",
+            &headers[..],
+            "/prefix/one",
+        ),
+    ] {
+        c.expect("GET", path, sent_headers, 200, &v(1));
+        let seen = c.requests_of(&v(1));
+        let last = seen.last().expect("a request");
+        assert_eq!(last.target, upstream_path, "{path}");
+        if !sent_headers.is_empty() {
+            assert_eq!(last.header("x-header-add"), Some("header-val-1"));
+            let appended: Vec<&str> = last
+                .headers
+                .iter()
+                .filter(|(k, _)| k == "x-header-add-append")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(appended, ["append-val-1", "header-val-2"]);
+            assert_eq!(last.header("x-header-set"), Some("set-overwrites-values"));
+            assert_eq!(last.header("x-header-remove"), None);
+        }
+    }
+}

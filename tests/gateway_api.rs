@@ -16,6 +16,7 @@ use sluice::sources::kubernetes::gateway::api::httproutes::HttpRoute;
 use sluice::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
 use std::net::SocketAddr;
 use support::fake_kube::{ready, slice, FakeKube};
+use support::tls::{self, TestCertificate};
 use support::*;
 
 const CONTROLLER: &str = "sluice.dev/gateway-controller";
@@ -29,7 +30,9 @@ const DATA: &str = concat!(
 fn manifest(name: &str) -> Vec<Value> {
     let path = format!("{DATA}/{name}");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let text = text.replace("{GATEWAY_CLASS_NAME}", "sluice");
+    let text = text
+        .replace("{GATEWAY_CLASS_NAME}", "sluice")
+        .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER);
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| serde::Deserialize::deserialize(doc).expect("a YAML document"))
         .filter(|doc: &Value| !doc.is_null())
@@ -44,10 +47,13 @@ fn typed<K: serde::de::DeserializeOwned>(value: &Value) -> K {
 /// own, a backend per Service, and sluice serving the Gateways' port 80.
 struct Conformance {
     kube: FakeKube,
+    /// The suite's `tls-validity-checks-certificate` (names `*`, `*.org`, `*.wildcard.org`).
+    validity_certificate: TestCertificate,
     backends: Vec<Backend>,
     /// Kept for its lifetime: dropping it stops the process.
     _sluice: Sluice,
     http: SocketAddr,
+    https: SocketAddr,
 }
 
 impl Conformance {
@@ -57,6 +63,33 @@ impl Conformance {
             "metadata": {"name": "sluice"},
             "spec": {"controllerName": CONTROLLER},
         })));
+        // The certificates the upstream suite creates before its tests.
+        let dir = ScratchDir::new();
+        let web_certificate = tls::self_signed(&dir, "certificate", &["*"]);
+        let validity_certificate = tls::self_signed(
+            &dir,
+            "tls-validity-checks-certificate",
+            &["*", "*.org", "*.wildcard.org"],
+        );
+        for (namespace, name, certificate) in [
+            (
+                "gateway-conformance-web-backend",
+                "certificate",
+                &web_certificate,
+            ),
+            (
+                INFRA,
+                "tls-validity-checks-certificate",
+                &validity_certificate,
+            ),
+        ] {
+            kube.apply(typed::<Secret>(&serde_json::json!({
+                "metadata": {"name": name, "namespace": namespace},
+                "type": "kubernetes.io/tls",
+                "stringData": {"tls.crt": certificate.cert_pem, "tls.key": certificate.key_pem},
+            })));
+        }
+        let default_certificate = tls::self_signed(&dir, "default", &["default.test"]);
         let mut backends = Vec::new();
         for name in std::iter::once("base.yaml").chain(manifests.iter().copied()) {
             for object in manifest(name) {
@@ -66,19 +99,75 @@ impl Conformance {
             }
         }
         let http = listen_address();
+        let https = listen_address();
         let sluice = Sluice::start(&format!(
             "kubernetes: {{ api_server: \"{}\" }}\n\
-             listeners: [{{ name: http, listen: \"{http}\" }}]\n\
-             gateway: {{ listeners: [{{ port: 80, listener: http }}] }}\n\
+             listeners:\n\
+             - {{ name: http, listen: \"{http}\" }}\n\
+             - {{ name: https, listen: \"{https}\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}\n\
+             gateway: {{ listeners: [{{ port: 80, listener: http }}, {{ port: 443, listener: https }}] }}\n\
              routes: []\n",
-            kube.url()
+            kube.url(),
+            default_certificate.cert_path.display(),
+            default_certificate.key_path.display(),
         ));
         Self {
             kube,
+            validity_certificate,
             backends,
             _sluice: sluice,
             http,
+            https,
         }
+    }
+
+    /// Waits until listener `listener` of Gateway `name` has `attached` routes and each of
+    /// `conditions` (type, status, reason; "" for any reason) at the Gateway's generation.
+    fn listener_status(
+        &self,
+        name: &str,
+        listener: &str,
+        attached: i32,
+        conditions: &[(&str, &str, &str)],
+    ) {
+        let matches = |kube: &FakeKube| {
+            let Some(gateway) = kube.get::<Gateway>(INFRA, name) else {
+                return false;
+            };
+            let generation = gateway.metadata.generation;
+            let listeners = gateway.status.and_then(|s| s.listeners).unwrap_or_default();
+            listeners.iter().any(|l| {
+                l.name == listener
+                    && l.attached_routes == attached
+                    && conditions.iter().all(|(type_, status, reason)| {
+                        l.conditions.iter().any(|c| {
+                            c.type_ == *type_
+                                && c.status == *status
+                                && (reason.is_empty() || c.reason == *reason)
+                                && c.observed_generation == generation
+                        })
+                    })
+            })
+        };
+        assert!(
+            self.kube.wait_until(READY_TIMEOUT, matches),
+            "Gateway {name} listener {listener}: want {attached} routes and {conditions:?}; status {:?}",
+            self.kube.get::<Gateway>(INFRA, name).and_then(|g| g.status)
+        );
+    }
+
+    /// The supported kinds listener `listener` of Gateway `name` reports.
+    fn supported_kinds(&self, name: &str, listener: &str) -> Vec<String> {
+        self.kube
+            .get::<Gateway>(INFRA, name)
+            .and_then(|g| g.status)
+            .and_then(|s| s.listeners)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.name == listener)
+            .flat_map(|l| l.supported_kinds.unwrap_or_default())
+            .map(|k| k.kind)
+            .collect()
     }
 
     /// Waits until every parent of sluice's in the route's status says `type_` is
@@ -165,6 +254,9 @@ fn apply(kube: &FakeKube, object: &Value) -> Option<Backend> {
     match object["kind"].as_str().unwrap_or_default() {
         "Namespace" => {
             kube.apply(typed::<Namespace>(object));
+        }
+        "GatewayClass" => {
+            kube.apply(typed::<GatewayClass>(object));
         }
         "Gateway" => {
             kube.apply(typed::<Gateway>(object));
@@ -658,4 +750,235 @@ fn HTTPRouteRewritePath() {
             assert_eq!(last.header("x-header-remove"), None);
         }
     }
+}
+
+/// Waits until an object's conditions of its kind are at its generation, and returns that.
+fn latest<K: support::fake_kube::Kind + serde::de::DeserializeOwned>(
+    c: &Conformance,
+    namespace: &str,
+    name: &str,
+    conditions: impl Fn(&K) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) -> i64 {
+    let mut generation = 0;
+    let current = c.kube.wait_until(READY_TIMEOUT, |kube| {
+        let Some(object) = kube.get::<K>(namespace, name) else {
+            return false;
+        };
+        generation = object.meta().generation.unwrap_or_default();
+        let list = conditions(&object);
+        !list.is_empty()
+            && list
+                .iter()
+                .all(|c| c.observed_generation == Some(generation))
+    });
+    assert!(current, "{name}: conditions not at generation {generation}");
+    generation
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayClassObservedGenerationBump() {
+    let c = Conformance::start(&["gatewayclass-observed-generation-bump.yaml"]);
+    let name = "gatewayclass-observed-generation-bump";
+    let conditions = |class: &GatewayClass| {
+        class
+            .status
+            .clone()
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+    };
+    let before = latest::<GatewayClass>(&c, "", name, conditions);
+    let mut class: GatewayClass = c.kube.get("", name).expect("the class");
+    class.spec.description = Some("new".into());
+    c.kube.apply(class);
+    let after = latest::<GatewayClass>(&c, "", name, conditions);
+    assert_ne!(before, after, "generation should change after an update");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayObservedGenerationBump() {
+    let c = Conformance::start(&["gateway-observed-generation-bump.yaml"]);
+    let name = "gateway-observed-generation-bump";
+    let conditions = |gateway: &Gateway| {
+        let Some(status) = gateway.status.clone() else {
+            return Vec::new();
+        };
+        let mut all = status.conditions.unwrap_or_default();
+        for listener in status.listeners.unwrap_or_default() {
+            all.extend(listener.conditions);
+        }
+        all
+    };
+    let before = latest::<Gateway>(&c, INFRA, name, conditions);
+    let mut gateway: Gateway = c.kube.get(INFRA, name).expect("the Gateway");
+    gateway.spec.listeners.push(typed(&serde_json::json!({
+        "name": "alternate", "hostname": "foo.com", "port": 80, "protocol": "HTTP",
+        "allowedRoutes": {"namespaces": {"from": "All"}},
+    })));
+    c.kube.apply(gateway);
+    let after = latest::<Gateway>(&c, INFRA, name, conditions);
+    assert_ne!(before, after, "generation should change after an update");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteObservedGenerationBump() {
+    let c = Conformance::start(&["httproute-observed-generation-bump.yaml"]);
+    let name = "observed-generation-bump";
+    let conditions = |route: &HttpRoute| {
+        route
+            .status
+            .clone()
+            .map(|s| s.parents.into_iter().flat_map(|p| p.conditions).collect())
+            .unwrap_or_default()
+    };
+    let before = latest::<HttpRoute>(&c, INFRA, name, conditions);
+    let mut route: HttpRoute = c.kube.get(INFRA, name).expect("the route");
+    if let Some(rules) = route.spec.rules.as_mut() {
+        if let Some(backend) = rules[0].backend_refs.as_mut().and_then(|b| b.first_mut()) {
+            backend.name = "infra-backend-v2".into();
+        }
+    }
+    c.kube.apply(route);
+    let after = latest::<HttpRoute>(&c, INFRA, name, conditions);
+    assert_ne!(before, after, "generation should change after an update");
+    c.accepted(INFRA, name);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayInvalidRouteKind() {
+    let c = Conformance::start(&["gateway-invalid-route-kind.yaml"]);
+    let invalid = [("ResolvedRefs", "False", "InvalidRouteKinds")];
+    c.listener_status("gateway-only-invalid-route-kind", "http", 0, &invalid);
+    assert!(c
+        .supported_kinds("gateway-only-invalid-route-kind", "http")
+        .is_empty());
+    c.listener_status(
+        "gateway-supported-and-invalid-route-kind",
+        "http",
+        0,
+        &invalid,
+    );
+    assert_eq!(
+        c.supported_kinds("gateway-supported-and-invalid-route-kind", "http"),
+        ["HTTPRoute"]
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayWithAttachedRoutes() {
+    let c = Conformance::start(&["gateway-with-attached-routes.yaml"]);
+    let valid = [("Accepted", "True", ""), ("ResolvedRefs", "True", "")];
+    c.listener_status("gateway-with-one-attached-route", "http", 1, &valid);
+    c.listener_status("gateway-with-two-attached-routes", "http", 2, &valid);
+    c.route_condition(
+        INFRA,
+        "http-route-not-accepted",
+        "Accepted",
+        "False",
+        "NoMatchingListenerHostname",
+    );
+    c.listener_status(
+        "unresolved-gateway-with-one-attached-unresolved-route",
+        "tls",
+        1,
+        &[("Programmed", "False", ""), ("ResolvedRefs", "False", "")],
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewaySecretMissingReferenceGrant() {
+    let c = Conformance::start(&["gateway-secret-missing-reference-grant.yaml"]);
+    c.listener_status(
+        "gateway-secret-missing-reference-grant",
+        "https",
+        0,
+        &[("ResolvedRefs", "False", "RefNotPermitted")],
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewaySecretInvalidReferenceGrant() {
+    let c = Conformance::start(&["gateway-secret-invalid-reference-grant.yaml"]);
+    c.listener_status(
+        "gateway-secret-invalid-reference-grant",
+        "https",
+        0,
+        &[("ResolvedRefs", "False", "RefNotPermitted")],
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewaySecretReferenceGrantSpecific() {
+    let c = Conformance::start(&["gateway-secret-reference-grant-specific.yaml"]);
+    c.listener_status(
+        "gateway-secret-reference-grant-specific",
+        "https",
+        0,
+        &[
+            ("Programmed", "True", "Programmed"),
+            ("ResolvedRefs", "True", ""),
+        ],
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewaySecretReferenceGrantAllInNamespace() {
+    let c = Conformance::start(&["gateway-secret-reference-grant-all-in-namespace.yaml"]);
+    c.listener_status(
+        "gateway-secret-reference-grant-all-in-namespace",
+        "https",
+        0,
+        &[
+            ("Programmed", "True", "Programmed"),
+            ("ResolvedRefs", "True", ""),
+        ],
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteHTTPSListener() {
+    let c = Conformance::start(&["httproute-https-listener.yaml"]);
+    c.accepted(INFRA, "httproute-https-test");
+    c.accepted(INFRA, "httproute-https-test-no-hostname");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for (host, status, backend) in [
+            ("example.org", 200, v(1)),
+            ("unknown-example.org", 404, String::new()),
+            ("second-example.org", 200, v(2)),
+        ] {
+            // The Gateway's certificate is served for the name.
+            assert_eq!(
+                tls::served_certificate(c.https, host).await,
+                c.validity_certificate.der
+            );
+            let config = tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
+            let mut stream = tls::connect(c.https, host, config)
+                .await
+                .expect("handshake");
+            let (status_line, body) = tls::get_over(&mut stream, host, "/").await;
+            assert!(
+                status_line.contains(&format!(" {status} ")),
+                "{host}: {status_line}"
+            );
+            if !backend.is_empty() {
+                assert!(
+                    body.contains(&format!("\"backend\":\"{backend}\"")),
+                    "{host}: {body}"
+                );
+            }
+        }
+    });
 }

@@ -6,7 +6,8 @@
 //! (`metadata.name`, `metadata.namespace`), get, create (409 AlreadyExists), replace with
 //! optimistic concurrency (409 Conflict on a stale resourceVersion), JSON merge patch,
 //! delete, and the `status` subresource (a write to it changes only `status`; a write to
-//! the object keeps it). Events (core and events.k8s.io) and Leases are ordinary objects.
+//! the object keeps it). Events (core and events.k8s.io) and Leases are ordinary objects;
+//! Namespaces get the `kubernetes.io/metadata.name` label, as from a real server.
 //!
 //! Objects are stored as JSON; tests put `k8s-openapi` values in and read them back, so the
 //! JSON is what a real server sends. Tests can change objects, drop watch connections, and
@@ -292,6 +293,11 @@ impl FakeKube {
                 .unwrap_or_default()
                 .to_string(),
         };
+        if key.resource == "/v1/namespaces" {
+            // The API server labels every Namespace with its name (Kubernetes 1.22+).
+            let name = key.name.clone();
+            value["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+        }
         let mut store = self.store();
         match store.objects.get(&key) {
             Some(old) => {

@@ -87,6 +87,7 @@ pub fn translate(
             .copied()
             .filter(|&i| resolved[i].admits(RouteKind::Http, namespace, objects))
             .collect();
+        // A route attaches to accepted listeners; only programmed ones serve it.
         let mut attached = Vec::new();
         for &i in &allowed {
             let Some(sluice) = resolved[i].sluice_listener.clone() else {
@@ -119,7 +120,9 @@ pub fn translate(
         if accepted.is_ok() {
             for (i, sluice, hosts) in attached {
                 resolved[i].attached += 1;
-                targets.insert((sluice, hosts));
+                if resolved[i].programmed {
+                    targets.insert((sluice, hosts));
+                }
             }
         }
         let verdict = |type_: &str, result: &Result<(), Refusal>, ok: &str| match result {

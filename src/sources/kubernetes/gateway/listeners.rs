@@ -66,8 +66,11 @@ pub struct ResolvedListener {
     pub port: u16,
     /// Lower-case; `None`: any host.
     pub hostname: Option<String>,
-    /// `None`: the listener is not programmed (no routes attach).
+    /// The sluice listener serving it; `None`: the listener is not accepted (no routes
+    /// attach).
     pub sluice_listener: Option<String>,
+    /// Accepted with its references resolved and no conflict: its routes are served.
+    pub programmed: bool,
     pub kind: Option<GatewayListenerKind>,
     pub kinds: Vec<RouteKind>,
     namespaces: AllowedNamespaces,
@@ -185,7 +188,7 @@ pub fn resolve_gateways(
 
 /// Marks `listener` as in conflict with another of its Gateway.
 fn conflict(listener: &mut ResolvedListener, generation: Option<i64>, now: &Time) {
-    listener.sluice_listener = None;
+    listener.programmed = false;
     listener
         .conditions
         .retain(|c| c.type_ != "Conflicted" && c.type_ != "Programmed");
@@ -403,7 +406,8 @@ fn resolve(
         name: listener.name.clone(),
         port,
         hostname: listener.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
-        sluice_listener: sluice.filter(|_| programmed),
+        sluice_listener: sluice.filter(|_| accepted.is_ok()),
+        programmed,
         kind,
         kinds,
         namespaces,
@@ -433,10 +437,7 @@ pub fn finish_gateways(
             continue;
         };
         let generation = gateway.metadata.generation;
-        let programmed = listeners
-            .iter()
-            .filter(|l| l.sluice_listener.is_some())
-            .count();
+        let programmed = listeners.iter().filter(|l| l.programmed).count();
         let all_valid = programmed == listeners.len();
         let mut conditions = vec![condition(
             "Accepted",

@@ -443,6 +443,46 @@ ingress: { http_listener: web, passthrough_listener: sql }
 }
 
 #[test]
+fn gateway_settings_are_validated() {
+    let yaml = r#"
+listeners:
+  - { name: web, listen: 127.0.0.1:8080 }
+  - { name: web2, listen: 127.0.0.1:8081 }
+gateway:
+  controller_name: nodomain
+  listeners:
+    - { port: 80, listener: web }
+    - { port: 80, listener: web2 }
+    - { port: 443, listener: nope }
+  leader_election: { duration: 1s }
+"#;
+    let (code, text, file) = check(yaml);
+    assert_eq!(code, 1, "{text}");
+    assert_error(&text, &file, 6, "gateway.controller_name", "DOMAIN/PATH");
+    assert_error(
+        &text,
+        &file,
+        9,
+        "gateway.listeners[1]",
+        "already has a HTTP listener",
+    );
+    assert_error(
+        &text,
+        &file,
+        10,
+        "gateway.listeners[2].listener",
+        "no listener named \"nope\"",
+    );
+    assert_error(
+        &text,
+        &file,
+        11,
+        "gateway.leader_election.duration",
+        "at least 2s",
+    );
+}
+
+#[test]
 fn rate_limit_keys_are_validated() {
     let yaml = r#"
 listeners: [{ name: web, listen: 127.0.0.1:8080 }]

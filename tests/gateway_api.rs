@@ -982,3 +982,171 @@ fn HTTPRouteHTTPSListener() {
         }
     });
 }
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteInvalidBackendRefUnknownKind() {
+    let c = Conformance::start(&["httproute-invalid-backendref-unknown-kind.yaml"]);
+    let route = "invalid-backend-ref-unknown-kind";
+    c.route_condition(INFRA, route, "Accepted", "True", "Accepted");
+    c.route_condition(INFRA, route, "ResolvedRefs", "False", "InvalidKind");
+    c.expect("GET", "/v2", &[], 500, "");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteInvalidNonExistentBackendRef() {
+    let c = Conformance::start(&["httproute-invalid-nonexistent-backendref.yaml"]);
+    let route = "invalid-nonexistent-backend-ref";
+    c.route_condition(INFRA, route, "Accepted", "True", "Accepted");
+    c.route_condition(INFRA, route, "ResolvedRefs", "False", "BackendNotFound");
+    c.expect("GET", "/", &[], 500, "");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteInvalidCrossNamespaceParentRef() {
+    let c = Conformance::start(&["httproute-invalid-cross-namespace-parent-ref.yaml"]);
+    let namespace = "gateway-conformance-web-backend";
+    let route = "invalid-cross-namespace-parent-ref";
+    c.route_condition(namespace, route, "ResolvedRefs", "True", "ResolvedRefs");
+    c.route_condition(
+        namespace,
+        route,
+        "Accepted",
+        "False",
+        "NotAllowedByListeners",
+    );
+    c.listener_status("same-namespace", "http", 0, &[]);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteRedirectHostAndStatus() {
+    let c = Conformance::start(&["httproute-redirect-host-and-status.yaml"]);
+    c.accepted(INFRA, "redirect-host-and-status");
+    for (path, status) in [("/hostname-redirect", 302), ("/host-and-status", 301)] {
+        let wanted = (status, "example.org".to_string());
+        wait_until(&format!("{path} to redirect"), READY_TIMEOUT, || {
+            let (status, host, _) = location(&c, path);
+            (status, host) == wanted
+        });
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRoutePathMatchOrder() {
+    let c = Conformance::start(&["httproute-path-match-order.yaml"]);
+    c.accepted(INFRA, "path-matching-order");
+    for (path, n) in [
+        ("/match/exact/one", 3),
+        ("/match/exact", 2),
+        ("/match", 1),
+        ("/match/prefix/one/any", 2),
+        ("/match/prefix/any", 1),
+        ("/match/any", 3),
+    ] {
+        c.expect("GET", path, &[], 200, &v(n));
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayInvalidTLSConfiguration() {
+    let c = Conformance::start(&["gateway-invalid-tls-configuration.yaml"]);
+    for gateway in [
+        "gateway-certificate-nonexistent-secret",
+        "gateway-certificate-unsupported-group",
+        "gateway-certificate-unsupported-kind",
+        "gateway-certificate-malformed-secret",
+    ] {
+        c.listener_status(
+            gateway,
+            "https",
+            0,
+            &[("ResolvedRefs", "False", "InvalidCertificateRef")],
+        );
+    }
+}
+
+/// Waits until Gateway `name` says `Accepted` is `status` with `reason`.
+fn gateway_accepted(c: &Conformance, name: &str, status: &str, reason: &str) {
+    let found = c.kube.wait_until(READY_TIMEOUT, |kube| {
+        kube.get::<Gateway>(INFRA, name)
+            .and_then(|g| {
+                let generation = g.metadata.generation;
+                g.status?.conditions.map(|list| (list, generation))
+            })
+            .is_some_and(|(list, generation)| {
+                list.iter().any(|c| {
+                    c.type_ == "Accepted"
+                        && c.status == status
+                        && c.reason == reason
+                        && c.observed_generation == generation
+                })
+            })
+    });
+    assert!(found, "Gateway {name}: no Accepted={status} ({reason})");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayListenerUnsupportedProtocol() {
+    let c = Conformance::start(&["gateway-invalid-listeners-unsupported-protocol.yaml"]);
+    let unsupported = [("Accepted", "False", "UnsupportedProtocol")];
+    gateway_accepted(
+        &c,
+        "gateway-only-unsupported-protocols",
+        "False",
+        "ListenersNotValid",
+    );
+    c.listener_status(
+        "gateway-only-unsupported-protocols",
+        "invalid",
+        0,
+        &unsupported,
+    );
+    assert!(c
+        .supported_kinds("gateway-only-unsupported-protocols", "invalid")
+        .is_empty());
+    gateway_accepted(
+        &c,
+        "gateway-supported-and-unsupported-protocols",
+        "True",
+        "ListenersNotValid",
+    );
+    c.listener_status(
+        "gateway-supported-and-unsupported-protocols",
+        "http",
+        0,
+        &[("Accepted", "True", "Accepted")],
+    );
+    c.listener_status(
+        "gateway-supported-and-unsupported-protocols",
+        "invalid",
+        0,
+        &unsupported,
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRoutePartiallyInvalidViaInvalidReferenceGrant() {
+    let c = Conformance::start(&["httproute-partially-invalid-via-invalid-reference-grant.yaml"]);
+    c.route_condition(
+        INFRA,
+        "invalid-reference-grant",
+        "ResolvedRefs",
+        "False",
+        "RefNotPermitted",
+    );
+    c.expect("GET", "/v2", &[], 500, "");
+    c.expect(
+        "GET",
+        "/",
+        &[],
+        200,
+        "gateway-conformance-app-backend/app-backend-v1",
+    );
+}

@@ -3,24 +3,18 @@
 //! timeouts, and the route's status per parent.
 
 use super::api::httproutes::*;
-use super::conditions::condition;
+use super::attach::{
+    attach, host_match, upstream, Attachment, BackendRef, ParentRef, Refusal, RouteStatus, Verdict,
+};
 use super::listeners::{ResolvedListener, RouteKind};
-use super::{
-    created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation, GROUP,
-};
+use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, Translation};
 use crate::model::{
-    Backend, Conditions, Fragment, GatewaySettings, HeaderEdits, HeaderMatch, HostMatch, Mirror,
-    PathMatch, PathRewrite, QueryMatch, Redirect, RedirectStatus, RouteConfig, UpstreamConfig,
-    ValueMatch,
+    Backend, Conditions, Fragment, GatewaySettings, HeaderEdits, HeaderMatch, Mirror, PathMatch,
+    PathRewrite, QueryMatch, Redirect, RedirectStatus, RouteConfig, ValueMatch,
 };
-use crate::sources::kubernetes::services::port_source;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use regex::Regex;
-use std::collections::BTreeSet;
 use std::time::Duration;
-
-/// Why a route or one of its parts cannot be served: the condition reason and message.
-type Refusal = (&'static str, String);
 
 /// Translates one HTTPRoute: its fragment (if attached anywhere) and its status.
 pub fn translate(
@@ -49,109 +43,40 @@ pub fn translate(
     // The rules as routes without listener and hosts; problems make the route unaccepted
     // (UnsupportedValue) or its refs unresolved.
     let built = build_rules(key, &rules, objects, &mut fragment);
-    let mut targets: BTreeSet<(String, Vec<String>)> = BTreeSet::new();
-    let mut parents = Vec::new();
-    for parent in route.spec.parent_refs.iter().flatten() {
-        let group = parent.group.as_deref().unwrap_or(GROUP);
-        let kind = parent.kind.as_deref().unwrap_or("Gateway");
-        if group != GROUP || kind != "Gateway" {
-            continue;
-        }
-        let gateway = (
-            parent
-                .namespace
-                .clone()
-                .unwrap_or_else(|| namespace.clone()),
-            parent.name.clone(),
-        );
-        let of_gateway: Vec<usize> = (0..resolved.len())
-            .filter(|&i| resolved[i].gateway == gateway)
-            .collect();
-        if of_gateway.is_empty() {
-            // Not a Gateway of sluice's (or not there): another controller's business.
-            continue;
-        }
-        let port = parent.port.and_then(|p| u16::try_from(p).ok());
-        let candidates: Vec<usize> = of_gateway
-            .into_iter()
-            .filter(|&i| {
-                parent
-                    .section_name
-                    .as_ref()
-                    .is_none_or(|s| *s == resolved[i].name)
-            })
-            .filter(|&i| port.is_none_or(|p| p == resolved[i].port))
-            .collect();
-        let allowed: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&i| resolved[i].admits(RouteKind::Http, namespace, objects))
-            .collect();
-        // A route attaches to accepted listeners; only programmed ones serve it.
-        let mut attached = Vec::new();
-        for &i in &allowed {
-            let Some(sluice) = resolved[i].sluice_listener.clone() else {
-                continue;
-            };
-            if let Some(hosts) = intersect(resolved[i].hostname.as_deref(), &hostnames) {
-                attached.push((i, sluice, hosts));
-            }
-        }
-        let accepted: Result<(), Refusal> = if let Some(problem) = &built.unsupported {
-            Err(problem.clone())
-        } else if candidates.is_empty() {
-            Err((
-                "NoMatchingParent",
-                "no listener of the Gateway has this sectionName and port".into(),
-            ))
-        } else if allowed.is_empty() {
-            Err((
-                "NotAllowedByListeners",
-                "no listener of the parent takes HTTPRoutes from this namespace".into(),
-            ))
-        } else if attached.is_empty() {
-            Err((
-                "NoMatchingListenerHostname",
-                "no hostname of the route matches a listener's hostname".into(),
-            ))
-        } else {
-            Ok(())
-        };
-        if accepted.is_ok() {
-            for (i, sluice, hosts) in attached {
-                resolved[i].attached += 1;
-                if resolved[i].programmed {
-                    targets.insert((sluice, hosts));
-                }
-            }
-        }
-        let verdict = |type_: &str, result: &Result<(), Refusal>, ok: &str| match result {
-            Ok(()) => condition(type_, true, ok, "", generation, now),
-            Err((reason, message)) => {
-                condition(type_, false, reason, message.clone(), generation, now)
-            }
-        };
-        parents.push(HttpRouteStatusParents {
-            conditions: vec![
-                verdict("Accepted", &accepted, "Accepted"),
-                verdict("ResolvedRefs", &built.refs, "ResolvedRefs"),
-            ],
-            controller_name: settings.controller_name.clone(),
-            parent_ref: HttpRouteStatusParentsParentRef {
-                group: parent.group.clone(),
-                kind: parent.kind.clone(),
-                name: parent.name.clone(),
-                namespace: parent.namespace.clone(),
-                port: parent.port,
-                section_name: parent.section_name.clone(),
-            },
-        });
-    }
+    let parent_refs: Vec<ParentRef> = route
+        .spec
+        .parent_refs
+        .iter()
+        .flatten()
+        .map(|p| ParentRef {
+            group: p.group.clone(),
+            kind: p.kind.clone(),
+            name: p.name.clone(),
+            namespace: p.namespace.clone(),
+            port: p.port,
+            section_name: p.section_name.clone(),
+        })
+        .collect();
+    let verdict = Verdict {
+        unsupported: built.unsupported.clone(),
+        refs: built.refs.clone(),
+    };
+    let Attachment { parents, targets } = attach(
+        RouteKind::Http,
+        namespace,
+        generation,
+        &parent_refs,
+        &hostnames,
+        &verdict,
+        resolved,
+        objects,
+        settings,
+        now,
+    );
     if parents.is_empty() {
         return;
     }
-    out.http_routes
-        .insert(key.clone(), HttpRouteStatus { parents });
+    out.http_routes.insert(key.clone(), RouteStatus { parents });
     if targets.is_empty() {
         return;
     }
@@ -166,49 +91,6 @@ pub fn translate(
     }
     out.fragments
         .insert(fragment_key("HTTPRoute", key), fragment);
-}
-
-/// The hostnames a route serves on a listener: `None` when none of the route's hostnames
-/// meets the listener's; an empty list for any host.
-pub(super) fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>> {
-    let Some(listener) = listener else {
-        return Some(route.to_vec());
-    };
-    if route.is_empty() {
-        return Some(vec![listener.to_string()]);
-    }
-    let hosts: Vec<String> = route
-        .iter()
-        .filter_map(|h| {
-            if covers(listener, h) {
-                Some(h.clone())
-            } else if covers(h, listener) {
-                Some(listener.to_string())
-            } else {
-                None
-            }
-        })
-        .collect();
-    (!hosts.is_empty()).then_some(hosts)
-}
-
-/// Whether hostname pattern `pattern` takes every name `name` takes.
-fn covers(pattern: &str, name: &str) -> bool {
-    if pattern == name {
-        return true;
-    }
-    match pattern.strip_prefix('*') {
-        // `*.example.com` takes `a.example.com`, `a.b.example.com` and `*.a.example.com`.
-        Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
-        None => false,
-    }
-}
-
-fn host_match(host: &str) -> HostMatch {
-    match host.strip_prefix('*') {
-        Some(suffix) => HostMatch::Suffix(suffix.to_string()),
-        None => HostMatch::Exact(host.to_string()),
-    }
 }
 
 /// The rules of a route as route templates.
@@ -242,7 +124,7 @@ fn build_rules(
                 namespace: backend.namespace.as_deref(),
                 port: backend.port,
             };
-            match upstream(key, &reference, objects, fragment) {
+            match upstream(RouteKind::Http, key, &reference, objects, fragment) {
                 Ok(upstream) => backends.push(Backend { upstream, weight }),
                 Err(refusal) => {
                     if built.refs.is_ok() {
@@ -312,80 +194,6 @@ fn duration(text: &str) -> Result<Option<Duration>, String> {
     let parsed = humantime::parse_duration(text)
         .map_err(|e| format!("timeout {text:?} is not a duration: {e}"))?;
     Ok((!parsed.is_zero()).then_some(parsed))
-}
-
-/// A backend reference of a rule or a mirror.
-struct BackendRef<'a> {
-    group: Option<&'a str>,
-    kind: Option<&'a str>,
-    name: &'a str,
-    namespace: Option<&'a str>,
-    port: Option<i32>,
-}
-
-/// The upstream of a Service backend, added to `fragment` once.
-fn upstream(
-    key: &ObjectKey,
-    reference: &BackendRef,
-    objects: &GatewayObjects,
-    fragment: &mut Fragment,
-) -> Result<String, Refusal> {
-    let group = reference.group.unwrap_or_default();
-    let kind = reference.kind.unwrap_or("Service");
-    if !group.is_empty() || kind != "Service" {
-        return Err((
-            "InvalidKind",
-            format!("backend {group}/{kind} {} is not a Service", reference.name),
-        ));
-    }
-    let namespace = reference.namespace.unwrap_or(&key.0);
-    if !granted(
-        objects,
-        "HTTPRoute",
-        &key.0,
-        namespace,
-        "Service",
-        reference.name,
-    ) {
-        return Err((
-            "RefNotPermitted",
-            format!(
-                "no ReferenceGrant in {namespace} lets this route use Service {}",
-                reference.name
-            ),
-        ));
-    }
-    let Some(port) = reference.port.and_then(|p| u16::try_from(p).ok()) else {
-        return Err((
-            "UnsupportedValue",
-            format!("backend Service {} needs a port", reference.name),
-        ));
-    };
-    let Some(service) = objects
-        .services
-        .get(&(namespace.to_string(), reference.name.to_string()))
-    else {
-        return Err((
-            "BackendNotFound",
-            format!("Service {namespace}/{} not found", reference.name),
-        ));
-    };
-    let name = format!(
-        "HTTPRoute/{}/{}/{namespace}/{}:{port}",
-        key.0, key.1, reference.name
-    );
-    if fragment.upstreams.iter().any(|u| u.name == name) {
-        return Ok(name);
-    }
-    let source = port_source(service, namespace, reference.name, port)
-        .map_err(|e| ("BackendNotFound", e))?;
-    fragment.upstreams.push(UpstreamConfig::new(
-        &name,
-        fragment.origin.clone(),
-        source,
-        Vec::new(),
-    ));
-    Ok(name)
 }
 
 /// The path and conditions of one match.
@@ -539,7 +347,7 @@ fn apply_filters(
                     namespace: m.backend_ref.namespace.as_deref(),
                     port: m.backend_ref.port,
                 };
-                let upstream = upstream(key, &reference, objects, fragment)?;
+                let upstream = upstream(RouteKind::Http, key, &reference, objects, fragment)?;
                 route.filters.mirror = Some(Mirror {
                     upstream,
                     max_in_flight: 100,

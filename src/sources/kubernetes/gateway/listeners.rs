@@ -438,27 +438,27 @@ pub fn finish_gateways(
         };
         let generation = gateway.metadata.generation;
         let programmed = listeners.iter().filter(|l| l.programmed).count();
-        let all_valid = programmed == listeners.len();
-        let mut conditions = vec![condition(
-            "Accepted",
-            true,
-            if all_valid {
-                "Accepted"
-            } else {
-                "ListenersNotValid"
-            },
-            if all_valid {
-                String::new()
-            } else {
+        let accepted = listeners
+            .iter()
+            .filter(|l| l.sluice_listener.is_some())
+            .count();
+        // Accepted while any listener is; `ListenersNotValid` says some are not.
+        let mut conditions = vec![if programmed == listeners.len() {
+            condition("Accepted", true, "Accepted", "", generation, now)
+        } else {
+            condition(
+                "Accepted",
+                accepted > 0,
+                "ListenersNotValid",
                 format!(
                     "{} of {} listeners are not served",
                     listeners.len() - programmed,
                     listeners.len()
-                )
-            },
-            generation,
-            now,
-        )];
+                ),
+                generation,
+                now,
+            )
+        }];
         conditions.push(if programmed > 0 {
             condition("Programmed", true, "Programmed", "", generation, now)
         } else {

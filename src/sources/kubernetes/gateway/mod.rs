@@ -9,6 +9,7 @@
 //! rejected alone; each Gateway is one fragment holding its listeners' certificates.
 
 pub mod api;
+mod attach;
 mod conditions;
 mod http_route;
 mod listeners;
@@ -16,8 +17,9 @@ mod listeners;
 use crate::model::{Fragment, GatewaySettings, Origin};
 use api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use api::gateways::{Gateway, GatewayStatus};
-use api::httproutes::{HttpRoute, HttpRouteStatus};
+use api::httproutes::HttpRoute;
 use api::referencegrants::ReferenceGrant;
+use attach::RouteStatus;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use std::collections::BTreeMap;
@@ -51,7 +53,7 @@ pub struct Translation {
     pub gateways: BTreeMap<ObjectKey, GatewayStatus>,
     /// The status of each HTTPRoute with a parent among those Gateways (only those
     /// parents' entries).
-    pub http_routes: BTreeMap<ObjectKey, HttpRouteStatus>,
+    pub http_routes: BTreeMap<ObjectKey, RouteStatus>,
 }
 
 /// The fragment key of an object of `kind`.

@@ -187,7 +187,7 @@ fn refusals_carry_the_specified_reasons() {
 
 #[test]
 fn hostnames_intersect_with_the_listeners() {
-    use super::http_route::intersect;
+    use super::attach::intersect;
     assert_eq!(intersect(None, &[]), Some(vec![]));
     assert_eq!(
         intersect(Some("*.example.com"), &[]),

@@ -1,0 +1,283 @@
+//! What every route kind shares: attachment to Gateway listeners (parentRefs with
+//! sectionName and port, allowedRoutes, hostname intersection), the status of each parent,
+//! and backend references to Services.
+
+use super::api::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
+use super::conditions::condition;
+use super::listeners::{ResolvedListener, RouteKind};
+use super::{granted, GatewayObjects, ObjectKey, GROUP};
+use crate::model::{Fragment, GatewaySettings, HostMatch, UpstreamConfig};
+use crate::sources::kubernetes::services::port_source;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeSet;
+
+/// Why a route or one of its parts cannot be served: the condition reason and message.
+pub type Refusal = (&'static str, String);
+
+/// The status of a route: every route kind's has this shape.
+pub type RouteStatus = super::api::httproutes::HttpRouteStatus;
+
+/// A route's reference to a parent, of whichever route kind.
+#[derive(Debug, Clone)]
+pub struct ParentRef {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub port: Option<i32>,
+    pub section_name: Option<String>,
+}
+
+/// What the route itself says about being served, before attachment.
+pub struct Verdict {
+    /// A value sluice cannot serve: the route is not accepted.
+    pub unsupported: Option<Refusal>,
+    /// The backend references' verdict.
+    pub refs: Result<(), Refusal>,
+}
+
+/// Where a route is served, and its status per parent of sluice's.
+pub struct Attachment {
+    pub parents: Vec<HttpRouteStatusParents>,
+    /// (sluice listener, hostnames; empty: any) pairs the route is served on.
+    pub targets: BTreeSet<(String, Vec<String>)>,
+}
+
+/// Attaches a route of `kind` in `namespace` to the listeners its `parent_refs` name.
+#[allow(clippy::too_many_arguments)]
+pub fn attach(
+    kind: RouteKind,
+    namespace: &str,
+    generation: Option<i64>,
+    parent_refs: &[ParentRef],
+    hostnames: &[String],
+    verdict: &Verdict,
+    resolved: &mut [ResolvedListener],
+    objects: &GatewayObjects,
+    settings: &GatewaySettings,
+    now: &Time,
+) -> Attachment {
+    let mut targets = BTreeSet::new();
+    let mut parents = Vec::new();
+    for parent in parent_refs {
+        let group = parent.group.as_deref().unwrap_or(GROUP);
+        let parent_kind = parent.kind.as_deref().unwrap_or("Gateway");
+        if group != GROUP || parent_kind != "Gateway" {
+            continue;
+        }
+        let gateway = (
+            parent
+                .namespace
+                .clone()
+                .unwrap_or_else(|| namespace.to_string()),
+            parent.name.clone(),
+        );
+        let of_gateway: Vec<usize> = (0..resolved.len())
+            .filter(|&i| resolved[i].gateway == gateway)
+            .collect();
+        if of_gateway.is_empty() {
+            // Not a Gateway of sluice's (or not there): another controller's business.
+            continue;
+        }
+        let port = parent.port.and_then(|p| u16::try_from(p).ok());
+        let candidates: Vec<usize> = of_gateway
+            .into_iter()
+            .filter(|&i| {
+                parent
+                    .section_name
+                    .as_ref()
+                    .is_none_or(|s| *s == resolved[i].name)
+            })
+            .filter(|&i| port.is_none_or(|p| p == resolved[i].port))
+            .collect();
+        let allowed: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| resolved[i].admits(kind, namespace, objects))
+            .collect();
+        // A route attaches to accepted listeners; only programmed ones serve it.
+        let mut attached = Vec::new();
+        for &i in &allowed {
+            let Some(sluice) = resolved[i].sluice_listener.clone() else {
+                continue;
+            };
+            if let Some(hosts) = intersect(resolved[i].hostname.as_deref(), hostnames) {
+                attached.push((i, sluice, hosts));
+            }
+        }
+        let accepted: Result<(), Refusal> = if let Some(problem) = &verdict.unsupported {
+            Err(problem.clone())
+        } else if candidates.is_empty() {
+            Err((
+                "NoMatchingParent",
+                "no listener of the Gateway has this sectionName and port".into(),
+            ))
+        } else if allowed.is_empty() {
+            Err((
+                "NotAllowedByListeners",
+                format!(
+                    "no listener of the parent takes {}s from this namespace",
+                    kind.name()
+                ),
+            ))
+        } else if attached.is_empty() {
+            Err((
+                "NoMatchingListenerHostname",
+                "no hostname of the route matches a listener's hostname".into(),
+            ))
+        } else {
+            Ok(())
+        };
+        if accepted.is_ok() {
+            for (i, sluice, hosts) in attached {
+                resolved[i].attached += 1;
+                if resolved[i].programmed {
+                    targets.insert((sluice, hosts));
+                }
+            }
+        }
+        let condition_of = |type_: &str, result: &Result<(), Refusal>, ok: &str| match result {
+            Ok(()) => condition(type_, true, ok, "", generation, now),
+            Err((reason, message)) => {
+                condition(type_, false, reason, message.clone(), generation, now)
+            }
+        };
+        parents.push(HttpRouteStatusParents {
+            conditions: vec![
+                condition_of("Accepted", &accepted, "Accepted"),
+                condition_of("ResolvedRefs", &verdict.refs, "ResolvedRefs"),
+            ],
+            controller_name: settings.controller_name.clone(),
+            parent_ref: HttpRouteStatusParentsParentRef {
+                group: parent.group.clone(),
+                kind: parent.kind.clone(),
+                name: parent.name.clone(),
+                namespace: parent.namespace.clone(),
+                port: parent.port,
+                section_name: parent.section_name.clone(),
+            },
+        });
+    }
+    Attachment { parents, targets }
+}
+
+/// The hostnames a route serves on a listener: `None` when none of the route's hostnames
+/// meets the listener's; an empty list for any host.
+pub fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>> {
+    let Some(listener) = listener else {
+        return Some(route.to_vec());
+    };
+    if route.is_empty() {
+        return Some(vec![listener.to_string()]);
+    }
+    let hosts: Vec<String> = route
+        .iter()
+        .filter_map(|h| {
+            if covers(listener, h) {
+                Some(h.clone())
+            } else if covers(h, listener) {
+                Some(listener.to_string())
+            } else {
+                None
+            }
+        })
+        .collect();
+    (!hosts.is_empty()).then_some(hosts)
+}
+
+/// Whether hostname pattern `pattern` takes every name `name` takes.
+fn covers(pattern: &str, name: &str) -> bool {
+    if pattern == name {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        // `*.example.com` takes `a.example.com`, `a.b.example.com` and `*.a.example.com`.
+        Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
+        None => false,
+    }
+}
+
+pub fn host_match(host: &str) -> HostMatch {
+    match host.strip_prefix('*') {
+        Some(suffix) => HostMatch::Suffix(suffix.to_string()),
+        None => HostMatch::Exact(host.to_string()),
+    }
+}
+
+/// A backend reference of a rule or a mirror.
+pub struct BackendRef<'a> {
+    pub group: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    pub port: Option<i32>,
+}
+
+/// The upstream of a Service backend, added to `fragment` once.
+pub fn upstream(
+    route_kind: RouteKind,
+    key: &ObjectKey,
+    reference: &BackendRef,
+    objects: &GatewayObjects,
+    fragment: &mut Fragment,
+) -> Result<String, Refusal> {
+    let group = reference.group.unwrap_or_default();
+    let kind = reference.kind.unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        return Err((
+            "InvalidKind",
+            format!("backend {group}/{kind} {} is not a Service", reference.name),
+        ));
+    }
+    let namespace = reference.namespace.unwrap_or(&key.0);
+    if !granted(
+        objects,
+        "HTTPRoute",
+        &key.0,
+        namespace,
+        "Service",
+        reference.name,
+    ) {
+        return Err((
+            "RefNotPermitted",
+            format!(
+                "no ReferenceGrant in {namespace} lets this route use Service {}",
+                reference.name
+            ),
+        ));
+    }
+    let Some(port) = reference.port.and_then(|p| u16::try_from(p).ok()) else {
+        return Err((
+            "UnsupportedValue",
+            format!("backend Service {} needs a port", reference.name),
+        ));
+    };
+    let Some(service) = objects
+        .services
+        .get(&(namespace.to_string(), reference.name.to_string()))
+    else {
+        return Err((
+            "BackendNotFound",
+            format!("Service {namespace}/{} not found", reference.name),
+        ));
+    };
+    let name = format!(
+        "{}/{}/{}/{namespace}/{}:{port}",
+        route_kind.name(),
+        key.0,
+        key.1,
+        reference.name
+    );
+    if fragment.upstreams.iter().any(|u| u.name == name) {
+        return Ok(name);
+    }
+    let source = port_source(service, namespace, reference.name, port)
+        .map_err(|e| ("BackendNotFound", e))?;
+    fragment.upstreams.push(UpstreamConfig::new(
+        &name,
+        fragment.origin.clone(),
+        source,
+        Vec::new(),
+    ));
+    Ok(name)
+}

@@ -32,7 +32,7 @@ pub use route::{
     Backend, BodyPolicy, Canary, CanaryHeader, Conditions, CookieAffinity, Cors, Filters,
     HeaderEdits, HeaderMatch, HostMatch, HttpsRedirect, LimitKey, Mirror, OriginPattern, PathMatch,
     PathRewrite, QueryMatch, RateLimit, Redirect, RedirectStatus, Rewrite, RouteConfig, SameSite,
-    TimeoutOverrides, ValueMatch,
+    TimeoutOverrides, ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

@@ -450,6 +450,9 @@ impl Rewrite {
     }
 }
 
+/// Mirror copies in flight at most, unless a source says otherwise.
+pub const DEFAULT_MIRROR_IN_FLIGHT: u32 = 64;
+
 /// A copy of each request sent to another upstream; its answer is discarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {

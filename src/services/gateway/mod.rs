@@ -20,7 +20,7 @@ use crate::sources::kubernetes::gateway::api::gateways::Gateway;
 use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
 use crate::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
 use crate::sources::kubernetes::gateway::{
-    parse_fragment_key, translate, GatewayObjects, ObjectKey, Translation,
+    parse_fragment_key, translate, GatewayObjects, ObjectKey, RouteStatus, Translation,
 };
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -94,8 +94,10 @@ struct Controller {
     namespaces: Watched<Namespace>,
     services: Watched<Service>,
     secrets: Watched<Secret>,
-    /// The fingerprint of each fragment handed to the state.
-    applied: BTreeMap<String, u64>,
+    /// The fingerprint of each fragment handed to the state; `None` for one the compiler
+    /// rejected, which is offered again with the next batch (a conflict can end without
+    /// it changing) and removed when its object goes.
+    applied: BTreeMap<String, Option<u64>>,
     /// The last translation, with the compiler's rejections folded in.
     last: Translation,
     /// Status written: per object, the resourceVersion it had then, so that a view that
@@ -186,8 +188,11 @@ impl BackgroundService for GatewayController {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {
                     let was = election.is_leader();
-                    if election.try_lead().await && !was {
-                        controller.written.clear();
+                    if election.try_lead().await {
+                        if !was {
+                            controller.written.clear();
+                        }
+                        // Also retries writes that failed.
                         controller.write_status().await;
                     }
                 }
@@ -273,7 +278,7 @@ impl Controller {
         for (key, fragment) in &translation.fragments {
             let mut hasher = DefaultHasher::new();
             format!("{fragment:?}").hash(&mut hasher);
-            let fingerprint = hasher.finish();
+            let fingerprint = Some(hasher.finish());
             fingerprints.insert(key.clone(), fingerprint);
             if self.applied.get(key) != Some(&fingerprint) {
                 changes.push((key.clone(), Some(fragment.clone())));
@@ -302,8 +307,7 @@ impl Controller {
                 let Some(rejected) = outcome.rejected else {
                     continue;
                 };
-                // Offered again with the next batch: a conflict can end without it changing.
-                fingerprints.remove(&outcome.key);
+                fingerprints.insert(outcome.key.clone(), None);
                 let message = rejected
                     .problems
                     .iter()
@@ -404,7 +408,9 @@ impl Controller {
             else {
                 continue;
             };
-            let wanted = serde_json::to_value(status).unwrap_or(Value::Null);
+            let Some(wanted) = to_json(status) else {
+                continue;
+            };
             let api: Api<GatewayClass> = Api::all(self.client.clone());
             self.patch(&api, "GatewayClass", &class, wanted).await;
         }
@@ -412,11 +418,35 @@ impl Controller {
             let Some(gateway) = self.gateways.objects.get(key).cloned() else {
                 continue;
             };
-            let wanted = serde_json::to_value(status).unwrap_or(Value::Null);
+            let Some(wanted) = to_json(status) else {
+                continue;
+            };
             let api: Api<Gateway> = Api::namespaced(self.client.clone(), &key.0);
             self.patch(&api, "Gateway", &gateway, wanted).await;
         }
-        for (key, status) in &last.http_routes {
+        // Routes no longer attached to a Gateway of sluice's lose sluice's entries.
+        let detached: Vec<ObjectKey> = self
+            .http_routes
+            .objects
+            .iter()
+            .filter(|(key, route)| {
+                !last.http_routes.contains_key(*key)
+                    && route
+                        .status
+                        .iter()
+                        .flat_map(|s| s.parents.iter())
+                        .any(|p| p.controller_name == self.settings.controller_name)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        let none = RouteStatus {
+            parents: Vec::new(),
+        };
+        let wanted = last
+            .http_routes
+            .iter()
+            .chain(detached.iter().map(|key| (key, &none)));
+        for (key, status) in wanted {
             let Some(route) = self.http_routes.objects.get(key).cloned() else {
                 continue;
             };
@@ -426,14 +456,9 @@ impl Controller {
                 .iter()
                 .flat_map(|s| s.parents.iter())
                 .filter(|p| p.controller_name != self.settings.controller_name)
-                .filter_map(|p| serde_json::to_value(p).ok())
+                .filter_map(to_json)
                 .collect();
-            parents.extend(
-                status
-                    .parents
-                    .iter()
-                    .filter_map(|p| serde_json::to_value(p).ok()),
-            );
+            parents.extend(status.parents.iter().filter_map(to_json));
             let api: Api<HttpRoute> = Api::namespaced(self.client.clone(), &key.0);
             self.patch(&api, "HTTPRoute", &route, json!({ "parents": parents }))
                 .await;
@@ -483,6 +508,13 @@ impl Controller {
             ),
         }
     }
+}
+
+/// A status as JSON; `None` (logged) if it cannot be, so that nothing is patched.
+fn to_json(status: &impl serde::Serialize) -> Option<Value> {
+    serde_json::to_value(status)
+        .map_err(|e| log::error!("gateway controller: cannot encode a status: {e}"))
+        .ok()
 }
 
 /// `value` without any `lastTransitionTime`.

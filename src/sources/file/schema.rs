@@ -673,7 +673,7 @@ pub struct RawMirror {
 }
 
 fn default_mirror_in_flight() -> u32 {
-    64
+    crate::model::DEFAULT_MIRROR_IN_FLIGHT
 }
 
 /// `routes[].cors`, with ingress-nginx's `cors-*` defaults.

@@ -59,6 +59,7 @@ pub fn attach(
 ) -> Attachment {
     let mut targets = BTreeSet::new();
     let mut parents = Vec::new();
+    let mut counted = BTreeSet::new();
     for parent in parent_refs {
         let group = parent.group.as_deref().unwrap_or(GROUP);
         let parent_kind = parent.kind.as_deref().unwrap_or("Gateway");
@@ -79,7 +80,8 @@ pub fn attach(
             // Not a Gateway of sluice's (or not there): another controller's business.
             continue;
         }
-        let port = parent.port.and_then(|p| u16::try_from(p).ok());
+        // A port no listener can have matches none.
+        let port = parent.port.map(|p| u16::try_from(p).unwrap_or(0));
         let candidates: Vec<usize> = of_gateway
             .into_iter()
             .filter(|&i| {
@@ -130,7 +132,10 @@ pub fn attach(
         };
         if accepted.is_ok() {
             for (i, sluice, hosts) in attached {
-                resolved[i].attached += 1;
+                // Two parentRefs reaching one listener attach once.
+                if counted.insert(i) {
+                    resolved[i].attached += 1;
+                }
                 if resolved[i].programmed {
                     targets.insert((sluice, hosts));
                 }

@@ -11,6 +11,7 @@ use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, Translatio
 use crate::model::{
     Backend, Conditions, Fragment, GatewaySettings, HeaderEdits, HeaderMatch, Mirror, PathMatch,
     PathRewrite, QueryMatch, Redirect, RedirectStatus, RouteConfig, ValueMatch,
+    DEFAULT_MIRROR_IN_FLIGHT,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use regex::Regex;
@@ -116,6 +117,12 @@ fn build_rules(
     for (i, rule) in rules.iter().enumerate() {
         let mut backends = Vec::new();
         for backend in rule.backend_refs.iter().flatten() {
+            if backend.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+                built.unsupported.get_or_insert((
+                    "UnsupportedValue",
+                    format!("filters on backendRef {} are not supported", backend.name),
+                ));
+            }
             let weight = backend.weight.unwrap_or(1).max(0) as u32;
             let reference = BackendRef {
                 group: backend.group.as_deref(),
@@ -136,7 +143,9 @@ fn build_rules(
         let base = format!("HTTPRoute/{}/{}/{i}", key.0, key.1);
         let mut template = RouteConfig::new(&base, fragment.origin.clone(), "", "");
         template.backends = backends;
-        if let Err(refusal) = apply_filters(key, rule, objects, fragment, &mut template) {
+        if let Err(refusal) =
+            apply_filters(key, rule, objects, fragment, &mut template, &mut built.refs)
+        {
             built.unsupported.get_or_insert(refusal);
             continue;
         }
@@ -268,6 +277,7 @@ fn apply_filters(
     objects: &GatewayObjects,
     fragment: &mut Fragment,
     route: &mut RouteConfig,
+    refs: &mut Result<(), Refusal>,
 ) -> Result<(), Refusal> {
     let unsupported = |what: String| ("UnsupportedValue", what);
     for filter in rule.filters.iter().flatten() {
@@ -302,7 +312,10 @@ fn apply_filters(
             }
             HttpRouteRulesFiltersType::RequestRedirect => {
                 let r = settings_of(&filter.request_redirect, "RequestRedirect")?;
-                let status = RedirectStatus::from_code(r.status_code.unwrap_or(302) as u16)
+                let code = r.status_code.unwrap_or(302);
+                let status = u16::try_from(code)
+                    .ok()
+                    .and_then(RedirectStatus::from_code)
                     .ok_or_else(|| unsupported(format!("redirect status {:?}", r.status_code)))?;
                 let path = r.path.as_ref().map(|p| match p.r#type {
                     HttpRouteRulesFiltersRequestRedirectPathType::ReplaceFullPath => {
@@ -340,6 +353,15 @@ fn apply_filters(
                     return Err(unsupported("more than one RequestMirror per rule".into()));
                 }
                 let m = settings_of(&filter.request_mirror, "RequestMirror")?;
+                let partial = m.percent.is_some_and(|p| p < 100)
+                    || m.fraction
+                        .as_ref()
+                        .is_some_and(|f| f.numerator < f.denominator.unwrap_or(100));
+                if partial {
+                    return Err(unsupported(
+                        "mirroring a share of requests (percent, fraction)".into(),
+                    ));
+                }
                 let reference = BackendRef {
                     group: m.backend_ref.group.as_deref(),
                     kind: m.backend_ref.kind.as_deref(),
@@ -347,11 +369,21 @@ fn apply_filters(
                     namespace: m.backend_ref.namespace.as_deref(),
                     port: m.backend_ref.port,
                 };
-                let upstream = upstream(RouteKind::Http, key, &reference, objects, fragment)?;
-                route.filters.mirror = Some(Mirror {
-                    upstream,
-                    max_in_flight: 100,
-                });
+                // A mirror that cannot be resolved is an unresolved reference; requests
+                // are served without it.
+                match upstream(RouteKind::Http, key, &reference, objects, fragment) {
+                    Ok(upstream) => {
+                        route.filters.mirror = Some(Mirror {
+                            upstream,
+                            max_in_flight: DEFAULT_MIRROR_IN_FLIGHT,
+                        })
+                    }
+                    Err(refusal) => {
+                        if refs.is_ok() {
+                            *refs = Err(refusal);
+                        }
+                    }
+                }
             }
             HttpRouteRulesFiltersType::ExtensionRef | HttpRouteRulesFiltersType::Cors => {
                 return Err(unsupported(format!(

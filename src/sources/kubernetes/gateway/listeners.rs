@@ -227,11 +227,10 @@ fn resolve(
         .as_ref()
         .and_then(|t| t.mode.clone())
         .unwrap_or(GatewayListenersTlsMode::Terminate);
+    // TLS passthrough and TCP listeners come with TLSRoute and TCPRoute (not served yet).
     let kind = match (listener.protocol.as_str(), mode.clone()) {
         ("HTTP", _) => Some(GatewayListenerKind::Http),
         ("HTTPS", GatewayListenersTlsMode::Terminate) => Some(GatewayListenerKind::Https),
-        ("TLS", GatewayListenersTlsMode::Passthrough) => Some(GatewayListenerKind::TlsPassthrough),
-        ("TCP", _) => Some(GatewayListenerKind::Tcp),
         _ => None,
     };
     let mut accepted: Result<(), (&str, String)> = Ok(());
@@ -265,12 +264,8 @@ fn resolve(
         }
     };
     let defaults: &[RouteKind] = match kind {
-        Some(GatewayListenerKind::Http | GatewayListenerKind::Https) => {
-            &[RouteKind::Http, RouteKind::Grpc]
-        }
-        Some(GatewayListenerKind::TlsPassthrough) => &[RouteKind::Tls],
-        Some(GatewayListenerKind::Tcp) => &[RouteKind::Tcp],
-        None => &[],
+        Some(GatewayListenerKind::Http | GatewayListenerKind::Https) => &[RouteKind::Http],
+        _ => &[],
     };
     let allowed = listener.allowed_routes.as_ref();
     let kinds: Vec<RouteKind> = match allowed.and_then(|a| a.kinds.as_ref()) {
@@ -315,6 +310,19 @@ fn resolve(
             }
             _ => AllowedNamespaces::Same,
         });
+    let client_validation = gateway
+        .spec
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.frontend.is_some());
+    if kind == Some(GatewayListenerKind::Https) && client_validation && accepted.is_ok() {
+        // Serving without the client certificate checks the Gateway asks for would open
+        // what it means to close.
+        accepted = Err((
+            "UnsupportedValue",
+            "spec.tls.frontend (client certificate validation) is not supported yet".into(),
+        ));
+    }
     if kind == Some(GatewayListenerKind::Https) {
         let refs = listener
             .tls
@@ -354,7 +362,12 @@ fn resolve(
                 .secrets
                 .get(&(namespace.clone(), reference.name.clone()));
             let certificate = secret
-                .ok_or_else(|| format!("Secret {namespace}/{} not found", reference.name))
+                .ok_or_else(|| {
+                    format!(
+                        "Secret {namespace}/{} not found (or not of type kubernetes.io/tls)",
+                        reference.name
+                    )
+                })
                 .and_then(|s| certificate_of(s, &namespace, &reference.name));
             match (certificate, &sluice) {
                 (Ok(certificate), Some(sluice_listener)) => {

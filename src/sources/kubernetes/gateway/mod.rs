@@ -19,7 +19,7 @@ use api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use api::gateways::{Gateway, GatewayStatus};
 use api::httproutes::HttpRoute;
 use api::referencegrants::ReferenceGrant;
-use attach::RouteStatus;
+pub use attach::RouteStatus;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use std::collections::BTreeMap;

@@ -238,6 +238,15 @@ impl Conformance {
         }
     }
 
+    /// Waits until `method path` answers `status`, whichever backend.
+    fn expect_status(&self, method: &str, path: &str, status: u16) {
+        wait_until(
+            &format!("{method} {path} to answer {status}"),
+            READY_TIMEOUT,
+            || Client::connect(self.http).request(method, path, &[]).status == status,
+        );
+    }
+
     /// The requests backend `name` (`NAMESPACE/SERVICE`) has seen.
     fn requests_of(&self, name: &str) -> Vec<SeenRequest> {
         self.backends
@@ -1149,4 +1158,90 @@ fn HTTPRoutePartiallyInvalidViaInvalidReferenceGrant() {
         200,
         "gateway-conformance-app-backend/app-backend-v1",
     );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayInvalidParametersRef() {
+    let c = Conformance::start(&["gateway-invalid-parameters-ref.yaml"]);
+    gateway_accepted(
+        &c,
+        "gateway-invalid-parameters-ref",
+        "False",
+        "InvalidParameters",
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayModifyListeners() {
+    let c = Conformance::start(&["gateway-modify-listeners.yaml"]);
+    let valid = [("Accepted", "True", ""), ("ResolvedRefs", "True", "")];
+    // A listener added serves its routes too.
+    c.listener_status("gateway-add-listener", "https", 1, &valid);
+    let mut gateway: Gateway = c
+        .kube
+        .get(INFRA, "gateway-add-listener")
+        .expect("the Gateway");
+    gateway.spec.listeners.push(typed(&serde_json::json!({
+        "name": "http", "port": 80, "protocol": "HTTP", "hostname": "data.test.com",
+        "allowedRoutes": {"namespaces": {"from": "All"}},
+    })));
+    c.kube.apply(gateway);
+    c.listener_status("gateway-add-listener", "https", 1, &valid);
+    c.listener_status("gateway-add-listener", "http", 1, &valid);
+    expect_host(&c, "data.test.com", "/", 200, &v(1));
+    // A listener removed leaves the status and stops routing its traffic.
+    c.listener_status("gateway-remove-listener", "http", 1, &valid);
+    let mut gateway: Gateway = c
+        .kube
+        .get(INFRA, "gateway-remove-listener")
+        .expect("the Gateway");
+    gateway.spec.listeners.retain(|l| l.name == "http");
+    c.kube.apply(gateway);
+    let gone = c.kube.wait_until(READY_TIMEOUT, |kube| {
+        kube.get::<Gateway>(INFRA, "gateway-remove-listener")
+            .and_then(|g| g.status?.listeners)
+            .is_some_and(|l| l.len() == 1 && l[0].name == "http")
+    });
+    assert!(gone, "the removed listener's status is gone");
+    c.listener_status("gateway-remove-listener", "http", 1, &valid);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteWeight() {
+    let c = Conformance::start(&["httproute-weight.yaml"]);
+    c.accepted(INFRA, "weighted-backends");
+    c.expect_status("GET", "/", 200);
+    // The upstream test sends 500 requests and allows 5 points either way; with a random
+    // pick that fails about once in 60 runs, so this sends 4,000 (the same bound is then
+    // about 7 standard deviations wide).
+    let mut client = Client::connect(c.http);
+    let mut seen: std::collections::BTreeMap<String, u32> = Default::default();
+    let total = 4_000;
+    for _ in 0..total {
+        let response = client.request("GET", "/", &[]);
+        assert_eq!(response.status, 200);
+        *seen.entry(response.backend().to_string()).or_default() += 1;
+    }
+    for (n, share) in [(1, 0.7), (2, 0.3), (3, 0.0)] {
+        let got = f64::from(seen.get(&v(n)).copied().unwrap_or(0)) / f64::from(total);
+        assert!(
+            (got - share).abs() <= 0.05,
+            "{}: {got} of requests, want {share}",
+            v(n)
+        );
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteNoBackendRefs() {
+    let c = Conformance::start(&["httproute-omitted-backendrefs.yaml"]);
+    c.accepted(INFRA, "omitted-backendrefs");
+    c.expect("GET", "/forward", &[], 200, &v(1));
+    for path in ["/omitted-no-forward", "/empty-no-forward"] {
+        c.expect("GET", path, &[], 500, "");
+    }
 }

@@ -150,6 +150,46 @@ pub fn resolve_gateways(
         if !classes.contains(&gateway.spec.gateway_class_name) {
             continue;
         }
+        let parameters = gateway
+            .spec
+            .infrastructure
+            .as_ref()
+            .and_then(|i| i.parameters_ref.as_ref());
+        if let Some(parameters) = parameters {
+            // sluice reads no parameters object: the Gateway is not served at all.
+            let generation = gateway.metadata.generation;
+            let message = format!(
+                "sluice takes no infrastructure parameters ({}/{} {})",
+                parameters.group, parameters.kind, parameters.name
+            );
+            out.gateways.insert(
+                key.clone(),
+                GatewayStatus {
+                    addresses: None,
+                    attached_listener_sets: None,
+                    conditions: Some(vec![
+                        condition(
+                            "Accepted",
+                            false,
+                            "InvalidParameters",
+                            message,
+                            generation,
+                            now,
+                        ),
+                        condition(
+                            "Programmed",
+                            false,
+                            "Invalid",
+                            "not accepted",
+                            generation,
+                            now,
+                        ),
+                    ]),
+                    listeners: None,
+                },
+            );
+            continue;
+        }
         let mut fragment = Fragment::new(
             origin("Gateway", &gateway.metadata),
             created(&gateway.metadata),

@@ -14,6 +14,7 @@ use sluice::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use sluice::sources::kubernetes::gateway::api::gateways::Gateway;
 use sluice::sources::kubernetes::gateway::api::httproutes::HttpRoute;
 use sluice::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
+use sluice::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use std::net::SocketAddr;
 use support::fake_kube::{ready, slice, FakeKube};
 use support::tls::{self, TestCertificate};
@@ -50,10 +51,16 @@ struct Conformance {
     /// The suite's `tls-validity-checks-certificate` (names `*`, `*.org`, `*.wildcard.org`).
     validity_certificate: TestCertificate,
     backends: Vec<Backend>,
+    /// The TLS backends of `tcp-backend` (port 8443), with the certificate they serve for
+    /// `abc.example.com`.
+    tls_backends: Vec<tls::HttpsBackend>,
+    tls_certificate: TestCertificate,
     /// Kept for its lifetime: dropping it stops the process.
     _sluice: Sluice,
     http: SocketAddr,
     https: SocketAddr,
+    /// The TLS passthrough listener (Gateway listeners `TLS` in mode `Passthrough` on 443).
+    passthrough: SocketAddr,
 }
 
 impl Conformance {
@@ -90,22 +97,29 @@ impl Conformance {
             })));
         }
         let default_certificate = tls::self_signed(&dir, "default", &["default.test"]);
+        let tls_certificate = tls::self_signed(&dir, "tls-backend", &["abc.example.com"]);
         let mut backends = Vec::new();
+        let mut tls_backends = Vec::new();
         for name in std::iter::once("base.yaml").chain(manifests.iter().copied()) {
             for object in manifest(name) {
-                if let Some(backend) = apply(&kube, &object) {
-                    backends.push(backend);
+                match apply(&kube, &object, &tls_certificate) {
+                    Some(Stand::Http(backend)) => backends.push(backend),
+                    Some(Stand::Tls(backend)) => tls_backends.push(backend),
+                    None => {}
                 }
             }
         }
         let http = listen_address();
         let https = listen_address();
+        let passthrough = listen_address();
         let sluice = Sluice::start(&format!(
             "kubernetes: {{ api_server: \"{}\" }}\n\
              listeners:\n\
              - {{ name: http, listen: \"{http}\" }}\n\
              - {{ name: https, listen: \"{https}\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}\n\
-             gateway: {{ listeners: [{{ port: 80, listener: http }}, {{ port: 443, listener: https }}] }}\n\
+             - {{ name: passthrough, listen: \"{passthrough}\", protocol: tcp, sni_routing: true }}\n\
+             gateway: {{ listeners: [{{ port: 80, listener: http }}, {{ port: 443, listener: https }}, \
+             {{ port: 443, listener: passthrough }}] }}\n\
              routes: []\n",
             kube.url(),
             default_certificate.cert_path.display(),
@@ -114,10 +128,13 @@ impl Conformance {
         Self {
             kube,
             validity_certificate,
+            tls_backends,
+            tls_certificate,
             backends,
             _sluice: sluice,
             http,
             https,
+            passthrough,
         }
     }
 
@@ -156,6 +173,16 @@ impl Conformance {
         );
     }
 
+    /// GatewayMustHaveZeroRoutes: every listener of Gateway `name` has no routes.
+    fn listener_status_all_zero(&self, name: &str) {
+        let zero = self.kube.wait_until(READY_TIMEOUT, |kube| {
+            kube.get::<Gateway>(INFRA, name)
+                .and_then(|g| g.status?.listeners)
+                .is_some_and(|l| !l.is_empty() && l.iter().all(|l| l.attached_routes == 0))
+        });
+        assert!(zero, "Gateway {name}: listeners with routes attached");
+    }
+
     /// The supported kinds listener `listener` of Gateway `name` reports.
     fn supported_kinds(&self, name: &str, listener: &str) -> Vec<String> {
         self.kube
@@ -180,29 +207,43 @@ impl Conformance {
         status: &str,
         reason: &str,
     ) {
+        self.condition_of::<HttpRoute>(namespace, name, type_, status, reason);
+    }
+
+    /// [`Self::route_condition`] for a route of kind `K`.
+    fn condition_of<K>(&self, namespace: &str, name: &str, type_: &str, status: &str, reason: &str)
+    where
+        K: support::fake_kube::Kind + serde::de::DeserializeOwned + serde::Serialize,
+    {
+        let status_of = |kube: &FakeKube| {
+            kube.get::<K>(namespace, name)
+                .and_then(|route| serde_json::to_value(route).ok())
+        };
         let found = self.kube.wait_until(READY_TIMEOUT, |kube| {
-            let Some(route) = kube.get::<HttpRoute>(namespace, name) else {
+            let Some(route) = status_of(kube) else {
                 return false;
             };
-            let generation = route.metadata.generation;
-            let parents = route.status.map(|s| s.parents).unwrap_or_default();
+            let generation = &route["metadata"]["generation"];
+            let parents = route["status"]["parents"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             !parents.is_empty()
                 && parents.iter().all(|p| {
-                    p.controller_name == CONTROLLER
-                        && p.conditions.iter().any(|c| {
-                            c.type_ == type_
-                                && c.status == status
-                                && c.reason == reason
-                                && c.observed_generation == generation
+                    p["controllerName"] == CONTROLLER
+                        && p["conditions"].as_array().into_iter().flatten().any(|c| {
+                            c["type"] == type_
+                                && c["status"] == status
+                                && c["reason"] == reason
+                                && &c["observedGeneration"] == generation
                         })
                 })
         });
         assert!(
             found,
-            "HTTPRoute {namespace}/{name}: no {type_}={status} ({reason}) in {:?}",
-            self.kube
-                .get::<HttpRoute>(namespace, name)
-                .and_then(|r| r.status)
+            "{} {namespace}/{name}: no {type_}={status} ({reason}) in {:?}",
+            K::kind(&()),
+            status_of(&self.kube).map(|r| r["status"].clone())
         );
     }
 
@@ -257,9 +298,16 @@ impl Conformance {
     }
 }
 
+/// What stands in for a Service's pods.
+enum Stand {
+    Http(Backend),
+    Tls(tls::HttpsBackend),
+}
+
 /// Applies one manifest object; a Service gets a backend and an EndpointSlice for each of
-/// its ports.
-fn apply(kube: &FakeKube, object: &Value) -> Option<Backend> {
+/// its ports (`tcp-backend`, the suite's TLS echo server, a TLS backend serving
+/// `tls_certificate`).
+fn apply(kube: &FakeKube, object: &Value, tls_certificate: &TestCertificate) -> Option<Stand> {
     match object["kind"].as_str().unwrap_or_default() {
         "Namespace" => {
             kube.apply(typed::<Namespace>(object));
@@ -273,6 +321,9 @@ fn apply(kube: &FakeKube, object: &Value) -> Option<Backend> {
         "HTTPRoute" => {
             kube.apply(typed::<HttpRoute>(object));
         }
+        "TLSRoute" => {
+            kube.apply(typed::<TlsRoute>(object));
+        }
         "ReferenceGrant" => {
             kube.apply(typed::<ReferenceGrant>(object));
         }
@@ -283,7 +334,19 @@ fn apply(kube: &FakeKube, object: &Value) -> Option<Backend> {
             let service: Service = typed(object);
             let namespace = service.metadata.namespace.clone().unwrap_or_default();
             let name = service.metadata.name.clone().unwrap_or_default();
-            let backend = Backend::start(&format!("{namespace}/{name}"), Behavior::Echo);
+            let full_name = format!("{namespace}/{name}");
+            let (stand, address) = if name == "tcp-backend" {
+                let backend = tls::HttpsBackend::start(
+                    Box::leak(full_name.into_boxed_str()),
+                    tls_certificate,
+                );
+                let address = backend.address;
+                (Stand::Tls(backend), address)
+            } else {
+                let backend = Backend::start(&full_name, Behavior::Echo);
+                let address = backend.address;
+                (Stand::Http(backend), address)
+            };
             let ports = service
                 .spec
                 .as_ref()
@@ -296,11 +359,11 @@ fn apply(kube: &FakeKube, object: &Value) -> Option<Backend> {
                     &namespace,
                     &format!("{name}-{i}"),
                     &name,
-                    (&port_name, backend.address.port()),
-                    &[ready(&backend.address.ip().to_string())],
+                    (&port_name, address.port()),
+                    &[ready(&address.ip().to_string())],
                 ));
             }
-            return Some(backend);
+            return Some(stand);
         }
         // Deployments, ConfigMaps: the backends above stand in for them.
         _ => {}
@@ -1243,5 +1306,143 @@ fn HTTPRouteNoBackendRefs() {
     c.expect("GET", "/forward", &[], 200, &v(1));
     for path in ["/omitted-no-forward", "/empty-no-forward"] {
         c.expect("GET", path, &[], 500, "");
+    }
+}
+
+fn tls_condition(c: &Conformance, name: &str, type_: &str, status: &str, reason: &str) {
+    c.condition_of::<TlsRoute>(INFRA, name, type_, status, reason);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// MakeTLSConnectionAndExpectEventuallyConnectionRejection: no TLS session comes up for
+/// `server_name`.
+fn rejected_connection(c: &Conformance, server_name: &str) {
+    runtime().block_on(async {
+        let config = tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
+        let outcome = tls::connect(c.passthrough, server_name, config).await;
+        assert!(outcome.is_err(), "a TLS session came up for {server_name}");
+    });
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteSimpleSameNamespace() {
+    let c = Conformance::start(&["tlsroute-simple-same-namespace.yaml"]);
+    let route = "gateway-conformance-infra-test";
+    tls_condition(&c, route, "Accepted", "True", "Accepted");
+    tls_condition(&c, route, "ResolvedRefs", "True", "ResolvedRefs");
+    assert_eq!(c.tls_backends.len(), 1);
+    runtime().block_on(async {
+        // The backend's own certificate: sluice relays the TLS untouched.
+        assert_eq!(
+            tls::served_certificate(c.passthrough, "abc.example.com").await,
+            c.tls_certificate.der
+        );
+        let config = tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
+        let mut stream = tls::connect(c.passthrough, "abc.example.com", config)
+            .await
+            .expect("handshake with the backend");
+        let (_, body) = tls::get_over(&mut stream, "abc.example.com", "/").await;
+        assert_eq!(body, format!("{INFRA}/tcp-backend sni=abc.example.com"));
+    });
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteListenerTerminateNotSupported() {
+    let c = Conformance::start(&["tlsroute-listener-terminate-not-supported.yaml"]);
+    c.listener_status(
+        "gateway-tlsroute-terminate-unsupported",
+        "tls-terminate",
+        0,
+        &[("Accepted", "False", "UnsupportedValue")],
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteListenerPassthroughSupportedKinds() {
+    let c = Conformance::start(&["tlsroute-listener-passthrough-supported-kinds.yaml"]);
+    let gateway = "gateway-tlsroute-passthrough-supported-kind";
+    c.listener_status(
+        gateway,
+        "tls-passthrough",
+        0,
+        &[("ResolvedRefs", "False", "InvalidRouteKinds")],
+    );
+    assert_eq!(c.supported_kinds(gateway, "tls-passthrough"), ["TLSRoute"]);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteInvalidReferenceGrant() {
+    let c = Conformance::start(&["tlsroute-invalid-reference-grant.yaml"]);
+    let route = "gateway-conformance-infra-test";
+    tls_condition(&c, route, "Accepted", "True", "Accepted");
+    tls_condition(&c, route, "ResolvedRefs", "False", "RefNotPermitted");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteInvalidBackendRefNonexistent() {
+    let c = Conformance::start(&["tlsroute-invalid-backendref-nonexistent.yaml"]);
+    let route = "invalid-backend-ref-nonexistent";
+    tls_condition(&c, route, "Accepted", "True", "Accepted");
+    tls_condition(&c, route, "ResolvedRefs", "False", "BackendNotFound");
+    rejected_connection(&c, "abc.example.com");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteInvalidBackendRefUnknownKind() {
+    let c = Conformance::start(&["tlsroute-invalid-backendref-unknown-kind.yaml"]);
+    let route = "invalid-backend-ref-unknown-kind";
+    tls_condition(&c, route, "Accepted", "True", "Accepted");
+    tls_condition(&c, route, "ResolvedRefs", "False", "InvalidKind");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteInvalidNoMatchingListenerHostname() {
+    let c = Conformance::start(&["tlsroute-invalid-no-matching-listener-hostname.yaml"]);
+    for route in [
+        "tlsroute-hostname-mismatch-1",
+        "tlsroute-hostname-mismatch-2",
+    ] {
+        tls_condition(&c, route, "Accepted", "False", "NoMatchingListenerHostname");
+    }
+    for gateway in [
+        "gateway-tls-exact-hostname",
+        "gateway-tls-wildcard-hostname",
+    ] {
+        c.listener_status_all_zero(gateway);
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteInvalidNoMatchingListener() {
+    let c = Conformance::start(&["tlsroute-invalid-no-matching-listener.yaml"]);
+    for route in [
+        "tlsroute-not-allowed-protocol-http",
+        "tlsroute-not-allowed-protocol-https",
+    ] {
+        tls_condition(&c, route, "Accepted", "False", "NotAllowedByListeners");
+    }
+    tls_condition(
+        &c,
+        "tlsroute-no-matching-section-name",
+        "Accepted",
+        "False",
+        "NoMatchingParent",
+    );
+    for gateway in ["gateway-tlsroute-http-only", "gateway-tlsroute-https-only"] {
+        c.listener_status_all_zero(gateway);
     }
 }

@@ -1,4 +1,4 @@
-//! The Gateway API controller: GatewayClasses, Gateways and HTTPRoutes (with the
+//! The Gateway API controller: GatewayClasses, Gateways, HTTPRoutes and TLSRoutes (with the
 //! ReferenceGrants, Namespaces, Services and Secrets they reference) become fragments and
 //! status, without reloads.
 //!
@@ -19,6 +19,7 @@ use crate::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use crate::sources::kubernetes::gateway::api::gateways::Gateway;
 use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
 use crate::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
+use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use crate::sources::kubernetes::gateway::{
     parse_fragment_key, translate, GatewayObjects, ObjectKey, RouteStatus, Translation,
 };
@@ -75,6 +76,7 @@ enum Update {
     Classes(Box<Event<GatewayClass>>),
     Gateways(Box<Event<Gateway>>),
     HttpRoutes(Box<Event<HttpRoute>>),
+    TlsRoutes(Box<Event<TlsRoute>>),
     Grants(Box<Event<ReferenceGrant>>),
     Namespaces(Box<Event<Namespace>>),
     Services(Box<Event<Service>>),
@@ -90,6 +92,7 @@ struct Controller {
     classes: Watched<GatewayClass>,
     gateways: Watched<Gateway>,
     http_routes: Watched<HttpRoute>,
+    tls_routes: Watched<TlsRoute>,
     grants: Watched<ReferenceGrant>,
     namespaces: Watched<Namespace>,
     services: Watched<Service>,
@@ -138,6 +141,9 @@ impl BackgroundService for GatewayController {
             spawn_watch(Api::<HttpRoute>::all(c.clone()), updates.clone(), |e| {
                 Update::HttpRoutes(Box::new(e))
             }),
+            spawn_watch(Api::<TlsRoute>::all(c.clone()), updates.clone(), |e| {
+                Update::TlsRoutes(Box::new(e))
+            }),
             spawn_watch(
                 Api::<ReferenceGrant>::all(c.clone()),
                 updates.clone(),
@@ -166,6 +172,7 @@ impl BackgroundService for GatewayController {
             classes: Watched::new(),
             gateways: Watched::new(),
             http_routes: Watched::new(),
+            tls_routes: Watched::new(),
             grants: Watched::new(),
             namespaces: Watched::new(),
             services: Watched::new(),
@@ -226,6 +233,7 @@ impl Controller {
             Update::Classes(e) => self.classes.apply(*e, |_| true),
             Update::Gateways(e) => self.gateways.apply(*e, |_| true),
             Update::HttpRoutes(e) => self.http_routes.apply(*e, |_| true),
+            Update::TlsRoutes(e) => self.tls_routes.apply(*e, |_| true),
             Update::Grants(e) => self.grants.apply(*e, |_| true),
             Update::Namespaces(e) => self.namespaces.apply(*e, |_| true),
             Update::Services(e) => self.services.apply(*e, |_| true),
@@ -240,6 +248,7 @@ impl Controller {
         self.classes.synced
             && self.gateways.synced
             && self.http_routes.synced
+            && self.tls_routes.synced
             && self.grants.synced
             && self.namespaces.synced
             && self.services.synced
@@ -261,6 +270,7 @@ impl Controller {
                 .collect(),
             gateways: self.gateways.objects.clone(),
             http_routes: self.http_routes.objects.clone(),
+            tls_routes: self.tls_routes.objects.clone(),
             grants: self.grants.objects.clone(),
             namespaces: self
                 .namespaces
@@ -363,10 +373,12 @@ impl Controller {
             .kubernetes_rejections
             .with_label_values(&[kind, "Conflict"])
             .inc();
-        if kind != "HTTPRoute" {
-            return;
-        }
-        if let Some(status) = translation.http_routes.get_mut(&object) {
+        let statuses = match kind {
+            "HTTPRoute" => &mut translation.http_routes,
+            "TLSRoute" => &mut translation.tls_routes,
+            _ => return,
+        };
+        if let Some(status) = statuses.get_mut(&object) {
             for parent in &mut status.parents {
                 for condition in &mut parent.conditions {
                     if condition.type_ == "Accepted" {
@@ -381,7 +393,19 @@ impl Controller {
             return;
         }
         self.events.insert(object.clone(), message.to_string());
-        let Some(route) = self.http_routes.objects.get(&object) else {
+        let reference = match kind {
+            "HTTPRoute" => self
+                .http_routes
+                .objects
+                .get(&object)
+                .map(|r| r.object_ref(&())),
+            _ => self
+                .tls_routes
+                .objects
+                .get(&object)
+                .map(|r| r.object_ref(&())),
+        };
+        let Some(reference) = reference else {
             return;
         };
         let event = KubeEvent {
@@ -391,7 +415,7 @@ impl Controller {
             action: "Sync".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &route.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(&event, &reference).await {
             log::warn!("gateway controller: cannot publish an Event for {key}: {e}");
         }
     }
@@ -424,46 +448,52 @@ impl Controller {
             let api: Api<Gateway> = Api::namespaced(self.client.clone(), &key.0);
             self.patch(&api, "Gateway", &gateway, wanted).await;
         }
-        // Routes no longer attached to a Gateway of sluice's lose sluice's entries.
-        let detached: Vec<ObjectKey> = self
-            .http_routes
-            .objects
-            .iter()
-            .filter(|(key, route)| {
-                !last.http_routes.contains_key(*key)
-                    && route
-                        .status
-                        .iter()
-                        .flat_map(|s| s.parents.iter())
-                        .any(|p| p.controller_name == self.settings.controller_name)
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
-        let none = RouteStatus {
-            parents: Vec::new(),
-        };
-        let wanted = last
-            .http_routes
-            .iter()
-            .chain(detached.iter().map(|key| (key, &none)));
-        for (key, status) in wanted {
-            let Some(route) = self.http_routes.objects.get(key).cloned() else {
+        let http_routes = self.http_routes.objects.clone();
+        self.write_route_status("HTTPRoute", &http_routes, &last.http_routes)
+            .await;
+        let tls_routes = self.tls_routes.objects.clone();
+        self.write_route_status("TLSRoute", &tls_routes, &last.tls_routes)
+            .await;
+        self.last = last;
+    }
+
+    /// Writes the status of the routes of `kind`: sluice's parents as `statuses` says,
+    /// other controllers' as they are; a route no longer attached to a Gateway of sluice's
+    /// loses sluice's entries.
+    async fn write_route_status<K>(
+        &mut self,
+        kind: &'static str,
+        routes: &BTreeMap<ObjectKey, K>,
+        statuses: &BTreeMap<ObjectKey, RouteStatus>,
+    ) where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        for (key, route) in routes {
+            let current = to_json(route)
+                .and_then(|v| v.pointer("/status/parents").cloned())
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default();
+            let ours = |p: &Value| p["controllerName"] == self.settings.controller_name.as_str();
+            let had_ours = current.iter().any(ours);
+            let status = statuses.get(key);
+            if status.is_none() && !had_ours {
                 continue;
-            };
-            // Other controllers' entries stay.
-            let mut parents: Vec<Value> = route
-                .status
-                .iter()
-                .flat_map(|s| s.parents.iter())
-                .filter(|p| p.controller_name != self.settings.controller_name)
-                .filter_map(to_json)
-                .collect();
-            parents.extend(status.parents.iter().filter_map(to_json));
-            let api: Api<HttpRoute> = Api::namespaced(self.client.clone(), &key.0);
-            self.patch(&api, "HTTPRoute", &route, json!({ "parents": parents }))
+            }
+            let mut parents: Vec<Value> = current.into_iter().filter(|p| !ours(p)).collect();
+            parents.extend(
+                status
+                    .iter()
+                    .flat_map(|s| s.parents.iter())
+                    .filter_map(to_json),
+            );
+            let api: Api<K> = Api::namespaced(self.client.clone(), &key.0);
+            self.patch(&api, kind, route, json!({ "parents": parents }))
                 .await;
         }
-        self.last = last;
     }
 
     /// Patches `object`'s status to `wanted` unless it says that already (transition times

@@ -267,15 +267,23 @@ fn resolve(
         .as_ref()
         .and_then(|t| t.mode.clone())
         .unwrap_or(GatewayListenersTlsMode::Terminate);
-    // TLS passthrough and TCP listeners come with TLSRoute and TCPRoute (not served yet).
+    // TCP listeners come with TCPRoute (not served yet).
     let kind = match (listener.protocol.as_str(), mode.clone()) {
         ("HTTP", _) => Some(GatewayListenerKind::Http),
         ("HTTPS", GatewayListenersTlsMode::Terminate) => Some(GatewayListenerKind::Https),
+        ("TLS", GatewayListenersTlsMode::Passthrough) => Some(GatewayListenerKind::TlsPassthrough),
         _ => None,
     };
     let mut accepted: Result<(), (&str, String)> = Ok(());
+    if listener.protocol == "TLS" && mode == GatewayListenersTlsMode::Terminate {
+        accepted = Err((
+            "UnsupportedValue",
+            "TLS listeners in mode Terminate are not supported (use HTTPS, or Passthrough)".into(),
+        ));
+    }
     let mut resolved_refs: Result<(), (&str, String)> = Ok(());
     let sluice = match kind {
+        None if accepted.is_err() => None,
         None => {
             accepted = Err((
                 "UnsupportedProtocol",
@@ -305,6 +313,7 @@ fn resolve(
     };
     let defaults: &[RouteKind] = match kind {
         Some(GatewayListenerKind::Http | GatewayListenerKind::Https) => &[RouteKind::Http],
+        Some(GatewayListenerKind::TlsPassthrough) => &[RouteKind::Tls],
         _ => &[],
     };
     let allowed = listener.allowed_routes.as_ref();

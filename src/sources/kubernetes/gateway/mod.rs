@@ -13,12 +13,14 @@ mod attach;
 mod conditions;
 mod http_route;
 mod listeners;
+mod tls_route;
 
 use crate::model::{Fragment, GatewaySettings, Origin};
 use api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use api::gateways::{Gateway, GatewayStatus};
 use api::httproutes::HttpRoute;
 use api::referencegrants::ReferenceGrant;
+use api::tlsroutes::TlsRoute;
 pub use attach::RouteStatus;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
@@ -36,6 +38,7 @@ pub struct GatewayObjects {
     pub classes: BTreeMap<String, GatewayClass>,
     pub gateways: BTreeMap<ObjectKey, Gateway>,
     pub http_routes: BTreeMap<ObjectKey, HttpRoute>,
+    pub tls_routes: BTreeMap<ObjectKey, TlsRoute>,
     pub grants: BTreeMap<ObjectKey, ReferenceGrant>,
     pub namespaces: BTreeMap<String, Namespace>,
     pub services: BTreeMap<ObjectKey, Service>,
@@ -54,6 +57,8 @@ pub struct Translation {
     /// The status of each HTTPRoute with a parent among those Gateways (only those
     /// parents' entries).
     pub http_routes: BTreeMap<ObjectKey, RouteStatus>,
+    /// The same for each TLSRoute.
+    pub tls_routes: BTreeMap<ObjectKey, RouteStatus>,
 }
 
 /// The fragment key of an object of `kind`.
@@ -78,6 +83,9 @@ pub fn translate(objects: &GatewayObjects, settings: &GatewaySettings, now: &Tim
         listeners::resolve_gateways(objects, settings, &accepted_classes, now, &mut out);
     for (key, route) in &objects.http_routes {
         http_route::translate(key, route, objects, &mut resolved, settings, now, &mut out);
+    }
+    for (key, route) in &objects.tls_routes {
+        tls_route::translate(key, route, objects, &mut resolved, settings, now, &mut out);
     }
     listeners::finish_gateways(objects, settings, &resolved, now, &mut out);
     out

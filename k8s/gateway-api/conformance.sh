@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Runs the official Gateway API conformance suite (v1.6.1) against sluice on a live cluster
+# (kind or k3s). Not run in CI, which has no cluster; tests/gateway_api.rs reproduces the
+# suite's tests against the fake API server instead.
+#
+# Needs: kubectl pointing at the cluster, docker, go (1.24+), git, and a LoadBalancer
+# implementation (k3s has one; on kind, run cloud-provider-kind). The image is built from
+# this tree and loaded into kind when the context is a kind cluster.
+#
+# Usage: k8s/gateway-api/conformance.sh [extra go test args, e.g. -run TestConformance/HTTPRoute]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$here/../.."
+version=v1.6.1
+image=sluice:conformance
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+echo "== Gateway API $version CRDs"
+kubectl apply -k "$here"
+
+echo "== image $image"
+docker build -f "$root/docker/Dockerfile" -t "$image" "$root"
+context="$(kubectl config current-context)"
+if [[ "$context" == kind-* ]]; then
+    kind load docker-image "$image" --name "${context#kind-}"
+fi
+
+echo "== sluice as the Gateway controller"
+kubectl apply -k "$root/k8s"
+# The shipped config serves Ingresses; this one serves Gateways on the same listeners.
+cat > "$work/sluice.yaml" <<'CONFIG'
+server:
+  grace_period: 30s
+admin:
+  listen: 127.0.0.1:9901
+  metrics_listen: 0.0.0.0:9902
+access_log: { path: stdout, format: json }
+listeners:
+  - name: http
+    listen: 0.0.0.0:8080
+  - name: https
+    listen: 0.0.0.0:8443
+    tls:
+      certificates:
+        - { cert: /etc/sluice/tls/tls.crt, key: /etc/sluice/tls/tls.key }
+gateway:
+  listeners:
+    - { port: 80, listener: http }
+    - { port: 443, listener: https }
+  publish: { service: sluice/sluice }
+  leader_election: { namespace: sluice }
+routes: []
+CONFIG
+kubectl -n sluice create configmap sluice-config --from-file=sluice.yaml="$work/sluice.yaml" \
+    --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n sluice get secret sluice-default-tls >/dev/null 2>&1 || {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=default.sluice \
+        -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+    kubectl -n sluice create secret tls sluice-default-tls --cert="$work/tls.crt" --key="$work/tls.key"
+}
+kubectl -n sluice set image deployment/sluice sluice="$image"
+kubectl -n sluice rollout restart deployment/sluice
+kubectl -n sluice rollout status deployment/sluice --timeout=180s
+kubectl apply -f - <<'CLASS'
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: sluice
+spec:
+  controllerName: sluice.dev/gateway-controller
+CLASS
+
+echo "== conformance suite $version"
+git clone --quiet --depth 1 --branch "$version" https://github.com/kubernetes-sigs/gateway-api "$work/gateway-api"
+cd "$work/gateway-api"
+go test ./conformance -run TestConformance -timeout 60m -v -args \
+    --gateway-class=sluice \
+    --conformance-profiles=GATEWAY-HTTP,GATEWAY-TLS \
+    --supported-features=Gateway,HTTPRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout \
+    --report-output="$root/gateway-conformance-report.yaml" \
+    --organization=sluice-proxy --project=sluice --version=0.1.0 \
+    --url=https://github.com/sluice-proxy/sluice --contact=https://github.com/sluice-proxy/sluice/issues \
+    "$@"
+echo "report: $root/gateway-conformance-report.yaml"

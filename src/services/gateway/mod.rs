@@ -21,9 +21,10 @@ use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
 use crate::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use crate::sources::kubernetes::gateway::{
-    parse_fragment_key, translate, GatewayObjects, ObjectKey, RouteStatus, Translation,
+    key_of, parse_fragment_key, translate, GatewayObjects, ObjectKey, RouteStatus, Translation,
 };
 use async_trait::async_trait;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -190,6 +191,7 @@ impl BackgroundService for GatewayController {
         let mut tick = tokio::time::interval(self.settings.lease.duration / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut received_any = false;
             let mut changed = false;
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -205,16 +207,19 @@ impl BackgroundService for GatewayController {
                 }
                 update = received.recv() => {
                     let Some(update) = update else { break };
-                    controller.apply(update);
-                    changed = true;
+                    received_any = true;
+                    changed = controller.apply(update);
                 }
+            }
+            // Everything that arrived meanwhile goes into the same batch.
+            while received_any {
+                let Ok(update) = received.try_recv() else {
+                    break;
+                };
+                changed |= controller.apply(update);
             }
             if !changed {
                 continue;
-            }
-            // Everything that arrived meanwhile goes into the same batch.
-            while let Ok(update) = received.try_recv() {
-                controller.apply(update);
             }
             if controller.reconcile().await && election.is_leader() {
                 controller.write_status().await;
@@ -228,19 +233,29 @@ impl BackgroundService for GatewayController {
 }
 
 impl Controller {
-    fn apply(&mut self, update: Update) {
+    /// Applies `update`; returns whether it changes what a translation reads (a status
+    /// write, sluice's own most of the time, does not).
+    fn apply(&mut self, update: Update) -> bool {
         match update {
-            Update::Classes(e) => self.classes.apply(*e, |_| true),
-            Update::Gateways(e) => self.gateways.apply(*e, |_| true),
-            Update::HttpRoutes(e) => self.http_routes.apply(*e, |_| true),
-            Update::TlsRoutes(e) => self.tls_routes.apply(*e, |_| true),
-            Update::Grants(e) => self.grants.apply(*e, |_| true),
-            Update::Namespaces(e) => self.namespaces.apply(*e, |_| true),
-            Update::Services(e) => self.services.apply(*e, |_| true),
+            Update::Classes(e) => apply_spec(&mut self.classes, *e),
+            Update::Gateways(e) => apply_spec(&mut self.gateways, *e),
+            Update::HttpRoutes(e) => apply_spec(&mut self.http_routes, *e),
+            Update::TlsRoutes(e) => apply_spec(&mut self.tls_routes, *e),
+            Update::Grants(e) => apply_spec(&mut self.grants, *e),
+            Update::Namespaces(e) => {
+                self.namespaces.apply(*e, |_| true);
+                true
+            }
+            Update::Services(e) => {
+                self.services.apply(*e, |_| true);
+                true
+            }
             // Only TLS Secrets can be Gateway certificates.
-            Update::Secrets(e) => self
-                .secrets
-                .apply(*e, |s| s.type_.as_deref() == Some("kubernetes.io/tls")),
+            Update::Secrets(e) => {
+                self.secrets
+                    .apply(*e, |s| s.type_.as_deref() == Some("kubernetes.io/tls"));
+                true
+            }
         }
     }
 
@@ -423,6 +438,7 @@ impl Controller {
     /// Writes the status of the last translation where the objects say otherwise.
     async fn write_status(&mut self) {
         let last = std::mem::take(&mut self.last);
+        let mut pending = Vec::new();
         for (name, status) in &last.classes {
             let Some(class) = self
                 .classes
@@ -436,7 +452,7 @@ impl Controller {
                 continue;
             };
             let api: Api<GatewayClass> = Api::all(self.client.clone());
-            self.patch(&api, "GatewayClass", &class, wanted).await;
+            self.patch(api, "GatewayClass", &class, wanted, &mut pending);
         }
         for (key, status) in &last.gateways {
             let Some(gateway) = self.gateways.objects.get(key).cloned() else {
@@ -446,31 +462,42 @@ impl Controller {
                 continue;
             };
             let api: Api<Gateway> = Api::namespaced(self.client.clone(), &key.0);
-            self.patch(&api, "Gateway", &gateway, wanted).await;
+            self.patch(api, "Gateway", &gateway, wanted, &mut pending);
         }
-        let http_routes = self.http_routes.objects.clone();
-        self.write_route_status("HTTPRoute", &http_routes, &last.http_routes)
-            .await;
-        let tls_routes = self.tls_routes.objects.clone();
-        self.write_route_status("TLSRoute", &tls_routes, &last.tls_routes)
-            .await;
+        self.route_status(
+            "HTTPRoute",
+            &self.http_routes.objects,
+            &last.http_routes,
+            &mut pending,
+        );
+        self.route_status(
+            "TLSRoute",
+            &self.tls_routes.objects,
+            &last.tls_routes,
+            &mut pending,
+        );
+        self.send(pending).await;
         self.last = last;
     }
 
     /// Writes the status of the routes of `kind`: sluice's parents as `statuses` says,
     /// other controllers' as they are; a route no longer attached to a Gateway of sluice's
     /// loses sluice's entries.
-    async fn write_route_status<K>(
-        &mut self,
+    fn route_status<K>(
+        &self,
         kind: &'static str,
         routes: &BTreeMap<ObjectKey, K>,
         statuses: &BTreeMap<ObjectKey, RouteStatus>,
+        pending: &mut Vec<PendingWrite>,
     ) where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
             + serde::de::DeserializeOwned
             + serde::Serialize
-            + std::fmt::Debug,
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
     {
         for (key, route) in routes {
             let current = to_json(route)
@@ -491,20 +518,28 @@ impl Controller {
                     .filter_map(to_json),
             );
             let api: Api<K> = Api::namespaced(self.client.clone(), &key.0);
-            self.patch(&api, kind, route, json!({ "parents": parents }))
-                .await;
+            self.patch(api, kind, route, json!({ "parents": parents }), pending);
         }
     }
 
     /// Patches `object`'s status to `wanted` unless it says that already (transition times
     /// aside, which are kept where a condition did not change).
-    async fn patch<K>(&mut self, api: &Api<K>, kind: &'static str, object: &K, mut wanted: Value)
-    where
+    fn patch<K>(
+        &self,
+        api: Api<K>,
+        kind: &'static str,
+        object: &K,
+        mut wanted: Value,
+        pending: &mut Vec<PendingWrite>,
+    ) where
         K: Resource<DynamicType = ()>
             + Clone
             + serde::de::DeserializeOwned
             + serde::Serialize
-            + std::fmt::Debug,
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
     {
         let current = serde_json::to_value(object)
             .ok()
@@ -524,20 +559,62 @@ impl Controller {
             return;
         }
         let patch = json!({ "status": wanted });
-        match api
-            .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
-                self.written.insert((kind, key), version);
+        pending.push(Box::pin(async move {
+            let result = api
+                .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop);
+            ((kind, key), version, result)
+        }));
+    }
+
+    /// Sends `pending` status writes, a few at a time, and remembers the ones that landed.
+    async fn send(&mut self, pending: Vec<PendingWrite>) {
+        let outcomes: Vec<_> = futures::stream::iter(pending)
+            .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for ((kind, key), version, result) in outcomes {
+            match result {
+                Ok(()) => {
+                    self.written.insert((kind, key), version);
+                }
+                Err(e) => log::warn!(
+                    "gateway controller: cannot update the status of {kind} {}/{}: {e}",
+                    key.0,
+                    key.1
+                ),
             }
-            Err(e) => log::warn!(
-                "gateway controller: cannot update the status of {kind} {}/{}: {e}",
-                key.0,
-                key.1
-            ),
         }
     }
+}
+
+/// A status write under way: the object, the version it had, and how it went.
+type PendingWrite = futures::future::BoxFuture<
+    'static,
+    (
+        (&'static str, ObjectKey),
+        Option<String>,
+        Result<(), kube::Error>,
+    ),
+>;
+
+/// Status writes sent at once: thousands of routes are written in a few round trips'
+/// time, without flooding the API server.
+const STATUS_WRITES_IN_FLIGHT: usize = 16;
+
+/// Applies a watch event of a kind with a generation; returns whether the spec changed (a
+/// new, deleted or relisted object, or a new generation), not only its status.
+fn apply_spec<K: Resource + Clone>(watched: &mut Watched<K>, event: Event<K>) -> bool {
+    let spec_changed = match &event {
+        Event::Apply(object) => watched
+            .objects
+            .get(&key_of(object.meta()))
+            .is_none_or(|old| old.meta().generation != object.meta().generation),
+        _ => true,
+    };
+    watched.apply(event, |_| true);
+    spec_changed
 }
 
 /// A status as JSON; `None` (logged) if it cannot be, so that nothing is patched.

@@ -212,11 +212,10 @@ impl BackgroundService for GatewayController {
                 }
             }
             // Everything that arrived meanwhile goes into the same batch.
-            while received_any {
-                let Ok(update) = received.try_recv() else {
-                    break;
-                };
-                changed |= controller.apply(update);
+            if received_any {
+                while let Ok(update) = received.try_recv() {
+                    changed |= controller.apply(update);
+                }
             }
             if !changed {
                 continue;

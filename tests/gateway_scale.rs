@@ -48,20 +48,6 @@ fn route(i: usize, service: &str) -> HttpRoute {
     }))
 }
 
-/// `VmHWM` and `VmRSS` of `pid`, in MiB.
-fn memory_mib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map_or(0, |kb| kb / 1024)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 #[test]
 fn httproutes_at_scale_go_live_and_changes_under_load_fail_no_request() {
     let routes = setting("SLUICE_GATEWAY_ROUTES", 5_000);

@@ -2,12 +2,16 @@
 //! on 410 Gone; capped backoff on errors) feeding a controller loop through a channel, and
 //! the objects of one kind as the loop last saw them.
 
+use crate::model::KubernetesClient;
+use crate::services::discovery::make_client;
 use crate::sources::kubernetes::ingress::{key_of, ObjectKey};
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Resource};
+use kube::{Api, Client, Resource};
+use pingora::server::ShutdownWatch;
 use std::collections::BTreeMap;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -89,6 +93,29 @@ async fn forward<K, U>(
                 }
             }
             Err(e) => log::warn!("kubernetes watch error (retrying): {e}"),
+        }
+    }
+}
+
+/// The API client, retried with a capped backoff until it can be set up; `None` if
+/// `shutdown` comes first. `who` names the controller in the log.
+pub async fn client_or_shutdown(
+    settings: Option<&KubernetesClient>,
+    shutdown: &mut ShutdownWatch,
+    who: &str,
+) -> Option<Client> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match make_client(settings).await {
+            Ok(client) => return Some(client),
+            Err(e) => {
+                log::error!("{who}: cannot set up the API client: {e}; retrying in {wait:?}");
+                tokio::select! {
+                    _ = shutdown.changed() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
         }
     }
 }

@@ -1056,3 +1056,17 @@ pub fn echo(stream: &mut TcpStream, payload: &[u8]) {
     stream.read_exact(&mut back).expect("echo back");
     assert_eq!(back, payload);
 }
+
+/// `VmHWM` and `VmRSS` of `pid`, in MiB.
+pub fn memory_mib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}

@@ -12,9 +12,8 @@
 
 use crate::model::{GatewaySettings, KubernetesClient};
 use crate::observe::metrics::METRICS;
-use crate::services::discovery::make_client;
 use crate::services::leader::Election;
-use crate::services::watch::{spawn_watch, Watched};
+use crate::services::watch::{client_or_shutdown, spawn_watch, Watched};
 use crate::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use crate::sources::kubernetes::gateway::api::gateways::Gateway;
 use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
@@ -38,7 +37,6 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::state::State;
@@ -116,19 +114,11 @@ struct Controller {
 impl BackgroundService for GatewayController {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         crate::priority::lower_current_thread();
-        let mut wait = Duration::from_secs(1);
-        let client = loop {
-            match make_client(self.client_settings.as_ref()).await {
-                Ok(client) => break client,
-                Err(e) => {
-                    log::error!("gateway controller: cannot set up the API client: {e}; retrying in {wait:?}");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
-            }
+        let client_settings = self.client_settings.as_ref();
+        let Some(client) =
+            client_or_shutdown(client_settings, &mut shutdown, "gateway controller").await
+        else {
+            return;
         };
         let (updates, mut received) = mpsc::unbounded_channel();
         let c = &client;

@@ -15,8 +15,7 @@ mod status;
 
 use crate::model::{IngressSettings, KubernetesClient};
 use crate::observe::metrics::METRICS;
-use crate::services::discovery::make_client;
-use crate::services::watch::{spawn_watch, Watched};
+use crate::services::watch::{client_or_shutdown, spawn_watch, Watched};
 use crate::sources::kubernetes::ingress::annotations::{self, PREFIX};
 use crate::sources::kubernetes::ingress::{
     class, translate, ObjectKey, ObjectSet, Reason, References, Report, KIND,
@@ -144,19 +143,11 @@ impl BackgroundService for IngressController {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         crate::priority::lower_current_thread();
         let settings = &self.view.settings;
-        let mut wait = Duration::from_secs(1);
-        let client = loop {
-            match make_client(self.client_settings.as_ref()).await {
-                Ok(client) => break client,
-                Err(e) => {
-                    log::error!("ingress controller: cannot set up the API client: {e}; retrying in {wait:?}");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
-            }
+        let client_settings = self.client_settings.as_ref();
+        let Some(client) =
+            client_or_shutdown(client_settings, &mut shutdown, "ingress controller").await
+        else {
+            return;
         };
         let (updates, mut received) = mpsc::unbounded_channel();
         let tasks = vec![

@@ -2,9 +2,9 @@
 //! (the election is [`crate::services::leader`]'s).
 
 use super::IngressView;
-use crate::model::PublishAddress;
 use crate::services::leader::Election;
 use crate::sources::kubernetes::ingress::ObjectKey;
+use crate::sources::kubernetes::services::published_addresses;
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -61,27 +61,14 @@ fn addresses(view: &IngressView) -> Option<Vec<IngressLoadBalancerIngress>> {
             .then(|| address.to_string()),
         ports: None,
     };
-    match view.settings.publish.as_ref()? {
-        PublishAddress::Addresses(list) => Some(list.iter().map(|a| entry(a)).collect()),
-        PublishAddress::Service { namespace, name } => {
-            let objects = view.objects.load();
-            let service = objects.services.get(&(namespace.clone(), name.clone()))?;
-            let ingress = service
-                .status
-                .as_ref()?
-                .load_balancer
-                .as_ref()?
-                .ingress
-                .as_ref()?;
-            Some(
-                ingress
-                    .iter()
-                    .filter_map(|i| i.ip.as_deref().or(i.hostname.as_deref()))
-                    .map(entry)
-                    .collect(),
-            )
-        }
-    }
+    let publish = view.settings.publish.as_ref()?;
+    let objects = view.objects.load();
+    let addresses = published_addresses(publish, |namespace, name| {
+        objects
+            .services
+            .get(&(namespace.to_string(), name.to_string()))
+    })?;
+    Some(addresses.iter().map(|a| entry(a)).collect())
 }
 
 /// The status writes of this replica: for each Ingress, the version it had when its status

@@ -1,7 +1,9 @@
 //! Endpoint sources for Kubernetes Services, for every source: the EndpointSlices of a
 //! Service port, or the DNS name of an ExternalName Service.
 
-use crate::model::{DnsName, EndpointSource, ServicePort, ServiceRef, TerminatingPolicy};
+use crate::model::{
+    DnsName, EndpointSource, PublishAddress, ServicePort, ServiceRef, TerminatingPolicy,
+};
 use k8s_openapi::api::core::v1::Service;
 use std::time::Duration;
 
@@ -54,4 +56,30 @@ pub fn port_source(
         name,
         ServicePort::Name(found.name.clone().unwrap_or_default()),
     ))
+}
+
+/// The addresses `publish` names: its own list, or the load balancer addresses (IP, else
+/// host name) of its Service as `service` finds it; `None` while they are not known.
+pub fn published_addresses<'a>(
+    publish: &PublishAddress,
+    service: impl FnOnce(&str, &str) -> Option<&'a Service>,
+) -> Option<Vec<String>> {
+    match publish {
+        PublishAddress::Addresses(list) => Some(list.clone()),
+        PublishAddress::Service { namespace, name } => {
+            let ingress = service(namespace, name)?
+                .status
+                .as_ref()?
+                .load_balancer
+                .as_ref()?
+                .ingress
+                .as_ref()?;
+            Some(
+                ingress
+                    .iter()
+                    .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+                    .collect(),
+            )
+        }
+    }
 }

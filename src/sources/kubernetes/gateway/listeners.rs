@@ -4,10 +4,9 @@
 
 use super::conditions::condition;
 use super::{created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation};
-use crate::model::{
-    Fragment, GatewayListenerKind, GatewaySettings, ListenerCertificate, PublishAddress,
-};
+use crate::model::{Fragment, GatewayListenerKind, GatewaySettings, ListenerCertificate};
 use crate::sources::kubernetes::secrets::certificate_of;
+use crate::sources::kubernetes::services::published_addresses;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -578,24 +577,11 @@ fn addresses(
         ),
         value: address.to_string(),
     };
-    match settings.publish.as_ref()? {
-        PublishAddress::Addresses(list) => Some(list.iter().map(|a| entry(a)).collect()),
-        PublishAddress::Service { namespace, name } => {
-            let service = objects.services.get(&(namespace.clone(), name.clone()))?;
-            let ingress = service
-                .status
-                .as_ref()?
-                .load_balancer
-                .as_ref()?
-                .ingress
-                .as_ref()?;
-            Some(
-                ingress
-                    .iter()
-                    .filter_map(|i| i.ip.as_deref().or(i.hostname.as_deref()))
-                    .map(entry)
-                    .collect(),
-            )
-        }
-    }
+    let publish = settings.publish.as_ref()?;
+    let addresses = published_addresses(publish, |namespace, name| {
+        objects
+            .services
+            .get(&(namespace.to_string(), name.to_string()))
+    })?;
+    Some(addresses.iter().map(|a| entry(a)).collect())
 }

@@ -3,9 +3,10 @@
 //! status, without reloads.
 //!
 //! Watches feed one loop through a channel. After every batch of updates the whole set is
-//! translated (a pure function, `sources::kubernetes::gateway`), the fragments that
-//! changed go to [`State::set_fragments`] as one batch, and the leader writes the status
-//! that differs from what the objects say. A route the compiler rejects (a conflict with
+//! translated (a pure function, `sources::kubernetes::gateway`, that borrows the watched
+//! objects), the fragments that changed go to [`State::set_fragments`] as one batch, and
+//! the leader writes the status that differs from what the objects say, from a task of
+//! its own ([`status`]). A route the compiler rejects (a conflict with
 //! an older claim) is not accepted, with a Warning Event; its previous version keeps
 //! serving. The first batch waits for every watch's first list, and `/readyz` waits for
 //! it.
@@ -20,19 +21,16 @@ use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
 use crate::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use crate::sources::kubernetes::gateway::{
-    key_of, parse_fragment_key, translate, GatewayObjects, ObjectKey, RouteStatus, Translation,
+    key_of, parse_fragment_key, translate, GatewayObjects, ObjectKey, Translation,
 };
 use async_trait::async_trait;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::Event;
-use kube::{Api, Client, Resource};
+use kube::{Api, Resource};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use serde_json::{json, Value};
+use status::{StatusKind, StatusWriter, UNSTAMPED};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -40,6 +38,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::state::State;
+
+mod status;
 
 /// The source name of Gateway API fragments (in `/config`, metrics and logs).
 pub const SOURCE: &str = "gateway";
@@ -82,12 +82,8 @@ enum Update {
     Secrets(Box<Event<Secret>>),
 }
 
-/// The controller loop's state.
-struct Controller {
-    state: Arc<State>,
-    settings: GatewaySettings,
-    client: Client,
-    recorder: Recorder,
+/// The objects of every watched kind, as the loop last saw them.
+struct Stores {
     classes: Watched<GatewayClass>,
     gateways: Watched<Gateway>,
     http_routes: Watched<HttpRoute>,
@@ -96,15 +92,61 @@ struct Controller {
     namespaces: Watched<Namespace>,
     services: Watched<Service>,
     secrets: Watched<Secret>,
+}
+
+impl Stores {
+    fn new() -> Self {
+        Self {
+            classes: Watched::new(),
+            gateways: Watched::new(),
+            http_routes: Watched::new(),
+            tls_routes: Watched::new(),
+            grants: Watched::new(),
+            namespaces: Watched::new(),
+            services: Watched::new(),
+            secrets: Watched::new(),
+        }
+    }
+
+    fn synced(&self) -> bool {
+        self.classes.synced
+            && self.gateways.synced
+            && self.http_routes.synced
+            && self.tls_routes.synced
+            && self.grants.synced
+            && self.namespaces.synced
+            && self.services.synced
+            && self.secrets.synced
+    }
+
+    /// What a translation reads, borrowed.
+    fn view(&self) -> GatewayObjects<'_> {
+        GatewayObjects {
+            classes: &self.classes.objects,
+            gateways: &self.gateways.objects,
+            http_routes: &self.http_routes.objects,
+            tls_routes: &self.tls_routes.objects,
+            grants: &self.grants.objects,
+            namespaces: &self.namespaces.objects,
+            services: &self.services.objects,
+            secrets: &self.secrets.objects,
+        }
+    }
+}
+
+/// The controller loop's state.
+struct Controller {
+    state: Arc<State>,
+    settings: GatewaySettings,
+    recorder: Recorder,
+    stores: Stores,
+    status: StatusWriter,
     /// The fingerprint of each fragment handed to the state; `None` for one the compiler
     /// rejected, which is offered again with the next batch (a conflict can end without
     /// it changing) and removed when its object goes.
     applied: BTreeMap<String, Option<u64>>,
     /// The last translation, with the compiler's rejections folded in.
     last: Translation,
-    /// Status written: per object, the resourceVersion it had then, so that a view that
-    /// has not seen the write yet does not cause a second one.
-    written: HashMap<(&'static str, ObjectKey), Option<String>>,
     /// The last Event per route, so that one is sent per change.
     events: HashMap<ObjectKey, String>,
     first_sync_done: bool,
@@ -155,22 +197,16 @@ impl BackgroundService for GatewayController {
             instance: Some(self.settings.lease.identity.clone()),
         };
         let mut election = Election::new(client.clone(), &self.settings.lease);
+        let (status, mut outcomes) =
+            StatusWriter::new(client.clone(), &self.settings.controller_name);
         let mut controller = Controller {
             state: self.state.clone(),
             settings: self.settings.clone(),
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            classes: Watched::new(),
-            gateways: Watched::new(),
-            http_routes: Watched::new(),
-            tls_routes: Watched::new(),
-            grants: Watched::new(),
-            namespaces: Watched::new(),
-            services: Watched::new(),
-            secrets: Watched::new(),
+            recorder: Recorder::new(client, reporter),
+            stores: Stores::new(),
+            status,
             applied: BTreeMap::new(),
             last: Translation::default(),
-            written: HashMap::new(),
             events: HashMap::new(),
             first_sync_done: false,
         };
@@ -181,37 +217,39 @@ impl BackgroundService for GatewayController {
         let mut tick = tokio::time::interval(self.settings.lease.duration / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut received_any = false;
             let mut changed = false;
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {
                     let was = election.is_leader();
-                    if election.try_lead().await {
-                        if !was {
-                            controller.written.clear();
-                        }
-                        // Also retries writes that failed.
-                        controller.write_status().await;
+                    if election.try_lead().await && !was {
+                        controller.status.lead(&controller.stores.view());
+                    }
+                    controller.status.retry_failed();
+                }
+                outcome = outcomes.recv() => {
+                    let Some(outcome) = outcome else { break };
+                    controller.status.landed(outcome);
+                    while let Ok(outcome) = outcomes.try_recv() {
+                        controller.status.landed(outcome);
                     }
                 }
                 update = received.recv() => {
                     let Some(update) = update else { break };
-                    received_any = true;
                     changed = controller.apply(update);
+                    // Everything that arrived meanwhile goes into the same batch.
+                    while let Ok(update) = received.try_recv() {
+                        changed |= controller.apply(update);
+                    }
                 }
             }
-            // Everything that arrived meanwhile goes into the same batch.
-            if received_any {
-                while let Ok(update) = received.try_recv() {
-                    changed |= controller.apply(update);
-                }
+            if changed {
+                controller.reconcile().await;
             }
-            if !changed {
-                continue;
-            }
-            if controller.reconcile().await && election.is_leader() {
-                controller.write_status().await;
+            if election.is_leader() && controller.first_sync_done {
+                controller
+                    .status
+                    .flush(&controller.last, &controller.stores.view());
             }
         }
         for task in tasks {
@@ -223,70 +261,58 @@ impl BackgroundService for GatewayController {
 
 impl Controller {
     /// Applies `update`; returns whether it changes what a translation reads (a status
-    /// write, sluice's own most of the time, does not).
+    /// write, sluice's own most of the time, does not). Any change to an object whose
+    /// status sluice writes makes it dirty.
     fn apply(&mut self, update: Update) -> bool {
+        let stores = &mut self.stores;
+        let status = &mut self.status;
+        let mut mark = |kind, key: Option<ObjectKey>| {
+            if let Some(key) = key {
+                status.mark((kind, key));
+            }
+        };
         match update {
-            Update::Classes(e) => apply_spec(&mut self.classes, *e),
-            Update::Gateways(e) => apply_spec(&mut self.gateways, *e),
-            Update::HttpRoutes(e) => apply_spec(&mut self.http_routes, *e),
-            Update::TlsRoutes(e) => apply_spec(&mut self.tls_routes, *e),
-            Update::Grants(e) => apply_spec(&mut self.grants, *e),
+            Update::Classes(e) => {
+                mark(StatusKind::GatewayClass, event_key(&e));
+                apply_spec(&mut stores.classes, *e)
+            }
+            Update::Gateways(e) => {
+                mark(StatusKind::Gateway, event_key(&e));
+                apply_spec(&mut stores.gateways, *e)
+            }
+            Update::HttpRoutes(e) => {
+                mark(StatusKind::HttpRoute, event_key(&e));
+                apply_spec(&mut stores.http_routes, *e)
+            }
+            Update::TlsRoutes(e) => {
+                mark(StatusKind::TlsRoute, event_key(&e));
+                apply_spec(&mut stores.tls_routes, *e)
+            }
+            Update::Grants(e) => apply_spec(&mut stores.grants, *e),
             Update::Namespaces(e) => {
-                self.namespaces.apply(*e, |_| true);
+                stores.namespaces.apply(*e, |_| true);
                 true
             }
             Update::Services(e) => {
-                self.services.apply(*e, |_| true);
+                stores.services.apply(*e, |_| true);
                 true
             }
             // Only TLS Secrets can be Gateway certificates.
             Update::Secrets(e) => {
-                self.secrets
+                stores
+                    .secrets
                     .apply(*e, |s| s.type_.as_deref() == Some("kubernetes.io/tls"));
                 true
             }
         }
     }
 
-    fn synced(&self) -> bool {
-        self.classes.synced
-            && self.gateways.synced
-            && self.http_routes.synced
-            && self.tls_routes.synced
-            && self.grants.synced
-            && self.namespaces.synced
-            && self.services.synced
-            && self.secrets.synced
-    }
-
-    /// Translates everything and applies the fragments that changed; returns whether a
-    /// translation was made.
-    async fn reconcile(&mut self) -> bool {
-        if !self.synced() {
-            return false;
+    /// Translates everything and applies the fragments that changed.
+    async fn reconcile(&mut self) {
+        if !self.stores.synced() {
+            return;
         }
-        let objects = GatewayObjects {
-            classes: self
-                .classes
-                .objects
-                .iter()
-                .map(|((_, name), class)| (name.clone(), class.clone()))
-                .collect(),
-            gateways: self.gateways.objects.clone(),
-            http_routes: self.http_routes.objects.clone(),
-            tls_routes: self.tls_routes.objects.clone(),
-            grants: self.grants.objects.clone(),
-            namespaces: self
-                .namespaces
-                .objects
-                .iter()
-                .map(|((_, name), ns)| (name.clone(), ns.clone()))
-                .collect(),
-            services: self.services.objects.clone(),
-            secrets: self.secrets.objects.clone(),
-        };
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let mut translation = translate(&objects, &self.settings, &now);
+        let mut translation = translate(&self.stores.view(), &self.settings, &UNSTAMPED);
         let mut changes = Vec::new();
         let mut fingerprints = BTreeMap::new();
         for (key, fragment) in &translation.fragments {
@@ -311,7 +337,7 @@ impl Controller {
                 tokio::task::spawn_blocking(move || state.set_fragments(SOURCE, changes)).await;
             let Ok((generation, outcomes)) = applied else {
                 log::error!("gateway controller: applying {batch} changes panicked");
-                return false;
+                return;
             };
             log::info!(
                 "gateway controller: {batch} changes applied in {:?} (generation {generation})",
@@ -333,6 +359,7 @@ impl Controller {
             }
         }
         self.applied = fingerprints;
+        self.status.mark_changed(&self.last, &translation);
         self.last = translation;
         let routes = self.last.http_routes.len();
         let rejected = self
@@ -363,7 +390,6 @@ impl Controller {
                 self.last.gateways.len()
             );
         }
-        true
     }
 
     /// A fragment the compiler refused: the route is not accepted (its previous version, if
@@ -399,11 +425,13 @@ impl Controller {
         self.events.insert(object.clone(), message.to_string());
         let reference = match kind {
             "HTTPRoute" => self
+                .stores
                 .http_routes
                 .objects
                 .get(&object)
                 .map(|r| r.object_ref(&())),
             _ => self
+                .stores
                 .tls_routes
                 .objects
                 .get(&object)
@@ -423,174 +451,17 @@ impl Controller {
             log::warn!("gateway controller: cannot publish an Event for {key}: {e}");
         }
     }
-
-    /// Writes the status of the last translation where the objects say otherwise.
-    async fn write_status(&mut self) {
-        let last = std::mem::take(&mut self.last);
-        let mut pending = Vec::new();
-        for (name, status) in &last.classes {
-            let Some(class) = self
-                .classes
-                .objects
-                .get(&(String::new(), name.clone()))
-                .cloned()
-            else {
-                continue;
-            };
-            let Some(wanted) = to_json(status) else {
-                continue;
-            };
-            let api: Api<GatewayClass> = Api::all(self.client.clone());
-            self.patch(api, "GatewayClass", &class, wanted, &mut pending);
-        }
-        for (key, status) in &last.gateways {
-            let Some(gateway) = self.gateways.objects.get(key).cloned() else {
-                continue;
-            };
-            let Some(wanted) = to_json(status) else {
-                continue;
-            };
-            let api: Api<Gateway> = Api::namespaced(self.client.clone(), &key.0);
-            self.patch(api, "Gateway", &gateway, wanted, &mut pending);
-        }
-        self.route_status(
-            "HTTPRoute",
-            &self.http_routes.objects,
-            &last.http_routes,
-            &mut pending,
-        );
-        self.route_status(
-            "TLSRoute",
-            &self.tls_routes.objects,
-            &last.tls_routes,
-            &mut pending,
-        );
-        self.send(pending).await;
-        self.last = last;
-    }
-
-    /// Writes the status of the routes of `kind`: sluice's parents as `statuses` says,
-    /// other controllers' as they are; a route no longer attached to a Gateway of sluice's
-    /// loses sluice's entries.
-    fn route_status<K>(
-        &self,
-        kind: &'static str,
-        routes: &BTreeMap<ObjectKey, K>,
-        statuses: &BTreeMap<ObjectKey, RouteStatus>,
-        pending: &mut Vec<PendingWrite>,
-    ) where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
-        for (key, route) in routes {
-            let current = to_json(route)
-                .and_then(|v| v.pointer("/status/parents").cloned())
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default();
-            let ours = |p: &Value| p["controllerName"] == self.settings.controller_name.as_str();
-            let had_ours = current.iter().any(ours);
-            let status = statuses.get(key);
-            if status.is_none() && !had_ours {
-                continue;
-            }
-            let mut parents: Vec<Value> = current.into_iter().filter(|p| !ours(p)).collect();
-            parents.extend(
-                status
-                    .iter()
-                    .flat_map(|s| s.parents.iter())
-                    .filter_map(to_json),
-            );
-            let api: Api<K> = Api::namespaced(self.client.clone(), &key.0);
-            self.patch(api, kind, route, json!({ "parents": parents }), pending);
-        }
-    }
-
-    /// Patches `object`'s status to `wanted` unless it says that already (transition times
-    /// aside, which are kept where a condition did not change).
-    fn patch<K>(
-        &self,
-        api: Api<K>,
-        kind: &'static str,
-        object: &K,
-        mut wanted: Value,
-        pending: &mut Vec<PendingWrite>,
-    ) where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
-        let current = serde_json::to_value(object)
-            .ok()
-            .and_then(|v| v.get("status").cloned())
-            .unwrap_or(Value::Null);
-        keep_transition_times(&mut wanted, &current);
-        if without_times(&wanted) == without_times(&current) {
-            return;
-        }
-        let meta = object.meta();
-        let key = (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        );
-        let version = meta.resource_version.clone();
-        if self.written.get(&(kind, key.clone())) == Some(&version) {
-            return;
-        }
-        let patch = json!({ "status": wanted });
-        pending.push(Box::pin(async move {
-            let result = api
-                .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(drop);
-            ((kind, key), version, result)
-        }));
-    }
-
-    /// Sends `pending` status writes, a few at a time, and remembers the ones that landed.
-    async fn send(&mut self, pending: Vec<PendingWrite>) {
-        let outcomes: Vec<_> = futures::stream::iter(pending)
-            .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
-            .collect()
-            .await;
-        for ((kind, key), version, result) in outcomes {
-            match result {
-                Ok(()) => {
-                    self.written.insert((kind, key), version);
-                }
-                Err(e) => log::warn!(
-                    "gateway controller: cannot update the status of {kind} {}/{}: {e}",
-                    key.0,
-                    key.1
-                ),
-            }
-        }
-    }
 }
 
-/// A status write under way: the object, the version it had, and how it went.
-type PendingWrite = futures::future::BoxFuture<
-    'static,
-    (
-        (&'static str, ObjectKey),
-        Option<String>,
-        Result<(), kube::Error>,
-    ),
->;
-
-/// Status writes sent at once: thousands of routes are written in a few round trips'
-/// time, without flooding the API server.
-const STATUS_WRITES_IN_FLIGHT: usize = 16;
+/// The object an event is about (none for the start and end of a list).
+fn event_key<K: Resource>(event: &Event<K>) -> Option<ObjectKey> {
+    match event {
+        Event::Apply(object) | Event::Delete(object) | Event::InitApply(object) => {
+            Some(key_of(object.meta()))
+        }
+        Event::Init | Event::InitDone => None,
+    }
+}
 
 /// Applies a watch event of a kind with a generation; returns whether the spec changed (a
 /// new, deleted or relisted object, or a new generation), not only its status.
@@ -604,64 +475,4 @@ fn apply_spec<K: Resource + Clone>(watched: &mut Watched<K>, event: Event<K>) ->
     };
     watched.apply(event, |_| true);
     spec_changed
-}
-
-/// A status as JSON; `None` (logged) if it cannot be, so that nothing is patched.
-fn to_json(status: &impl serde::Serialize) -> Option<Value> {
-    serde_json::to_value(status)
-        .map_err(|e| log::error!("gateway controller: cannot encode a status: {e}"))
-        .ok()
-}
-
-/// `value` without any `lastTransitionTime`.
-fn without_times(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(k, _)| k.as_str() != "lastTransitionTime")
-                .map(|(k, v)| (k.clone(), without_times(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(without_times).collect()),
-        other => other.clone(),
-    }
-}
-
-/// Gives each condition of `wanted` the transition time of the same condition (type and
-/// status) in `current`, at the same place in the document.
-fn keep_transition_times(wanted: &mut Value, current: &Value) {
-    match (wanted, current) {
-        (Value::Object(w), Value::Object(c)) => {
-            if let (Some(Value::Array(wc)), Some(Value::Array(cc))) =
-                (w.get_mut("conditions"), c.get("conditions"))
-            {
-                for condition in wc.iter_mut() {
-                    let old = cc.iter().find(|o| {
-                        o.get("type") == condition.get("type")
-                            && o.get("status") == condition.get("status")
-                    });
-                    if let (Some(old), Some(slot)) = (
-                        old.and_then(|o| o.get("lastTransitionTime")),
-                        condition.get_mut("lastTransitionTime"),
-                    ) {
-                        *slot = old.clone();
-                    }
-                }
-            }
-            for (k, v) in w.iter_mut() {
-                if k == "conditions" {
-                    continue;
-                }
-                if let Some(cv) = c.get(k) {
-                    keep_transition_times(v, cv);
-                }
-            }
-        }
-        (Value::Array(w), Value::Array(c)) => {
-            for (wv, cv) in w.iter_mut().zip(c) {
-                keep_transition_times(wv, cv);
-            }
-        }
-        _ => {}
-    }
 }

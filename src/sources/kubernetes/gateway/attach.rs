@@ -53,7 +53,7 @@ pub fn attach(
     hostnames: &[String],
     verdict: &Verdict,
     resolved: &mut [ResolvedListener],
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     settings: &GatewaySettings,
     now: &Time,
 ) -> Attachment {
@@ -223,7 +223,7 @@ pub fn upstream(
     route_kind: RouteKind,
     key: &ObjectKey,
     reference: &BackendRef,
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     fragment: &mut Fragment,
 ) -> Result<String, Refusal> {
     let group = reference.group.unwrap_or_default();

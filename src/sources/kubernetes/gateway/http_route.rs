@@ -21,7 +21,7 @@ use std::time::Duration;
 pub fn translate(
     key: &ObjectKey,
     route: &HttpRoute,
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,
@@ -106,7 +106,7 @@ struct BuiltRules {
 fn build_rules(
     key: &ObjectKey,
     rules: &[HttpRouteRules],
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     fragment: &mut Fragment,
 ) -> BuiltRules {
     let mut built = BuiltRules {
@@ -274,7 +274,7 @@ fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
 fn apply_filters(
     key: &ObjectKey,
     rule: &HttpRouteRules,
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     fragment: &mut Fragment,
     route: &mut RouteConfig,
     refs: &mut Result<(), Refusal>,

@@ -81,19 +81,20 @@ pub struct ResolvedListener {
 impl ResolvedListener {
     /// Whether a route of `kind` in `namespace` may attach (its namespace's labels are in
     /// `objects`).
-    pub fn admits(&self, kind: RouteKind, namespace: &str, objects: &GatewayObjects) -> bool {
+    pub fn admits(&self, kind: RouteKind, namespace: &str, objects: &GatewayObjects<'_>) -> bool {
         if !self.kinds.contains(&kind) {
             return false;
         }
         match &self.namespaces {
             AllowedNamespaces::Same => self.gateway.0 == namespace,
             AllowedNamespaces::All => true,
-            AllowedNamespaces::Selector(selector) => {
-                objects.namespaces.get(namespace).is_some_and(|ns| {
+            AllowedNamespaces::Selector(selector) => objects
+                .namespaces
+                .get(&(String::new(), namespace.to_string()))
+                .is_some_and(|ns| {
                     let labels = ns.metadata.labels.clone().unwrap_or_default();
                     super::selector_matches(selector, &labels)
-                })
-            }
+                }),
         }
     }
 }
@@ -101,13 +102,13 @@ impl ResolvedListener {
 /// The GatewayClasses of sluice's controller: their status (Accepted) goes into `out`;
 /// returns their names.
 pub fn classes(
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     settings: &GatewaySettings,
     now: &Time,
     out: &mut Translation,
 ) -> BTreeSet<String> {
     let mut accepted = BTreeSet::new();
-    for (name, class) in &objects.classes {
+    for ((_, name), class) in objects.classes {
         if class.spec.controller_name != settings.controller_name {
             continue;
         }
@@ -138,14 +139,14 @@ pub fn classes(
 /// The listeners of the Gateways of `classes`; the Gateways' certificates become
 /// fragments in `out`.
 pub fn resolve_gateways(
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     settings: &GatewaySettings,
     classes: &BTreeSet<String>,
     now: &Time,
     out: &mut Translation,
 ) -> Vec<ResolvedListener> {
     let mut resolved = Vec::new();
-    for (key, gateway) in &objects.gateways {
+    for (key, gateway) in objects.gateways {
         if !classes.contains(&gateway.spec.gateway_class_name) {
             continue;
         }
@@ -254,7 +255,7 @@ fn resolve(
     key: &ObjectKey,
     gateway: &Gateway,
     listener: &GatewayListeners,
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     settings: &GatewaySettings,
     fragment: &mut Fragment,
     now: &Time,
@@ -479,7 +480,7 @@ fn resolve(
 
 /// The Gateways' status, with the routes attached to each listener.
 pub fn finish_gateways(
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     settings: &GatewaySettings,
     resolved: &[ResolvedListener],
     now: &Time,
@@ -563,7 +564,7 @@ pub fn finish_gateways(
 
 /// `status.addresses` per `gateway.publish`.
 fn addresses(
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     settings: &GatewaySettings,
 ) -> Option<Vec<GatewayStatusAddresses>> {
     let entry = |address: &str| GatewayStatusAddresses {

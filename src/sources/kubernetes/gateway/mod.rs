@@ -32,17 +32,19 @@ pub use listeners::{ResolvedListener, RouteKind};
 /// The Gateway API group.
 pub const GROUP: &str = "gateway.networking.k8s.io";
 
-/// The objects a translation reads.
-#[derive(Debug, Clone, Default)]
-pub struct GatewayObjects {
-    pub classes: BTreeMap<String, GatewayClass>,
-    pub gateways: BTreeMap<ObjectKey, Gateway>,
-    pub http_routes: BTreeMap<ObjectKey, HttpRoute>,
-    pub tls_routes: BTreeMap<ObjectKey, TlsRoute>,
-    pub grants: BTreeMap<ObjectKey, ReferenceGrant>,
-    pub namespaces: BTreeMap<String, Namespace>,
-    pub services: BTreeMap<ObjectKey, Service>,
-    pub secrets: BTreeMap<ObjectKey, Secret>,
+/// The objects a translation reads, borrowed from the controller's stores (a batch of
+/// changes costs no copy of thousands of objects). Cluster-scoped kinds are keyed by
+/// `("", name)`.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayObjects<'a> {
+    pub classes: &'a BTreeMap<ObjectKey, GatewayClass>,
+    pub gateways: &'a BTreeMap<ObjectKey, Gateway>,
+    pub http_routes: &'a BTreeMap<ObjectKey, HttpRoute>,
+    pub tls_routes: &'a BTreeMap<ObjectKey, TlsRoute>,
+    pub grants: &'a BTreeMap<ObjectKey, ReferenceGrant>,
+    pub namespaces: &'a BTreeMap<ObjectKey, Namespace>,
+    pub services: &'a BTreeMap<ObjectKey, Service>,
+    pub secrets: &'a BTreeMap<ObjectKey, Secret>,
 }
 
 /// What the objects become.
@@ -76,15 +78,19 @@ pub fn parse_fragment_key(key: &str) -> Option<(&str, ObjectKey)> {
 }
 
 /// Translates `objects` per `settings`; `now` stamps changed conditions.
-pub fn translate(objects: &GatewayObjects, settings: &GatewaySettings, now: &Time) -> Translation {
+pub fn translate(
+    objects: &GatewayObjects<'_>,
+    settings: &GatewaySettings,
+    now: &Time,
+) -> Translation {
     let mut out = Translation::default();
     let accepted_classes = listeners::classes(objects, settings, now, &mut out);
     let mut resolved =
         listeners::resolve_gateways(objects, settings, &accepted_classes, now, &mut out);
-    for (key, route) in &objects.http_routes {
+    for (key, route) in objects.http_routes {
         http_route::translate(key, route, objects, &mut resolved, settings, now, &mut out);
     }
-    for (key, route) in &objects.tls_routes {
+    for (key, route) in objects.tls_routes {
         tls_route::translate(key, route, objects, &mut resolved, settings, now, &mut out);
     }
     listeners::finish_gateways(objects, settings, &resolved, now, &mut out);
@@ -134,7 +140,7 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 /// Whether a ReferenceGrant in `to_namespace` lets a `from_kind` of `from_namespace` refer
 /// to the `to_kind` (core group) named `to_name`.
 fn granted(
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     from_kind: &str,
     from_namespace: &str,
     to_namespace: &str,

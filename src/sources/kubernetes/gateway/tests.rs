@@ -37,17 +37,46 @@ fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
     serde_json::from_value(value).expect("a valid object")
 }
 
+/// Owned objects for [`translate`], which borrows them.
+#[derive(Default)]
+struct Objects {
+    classes: BTreeMap<ObjectKey, GatewayClass>,
+    gateways: BTreeMap<ObjectKey, Gateway>,
+    http_routes: BTreeMap<ObjectKey, HttpRoute>,
+    tls_routes: BTreeMap<ObjectKey, TlsRoute>,
+    grants: BTreeMap<ObjectKey, ReferenceGrant>,
+    namespaces: BTreeMap<ObjectKey, Namespace>,
+    services: BTreeMap<ObjectKey, Service>,
+    secrets: BTreeMap<ObjectKey, Secret>,
+}
+
+impl Objects {
+    fn translate(&self) -> Translation {
+        let view = GatewayObjects {
+            classes: &self.classes,
+            gateways: &self.gateways,
+            http_routes: &self.http_routes,
+            tls_routes: &self.tls_routes,
+            grants: &self.grants,
+            namespaces: &self.namespaces,
+            services: &self.services,
+            secrets: &self.secrets,
+        };
+        translate(&view, &settings(), &now())
+    }
+}
+
 /// A class of sluice's, a Gateway `gw` in `infra` with one HTTP listener on 80 (routes from
 /// all namespaces), and Service `web` in `apps`.
-fn objects() -> GatewayObjects {
-    let mut o = GatewayObjects::default();
+fn objects() -> Objects {
+    let mut o = Objects::default();
     o.classes.insert(
-        "sluice".into(),
+        (String::new(), "sluice".into()),
         object(json!({"metadata": {"name": "sluice", "generation": 1},
             "spec": {"controllerName": crate::model::DEFAULT_GATEWAY_CONTROLLER}})),
     );
     o.classes.insert(
-        "other".into(),
+        (String::new(), "other".into()),
         object(json!({"metadata": {"name": "other"}, "spec": {"controllerName": "x.io/y"}})),
     );
     o.gateways.insert(
@@ -84,7 +113,7 @@ fn condition_of<'a>(
 
 #[test]
 fn classes_of_other_controllers_are_left_alone() {
-    let t = translate(&objects(), &settings(), &now());
+    let t = objects().translate();
     assert_eq!(t.classes.keys().collect::<Vec<_>>(), ["sluice"]);
     let conditions = t.classes["sluice"].conditions.clone().unwrap_or_default();
     assert_eq!(condition_of(&conditions, "Accepted"), ("True", "Accepted"));
@@ -107,7 +136,7 @@ fn an_http_route_attaches_with_its_matches_and_hostnames() {
             }],
         })),
     );
-    let t = translate(&o, &settings(), &now());
+    let t = o.translate();
     let status = &t.http_routes[&("apps".into(), "r".into())];
     let parent = &status.parents[0];
     assert_eq!(
@@ -175,7 +204,7 @@ fn refusals_carry_the_specified_reasons() {
         let mut o = objects();
         o.http_routes
             .insert(("apps".into(), "r".into()), route(spec.clone()));
-        let t = translate(&o, &settings(), &now());
+        let t = o.translate();
         let parent = &t.http_routes[&("apps".into(), "r".into())].parents[0];
         assert_eq!(
             condition_of(&parent.conditions, type_),

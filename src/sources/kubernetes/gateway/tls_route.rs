@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 pub fn translate(
     key: &ObjectKey,
     route: &TlsRoute,
-    objects: &GatewayObjects,
+    objects: &GatewayObjects<'_>,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,

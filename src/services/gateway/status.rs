@@ -1,0 +1,478 @@
+//! The leader's status writes for the Gateway controller.
+//!
+//! The controller marks *dirty* the objects whose status may be stale: those whose wanted
+//! status changed in a translation, and those whose object changed (a status-only change
+//! too: another writer may have overwritten sluice's entries). Only dirty objects are
+//! compared and written, so a change to one route among thousands costs one comparison.
+//! Writes run in a task of their own, a few at a time, and report back; the controller
+//! loop never waits for the API server, so routing changes do not queue behind status.
+//!
+//! The translation stamps every condition with [`UNSTAMPED`] so that it is deterministic
+//! and comparable; a write keeps the transition time a condition already has (same type
+//! and status) and stamps the others with the time of the write.
+
+use crate::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
+use crate::sources::kubernetes::gateway::api::gateways::Gateway;
+use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
+use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
+use crate::sources::kubernetes::gateway::{GatewayObjects, ObjectKey, Translation};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::core::object::HasStatus;
+use kube::{Api, Client, Resource};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use tokio::sync::mpsc;
+
+/// The transition time of every condition a translation makes; replaced when written.
+pub const UNSTAMPED: Time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+
+/// Status writes sent at once: thousands of routes are written in a few round trips'
+/// time, without flooding the API server.
+const WRITES_IN_FLIGHT: usize = 16;
+
+/// The kinds whose status sluice writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StatusKind {
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    TlsRoute,
+}
+
+impl StatusKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::GatewayClass => "GatewayClass",
+            Self::Gateway => "Gateway",
+            Self::HttpRoute => "HTTPRoute",
+            Self::TlsRoute => "TLSRoute",
+        }
+    }
+}
+
+/// An object whose status sluice writes (GatewayClasses under namespace `""`).
+pub type StatusKey = (StatusKind, ObjectKey);
+
+/// How one write went: the object, the resourceVersion it had when the write was sent.
+pub struct Outcome {
+    key: StatusKey,
+    version: Option<String>,
+    result: Result<(), kube::Error>,
+}
+
+type PendingWrite = futures::future::BoxFuture<'static, Outcome>;
+
+/// The status-writing state of the controller.
+pub struct StatusWriter {
+    client: Client,
+    controller_name: String,
+    /// Objects to compare and, where they differ, write.
+    dirty: BTreeSet<StatusKey>,
+    /// Objects whose last write failed: dirty again at the next retry.
+    failed: BTreeSet<StatusKey>,
+    /// Objects with a write under way: compared again when it lands.
+    in_flight: BTreeSet<StatusKey>,
+    /// Per object, the resourceVersion it had when its status was last written, so that a
+    /// view that has not seen the write yet does not cause a second one.
+    written: HashMap<StatusKey, Option<String>>,
+    writes: mpsc::UnboundedSender<Vec<PendingWrite>>,
+}
+
+impl StatusWriter {
+    /// A writer for `controller_name`'s entries, and the channel its outcomes come back on.
+    pub fn new(client: Client, controller_name: &str) -> (Self, mpsc::UnboundedReceiver<Outcome>) {
+        let (writes, batches) = mpsc::unbounded_channel();
+        let (outcomes, received) = mpsc::unbounded_channel();
+        tokio::spawn(send_writes(batches, outcomes));
+        let writer = Self {
+            client,
+            controller_name: controller_name.to_string(),
+            dirty: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            in_flight: BTreeSet::new(),
+            written: HashMap::new(),
+            writes,
+        };
+        (writer, received)
+    }
+
+    /// `key`'s object changed: its status is compared at the next flush.
+    pub fn mark(&mut self, key: StatusKey) {
+        self.dirty.insert(key);
+    }
+
+    /// Marks the objects whose wanted status differs between `before` and `after`.
+    pub fn mark_changed(&mut self, before: &Translation, after: &Translation) {
+        let class_key = |name: &String| (String::new(), name.clone());
+        diff(&before.classes, &after.classes, |k| {
+            self.dirty.insert((StatusKind::GatewayClass, class_key(k)));
+        });
+        diff(&before.gateways, &after.gateways, |k| {
+            self.dirty.insert((StatusKind::Gateway, k.clone()));
+        });
+        diff(&before.http_routes, &after.http_routes, |k| {
+            self.dirty.insert((StatusKind::HttpRoute, k.clone()));
+        });
+        diff(&before.tls_routes, &after.tls_routes, |k| {
+            self.dirty.insert((StatusKind::TlsRoute, k.clone()));
+        });
+    }
+
+    /// This replica has just become the leader: every object is compared again, as
+    /// another leader may have written since.
+    pub fn lead(&mut self, objects: &GatewayObjects<'_>) {
+        self.written.clear();
+        let keys = |kind, keys: Vec<&ObjectKey>| {
+            keys.into_iter()
+                .map(move |k| (kind, k.clone()))
+                .collect::<Vec<_>>()
+        };
+        self.dirty.extend(keys(
+            StatusKind::GatewayClass,
+            objects.classes.keys().collect(),
+        ));
+        self.dirty
+            .extend(keys(StatusKind::Gateway, objects.gateways.keys().collect()));
+        self.dirty.extend(keys(
+            StatusKind::HttpRoute,
+            objects.http_routes.keys().collect(),
+        ));
+        self.dirty.extend(keys(
+            StatusKind::TlsRoute,
+            objects.tls_routes.keys().collect(),
+        ));
+    }
+
+    /// Failed writes are tried again (at the leader's next tick).
+    pub fn retry_failed(&mut self) {
+        self.dirty.append(&mut self.failed);
+    }
+
+    /// Takes in how a write went; the object is compared again at the next flush.
+    pub fn landed(&mut self, outcome: Outcome) {
+        let Outcome {
+            key,
+            version,
+            result,
+        } = outcome;
+        self.in_flight.remove(&key);
+        match result {
+            Ok(()) => {
+                self.written.insert(key.clone(), version);
+                self.dirty.insert(key);
+            }
+            Err(e) => {
+                log::warn!(
+                    "gateway controller: cannot update the status of {} {}/{}: {e}",
+                    key.0.as_str(),
+                    (key.1).0,
+                    (key.1).1
+                );
+                self.failed.insert(key);
+            }
+        }
+    }
+
+    /// Compares the dirty objects without a write under way with what `wanted` says, and
+    /// sends the writes of those that differ.
+    pub fn flush(&mut self, wanted: &Translation, objects: &GatewayObjects<'_>) {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut pending = Vec::new();
+        let dirty = std::mem::take(&mut self.dirty);
+        for key in dirty {
+            if self.in_flight.contains(&key) {
+                self.dirty.insert(key);
+                continue;
+            }
+            let (kind, object) = &key;
+            let write = match kind {
+                StatusKind::GatewayClass => objects.classes.get(object).and_then(|class| {
+                    let status = wanted.classes.get(&object.1)?;
+                    self.write(&key, class, status)
+                }),
+                StatusKind::Gateway => objects.gateways.get(object).and_then(|gateway| {
+                    let status = wanted.gateways.get(object)?;
+                    self.write(&key, gateway, status)
+                }),
+                StatusKind::HttpRoute => objects.http_routes.get(object).and_then(|route| {
+                    self.write_route(&key, route, wanted.http_routes.get(object))
+                }),
+                StatusKind::TlsRoute => objects
+                    .tls_routes
+                    .get(object)
+                    .and_then(|route| self.write_route(&key, route, wanted.tls_routes.get(object))),
+            };
+            let Some((mut status, version)) = write else {
+                continue;
+            };
+            stamp(&mut status, &now);
+            self.in_flight.insert(key.clone());
+            pending.push(patch(key, version, status, self.client.clone()));
+        }
+        if !pending.is_empty() && self.writes.send(pending).is_err() {
+            log::error!("gateway controller: the status writer has stopped");
+        }
+    }
+
+    /// The status to write to `object` (a Gateway or GatewayClass) if it says otherwise,
+    /// with its resourceVersion.
+    fn write<K>(
+        &self,
+        key: &StatusKey,
+        object: &K,
+        wanted: &impl serde::Serialize,
+    ) -> Option<(Value, Option<String>)>
+    where
+        K: Resource<DynamicType = ()> + HasStatus,
+        K::Status: serde::Serialize,
+    {
+        let current = to_json(&object.status())?;
+        self.differing(key, object, to_json(wanted)?, &current)
+    }
+
+    /// The status to write to a route: sluice's parents as `wanted` says, other
+    /// controllers' as they are; a route no longer attached to a Gateway of sluice's loses
+    /// sluice's entries.
+    fn write_route<K>(
+        &self,
+        key: &StatusKey,
+        route: &K,
+        wanted: Option<&crate::sources::kubernetes::gateway::RouteStatus>,
+    ) -> Option<(Value, Option<String>)>
+    where
+        K: Resource<DynamicType = ()> + HasStatus,
+        K::Status: serde::Serialize,
+    {
+        let current = to_json(&route.status())?;
+        let parents = current
+            .get("parents")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let ours = |p: &Value| p["controllerName"] == self.controller_name.as_str();
+        if wanted.is_none() && !parents.iter().any(ours) {
+            return None;
+        }
+        let mut kept: Vec<Value> = parents.into_iter().filter(|p| !ours(p)).collect();
+        kept.extend(
+            wanted
+                .iter()
+                .flat_map(|s| s.parents.iter())
+                .filter_map(to_json),
+        );
+        self.differing(key, route, json!({ "parents": kept }), &current)
+    }
+
+    /// `wanted` with the transition times of `current` kept, if it differs from
+    /// `current` and `object` has changed since sluice last wrote it.
+    fn differing<K: Resource>(
+        &self,
+        key: &StatusKey,
+        object: &K,
+        mut wanted: Value,
+        current: &Value,
+    ) -> Option<(Value, Option<String>)> {
+        let version = &object.meta().resource_version;
+        if self.written.get(key) == Some(version) {
+            return None;
+        }
+        keep_transition_times(&mut wanted, current);
+        if without_times(&wanted) == without_times(current) {
+            return None;
+        }
+        Some((wanted, version.clone()))
+    }
+}
+
+/// Calls `changed` with each key whose value differs between `before` and `after`
+/// (present in one only included).
+fn diff<K: Ord, V: PartialEq>(
+    before: &BTreeMap<K, V>,
+    after: &BTreeMap<K, V>,
+    mut changed: impl FnMut(&K),
+) {
+    for (key, value) in after {
+        if before.get(key) != Some(value) {
+            changed(key);
+        }
+    }
+    for key in before.keys() {
+        if !after.contains_key(key) {
+            changed(key);
+        }
+    }
+}
+
+/// The merge patch of `key`'s status to `status`, as a future for the writer task.
+fn patch(key: StatusKey, version: Option<String>, status: Value, client: Client) -> PendingWrite {
+    let body = json!({ "status": status });
+    Box::pin(async move {
+        let (kind, (namespace, name)) = &key;
+        let params = PatchParams::default();
+        let patch = Patch::Merge(&body);
+        let result = match kind {
+            StatusKind::GatewayClass => Api::<GatewayClass>::all(client)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(drop),
+            StatusKind::Gateway => Api::<Gateway>::namespaced(client, namespace)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(drop),
+            StatusKind::HttpRoute => Api::<HttpRoute>::namespaced(client, namespace)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(drop),
+            StatusKind::TlsRoute => Api::<TlsRoute>::namespaced(client, namespace)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(drop),
+        };
+        Outcome {
+            key,
+            version,
+            result,
+        }
+    })
+}
+
+/// The writer task: sends each batch of writes, a few at a time, and reports every
+/// outcome as it comes; ends when the controller drops its sender.
+async fn send_writes(
+    mut batches: mpsc::UnboundedReceiver<Vec<PendingWrite>>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+) {
+    while let Some(batch) = batches.recv().await {
+        let mut results = futures::stream::iter(batch).buffer_unordered(WRITES_IN_FLIGHT);
+        while let Some(outcome) = results.next().await {
+            if outcomes.send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A status as JSON; `None` (logged) if it cannot be, so that nothing is patched.
+fn to_json(status: &impl serde::Serialize) -> Option<Value> {
+    serde_json::to_value(status)
+        .map_err(|e| log::error!("gateway controller: cannot encode a status: {e}"))
+        .ok()
+}
+
+/// `value` without any `lastTransitionTime`.
+fn without_times(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| k.as_str() != "lastTransitionTime")
+                .map(|(k, v)| (k.clone(), without_times(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_times).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Replaces every [`UNSTAMPED`] transition time in `value` with `now`.
+fn stamp(value: &mut Value, now: &Time) {
+    let (Some(unstamped), Some(now)) = (to_json(&UNSTAMPED), to_json(now)) else {
+        return;
+    };
+    stamp_with(value, &unstamped, &now);
+}
+
+fn stamp_with(value: &mut Value, unstamped: &Value, now: &Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k == "lastTransitionTime" && v == unstamped {
+                    *v = now.clone();
+                } else {
+                    stamp_with(v, unstamped, now);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| stamp_with(v, unstamped, now)),
+        _ => {}
+    }
+}
+
+/// Gives each condition of `wanted` the transition time of the same condition (type and
+/// status) in `current`, at the same place in the document.
+fn keep_transition_times(wanted: &mut Value, current: &Value) {
+    match (wanted, current) {
+        (Value::Object(w), Value::Object(c)) => {
+            if let (Some(Value::Array(wc)), Some(Value::Array(cc))) =
+                (w.get_mut("conditions"), c.get("conditions"))
+            {
+                for condition in wc.iter_mut() {
+                    let old = cc.iter().find(|o| {
+                        o.get("type") == condition.get("type")
+                            && o.get("status") == condition.get("status")
+                    });
+                    if let (Some(old), Some(slot)) = (
+                        old.and_then(|o| o.get("lastTransitionTime")),
+                        condition.get_mut("lastTransitionTime"),
+                    ) {
+                        *slot = old.clone();
+                    }
+                }
+            }
+            for (k, v) in w.iter_mut() {
+                if k == "conditions" {
+                    continue;
+                }
+                if let Some(cv) = c.get(k) {
+                    keep_transition_times(v, cv);
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(c)) => {
+            for (wv, cv) in w.iter_mut().zip(c) {
+                keep_transition_times(wv, cv);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_conditions_keep_their_time_and_new_ones_get_the_write_time() {
+        let unstamped = to_json(&UNSTAMPED).expect("a time");
+        let mut wanted = json!({"conditions": [
+            {"type": "Accepted", "status": "True", "lastTransitionTime": unstamped},
+            {"type": "ResolvedRefs", "status": "False", "lastTransitionTime": unstamped},
+        ]});
+        let current = json!({"conditions": [
+            {"type": "Accepted", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "ResolvedRefs", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        ]});
+        keep_transition_times(&mut wanted, &current);
+        let now = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("a time"));
+        stamp(&mut wanted, &now);
+        assert_eq!(
+            wanted["conditions"][0]["lastTransitionTime"],
+            "2026-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            wanted["conditions"][1]["lastTransitionTime"],
+            to_json(&now).expect("a time")
+        );
+    }
+
+    #[test]
+    fn a_diff_names_changed_added_and_removed_keys() {
+        let before = BTreeMap::from([(1, "a"), (2, "b"), (3, "c")]);
+        let after = BTreeMap::from([(1, "a"), (2, "x"), (4, "d")]);
+        let mut changed = Vec::new();
+        diff(&before, &after, |k| changed.push(*k));
+        changed.sort();
+        assert_eq!(changed, [2, 3, 4]);
+    }
+}

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use serde_json::Value;
 use sluice::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use sluice::sources::kubernetes::gateway::api::gateways::Gateway;
+use sluice::sources::kubernetes::gateway::api::grpcroutes::GrpcRoute;
 use sluice::sources::kubernetes::gateway::api::httproutes::HttpRoute;
 use sluice::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
 use sluice::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
@@ -105,7 +106,7 @@ impl Conformance {
                 match apply(&kube, &object, &tls_certificate) {
                     Some(Stand::Http(backend)) => backends.push(backend),
                     Some(Stand::Tls(backend)) => tls_backends.push(backend),
-                    None => {}
+                    Some(Stand::Grpc) | None => {}
                 }
             }
         }
@@ -115,7 +116,7 @@ impl Conformance {
         let sluice = Sluice::start(&format!(
             "kubernetes: {{ api_server: \"{}\" }}\n\
              listeners:\n\
-             - {{ name: http, listen: \"{http}\" }}\n\
+             - {{ name: http, listen: \"{http}\", h2c: true }}\n\
              - {{ name: https, listen: \"{https}\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}\n\
              - {{ name: passthrough, listen: \"{passthrough}\", protocol: tcp, sni_routing: true }}\n\
              gateway: {{ listeners: [{{ port: 80, listener: http }}, {{ port: 443, listener: https }}, \
@@ -302,6 +303,9 @@ impl Conformance {
 enum Stand {
     Http(Backend),
     Tls(tls::HttpsBackend),
+    /// A gRPC server (h2c) answering every method with its name; it lives as long as the
+    /// test process.
+    Grpc,
 }
 
 /// Applies one manifest object; a Service gets a backend and an EndpointSlice for each of
@@ -324,6 +328,9 @@ fn apply(kube: &FakeKube, object: &Value, tls_certificate: &TestCertificate) -> 
         "TLSRoute" => {
             kube.apply(typed::<TlsRoute>(object));
         }
+        "GRPCRoute" => {
+            kube.apply(typed::<GrpcRoute>(object));
+        }
         "ReferenceGrant" => {
             kube.apply(typed::<ReferenceGrant>(object));
         }
@@ -335,7 +342,9 @@ fn apply(kube: &FakeKube, object: &Value, tls_certificate: &TestCertificate) -> 
             let namespace = service.metadata.namespace.clone().unwrap_or_default();
             let name = service.metadata.name.clone().unwrap_or_default();
             let full_name = format!("{namespace}/{name}");
-            let (stand, address) = if name == "tcp-backend" {
+            let (stand, address) = if name.starts_with("grpc-") {
+                (Stand::Grpc, grpc_backend(full_name))
+            } else if name == "tcp-backend" {
                 let backend = tls::HttpsBackend::start(
                     Box::leak(full_name.into_boxed_str()),
                     tls_certificate,
@@ -369,6 +378,219 @@ fn apply(kube: &FakeKube, object: &Value, tls_certificate: &TestCertificate) -> 
         _ => {}
     }
     None
+}
+
+/// Starts a gRPC-like h2c server that answers every call with `name` (the suite's gRPC
+/// echo server reports its pod the same way).
+fn grpc_backend(name: String) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind gRPC backend");
+    let address = listener.local_addr().expect("address");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            while let Ok((tcp, _)) = listener.accept().await {
+                let name = name.clone();
+                tokio::spawn(async move {
+                    h2_util::serve_grpc_like(tcp, move |_| name.clone()).await;
+                });
+            }
+        });
+    });
+    address
+}
+
+/// The suite's gRPC echo service.
+const GRPC_ECHO: &str = "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho";
+
+/// A gRPC call's outcome: the backend that answered, or the gRPC status code of the
+/// failure (an HTTP 404 is UNIMPLEMENTED, 12, as gRPC clients read it).
+type GrpcOutcome = Result<String, u32>;
+
+/// `count` gRPC calls of `path` for `authority` with `metadata`, one after the other on one
+/// h2c connection to `gateway`.
+fn grpc_calls(
+    gateway: SocketAddr,
+    authority: &str,
+    path: &str,
+    metadata: &[(&str, &str)],
+    count: usize,
+) -> Vec<GrpcOutcome> {
+    runtime().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(gateway)
+            .await
+            .expect("connect");
+        let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut outcomes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut request = http::Request::builder()
+                .method("POST")
+                .uri(format!("http://{authority}{path}"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers");
+            for (name, value) in metadata {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(()).expect("request");
+            client = client.ready().await.expect("h2 connection ready");
+            let (response, mut body) = client.send_request(request, false).expect("send");
+            // An empty message: no compression, length 0.
+            body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+                .expect("send message");
+            let response = response.await.expect("response");
+            let (head, mut body) = response.into_parts();
+            let code_in = |headers: &http::HeaderMap| {
+                headers
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
+            };
+            let answer = h2_util::read_body(&mut body).await;
+            let trailers = body.trailers().await.ok().flatten().unwrap_or_default();
+            outcomes.push(match code_in(&head.headers).or(code_in(&trailers)) {
+                _ if head.status == 404 => Err(12),
+                Some(0) => Ok(String::from_utf8_lossy(&answer).to_string()),
+                Some(code) => Err(code),
+                None => Err(2),
+            });
+        }
+        outcomes
+    })
+}
+
+impl Conformance {
+    /// MakeRequestAndExpectEventuallyConsistentResponse for gRPC: the call answers from
+    /// `backend` (`NAMESPACE/SERVICE`), or fails with gRPC status `code` when it is "".
+    fn expect_grpc(&self, method: &str, metadata: &[(&str, &str)], backend: &str, code: u32) {
+        self.expect_grpc_at("grpc.test", method, metadata, backend, code);
+    }
+
+    /// [`Self::expect_grpc`] with `authority` as the call's host.
+    fn expect_grpc_at(
+        &self,
+        authority: &str,
+        method: &str,
+        metadata: &[(&str, &str)],
+        backend: &str,
+        code: u32,
+    ) {
+        let path = format!("{GRPC_ECHO}/{method}");
+        let wanted = if backend.is_empty() {
+            Err(code)
+        } else {
+            Ok(backend.to_string())
+        };
+        wait_until(
+            &format!("{path} {metadata:?} to answer {wanted:?}"),
+            READY_TIMEOUT,
+            || grpc_calls(self.http, authority, &path, metadata, 1) == [wanted.clone()],
+        );
+        let again = grpc_calls(self.http, authority, &path, metadata, 3);
+        assert!(
+            again.iter().all(|o| *o == wanted),
+            "{path} {metadata:?}: {again:?}"
+        );
+    }
+
+    /// GatewayAndRoutesMustBeAccepted for a GRPCRoute.
+    fn grpc_accepted(&self, namespace: &str, name: &str) {
+        self.condition_of::<GrpcRoute>(namespace, name, "Accepted", "True", "Accepted");
+        self.condition_of::<GrpcRoute>(namespace, name, "ResolvedRefs", "True", "ResolvedRefs");
+    }
+}
+
+fn grpc(n: u8) -> String {
+    format!("{INFRA}/grpc-infra-backend-v{n}")
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GRPCExactMethodMatching() {
+    let c = Conformance::start(&["grpcroute-exact-method-matching.yaml"]);
+    c.grpc_accepted(INFRA, "exact-matching");
+    c.expect_grpc("Echo", &[], &grpc(1), 0);
+    c.expect_grpc("EchoTwo", &[], &grpc(2), 0);
+    c.expect_grpc("EchoThree", &[], "", 12);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GRPCRouteHeaderMatching() {
+    let c = Conformance::start(&["grpcroute-header-matching.yaml"]);
+    c.grpc_accepted(INFRA, "grpc-header-matching");
+    for (metadata, n) in [
+        (&[("version", "one")][..], 1),
+        (&[("version", "two")], 2),
+        (&[("version", "two"), ("color", "orange")], 1),
+        (&[("version", "two"), ("color", "blue")], 2),
+        (&[("color", "orange")], 0),
+        (&[("some-other-header", "one")], 0),
+        (&[("color", "blue")], 1),
+        (&[("color", "green")], 1),
+        (&[("color", "red")], 2),
+        (&[("color", "yellow")], 2),
+        (&[("color", "purple")], 0),
+    ] {
+        if n == 0 {
+            c.expect_grpc("Echo", metadata, "", 12);
+        } else {
+            c.expect_grpc("Echo", metadata, &grpc(n), 0);
+        }
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GRPCRouteListenerHostnameMatching() {
+    let c = Conformance::start(&["grpcroute-listener-hostname-matching.yaml"]);
+    for route in ["backend-v1", "backend-v2", "backend-v3"] {
+        c.grpc_accepted(INFRA, route);
+    }
+    for (host, n) in [
+        ("bar.com", 1),
+        ("foo.bar.com", 2),
+        ("baz.bar.com", 3),
+        ("boo.bar.com", 3),
+        ("multiple.prefixes.bar.com", 3),
+        ("multiple.prefixes.foo.com", 3),
+    ] {
+        c.expect_grpc_at(host, "Echo", &[], &grpc(n), 0);
+    }
+    for host in ["foo.com", "no.matching.host"] {
+        c.expect_grpc_at(host, "Echo", &[], "", 12);
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GRPCRouteWeight() {
+    let c = Conformance::start(&["grpcroute-weight.yaml"]);
+    c.grpc_accepted(INFRA, "weighted-backends");
+    let path = format!("{GRPC_ECHO}/Echo");
+    wait_until("a gRPC call to succeed", READY_TIMEOUT, || {
+        grpc_calls(c.http, "grpc.test", &path, &[], 1)[0].is_ok()
+    });
+    // As HTTPRouteWeight: 4,000 calls, so that 5 points either way is a wide bound.
+    let total = 4_000;
+    let mut seen: std::collections::BTreeMap<String, u32> = Default::default();
+    for outcome in grpc_calls(c.http, "grpc.test", &path, &[], total) {
+        let backend = outcome.expect("a weighted call succeeds");
+        *seen.entry(backend).or_default() += 1;
+    }
+    for (n, share) in [(1, 0.7), (2, 0.3), (3, 0.0)] {
+        let got = f64::from(seen.get(&grpc(n)).copied().unwrap_or(0)) / total as f64;
+        assert!(
+            (got - share).abs() <= 0.05,
+            "{}: {got} of calls, want {share}",
+            grpc(n)
+        );
+    }
 }
 
 fn v(n: u8) -> String {

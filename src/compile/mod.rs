@@ -373,7 +373,7 @@ impl Compiler {
                     );
                 }
                 let http_only = !route.conditions.is_empty()
-                    || route.backends.len() != 1
+                    || (route.backends.is_empty() && route.unresolved.is_none())
                     || route.canary.is_some()
                     || route.affinity.is_some()
                     || !route.access.is_empty()
@@ -389,8 +389,9 @@ impl Compiler {
                 if http_only {
                     problem(
                         "",
-                        "a route on a tcp listener has one upstream and no methods, headers, \
-                         query, backends, canary, affinity, allow, deny, cors, auth, error_pages or filters"
+                        "a route on a tcp listener has an upstream (or weighted backends) and no \
+                         methods, headers, query, canary, affinity, allow, deny, cors, auth, \
+                         error_pages or filters"
                             .into(),
                     );
                 }

@@ -22,6 +22,7 @@ use super::context::{Attempt, AttemptResult};
 use super::headers::new_request_id;
 use super::proxy_protocol::{self, Header};
 use super::report::{attempt_records, millis};
+use super::traffic::weighted_backend;
 use crate::observe::access_log::{self, Record};
 use crate::observe::metrics::METRICS;
 use crate::state::{RouteBackend, State};
@@ -131,9 +132,16 @@ impl ServerApp for TcpProxy {
             return None;
         };
         let route = &snapshot.routes[route_index];
-        // The compiler gives a tcp route exactly one backend.
-        let Some(&RouteBackend { upstream, timeouts }) = route.backends.first() else {
-            log.write("no_route");
+        // One backend by weight per connection (the compiler gives a tcp route at least one).
+        let Some(RouteBackend { upstream, timeouts }) = weighted_backend(route) else {
+            log.route = Some(&route.name);
+            log.write(
+                if snapshot.config.routes[route_index].unresolved.is_some() {
+                    "backend_unresolved"
+                } else {
+                    "no_route"
+                },
+            );
             return None;
         };
         let upstream = &snapshot.upstreams[upstream];

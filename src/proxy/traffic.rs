@@ -117,8 +117,8 @@ pub fn choose_backend(
 }
 
 /// One of the route's backends by weight (no roll for a single one); `None` when every
-/// weight is 0.
-fn weighted_backend(route: &Route) -> Option<RouteBackend> {
+/// weight is 0. A tcp route's connection takes one too.
+pub fn weighted_backend(route: &Route) -> Option<RouteBackend> {
     match route.backends.as_ref() {
         [only] => Some(*only),
         _ => {

@@ -1,4 +1,5 @@
-//! The Gateway API controller: GatewayClasses, Gateways, HTTPRoutes and TLSRoutes (with the
+//! The Gateway API controller: GatewayClasses, Gateways, HTTPRoutes, GRPCRoutes,
+//! TLSRoutes and TCPRoutes (with the
 //! ReferenceGrants, Namespaces, Services and Secrets they reference) become fragments and
 //! status, without reloads.
 //!
@@ -17,8 +18,10 @@ use crate::services::leader::Election;
 use crate::services::watch::{client_or_shutdown, spawn_watch, Watched};
 use crate::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use crate::sources::kubernetes::gateway::api::gateways::Gateway;
+use crate::sources::kubernetes::gateway::api::grpcroutes::GrpcRoute;
 use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
 use crate::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
+use crate::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use crate::sources::kubernetes::gateway::{
     key_of, parse_fragment_key, translate, GatewayObjects, ObjectKey, Translation,
@@ -75,7 +78,9 @@ enum Update {
     Classes(Box<Event<GatewayClass>>),
     Gateways(Box<Event<Gateway>>),
     HttpRoutes(Box<Event<HttpRoute>>),
+    GrpcRoutes(Box<Event<GrpcRoute>>),
     TlsRoutes(Box<Event<TlsRoute>>),
+    TcpRoutes(Box<Event<TcpRoute>>),
     Grants(Box<Event<ReferenceGrant>>),
     Namespaces(Box<Event<Namespace>>),
     Services(Box<Event<Service>>),
@@ -87,7 +92,9 @@ struct Stores {
     classes: Watched<GatewayClass>,
     gateways: Watched<Gateway>,
     http_routes: Watched<HttpRoute>,
+    grpc_routes: Watched<GrpcRoute>,
     tls_routes: Watched<TlsRoute>,
+    tcp_routes: Watched<TcpRoute>,
     grants: Watched<ReferenceGrant>,
     namespaces: Watched<Namespace>,
     services: Watched<Service>,
@@ -100,7 +107,9 @@ impl Stores {
             classes: Watched::new(),
             gateways: Watched::new(),
             http_routes: Watched::new(),
+            grpc_routes: Watched::new(),
             tls_routes: Watched::new(),
+            tcp_routes: Watched::new(),
             grants: Watched::new(),
             namespaces: Watched::new(),
             services: Watched::new(),
@@ -112,7 +121,9 @@ impl Stores {
         self.classes.synced
             && self.gateways.synced
             && self.http_routes.synced
+            && self.grpc_routes.synced
             && self.tls_routes.synced
+            && self.tcp_routes.synced
             && self.grants.synced
             && self.namespaces.synced
             && self.services.synced
@@ -125,7 +136,9 @@ impl Stores {
             classes: &self.classes.objects,
             gateways: &self.gateways.objects,
             http_routes: &self.http_routes.objects,
+            grpc_routes: &self.grpc_routes.objects,
             tls_routes: &self.tls_routes.objects,
+            tcp_routes: &self.tcp_routes.objects,
             grants: &self.grants.objects,
             namespaces: &self.namespaces.objects,
             services: &self.services.objects,
@@ -174,8 +187,14 @@ impl BackgroundService for GatewayController {
             spawn_watch(Api::<HttpRoute>::all(c.clone()), updates.clone(), |e| {
                 Update::HttpRoutes(Box::new(e))
             }),
+            spawn_watch(Api::<GrpcRoute>::all(c.clone()), updates.clone(), |e| {
+                Update::GrpcRoutes(Box::new(e))
+            }),
             spawn_watch(Api::<TlsRoute>::all(c.clone()), updates.clone(), |e| {
                 Update::TlsRoutes(Box::new(e))
+            }),
+            spawn_watch(Api::<TcpRoute>::all(c.clone()), updates.clone(), |e| {
+                Update::TcpRoutes(Box::new(e))
             }),
             spawn_watch(
                 Api::<ReferenceGrant>::all(c.clone()),
@@ -284,9 +303,17 @@ impl Controller {
                 mark(StatusKind::HttpRoute, event_key(&e));
                 apply_spec(&mut stores.http_routes, *e)
             }
+            Update::GrpcRoutes(e) => {
+                mark(StatusKind::GrpcRoute, event_key(&e));
+                apply_spec(&mut stores.grpc_routes, *e)
+            }
             Update::TlsRoutes(e) => {
                 mark(StatusKind::TlsRoute, event_key(&e));
                 apply_spec(&mut stores.tls_routes, *e)
+            }
+            Update::TcpRoutes(e) => {
+                mark(StatusKind::TcpRoute, event_key(&e));
+                apply_spec(&mut stores.tcp_routes, *e)
             }
             Update::Grants(e) => apply_spec(&mut stores.grants, *e),
             Update::Namespaces(e) => {
@@ -405,7 +432,9 @@ impl Controller {
             .inc();
         let statuses = match kind {
             "HTTPRoute" => &mut translation.http_routes,
+            "GRPCRoute" => &mut translation.grpc_routes,
             "TLSRoute" => &mut translation.tls_routes,
+            "TCPRoute" => &mut translation.tcp_routes,
             _ => return,
         };
         if let Some(status) = statuses.get_mut(&object) {
@@ -423,16 +452,25 @@ impl Controller {
             return;
         }
         self.events.insert(object.clone(), message.to_string());
+        let stores = &self.stores;
         let reference = match kind {
-            "HTTPRoute" => self
-                .stores
+            "HTTPRoute" => stores
                 .http_routes
                 .objects
                 .get(&object)
                 .map(|r| r.object_ref(&())),
-            _ => self
-                .stores
+            "GRPCRoute" => stores
+                .grpc_routes
+                .objects
+                .get(&object)
+                .map(|r| r.object_ref(&())),
+            "TLSRoute" => stores
                 .tls_routes
+                .objects
+                .get(&object)
+                .map(|r| r.object_ref(&())),
+            _ => stores
+                .tcp_routes
                 .objects
                 .get(&object)
                 .map(|r| r.object_ref(&())),

@@ -13,7 +13,9 @@
 
 use crate::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use crate::sources::kubernetes::gateway::api::gateways::Gateway;
+use crate::sources::kubernetes::gateway::api::grpcroutes::GrpcRoute;
 use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
+use crate::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use crate::sources::kubernetes::gateway::{GatewayObjects, ObjectKey, Translation};
 use futures::StreamExt;
@@ -38,7 +40,9 @@ pub enum StatusKind {
     GatewayClass,
     Gateway,
     HttpRoute,
+    GrpcRoute,
     TlsRoute,
+    TcpRoute,
 }
 
 impl StatusKind {
@@ -47,7 +51,9 @@ impl StatusKind {
             Self::GatewayClass => "GatewayClass",
             Self::Gateway => "Gateway",
             Self::HttpRoute => "HTTPRoute",
+            Self::GrpcRoute => "GRPCRoute",
             Self::TlsRoute => "TLSRoute",
+            Self::TcpRoute => "TCPRoute",
         }
     }
 }
@@ -115,8 +121,14 @@ impl StatusWriter {
         diff(&before.http_routes, &after.http_routes, |k| {
             self.dirty.insert((StatusKind::HttpRoute, k.clone()));
         });
+        diff(&before.grpc_routes, &after.grpc_routes, |k| {
+            self.dirty.insert((StatusKind::GrpcRoute, k.clone()));
+        });
         diff(&before.tls_routes, &after.tls_routes, |k| {
             self.dirty.insert((StatusKind::TlsRoute, k.clone()));
+        });
+        diff(&before.tcp_routes, &after.tcp_routes, |k| {
+            self.dirty.insert((StatusKind::TcpRoute, k.clone()));
         });
     }
 
@@ -129,20 +141,19 @@ impl StatusWriter {
                 .map(move |k| (kind, k.clone()))
                 .collect::<Vec<_>>()
         };
-        self.dirty.extend(keys(
-            StatusKind::GatewayClass,
-            objects.classes.keys().collect(),
-        ));
+        let o = objects;
         self.dirty
-            .extend(keys(StatusKind::Gateway, objects.gateways.keys().collect()));
-        self.dirty.extend(keys(
-            StatusKind::HttpRoute,
-            objects.http_routes.keys().collect(),
-        ));
-        self.dirty.extend(keys(
-            StatusKind::TlsRoute,
-            objects.tls_routes.keys().collect(),
-        ));
+            .extend(keys(StatusKind::GatewayClass, o.classes.keys().collect()));
+        self.dirty
+            .extend(keys(StatusKind::Gateway, o.gateways.keys().collect()));
+        self.dirty
+            .extend(keys(StatusKind::HttpRoute, o.http_routes.keys().collect()));
+        self.dirty
+            .extend(keys(StatusKind::GrpcRoute, o.grpc_routes.keys().collect()));
+        self.dirty
+            .extend(keys(StatusKind::TlsRoute, o.tls_routes.keys().collect()));
+        self.dirty
+            .extend(keys(StatusKind::TcpRoute, o.tcp_routes.keys().collect()));
     }
 
     /// Failed writes are tried again (at the leader's next tick).
@@ -187,23 +198,29 @@ impl StatusWriter {
                 continue;
             }
             let (kind, object) = &key;
-            let write = match kind {
-                StatusKind::GatewayClass => objects.classes.get(object).and_then(|class| {
-                    let status = wanted.classes.get(&object.1)?;
-                    self.write(&key, class, status)
-                }),
-                StatusKind::Gateway => objects.gateways.get(object).and_then(|gateway| {
-                    let status = wanted.gateways.get(object)?;
-                    self.write(&key, gateway, status)
-                }),
-                StatusKind::HttpRoute => objects.http_routes.get(object).and_then(|route| {
-                    self.write_route(&key, route, wanted.http_routes.get(object))
-                }),
-                StatusKind::TlsRoute => objects
-                    .tls_routes
-                    .get(object)
-                    .and_then(|route| self.write_route(&key, route, wanted.tls_routes.get(object))),
-            };
+            let write =
+                match kind {
+                    StatusKind::GatewayClass => objects.classes.get(object).and_then(|class| {
+                        let status = wanted.classes.get(&object.1)?;
+                        self.write(&key, class, status)
+                    }),
+                    StatusKind::Gateway => objects.gateways.get(object).and_then(|gateway| {
+                        let status = wanted.gateways.get(object)?;
+                        self.write(&key, gateway, status)
+                    }),
+                    StatusKind::HttpRoute => objects.http_routes.get(object).and_then(|route| {
+                        self.write_route(&key, route, wanted.http_routes.get(object))
+                    }),
+                    StatusKind::GrpcRoute => objects.grpc_routes.get(object).and_then(|route| {
+                        self.write_route(&key, route, wanted.grpc_routes.get(object))
+                    }),
+                    StatusKind::TlsRoute => objects.tls_routes.get(object).and_then(|route| {
+                        self.write_route(&key, route, wanted.tls_routes.get(object))
+                    }),
+                    StatusKind::TcpRoute => objects.tcp_routes.get(object).and_then(|route| {
+                        self.write_route(&key, route, wanted.tcp_routes.get(object))
+                    }),
+                };
             let Some((mut status, version)) = write else {
                 continue;
             };
@@ -325,7 +342,15 @@ fn patch(key: StatusKey, version: Option<String>, status: Value, client: Client)
                 .patch_status(name, &params, &patch)
                 .await
                 .map(drop),
+            StatusKind::GrpcRoute => Api::<GrpcRoute>::namespaced(client, namespace)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(drop),
             StatusKind::TlsRoute => Api::<TlsRoute>::namespaced(client, namespace)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(drop),
+            StatusKind::TcpRoute => Api::<TcpRoute>::namespaced(client, namespace)
                 .patch_status(name, &params, &patch)
                 .await
                 .map(drop),

@@ -6,8 +6,9 @@ use super::api::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParen
 use super::conditions::condition;
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{granted, GatewayObjects, ObjectKey, GROUP};
-use crate::model::{Fragment, GatewaySettings, HostMatch, UpstreamConfig};
+use crate::model::{Fragment, GatewaySettings, HostMatch, UpstreamConfig, UpstreamProtocol};
 use crate::sources::kubernetes::services::port_source;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeSet;
 
@@ -237,7 +238,7 @@ pub fn upstream(
     let namespace = reference.namespace.unwrap_or(&key.0);
     if !granted(
         objects,
-        "HTTPRoute",
+        route_kind.name(),
         &key.0,
         namespace,
         "Service",
@@ -278,11 +279,25 @@ pub fn upstream(
     }
     let source = port_source(service, namespace, reference.name, port)
         .map_err(|e| ("BackendNotFound", e))?;
-    fragment.upstreams.push(UpstreamConfig::new(
-        &name,
-        fragment.origin.clone(),
-        source,
-        Vec::new(),
-    ));
+    let mut config = UpstreamConfig::new(&name, fragment.origin.clone(), source, Vec::new());
+    config.protocol = protocol(route_kind, service, port);
+    fragment.upstreams.push(config);
     Ok(name)
+}
+
+/// What sluice speaks to a Service's port for routes of `kind`: TCP for TLS and TCP
+/// routes, HTTP/2 for gRPC, and otherwise what the port's `appProtocol` says (GEP-1911:
+/// `kubernetes.io/h2c`), HTTP/1.1 by default.
+fn protocol(kind: RouteKind, service: &Service, port: u16) -> UpstreamProtocol {
+    let app_protocol = service
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .find(|p| p.port == i32::from(port))
+        .and_then(|p| p.app_protocol.as_deref());
+    match (kind, app_protocol) {
+        (RouteKind::Tls | RouteKind::Tcp, _) => UpstreamProtocol::Tcp,
+        (RouteKind::Grpc, _) | (_, Some("kubernetes.io/h2c")) => UpstreamProtocol::H2c,
+        _ => UpstreamProtocol::Http1,
+    }
 }

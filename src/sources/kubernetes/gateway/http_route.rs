@@ -266,7 +266,7 @@ fn route_match(m: Option<&HttpRouteRulesMatches>) -> Result<(PathMatch, Conditio
     Ok((path, conditions))
 }
 
-fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
+pub(super) fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{pattern})$"))
 }
 
@@ -397,7 +397,7 @@ fn apply_filters(
 }
 
 /// A filter's settings, which its type requires.
-fn settings_of<'a, T>(settings: &'a Option<T>, filter: &str) -> Result<&'a T, Refusal> {
+pub(super) fn settings_of<'a, T>(settings: &'a Option<T>, filter: &str) -> Result<&'a T, Refusal> {
     settings.as_ref().ok_or_else(|| {
         (
             "UnsupportedValue",
@@ -407,7 +407,7 @@ fn settings_of<'a, T>(settings: &'a Option<T>, filter: &str) -> Result<&'a T, Re
 }
 
 /// Header edits from a header modifier's lists.
-fn header_edits<'a>(
+pub(super) fn header_edits<'a>(
     set: impl Iterator<Item = (&'a str, &'a str)>,
     add: impl Iterator<Item = (&'a str, &'a str)>,
     remove: impl Iterator<Item = &'a String>,

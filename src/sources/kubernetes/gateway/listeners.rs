@@ -267,11 +267,11 @@ fn resolve(
         .as_ref()
         .and_then(|t| t.mode.clone())
         .unwrap_or(GatewayListenersTlsMode::Terminate);
-    // TCP listeners come with TCPRoute (not served yet).
     let kind = match (listener.protocol.as_str(), mode.clone()) {
         ("HTTP", _) => Some(GatewayListenerKind::Http),
         ("HTTPS", GatewayListenersTlsMode::Terminate) => Some(GatewayListenerKind::Https),
         ("TLS", GatewayListenersTlsMode::Passthrough) => Some(GatewayListenerKind::TlsPassthrough),
+        ("TCP", _) => Some(GatewayListenerKind::Tcp),
         _ => None,
     };
     let mut accepted: Result<(), (&str, String)> = Ok(());
@@ -312,9 +312,12 @@ fn resolve(
         }
     };
     let defaults: &[RouteKind] = match kind {
-        Some(GatewayListenerKind::Http | GatewayListenerKind::Https) => &[RouteKind::Http],
+        Some(GatewayListenerKind::Http | GatewayListenerKind::Https) => {
+            &[RouteKind::Http, RouteKind::Grpc]
+        }
         Some(GatewayListenerKind::TlsPassthrough) => &[RouteKind::Tls],
-        _ => &[],
+        Some(GatewayListenerKind::Tcp) => &[RouteKind::Tcp],
+        None => &[],
     };
     let allowed = listener.allowed_routes.as_ref();
     let kinds: Vec<RouteKind> = match allowed.and_then(|a| a.kinds.as_ref()) {

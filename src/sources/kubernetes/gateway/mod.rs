@@ -5,21 +5,24 @@
 //! Gateway listeners do not open ports: each is served by the sluice listener that
 //! `gateway.listeners` names for its port and protocol (sluice's listeners are bound at
 //! start). Routes attached to listeners of several Gateways on one sluice listener share
-//! it, told apart by their hostnames. Each HTTPRoute is one fragment, so a bad route is
+//! it, told apart by their hostnames. Each route (HTTPRoute, GRPCRoute, TLSRoute, TCPRoute) is one fragment, so a bad route is
 //! rejected alone; each Gateway is one fragment holding its listeners' certificates.
 
 pub mod api;
 mod attach;
 mod conditions;
+mod grpc_route;
 mod http_route;
 mod listeners;
-mod tls_route;
+mod stream_route;
 
 use crate::model::{Fragment, GatewaySettings, Origin};
 use api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use api::gateways::{Gateway, GatewayStatus};
+use api::grpcroutes::GrpcRoute;
 use api::httproutes::HttpRoute;
 use api::referencegrants::ReferenceGrant;
+use api::tcproutes::TcpRoute;
 use api::tlsroutes::TlsRoute;
 pub use attach::RouteStatus;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -40,7 +43,9 @@ pub struct GatewayObjects<'a> {
     pub classes: &'a BTreeMap<ObjectKey, GatewayClass>,
     pub gateways: &'a BTreeMap<ObjectKey, Gateway>,
     pub http_routes: &'a BTreeMap<ObjectKey, HttpRoute>,
+    pub grpc_routes: &'a BTreeMap<ObjectKey, GrpcRoute>,
     pub tls_routes: &'a BTreeMap<ObjectKey, TlsRoute>,
+    pub tcp_routes: &'a BTreeMap<ObjectKey, TcpRoute>,
     pub grants: &'a BTreeMap<ObjectKey, ReferenceGrant>,
     pub namespaces: &'a BTreeMap<ObjectKey, Namespace>,
     pub services: &'a BTreeMap<ObjectKey, Service>,
@@ -59,8 +64,12 @@ pub struct Translation {
     /// The status of each HTTPRoute with a parent among those Gateways (only those
     /// parents' entries).
     pub http_routes: BTreeMap<ObjectKey, RouteStatus>,
+    /// The same for each GRPCRoute.
+    pub grpc_routes: BTreeMap<ObjectKey, RouteStatus>,
     /// The same for each TLSRoute.
     pub tls_routes: BTreeMap<ObjectKey, RouteStatus>,
+    /// The same for each TCPRoute.
+    pub tcp_routes: BTreeMap<ObjectKey, RouteStatus>,
 }
 
 /// The fragment key of an object of `kind`.
@@ -90,8 +99,14 @@ pub fn translate(
     for (key, route) in objects.http_routes {
         http_route::translate(key, route, objects, &mut resolved, settings, now, &mut out);
     }
+    for (key, route) in objects.grpc_routes {
+        grpc_route::translate(key, route, objects, &mut resolved, settings, now, &mut out);
+    }
     for (key, route) in objects.tls_routes {
-        tls_route::translate(key, route, objects, &mut resolved, settings, now, &mut out);
+        stream_route::translate_tls(key, route, objects, &mut resolved, settings, now, &mut out);
+    }
+    for (key, route) in objects.tcp_routes {
+        stream_route::translate_tcp(key, route, objects, &mut resolved, settings, now, &mut out);
     }
     listeners::finish_gateways(objects, settings, &resolved, now, &mut out);
     out

@@ -15,6 +15,7 @@ use sluice::sources::kubernetes::gateway::api::gateways::Gateway;
 use sluice::sources::kubernetes::gateway::api::grpcroutes::GrpcRoute;
 use sluice::sources::kubernetes::gateway::api::httproutes::HttpRoute;
 use sluice::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
+use sluice::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use sluice::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use std::net::SocketAddr;
 use support::fake_kube::{ready, slice, FakeKube};
@@ -46,11 +47,15 @@ fn typed<K: serde::de::DeserializeOwned>(value: &Value) -> K {
 }
 
 /// A conformance environment: the fake API server with the base manifests and a test's
-/// own, a backend per Service, and sluice serving the Gateways' port 80.
+/// own, a backend per Service, and sluice serving the Gateways' ports 80 and 443 and each
+/// port of the manifests' TCP listeners.
 struct Conformance {
     kube: FakeKube,
     /// The suite's `tls-validity-checks-certificate` (names `*`, `*.org`, `*.wildcard.org`).
     validity_certificate: TestCertificate,
+    /// The suite's `tls-checks-certificate` (names `abc.example.com`, `other.example.com`),
+    /// served by `tls-backend` and `tls-backend-2` of the conformance namespace.
+    tls_checks_certificate: TestCertificate,
     backends: Vec<Backend>,
     /// The TLS backends of `tcp-backend` (port 8443), with the certificate they serve for
     /// `abc.example.com`.
@@ -62,6 +67,9 @@ struct Conformance {
     https: SocketAddr,
     /// The TLS passthrough listener (Gateway listeners `TLS` in mode `Passthrough` on 443).
     passthrough: SocketAddr,
+    /// By Gateway port: the sluice tcp listener serving the Gateway listeners of protocol
+    /// TCP on that port (one per port the manifests' Gateways use).
+    tcp_listeners: std::collections::BTreeMap<u16, SocketAddr>,
 }
 
 impl Conformance {
@@ -79,6 +87,12 @@ impl Conformance {
             "tls-validity-checks-certificate",
             &["*", "*.org", "*.wildcard.org"],
         );
+        // CA-signed in the suite, for these names and a SPIFFE URI; self-signed here.
+        let tls_checks_certificate = tls::self_signed(
+            &dir,
+            "tls-checks-certificate",
+            &["abc.example.com", "other.example.com"],
+        );
         for (namespace, name, certificate) in [
             (
                 "gateway-conformance-web-backend",
@@ -90,6 +104,7 @@ impl Conformance {
                 "tls-validity-checks-certificate",
                 &validity_certificate,
             ),
+            (INFRA, "tls-checks-certificate", &tls_checks_certificate),
         ] {
             kube.apply(typed::<Secret>(&serde_json::json!({
                 "metadata": {"name": name, "namespace": namespace},
@@ -101,26 +116,46 @@ impl Conformance {
         let tls_certificate = tls::self_signed(&dir, "tls-backend", &["abc.example.com"]);
         let mut backends = Vec::new();
         let mut tls_backends = Vec::new();
+        // The Gateway ports of TCP listeners: each gets a sluice tcp listener.
+        let mut tcp_ports = std::collections::BTreeSet::new();
         for name in std::iter::once("base.yaml").chain(manifests.iter().copied()) {
             for object in manifest(name) {
-                match apply(&kube, &object, &tls_certificate) {
+                tcp_ports.extend(tcp_listener_ports(&object));
+                match apply(&kube, &object, &tls_certificate, &tls_checks_certificate) {
                     Some(Stand::Http(backend)) => backends.push(backend),
                     Some(Stand::Tls(backend)) => tls_backends.push(backend),
-                    Some(Stand::Grpc) | None => {}
+                    Some(Stand::Grpc | Stand::TcpEcho | Stand::TlsChecks) | None => {}
                 }
             }
         }
         let http = listen_address();
         let https = listen_address();
         let passthrough = listen_address();
+        // A sluice tcp listener (no sni_routing: Gateway protocol TCP) per TCP port, named
+        // `tcpPORT`; a tcp listener serves one route, so Gateway listeners share one per port.
+        let tcp_listeners: std::collections::BTreeMap<u16, SocketAddr> = tcp_ports
+            .into_iter()
+            .map(|port| (port, listen_address()))
+            .collect();
+        let tcp_config: String = tcp_listeners
+            .iter()
+            .map(|(port, address)| {
+                format!("- {{ name: tcp{port}, listen: \"{address}\", protocol: tcp }}\n")
+            })
+            .collect();
+        let tcp_entries: String = tcp_listeners
+            .keys()
+            .map(|port| format!(", {{ port: {port}, listener: tcp{port} }}"))
+            .collect();
         let sluice = Sluice::start(&format!(
             "kubernetes: {{ api_server: \"{}\" }}\n\
              listeners:\n\
              - {{ name: http, listen: \"{http}\", h2c: true }}\n\
              - {{ name: https, listen: \"{https}\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}\n\
              - {{ name: passthrough, listen: \"{passthrough}\", protocol: tcp, sni_routing: true }}\n\
+             {tcp_config}\
              gateway: {{ listeners: [{{ port: 80, listener: http }}, {{ port: 443, listener: https }}, \
-             {{ port: 443, listener: passthrough }}] }}\n\
+             {{ port: 443, listener: passthrough }}{tcp_entries}] }}\n\
              routes: []\n",
             kube.url(),
             default_certificate.cert_path.display(),
@@ -129,6 +164,7 @@ impl Conformance {
         Self {
             kube,
             validity_certificate,
+            tls_checks_certificate,
             tls_backends,
             tls_certificate,
             backends,
@@ -136,6 +172,7 @@ impl Conformance {
             http,
             https,
             passthrough,
+            tcp_listeners,
         }
     }
 
@@ -306,12 +343,26 @@ enum Stand {
     /// A gRPC server (h2c) answering every method with its name; it lives as long as the
     /// test process.
     Grpc,
+    /// The suite's TCP echo server (`tcp_echo_backend`); it lives as long as the test
+    /// process.
+    TcpEcho,
+    /// A TLS backend serving `tls-checks-certificate` (`tls-backend`, `tls-backend-2` of
+    /// the conformance namespace); it lives as long as the test process. It is not counted
+    /// in `tls_backends`.
+    TlsChecks,
 }
 
 /// Applies one manifest object; a Service gets a backend and an EndpointSlice for each of
 /// its ports (`tcp-backend`, the suite's TLS echo server, a TLS backend serving
-/// `tls_certificate`).
-fn apply(kube: &FakeKube, object: &Value, tls_certificate: &TestCertificate) -> Option<Stand> {
+/// `tls_certificate`; the other `tcp-*` Services, the suite's TCP echo servers, a TCP echo
+/// stand-in; `tls-backend` and `tls-backend-2` of the conformance namespace a TLS backend
+/// serving `tls_checks_certificate`).
+fn apply(
+    kube: &FakeKube,
+    object: &Value,
+    tls_certificate: &TestCertificate,
+    tls_checks_certificate: &TestCertificate,
+) -> Option<Stand> {
     match object["kind"].as_str().unwrap_or_default() {
         "Namespace" => {
             kube.apply(typed::<Namespace>(object));
@@ -327,6 +378,9 @@ fn apply(kube: &FakeKube, object: &Value, tls_certificate: &TestCertificate) -> 
         }
         "TLSRoute" => {
             kube.apply(typed::<TlsRoute>(object));
+        }
+        "TCPRoute" => {
+            kube.apply(typed::<TcpRoute>(object));
         }
         "GRPCRoute" => {
             kube.apply(typed::<GrpcRoute>(object));
@@ -351,6 +405,18 @@ fn apply(kube: &FakeKube, object: &Value, tls_certificate: &TestCertificate) -> 
                 );
                 let address = backend.address;
                 (Stand::Tls(backend), address)
+            } else if name.starts_with("tcp-") {
+                // The TCPRoute tests' Services (tcp-echo-*, tcp-backend-v*, tcp-attach-backend-*,
+                // tcp-reference-grant-backend, tcp-invalid-xns-backend): echo-basic with
+                // TCP_ECHO_SERVER in the suite.
+                (Stand::TcpEcho, tcp_echo_backend(&namespace, &name))
+            } else if namespace == INFRA && (name == "tls-backend" || name == "tls-backend-2") {
+                // echo-basic serving HTTPS with tls-checks-certificate in the suite.
+                let backend = tls::HttpsBackend::start(
+                    Box::leak(full_name.into_boxed_str()),
+                    tls_checks_certificate,
+                );
+                (Stand::TlsChecks, backend.address)
             } else {
                 let backend = Backend::start(&full_name, Behavior::Echo);
                 let address = backend.address;
@@ -1667,4 +1733,587 @@ fn TLSRouteInvalidNoMatchingListener() {
     for gateway in ["gateway-tlsroute-http-only", "gateway-tlsroute-https-only"] {
         c.listener_status_all_zero(gateway);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// TCPRoute: the suite's TCP echo server and its exchange
+// ---------------------------------------------------------------------------------------
+
+/// The Gateway ports of a manifest object's TCP listeners (none unless it is a Gateway):
+/// each gets a sluice tcp listener of its own.
+fn tcp_listener_ports(object: &Value) -> Vec<u16> {
+    if object["kind"] != "Gateway" {
+        return Vec::new();
+    }
+    object["spec"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["protocol"] == "TCP")
+        .filter_map(|l| u16::try_from(l["port"].as_u64()?).ok())
+        .collect()
+}
+
+/// What the suite's TCP echo server (echo-basic with `TCP_ECHO_SERVER`) sends first.
+const TCP_WELCOME: &str = "Gateway API Test TCP Server\n";
+
+/// Starts a stand-in for the suite's TCP echo server behind Service `service` of
+/// `namespace`: it sends [`TCP_WELCOME`], then answers `PING` with `PONG`, `IS_TLS` with
+/// `false` and `TEST` with the JSON the suite's server sends (its namespace, Service and
+/// pod, the pod named as a Deployment's are: `SERVICE-HASH-HASH`). It lives as long as the
+/// test process.
+fn tcp_echo_backend(namespace: &str, service: &str) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TCP echo backend");
+    let address = listener.local_addr().expect("address");
+    let test = serde_json::json!({
+        "namespace": namespace,
+        "ingress": "",
+        "service": service,
+        "pod": format!("{service}-0-0"),
+        "tcpport": "3000",
+        "isTLS": false,
+    })
+    .to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let test = test.clone();
+            std::thread::spawn(move || serve_tcp_echo(stream, &test));
+        }
+    });
+    address
+}
+
+/// One connection of [`tcp_echo_backend`].
+fn serve_tcp_echo(stream: std::net::TcpStream, test: &str) {
+    use std::io::{BufRead, Write};
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    if writer.write_all(TCP_WELCOME.as_bytes()).is_err() {
+        return;
+    }
+    for line in std::io::BufReader::new(stream).lines() {
+        let Ok(line) = line else { return };
+        let answer = match line.as_str() {
+            "TEST" => format!("{test}\n"),
+            "IS_TLS" => "false\n".to_string(),
+            "PING" => "PONG\n".to_string(),
+            _ => continue,
+        };
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The suite's TCP exchange over one new connection to `gateway`: the welcome line, `PING`
+/// → `PONG`, `IS_TLS` → `false` (MakeTCPRequestAndExpectEventuallyValidResponse), then
+/// `TEST` (also all of tcp.EchoSendOnce). Returns the backend that answered, as
+/// `NAMESPACE/SERVICE` (the pod's name without its two hash suffixes, as
+/// weight.extractBackendName reads it), or what went wrong.
+fn tcp_echo(gateway: SocketAddr) -> Result<String, String> {
+    use std::io::{BufRead, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let stream = std::net::TcpStream::connect_timeout(&gateway, timeout)
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = std::io::BufReader::new(stream);
+    // Sends `send` (nothing when empty) and reads one line back.
+    let mut exchange = |send: &str| -> Result<String, String> {
+        if !send.is_empty() {
+            writer
+                .write_all(send.as_bytes())
+                .map_err(|e| format!("send {send:?}: {e}"))?;
+        }
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => Err(format!("closed before an answer to {send:?}")),
+            Ok(_) => Ok(line),
+            Err(e) => Err(format!("read the answer to {send:?}: {e}")),
+        }
+    };
+    let welcome = exchange("")?;
+    if welcome != TCP_WELCOME {
+        return Err(format!("unexpected welcome message {welcome:?}"));
+    }
+    for (send, wanted) in [("PING\n", "PONG\n"), ("IS_TLS\n", "false\n")] {
+        let answer = exchange(send)?;
+        if answer != wanted {
+            return Err(format!("{send:?} answered {answer:?}, not {wanted:?}"));
+        }
+    }
+    let answer = exchange("TEST\n")?;
+    let payload: Value =
+        serde_json::from_str(&answer).map_err(|e| format!("TEST answered {answer:?}: {e}"))?;
+    let namespace = payload["namespace"].as_str().unwrap_or_default();
+    let pod = payload["pod"].as_str().unwrap_or_default();
+    if pod.is_empty() {
+        return Err(format!("TEST answer without a pod: {answer:?}"));
+    }
+    let parts: Vec<&str> = pod.split('-').collect();
+    let backend = if parts.len() < 3 {
+        pod.to_string()
+    } else {
+        parts[..parts.len() - 2].join("-")
+    };
+    Ok(format!("{namespace}/{backend}"))
+}
+
+/// MakeTCPRequestAndExpectEventuallyValidResponse: a connection to `gateway` eventually
+/// reaches `backend` (`NAMESPACE/SERVICE`).
+fn expect_tcp(gateway: SocketAddr, backend: &str) {
+    wait_until(
+        &format!("a TCP connection to {gateway} to reach {backend}"),
+        READY_TIMEOUT,
+        || tcp_echo(gateway).as_deref() == Ok(backend),
+    );
+}
+
+impl Conformance {
+    /// WaitForGatewayAddress for a TCP listener: the address of the sluice tcp listener
+    /// that serves listener `listener` of Gateway `gateway` (the one of its port).
+    fn tcp_address(&self, gateway: &str, listener: &str) -> SocketAddr {
+        let object: Gateway = self
+            .kube
+            .get(INFRA, gateway)
+            .unwrap_or_else(|| panic!("no Gateway {gateway}"));
+        let port = object
+            .spec
+            .listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map(|l| l.port)
+            .unwrap_or_else(|| panic!("Gateway {gateway} has no listener {listener}"));
+        let port = u16::try_from(port).expect("a port");
+        *self
+            .tcp_listeners
+            .get(&port)
+            .unwrap_or_else(|| panic!("no sluice tcp listener for port {port}"))
+    }
+}
+
+/// The listener half of GatewayAndRoutesMustBeAccepted (RoutesAndParentMustBeAccepted):
+/// every listener of Gateway `name` is Accepted, ResolvedRefs and Programmed.
+fn listeners_ready(c: &Conformance, name: &str) {
+    let ready = c.kube.wait_until(READY_TIMEOUT, |kube| {
+        let Some(gateway) = kube.get::<Gateway>(INFRA, name) else {
+            return false;
+        };
+        let generation = gateway.metadata.generation;
+        let listeners = gateway.status.and_then(|s| s.listeners).unwrap_or_default();
+        !listeners.is_empty()
+            && listeners.iter().all(|l| {
+                ["Accepted", "ResolvedRefs", "Programmed"]
+                    .iter()
+                    .all(|type_| {
+                        l.conditions.iter().any(|cond| {
+                            cond.type_ == *type_
+                                && cond.status == "True"
+                                && cond.observed_generation == generation
+                        })
+                    })
+            })
+    });
+    assert!(
+        ready,
+        "Gateway {name}: not every listener is Accepted, ResolvedRefs and Programmed; status {:?}",
+        c.kube.get::<Gateway>(INFRA, name).and_then(|g| g.status)
+    );
+}
+
+/// RouteMustHaveParents (TCPRouteMustHaveParents, TLSRouteMustHaveParents) with one
+/// expected parent: Gateway `gateway` of the conformance namespace, sluice's controller,
+/// Accepted=True (Accepted) at the route's generation. The parentRef's group, kind and
+/// namespace must be the Gateway's or absent: a real API server defaults group and kind
+/// into the route's spec, which sluice copies, and the fake one does not.
+fn route_has_parent<K>(c: &Conformance, route: &str, gateway: &str)
+where
+    K: support::fake_kube::Kind + serde::de::DeserializeOwned + serde::Serialize,
+{
+    let status_of = |kube: &FakeKube| {
+        kube.get::<K>(INFRA, route)
+            .and_then(|r| serde_json::to_value(r).ok())
+    };
+    let found = c.kube.wait_until(READY_TIMEOUT, |kube| {
+        let Some(object) = status_of(kube) else {
+            return false;
+        };
+        let generation = &object["metadata"]["generation"];
+        object["status"]["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                let parent = &p["parentRef"];
+                let absent_or =
+                    |field: &str, value: &str| parent[field].is_null() || parent[field] == value;
+                p["controllerName"] == CONTROLLER
+                    && parent["name"] == gateway
+                    && absent_or("group", "gateway.networking.k8s.io")
+                    && absent_or("kind", "Gateway")
+                    && absent_or("namespace", INFRA)
+                    && p["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|cond| {
+                            cond["type"] == "Accepted"
+                                && cond["status"] == "True"
+                                && cond["reason"] == "Accepted"
+                                && &cond["observedGeneration"] == generation
+                        })
+            })
+    });
+    assert!(
+        found,
+        "{} {route}: no parent {gateway} with Accepted=True in {:?}",
+        K::kind(&()),
+        status_of(&c.kube).map(|r| r["status"].clone())
+    );
+}
+
+fn tcp_condition(c: &Conformance, name: &str, type_: &str, status: &str, reason: &str) {
+    c.condition_of::<TcpRoute>(INFRA, name, type_, status, reason);
+}
+
+/// GatewayAndTCPRoutesMustBeAccepted: `route` is accepted by Gateway `gateway`, whose
+/// listeners are all accepted, resolved and programmed.
+fn tcp_accepted(c: &Conformance, gateway: &str, route: &str) {
+    route_has_parent::<TcpRoute>(c, route, gateway);
+    listeners_ready(c, gateway);
+}
+
+fn tcp_v(n: u8) -> String {
+    format!("{INFRA}/tcp-backend-v{n}")
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TCPRouteInvalidBackendRefNonexistent() {
+    let c = Conformance::start(&["tcproute-invalid-backendref-nonexistent.yaml"]);
+    tcp_condition(
+        &c,
+        "tcp-route-invalid-backend-ref-nonexistent",
+        "ResolvedRefs",
+        "False",
+        "BackendNotFound",
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TCPRouteInvalidCrossNamespaceBackendRef() {
+    let c = Conformance::start(&["tcproute-invalid-cross-namespace-backend-ref.yaml"]);
+    let route = "tcp-invalid-cross-namespace-backend-ref";
+    // Accepted on its parent: only the backend's resolution is denied.
+    tcp_accepted(&c, "tcp-invalid-cross-namespace-backend-ref-gateway", route);
+    tcp_condition(&c, route, "ResolvedRefs", "False", "RefNotPermitted");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TCPRouteInvalidNonTCPListener() {
+    let c = Conformance::start(&["tcproute-invalid-non-tcp-listener.yaml"]);
+    tcp_condition(
+        &c,
+        "tcp-route",
+        "Accepted",
+        "False",
+        "NotAllowedByListeners",
+    );
+    c.listener_status_all_zero("tcp-mixed-protocol-gateway");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TCPRouteMultipleRoutesAttachment() {
+    let c = Conformance::start(&["tcproute-multiple-routes-attachment.yaml"]);
+    let gateway = "tcp-multi-route-attach-gateway";
+    let (older, newer) = ("tcproute-attach-older", "tcproute-attach-newer");
+    tcp_accepted(&c, gateway, older);
+    // Upstream sleeps a second so that the newer route's creationTimestamp is later: the
+    // fake API server stamps each object it creates a second after the one before.
+    c.kube.apply(typed::<TcpRoute>(&serde_json::json!({
+        "metadata": {"name": newer, "namespace": INFRA},
+        "spec": {
+            "parentRefs": [{"name": gateway, "sectionName": "tcp"}],
+            "rules": [{"backendRefs": [{"name": "tcp-attach-backend-2", "port": 3000}]}],
+        },
+    })));
+    // Both accepted: the newer one is refused at the listener, not by its condition.
+    for route in [older, newer] {
+        tcp_condition(&c, route, "Accepted", "True", "Accepted");
+    }
+    c.listener_status(gateway, "tcp", 2, &[("Accepted", "True", "Accepted")]);
+    assert!(
+        c.supported_kinds(gateway, "tcp")
+            .iter()
+            .any(|k| k == "TCPRoute"),
+        "listener tcp supports TCPRoute"
+    );
+    // Only the oldest route is bound: its backend answers every connection.
+    let address = c.tcp_address(gateway, "tcp");
+    let oldest = format!("{INFRA}/tcp-attach-backend-1");
+    expect_tcp(address, &oldest);
+    for i in 1..=100 {
+        assert_eq!(tcp_echo(address), Ok(oldest.clone()), "connection {i}/100");
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TCPRouteParentRefAttachAll() {
+    let c = Conformance::start(&["tcproute-parentref-attach-all.yaml"]);
+    let gateway = "tcp-attach-all-gateway";
+    route_has_parent::<TcpRoute>(&c, "tcp-route-attach-all", gateway);
+    // Neither sectionName nor port: the route is on every TCP listener of the Gateway.
+    for listener in ["one", "two", "three", "four"] {
+        expect_tcp(
+            c.tcp_address(gateway, listener),
+            &format!("{INFRA}/tcp-echo-attach-all"),
+        );
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TCPRouteParentRefPortAndSectionName() {
+    let c = Conformance::start(&["tcproute-parentref-port-and-section-name.yaml"]);
+    let gateway = "tcp-multi-listener-gateway";
+    for (route, listener, backend) in [
+        // By port (9300) only.
+        ("tcp-route-by-port", "one", "tcp-echo-one"),
+        // By sectionName only.
+        ("tcp-route-by-section", "two", "tcp-echo-two"),
+        // By both.
+        ("tcp-route-by-section-and-port", "three", "tcp-echo-three"),
+    ] {
+        route_has_parent::<TcpRoute>(&c, route, gateway);
+        expect_tcp(
+            c.tcp_address(gateway, listener),
+            &format!("{INFRA}/{backend}"),
+        );
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TCPRouteReferenceGrant() {
+    let c = Conformance::start(&["tcproute-reference-grant.yaml"]);
+    let gateway = "tcp-reference-grant-gateway";
+    let route = "tcp-reference-grant";
+    tcp_accepted(&c, gateway, route);
+    expect_tcp(
+        c.tcp_address(gateway, "tcp"),
+        "gateway-conformance-web-backend/tcp-reference-grant-backend",
+    );
+    // Without the grant the reference is no longer permitted.
+    c.kube
+        .delete_object::<ReferenceGrant>("gateway-conformance-web-backend", "tcp-reference-grant");
+    tcp_condition(&c, route, "ResolvedRefs", "False", "RefNotPermitted");
+}
+
+/// weight.TestWeightedDistribution over TCP: 500 connections to `gateway`, 10 at a time,
+/// each answered by one backend; every backend's share within 5 points of its weight, and
+/// exactly the backends with a weight answer.
+fn tcp_weighted_distribution(gateway: SocketAddr, wanted: &[(String, f64)]) -> Result<(), String> {
+    const TOTAL: usize = 500;
+    const CONCURRENT: usize = 10;
+    const TOLERANCE: f64 = 0.05;
+    let answers: Vec<Result<String, String>> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..CONCURRENT)
+            .map(|_| {
+                scope.spawn(move || {
+                    (0..TOTAL / CONCURRENT)
+                        .map(|_| tcp_echo(gateway))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .flat_map(|s| s.join().expect("sender thread"))
+            .collect()
+    });
+    let mut seen: std::collections::BTreeMap<String, u32> = Default::default();
+    for answer in answers {
+        let backend = answer.map_err(|e| format!("error while sending requests: {e}"))?;
+        if !wanted.iter().any(|(b, _)| *b == backend) {
+            return Err(format!(
+                "a connection was handled by an unexpected backend {backend:?}"
+            ));
+        }
+        *seen.entry(backend).or_default() += 1;
+    }
+    let mut errors = Vec::new();
+    let active = wanted.iter().filter(|(_, share)| *share > 0.0).count();
+    if seen.len() != active {
+        errors.push(format!(
+            "expected {active} backends to receive traffic, but got {}",
+            seen.len()
+        ));
+    }
+    for (backend, share) in wanted {
+        let got = f64::from(seen.get(backend).copied().unwrap_or(0)) / TOTAL as f64;
+        if (got - share).abs() > TOLERANCE {
+            errors.push(format!(
+                "backend {backend:?} weighted traffic of {got} not within tolerance {share} (+/-{TOLERANCE})"
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TCPRouteWeightedRouting() {
+    let c = Conformance::start(&["tcproute-weighted-routing.yaml"]);
+    let gateway = "tcp-weighted-gateway";
+    tcp_accepted(&c, gateway, "tcp-weighted-route");
+    let address = c.tcp_address(gateway, "tcp");
+    // ExpectAddressBeAvailable.
+    wait_until("the TCP listener to accept", READY_TIMEOUT, || {
+        std::net::TcpStream::connect(address).is_ok()
+    });
+    let wanted = [(tcp_v(1), 0.7), (tcp_v(2), 0.3), (tcp_v(3), 0.0)];
+    // As upstream: up to weight.MaxTestRetries (10) samples of 500; a 70/30 sample misses
+    // the 5-point bound about once in 70, so ten in a row practically never.
+    let mut failures = Vec::new();
+    for _ in 0..10 {
+        match tcp_weighted_distribution(address, &wanted) {
+            Ok(()) => return,
+            Err(e) => failures.push(e),
+        }
+    }
+    panic!("TCP weighted distribution did not converge within tolerance: {failures:#?}");
+}
+
+/// MakeTLSRequestAndExpectEventuallyConsistentResponse through the passthrough listener: a
+/// TLS session for `server_name` is served the suite's `tls-checks-certificate` (by the
+/// backend itself) and `GET /` answers 200 from `backend` (`NAMESPACE/SERVICE`), then three
+/// times more in a row.
+fn expect_passthrough(c: &Conformance, server_name: &str, backend: &str) {
+    let wanted = format!("{backend} sni={server_name}");
+    let served = || {
+        runtime().block_on(async {
+            let config = tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
+            let Ok(mut stream) = tls::connect(c.passthrough, server_name, config).await else {
+                return false;
+            };
+            let leaf = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| leaf.as_ref().to_vec());
+            if leaf.as_deref() != Some(c.tls_checks_certificate.der.as_slice()) {
+                return false;
+            }
+            let (status, body) = tls::get_over(&mut stream, server_name, "/").await;
+            status.contains(" 200 ") && body == wanted
+        })
+    };
+    wait_until(
+        &format!("a TLS session for {server_name} to reach {backend}"),
+        READY_TIMEOUT,
+        &served,
+    );
+    for _ in 0..3 {
+        assert!(served(), "{server_name}: not consistently {backend}");
+    }
+}
+
+/// MakeTLSConnectionAndExpectEventuallyConnectionRejection through the passthrough
+/// listener.
+fn eventually_rejected(c: &Conformance, server_name: &str) {
+    wait_until(
+        &format!("a TLS connection for {server_name} to be rejected"),
+        READY_TIMEOUT,
+        || {
+            runtime().block_on(async {
+                let config =
+                    tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
+                tls::connect(c.passthrough, server_name, config)
+                    .await
+                    .is_err()
+            })
+        },
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+#[ignore = "the four Gateways' TLS listeners on 443 share sluice's passthrough listener: their \
+            routes' equal server names conflict (all but the oldest Accepted=False, Pending), \
+            and gw-tlsroute-empty-hostname-x-4's *.com takes non.matching.com for the others"]
+fn TLSRouteHostnameIntersection() {
+    let c = Conformance::start(&["tlsroute-hostname-intersection.yaml"]);
+    let abc = ("abc.example.com", "tls-backend");
+    let other = ("other.example.com", "tls-backend-2");
+    for (gateway, routes, reached, rejected) in [
+        // Exact listener hostname.
+        (
+            "gw-tlsroute-exact-hostname-x-1",
+            &["tlsroute-more-specific-wc-hostname-x-1"][..],
+            &[abc][..],
+            "non.matching.com",
+        ),
+        // More specific wildcard listener hostname.
+        (
+            "gw-tlsroute-more-specific-wc-hostname-x-2",
+            &[
+                "tlsroute-exact-hostname-x-2",
+                "tlsroute-less-specific-wc-hostname-x-2",
+            ],
+            &[abc, other],
+            "non.matching.com",
+        ),
+        // Less specific wildcard listener hostname.
+        (
+            "gw-tlsroute-less-specific-wc-hostname-x-3",
+            &[
+                "tlsroute-exact-hostname-x-3",
+                "tlsroute-more-specific-wc-hostname-x-3",
+            ],
+            &[abc, other],
+            "non.matching.com",
+        ),
+        // No listener hostname.
+        (
+            "gw-tlsroute-empty-hostname-x-4",
+            &[
+                "tlsroute-exact-hostname-x-4",
+                "tlsroute-less-specific-wc-hostname-x-4",
+            ],
+            &[abc, other],
+            "non.matching.org",
+        ),
+    ] {
+        for route in routes {
+            route_has_parent::<TlsRoute>(&c, route, gateway);
+            tls_condition(&c, route, "ResolvedRefs", "True", "ResolvedRefs");
+        }
+        for (server_name, backend) in reached {
+            expect_passthrough(&c, server_name, &format!("{INFRA}/{backend}"));
+        }
+        eventually_rejected(&c, rejected);
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GRPCRouteNamedRule() {
+    let c = Conformance::start(&["grpcroute-named-rule.yaml"]);
+    c.grpc_accepted(INFRA, "grpc-named-rules");
+    listeners_ready(&c, "same-namespace");
+    c.expect_grpc("Echo", &[], &grpc(1), 0);
+    c.expect_grpc("EchoTwo", &[], &grpc(2), 0);
 }

@@ -420,7 +420,7 @@ impl Controller {
     }
 
     /// A fragment the compiler refused: the route is not accepted (its previous version, if
-    /// any, keeps serving), with a Warning Event.
+    /// any, keeps serving), with a Warning Event; a TCPRoute stays accepted, unbound.
     async fn rejected(&mut self, key: &str, message: &str, translation: &mut Translation) {
         let Some((kind, object)) = parse_fragment_key(key) else {
             return;
@@ -430,17 +430,25 @@ impl Controller {
             .kubernetes_rejections
             .with_label_values(&[kind, "Conflict"])
             .inc();
-        let statuses = match kind {
-            "HTTPRoute" => &mut translation.http_routes,
-            "GRPCRoute" => &mut translation.grpc_routes,
-            "TLSRoute" => &mut translation.tls_routes,
-            "TCPRoute" => &mut translation.tcp_routes,
+        // A TCPRoute the compiler refuses has lost its listener to an older route (a tcp
+        // listener relays to one): as the specification orders competing TCPRoutes, it
+        // stays accepted, and unbound.
+        let (statuses, accepted) = match kind {
+            "HTTPRoute" => (&mut translation.http_routes, false),
+            "GRPCRoute" => (&mut translation.grpc_routes, false),
+            "TLSRoute" => (&mut translation.tls_routes, false),
+            "TCPRoute" => (&mut translation.tcp_routes, true),
             _ => return,
         };
         if let Some(status) = statuses.get_mut(&object) {
             for parent in &mut status.parents {
                 for condition in &mut parent.conditions {
-                    if condition.type_ == "Accepted" {
+                    if condition.type_ != "Accepted" {
+                        continue;
+                    }
+                    if accepted {
+                        condition.message = format!("not bound: {message}");
+                    } else {
                         condition.status = "False".into();
                         condition.reason = "Pending".into();
                         condition.message = message.to_string();

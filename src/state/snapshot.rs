@@ -143,15 +143,17 @@ impl Snapshot {
                 upstream.endpoints = discovered.get(&upstream.name).cloned().unwrap_or_default();
             }
         }
-        let previous_upstreams: HashMap<&str, &Upstream> = previous
-            .map(|p| p.upstreams.iter().map(|u| (u.name(), u.as_ref())).collect())
+        let previous_upstreams: HashMap<&str, &Arc<Upstream>> = previous
+            .map(|p| p.upstreams.iter().map(|u| (u.name(), u)).collect())
             .unwrap_or_default();
+        // An upstream whose settings and endpoints did not change is the previous one: a
+        // change to one route among thousands does not rebuild thousands of balancers.
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| {
-                let previous = previous_upstreams.get(u.name.as_str()).copied();
-                Arc::new(Upstream::build(u, previous))
+            .map(|u| match previous_upstreams.get(u.name.as_str()) {
+                Some(previous) if previous.config == *u => Arc::clone(previous),
+                previous => Arc::new(Upstream::build(u, previous.map(|p| p.as_ref()))),
             })
             .collect();
         let upstream_by_name: HashMap<String, usize> = config

@@ -36,7 +36,7 @@ use pingora::services::background::BackgroundService;
 use status::{StatusKind, StatusWriter, UNSTAMPED};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -343,9 +343,7 @@ impl Controller {
         let mut changes = Vec::new();
         let mut fingerprints = BTreeMap::new();
         for (key, fragment) in &translation.fragments {
-            let mut hasher = DefaultHasher::new();
-            format!("{fragment:?}").hash(&mut hasher);
-            let fingerprint = Some(hasher.finish());
+            let fingerprint = Some(fingerprint(fragment));
             fingerprints.insert(key.clone(), fingerprint);
             if self.applied.get(key) != Some(&fingerprint) {
                 changes.push((key.clone(), Some(fragment.clone())));
@@ -497,6 +495,22 @@ impl Controller {
             log::warn!("gateway controller: cannot publish an Event for {key}: {e}");
         }
     }
+}
+
+/// A fragment's fingerprint: the hash of its debug text, written straight into the hasher
+/// (thousands of fragments are fingerprinted per batch).
+fn fingerprint(fragment: &crate::model::Fragment) -> u64 {
+    struct Hashing(DefaultHasher);
+    impl std::fmt::Write for Hashing {
+        fn write_str(&mut self, text: &str) -> std::fmt::Result {
+            self.0.write(text.as_bytes());
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(DefaultHasher::new());
+    // Writing into a hasher cannot fail.
+    let _ = std::fmt::Write::write_fmt(&mut hashing, format_args!("{fragment:?}"));
+    hashing.0.finish()
 }
 
 /// The object an event is about (none for the start and end of a list).

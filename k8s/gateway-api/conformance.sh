@@ -36,11 +36,19 @@ admin:
   listen: 127.0.0.1:9901
   metrics_listen: 0.0.0.0:9902
 access_log: { path: stdout, format: json }
+# Port 443 takes TLS passthrough (TLSRoute) by server name; the other names are relayed to
+# the HTTPS listener on loopback, which terminates them (HTTPRoute, GRPCRoute over h2).
 listeners:
   - name: http
     listen: 0.0.0.0:8080
-  - name: https
+    h2c: true
+  - name: edge
     listen: 0.0.0.0:8443
+    protocol: tcp
+    sni_routing: true
+  - name: https
+    listen: 127.0.0.1:8444
+    proxy_protocol: true
     tls:
       certificates:
         - { cert: /etc/sluice/tls/tls.crt, key: /etc/sluice/tls/tls.key }
@@ -48,9 +56,13 @@ gateway:
   listeners:
     - { port: 80, listener: http }
     - { port: 443, listener: https }
+    - { port: 443, listener: edge }
   publish: { service: sluice/sluice }
   leader_election: { namespace: sluice }
-routes: []
+routes:
+  - { name: terminate, listener: edge, upstream: local-https }
+upstreams:
+  - { name: local-https, protocol: tcp, endpoints: ["127.0.0.1:8444"], proxy_protocol: v2 }
 CONFIG
 kubectl -n sluice create configmap sluice-config --from-file=sluice.yaml="$work/sluice.yaml" \
     --dry-run=client -o yaml | kubectl apply -f -
@@ -76,8 +88,8 @@ git clone --quiet --depth 1 --branch "$version" https://github.com/kubernetes-si
 cd "$work/gateway-api"
 go test ./conformance -run TestConformance -timeout 60m -v -args \
     --gateway-class=sluice \
-    --conformance-profiles=GATEWAY-HTTP,GATEWAY-TLS \
-    --supported-features=Gateway,HTTPRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout \
+    --conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS \
+    --supported-features=Gateway,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout \
     --report-output="$root/gateway-conformance-report.yaml" \
     --organization=sluice-proxy --project=sluice --version=0.1.0 \
     --url=https://github.com/sluice-proxy/sluice --contact=https://github.com/sluice-proxy/sluice/issues \

@@ -232,6 +232,8 @@ fn h2_upstream_over_tls_is_verified_against_sni_and_ca() {
     let certs = ScratchDir::new();
     let ca = TestCa::new();
     let ca_file = certs.write("ca.pem", &ca.pem);
+    // A CA that issued nothing the backend serves.
+    let other_ca = certs.write("other-ca.pem", &TestCa::new().pem);
     let leaf = ca.issue(&certs, "grpc", &["grpc.internal"]);
     let backend = H2TlsBackend::start(&leaf);
     let web = listen_address();
@@ -241,11 +243,14 @@ fn h2_upstream_over_tls_is_verified_against_sni_and_ca() {
          \x20 - {{ name: good, listener: web, paths: [{{ prefix: /good }}], upstream: good }}\n\
          \x20 - {{ name: wrong, listener: web, paths: [{{ prefix: /wrong }}], upstream: wrong }}\n\
          \x20 - {{ name: unverified, listener: web, paths: [{{ prefix: /unverified }}], upstream: unverified }}\n\
+         \x20 - {{ name: mistrusted, listener: web, paths: [{{ prefix: /mistrusted }}], upstream: mistrusted }}\n\
          upstreams:\n\
          \x20 - {{ name: good, protocol: h2, tls: {{ sni: grpc.internal, ca_file: \"{ca}\" }}, endpoints: [\"{b}\"] }}\n\
          \x20 - {{ name: wrong, protocol: h2, tls: {{ sni: other.internal, ca_file: \"{ca}\" }}, endpoints: [\"{b}\"], retry: {{ attempts: 1 }} }}\n\
-         \x20 - {{ name: unverified, protocol: h2, tls: {{ sni: grpc.internal, verify: false }}, endpoints: [\"{b}\"] }}\n",
+         \x20 - {{ name: unverified, protocol: h2, tls: {{ sni: grpc.internal, verify: false }}, endpoints: [\"{b}\"] }}\n\
+         \x20 - {{ name: mistrusted, protocol: h2, tls: {{ sni: grpc.internal, ca_file: \"{other}\" }}, endpoints: [\"{b}\"], retry: {{ attempts: 1 }} }}\n",
         ca = ca_file.display(),
+        other = other_ca.display(),
         b = backend.address
     );
     let _sluice = Sluice::start(&body);
@@ -265,6 +270,12 @@ fn h2_upstream_over_tls_is_verified_against_sni_and_ca() {
     // The certificate is not valid for other.internal: the call fails as UNAVAILABLE.
     assert_eq!(
         call("/wrong/pkg.Svc/Call"),
+        (String::new(), "14".to_string())
+    );
+    // Same address and SNI as `good`, whose verified connection is pooled by now, but
+    // another CA: that connection must not be reused, and the handshake fails.
+    assert_eq!(
+        call("/mistrusted/pkg.Svc/Call"),
         (String::new(), "14".to_string())
     );
     assert_eq!(

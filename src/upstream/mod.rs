@@ -22,6 +22,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, WrappedX509};
 use rand::Rng;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -40,6 +41,10 @@ pub struct Upstream {
     pub metrics: Arc<UpstreamMetrics>,
     /// The trust anchors of `tls.ca_file`, in Pingora's form (`None`: the system's store).
     ca: Option<Arc<CaType>>,
+    /// Pingora pools connections by address, SNI and verify flags, not by trust anchors:
+    /// this key (a hash of them) keeps a connection verified against one upstream's CAs
+    /// from serving another's with the same address and SNI.
+    tls_pool_group: u64,
 }
 
 /// Counts of an upstream's endpoints by state.
@@ -107,6 +112,11 @@ impl Upstream {
                         .collect::<Vec<_>>()
                         .into()
                 })
+            }),
+            tls_pool_group: config.tls.as_ref().map_or(0, |tls| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                tls.ca_certificates.hash(&mut hasher);
+                hasher.finish()
             }),
         };
         upstream.refresh_health_summary();
@@ -304,6 +314,7 @@ impl Upstream {
                 peer.options.verify_cert = tls.verify;
                 peer.options.verify_hostname = tls.verify;
                 peer.options.ca = self.ca.clone();
+                peer.group_key = self.tls_pool_group;
                 peer
             }
         };

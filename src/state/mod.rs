@@ -339,7 +339,7 @@ impl State {
         fragment: Option<Fragment>,
     ) -> (u64, Option<Rejected>) {
         let (generation, mut outcomes) =
-            self.set_fragments(source, vec![(key.to_string(), fragment)]);
+            self.set_fragments(source, vec![(key.to_string(), fragment.map(Arc::new))]);
         (generation, outcomes.pop().and_then(|o| o.rejected))
     }
 
@@ -350,7 +350,7 @@ impl State {
     pub fn set_fragments(
         &self,
         source: &str,
-        changes: Vec<(String, Option<Fragment>)>,
+        changes: Vec<(String, Option<Arc<Fragment>>)>,
     ) -> (u64, Vec<FragmentOutcome>) {
         let mut inputs = self.lock_rebuild();
         let previous = self.current.load_full();
@@ -359,7 +359,7 @@ impl State {
         for (key, fragment) in changes {
             let origin = fragment.as_ref().map(|f| f.origin.clone());
             let before = match fragment {
-                Some(fragment) => fragments.insert(key.clone(), Arc::new(fragment)),
+                Some(fragment) => fragments.insert(key.clone(), fragment),
                 None => fragments.remove(&key),
             };
             replaced.push((key, origin, before));

@@ -24,7 +24,8 @@ use crate::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
 use crate::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use crate::sources::kubernetes::gateway::{
-    key_of, parse_fragment_key, translate, GatewayObjects, ObjectKey, Translation,
+    key_of, parse_fragment_key, translate_cached, GatewayObjects, ObjectKey, RouteCache,
+    Translation,
 };
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -154,10 +155,14 @@ struct Controller {
     recorder: Recorder,
     stores: Stores,
     status: StatusWriter,
-    /// The fingerprint of each fragment handed to the state; `None` for one the compiler
-    /// rejected, which is offered again with the next batch (a conflict can end without
-    /// it changing) and removed when its object goes.
-    applied: BTreeMap<String, Option<u64>>,
+    /// Each fragment handed to the state, by key; one the compiler rejected is offered
+    /// again with the next batch (a conflict can end without it changing) and removed when
+    /// its object goes.
+    applied: BTreeMap<String, Applied>,
+    /// The routes' translations, reused while neither they nor their context change.
+    route_cache: RouteCache,
+    /// Changes whenever an object that is not a route changes: the routes' context.
+    context: u64,
     /// The last translation, with the compiler's rejections folded in.
     last: Translation,
     /// The last Event per route, so that one is sent per change.
@@ -225,6 +230,8 @@ impl BackgroundService for GatewayController {
             stores: Stores::new(),
             status,
             applied: BTreeMap::new(),
+            route_cache: RouteCache::default(),
+            context: 0,
             last: Translation::default(),
             events: HashMap::new(),
             first_sync_done: false,
@@ -290,14 +297,17 @@ impl Controller {
                 status.mark((kind, key));
             }
         };
-        match update {
+        let mut context_changed = false;
+        let changed = match update {
             Update::Classes(e) => {
                 mark(StatusKind::GatewayClass, event_key(&e));
-                apply_spec(&mut stores.classes, *e)
+                context_changed = apply_spec(&mut stores.classes, *e);
+                context_changed
             }
             Update::Gateways(e) => {
                 mark(StatusKind::Gateway, event_key(&e));
-                apply_spec(&mut stores.gateways, *e)
+                context_changed = apply_spec(&mut stores.gateways, *e);
+                context_changed
             }
             Update::HttpRoutes(e) => {
                 mark(StatusKind::HttpRoute, event_key(&e));
@@ -315,13 +325,18 @@ impl Controller {
                 mark(StatusKind::TcpRoute, event_key(&e));
                 apply_spec(&mut stores.tcp_routes, *e)
             }
-            Update::Grants(e) => apply_spec(&mut stores.grants, *e),
+            Update::Grants(e) => {
+                context_changed = apply_spec(&mut stores.grants, *e);
+                context_changed
+            }
             Update::Namespaces(e) => {
                 stores.namespaces.apply(*e, |_| true);
+                context_changed = true;
                 true
             }
             Update::Services(e) => {
                 stores.services.apply(*e, |_| true);
+                context_changed = true;
                 true
             }
             // Only TLS Secrets can be Gateway certificates.
@@ -329,9 +344,14 @@ impl Controller {
                 stores
                     .secrets
                     .apply(*e, |s| s.type_.as_deref() == Some("kubernetes.io/tls"));
+                context_changed = true;
                 true
             }
+        };
+        if context_changed {
+            self.context += 1;
         }
+        changed
     }
 
     /// Translates everything and applies the fragments that changed.
@@ -339,28 +359,51 @@ impl Controller {
         if !self.stores.synced() {
             return;
         }
-        let mut translation = translate(&self.stores.view(), &self.settings, &UNSTAMPED);
+        let mut translation = translate_cached(
+            &self.stores.view(),
+            &self.settings,
+            &UNSTAMPED,
+            self.context,
+            &mut self.route_cache,
+        );
         let mut changes = Vec::new();
-        let mut fingerprints = BTreeMap::new();
+        let mut applied = BTreeMap::new();
         for (key, fragment) in &translation.fragments {
-            let fingerprint = Some(fingerprint(fragment));
-            fingerprints.insert(key.clone(), fingerprint);
-            if self.applied.get(key) != Some(&fingerprint) {
-                changes.push((key.clone(), Some(fragment.clone())));
-            }
+            let before = self.applied.remove(key);
+            // The same fragment (a route taken from the cache), or an equal one.
+            let unchanged = before.as_ref().filter(|b| b.accepted).and_then(|b| {
+                if Arc::ptr_eq(&b.fragment, fragment) {
+                    Some(b.fingerprint)
+                } else {
+                    let new = fingerprint(fragment);
+                    (new == b.fingerprint).then_some(new)
+                }
+            });
+            let fingerprint = match unchanged {
+                Some(fingerprint) => fingerprint,
+                None => {
+                    changes.push((key.clone(), Some(fragment.clone())));
+                    fingerprint(fragment)
+                }
+            };
+            let entry = Applied {
+                fragment: fragment.clone(),
+                fingerprint,
+                accepted: true,
+            };
+            applied.insert(key.clone(), entry);
         }
-        for key in self.applied.keys() {
-            if !fingerprints.contains_key(key) {
-                changes.push((key.clone(), None));
-            }
+        // What is left was applied before and is gone now.
+        for key in std::mem::take(&mut self.applied).into_keys() {
+            changes.push((key, None));
         }
         if !changes.is_empty() {
             let state = self.state.clone();
             let batch = changes.len();
             let started = std::time::Instant::now();
-            let applied =
+            let done =
                 tokio::task::spawn_blocking(move || state.set_fragments(SOURCE, changes)).await;
-            let Ok((generation, outcomes)) = applied else {
+            let Ok((generation, outcomes)) = done else {
                 log::error!("gateway controller: applying {batch} changes panicked");
                 return;
             };
@@ -372,7 +415,9 @@ impl Controller {
                 let Some(rejected) = outcome.rejected else {
                     continue;
                 };
-                fingerprints.insert(outcome.key.clone(), None);
+                if let Some(entry) = applied.get_mut(&outcome.key) {
+                    entry.accepted = false;
+                }
                 let message = rejected
                     .problems
                     .iter()
@@ -383,7 +428,7 @@ impl Controller {
                     .await;
             }
         }
-        self.applied = fingerprints;
+        self.applied = applied;
         self.status.mark_changed(&self.last, &translation);
         self.last = translation;
         let routes = self.last.http_routes.len();
@@ -439,7 +484,8 @@ impl Controller {
             _ => return,
         };
         if let Some(status) = statuses.get_mut(&object) {
-            for parent in &mut status.parents {
+            // A copy: the route cache keeps the translation's own.
+            for parent in &mut Arc::make_mut(status).parents {
                 for condition in &mut parent.conditions {
                     if condition.type_ != "Accepted" {
                         continue;
@@ -495,6 +541,14 @@ impl Controller {
             log::warn!("gateway controller: cannot publish an Event for {key}: {e}");
         }
     }
+}
+
+/// A fragment handed to the state.
+struct Applied {
+    fragment: Arc<crate::model::Fragment>,
+    fingerprint: u64,
+    /// The compiler accepted it (else it is offered again with the next batch).
+    accepted: bool,
 }
 
 /// A fragment's fingerprint: the hash of its debug text, written straight into the hasher

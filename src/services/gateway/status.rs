@@ -17,7 +17,7 @@ use crate::sources::kubernetes::gateway::api::grpcroutes::GrpcRoute;
 use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
 use crate::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
-use crate::sources::kubernetes::gateway::{GatewayObjects, ObjectKey, Translation};
+use crate::sources::kubernetes::gateway::{GatewayObjects, ObjectKey, RouteStatus, Translation};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -25,6 +25,7 @@ use kube::core::object::HasStatus;
 use kube::{Api, Client, Resource};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// The transition time of every condition a translation makes; replaced when written.
@@ -112,22 +113,22 @@ impl StatusWriter {
     /// Marks the objects whose wanted status differs between `before` and `after`.
     pub fn mark_changed(&mut self, before: &Translation, after: &Translation) {
         let class_key = |name: &String| (String::new(), name.clone());
-        diff(&before.classes, &after.classes, |k| {
+        diff(&before.classes, &after.classes, PartialEq::eq, |k| {
             self.dirty.insert((StatusKind::GatewayClass, class_key(k)));
         });
-        diff(&before.gateways, &after.gateways, |k| {
+        diff(&before.gateways, &after.gateways, PartialEq::eq, |k| {
             self.dirty.insert((StatusKind::Gateway, k.clone()));
         });
-        diff(&before.http_routes, &after.http_routes, |k| {
+        diff(&before.http_routes, &after.http_routes, same_status, |k| {
             self.dirty.insert((StatusKind::HttpRoute, k.clone()));
         });
-        diff(&before.grpc_routes, &after.grpc_routes, |k| {
+        diff(&before.grpc_routes, &after.grpc_routes, same_status, |k| {
             self.dirty.insert((StatusKind::GrpcRoute, k.clone()));
         });
-        diff(&before.tls_routes, &after.tls_routes, |k| {
+        diff(&before.tls_routes, &after.tls_routes, same_status, |k| {
             self.dirty.insert((StatusKind::TlsRoute, k.clone()));
         });
-        diff(&before.tcp_routes, &after.tcp_routes, |k| {
+        diff(&before.tcp_routes, &after.tcp_routes, same_status, |k| {
             self.dirty.insert((StatusKind::TcpRoute, k.clone()));
         });
     }
@@ -256,7 +257,7 @@ impl StatusWriter {
         &self,
         key: &StatusKey,
         route: &K,
-        wanted: Option<&crate::sources::kubernetes::gateway::RouteStatus>,
+        wanted: Option<&Arc<RouteStatus>>,
     ) -> Option<(Value, Option<String>)>
     where
         K: Resource<DynamicType = ()> + HasStatus,
@@ -303,15 +304,16 @@ impl StatusWriter {
     }
 }
 
-/// Calls `changed` with each key whose value differs between `before` and `after`
-/// (present in one only included).
-fn diff<K: Ord, V: PartialEq>(
+/// Calls `changed` with each key whose value differs between `before` and `after` by
+/// `same` (present in one only included).
+fn diff<K: Ord, V>(
     before: &BTreeMap<K, V>,
     after: &BTreeMap<K, V>,
+    same: impl Fn(&V, &V) -> bool,
     mut changed: impl FnMut(&K),
 ) {
     for (key, value) in after {
-        if before.get(key) != Some(value) {
+        if !before.get(key).is_some_and(|old| same(old, value)) {
             changed(key);
         }
     }
@@ -320,6 +322,12 @@ fn diff<K: Ord, V: PartialEq>(
             changed(key);
         }
     }
+}
+
+/// Whether two shared statuses are the same: the same one (a route taken from the
+/// translation cache, the usual case) or equal.
+fn same_status(a: &Arc<RouteStatus>, b: &Arc<RouteStatus>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 /// The merge patch of `key`'s status to `status`, as a future for the writer task.
@@ -496,7 +504,7 @@ mod tests {
         let before = BTreeMap::from([(1, "a"), (2, "b"), (3, "c")]);
         let after = BTreeMap::from([(1, "a"), (2, "x"), (4, "d")]);
         let mut changed = Vec::new();
-        diff(&before, &after, |k| changed.push(*k));
+        diff(&before, &after, PartialEq::eq, |k| changed.push(*k));
         changed.sort();
         assert_eq!(changed, [2, 3, 4]);
     }

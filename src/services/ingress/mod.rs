@@ -352,7 +352,7 @@ impl Controller {
             tracked.fingerprint = fingerprint;
             let translation = translate(ingress, objects.as_ref(), settings, References::Strict);
             if !translation.report.rejected() {
-                changes.push((fragment_key(key), Some(translation.fragment)));
+                changes.push((fragment_key(key), Some(Arc::new(translation.fragment))));
             }
             reports.insert(key.clone(), (ingress.clone(), translation.report));
         }

@@ -15,6 +15,7 @@ use crate::model::{
     ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::sync::Arc;
 
 /// Translates one GRPCRoute: its fragment (if attached anywhere) and its status.
 pub fn translate(
@@ -68,7 +69,8 @@ pub fn translate(
     if parents.is_empty() {
         return;
     }
-    out.grpc_routes.insert(key.clone(), RouteStatus { parents });
+    out.grpc_routes
+        .insert(key.clone(), Arc::new(RouteStatus { parents }));
     if targets.is_empty() {
         return;
     }
@@ -82,7 +84,7 @@ pub fn translate(
         }
     }
     out.fragments
-        .insert(fragment_key("GRPCRoute", key), fragment);
+        .insert(fragment_key("GRPCRoute", key), Arc::new(fragment));
 }
 
 /// The rules as route templates (no listener, no hosts), and the route's verdict.

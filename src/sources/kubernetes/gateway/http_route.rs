@@ -15,6 +15,7 @@ use crate::model::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use regex::Regex;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Translates one HTTPRoute: its fragment (if attached anywhere) and its status.
@@ -77,7 +78,8 @@ pub fn translate(
     if parents.is_empty() {
         return;
     }
-    out.http_routes.insert(key.clone(), RouteStatus { parents });
+    out.http_routes
+        .insert(key.clone(), Arc::new(RouteStatus { parents }));
     if targets.is_empty() {
         return;
     }
@@ -91,7 +93,7 @@ pub fn translate(
         }
     }
     out.fragments
-        .insert(fragment_key("HTTPRoute", key), fragment);
+        .insert(fragment_key("HTTPRoute", key), Arc::new(fragment));
 }
 
 /// The rules of a route as route templates.

@@ -9,6 +9,7 @@ use crate::sources::kubernetes::secrets::certificate_of;
 use crate::sources::kubernetes::services::published_addresses;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::api::gatewayclasses::GatewayClassStatus;
 use super::api::gateways::{
@@ -18,7 +19,7 @@ use super::api::gateways::{
 };
 
 /// The route kinds sluice serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RouteKind {
     Http,
     Grpc,
@@ -220,7 +221,8 @@ pub fn resolve_gateways(
         }
         resolved.extend(mine);
         if !fragment.certificates.is_empty() {
-            out.fragments.insert(fragment_key("Gateway", key), fragment);
+            out.fragments
+                .insert(fragment_key("Gateway", key), Arc::new(fragment));
         }
     }
     resolved

@@ -27,7 +27,8 @@ use api::tlsroutes::TlsRoute;
 pub use attach::RouteStatus;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 pub use super::ingress::{key_of, ObjectKey};
 pub use listeners::{ResolvedListener, RouteKind};
@@ -52,24 +53,47 @@ pub struct GatewayObjects<'a> {
     pub secrets: &'a BTreeMap<ObjectKey, Secret>,
 }
 
-/// What the objects become.
+/// What the objects become. Fragments and route statuses are shared (`Arc`): a route that
+/// did not change between two translations hands over the same ones.
 #[derive(Debug, Clone, Default)]
 pub struct Translation {
     /// By fragment key: `Gateway/NS/NAME`, `HTTPRoute/NS/NAME`.
-    pub fragments: BTreeMap<String, Fragment>,
+    pub fragments: BTreeMap<String, Arc<Fragment>>,
     /// The status of each GatewayClass of sluice's controller.
     pub classes: BTreeMap<String, GatewayClassStatus>,
     /// The status of each Gateway of those classes.
     pub gateways: BTreeMap<ObjectKey, GatewayStatus>,
     /// The status of each HTTPRoute with a parent among those Gateways (only those
     /// parents' entries).
-    pub http_routes: BTreeMap<ObjectKey, RouteStatus>,
+    pub http_routes: BTreeMap<ObjectKey, Arc<RouteStatus>>,
     /// The same for each GRPCRoute.
-    pub grpc_routes: BTreeMap<ObjectKey, RouteStatus>,
+    pub grpc_routes: BTreeMap<ObjectKey, Arc<RouteStatus>>,
     /// The same for each TLSRoute.
-    pub tls_routes: BTreeMap<ObjectKey, RouteStatus>,
+    pub tls_routes: BTreeMap<ObjectKey, Arc<RouteStatus>>,
     /// The same for each TCPRoute.
-    pub tcp_routes: BTreeMap<ObjectKey, RouteStatus>,
+    pub tcp_routes: BTreeMap<ObjectKey, Arc<RouteStatus>>,
+}
+
+/// The translations of routes, kept from one batch to the next: a route is translated
+/// again only when it changed (a new generation, or deleted and created again) or when its
+/// context did (any object that is not a route, or the settings), so a change to one
+/// route among thousands costs one route's translation.
+#[derive(Debug, Default)]
+pub struct RouteCache {
+    /// The context the entries were made in.
+    context: Option<u64>,
+    entries: HashMap<(RouteKind, ObjectKey), CachedRoute>,
+}
+
+/// One route's translation.
+#[derive(Debug)]
+struct CachedRoute {
+    /// The route's uid, creation time and generation when it was translated.
+    version: (Option<String>, Option<i64>, Option<i64>),
+    fragment: Option<Arc<Fragment>>,
+    status: Option<Arc<RouteStatus>>,
+    /// The listeners (indices into the resolved listeners) it attached to, with counts.
+    attached: Vec<(usize, i32)>,
 }
 
 /// The fragment key of an object of `kind`.
@@ -92,24 +116,135 @@ pub fn translate(
     settings: &GatewaySettings,
     now: &Time,
 ) -> Translation {
+    translate_cached(objects, settings, now, 0, &mut RouteCache::default())
+}
+
+/// [`translate`], taking from `cache` the routes translated in the same `context` (a number
+/// the caller changes whenever anything but a route changes, settings and `now` included)
+/// and keeping the new translations there.
+pub fn translate_cached(
+    objects: &GatewayObjects<'_>,
+    settings: &GatewaySettings,
+    now: &Time,
+    context: u64,
+    cache: &mut RouteCache,
+) -> Translation {
     let mut out = Translation::default();
     let accepted_classes = listeners::classes(objects, settings, now, &mut out);
     let mut resolved =
         listeners::resolve_gateways(objects, settings, &accepted_classes, now, &mut out);
+    if cache.context != Some(context) {
+        cache.entries.clear();
+        cache.context = Some(context);
+    }
+    let mut seen = HashSet::new();
+    let mut routes = Routes {
+        cache,
+        resolved: &mut resolved,
+        out: &mut out,
+        seen: &mut seen,
+    };
     for (key, route) in objects.http_routes {
-        http_route::translate(key, route, objects, &mut resolved, settings, now, &mut out);
+        routes.translate(RouteKind::Http, key, &route.metadata, |resolved, part| {
+            http_route::translate(key, route, objects, resolved, settings, now, part)
+        });
     }
     for (key, route) in objects.grpc_routes {
-        grpc_route::translate(key, route, objects, &mut resolved, settings, now, &mut out);
+        routes.translate(RouteKind::Grpc, key, &route.metadata, |resolved, part| {
+            grpc_route::translate(key, route, objects, resolved, settings, now, part)
+        });
     }
     for (key, route) in objects.tls_routes {
-        stream_route::translate_tls(key, route, objects, &mut resolved, settings, now, &mut out);
+        routes.translate(RouteKind::Tls, key, &route.metadata, |resolved, part| {
+            stream_route::translate_tls(key, route, objects, resolved, settings, now, part)
+        });
     }
     for (key, route) in objects.tcp_routes {
-        stream_route::translate_tcp(key, route, objects, &mut resolved, settings, now, &mut out);
+        routes.translate(RouteKind::Tcp, key, &route.metadata, |resolved, part| {
+            stream_route::translate_tcp(key, route, objects, resolved, settings, now, part)
+        });
     }
+    cache.entries.retain(|id, _| seen.contains(id));
     listeners::finish_gateways(objects, settings, &resolved, now, &mut out);
     out
+}
+
+/// The routes' part of a translation under way.
+struct Routes<'t> {
+    cache: &'t mut RouteCache,
+    resolved: &'t mut [ResolvedListener],
+    out: &'t mut Translation,
+    /// The routes met, so that the cache forgets deleted ones.
+    seen: &'t mut HashSet<(RouteKind, ObjectKey)>,
+}
+
+impl Routes<'_> {
+    /// Adds route `key` of `kind` to the output: from the cache if it was translated in
+    /// this context at this version, else by `translate` (into a translation of its own,
+    /// whose fragment, status and attachments are then kept).
+    fn translate(
+        &mut self,
+        kind: RouteKind,
+        key: &ObjectKey,
+        metadata: &ObjectMeta,
+        translate: impl FnOnce(&mut [ResolvedListener], &mut Translation),
+    ) {
+        let id = (kind, key.clone());
+        let version = (metadata.uid.clone(), created(metadata), metadata.generation);
+        let fragment_key = fragment_key(kind.name(), key);
+        let current = self
+            .cache
+            .entries
+            .get(&id)
+            .is_some_and(|entry| entry.version == version);
+        if !current {
+            let before: Vec<i32> = self.resolved.iter().map(|l| l.attached).collect();
+            let mut part = Translation::default();
+            translate(self.resolved, &mut part);
+            let mut attached = Vec::new();
+            for (i, listener) in self.resolved.iter_mut().enumerate() {
+                let added = listener.attached - before[i];
+                if added > 0 {
+                    // Counted again below, as for a route taken from the cache.
+                    listener.attached -= added;
+                    attached.push((i, added));
+                }
+            }
+            let entry = CachedRoute {
+                version,
+                fragment: part.fragments.remove(&fragment_key),
+                status: statuses(kind, &mut part).remove(key),
+                attached,
+            };
+            self.cache.entries.insert(id.clone(), entry);
+        }
+        let Some(entry) = self.cache.entries.get(&id) else {
+            return;
+        };
+        for &(i, added) in &entry.attached {
+            self.resolved[i].attached += added;
+        }
+        if let Some(fragment) = &entry.fragment {
+            self.out.fragments.insert(fragment_key, fragment.clone());
+        }
+        if let Some(status) = &entry.status {
+            statuses(kind, self.out).insert(key.clone(), status.clone());
+        }
+        self.seen.insert(id);
+    }
+}
+
+/// The statuses of the routes of `kind` in `translation`.
+pub fn statuses(
+    kind: RouteKind,
+    translation: &mut Translation,
+) -> &mut BTreeMap<ObjectKey, Arc<RouteStatus>> {
+    match kind {
+        RouteKind::Http => &mut translation.http_routes,
+        RouteKind::Grpc => &mut translation.grpc_routes,
+        RouteKind::Tls => &mut translation.tls_routes,
+        RouteKind::Tcp => &mut translation.tcp_routes,
+    }
 }
 
 /// The origin of an object of `kind`.

@@ -10,6 +10,7 @@ use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, RouteStatus, Translation};
 use crate::model::{Backend, Fragment, GatewaySettings, RouteConfig};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use std::sync::Arc;
 
 /// What a TLSRoute or TCPRoute says, in the terms both share.
 struct StreamRoute<'r> {
@@ -75,7 +76,7 @@ pub fn translate_tls(
             .collect(),
     };
     if let Some(status) = translate(key, &stream, objects, resolved, settings, now, out) {
-        out.tls_routes.insert(key.clone(), status);
+        out.tls_routes.insert(key.clone(), Arc::new(status));
     }
 }
 
@@ -128,7 +129,7 @@ pub fn translate_tcp(
             .collect(),
     };
     if let Some(status) = translate(key, &stream, objects, resolved, settings, now, out) {
-        out.tcp_routes.insert(key.clone(), status);
+        out.tcp_routes.insert(key.clone(), Arc::new(status));
     }
 }
 
@@ -209,6 +210,7 @@ fn translate(
         route.hosts = hosts.iter().map(|h| host_match(h)).collect();
         fragment.routes.push(route);
     }
-    out.fragments.insert(fragment_key(kind, key), fragment);
+    out.fragments
+        .insert(fragment_key(kind, key), Arc::new(fragment));
     Some(RouteStatus { parents })
 }

@@ -54,7 +54,11 @@ struct Objects {
 
 impl Objects {
     fn translate(&self) -> Translation {
-        let view = GatewayObjects {
+        translate(&self.view(), &settings(), &now())
+    }
+
+    fn view(&self) -> GatewayObjects<'_> {
+        GatewayObjects {
             classes: &self.classes,
             gateways: &self.gateways,
             http_routes: &self.http_routes,
@@ -65,8 +69,7 @@ impl Objects {
             namespaces: &self.namespaces,
             services: &self.services,
             secrets: &self.secrets,
-        };
-        translate(&view, &settings(), &now())
+        }
     }
 }
 
@@ -168,6 +171,58 @@ fn an_http_route_attaches_with_its_matches_and_hostnames() {
     let listeners = gateway.listeners.clone().unwrap_or_default();
     assert_eq!(listeners[0].attached_routes, 1);
     assert_eq!(listeners[1].attached_routes, 0);
+}
+
+/// The listeners' attached route counts of Gateway `infra/gw`.
+fn attached(t: &Translation) -> Vec<i32> {
+    let gateway = &t.gateways[&("infra".into(), "gw".into())];
+    let listeners = gateway.listeners.clone().unwrap_or_default();
+    listeners.iter().map(|l| l.attached_routes).collect()
+}
+
+#[test]
+fn cached_routes_are_reused_until_they_or_their_context_change() {
+    let mut o = objects();
+    for name in ["a", "b"] {
+        let mut r = route(json!({
+            "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "web"}],
+            "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}],
+        }));
+        r.metadata.name = Some(name.into());
+        o.http_routes.insert(("apps".into(), name.into()), r);
+    }
+    let mut cache = RouteCache::default();
+    let first = translate_cached(&o.view(), &settings(), &now(), 1, &mut cache);
+    let again = translate_cached(&o.view(), &settings(), &now(), 1, &mut cache);
+    let same = |t: &Translation, u: &Translation, key: &str| {
+        Arc::ptr_eq(&t.fragments[key], &u.fragments[key])
+    };
+    assert!(same(&first, &again, "HTTPRoute/apps/a"));
+    assert!(same(&first, &again, "HTTPRoute/apps/b"));
+    // Attachments taken from the cache are counted as when translated.
+    assert_eq!(attached(&first), [2, 0]);
+    assert_eq!(attached(&again), [2, 0]);
+    assert_eq!(again.http_routes, o.translate().http_routes);
+
+    // A new generation of one route: only it is translated again.
+    let key = ("apps".to_string(), "b".to_string());
+    if let Some(r) = o.http_routes.get_mut(&key) {
+        r.metadata.generation = Some(4);
+    }
+    let changed = translate_cached(&o.view(), &settings(), &now(), 1, &mut cache);
+    assert!(same(&again, &changed, "HTTPRoute/apps/a"));
+    assert!(!same(&again, &changed, "HTTPRoute/apps/b"));
+    assert_eq!(attached(&changed), [2, 0]);
+
+    // Another context (say a Service changed): everything is translated again.
+    let context = translate_cached(&o.view(), &settings(), &now(), 2, &mut cache);
+    assert!(!same(&changed, &context, "HTTPRoute/apps/a"));
+
+    // A deleted route leaves the output and the cache.
+    o.http_routes.remove(&key);
+    let deleted = translate_cached(&o.view(), &settings(), &now(), 2, &mut cache);
+    assert!(!deleted.fragments.contains_key("HTTPRoute/apps/b"));
+    assert_eq!(attached(&deleted), [1, 0]);
 }
 
 #[test]

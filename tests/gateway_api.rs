@@ -4,7 +4,8 @@
 //! asserting what the upstream test asserts: the status conditions the controller writes
 //! and the responses of the real binary. The upstream suite's base manifests give every
 //! Service of the conformance namespaces a backend here, named `NAMESPACE/SERVICE` (the
-//! echo server of the suite reports its pod's namespace and name the same way).
+//! echo server of the suite reports its pod's namespace and name the same way). The tests
+//! named in snake_case are sluice's own, on the same harness.
 
 mod support;
 
@@ -661,6 +662,50 @@ fn GRPCRouteWeight() {
 
 fn v(n: u8) -> String {
     format!("{INFRA}/infra-backend-v{n}")
+}
+
+#[test]
+fn status_overwritten_by_another_writer_is_written_again() {
+    let c = Conformance::start(&["httproute-simple-same-namespace.yaml"]);
+    let route = "gateway-conformance-infra-test";
+    c.accepted(INFRA, route);
+    c.listener_status(
+        "same-namespace",
+        "http",
+        1,
+        &[("Accepted", "True", "Accepted")],
+    );
+    // Another writer empties the route's status and gives the Gateway an address sluice
+    // does not publish (the harness sets no gateway.publish).
+    let mut overwritten = c.kube.get::<HttpRoute>(INFRA, route).expect("the route");
+    overwritten.status = None;
+    c.kube.apply(overwritten);
+    let mut gateway = c
+        .kube
+        .get::<Gateway>(INFRA, "same-namespace")
+        .expect("the Gateway");
+    let mut status = serde_json::to_value(&gateway.status).expect("status JSON");
+    status["addresses"] = serde_json::json!([{"type": "IPAddress", "value": "192.0.2.1"}]);
+    gateway.status = serde_json::from_value(status).expect("a Gateway status");
+    c.kube.apply(gateway);
+    // sluice writes its parent entry back, and removes the address (a merge patch keeps
+    // what it does not name: sluice names it with null).
+    c.accepted(INFRA, route);
+    let address_removed = c.kube.wait_until(READY_TIMEOUT, |kube| {
+        kube.get::<Gateway>(INFRA, "same-namespace")
+            .and_then(|g| g.status)
+            .is_some_and(|s| s.addresses.as_ref().is_none_or(|a| a.is_empty()))
+    });
+    assert!(
+        address_removed,
+        "the foreign address stays in the Gateway's status"
+    );
+    c.listener_status(
+        "same-namespace",
+        "http",
+        1,
+        &[("Accepted", "True", "Accepted")],
+    );
 }
 
 #[test]

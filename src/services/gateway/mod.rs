@@ -292,38 +292,29 @@ impl Controller {
     fn apply(&mut self, update: Update) -> bool {
         let stores = &mut self.stores;
         let status = &mut self.status;
-        let mut mark = |kind, key: Option<ObjectKey>| {
-            if let Some(key) = key {
-                status.mark((kind, key));
-            }
-        };
         let mut context_changed = false;
         let changed = match update {
             Update::Classes(e) => {
-                mark(StatusKind::GatewayClass, event_key(&e));
-                context_changed = apply_spec(&mut stores.classes, *e);
+                context_changed =
+                    apply_marked(&mut stores.classes, *e, StatusKind::GatewayClass, status);
                 context_changed
             }
             Update::Gateways(e) => {
-                mark(StatusKind::Gateway, event_key(&e));
-                context_changed = apply_spec(&mut stores.gateways, *e);
+                context_changed =
+                    apply_marked(&mut stores.gateways, *e, StatusKind::Gateway, status);
                 context_changed
             }
             Update::HttpRoutes(e) => {
-                mark(StatusKind::HttpRoute, event_key(&e));
-                apply_spec(&mut stores.http_routes, *e)
+                apply_marked(&mut stores.http_routes, *e, StatusKind::HttpRoute, status)
             }
             Update::GrpcRoutes(e) => {
-                mark(StatusKind::GrpcRoute, event_key(&e));
-                apply_spec(&mut stores.grpc_routes, *e)
+                apply_marked(&mut stores.grpc_routes, *e, StatusKind::GrpcRoute, status)
             }
             Update::TlsRoutes(e) => {
-                mark(StatusKind::TlsRoute, event_key(&e));
-                apply_spec(&mut stores.tls_routes, *e)
+                apply_marked(&mut stores.tls_routes, *e, StatusKind::TlsRoute, status)
             }
             Update::TcpRoutes(e) => {
-                mark(StatusKind::TcpRoute, event_key(&e));
-                apply_spec(&mut stores.tcp_routes, *e)
+                apply_marked(&mut stores.tcp_routes, *e, StatusKind::TcpRoute, status)
             }
             Update::Grants(e) => {
                 context_changed = apply_spec(&mut stores.grants, *e);
@@ -369,23 +360,16 @@ impl Controller {
         let mut changes = Vec::new();
         let mut applied = BTreeMap::new();
         for (key, fragment) in &translation.fragments {
-            let before = self.applied.remove(key);
+            let before = self.applied.get(key);
             // The same fragment (a route taken from the cache), or an equal one.
-            let unchanged = before.as_ref().filter(|b| b.accepted).and_then(|b| {
-                if Arc::ptr_eq(&b.fragment, fragment) {
-                    Some(b.fingerprint)
-                } else {
-                    let new = fingerprint(fragment);
-                    (new == b.fingerprint).then_some(new)
-                }
-            });
-            let fingerprint = match unchanged {
-                Some(fingerprint) => fingerprint,
-                None => {
-                    changes.push((key.clone(), Some(fragment.clone())));
-                    fingerprint(fragment)
-                }
+            // The same fragment (a route taken from the cache) needs no fingerprint.
+            let fingerprint = match before {
+                Some(b) if Arc::ptr_eq(&b.fragment, fragment) => b.fingerprint,
+                _ => fingerprint(fragment),
             };
+            if !before.is_some_and(|b| b.accepted && b.fingerprint == fingerprint) {
+                changes.push((key.clone(), Some(fragment.clone())));
+            }
             let entry = Applied {
                 fragment: fragment.clone(),
                 fingerprint,
@@ -393,9 +377,11 @@ impl Controller {
             };
             applied.insert(key.clone(), entry);
         }
-        // What is left was applied before and is gone now.
-        for key in std::mem::take(&mut self.applied).into_keys() {
-            changes.push((key, None));
+        // Applied before and gone now.
+        for key in self.applied.keys() {
+            if !translation.fragments.contains_key(key) {
+                changes.push((key.clone(), None));
+            }
         }
         if !changes.is_empty() {
             let state = self.state.clone();
@@ -567,14 +553,26 @@ fn fingerprint(fragment: &crate::model::Fragment) -> u64 {
     hashing.0.finish()
 }
 
-/// The object an event is about (none for the start and end of a list).
-fn event_key<K: Resource>(event: &Event<K>) -> Option<ObjectKey> {
-    match event {
-        Event::Apply(object) | Event::Delete(object) | Event::InitApply(object) => {
-            Some(key_of(object.meta()))
-        }
-        Event::Init | Event::InitDone => None,
+/// Applies an event of a kind whose status sluice writes (see [`apply_spec`]) and marks
+/// dirty what it changes: the event's object, or, when a relist completes, every object
+/// (listed objects are not in the store before then).
+fn apply_marked<K: Resource + Clone>(
+    watched: &mut Watched<K>,
+    event: Event<K>,
+    kind: StatusKind,
+    status: &mut StatusWriter,
+) -> bool {
+    let relisted = matches!(event, Event::InitDone);
+    if let Event::Apply(object) | Event::Delete(object) = &event {
+        status.mark((kind, key_of(object.meta())));
     }
+    let changed = apply_spec(watched, event);
+    if relisted {
+        for key in watched.objects.keys() {
+            status.mark((kind, key.clone()));
+        }
+    }
+    changed
 }
 
 /// Applies a watch event of a kind with a generation; returns whether the spec changed (a

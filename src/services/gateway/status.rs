@@ -25,6 +25,7 @@ use kube::core::object::HasStatus;
 use kube::{Api, Client, Resource};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -62,12 +63,17 @@ impl StatusKind {
 /// An object whose status sluice writes (GatewayClasses under namespace `""`).
 pub type StatusKey = (StatusKind, ObjectKey);
 
-/// How one write went: the object, the resourceVersion it had when the write was sent.
+/// How one write went: the object, the resourceVersion it had when the write was sent,
+/// and the hash of what was written.
 pub struct Outcome {
     key: StatusKey,
-    version: Option<String>,
+    written: Written,
     result: Result<(), kube::Error>,
 }
+
+/// An object's resourceVersion when its status was written, and the hash of the status
+/// written (transition times aside).
+type Written = (Option<String>, u64);
 
 type PendingWrite = futures::future::BoxFuture<'static, Outcome>;
 
@@ -81,9 +87,9 @@ pub struct StatusWriter {
     failed: BTreeSet<StatusKey>,
     /// Objects with a write under way: compared again when it lands.
     in_flight: BTreeSet<StatusKey>,
-    /// Per object, the resourceVersion it had when its status was last written, so that a
-    /// view that has not seen the write yet does not cause a second one.
-    written: HashMap<StatusKey, Option<String>>,
+    /// Per object, what was last written, so that a view that has not seen the write yet
+    /// does not cause a second one of the same status.
+    written: HashMap<StatusKey, Written>,
     writes: mpsc::UnboundedSender<Vec<PendingWrite>>,
 }
 
@@ -166,13 +172,13 @@ impl StatusWriter {
     pub fn landed(&mut self, outcome: Outcome) {
         let Outcome {
             key,
-            version,
+            written,
             result,
         } = outcome;
         self.in_flight.remove(&key);
         match result {
             Ok(()) => {
-                self.written.insert(key.clone(), version);
+                self.written.insert(key.clone(), written);
                 self.dirty.insert(key);
             }
             Err(e) => {
@@ -222,12 +228,12 @@ impl StatusWriter {
                         self.write_route(&key, route, wanted.tcp_routes.get(object))
                     }),
                 };
-            let Some((mut status, version)) = write else {
+            let Some((mut status, written)) = write else {
                 continue;
             };
             stamp(&mut status, &now);
             self.in_flight.insert(key.clone());
-            pending.push(patch(key, version, status, self.client.clone()));
+            pending.push(patch(key, written, status, self.client.clone()));
         }
         if !pending.is_empty() && self.writes.send(pending).is_err() {
             log::error!("gateway controller: the status writer has stopped");
@@ -241,7 +247,7 @@ impl StatusWriter {
         key: &StatusKey,
         object: &K,
         wanted: &impl serde::Serialize,
-    ) -> Option<(Value, Option<String>)>
+    ) -> Option<(Value, Written)>
     where
         K: Resource<DynamicType = ()> + HasStatus,
         K::Status: serde::Serialize,
@@ -258,7 +264,7 @@ impl StatusWriter {
         key: &StatusKey,
         route: &K,
         wanted: Option<&Arc<RouteStatus>>,
-    ) -> Option<(Value, Option<String>)>
+    ) -> Option<(Value, Written)>
     where
         K: Resource<DynamicType = ()> + HasStatus,
         K::Status: serde::Serialize,
@@ -273,13 +279,18 @@ impl StatusWriter {
         if wanted.is_none() && !parents.iter().any(ours) {
             return None;
         }
-        let mut kept: Vec<Value> = parents.into_iter().filter(|p| !ours(p)).collect();
+        // Sluice's entries go where its first one was (else last), so that the order of
+        // other controllers' entries and sluice's never changes by itself: two writers
+        // reordering the list would rewrite it forever.
+        let at = parents.iter().position(ours).unwrap_or(parents.len());
+        let mut kept: Vec<Value> = parents.iter().take(at).cloned().collect();
         kept.extend(
             wanted
                 .iter()
                 .flat_map(|s| s.parents.iter())
                 .filter_map(to_json),
         );
+        kept.extend(parents.iter().skip(at).filter(|p| !ours(p)).cloned());
         self.differing(key, route, json!({ "parents": kept }), &current)
     }
 
@@ -291,16 +302,28 @@ impl StatusWriter {
         object: &K,
         mut wanted: Value,
         current: &Value,
-    ) -> Option<(Value, Option<String>)> {
-        let version = &object.meta().resource_version;
-        if self.written.get(key) == Some(version) {
-            return None;
-        }
+    ) -> Option<(Value, Written)> {
         keep_transition_times(&mut wanted, current);
-        if without_times(&wanted) == without_times(current) {
+        let comparable = without_times(&wanted);
+        if comparable == without_times(current) {
             return None;
         }
-        Some((wanted, version.clone()))
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        comparable.to_string().hash(&mut hasher);
+        let written = (object.meta().resource_version.clone(), hasher.finish());
+        if self.written.get(key) == Some(&written) {
+            return None;
+        }
+        // A merge patch keeps what it does not name: what sluice no longer wants is
+        // removed with an explicit null.
+        if let (Value::Object(wanted), Value::Object(current)) = (&mut wanted, current) {
+            for name in current.keys() {
+                if !wanted.contains_key(name) {
+                    wanted.insert(name.clone(), Value::Null);
+                }
+            }
+        }
+        Some((wanted, written))
     }
 }
 
@@ -331,7 +354,7 @@ fn same_status(a: &Arc<RouteStatus>, b: &Arc<RouteStatus>) -> bool {
 }
 
 /// The merge patch of `key`'s status to `status`, as a future for the writer task.
-fn patch(key: StatusKey, version: Option<String>, status: Value, client: Client) -> PendingWrite {
+fn patch(key: StatusKey, written: Written, status: Value, client: Client) -> PendingWrite {
     let body = json!({ "status": status });
     Box::pin(async move {
         let (kind, (namespace, name)) = &key;
@@ -365,7 +388,7 @@ fn patch(key: StatusKey, version: Option<String>, status: Value, client: Client)
         };
         Outcome {
             key,
-            version,
+            written,
             result,
         }
     })
@@ -377,12 +400,29 @@ async fn send_writes(
     mut batches: mpsc::UnboundedReceiver<Vec<PendingWrite>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
 ) {
-    while let Some(batch) = batches.recv().await {
-        let mut results = futures::stream::iter(batch).buffer_unordered(WRITES_IN_FLIGHT);
-        while let Some(outcome) = results.next().await {
-            if outcomes.send(outcome).is_err() {
-                return;
+    // Writes of every batch share the slots: a write queued behind a burst starts as soon
+    // as one of the burst's finishes, not after all of them.
+    let mut queued = std::collections::VecDeque::new();
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        while running.len() < WRITES_IN_FLIGHT {
+            let Some(write) = queued.pop_front() else {
+                break;
+            };
+            running.push(write);
+        }
+        tokio::select! {
+            batch = batches.recv(), if open => match batch {
+                Some(batch) => queued.extend(batch),
+                None => open = false,
+            },
+            Some(outcome) = running.next(), if !running.is_empty() => {
+                if outcomes.send(outcome).is_err() {
+                    return;
+                }
             }
+            else => return,
         }
     }
 }

@@ -330,13 +330,19 @@ impl Controller {
                 context_changed = true;
                 true
             }
-            // Only TLS Secrets can be Gateway certificates.
+            // Only TLS Secrets can be Gateway certificates: the others (tokens, Helm
+            // releases) change nothing, and keep the route cache.
             Update::Secrets(e) => {
-                stores
-                    .secrets
-                    .apply(*e, |s| s.type_.as_deref() == Some("kubernetes.io/tls"));
-                context_changed = true;
-                true
+                let tls = |s: &Secret| s.type_.as_deref() == Some("kubernetes.io/tls");
+                let relevant = match &*e {
+                    Event::Apply(secret) | Event::Delete(secret) | Event::InitApply(secret) => {
+                        tls(secret) || stores.secrets.objects.contains_key(&key_of(secret.meta()))
+                    }
+                    Event::Init | Event::InitDone => true,
+                };
+                stores.secrets.apply(*e, tls);
+                context_changed = relevant;
+                relevant
             }
         };
         if context_changed {

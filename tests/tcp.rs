@@ -1,4 +1,5 @@
-//! L4 TCP routes through the real binary: relaying, half-close, idle timeout, connect
+//! L4 TCP routes through the real binary: relaying, weighted backends, half-close, idle
+//! timeout, connect
 //! retries, and sessions that outlive reloads, route removal, endpoint changes and a
 //! graceful upgrade.
 
@@ -235,4 +236,41 @@ fn connect_failures_try_another_endpoint() {
             assert_eq!(attempts[0]["result"], "connect_refused");
         }
     }
+}
+
+#[test]
+fn a_tcp_route_with_weighted_backends_sends_each_connection_to_one_by_weight() {
+    let (heavy, light, idle) = (TcpEcho::start(), TcpEcho::start(), TcpEcho::start());
+    let sql = listen_address();
+    let _sluice = Sluice::start(&format!(
+        "listeners: [{{ name: sql, listen: \"{sql}\", protocol: tcp }}]\n\
+         routes:\n\
+         \x20 - name: db\n\
+         \x20   listener: sql\n\
+         \x20   backends: [{{ upstream: heavy, weight: 3 }}, {{ upstream: light, weight: 1 }}, \
+         {{ upstream: idle, weight: 0 }}]\n\
+         upstreams:\n\
+         \x20 - {{ name: heavy, protocol: tcp, endpoints: [\"{}\"] }}\n\
+         \x20 - {{ name: light, protocol: tcp, endpoints: [\"{}\"] }}\n\
+         \x20 - {{ name: idle, protocol: tcp, endpoints: [\"{}\"] }}\n",
+        heavy.address, light.address, idle.address
+    ));
+    let total = 400;
+    for i in 0..total {
+        let mut stream = connect(sql);
+        echo(&mut stream, format!("connection {i}").as_bytes());
+    }
+    // A 3:1 split of 400 connections: 300 expected on `heavy`; 60 either way is more than
+    // six standard deviations (8.7).
+    let (h, l) = (heavy.accepts(), light.accepts());
+    assert_eq!(h + l, total, "every connection reached one backend");
+    assert!(
+        (240..=360).contains(&h),
+        "heavy took {h} of {total}, light {l}"
+    );
+    assert_eq!(
+        idle.accepts(),
+        0,
+        "a backend of weight 0 takes no connection"
+    );
 }

@@ -2362,3 +2362,564 @@ fn GRPCRouteNamedRule() {
     c.expect_grpc("Echo", &[], &grpc(1), 0);
     c.expect_grpc("EchoTwo", &[], &grpc(2), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// GATEWAY-HTTP Extended: redirects, rewrites, mirrors, timeouts, response headers. The echo
+// backend does what the suite's does: `?delay=DURATION` waits, and `X-Echo-Set-Header`
+// sets response headers (tests/support).
+// ---------------------------------------------------------------------------------------
+
+/// A redirect as the suite's roundtripper captures it (`UnfollowRedirect: true`): the
+/// status and the `Location` split into scheme, host, port ("" when absent) and path.
+#[derive(Debug, Clone, PartialEq)]
+struct Redirected {
+    status: u16,
+    scheme: String,
+    host: String,
+    port: String,
+    path: String,
+}
+
+/// Sends `method path` (with `headers`) over plain HTTP and splits the answer's `Location`.
+fn redirected(c: &Conformance, method: &str, path: &str, headers: &[(&str, &str)]) -> Redirected {
+    let response = Client::connect(c.http).request(method, path, headers);
+    let location = response.header("location").unwrap_or_default();
+    let (scheme, rest) = location.split_once("://").unwrap_or(("", ""));
+    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (host, port) = authority.split_once(':').unwrap_or((authority, ""));
+    let path = path.split('?').next().unwrap_or_default();
+    Redirected {
+        status: response.status,
+        scheme: scheme.to_string(),
+        host: host.to_string(),
+        port: port.to_string(),
+        path: path.to_string(),
+    }
+}
+
+/// CompareRoundTrip for a redirect: `host` "" accepts any host; `scheme` "" means the
+/// request's (`http`); `port` "" accepts no port or the scheme's well-known one; `path` ""
+/// means the request's path.
+fn redirect_matches(
+    got: &Redirected,
+    request_path: &str,
+    status: u16,
+    scheme: &str,
+    host: &str,
+    port: &str,
+    path: &str,
+) -> bool {
+    let scheme = if scheme.is_empty() { "http" } else { scheme };
+    let path = if path.is_empty() {
+        request_path.split('?').next().unwrap_or_default()
+    } else {
+        path
+    };
+    let port_ok = if port.is_empty() {
+        got.port.is_empty()
+            || (got.scheme.eq_ignore_ascii_case("http") && got.port == "80")
+            || (got.scheme.eq_ignore_ascii_case("https") && got.port == "443")
+    } else {
+        got.port == port
+    };
+    got.status == status
+        && (host.is_empty() || got.host == host)
+        && port_ok
+        && got.scheme == scheme
+        && got.path == path
+}
+
+/// MakeRequestAndExpectEventuallyConsistentResponse for a redirect (see
+/// [`redirect_matches`]): waits until `method path` redirects as wanted, then checks that
+/// it keeps doing so.
+#[allow(clippy::too_many_arguments)]
+fn expect_redirect(
+    c: &Conformance,
+    method: &str,
+    path: &str,
+    status: u16,
+    scheme: &str,
+    host: &str,
+    port: &str,
+    wanted_path: &str,
+) {
+    let check = || {
+        let got = redirected(c, method, path, &[]);
+        (
+            redirect_matches(&got, path, status, scheme, host, port, wanted_path),
+            got,
+        )
+    };
+    let what = format!(
+        "{method} {path} to redirect with {status} to scheme {scheme:?} host {host:?} port {port:?} path {wanted_path:?}"
+    );
+    wait_until(&what, READY_TIMEOUT, || check().0);
+    for _ in 0..3 {
+        let (ok, got) = check();
+        assert!(ok, "{what}: got {got:?}");
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteRedirectScheme() {
+    let c = Conformance::start(&["httproute-redirect-scheme.yaml"]);
+    c.accepted(INFRA, "redirect-scheme");
+    for (path, status, host) in [
+        ("/scheme", 302, ""),
+        ("/scheme-and-host", 302, "example.org"),
+        ("/scheme-and-status", 301, ""),
+        ("/scheme-and-host-and-status", 302, "example.org"),
+    ] {
+        expect_redirect(&c, "GET", path, status, "https", host, "", "");
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteRedirectPort() {
+    let c = Conformance::start(&["httproute-redirect-port.yaml"]);
+    c.accepted(INFRA, "redirect-port");
+    for (path, status, host) in [
+        ("/port", 302, ""),
+        ("/port-and-host", 302, "example.org"),
+        ("/port-and-status", 301, ""),
+        ("/port-and-host-and-status", 302, "example.org"),
+    ] {
+        expect_redirect(&c, "GET", path, status, "", host, "8083", "");
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRoute303Redirect() {
+    let c = Conformance::start(&["httproute-303-redirect.yaml"]);
+    c.accepted(INFRA, "303-redirect");
+    expect_redirect(&c, "POST", "/see-other", 303, "", "", "", "/see-other");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRoute307Redirect() {
+    let c = Conformance::start(&["httproute-307-redirect.yaml"]);
+    c.accepted(INFRA, "307-redirect");
+    expect_redirect(&c, "GET", "/temporary", 307, "", "", "", "/temporary");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRoute308Redirect() {
+    let c = Conformance::start(&["httproute-308-redirect.yaml"]);
+    c.accepted(INFRA, "308-redirect");
+    expect_redirect(&c, "GET", "/permanent", 308, "", "", "", "/permanent");
+}
+
+/// The values of header `name` (lower-case) of a request a backend saw, joined with ","
+/// as the suite's echo server reports repeated headers.
+fn joined(request: &SeenRequest, name: &str) -> Option<String> {
+    let values: Vec<&str> = request
+        .headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The last request backend `backend` saw for `target`.
+fn last_request(c: &Conformance, backend: &str, target: &str) -> SeenRequest {
+    c.requests_of(backend)
+        .into_iter()
+        .rev()
+        .find(|r| r.target == target)
+        .unwrap_or_else(|| panic!("{backend} saw no request for {target}"))
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteRewriteHost() {
+    let c = Conformance::start(&["httproute-rewrite-host.yaml"]);
+    c.accepted(INFRA, "rewrite-host");
+    let modify = [
+        ("X-Header-Remove", "remove-val"),
+        ("X-Header-Add-Append", "append-val-1"),
+    ];
+    for (path, sent, n, upstream_host) in [
+        ("/one", &[][..], 1, "one.example.org"),
+        ("/two", &[], 2, "example.org"),
+        (
+            "/rewrite-host-and-modify-headers",
+            &modify[..],
+            2,
+            "test.example.org",
+        ),
+    ] {
+        let mut headers = vec![("host", "rewrite.example")];
+        headers.extend_from_slice(sent);
+        c.expect("GET", path, &headers, 200, &v(n));
+        let seen = last_request(&c, &v(n), path);
+        assert_eq!(seen.header("host"), Some(upstream_host), "{path}");
+        if !sent.is_empty() {
+            assert_eq!(seen.header("x-header-add"), Some("header-val-1"));
+            assert_eq!(
+                joined(&seen, "x-header-add-append").as_deref(),
+                Some("append-val-1,header-val-2")
+            );
+            assert_eq!(seen.header("x-header-set"), Some("set-overwrites-values"));
+            assert_eq!(seen.header("x-header-remove"), None);
+        }
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteRequestMirror() {
+    let c = Conformance::start(&["httproute-request-mirror.yaml"]);
+    // Upstream checks only GatewayAndHTTPRoutesMustBeAccepted here.
+    c.route_condition(INFRA, "request-mirror", "Accepted", "True", "Accepted");
+    let modify = [
+        ("X-Header-Remove", "remove-val"),
+        ("X-Header-Add-Append", "append-val-1"),
+    ];
+    for (i, (path, sent)) in [
+        ("/mirror", &[][..]),
+        ("/mirror-and-modify-headers", &modify[..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // AddRequestIDQueryParam: a query that tells this test's requests apart.
+        let target = format!("{path}?gateway-api-conformance-request-id=request-{i}");
+        c.expect("GET", &target, sent, 200, &v(1));
+        let seen = last_request(&c, &v(1), &target);
+        if !sent.is_empty() {
+            assert_eq!(seen.header("x-header-add"), Some("header-val-1"));
+            assert_eq!(
+                joined(&seen, "x-header-add-append").as_deref(),
+                Some("append-val-1,header-val-2")
+            );
+            assert_eq!(seen.header("x-header-set"), Some("set-overwrites-values"));
+            assert_eq!(seen.header("x-header-remove"), None);
+        }
+        // ExpectMirroredRequest: the mirror backend logs the request's path.
+        wait_until(
+            &format!("{} to see the mirrored {target}", v(2)),
+            READY_TIMEOUT,
+            || c.requests_of(&v(2)).iter().any(|r| r.target == target),
+        );
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteNamedRule() {
+    let c = Conformance::start(&["httproute-named-rule.yaml"]);
+    c.accepted(INFRA, "http-named-rules");
+    // Upstream asserts the status only; the manifest sends them to v1 and v2.
+    c.expect_status("GET", "/named", 200);
+    c.expect_status("GET", "/unnamed", 200);
+    c.expect("GET", "/named", &[], 200, &v(1));
+    c.expect("GET", "/unnamed", &[], 200, &v(2));
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteTimeoutRequest() {
+    let c = Conformance::start(&["httproute-timeout-request.yaml"]);
+    c.accepted(INFRA, "request-timeout");
+    // `?delay=1s`: the echo backend waits that long.
+    c.expect_status("GET", "/request-timeout", 200);
+    c.expect_status("GET", "/request-timeout?delay=1s", 504);
+    c.expect_status("GET", "/disable-request-timeout?delay=1s", 200);
+    for (path, status) in [
+        ("/request-timeout", 200),
+        ("/request-timeout?delay=1s", 504),
+        ("/disable-request-timeout?delay=1s", 200),
+    ] {
+        let got = Client::connect(c.http).request("GET", path, &[]).status;
+        assert_eq!(got, status, "{path}");
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteTimeoutBackendRequest() {
+    let c = Conformance::start(&["httproute-timeout-backend-request.yaml"]);
+    c.accepted(INFRA, "backend-request-timeout");
+    c.expect_status("GET", "/backend-timeout", 200);
+    c.expect_status("GET", "/backend-timeout?delay=1s", 504);
+    c.expect_status("GET", "/disable-backend-timeout?delay=1s", 200);
+    for (path, status) in [
+        ("/backend-timeout", 200),
+        ("/backend-timeout?delay=1s", 504),
+        ("/disable-backend-timeout?delay=1s", 200),
+    ] {
+        let got = Client::connect(c.http).request("GET", path, &[]).status;
+        assert_eq!(got, status, "{path}");
+    }
+}
+
+/// A response with every header line kept (names lower-case, in order), where
+/// [`Client`] keeps one value per name.
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl RawResponse {
+    /// The values of `name` (lower-case) joined with ",", as Go's client reports them.
+    fn joined(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    }
+}
+
+/// `GET path` with `headers` on a fresh connection that the server closes after answering.
+fn raw_get(address: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("read timeout");
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: test.local\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    let text = String::from_utf8_lossy(&received);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect();
+    RawResponse { status, headers }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteResponseHeaderModifier() {
+    let c = Conformance::start(&["httproute-response-header-modifier.yaml"]);
+    c.accepted(INFRA, "response-header-modifier");
+    struct Case {
+        path: &'static str,
+        request: &'static [(&'static str, &'static str)],
+        /// BackendSetResponseHeaders, sent as `X-Echo-Set-Header`.
+        backend_sets: &'static [(&'static str, &'static str)],
+        response: &'static [(&'static str, &'static str)],
+        absent: &'static [&'static str],
+        /// ExpectedRequest headers, and headers the backend must not see.
+        upstream: &'static [(&'static str, &'static str)],
+        upstream_absent: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            path: "/set",
+            request: &[],
+            backend_sets: &[("Some-Other-Header", "val")],
+            response: &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Set", "set-overwrites-values"),
+            ],
+            absent: &[],
+            upstream: &[],
+            upstream_absent: &[],
+        },
+        Case {
+            path: "/set",
+            request: &[],
+            backend_sets: &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Set", "some-other-value"),
+            ],
+            response: &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Set", "set-overwrites-values"),
+            ],
+            absent: &[],
+            upstream: &[],
+            upstream_absent: &[],
+        },
+        Case {
+            path: "/add",
+            request: &[],
+            backend_sets: &[("Some-Other-Header", "val")],
+            response: &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Add", "add-appends-values"),
+            ],
+            absent: &[],
+            upstream: &[],
+            upstream_absent: &[],
+        },
+        Case {
+            path: "/add",
+            request: &[],
+            backend_sets: &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Add", "some-other-value"),
+            ],
+            response: &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Add", "some-other-value,add-appends-values"),
+            ],
+            absent: &[],
+            upstream: &[],
+            upstream_absent: &[],
+        },
+        Case {
+            path: "/remove",
+            request: &[],
+            backend_sets: &[("X-Header-Remove", "val")],
+            response: &[],
+            absent: &["X-Header-Remove"],
+            upstream: &[],
+            upstream_absent: &[],
+        },
+        Case {
+            path: "/multiple",
+            request: &[],
+            backend_sets: &[
+                ("X-Header-Set-2", "set-val-2"),
+                ("X-Header-Add-2", "add-val-2"),
+                ("X-Header-Remove-2", "remove-val-2"),
+                ("Another-Header", "another-header-val"),
+                ("X-Header-Remove-1", "val"),
+            ],
+            response: &[
+                ("X-Header-Set-1", "header-set-1"),
+                ("X-Header-Set-2", "header-set-2"),
+                ("X-Header-Add-1", "header-add-1"),
+                ("X-Header-Add-2", "add-val-2,header-add-2"),
+                ("X-Header-Add-3", "header-add-3"),
+                ("Another-Header", "another-header-val"),
+            ],
+            absent: &["X-Header-Remove-1", "X-Header-Remove-2"],
+            upstream: &[],
+            upstream_absent: &[],
+        },
+        Case {
+            path: "/case-insensitivity",
+            request: &[],
+            backend_sets: &[
+                ("x-header-set", "original-val-set"),
+                ("x-header-add", "original-val-add"),
+                ("x-header-remove", "original-val-remove"),
+                ("Another-Header", "another-header-val"),
+            ],
+            response: &[
+                ("X-Header-Set", "header-set"),
+                ("X-Header-Add", "original-val-add,header-add"),
+                ("X-Lowercase-Add", "lowercase-add"),
+                ("X-Mixedcase-Add-1", "mixedcase-add-1"),
+                ("X-Mixedcase-Add-2", "mixedcase-add-2"),
+                ("X-Uppercase-Add", "uppercase-add"),
+                ("Another-Header", "another-header-val"),
+            ],
+            absent: &["x-header-remove", "X-Header-Remove"],
+            upstream: &[],
+            upstream_absent: &[],
+        },
+        Case {
+            path: "/response-and-request-header-modifiers",
+            request: &[
+                ("X-Header-Remove", "remove-val"),
+                ("X-Header-Add-Append", "append-val-1"),
+                ("X-Header-Echo", "echo"),
+            ],
+            backend_sets: &[
+                ("X-Header-Set-2", "set-val-2"),
+                ("X-Header-Add-2", "add-val-2"),
+                ("X-Header-Remove-2", "remove-val-2"),
+                ("Another-Header", "another-header-val"),
+                ("X-Header-Remove-1", "remove-val-1"),
+                ("X-Header-Echo", "echo"),
+            ],
+            response: &[
+                ("X-Header-Set-1", "header-set-1"),
+                ("X-Header-Set-2", "header-set-2"),
+                ("X-Header-Add-1", "header-add-1"),
+                ("X-Header-Add-2", "add-val-2,header-add-2"),
+                ("Another-Header", "another-header-val"),
+                ("X-Header-Echo", "echo"),
+            ],
+            absent: &["X-Header-Remove-1", "X-Header-Remove-2"],
+            upstream: &[
+                ("X-Header-Add", "header-val-1"),
+                ("X-Header-Set", "set-overwrites-values"),
+                ("X-Header-Add-Append", "append-val-1,header-val-2"),
+                ("X-Header-Echo", "echo"),
+            ],
+            upstream_absent: &["X-Header-Remove"],
+        },
+    ];
+    for case in cases {
+        let set: Vec<String> = case
+            .backend_sets
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
+        let set = set.join(",");
+        let mut headers: Vec<(&str, &str)> = case.request.to_vec();
+        headers.push(("X-Echo-Set-Header", set.as_str()));
+        let lower = |s: &str| s.to_ascii_lowercase();
+        let check = |response: &RawResponse| -> Result<(), String> {
+            if response.status != 200 {
+                return Err(format!("status {}", response.status));
+            }
+            let backend = response.joined("x-backend").unwrap_or_default();
+            if backend != v(1) {
+                return Err(format!("answered by {backend:?}"));
+            }
+            for (name, value) in case.response {
+                let got = response.joined(&lower(name));
+                if got.as_deref() != Some(*value) {
+                    return Err(format!("{name}: want {value:?}, got {got:?}"));
+                }
+            }
+            for name in case.absent {
+                if let Some(got) = response.joined(&lower(name)) {
+                    return Err(format!("{name} should be absent, got {got:?}"));
+                }
+            }
+            Ok(())
+        };
+        wait_until(
+            &format!("{}: the response headers", case.path),
+            READY_TIMEOUT,
+            || check(&raw_get(c.http, case.path, &headers)).is_ok(),
+        );
+        for _ in 0..3 {
+            let result = check(&raw_get(c.http, case.path, &headers));
+            assert!(result.is_ok(), "{}: {result:?}", case.path);
+        }
+        if !case.upstream.is_empty() || !case.upstream_absent.is_empty() {
+            let seen = last_request(&c, &v(1), case.path);
+            for (name, value) in case.upstream {
+                assert_eq!(
+                    joined(&seen, &lower(name)).as_deref(),
+                    Some(*value),
+                    "{}: request header {name}",
+                    case.path
+                );
+            }
+            for name in case.upstream_absent {
+                assert_eq!(seen.header(&lower(name)), None, "{}: {name}", case.path);
+            }
+        }
+    }
+}

@@ -242,7 +242,8 @@ fn serve_connection(
                 return;
             }
             Behavior::Delay(d) => d,
-            Behavior::Echo => Duration::ZERO,
+            // The suite's echo server waits `?delay=DURATION` before answering.
+            Behavior::Echo => query_delay(&request.target),
         };
         thread::sleep(delay);
         let headers: serde_json::Map<String, serde_json::Value> = request
@@ -258,9 +259,10 @@ fn serve_connection(
             "headers": headers,
         })
         .to_string();
+        let echo_set = echo_set_headers(&request);
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-backend: {name}\r\n\
-             x-connection: {connection}\r\ncontent-length: {}\r\n\r\n{body}",
+             x-connection: {connection}\r\n{echo_set}content-length: {}\r\n\r\n{body}",
             body.len()
         );
         if reader.get_mut().write_all(response.as_bytes()).is_err() {
@@ -273,6 +275,45 @@ fn serve_connection(
             return;
         }
     }
+}
+
+/// The `delay` query parameter of `target` (`1s`, `500ms`, as the suite's echo server
+/// reads it); zero when absent or unreadable.
+fn query_delay(target: &str) -> Duration {
+    let Some((_, query)) = target.split_once('?') else {
+        return Duration::ZERO;
+    };
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("delay="))
+        .and_then(|value| {
+            if let Some(ms) = value.strip_suffix("ms") {
+                ms.parse::<u64>().ok().map(Duration::from_millis)
+            } else {
+                value
+                    .strip_suffix('s')?
+                    .parse::<f64>()
+                    .ok()
+                    .map(Duration::from_secs_f64)
+            }
+        })
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Header lines (`name: value\r\n`) for the request's `X-Echo-Set-Header`
+/// (`Name:value,Name:value`): the suite's echo server sets them on its response, names as
+/// given.
+fn echo_set_headers(request: &SeenRequest) -> String {
+    request
+        .header("x-echo-set-header")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once(':')?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| format!("{name}: {}\r\n", value.trim()))
+        })
+        .collect()
 }
 
 /// Reads one request (header and content-length body); `None` at EOF or on garbage.

@@ -122,10 +122,18 @@ impl Conformance {
         for name in std::iter::once("base.yaml").chain(manifests.iter().copied()) {
             for object in manifest(name) {
                 tcp_ports.extend(tcp_listener_ports(&object));
-                match apply(&kube, &object, &tls_certificate, &tls_checks_certificate) {
+                let stand = apply(
+                    &kube,
+                    &object,
+                    &tls_certificate,
+                    &tls_checks_certificate,
+                    &backends,
+                );
+                match stand {
                     Some(Stand::Http(backend)) => backends.push(backend),
                     Some(Stand::Tls(backend)) => tls_backends.push(backend),
-                    Some(Stand::Grpc | Stand::TcpEcho | Stand::TlsChecks) | None => {}
+                    Some(Stand::Grpc | Stand::PodsOf | Stand::TcpEcho | Stand::TlsChecks)
+                    | None => {}
                 }
             }
         }
@@ -344,6 +352,8 @@ enum Stand {
     /// A gRPC server (h2c) answering every method with its name; it lives as long as the
     /// test process.
     Grpc,
+    /// Another Service's stand-in: the Service selects its pods.
+    PodsOf,
     /// The suite's TCP echo server (`tcp_echo_backend`); it lives as long as the test
     /// process.
     TcpEcho,
@@ -363,6 +373,7 @@ fn apply(
     object: &Value,
     tls_certificate: &TestCertificate,
     tls_checks_certificate: &TestCertificate,
+    backends: &[Backend],
 ) -> Option<Stand> {
     match object["kind"].as_str().unwrap_or_default() {
         "Namespace" => {
@@ -397,7 +408,26 @@ fn apply(
             let namespace = service.metadata.namespace.clone().unwrap_or_default();
             let name = service.metadata.name.clone().unwrap_or_default();
             let full_name = format!("{namespace}/{name}");
-            let (stand, address) = if name.starts_with("grpc-") {
+            let app = service
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .and_then(|s| s.get("app"))
+                .cloned();
+            // A Service of another one's pods (`headless` of `infra-backend-v1`'s) reaches
+            // that backend.
+            let pods_of = app.as_ref().filter(|app| **app != name).and_then(|app| {
+                backends
+                    .iter()
+                    .find(|b| b.name == format!("{namespace}/{app}"))
+            });
+            let (stand, address) = if app.is_none() {
+                // No selector: its EndpointSlices are the test's to write, as upstream's.
+                kube.apply(service);
+                return None;
+            } else if let Some(backend) = pods_of {
+                (Stand::PodsOf, backend.address)
+            } else if name.starts_with("grpc-") {
                 (Stand::Grpc, grpc_backend(full_name))
             } else if name == "tcp-backend" {
                 let backend = tls::HttpsBackend::start(
@@ -1602,6 +1632,37 @@ fn GatewayModifyListeners() {
     });
     assert!(gone, "the removed listener's status is gone");
     c.listener_status("gateway-remove-listener", "http", 1, &valid);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteServiceTypes() {
+    let c = Conformance::start(&["httproute-service-types.yaml"]);
+    c.accepted(INFRA, "service-types");
+    // setupEndpointSlices: the Services without a selector get EndpointSlices naming the
+    // pods of infra-backend-v1 (here its one backend), IPv4 only as the pods have.
+    let pods = c
+        .backends
+        .iter()
+        .find(|b| b.name == v(1))
+        .map(|b| b.address)
+        .expect("the infra-backend-v1 backend");
+    for service in ["manual-endpointslices", "headless-manual-endpointslices"] {
+        c.kube.apply(slice(
+            INFRA,
+            &format!("{service}-ip4"),
+            service,
+            ("first-port", pods.port()),
+            &[ready(&pods.ip().to_string())],
+        ));
+    }
+    for path in [
+        "/manual-endpointslices",
+        "/headless-manual-endpointslices",
+        "/headless",
+    ] {
+        c.expect("GET", path, &[], 200, &v(1));
+    }
 }
 
 #[test]

@@ -428,10 +428,10 @@ fn apply(
             } else if let Some(backend) = pods_of {
                 (Stand::PodsOf, backend.address)
             } else if name.starts_with("grpc-") {
-                (Stand::Grpc, grpc_backend(full_name))
+                (Stand::Grpc, grpc_backend(full_name.clone()))
             } else if name == "tcp-backend" {
                 let backend = tls::HttpsBackend::start(
-                    Box::leak(full_name.into_boxed_str()),
+                    Box::leak(full_name.clone().into_boxed_str()),
                     tls_certificate,
                 );
                 let address = backend.address;
@@ -444,7 +444,7 @@ fn apply(
             } else if namespace == INFRA && (name == "tls-backend" || name == "tls-backend-2") {
                 // echo-basic serving HTTPS with tls-checks-certificate in the suite.
                 let backend = tls::HttpsBackend::start(
-                    Box::leak(full_name.into_boxed_str()),
+                    Box::leak(full_name.clone().into_boxed_str()),
                     tls_checks_certificate,
                 );
                 (Stand::TlsChecks, backend.address)
@@ -461,6 +461,14 @@ fn apply(
             kube.apply(service);
             for (i, port) in ports.iter().enumerate() {
                 let port_name = port.name.clone().unwrap_or_default();
+                // A port of `appProtocol: kubernetes.io/h2c` (infra-backend-v1's 8081) is
+                // served by an h2c stand-in of the same name.
+                let address = match port.app_protocol.as_deref() {
+                    Some("kubernetes.io/h2c") if matches!(stand, Stand::Http(_)) => {
+                        grpc_backend(full_name.clone())
+                    }
+                    _ => address,
+                };
                 kube.apply(slice(
                     &namespace,
                     &format!("{name}-{i}"),
@@ -1662,6 +1670,40 @@ fn HTTPRouteServiceTypes() {
         "/headless",
     ] {
         c.expect("GET", path, &[], 200, &v(1));
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteBackendProtocolH2C() {
+    let c = Conformance::start(&["httproute-backend-protocol-h2c.yaml"]);
+    c.accepted(INFRA, "backend-protocol-h2c");
+    // An HTTP/2 prior-knowledge request reaches the backend, spoken to in h2c (its stand-in
+    // speaks nothing else and answers with its name).
+    let get = || {
+        runtime().block_on(async {
+            let tcp = tokio::net::TcpStream::connect(c.http).await.ok()?;
+            let (client, connection) = h2::client::handshake(tcp).await.ok()?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let request = http::Request::get("http://h2c.test/").body(()).ok()?;
+            let mut client = client.ready().await.ok()?;
+            let (response, _) = client.send_request(request, true).ok()?;
+            let response = response.await.ok()?;
+            let status = response.status().as_u16();
+            let body = h2_util::read_body(&mut response.into_body()).await;
+            Some((status, String::from_utf8_lossy(&body).to_string()))
+        })
+    };
+    let wanted = Some((200, v(1)));
+    wait_until(
+        "an h2c request to reach infra-backend-v1",
+        READY_TIMEOUT,
+        || get() == wanted,
+    );
+    for _ in 0..3 {
+        assert_eq!(get(), wanted);
     }
 }
 

@@ -29,6 +29,43 @@ pub struct ParentRef {
     pub section_name: Option<String>,
 }
 
+/// The [`ParentRef`]s of a route's `parentRefs` (an `Option<Vec<_>>`): every route kind has
+/// its own generated type for them, with the same fields.
+macro_rules! parent_refs {
+    ($refs:expr) => {
+        $refs
+            .iter()
+            .flatten()
+            .map(
+                |p| $crate::sources::kubernetes::gateway::attach::ParentRef {
+                    group: p.group.clone(),
+                    kind: p.kind.clone(),
+                    name: p.name.clone(),
+                    namespace: p.namespace.clone(),
+                    port: p.port,
+                    section_name: p.section_name.clone(),
+                },
+            )
+            .collect::<Vec<_>>()
+    };
+}
+pub(super) use parent_refs;
+
+/// The [`BackendRef`] of a route's backend reference (a backendRef or a mirror's), of
+/// whichever generated type.
+macro_rules! backend_ref {
+    ($reference:expr) => {
+        $crate::sources::kubernetes::gateway::attach::BackendRef {
+            group: $reference.group.as_deref(),
+            kind: $reference.kind.as_deref(),
+            name: &$reference.name,
+            namespace: $reference.namespace.as_deref(),
+            port: $reference.port,
+        }
+    };
+}
+pub(super) use backend_ref;
+
 /// What the route itself says about being served, before attachment.
 pub struct Verdict {
     /// A value sluice cannot serve: the route is not accepted.

@@ -5,9 +5,10 @@
 
 use super::api::grpcroutes::*;
 use super::attach::{
-    attach, host_match, upstream, Attachment, BackendRef, ParentRef, Refusal, RouteStatus, Verdict,
+    attach, backend_ref, host_match, parent_refs, upstream, Attachment, ParentRef, Refusal,
+    RouteStatus, Verdict,
 };
-use super::http_route::{anchored, header_edits, settings_of};
+use super::http_route::{anchored, modifier_edits, settings_of};
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, Translation};
 use crate::model::{
@@ -40,20 +41,7 @@ pub fn translate(
     );
     let rules = route.spec.rules.as_deref().unwrap_or_default();
     let (templates, verdict) = build_rules(key, rules, objects, &mut fragment);
-    let parent_refs: Vec<ParentRef> = route
-        .spec
-        .parent_refs
-        .iter()
-        .flatten()
-        .map(|p| ParentRef {
-            group: p.group.clone(),
-            kind: p.kind.clone(),
-            name: p.name.clone(),
-            namespace: p.namespace.clone(),
-            port: p.port,
-            section_name: p.section_name.clone(),
-        })
-        .collect();
+    let parent_refs: Vec<ParentRef> = parent_refs!(route.spec.parent_refs);
     let Attachment { parents, targets } = attach(
         RouteKind::Grpc,
         &key.0,
@@ -108,13 +96,7 @@ fn build_rules(
                     format!("filters on backendRef {} are not supported", backend.name),
                 ));
             }
-            let reference = BackendRef {
-                group: backend.group.as_deref(),
-                kind: backend.kind.as_deref(),
-                name: &backend.name,
-                namespace: backend.namespace.as_deref(),
-                port: backend.port,
-            };
+            let reference = backend_ref!(backend);
             match upstream(RouteKind::Grpc, key, &reference, objects, fragment) {
                 Ok(upstream) => backends.push(Backend {
                     upstream,
@@ -234,31 +216,11 @@ fn apply_filters(
         match filter.r#type {
             GrpcRouteRulesFiltersType::RequestHeaderModifier => {
                 let m = settings_of(&filter.request_header_modifier, "RequestHeaderModifier")?;
-                route.filters.request_headers = header_edits(
-                    m.set
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.add
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.remove.iter().flatten(),
-                )?;
+                route.filters.request_headers = modifier_edits!(m)?;
             }
             GrpcRouteRulesFiltersType::ResponseHeaderModifier => {
                 let m = settings_of(&filter.response_header_modifier, "ResponseHeaderModifier")?;
-                route.filters.response_headers = header_edits(
-                    m.set
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.add
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.remove.iter().flatten(),
-                )?;
+                route.filters.response_headers = modifier_edits!(m)?;
             }
             GrpcRouteRulesFiltersType::RequestMirror => {
                 let m = settings_of(&filter.request_mirror, "RequestMirror")?;
@@ -272,13 +234,7 @@ fn apply_filters(
                         "mirroring a share of requests, or to more than one backend".into(),
                     ));
                 }
-                let reference = BackendRef {
-                    group: m.backend_ref.group.as_deref(),
-                    kind: m.backend_ref.kind.as_deref(),
-                    name: &m.backend_ref.name,
-                    namespace: m.backend_ref.namespace.as_deref(),
-                    port: m.backend_ref.port,
-                };
+                let reference = backend_ref!(m.backend_ref);
                 match upstream(RouteKind::Grpc, key, &reference, objects, fragment) {
                     Ok(upstream) => {
                         route.filters.mirror = Some(Mirror {

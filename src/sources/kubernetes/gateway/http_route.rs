@@ -4,7 +4,8 @@
 
 use super::api::httproutes::*;
 use super::attach::{
-    attach, host_match, upstream, Attachment, BackendRef, ParentRef, Refusal, RouteStatus, Verdict,
+    attach, backend_ref, host_match, parent_refs, upstream, Attachment, ParentRef, Refusal,
+    RouteStatus, Verdict,
 };
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, Translation};
@@ -45,20 +46,7 @@ pub fn translate(
     // The rules as routes without listener and hosts; problems make the route unaccepted
     // (UnsupportedValue) or its refs unresolved.
     let built = build_rules(key, &rules, objects, &mut fragment);
-    let parent_refs: Vec<ParentRef> = route
-        .spec
-        .parent_refs
-        .iter()
-        .flatten()
-        .map(|p| ParentRef {
-            group: p.group.clone(),
-            kind: p.kind.clone(),
-            name: p.name.clone(),
-            namespace: p.namespace.clone(),
-            port: p.port,
-            section_name: p.section_name.clone(),
-        })
-        .collect();
+    let parent_refs: Vec<ParentRef> = parent_refs!(route.spec.parent_refs);
     let verdict = Verdict {
         unsupported: built.unsupported.clone(),
         refs: built.refs.clone(),
@@ -126,13 +114,7 @@ fn build_rules(
                 ));
             }
             let weight = backend.weight.unwrap_or(1).max(0) as u32;
-            let reference = BackendRef {
-                group: backend.group.as_deref(),
-                kind: backend.kind.as_deref(),
-                name: &backend.name,
-                namespace: backend.namespace.as_deref(),
-                port: backend.port,
-            };
+            let reference = backend_ref!(backend);
             match upstream(RouteKind::Http, key, &reference, objects, fragment) {
                 Ok(upstream) => backends.push(Backend { upstream, weight }),
                 Err(refusal) => {
@@ -286,31 +268,11 @@ fn apply_filters(
         match filter.r#type {
             HttpRouteRulesFiltersType::RequestHeaderModifier => {
                 let m = settings_of(&filter.request_header_modifier, "RequestHeaderModifier")?;
-                route.filters.request_headers = header_edits(
-                    m.set
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.add
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.remove.iter().flatten(),
-                )?;
+                route.filters.request_headers = modifier_edits!(m)?;
             }
             HttpRouteRulesFiltersType::ResponseHeaderModifier => {
                 let m = settings_of(&filter.response_header_modifier, "ResponseHeaderModifier")?;
-                route.filters.response_headers = header_edits(
-                    m.set
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.add
-                        .iter()
-                        .flatten()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                    m.remove.iter().flatten(),
-                )?;
+                route.filters.response_headers = modifier_edits!(m)?;
             }
             HttpRouteRulesFiltersType::RequestRedirect => {
                 let r = settings_of(&filter.request_redirect, "RequestRedirect")?;
@@ -364,13 +326,7 @@ fn apply_filters(
                         "mirroring a share of requests (percent, fraction)".into(),
                     ));
                 }
-                let reference = BackendRef {
-                    group: m.backend_ref.group.as_deref(),
-                    kind: m.backend_ref.kind.as_deref(),
-                    name: &m.backend_ref.name,
-                    namespace: m.backend_ref.namespace.as_deref(),
-                    port: m.backend_ref.port,
-                };
+                let reference = backend_ref!(m.backend_ref);
                 // A mirror that cannot be resolved is an unresolved reference; requests
                 // are served without it.
                 match upstream(RouteKind::Http, key, &reference, objects, fragment) {
@@ -397,6 +353,27 @@ fn apply_filters(
     }
     Ok(())
 }
+
+/// The header edits of a header modifier filter (request or response), of whichever
+/// route kind's generated type.
+macro_rules! modifier_edits {
+    ($modifier:expr) => {
+        $crate::sources::kubernetes::gateway::http_route::header_edits(
+            $modifier
+                .set
+                .iter()
+                .flatten()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+            $modifier
+                .add
+                .iter()
+                .flatten()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+            $modifier.remove.iter().flatten(),
+        )
+    };
+}
+pub(super) use modifier_edits;
 
 /// A filter's settings, which its type requires.
 pub(super) fn settings_of<'a, T>(settings: &'a Option<T>, filter: &str) -> Result<&'a T, Refusal> {

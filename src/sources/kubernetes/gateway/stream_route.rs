@@ -5,12 +5,30 @@
 
 use super::api::tcproutes::TcpRoute;
 use super::api::tlsroutes::TlsRoute;
-use super::attach::{attach, host_match, upstream, Attachment, BackendRef, ParentRef, Verdict};
+use super::attach::{
+    attach, backend_ref, host_match, parent_refs, upstream, Attachment, BackendRef, ParentRef,
+    Verdict,
+};
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, RouteStatus, Translation};
 use crate::model::{Backend, Fragment, GatewaySettings, RouteConfig};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use std::sync::Arc;
+
+/// The backendRefs of each rule of a stream route, with their weights.
+macro_rules! rules {
+    ($rules:expr) => {
+        $rules
+            .iter()
+            .map(|rule| {
+                rule.backend_refs
+                    .iter()
+                    .map(|b| (backend_ref!(b), b.weight))
+                    .collect()
+            })
+            .collect()
+    };
+}
 
 /// What a TLSRoute or TCPRoute says, in the terms both share.
 struct StreamRoute<'r> {
@@ -42,38 +60,8 @@ pub fn translate_tls(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
-        parent_refs: spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .map(|p| ParentRef {
-                group: p.group.clone(),
-                kind: p.kind.clone(),
-                name: p.name.clone(),
-                namespace: p.namespace.clone(),
-                port: p.port,
-                section_name: p.section_name.clone(),
-            })
-            .collect(),
-        rules: spec
-            .rules
-            .iter()
-            .map(|rule| {
-                rule.backend_refs
-                    .iter()
-                    .map(|b| {
-                        let reference = BackendRef {
-                            group: b.group.as_deref(),
-                            kind: b.kind.as_deref(),
-                            name: &b.name,
-                            namespace: b.namespace.as_deref(),
-                            port: b.port,
-                        };
-                        (reference, b.weight)
-                    })
-                    .collect()
-            })
-            .collect(),
+        parent_refs: parent_refs!(spec.parent_refs),
+        rules: rules!(spec.rules),
     };
     if let Some(status) = translate(key, &stream, objects, resolved, settings, now, out) {
         out.tls_routes.insert(key.clone(), Arc::new(status));
@@ -95,38 +83,8 @@ pub fn translate_tcp(
         kind: RouteKind::Tcp,
         metadata: &route.metadata,
         hostnames: Vec::new(),
-        parent_refs: spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .map(|p| ParentRef {
-                group: p.group.clone(),
-                kind: p.kind.clone(),
-                name: p.name.clone(),
-                namespace: p.namespace.clone(),
-                port: p.port,
-                section_name: p.section_name.clone(),
-            })
-            .collect(),
-        rules: spec
-            .rules
-            .iter()
-            .map(|rule| {
-                rule.backend_refs
-                    .iter()
-                    .map(|b| {
-                        let reference = BackendRef {
-                            group: b.group.as_deref(),
-                            kind: b.kind.as_deref(),
-                            name: &b.name,
-                            namespace: b.namespace.as_deref(),
-                            port: b.port,
-                        };
-                        (reference, b.weight)
-                    })
-                    .collect()
-            })
-            .collect(),
+        parent_refs: parent_refs!(spec.parent_refs),
+        rules: rules!(spec.rules),
     };
     if let Some(status) = translate(key, &stream, objects, resolved, settings, now, out) {
         out.tcp_routes.insert(key.clone(), Arc::new(status));

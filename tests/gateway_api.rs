@@ -747,6 +747,39 @@ fn status_overwritten_by_another_writer_is_written_again() {
 }
 
 #[test]
+fn a_route_that_loses_its_path_to_an_older_route_is_no_longer_accepted() {
+    let c = Conformance::start(&[]);
+    let route = |name: &str, parent: &str, backend: &str| {
+        typed::<HttpRoute>(&serde_json::json!({
+            "metadata": {"name": name, "namespace": INFRA},
+            "spec": {
+                "parentRefs": [{"name": parent}],
+                "hostnames": ["claim.example.com"],
+                "rules": [{
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/x"}}],
+                    "backendRefs": [{"name": backend, "port": 8080}],
+                }],
+            },
+        }))
+    };
+    // The older route is created first, attached to no Gateway of sluice's: the younger
+    // one serves the path.
+    c.kube
+        .apply(route("older", "no-such-gateway", "infra-backend-v1"));
+    c.kube
+        .apply(route("younger", "same-namespace", "infra-backend-v2"));
+    c.accepted(INFRA, "younger");
+    expect_host(&c, "claim.example.com", "/x", 200, &v(2));
+    // Attached now, the older route takes the path (the oldest claim wins), and the
+    // younger one, which did not change, is no longer accepted.
+    c.kube
+        .apply(route("older", "same-namespace", "infra-backend-v1"));
+    c.accepted(INFRA, "older");
+    expect_host(&c, "claim.example.com", "/x", 200, &v(1));
+    c.route_condition(INFRA, "younger", "Accepted", "False", "Pending");
+}
+
+#[test]
 #[allow(non_snake_case)]
 fn HTTPRouteSimpleSameNamespace() {
     let c = Conformance::start(&["httproute-simple-same-namespace.yaml"]);

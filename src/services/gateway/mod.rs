@@ -12,7 +12,7 @@
 //! serving. The first batch waits for every watch's first list, and `/readyz` waits for
 //! it.
 
-use crate::model::{GatewaySettings, KubernetesClient};
+use crate::model::{GatewaySettings, KubernetesClient, Origin, Rejected};
 use crate::observe::metrics::METRICS;
 use crate::services::leader::Election;
 use crate::services::watch::{client_or_shutdown, spawn_watch, Watched};
@@ -24,8 +24,8 @@ use crate::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
 use crate::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use crate::sources::kubernetes::gateway::{
-    key_of, parse_fragment_key, translate_cached, GatewayObjects, ObjectKey, RouteCache,
-    Translation,
+    fragment_key, key_of, parse_fragment_key, translate_cached, GatewayObjects, ObjectKey,
+    RouteCache, Translation,
 };
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -403,11 +403,30 @@ impl Controller {
                 "gateway controller: {batch} changes applied in {:?} (generation {generation})",
                 started.elapsed()
             );
-            for outcome in outcomes {
-                let Some(rejected) = outcome.rejected else {
+            // The changed fragments the compiler refused, and the unchanged ones it refuses
+            // now (an older route took their claim in this batch).
+            let mut refused: Vec<(String, Rejected)> = outcomes
+                .into_iter()
+                .filter_map(|o| Some((o.key, o.rejected?)))
+                .collect();
+            for rejected in self.state.snapshot().rejected.iter() {
+                let Origin::Object {
+                    kind,
+                    namespace,
+                    name,
+                    ..
+                } = &rejected.origin
+                else {
                     continue;
                 };
-                if let Some(entry) = applied.get_mut(&outcome.key) {
+                let key = fragment_key(kind, &(namespace.clone(), name.clone()));
+                let ours = rejected.source == SOURCE && applied.contains_key(&key);
+                if ours && !refused.iter().any(|(k, _)| *k == key) {
+                    refused.push((key, rejected.clone()));
+                }
+            }
+            for (key, rejected) in refused {
+                if let Some(entry) = applied.get_mut(&key) {
                     entry.accepted = false;
                 }
                 let message = rejected
@@ -416,8 +435,7 @@ impl Controller {
                     .map(|p| p.to_string())
                     .collect::<Vec<_>>()
                     .join("; ");
-                self.rejected(&outcome.key, &message, &mut translation)
-                    .await;
+                self.rejected(&key, &message, &mut translation).await;
             }
         }
         self.applied = applied;

@@ -196,7 +196,7 @@ impl StatusWriter {
     /// Compares the dirty objects without a write under way with what `wanted` says, and
     /// sends the writes of those that differ.
     pub fn flush(&mut self, wanted: &Translation, objects: &GatewayObjects<'_>) {
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let stamps = Stamps::now();
         let mut pending = Vec::new();
         let dirty = std::mem::take(&mut self.dirty);
         for key in dirty {
@@ -231,7 +231,7 @@ impl StatusWriter {
             let Some((mut status, written)) = write else {
                 continue;
             };
-            stamp(&mut status, &now);
+            stamps.stamp(&mut status);
             self.in_flight.insert(key.clone());
             pending.push(patch(key, written, status, self.client.clone()));
         }
@@ -358,33 +358,36 @@ fn patch(key: StatusKey, written: Written, status: Value, client: Client) -> Pen
     let body = json!({ "status": status });
     Box::pin(async move {
         let (kind, (namespace, name)) = &key;
-        let params = PatchParams::default();
         let patch = Patch::Merge(&body);
         let result = match kind {
-            StatusKind::GatewayClass => Api::<GatewayClass>::all(client)
-                .patch_status(name, &params, &patch)
+            StatusKind::GatewayClass => {
+                patch_status(Api::<GatewayClass>::all(client), name, &patch).await
+            }
+            StatusKind::Gateway => {
+                patch_status(Api::<Gateway>::namespaced(client, namespace), name, &patch).await
+            }
+            StatusKind::HttpRoute => {
+                patch_status(
+                    Api::<HttpRoute>::namespaced(client, namespace),
+                    name,
+                    &patch,
+                )
                 .await
-                .map(drop),
-            StatusKind::Gateway => Api::<Gateway>::namespaced(client, namespace)
-                .patch_status(name, &params, &patch)
+            }
+            StatusKind::GrpcRoute => {
+                patch_status(
+                    Api::<GrpcRoute>::namespaced(client, namespace),
+                    name,
+                    &patch,
+                )
                 .await
-                .map(drop),
-            StatusKind::HttpRoute => Api::<HttpRoute>::namespaced(client, namespace)
-                .patch_status(name, &params, &patch)
-                .await
-                .map(drop),
-            StatusKind::GrpcRoute => Api::<GrpcRoute>::namespaced(client, namespace)
-                .patch_status(name, &params, &patch)
-                .await
-                .map(drop),
-            StatusKind::TlsRoute => Api::<TlsRoute>::namespaced(client, namespace)
-                .patch_status(name, &params, &patch)
-                .await
-                .map(drop),
-            StatusKind::TcpRoute => Api::<TcpRoute>::namespaced(client, namespace)
-                .patch_status(name, &params, &patch)
-                .await
-                .map(drop),
+            }
+            StatusKind::TlsRoute => {
+                patch_status(Api::<TlsRoute>::namespaced(client, namespace), name, &patch).await
+            }
+            StatusKind::TcpRoute => {
+                patch_status(Api::<TcpRoute>::namespaced(client, namespace), name, &patch).await
+            }
         };
         Outcome {
             key,
@@ -392,6 +395,16 @@ fn patch(key: StatusKey, written: Written, status: Value, client: Client) -> Pen
             result,
         }
     })
+}
+
+/// Merge-patches the status of object `name` of `api`.
+async fn patch_status<K>(api: Api<K>, name: &str, patch: &Patch<&Value>) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch_status(name, &PatchParams::default(), patch)
+        .await
+        .map(drop)
 }
 
 /// The writer task: sends each batch of writes, a few at a time, and reports every
@@ -449,11 +462,28 @@ fn without_times(value: &Value) -> Value {
 }
 
 /// Replaces every [`UNSTAMPED`] transition time in `value` with `now`.
-fn stamp(value: &mut Value, now: &Time) {
-    let (Some(unstamped), Some(now)) = (to_json(&UNSTAMPED), to_json(now)) else {
-        return;
-    };
-    stamp_with(value, &unstamped, &now);
+/// [`UNSTAMPED`] and the time of a flush, as JSON (made once per flush).
+struct Stamps {
+    unstamped: Value,
+    now: Value,
+}
+
+impl Stamps {
+    fn at(now: &Time) -> Self {
+        Self {
+            unstamped: to_json(&UNSTAMPED).unwrap_or_default(),
+            now: to_json(now).unwrap_or_default(),
+        }
+    }
+
+    fn now() -> Self {
+        Self::at(&Time(k8s_openapi::jiff::Timestamp::now()))
+    }
+
+    /// Replaces every [`UNSTAMPED`] transition time in `value` with the flush's time.
+    fn stamp(&self, value: &mut Value) {
+        stamp_with(value, &self.unstamped, &self.now);
+    }
 }
 
 fn stamp_with(value: &mut Value, unstamped: &Value, now: &Value) {
@@ -528,7 +558,7 @@ mod tests {
         ]});
         keep_transition_times(&mut wanted, &current);
         let now = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("a time"));
-        stamp(&mut wanted, &now);
+        Stamps::at(&now).stamp(&mut wanted);
         assert_eq!(
             wanted["conditions"][0]["lastTransitionTime"],
             "2026-01-01T00:00:00Z"

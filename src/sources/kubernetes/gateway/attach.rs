@@ -6,7 +6,9 @@ use super::api::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParen
 use super::conditions::condition;
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{granted, GatewayObjects, ObjectKey, GROUP};
-use crate::model::{Fragment, GatewaySettings, HostMatch, UpstreamConfig, UpstreamProtocol};
+use crate::model::{
+    Fragment, GatewaySettings, HostMatch, RouteConfig, UpstreamConfig, UpstreamProtocol,
+};
 use crate::sources::kubernetes::services::port_source;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -336,5 +338,23 @@ fn protocol(kind: RouteKind, service: &Service, port: u16) -> UpstreamProtocol {
         (RouteKind::Tls | RouteKind::Tcp, _) => UpstreamProtocol::Tcp,
         (RouteKind::Grpc, _) | (_, Some("kubernetes.io/h2c")) => UpstreamProtocol::H2c,
         _ => UpstreamProtocol::Http1,
+    }
+}
+
+/// Adds `templates` (routes without listener and hosts) to `fragment` once per target:
+/// on its sluice listener, with its hostnames, named after the template and the target.
+pub fn place(
+    templates: &[RouteConfig],
+    targets: &BTreeSet<(String, Vec<String>)>,
+    fragment: &mut Fragment,
+) {
+    for (t, (listener, hosts)) in targets.iter().enumerate() {
+        for template in templates {
+            let mut route = template.clone();
+            route.name = format!("{}/{t}", template.name);
+            route.listener = listener.clone();
+            route.hosts = hosts.iter().map(|h| host_match(h)).collect();
+            fragment.routes.push(route);
+        }
     }
 }

@@ -5,8 +5,8 @@
 
 use super::api::grpcroutes::*;
 use super::attach::{
-    attach, backend_ref, host_match, parent_refs, upstream, Attachment, ParentRef, Refusal,
-    RouteStatus, Verdict,
+    attach, backend_ref, parent_refs, place, upstream, Attachment, ParentRef, Refusal, RouteStatus,
+    Verdict,
 };
 use super::http_route::{anchored, modifier_edits, settings_of};
 use super::listeners::{ResolvedListener, RouteKind};
@@ -62,15 +62,7 @@ pub fn translate(
     if targets.is_empty() {
         return;
     }
-    for (t, (listener, hosts)) in targets.iter().enumerate() {
-        for template in &templates {
-            let mut route = template.clone();
-            route.name = format!("{}/{t}", template.name);
-            route.listener = listener.clone();
-            route.hosts = hosts.iter().map(|h| host_match(h)).collect();
-            fragment.routes.push(route);
-        }
-    }
+    place(&templates, &targets, &mut fragment);
     out.fragments
         .insert(fragment_key("GRPCRoute", key), Arc::new(fragment));
 }

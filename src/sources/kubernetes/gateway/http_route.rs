@@ -4,8 +4,8 @@
 
 use super::api::httproutes::*;
 use super::attach::{
-    attach, backend_ref, host_match, parent_refs, upstream, Attachment, ParentRef, Refusal,
-    RouteStatus, Verdict,
+    attach, backend_ref, parent_refs, place, upstream, Attachment, ParentRef, Refusal, RouteStatus,
+    Verdict,
 };
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, Translation};
@@ -71,15 +71,7 @@ pub fn translate(
     if targets.is_empty() {
         return;
     }
-    for (t, (listener, hosts)) in targets.iter().enumerate() {
-        for template in &built.routes {
-            let mut route = template.clone();
-            route.name = format!("{}/{t}", template.name);
-            route.listener = listener.clone();
-            route.hosts = hosts.iter().map(|h| host_match(h)).collect();
-            fragment.routes.push(route);
-        }
-    }
+    place(&built.routes, &targets, &mut fragment);
     out.fragments
         .insert(fragment_key("HTTPRoute", key), Arc::new(fragment));
 }

@@ -13,6 +13,7 @@
 //! (durations, addresses, templates) is each source's. Checks across items live here, once,
 //! for every source.
 
+pub mod incremental;
 pub mod values;
 
 use crate::model::{
@@ -120,6 +121,55 @@ struct Claims<'f> {
     routes: HashMap<&'f str, &'f Origin>,
     tcp_routes: HashMap<&'f str, &'f str>,
     paths: HashMap<(String, String, String), (&'f str, &'f Origin)>,
+    /// A hash of every key the fragment tried to claim, taken or not.
+    footprint: Vec<u64>,
+    /// A claim was refused because another fragment holds it (not a problem of the
+    /// fragment alone).
+    conflicted: bool,
+}
+
+impl Claims<'_> {
+    fn touch(&mut self, kind: ClaimKind, key: &[&str]) {
+        self.footprint.push(claim_hash(kind, key));
+    }
+}
+
+/// The kinds of keys fragments claim, for [`claim_hash`].
+#[derive(Clone, Copy, Hash)]
+enum ClaimKind {
+    Upstream,
+    Route,
+    TcpListener,
+    Path,
+}
+
+/// A key's hash in a fragment's footprint: equal keys hash equal; a collision only makes
+/// an incremental compile fall back to a full one.
+fn claim_hash(kind: ClaimKind, key: &[&str]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    kind.hash(&mut hasher);
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The keys an admitted fragment holds in a [`Compiler`], to release them again.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedClaims {
+    upstreams: Vec<String>,
+    routes: Vec<String>,
+    tcp_listeners: Vec<String>,
+    paths: Vec<(String, String, String)>,
+}
+
+/// What [`Compiler::admit_tracked`] found.
+pub struct Admission {
+    /// The claims now held, or every problem.
+    pub result: Result<OwnedClaims, Vec<Problem>>,
+    /// Hashes of every key the fragment tried to claim, sorted.
+    pub footprint: Vec<u64>,
+    /// A problem was a claim another fragment holds.
+    pub conflicted: bool,
 }
 
 impl Compiler {
@@ -172,6 +222,28 @@ impl Compiler {
     /// Checks `fragment` against what is already admitted; admits it if it has no
     /// problem, or returns all of them.
     pub fn admit(&mut self, fragment: &Fragment) -> Result<(), Vec<Problem>> {
+        self.admit_tracked(fragment).result.map(|_| ())
+    }
+
+    /// Releases the claims of a fragment admitted before, as if it had never been.
+    pub fn release(&mut self, owned: &OwnedClaims) {
+        for name in &owned.upstreams {
+            self.upstreams.remove(name);
+        }
+        for name in &owned.routes {
+            self.routes.remove(name);
+        }
+        for listener in &owned.tcp_listeners {
+            self.tcp_routes.remove(listener);
+        }
+        for key in &owned.paths {
+            self.paths.remove(key);
+        }
+    }
+
+    /// [`Self::admit`], telling also what the fragment claims and whether another
+    /// fragment's claim stood in its way.
+    pub fn admit_tracked(&mut self, fragment: &Fragment) -> Admission {
         let mut problems = Vec::new();
         let mut claims = Claims::default();
         for upstream in &fragment.upstreams {
@@ -184,12 +256,14 @@ impl Compiler {
                 field: "name".into(),
                 message,
             };
+            claims.touch(ClaimKind::Upstream, &[&upstream.name]);
             if claims.upstreams.contains_key(upstream.name.as_str()) {
                 problems.push(problem(format!(
                     "duplicate upstream name {:?}",
                     upstream.name
                 )));
             } else if let Some((_, owner)) = self.upstreams.get(&upstream.name) {
+                claims.conflicted = true;
                 problems.push(problem(format!(
                     "upstream name {:?} is already defined{}",
                     upstream.name,
@@ -218,24 +292,41 @@ impl Compiler {
                 });
             }
         }
+        let mut footprint = std::mem::take(&mut claims.footprint);
+        footprint.sort_unstable();
+        footprint.dedup();
+        let conflicted = claims.conflicted;
         if !problems.is_empty() {
-            return Err(problems);
+            return Admission {
+                result: Err(problems),
+                footprint,
+                conflicted,
+            };
         }
+        let mut owned = OwnedClaims::default();
         for (name, (protocol, origin)) in claims.upstreams {
+            owned.upstreams.push(name.to_string());
             self.upstreams
                 .insert(name.to_string(), (protocol, Some(origin.clone())));
         }
         for (name, origin) in claims.routes {
+            owned.routes.push(name.to_string());
             self.routes.insert(name.to_string(), origin.clone());
         }
         for (listener, route) in claims.tcp_routes {
+            owned.tcp_listeners.push(listener.to_string());
             self.tcp_routes
                 .insert(listener.to_string(), route.to_string());
         }
         for (key, (route, origin)) in claims.paths {
+            owned.paths.push(key.clone());
             self.paths.insert(key, (route.to_string(), origin.clone()));
         }
-        Ok(())
+        Admission {
+            result: Ok(owned),
+            footprint,
+            conflicted,
+        }
     }
 
     fn check_route<'f>(
@@ -252,9 +343,11 @@ impl Compiler {
             })
         };
         if !route.name.is_empty() {
+            claims.touch(ClaimKind::Route, &[&route.name]);
             if claims.routes.contains_key(route.name.as_str()) {
                 problem("name", format!("duplicate route name {:?}", route.name));
             } else if let Some(owner) = self.routes.get(&route.name) {
+                claims.conflicted = true;
                 problem(
                     "name",
                     format!(
@@ -395,11 +488,18 @@ impl Compiler {
                             .into(),
                     );
                 }
+                if !sni_routing {
+                    claims.touch(ClaimKind::TcpListener, &[&route.listener]);
+                }
+                let held = self.tcp_routes.get(&route.listener);
+                if held.is_some() && !sni_routing {
+                    claims.conflicted = true;
+                }
                 let first = claims
                     .tcp_routes
                     .get(route.listener.as_str())
                     .map(|r| r.to_string())
-                    .or_else(|| self.tcp_routes.get(&route.listener).cloned());
+                    .or_else(|| held.cloned());
                 match first {
                     // An SNI-routing listener's routes claim their server names below.
                     _ if sni_routing => {}
@@ -515,6 +615,7 @@ impl Compiler {
                 } else {
                     format!("{path_key} {}", route.conditions.key())
                 };
+                claims.touch(ClaimKind::Path, &[&route.listener, host, &path_key]);
                 let key = (route.listener.clone(), host.clone(), path_key);
                 if let Some((other, _)) = claims.paths.get(&key) {
                     problem(
@@ -522,6 +623,7 @@ impl Compiler {
                         format!("{claimed} already routed by route {other:?}"),
                     );
                 } else if let Some((other, origin)) = self.paths.get(&key) {
+                    claims.conflicted = true;
                     problem(
                         field,
                         format!(

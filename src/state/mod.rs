@@ -10,6 +10,7 @@
 
 mod snapshot;
 
+use crate::compile::incremental::Compilation;
 use crate::compile::{compile, Compiled, Offered};
 use crate::lifecycle::Lifecycle;
 use crate::model::{
@@ -108,6 +109,9 @@ struct Inputs {
     discovered: HashMap<String, Vec<EndpointConfig>>,
     /// Upstreams whose source has completed a first sync.
     synced: HashSet<String>,
+    /// The compiler's result for the file and the fragments above, kept so that a change
+    /// re-admits the changed fragments only.
+    compilation: Compilation,
 }
 
 impl Inputs {
@@ -127,8 +131,24 @@ impl Inputs {
             .collect()
     }
 
-    fn compile(&self) -> Compiled {
-        compile(&self.file.settings, &self.offered())
+    /// Compiles the file and every fragment from scratch.
+    fn compile_all(&mut self) {
+        let file = (FILE_SOURCE.to_string(), String::new(), self.file.fragment.clone());
+        let fragments = self.fragments.iter().flat_map(|(source, fragments)| {
+            fragments
+                .iter()
+                .map(move |(key, fragment)| (source.clone(), key.clone(), fragment.clone()))
+        });
+        let offered: Vec<_> = std::iter::once(file).chain(fragments).collect();
+        self.compilation = Compilation::full(&self.file.settings, offered);
+    }
+
+    /// Applies changes of `source`'s fragments (already made to `fragments`) to the
+    /// compilation: incrementally when precedence has nothing to decide, else in full.
+    fn compile_changes(&mut self, source: &str, changes: &[(String, Option<Arc<Fragment>>)]) {
+        if self.compilation.change(source, changes).is_err() {
+            self.compile_all();
+        }
     }
 }
 
@@ -214,13 +234,16 @@ impl State {
     /// Starts with the already checked config file `file`.
     pub fn new(file: FileConfig) -> Self {
         let file = Arc::new(file);
-        let inputs = Inputs {
+        let mut inputs = Inputs {
             file: file.clone(),
             fragments: BTreeMap::new(),
             discovered: HashMap::new(),
             synced: HashSet::new(),
+            compilation: Compilation::full(&file.settings, Vec::new()),
         };
-        let snapshot = Snapshot::build(inputs.compile(), file.clone(), 1, None, &inputs.discovered);
+        inputs.compile_all();
+        let compiled = inputs.compilation.compiled();
+        let snapshot = Snapshot::build(compiled, file.clone(), 1, None, &inputs.discovered);
         let tls_resolvers = snapshot
             .config
             .tls
@@ -311,7 +334,8 @@ impl State {
             );
         }
         let old_file = std::mem::replace(&mut inputs.file, Arc::new(loaded));
-        let compiled = inputs.compile();
+        inputs.compile_all();
+        let compiled = inputs.compilation.compiled();
         if let Some(rejected) = compiled.rejected.iter().find(|r| r.source == FILE_SOURCE) {
             // The file was checked alone when loaded and goes first, so this cannot
             // happen; if it did, the file must not go live in part.
@@ -321,6 +345,7 @@ impl State {
                 .map(|p| p.to_string())
                 .collect::<Vec<_>>();
             inputs.file = old_file;
+            inputs.compile_all();
             return Err(ReloadError::NeedsUpgrade(format!(
                 "the file was rejected by the compiler: {}",
                 errors.join("; ")
@@ -356,6 +381,7 @@ impl State {
         let previous = self.current.load_full();
         let fragments = inputs.fragments.entry(source.to_string()).or_default();
         let mut replaced = Vec::with_capacity(changes.len());
+        let changed = changes.clone();
         for (key, fragment) in changes {
             let origin = fragment.as_ref().map(|f| f.origin.clone());
             let before = match fragment {
@@ -364,7 +390,8 @@ impl State {
             };
             replaced.push((key, origin, before));
         }
-        let mut compiled = inputs.compile();
+        inputs.compile_changes(source, &changed);
+        let mut compiled = inputs.compilation.compiled();
         let rejected_now = |compiled: &Compiled, origin: &Option<Origin>| {
             compiled
                 .rejected
@@ -373,7 +400,7 @@ impl State {
                 .cloned()
         };
         let mut outcomes = Vec::with_capacity(replaced.len());
-        let mut restored = false;
+        let mut restored = Vec::new();
         for (key, origin, before) in replaced {
             let rejected = rejected_now(&compiled, &origin);
             let accepted_before = before.as_ref().is_some_and(|b| {
@@ -386,8 +413,8 @@ impl State {
             if kept_previous {
                 if let Some(before) = before {
                     let fragments = inputs.fragments.entry(source.to_string()).or_default();
-                    fragments.insert(key.clone(), before);
-                    restored = true;
+                    fragments.insert(key.clone(), before.clone());
+                    restored.push((key.clone(), Some(before)));
                 }
             }
             outcomes.push(FragmentOutcome {
@@ -396,8 +423,9 @@ impl State {
                 kept_previous,
             });
         }
-        if restored {
-            compiled = inputs.compile();
+        if !restored.is_empty() {
+            inputs.compile_changes(source, &restored);
+            compiled = inputs.compilation.compiled();
         }
         (self.apply(inputs, compiled, &previous), outcomes)
     }

@@ -122,15 +122,7 @@ impl Compilation {
             })
             .collect();
         added.sort_by(|a, b| a.0.cmp(&b.0));
-        // A rejected fragment lists the claims older fragments hold: one that tried a key
-        // the change touches may be accepted now, or have other problems.
-        let affected = self
-            .entries
-            .values()
-            .any(|entry| entry.outcome.is_err() && entry.shares_a_key_with(&touched));
-        if affected {
-            return Err(NeedsFullCompile);
-        }
+        self.no_rejection_meets(&touched)?;
         let mut admitted = Vec::with_capacity(added.len());
         for (rank, fragment) in added {
             let (entry, conflicted) = Entry::admitted(&mut self.compiler, fragment);
@@ -143,17 +135,25 @@ impl Compilation {
             .iter()
             .flat_map(|(_, entry)| entry.footprint.iter().copied())
             .collect();
-        let affected = self
-            .entries
-            .values()
-            .any(|entry| entry.outcome.is_err() && entry.shares_a_key_with(&touched_now));
-        if affected {
-            return Err(NeedsFullCompile);
-        }
+        self.no_rejection_meets(&touched_now)?;
         for (rank, entry) in admitted {
             self.ranks
                 .insert((rank.1.clone(), rank.2.clone()), rank.clone());
             self.entries.insert(rank, entry);
+        }
+        Ok(())
+    }
+
+    /// Fails if a rejected fragment tried to claim one of the keys of `footprint`: its
+    /// problems list the claims older fragments hold, so it may be accepted now, or have
+    /// other problems.
+    fn no_rejection_meets(&self, footprint: &[u64]) -> Result<(), NeedsFullCompile> {
+        let met = self
+            .entries
+            .values()
+            .any(|entry| entry.outcome.is_err() && entry.shares_a_key_with(footprint));
+        if met {
+            return Err(NeedsFullCompile);
         }
         Ok(())
     }

@@ -20,7 +20,6 @@ use crate::model::{
     Auth, Config, Fragment, HostMatch, ListenerConfig, ListenerProtocol, Origin, PageSource,
     Problem, Rejected, UpstreamProtocol,
 };
-use crate::tls::LoadedCertificate;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -44,46 +43,12 @@ pub struct Compiled {
 /// Joins `fragments` onto `settings` (process settings, listeners and the config file's
 /// certificates).
 pub fn compile(settings: &Config, fragments: &[Offered]) -> Compiled {
-    let mut ordered: Vec<&Offered> = fragments.iter().collect();
-    ordered.sort_by_cached_key(|offered| offered.fragment.precedence());
-    let mut compiler = Compiler::new(&settings.listeners);
-    let mut config = settings.clone();
-    let mut accepted = Vec::new();
-    let mut rejected = Vec::new();
-    let mut certificates: HashMap<&str, Vec<LoadedCertificate>> = HashMap::new();
-    for offered in ordered {
-        let fragment = &offered.fragment;
-        match compiler.admit(fragment) {
-            Ok(()) => {
-                config.routes.extend(fragment.routes.iter().cloned());
-                config.upstreams.extend(fragment.upstreams.iter().cloned());
-                for offered in &fragment.certificates {
-                    certificates
-                        .entry(offered.listener.as_str())
-                        .or_default()
-                        .push(offered.certificate.clone());
-                }
-                accepted.push((offered.source.clone(), fragment.origin.clone()));
-            }
-            Err(problems) => rejected.push(Rejected {
-                source: offered.source.clone(),
-                origin: fragment.origin.clone(),
-                problems,
-            }),
-        }
-    }
-    for listener in &mut config.tls {
-        if let Some(extra) = certificates.get(listener.listener.as_str()) {
-            let mut all = listener.certificates.to_vec();
-            all.extend(extra.iter().cloned());
-            listener.certificates = all.into();
-        }
-    }
-    Compiled {
-        config,
-        accepted,
-        rejected,
-    }
+    // Ties of precedence go by source, then by offered order (keys of equal width).
+    let keyed = fragments.iter().enumerate().map(|(i, offered)| {
+        let key = format!("{i:020}");
+        (offered.source.clone(), key, offered.fragment.clone())
+    });
+    incremental::Compilation::full(settings, keyed).compiled()
 }
 
 /// What the fragments admitted so far claim.

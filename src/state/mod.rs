@@ -133,7 +133,11 @@ impl Inputs {
 
     /// Compiles the file and every fragment from scratch.
     fn compile_all(&mut self) {
-        let file = (FILE_SOURCE.to_string(), String::new(), self.file.fragment.clone());
+        let file = (
+            FILE_SOURCE.to_string(),
+            String::new(),
+            self.file.fragment.clone(),
+        );
         let fragments = self.fragments.iter().flat_map(|(source, fragments)| {
             fragments
                 .iter()

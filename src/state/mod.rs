@@ -11,7 +11,7 @@
 mod snapshot;
 
 use crate::compile::incremental::Compilation;
-use crate::compile::{compile, Compiled, Offered};
+use crate::compile::Compiled;
 use crate::lifecycle::Lifecycle;
 use crate::model::{
     EndpointConfig, EndpointSource, Fragment, ListenerConfig, Origin, Rejected, ServiceRef,
@@ -115,24 +115,8 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// Every fragment on offer: the file's and every source's.
-    fn offered(&self) -> Vec<Offered> {
-        let file = Offered {
-            source: FILE_SOURCE.to_string(),
-            fragment: self.file.fragment.clone(),
-        };
-        std::iter::once(file)
-            .chain(self.fragments.iter().flat_map(|(source, fragments)| {
-                fragments.values().map(move |fragment| Offered {
-                    source: source.clone(),
-                    fragment: fragment.clone(),
-                })
-            }))
-            .collect()
-    }
-
-    /// Compiles the file and every fragment from scratch.
-    fn compile_all(&mut self) {
+    /// Every fragment on offer as (source, key, fragment): the file's and every source's.
+    fn offered(&self) -> Vec<(String, String, Arc<Fragment>)> {
         let file = (
             FILE_SOURCE.to_string(),
             String::new(),
@@ -143,8 +127,12 @@ impl Inputs {
                 .iter()
                 .map(move |(key, fragment)| (source.clone(), key.clone(), fragment.clone()))
         });
-        let offered: Vec<_> = std::iter::once(file).chain(fragments).collect();
-        self.compilation = Compilation::full(&self.file.settings, offered);
+        std::iter::once(file).chain(fragments).collect()
+    }
+
+    /// Compiles the file and every fragment from scratch.
+    fn compile_all(&mut self) {
+        self.compilation = Compilation::full(&self.file.settings, self.offered());
     }
 
     /// Applies changes of `source`'s fragments (already made to `fragments`) to the
@@ -439,22 +427,15 @@ impl State {
     pub fn check_fragment(&self, source: &str, key: &str, fragment: Fragment) -> Option<Rejected> {
         let (settings, mut offered) = {
             let inputs = self.lock_rebuild();
-            let replaced = inputs.fragments.get(source).and_then(|f| f.get(key));
-            let offered: Vec<Offered> = inputs
-                .offered()
-                .into_iter()
-                .filter(|o| !replaced.is_some_and(|r| Arc::ptr_eq(r, &o.fragment)))
-                .collect();
+            let mut offered = inputs.offered();
+            offered.retain(|(s, k, _)| !(s == source && k == key));
             (inputs.file.clone(), offered)
         };
         // Compiled without the rebuild lock: a dry run must not hold up real changes.
         let origin = fragment.origin.clone();
-        offered.push(Offered {
-            source: source.to_string(),
-            fragment: Arc::new(fragment),
-        });
-        let compiled = compile(&settings.settings, &offered);
-        compiled
+        offered.push((source.to_string(), key.to_string(), Arc::new(fragment)));
+        Compilation::full(&settings.settings, offered)
+            .compiled()
             .rejected
             .into_iter()
             .find(|r| r.source == source && r.origin == origin)

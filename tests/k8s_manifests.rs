@@ -255,11 +255,14 @@ fn the_deployment_shape_is_restricted_and_least_privileged() {
     assert_eq!(
         grants,
         [
+            "/configmaps: get,list,watch",
             "/namespaces: get,list,watch",
             "/secrets: get,list,watch",
             "/services: get,list,watch",
             "discovery.k8s.io/endpointslices: get,list,watch",
             "events.k8s.io/events: create,patch",
+            "gateway.networking.k8s.io/backendtlspolicies/status: patch",
+            "gateway.networking.k8s.io/backendtlspolicies: get,list,watch",
             "gateway.networking.k8s.io/gatewayclasses/status: patch",
             "gateway.networking.k8s.io/gatewayclasses: get,list,watch",
             "gateway.networking.k8s.io/gateways/status: patch",

@@ -230,6 +230,7 @@ fn kind_of(resource: &str) -> String {
         "tlsroutes" => "TLSRoute",
         "tcproutes" => "TCPRoute",
         "referencegrants" => "ReferenceGrant",
+        "backendtlspolicies" => "BackendTLSPolicy",
         _ => "Object",
     };
     kind.to_string()

@@ -51,10 +51,26 @@ impl TestCa {
 
     /// A leaf for `names`, signed by this CA, written as `stem.crt`/`stem.key` in `dir`.
     pub fn issue(&self, dir: &ScratchDir, stem: &str, names: &[&str]) -> TestCertificate {
+        self.issue_with_uris(dir, stem, names, &[])
+    }
+
+    /// A leaf for DNS (or IP) `names` and URI names `uris` (SPIFFE IDs), signed by this CA,
+    /// written as `stem.crt`/`stem.key` in `dir`.
+    pub fn issue_with_uris(
+        &self,
+        dir: &ScratchDir,
+        stem: &str,
+        names: &[&str],
+        uris: &[&str],
+    ) -> TestCertificate {
         let key = rcgen::KeyPair::generate().expect("leaf key");
-        let params =
+        let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .expect("leaf params");
+        for uri in uris {
+            let uri = rcgen::Ia5String::try_from(*uri).expect("an ASCII URI");
+            params.subject_alt_names.push(rcgen::SanType::URI(uri));
+        }
         let certificate = params
             .signed_by(&key, &self.certificate, &self.key)
             .expect("sign leaf");
@@ -266,8 +282,9 @@ pub fn server_config(certificate: &TestCertificate) -> Arc<rustls::ServerConfig>
     Arc::new(config)
 }
 
-/// A TLS backend with its own certificate that answers each HTTP/1.1 request with its
-/// name and the server name the client sent.
+/// A TLS backend with its own certificate that answers each HTTP/1.1 request (keeping the
+/// connection open) with its name and the server name the client sent, in the body
+/// (`NAME sni=SNI`) and in headers (`x-backend`, `x-sni`, and the request's `x-path`).
 pub struct HttpsBackend {
     pub address: SocketAddr,
 }
@@ -295,21 +312,37 @@ impl HttpsBackend {
                             return;
                         };
                         let sni = stream.get_ref().1.server_name().unwrap_or("").to_string();
-                        let mut head = Vec::new();
+                        let mut received = Vec::new();
                         let mut buffer = [0u8; 1024];
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut buffer).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        // Requests one after the other on the connection, until the client
+                        // closes it; they carry no body.
+                        loop {
+                            let end = loop {
+                                if let Some(i) = received.windows(4).position(|w| w == b"\r\n\r\n")
+                                {
+                                    break i + 4;
+                                }
+                                match stream.read(&mut buffer).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => received.extend_from_slice(&buffer[..n]),
+                                }
+                            };
+                            let head: Vec<u8> = received.drain(..end).collect();
+                            let path = String::from_utf8_lossy(&head)
+                                .split_whitespace()
+                                .nth(1)
+                                .unwrap_or_default()
+                                .to_string();
+                            let body = format!("{name} sni={sni}");
+                            let response = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-backend: {name}\r\n\
+                                 x-sni: {sni}\r\nx-path: {path}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            if stream.write_all(response.as_bytes()).await.is_err() {
+                                return;
                             }
                         }
-                        let body = format!("{name} sni={sni}");
-                        let response = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = stream.write_all(response.as_bytes()).await;
-                        let _ = stream.shutdown().await;
                     });
                 }
             });

@@ -1,7 +1,7 @@
 //! The Gateway API controller: GatewayClasses, Gateways, HTTPRoutes, GRPCRoutes,
-//! TLSRoutes and TCPRoutes (with the
-//! ReferenceGrants, Namespaces, Services and Secrets they reference) become fragments and
-//! status, without reloads.
+//! TLSRoutes and TCPRoutes (with the ReferenceGrants, Namespaces, Services and Secrets they
+//! reference, and the BackendTLSPolicies of those Services with their ConfigMaps) become
+//! fragments and status, without reloads.
 //!
 //! Watches feed one loop through a channel. After every batch of updates the whole set is
 //! translated (a pure function, `sources::kubernetes::gateway`, that borrows the watched
@@ -16,6 +16,7 @@ use crate::model::{GatewaySettings, KubernetesClient, Origin, Rejected};
 use crate::observe::metrics::METRICS;
 use crate::services::leader::Election;
 use crate::services::watch::{client_or_shutdown, spawn_watch, Watched};
+use crate::sources::kubernetes::gateway::api::backendtlspolicies::BackendTlsPolicy;
 use crate::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use crate::sources::kubernetes::gateway::api::gateways::Gateway;
 use crate::sources::kubernetes::gateway::api::grpcroutes::GrpcRoute;
@@ -25,10 +26,10 @@ use crate::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use crate::sources::kubernetes::gateway::{
     fragment_key, key_of, parse_fragment_key, translate_cached, GatewayObjects, ObjectKey,
-    RouteCache, Translation,
+    RouteCache, Translation, CA_KEY,
 };
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::Event;
 use kube::{Api, Resource};
@@ -86,6 +87,8 @@ enum Update {
     Namespaces(Box<Event<Namespace>>),
     Services(Box<Event<Service>>),
     Secrets(Box<Event<Secret>>),
+    BackendTlsPolicies(Box<Event<BackendTlsPolicy>>),
+    ConfigMaps(Box<Event<ConfigMap>>),
 }
 
 /// The objects of every watched kind, as the loop last saw them.
@@ -100,6 +103,8 @@ struct Stores {
     namespaces: Watched<Namespace>,
     services: Watched<Service>,
     secrets: Watched<Secret>,
+    backend_tls_policies: Watched<BackendTlsPolicy>,
+    config_maps: Watched<ConfigMap>,
 }
 
 impl Stores {
@@ -115,6 +120,8 @@ impl Stores {
             namespaces: Watched::new(),
             services: Watched::new(),
             secrets: Watched::new(),
+            backend_tls_policies: Watched::new(),
+            config_maps: Watched::new(),
         }
     }
 
@@ -129,6 +136,8 @@ impl Stores {
             && self.namespaces.synced
             && self.services.synced
             && self.secrets.synced
+            && self.backend_tls_policies.synced
+            && self.config_maps.synced
     }
 
     /// What a translation reads, borrowed.
@@ -144,6 +153,8 @@ impl Stores {
             namespaces: &self.namespaces.objects,
             services: &self.services.objects,
             secrets: &self.secrets.objects,
+            backend_tls_policies: &self.backend_tls_policies.objects,
+            config_maps: &self.config_maps.objects,
         }
     }
 }
@@ -214,6 +225,14 @@ impl BackgroundService for GatewayController {
             }),
             spawn_watch(Api::<Secret>::all(c.clone()), updates.clone(), |e| {
                 Update::Secrets(Box::new(e))
+            }),
+            spawn_watch(
+                Api::<BackendTlsPolicy>::all(c.clone()),
+                updates.clone(),
+                |e| Update::BackendTlsPolicies(Box::new(e)),
+            ),
+            spawn_watch(Api::<ConfigMap>::all(c.clone()), updates.clone(), |e| {
+                Update::ConfigMaps(Box::new(e))
             }),
         ];
         let reporter = Reporter {
@@ -341,6 +360,29 @@ impl Controller {
                     Event::Init | Event::InitDone => true,
                 };
                 stores.secrets.apply(*e, tls);
+                context_changed = relevant;
+                relevant
+            }
+            Update::BackendTlsPolicies(e) => {
+                context_changed = apply_marked(
+                    &mut stores.backend_tls_policies,
+                    *e,
+                    StatusKind::BackendTlsPolicy,
+                    status,
+                );
+                context_changed
+            }
+            // Only CA bundles are read: a ConfigMap without `ca.crt` is not kept, and a
+            // change to one that neither was nor is kept costs no translation.
+            Update::ConfigMaps(e) => {
+                let relevant = match &*e {
+                    Event::Apply(map) | Event::Delete(map) | Event::InitApply(map) => {
+                        has_ca_bundle(map)
+                            || stores.config_maps.objects.contains_key(&key_of(map.meta()))
+                    }
+                    Event::Init | Event::InitDone => true,
+                };
+                stores.config_maps.apply(*e, has_ca_bundle);
                 context_changed = relevant;
                 relevant
             }
@@ -611,4 +653,16 @@ fn apply_spec<K: Resource + Clone>(watched: &mut Watched<K>, event: Event<K>) ->
     };
     watched.apply(event, |_| true);
     spec_changed
+}
+
+/// Whether a ConfigMap holds a CA bundle under `ca.crt` (what BackendTLSPolicies read).
+fn has_ca_bundle(config_map: &ConfigMap) -> bool {
+    config_map
+        .data
+        .as_ref()
+        .is_some_and(|d| d.contains_key(CA_KEY))
+        || config_map
+            .binary_data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(CA_KEY))
 }

@@ -11,6 +11,7 @@
 //! and comparable; a write keeps the transition time a condition already has (same type
 //! and status) and stamps the others with the time of the write.
 
+use crate::sources::kubernetes::gateway::api::backendtlspolicies::BackendTlsPolicy;
 use crate::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use crate::sources::kubernetes::gateway::api::gateways::Gateway;
 use crate::sources::kubernetes::gateway::api::grpcroutes::GrpcRoute;
@@ -36,6 +37,12 @@ pub const UNSTAMPED: Time = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
 /// time, without flooding the API server.
 const WRITES_IN_FLIGHT: usize = 16;
 
+/// Most parents a route's status lists, others' included (the CRDs' `maxItems`).
+const MAX_PARENTS: usize = 32;
+
+/// Most ancestors a policy's status lists, others' included (PolicyStatus's `maxItems`).
+const MAX_ANCESTORS: usize = 16;
+
 /// The kinds whose status sluice writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StatusKind {
@@ -45,6 +52,7 @@ pub enum StatusKind {
     GrpcRoute,
     TlsRoute,
     TcpRoute,
+    BackendTlsPolicy,
 }
 
 impl StatusKind {
@@ -56,6 +64,7 @@ impl StatusKind {
             Self::GrpcRoute => "GRPCRoute",
             Self::TlsRoute => "TLSRoute",
             Self::TcpRoute => "TCPRoute",
+            Self::BackendTlsPolicy => "BackendTLSPolicy",
         }
     }
 }
@@ -137,6 +146,11 @@ impl StatusWriter {
         diff(&before.tcp_routes, &after.tcp_routes, same_status, |k| {
             self.dirty.insert((StatusKind::TcpRoute, k.clone()));
         });
+        let (policies_before, policies_after) =
+            (&before.backend_tls_policies, &after.backend_tls_policies);
+        diff(policies_before, policies_after, PartialEq::eq, |k| {
+            self.dirty.insert((StatusKind::BackendTlsPolicy, k.clone()));
+        });
     }
 
     /// This replica has just become the leader: every object is compared again, as
@@ -161,6 +175,9 @@ impl StatusWriter {
             .extend(keys(StatusKind::TlsRoute, o.tls_routes.keys().collect()));
         self.dirty
             .extend(keys(StatusKind::TcpRoute, o.tcp_routes.keys().collect()));
+        let policies = o.backend_tls_policies.keys().collect();
+        self.dirty
+            .extend(keys(StatusKind::BackendTlsPolicy, policies));
     }
 
     /// Failed writes are tried again (at the leader's next tick).
@@ -205,29 +222,39 @@ impl StatusWriter {
                 continue;
             }
             let (kind, object) = &key;
-            let write =
-                match kind {
-                    StatusKind::GatewayClass => objects.classes.get(object).and_then(|class| {
-                        let status = wanted.classes.get(&object.1)?;
-                        self.write(&key, class, status)
-                    }),
-                    StatusKind::Gateway => objects.gateways.get(object).and_then(|gateway| {
-                        let status = wanted.gateways.get(object)?;
-                        self.write(&key, gateway, status)
-                    }),
-                    StatusKind::HttpRoute => objects.http_routes.get(object).and_then(|route| {
-                        self.write_route(&key, route, wanted.http_routes.get(object))
-                    }),
-                    StatusKind::GrpcRoute => objects.grpc_routes.get(object).and_then(|route| {
-                        self.write_route(&key, route, wanted.grpc_routes.get(object))
-                    }),
-                    StatusKind::TlsRoute => objects.tls_routes.get(object).and_then(|route| {
-                        self.write_route(&key, route, wanted.tls_routes.get(object))
-                    }),
-                    StatusKind::TcpRoute => objects.tcp_routes.get(object).and_then(|route| {
-                        self.write_route(&key, route, wanted.tcp_routes.get(object))
-                    }),
-                };
+            let write = match kind {
+                StatusKind::GatewayClass => objects.classes.get(object).and_then(|class| {
+                    let status = wanted.classes.get(&object.1)?;
+                    self.write(&key, class, status)
+                }),
+                StatusKind::Gateway => objects.gateways.get(object).and_then(|gateway| {
+                    let status = wanted.gateways.get(object)?;
+                    self.write(&key, gateway, status)
+                }),
+                StatusKind::HttpRoute => objects.http_routes.get(object).and_then(|route| {
+                    self.write_route(&key, route, wanted.http_routes.get(object))
+                }),
+                StatusKind::GrpcRoute => objects.grpc_routes.get(object).and_then(|route| {
+                    self.write_route(&key, route, wanted.grpc_routes.get(object))
+                }),
+                StatusKind::TlsRoute => objects
+                    .tls_routes
+                    .get(object)
+                    .and_then(|route| self.write_route(&key, route, wanted.tls_routes.get(object))),
+                StatusKind::TcpRoute => objects
+                    .tcp_routes
+                    .get(object)
+                    .and_then(|route| self.write_route(&key, route, wanted.tcp_routes.get(object))),
+                StatusKind::BackendTlsPolicy => {
+                    objects.backend_tls_policies.get(object).and_then(|policy| {
+                        let ancestors = wanted
+                            .backend_tls_policies
+                            .get(object)
+                            .map(|s| s.ancestors.iter().filter_map(to_json).collect());
+                        self.write_entries(&key, policy, ("ancestors", MAX_ANCESTORS), ancestors)
+                    })
+                }
+            };
             let Some((mut status, written)) = write else {
                 continue;
             };
@@ -269,29 +296,45 @@ impl StatusWriter {
         K: Resource<DynamicType = ()> + HasStatus,
         K::Status: serde::Serialize,
     {
-        let current = to_json(&route.status())?;
-        let parents = current
-            .get("parents")
+        let parents = wanted.map(|s| s.parents.iter().filter_map(to_json).collect());
+        self.write_entries(key, route, ("parents", MAX_PARENTS), parents)
+    }
+
+    /// The status to write to an object whose status is a list of entries per controller
+    /// (`field`: a route's `parents`, a policy's `ancestors`, with the most entries the
+    /// list may have): sluice's entries as `wanted` says, other controllers' as they are.
+    /// `None`: the object is no longer sluice's, and loses sluice's entries.
+    fn write_entries<K>(
+        &self,
+        key: &StatusKey,
+        object: &K,
+        (field, limit): (&str, usize),
+        wanted: Option<Vec<Value>>,
+    ) -> Option<(Value, Written)>
+    where
+        K: Resource<DynamicType = ()> + HasStatus,
+        K::Status: serde::Serialize,
+    {
+        let current = to_json(&object.status())?;
+        let entries = current
+            .get(field)
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
         let ours = |p: &Value| p["controllerName"] == self.controller_name.as_str();
-        if wanted.is_none() && !parents.iter().any(ours) {
+        if wanted.is_none() && !entries.iter().any(ours) {
             return None;
         }
+        let theirs = entries.iter().filter(|p| !ours(p)).count();
         // Sluice's entries go where its first one was (else last), so that the order of
         // other controllers' entries and sluice's never changes by itself: two writers
         // reordering the list would rewrite it forever.
-        let at = parents.iter().position(ours).unwrap_or(parents.len());
-        let mut kept: Vec<Value> = parents.iter().take(at).cloned().collect();
-        kept.extend(
-            wanted
-                .iter()
-                .flat_map(|s| s.parents.iter())
-                .filter_map(to_json),
-        );
-        kept.extend(parents.iter().skip(at).filter(|p| !ours(p)).cloned());
-        self.differing(key, route, json!({ "parents": kept }), &current)
+        let at = entries.iter().position(ours).unwrap_or(entries.len());
+        let mut kept: Vec<Value> = entries.iter().take(at).cloned().collect();
+        let room = limit.saturating_sub(theirs);
+        kept.extend(wanted.into_iter().flatten().take(room));
+        kept.extend(entries.iter().skip(at).filter(|p| !ours(p)).cloned());
+        self.differing(key, object, json!({ field: kept }), &current)
     }
 
     /// `wanted` with the transition times of `current` kept, if it differs from
@@ -387,6 +430,10 @@ fn patch(key: StatusKey, written: Written, status: Value, client: Client) -> Pen
             }
             StatusKind::TcpRoute => {
                 patch_status(Api::<TcpRoute>::namespaced(client, namespace), name, &patch).await
+            }
+            StatusKind::BackendTlsPolicy => {
+                let api = Api::<BackendTlsPolicy>::namespaced(client, namespace);
+                patch_status(api, name, &patch).await
             }
         };
         Outcome {

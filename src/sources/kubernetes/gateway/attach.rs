@@ -3,6 +3,7 @@
 //! and backend references to Services.
 
 use super::api::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
+use super::backend_tls::{Applied, BackendTls, INVALID_POLICY};
 use super::conditions::condition;
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{granted, GatewayObjects, ObjectKey, GROUP};
@@ -258,12 +259,14 @@ pub struct BackendRef<'a> {
     pub port: Option<i32>,
 }
 
-/// The upstream of a Service backend, added to `fragment` once.
+/// The upstream of a Service backend, added to `fragment` once, with the TLS that a
+/// BackendTLSPolicy of its Service port asks for.
 pub fn upstream(
     route_kind: RouteKind,
     key: &ObjectKey,
     reference: &BackendRef,
     objects: &GatewayObjects<'_>,
+    backend_tls: &BackendTls,
     fragment: &mut Fragment,
 ) -> Result<String, Refusal> {
     let group = reference.group.unwrap_or_default();
@@ -318,8 +321,39 @@ pub fn upstream(
     }
     let source = port_source(service, namespace, reference.name, port)
         .map_err(|e| ("BackendNotFound", e))?;
+    let tls = match backend_tls.backend(route_kind, key, namespace, reference.name, service, port) {
+        None => None,
+        // Never plaintext instead: the backend is an invalid reference (requests get 500).
+        Some(Applied::Refused(why)) => {
+            return Err((
+                INVALID_POLICY,
+                format!(
+                    "backend Service {namespace}/{} port {port}: {why}",
+                    reference.name
+                ),
+            ))
+        }
+        Some(Applied::Tls(_)) if route_kind == RouteKind::Tcp => {
+            return Err((
+                "UnsupportedProtocol",
+                format!(
+                    "Service {namespace}/{} port {port} takes TLS (BackendTLSPolicy), which \
+                     sluice does not originate on TCPRoute connections",
+                    reference.name
+                ),
+            ))
+        }
+        Some(Applied::Tls(tls)) => Some(tls.clone()),
+    };
     let mut config = UpstreamConfig::new(&name, fragment.origin.clone(), source, Vec::new());
     config.protocol = protocol(route_kind, service, port);
+    if let Some(tls) = tls {
+        // TLS carries what the route speaks: HTTP/1.1, or HTTP/2 (ALPN h2) for h2c.
+        if config.protocol == UpstreamProtocol::H2c {
+            config.protocol = UpstreamProtocol::H2;
+        }
+        config.tls = Some(tls);
+    }
     fragment.upstreams.push(config);
     Ok(name)
 }

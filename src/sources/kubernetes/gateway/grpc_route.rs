@@ -8,6 +8,7 @@ use super::attach::{
     attach, backend_ref, parent_refs, place, upstream, Attachment, ParentRef, Refusal, RouteStatus,
     Verdict,
 };
+use super::backend_tls::BackendTls;
 use super::http_route::{anchored, modifier_edits, settings_of};
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, Translation};
@@ -19,10 +20,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::sync::Arc;
 
 /// Translates one GRPCRoute: its fragment (if attached anywhere) and its status.
+#[allow(clippy::too_many_arguments)]
 pub fn translate(
     key: &ObjectKey,
     route: &GrpcRoute,
     objects: &GatewayObjects<'_>,
+    backend_tls: &BackendTls,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,
@@ -40,7 +43,7 @@ pub fn translate(
         created(&route.metadata),
     );
     let rules = route.spec.rules.as_deref().unwrap_or_default();
-    let (templates, verdict) = build_rules(key, rules, objects, &mut fragment);
+    let (templates, verdict) = build_rules(key, rules, objects, backend_tls, &mut fragment);
     let parent_refs: Vec<ParentRef> = parent_refs!(route.spec.parent_refs);
     let Attachment { parents, targets } = attach(
         RouteKind::Grpc,
@@ -72,6 +75,7 @@ fn build_rules(
     key: &ObjectKey,
     rules: &[GrpcRouteRules],
     objects: &GatewayObjects<'_>,
+    backend_tls: &BackendTls,
     fragment: &mut Fragment,
 ) -> (Vec<RouteConfig>, Verdict) {
     let mut verdict = Verdict {
@@ -89,7 +93,14 @@ fn build_rules(
                 ));
             }
             let reference = backend_ref!(backend);
-            match upstream(RouteKind::Grpc, key, &reference, objects, fragment) {
+            match upstream(
+                RouteKind::Grpc,
+                key,
+                &reference,
+                objects,
+                backend_tls,
+                fragment,
+            ) {
                 Ok(upstream) => backends.push(Backend {
                     upstream,
                     weight: backend.weight.unwrap_or(1).max(0) as u32,
@@ -108,6 +119,7 @@ fn build_rules(
             key,
             rule,
             objects,
+            backend_tls,
             fragment,
             &mut template,
             &mut verdict.refs,
@@ -200,6 +212,7 @@ fn apply_filters(
     key: &ObjectKey,
     rule: &GrpcRouteRules,
     objects: &GatewayObjects<'_>,
+    backend_tls: &BackendTls,
     fragment: &mut Fragment,
     route: &mut RouteConfig,
     refs: &mut Result<(), Refusal>,
@@ -227,7 +240,14 @@ fn apply_filters(
                     ));
                 }
                 let reference = backend_ref!(m.backend_ref);
-                match upstream(RouteKind::Grpc, key, &reference, objects, fragment) {
+                match upstream(
+                    RouteKind::Grpc,
+                    key,
+                    &reference,
+                    objects,
+                    backend_tls,
+                    fragment,
+                ) {
                     Ok(upstream) => {
                         route.filters.mirror = Some(Mirror {
                             upstream,

@@ -10,6 +10,7 @@
 
 pub mod api;
 mod attach;
+mod backend_tls;
 mod conditions;
 mod grpc_route;
 mod http_route;
@@ -17,6 +18,7 @@ mod listeners;
 mod stream_route;
 
 use crate::model::{Fragment, GatewaySettings, Origin};
+use api::backendtlspolicies::{BackendTlsPolicy, BackendTlsPolicyStatus};
 use api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use api::gateways::{Gateway, GatewayStatus};
 use api::grpcroutes::GrpcRoute;
@@ -25,7 +27,9 @@ use api::referencegrants::ReferenceGrant;
 use api::tcproutes::TcpRoute;
 use api::tlsroutes::TlsRoute;
 pub use attach::RouteStatus;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+pub use backend_tls::CA_KEY;
+use backend_tls::{BackendTls, Use};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -51,6 +55,9 @@ pub struct GatewayObjects<'a> {
     pub namespaces: &'a BTreeMap<ObjectKey, Namespace>,
     pub services: &'a BTreeMap<ObjectKey, Service>,
     pub secrets: &'a BTreeMap<ObjectKey, Secret>,
+    pub backend_tls_policies: &'a BTreeMap<ObjectKey, BackendTlsPolicy>,
+    /// ConfigMaps holding a CA bundle (`ca.crt`): the controller keeps no others.
+    pub config_maps: &'a BTreeMap<ObjectKey, ConfigMap>,
 }
 
 /// What the objects become. Fragments and route statuses are shared (`Arc`): a route that
@@ -72,6 +79,9 @@ pub struct Translation {
     pub tls_routes: BTreeMap<ObjectKey, Arc<RouteStatus>>,
     /// The same for each TCPRoute.
     pub tcp_routes: BTreeMap<ObjectKey, Arc<RouteStatus>>,
+    /// The status of each BackendTLSPolicy that a route accepted by those Gateways uses
+    /// (only sluice's ancestors' entries).
+    pub backend_tls_policies: BTreeMap<ObjectKey, BackendTlsPolicyStatus>,
 }
 
 /// The translations of routes, kept from one batch to the next: a route is translated
@@ -94,6 +104,8 @@ struct CachedRoute {
     status: Option<Arc<RouteStatus>>,
     /// The listeners (indices into the resolved listeners) it attached to, with counts.
     attached: Vec<(usize, i32)>,
+    /// Its backends on Services that BackendTLSPolicies target.
+    uses: Vec<Use>,
 }
 
 /// The fragment key of an object of `kind`.
@@ -137,35 +149,42 @@ pub fn translate_cached(
         cache.entries.clear();
         cache.context = Some(context);
     }
+    // Before the routes, which ask what their Service backends get.
+    let tls = backend_tls::resolve(objects);
     let mut seen = HashSet::new();
+    let mut uses = Vec::new();
     let mut routes = Routes {
         cache,
         resolved: &mut resolved,
         out: &mut out,
         seen: &mut seen,
+        tls: &tls,
+        uses: &mut uses,
     };
     for (key, route) in objects.http_routes {
         routes.translate(RouteKind::Http, key, &route.metadata, |resolved, part| {
-            http_route::translate(key, route, objects, resolved, settings, now, part)
+            http_route::translate(key, route, objects, &tls, resolved, settings, now, part)
         });
     }
     for (key, route) in objects.grpc_routes {
         routes.translate(RouteKind::Grpc, key, &route.metadata, |resolved, part| {
-            grpc_route::translate(key, route, objects, resolved, settings, now, part)
+            grpc_route::translate(key, route, objects, &tls, resolved, settings, now, part)
         });
     }
     for (key, route) in objects.tls_routes {
         routes.translate(RouteKind::Tls, key, &route.metadata, |resolved, part| {
-            stream_route::translate_tls(key, route, objects, resolved, settings, now, part)
+            stream_route::translate_tls(key, route, objects, &tls, resolved, settings, now, part)
         });
     }
     for (key, route) in objects.tcp_routes {
         routes.translate(RouteKind::Tcp, key, &route.metadata, |resolved, part| {
-            stream_route::translate_tcp(key, route, objects, resolved, settings, now, part)
+            stream_route::translate_tcp(key, route, objects, &tls, resolved, settings, now, part)
         });
     }
     cache.entries.retain(|id, _| seen.contains(id));
     listeners::finish_gateways(objects, settings, &resolved, now, &mut out);
+    // After the routes: a policy's ancestors are the Gateways that accept routes using it.
+    out.backend_tls_policies = backend_tls::statuses(&tls, &uses, &out, settings, now);
     out
 }
 
@@ -176,6 +195,9 @@ struct Routes<'t> {
     out: &'t mut Translation,
     /// The routes met, so that the cache forgets deleted ones.
     seen: &'t mut HashSet<(RouteKind, ObjectKey)>,
+    /// What BackendTLSPolicies apply, and the routes' backends on their Services.
+    tls: &'t BackendTls,
+    uses: &'t mut Vec<Use>,
 }
 
 impl Routes<'_> {
@@ -200,6 +222,8 @@ impl Routes<'_> {
         if !current {
             let before: Vec<i32> = self.resolved.iter().map(|l| l.attached).collect();
             let mut part = Translation::default();
+            // Left over from a route translated without a cache entry: not this one's.
+            self.tls.take_uses();
             translate(self.resolved, &mut part);
             let mut attached = Vec::new();
             for (i, listener) in self.resolved.iter_mut().enumerate() {
@@ -215,6 +239,7 @@ impl Routes<'_> {
                 fragment: part.fragments.remove(&fragment_key),
                 status: statuses(kind, &mut part).remove(key),
                 attached,
+                uses: self.tls.take_uses(),
             };
             self.cache.entries.insert(id.clone(), entry);
         }
@@ -224,6 +249,7 @@ impl Routes<'_> {
         for &(i, added) in &entry.attached {
             self.resolved[i].attached += added;
         }
+        self.uses.extend(entry.uses.iter().cloned());
         if let Some(fragment) = &entry.fragment {
             self.out.fragments.insert(fragment_key, fragment.clone());
         }

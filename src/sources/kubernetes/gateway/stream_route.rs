@@ -9,6 +9,7 @@ use super::attach::{
     attach, backend_ref, host_match, parent_refs, upstream, Attachment, BackendRef, ParentRef,
     Verdict,
 };
+use super::backend_tls::BackendTls;
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, RouteStatus, Translation};
 use crate::model::{Backend, Fragment, GatewaySettings, RouteConfig};
@@ -42,10 +43,12 @@ struct StreamRoute<'r> {
 }
 
 /// Translates one TLSRoute: its fragment (if attached anywhere) and its status.
+#[allow(clippy::too_many_arguments)]
 pub fn translate_tls(
     key: &ObjectKey,
     route: &TlsRoute,
     objects: &GatewayObjects<'_>,
+    backend_tls: &BackendTls,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,
@@ -63,16 +66,27 @@ pub fn translate_tls(
         parent_refs: parent_refs!(spec.parent_refs),
         rules: rules!(spec.rules),
     };
-    if let Some(status) = translate(key, &stream, objects, resolved, settings, now, out) {
+    if let Some(status) = translate(
+        key,
+        &stream,
+        objects,
+        backend_tls,
+        resolved,
+        settings,
+        now,
+        out,
+    ) {
         out.tls_routes.insert(key.clone(), Arc::new(status));
     }
 }
 
 /// Translates one TCPRoute: its fragment (if attached anywhere) and its status.
+#[allow(clippy::too_many_arguments)]
 pub fn translate_tcp(
     key: &ObjectKey,
     route: &TcpRoute,
     objects: &GatewayObjects<'_>,
+    backend_tls: &BackendTls,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,
@@ -86,17 +100,28 @@ pub fn translate_tcp(
         parent_refs: parent_refs!(spec.parent_refs),
         rules: rules!(spec.rules),
     };
-    if let Some(status) = translate(key, &stream, objects, resolved, settings, now, out) {
+    if let Some(status) = translate(
+        key,
+        &stream,
+        objects,
+        backend_tls,
+        resolved,
+        settings,
+        now,
+        out,
+    ) {
         out.tcp_routes.insert(key.clone(), Arc::new(status));
     }
 }
 
 /// The fragment of a stream route (into `out`) and its status, if it names a parent of
 /// sluice's.
+#[allow(clippy::too_many_arguments)]
 fn translate(
     key: &ObjectKey,
     route: &StreamRoute<'_>,
     objects: &GatewayObjects<'_>,
+    backend_tls: &BackendTls,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,
@@ -118,7 +143,14 @@ fn translate(
     }
     let mut backends = Vec::new();
     for (reference, weight) in route.rules.iter().flatten() {
-        match upstream(route.kind, key, reference, objects, &mut fragment) {
+        match upstream(
+            route.kind,
+            key,
+            reference,
+            objects,
+            backend_tls,
+            &mut fragment,
+        ) {
             Ok(upstream) => backends.push(Backend {
                 upstream,
                 weight: weight.unwrap_or(1).max(0) as u32,

@@ -50,6 +50,8 @@ struct Objects {
     namespaces: BTreeMap<ObjectKey, Namespace>,
     services: BTreeMap<ObjectKey, Service>,
     secrets: BTreeMap<ObjectKey, Secret>,
+    backend_tls_policies: BTreeMap<ObjectKey, BackendTlsPolicy>,
+    config_maps: BTreeMap<ObjectKey, ConfigMap>,
 }
 
 impl Objects {
@@ -69,6 +71,8 @@ impl Objects {
             namespaces: &self.namespaces,
             services: &self.services,
             secrets: &self.secrets,
+            backend_tls_policies: &self.backend_tls_policies,
+            config_maps: &self.config_maps,
         }
     }
 }
@@ -301,4 +305,215 @@ fn hostnames_intersect_with_the_listeners() {
         intersect(Some("a.example.com"), &["b.example.com".into()]),
         None
     );
+}
+
+/// `objects()` with Service `secure` in `apps` (port `https` 8443), a CA in ConfigMap
+/// `apps/ca`, and BackendTLSPolicy `apps/tls` (generation 5) targeting port `https` of
+/// `secure` with `validation`.
+fn with_policy(validation: serde_json::Value) -> Objects {
+    let mut o = objects();
+    o.services.insert(
+        ("apps".into(), "secure".into()),
+        object(json!({"metadata": {"name": "secure", "namespace": "apps"},
+            "spec": {"ports": [{"name": "https", "port": 8443}]}})),
+    );
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).expect("CA certificate").pem();
+    o.config_maps.insert(
+        ("apps".into(), "ca".into()),
+        object(json!({"metadata": {"name": "ca", "namespace": "apps"}, "data": {"ca.crt": ca}})),
+    );
+    o.backend_tls_policies.insert(
+        ("apps".into(), "tls".into()),
+        object(json!({
+            "metadata": {"name": "tls", "namespace": "apps", "generation": 5,
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": "secure", "sectionName": "https"}],
+                "validation": validation,
+            },
+        })),
+    );
+    o
+}
+
+/// The CA of `with_policy`, by reference.
+fn ca_ref() -> serde_json::Value {
+    json!({"hostname": "secure.example.com",
+           "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "ca"}]})
+}
+
+/// (status, reason) of condition `type_` of policy `apps/tls` on its ancestor Gateway
+/// `infra/gw`, checked at the policy's generation.
+fn policy_condition(t: &Translation, type_: &str) -> (String, String) {
+    let status = t
+        .backend_tls_policies
+        .get(&("apps".to_string(), "tls".to_string()))
+        .unwrap_or_else(|| panic!("no policy status in {:?}", t.backend_tls_policies));
+    assert_eq!(status.ancestors.len(), 1, "{status:?}");
+    let ancestor = &status.ancestors[0];
+    assert_eq!(ancestor.ancestor_ref.name, "gw");
+    assert_eq!(ancestor.ancestor_ref.namespace.as_deref(), Some("infra"));
+    assert_eq!(
+        ancestor.controller_name,
+        crate::model::DEFAULT_GATEWAY_CONTROLLER
+    );
+    let (status, reason) = condition_of(&ancestor.conditions, type_);
+    let generation = ancestor
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .and_then(|c| c.observed_generation);
+    assert_eq!(generation, Some(5));
+    (status.to_string(), reason.to_string())
+}
+
+fn pair(status: &str, reason: &str) -> (String, String) {
+    (status.to_string(), reason.to_string())
+}
+
+#[test]
+fn a_backend_tls_policy_gives_the_upstream_tls_and_lists_the_gateway() {
+    let mut o = with_policy(ca_ref());
+    o.http_routes.insert(
+        ("apps".into(), "r".into()),
+        route(json!({
+            "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "web"}],
+            "rules": [{"backendRefs": [{"name": "secure", "port": 8443}, {"name": "web", "port": 8080}]}],
+        })),
+    );
+    let t = o.translate();
+    let parent = &t.http_routes[&("apps".into(), "r".into())].parents[0];
+    assert_eq!(
+        condition_of(&parent.conditions, "ResolvedRefs"),
+        ("True", "ResolvedRefs")
+    );
+    let upstreams = &t.fragments["HTTPRoute/apps/r"].upstreams;
+    let secure = upstreams
+        .iter()
+        .find(|u| u.name.ends_with("apps/secure:8443"))
+        .expect("the secure upstream");
+    let tls = secure.tls.as_ref().expect("TLS towards secure");
+    assert_eq!(tls.sni, "secure.example.com");
+    assert!(tls.verify);
+    assert_eq!(tls.ca_certificates.len(), 1);
+    assert_eq!(secure.protocol, crate::model::UpstreamProtocol::Http1);
+    // A Service no policy targets stays in plaintext.
+    let web = upstreams
+        .iter()
+        .find(|u| u.name.ends_with("apps/web:8080"))
+        .expect("the web upstream");
+    assert_eq!(web.tls, None);
+    assert_eq!(policy_condition(&t, "Accepted"), pair("True", "Accepted"));
+    assert_eq!(
+        policy_condition(&t, "ResolvedRefs"),
+        pair("True", "ResolvedRefs")
+    );
+}
+
+#[test]
+fn grpc_backends_of_a_policy_speak_http2_over_tls() {
+    let mut o = with_policy(ca_ref());
+    o.grpc_routes.insert(
+        ("apps".into(), "g".into()),
+        object(json!({
+            "metadata": {"name": "g", "namespace": "apps", "generation": 1},
+            "spec": {
+                "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "web"}],
+                "rules": [{"backendRefs": [{"name": "secure", "port": 8443}]}],
+            },
+        })),
+    );
+    let t = o.translate();
+    let upstream = &t.fragments["GRPCRoute/apps/g"].upstreams[0];
+    assert_eq!(upstream.protocol, crate::model::UpstreamProtocol::H2);
+    assert!(upstream.tls.is_some());
+    assert_eq!(policy_condition(&t, "Accepted"), pair("True", "Accepted"));
+}
+
+#[test]
+fn a_backend_whose_policy_cannot_be_met_is_an_invalid_reference_answered_500() {
+    let mut o = with_policy(json!({
+        "hostname": "secure.example.com",
+        "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "missing"}],
+    }));
+    o.http_routes.insert(
+        ("apps".into(), "r".into()),
+        route(json!({
+            "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "web"}],
+            "rules": [{"backendRefs": [{"name": "secure", "port": 8443}]}],
+        })),
+    );
+    let t = o.translate();
+    // The route is served (Accepted), its backend is not: no plaintext fallback.
+    let parent = &t.http_routes[&("apps".into(), "r".into())].parents[0];
+    assert_eq!(
+        condition_of(&parent.conditions, "Accepted"),
+        ("True", "Accepted")
+    );
+    assert_eq!(
+        condition_of(&parent.conditions, "ResolvedRefs"),
+        ("False", super::backend_tls::INVALID_POLICY)
+    );
+    let fragment = &t.fragments["HTTPRoute/apps/r"];
+    assert!(fragment.upstreams.is_empty(), "{:?}", fragment.upstreams);
+    let unresolved = fragment.routes[0].unresolved.as_deref().unwrap_or_default();
+    assert!(
+        unresolved.contains("BackendTLSPolicy apps/tls"),
+        "{unresolved}"
+    );
+    assert_eq!(
+        policy_condition(&t, "Accepted"),
+        pair("False", "NoValidCACertificate")
+    );
+    assert_eq!(
+        policy_condition(&t, "ResolvedRefs"),
+        pair("False", "InvalidCACertificateRef")
+    );
+}
+
+#[test]
+fn a_policy_no_accepted_route_uses_has_no_status() {
+    let mut o = with_policy(ca_ref());
+    // Not attached: the only listener of `only-infra` takes routes of `infra` alone.
+    o.http_routes.insert(
+        ("apps".into(), "r".into()),
+        route(json!({
+            "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "only-infra"}],
+            "rules": [{"backendRefs": [{"name": "secure", "port": 8443}]}],
+        })),
+    );
+    let t = o.translate();
+    assert!(
+        t.backend_tls_policies.is_empty(),
+        "{:?}",
+        t.backend_tls_policies
+    );
+}
+
+#[test]
+fn a_policy_keeps_its_ancestors_when_its_routes_come_from_the_cache() {
+    let mut o = with_policy(ca_ref());
+    o.http_routes.insert(
+        ("apps".into(), "r".into()),
+        route(json!({
+            "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "web"}],
+            "rules": [{"backendRefs": [{"name": "secure", "port": 8443}]}],
+        })),
+    );
+    let mut cache = RouteCache::default();
+    let first = translate_cached(&o.view(), &settings(), &now(), 7, &mut cache);
+    assert_eq!(
+        policy_condition(&first, "Accepted"),
+        ("True".to_string(), "Accepted".to_string())
+    );
+    // The same context: the route is taken from the cache, its use of the policy too.
+    let second = translate_cached(&o.view(), &settings(), &now(), 7, &mut cache);
+    assert!(Arc::ptr_eq(
+        &first.fragments["HTTPRoute/apps/r"],
+        &second.fragments["HTTPRoute/apps/r"]
+    ));
+    assert_eq!(first.backend_tls_policies, second.backend_tls_policies);
 }

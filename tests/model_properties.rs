@@ -330,7 +330,7 @@ fn route_config(i: usize, hosts: &[usize], paths: &[usize]) -> RouteConfig {
 }
 
 /// The documented precedence, restated without indexes or sorting.
-fn reference(routes: &[RouteConfig], host: &str, path: &str) -> Option<usize> {
+fn reference(routes: &[std::sync::Arc<RouteConfig>], host: &str, path: &str) -> Option<usize> {
     let has = |route: &RouteConfig, wanted: &HostMatch| route.hosts.iter().any(|h| h == wanted);
     let exact = HostMatch::Exact(host.to_string());
     let group: Vec<usize> = if routes.iter().any(|r| has(r, &exact)) {
@@ -403,10 +403,10 @@ fn reference(routes: &[RouteConfig], host: &str, path: &str) -> Option<usize> {
 fn routing_matches_the_reference_model() {
     runner()
         .run(&routes(), |spec| {
-            let routes: Vec<RouteConfig> = spec
+            let routes: Vec<std::sync::Arc<RouteConfig>> = spec
                 .iter()
                 .enumerate()
-                .map(|(i, (hosts, paths))| route_config(i, hosts, paths))
+                .map(|(i, (hosts, paths))| std::sync::Arc::new(route_config(i, hosts, paths)))
                 .collect();
             let table = RouteTable::build("web", &routes);
             for host in QUERY_HOSTS {

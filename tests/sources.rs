@@ -13,6 +13,7 @@ use sluice::server::InProcess;
 use sluice::sources::file;
 use sluice::tls::LoadedCertificate;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::fake_kube::{ready, slice, FakeKube};
 use support::tls;
@@ -113,8 +114,8 @@ fn fragment(
         upstream,
     );
     route.paths = vec![PathMatch::Prefix(path_prefix.into())];
-    fragment.routes.push(route);
-    fragment.upstreams.push(UpstreamConfig::new(
+    fragment.routes.push(Arc::new(route));
+    fragment.upstreams.push(Arc::new(UpstreamConfig::new(
         upstream,
         origin,
         EndpointSource::Static,
@@ -123,7 +124,7 @@ fn fragment(
             weight: 1,
             terminating: false,
         }],
-    ));
+    )));
     fragment
 }
 
@@ -189,7 +190,7 @@ fn a_bad_fragment_is_rejected_alone_with_its_origin() {
     let sluice = Running::start(&file_body(&a));
 
     let mut bad = fragment("team-x", "bad", 100, "/bad", "bad-up", c.address);
-    bad.routes[0].backends[0].upstream = "nope".into();
+    Arc::make_mut(&mut bad.routes[0]).backends[0].upstream = "nope".into();
     let problems = sluice.set("bad-fragment", "bad", Some(bad));
     assert_eq!(
         problems,
@@ -240,13 +241,13 @@ fn a_bad_fragment_is_rejected_alone_with_its_origin() {
     // A route may use the config file's upstreams, never another object's (whether that
     // was accepted would depend on which object is older).
     let mut borrower = fragment("team-z", "borrower", 1, "/borrow", "own-up", c.address);
-    borrower.routes[0].backends[0].upstream = "good-up".into();
+    Arc::make_mut(&mut borrower.routes[0]).backends[0].upstream = "good-up".into();
     let problems = sluice.set("bad-fragment", "borrower", Some(borrower.clone()));
     assert_eq!(
         problems,
         ["TestRoute team-z/borrower (generation 1): upstream: undefined upstream \"good-up\""]
     );
-    borrower.routes[0].backends[0].upstream = "a".into();
+    Arc::make_mut(&mut borrower.routes[0]).backends[0].upstream = "a".into();
     assert!(sluice
         .set("bad-fragment", "borrower", Some(borrower))
         .is_empty());
@@ -396,7 +397,7 @@ fn health_checks_follow_a_new_fragment_at_once() {
     let b = Backend::start("b", Behavior::Echo);
     let sluice = Running::start(&file_body(&a));
     let mut checked = fragment("default", "checked", 1, "/checked", "checked-up", b.address);
-    checked.upstreams[0].health.active = Some(ActiveCheck {
+    Arc::make_mut(&mut checked.upstreams[0]).health.active = Some(ActiveCheck {
         probe: Probe::Http {
             path: "/probe".into(),
             host: None,
@@ -534,8 +535,8 @@ fn discovery_follows_a_fragment_on_a_service_already_watched() {
     let mut web = Fragment::new(origin.clone(), Some(1));
     let mut route = RouteConfig::new("shop/web", origin.clone(), "web", "shop-web");
     route.paths = vec![PathMatch::Prefix("/frag".into())];
-    web.routes.push(route);
-    web.upstreams.push(UpstreamConfig::new(
+    web.routes.push(Arc::new(route));
+    web.upstreams.push(Arc::new(UpstreamConfig::new(
         "shop-web",
         origin,
         EndpointSource::Kubernetes(ServiceRef {
@@ -545,7 +546,7 @@ fn discovery_follows_a_fragment_on_a_service_already_watched() {
             terminating: TerminatingPolicy::Drain,
         }),
         Vec::new(),
-    ));
+    )));
     assert!(sluice.set("discovery", "web", Some(web)).is_empty());
     wait_until("the object's upstream is discovered", READY_TIMEOUT, || {
         sluice.route("/frag") == (200, "pod".into())

@@ -240,8 +240,8 @@ mod tests {
         let mut route = RouteConfig::new(name, origin, "web", &upstream_name);
         route.hosts = vec![HostMatch::Exact(host.into())];
         route.paths = vec![PathMatch::Prefix(path.into())];
-        fragment.routes.push(route);
-        fragment.upstreams.push(upstream);
+        fragment.routes.push(Arc::new(route));
+        fragment.upstreams.push(Arc::new(upstream));
         fragment
     }
 

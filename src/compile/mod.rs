@@ -639,8 +639,8 @@ mod tests {
         let mut fragment = Fragment::new(origin.clone(), Some(created));
         let mut route = RouteConfig::new(name, origin, "web", &upstream.name);
         route.paths = vec![PathMatch::Prefix(format!("/{name}"))];
-        fragment.routes.push(route);
-        fragment.upstreams.push(upstream);
+        fragment.routes.push(Arc::new(route));
+        fragment.upstreams.push(Arc::new(upstream));
         fragment
     }
 
@@ -683,8 +683,8 @@ mod tests {
         .settings;
         let mut newer = object("newer", 200, upstream("u-newer"));
         let mut older = object("older", 100, upstream("u-older"));
-        newer.routes[0].paths = vec![PathMatch::Prefix("/same".into())];
-        older.routes[0].paths = vec![PathMatch::Prefix("/same".into())];
+        Arc::make_mut(&mut newer.routes[0]).paths = vec![PathMatch::Prefix("/same".into())];
+        Arc::make_mut(&mut older.routes[0]).paths = vec![PathMatch::Prefix("/same".into())];
         for order in [[&newer, &older], [&older, &newer]] {
             let offered: Vec<Offered> = order
                 .iter()

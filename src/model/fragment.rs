@@ -4,6 +4,7 @@
 use super::{Origin, RouteConfig, UpstreamConfig};
 use crate::tls::LoadedCertificate;
 use std::fmt;
+use std::sync::Arc;
 
 /// The routes, upstreams and certificates of one object (or of the whole config file).
 #[derive(Debug, Clone)]
@@ -14,8 +15,9 @@ pub struct Fragment {
     /// claim wins, as Gateway API specifies. `None` for the config file, which wins over
     /// every object.
     pub created: Option<i64>,
-    pub routes: Vec<RouteConfig>,
-    pub upstreams: Vec<UpstreamConfig>,
+    /// Shared with the models assembled from the fragment.
+    pub routes: Vec<Arc<RouteConfig>>,
+    pub upstreams: Vec<Arc<UpstreamConfig>>,
     /// Certificates for TLS listeners of the config file (a Kubernetes Secret, say).
     pub certificates: Vec<ListenerCertificate>,
 }

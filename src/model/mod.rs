@@ -57,8 +57,10 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The certificates of each TLS listener.
     pub tls: Vec<ListenerTls>,
-    pub routes: Vec<RouteConfig>,
-    pub upstreams: Vec<UpstreamConfig>,
+    /// Shared with the fragments they come from: a change of one fragment among thousands
+    /// assembles a new model without copying the others' routes and upstreams.
+    pub routes: Vec<Arc<RouteConfig>>,
+    pub upstreams: Vec<Arc<UpstreamConfig>>,
 }
 
 impl Config {

@@ -362,11 +362,11 @@ fn upstream(upstream: &UpstreamConfig) -> Value {
 pub fn emit(fragments: &[&Fragment]) -> String {
     let routes: Vec<Value> = fragments
         .iter()
-        .flat_map(|f| f.routes.iter().map(route))
+        .flat_map(|f| f.routes.iter().map(|r| route(r)))
         .collect();
     let upstreams: Vec<Value> = fragments
         .iter()
-        .flat_map(|f| f.upstreams.iter().map(upstream))
+        .flat_map(|f| f.upstreams.iter().map(|u| upstream(u)))
         .collect();
     let mut certificates: Vec<String> = fragments
         .iter()

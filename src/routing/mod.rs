@@ -28,6 +28,7 @@ use pingora::http::RequestHeader;
 use regex::Regex;
 use std::cmp::Reverse;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Index of a route in the snapshot's route list.
 pub type RouteId = usize;
@@ -201,7 +202,7 @@ impl PathTable {
 
 impl RouteTable {
     /// Builds the table of `listener` from all routes (routes of other listeners are skipped).
-    pub fn build(listener: &str, routes: &[RouteConfig]) -> Self {
+    pub fn build(listener: &str, routes: &[Arc<RouteConfig>]) -> Self {
         let mut table = Self::default();
         let mut suffixes: HashMap<String, PathTable> = HashMap::new();
         for (id, route) in routes.iter().enumerate() {
@@ -343,6 +344,11 @@ mod tests {
         route
     }
 
+    /// The routes as the model shares them.
+    fn shared(routes: &[RouteConfig]) -> Vec<Arc<RouteConfig>> {
+        routes.iter().cloned().map(Arc::new).collect()
+    }
+
     impl RouteTable {
         /// The route of a plain `GET path` to `host`.
         fn route_of(&self, host: &str, path: &[u8]) -> Option<RouteId> {
@@ -361,14 +367,14 @@ mod tests {
             route("deeper", &["*.eu.example.com"], vec![]),
             route("other", &[], vec![]),
         ];
-        let table = RouteTable::build("web", &routes);
+        let table = RouteTable::build("web", &shared(&routes));
         let name = |n: Option<&str>| table.find_server_name(n).map(|id| routes[id].name.clone());
         assert_eq!(name(Some("db.example.com")).as_deref(), Some("exact"));
         assert_eq!(name(Some("shop.example.com")).as_deref(), Some("wild"));
         assert_eq!(name(Some("a.eu.example.com")).as_deref(), Some("deeper"));
         assert_eq!(name(Some("example.com")).as_deref(), Some("other"));
         assert_eq!(name(None).as_deref(), Some("other"));
-        let without_default = RouteTable::build("web", &routes[..3]);
+        let without_default = RouteTable::build("web", &shared(&routes[..3]));
         assert_eq!(without_default.find_server_name(Some("example.com")), None);
         assert_eq!(without_default.find_server_name(None), None);
     }
@@ -393,7 +399,7 @@ mod tests {
             route("api", &[], vec![PathMatch::SegmentPrefix("/api/".into())]),
             route("root", &[], vec![PathMatch::SegmentPrefix("/".into())]),
         ];
-        let table = RouteTable::build("web", &routes);
+        let table = RouteTable::build("web", &shared(&routes));
         assert_eq!(table.route_of("a", b"/api"), Some(0));
         assert_eq!(table.route_of("a", b"/api/x"), Some(0));
         assert_eq!(table.route_of("a", b"/apix"), Some(1));
@@ -414,7 +420,7 @@ mod tests {
         method.conditions.methods = vec![http::Method::POST];
         plain.conditions = Default::default();
         let routes = vec![plain, one_query, one_header, two_headers, method];
-        let table = RouteTable::build("web", &routes);
+        let table = RouteTable::build("web", &shared(&routes));
         let pick = |r: &RequestHeader| table.find("h", b"/p", r).map(|f| f.route);
         let all = [("x-a", "1"), ("x-b", "1")];
         assert_eq!(
@@ -447,7 +453,7 @@ mod tests {
         );
         let mut posts = route("posts", &[], vec![regex()]);
         posts.conditions.methods = vec![http::Method::POST];
-        let table = RouteTable::build("web", &[plain, other, posts]);
+        let table = RouteTable::build("web", &shared(&[plain, other, posts]));
         let pick = |r: &RequestHeader| table.find("h", b"/x", r).map(|f| f.route);
         assert_eq!(pick(&request("POST", "/x", &[])), Some(2));
         assert_eq!(pick(&request("GET", "/x", &[])), Some(0));
@@ -458,7 +464,7 @@ mod tests {
         let mut exact = route("exact", &[], vec![PathMatch::Exact("/a/b".into())]);
         exact.conditions.headers = vec![header("x-a", "1")];
         let routes = vec![exact, route("prefix", &[], vec![prefix("/a")])];
-        let table = RouteTable::build("web", &routes);
+        let table = RouteTable::build("web", &shared(&routes));
         let pick = |r: &RequestHeader| table.find("h", b"/a/b", r).map(|f| f.route);
         assert_eq!(pick(&request("GET", "/a/b", &[("x-a", "1")])), Some(0));
         assert_eq!(pick(&request("GET", "/a/b", &[("x-a", "2")])), Some(1));
@@ -482,7 +488,7 @@ mod tests {
             route("long", &[], vec![prefix("/api/v1")]),
             route("exact", &[], vec![PathMatch::Exact("/api/v1/x".into())]),
         ];
-        let table = RouteTable::build("web", &routes);
+        let table = RouteTable::build("web", &shared(&routes));
         assert_eq!(table.route_of("a", b"/api/v1/x"), Some(3));
         assert_eq!(table.route_of("a", b"/api/v1/y"), Some(2));
         assert_eq!(table.route_of("a", b"/api/v2/x"), Some(0));
@@ -498,7 +504,7 @@ mod tests {
             route("deeper", &["*.shop.example.com"], vec![prefix("/")]),
             route("exact", &["shop.example.com"], vec![prefix("/only")]),
         ];
-        let table = RouteTable::build("web", &routes);
+        let table = RouteTable::build("web", &shared(&routes));
         assert_eq!(table.route_of("shop.example.com", b"/only/x"), Some(3));
         assert_eq!(
             table.route_of("shop.example.com", b"/"),
@@ -519,7 +525,10 @@ mod tests {
     fn other_listeners_routes_are_ignored() {
         let mut other = route("x", &[], vec![prefix("/")]);
         other.listener = "admin".into();
-        assert_eq!(RouteTable::build("web", &[other]).route_of("a", b"/"), None);
+        assert_eq!(
+            RouteTable::build("web", &shared(&[other])).route_of("a", b"/"),
+            None
+        );
     }
 
     #[test]

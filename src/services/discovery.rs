@@ -428,6 +428,7 @@ fn publish(state: &EndpointsPublisher, cache: &SliceCache, namespace: &str, serv
             .filter(
                 |u| matches!(&u.source, EndpointSource::Kubernetes(s) if s.namespace == namespace),
             )
+            .map(|u| u.as_ref())
             .collect(),
     };
     let updates: Vec<(&UpstreamConfig, Vec<EndpointConfig>)> = {

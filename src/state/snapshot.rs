@@ -138,11 +138,6 @@ impl Snapshot {
             accepted,
             rejected,
         } = compiled;
-        for upstream in &mut config.upstreams {
-            if upstream.source.is_discovered() {
-                upstream.endpoints = discovered.get(&upstream.name).cloned().unwrap_or_default();
-            }
-        }
         let previous_upstreams: HashMap<&str, &Arc<Upstream>> = previous
             .map(|p| p.upstreams.iter().map(|u| (u.name(), u)).collect())
             .unwrap_or_default();
@@ -151,11 +146,28 @@ impl Snapshot {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| match previous_upstreams.get(u.name.as_str()) {
-                Some(previous) if previous.config == *u => Arc::clone(previous),
-                previous => Arc::new(Upstream::build(u, previous.map(|p| p.as_ref()))),
+            .map(|u| {
+                let endpoints = u
+                    .source
+                    .is_discovered()
+                    .then(|| discovered.get(&u.name).cloned().unwrap_or_default());
+                let previous = previous_upstreams.get(u.name.as_str());
+                if let Some(previous) = previous {
+                    let same = Arc::ptr_eq(&previous.compiled, u) || previous.compiled == *u;
+                    let same_endpoints = endpoints
+                        .as_ref()
+                        .is_none_or(|e| *e == previous.config.endpoints);
+                    if same && same_endpoints {
+                        return Arc::clone(previous);
+                    }
+                }
+                Arc::new(Upstream::build(u, endpoints, previous.map(|p| p.as_ref())))
             })
             .collect();
+        // The model lists the upstreams with the endpoints they have.
+        for (config, upstream) in config.upstreams.iter_mut().zip(&upstreams) {
+            *config = upstream.config.clone();
+        }
         let upstream_by_name: HashMap<String, usize> = config
             .upstreams
             .iter()
@@ -293,17 +305,16 @@ impl Snapshot {
             .get(&(namespace.to_string(), service.to_string()))
             .into_iter()
             .flatten()
-            .map(|&i| &self.config.upstreams[i])
+            .map(|&i| self.config.upstreams[i].as_ref())
     }
 
     /// This snapshot with upstream `index` rebuilt on `endpoints`; every other upstream,
     /// route and table is shared, so a discovery update costs one upstream, not all.
     pub(super) fn with_endpoints(&self, index: usize, endpoints: Vec<EndpointConfig>) -> Self {
         let previous = &self.upstreams[index];
-        let mut config = previous.config.clone();
-        config.endpoints = endpoints;
         let mut upstreams = self.upstreams.clone();
-        upstreams[index] = Arc::new(Upstream::build(&config, Some(previous)));
+        let upstream = Upstream::build(&previous.compiled, Some(endpoints), Some(previous));
+        upstreams[index] = Arc::new(upstream);
         Self {
             generation: self.generation,
             revision: self.revision + 1,

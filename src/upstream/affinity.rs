@@ -110,6 +110,7 @@ impl Upstream {
 mod tests {
     use super::*;
     use crate::model::{EndpointConfig, EndpointSource, Origin, UpstreamConfig};
+    use std::sync::Arc;
 
     fn upstream(ports: &[u16]) -> Upstream {
         let endpoints = ports
@@ -126,7 +127,7 @@ mod tests {
             EndpointSource::Static,
             endpoints,
         );
-        Upstream::build(&config, None)
+        Upstream::build(&Arc::new(config), None, None)
     }
 
     fn facts() -> RequestFacts<'static> {

@@ -9,7 +9,7 @@ pub(crate) mod health;
 pub(crate) mod retry_budget;
 pub(crate) mod stable_hash;
 
-use crate::model::UpstreamConfig;
+use crate::model::{EndpointConfig, UpstreamConfig};
 use crate::model::{Timeouts, UpstreamProtocol};
 use crate::observe::metrics::{UpstreamMetrics, METRICS};
 use crate::upstream::retry_budget::RetryBudget;
@@ -28,7 +28,12 @@ use std::sync::Arc;
 
 /// An upstream of one config snapshot.
 pub struct Upstream {
-    pub config: UpstreamConfig,
+    /// The upstream as the model has it, with its endpoints (discovered ones included).
+    pub config: Arc<UpstreamConfig>,
+    /// The upstream as compiled: the same as `config` but for discovered endpoints. A new
+    /// model whose upstream is this very one (the usual case: its fragment did not
+    /// change) keeps this upstream without comparing them.
+    pub compiled: Arc<UpstreamConfig>,
     pub endpoints: Box<[Endpoint]>,
     balancer: Box<dyn Balancer>,
     /// Shared by every snapshot that has an upstream of this name.
@@ -57,9 +62,21 @@ pub struct HealthSummary {
 }
 
 impl Upstream {
-    /// Builds the upstream of `config`, keeping the live state of `previous` (the upstream of
-    /// the same name in the running snapshot) for every endpoint address that remains.
-    pub fn build(config: &UpstreamConfig, previous: Option<&Upstream>) -> Self {
+    /// Builds the upstream of `compiled` with `endpoints` (`None`: its own, for upstreams
+    /// that are not discovered), keeping the live state of `previous` (the upstream of the
+    /// same name in the running snapshot) for every endpoint address that remains.
+    pub fn build(
+        compiled: &Arc<UpstreamConfig>,
+        endpoints: Option<Vec<EndpointConfig>>,
+        previous: Option<&Upstream>,
+    ) -> Self {
+        let config = match endpoints {
+            None => compiled.clone(),
+            Some(endpoints) => Arc::new(UpstreamConfig {
+                endpoints,
+                ..UpstreamConfig::clone(compiled)
+            }),
+        };
         let previous_states: HashMap<_, _> = previous
             .map(|p| {
                 p.endpoints
@@ -94,7 +111,7 @@ impl Upstream {
             .collect();
         let balancer = balance::build(config.balance, config.hash_points, &endpoints);
         let upstream = Self {
-            config: config.clone(),
+            compiled: compiled.clone(),
             endpoints,
             balancer,
             retry_budget: previous.map(|p| p.retry_budget.clone()).unwrap_or_default(),
@@ -118,6 +135,7 @@ impl Upstream {
                 tls.ca_certificates.hash(&mut hasher);
                 hasher.finish()
             }),
+            config,
         };
         upstream.refresh_health_summary();
         upstream
@@ -379,7 +397,7 @@ mod tests {
         let config = crate::sources::file::parse(std::path::Path::new("t.yaml"), yaml)
             .expect("config")
             .model();
-        let upstream = Upstream::build(&config.upstreams[0], None);
+        let upstream = Upstream::build(&config.upstreams[0], None, None);
         // Not checked yet: routing to all endpoints.
         assert!(upstream.in_panic());
         let check = config.upstreams[0].health.active.clone().expect("active");

@@ -778,12 +778,12 @@ fn watch(stream: &mut TcpStream, shared: &Shared, filter: &Filter, from: u64, ti
         return;
     }
     loop {
-        let pending: Vec<Change> = store
+        // The history is in resourceVersion order: a wake-up costs the changes since the
+        // cursor, not a scan of every change since the server started.
+        let start = store
             .history
-            .iter()
-            .filter(|c| c.resource_version > cursor)
-            .cloned()
-            .collect();
+            .partition_point(|c| c.resource_version <= cursor);
+        let pending: Vec<Change> = store.history[start..].to_vec();
         if let Some(last) = pending.last() {
             cursor = last.resource_version;
         }

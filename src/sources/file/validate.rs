@@ -11,6 +11,7 @@ use crate::model::*;
 use crate::tls::LoadedCertificate;
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod auth;
@@ -225,8 +226,11 @@ pub(super) fn validate(
         .filter(|(_, matchable)| !matchable)
         .map(|(route, _)| route.origin.clone())
         .collect();
-    fragment.routes = routes.into_iter().map(|(route, _)| route).collect();
-    fragment.upstreams = typed_upstreams;
+    fragment.routes = routes
+        .into_iter()
+        .map(|(route, _)| Arc::new(route))
+        .collect();
+    fragment.upstreams = typed_upstreams.into_iter().map(Arc::new).collect();
     // Upstreams with errors of their own are still known by name and protocol, so routes
     // naming them do not get a second, misleading error.
     let broken_upstreams: Vec<(&str, UpstreamProtocol)> = raw
@@ -1562,7 +1566,7 @@ mod tests {
             EndpointSource::Static,
             upstream.endpoints.clone(),
         );
-        assert_eq!(*upstream, built);
+        assert_eq!(**upstream, built);
         let route = &file.fragment.routes[0];
         let built = RouteConfig::new("all", route.origin.clone(), "web", "app");
         assert!(route.hosts.is_empty() && route.paths.is_empty());

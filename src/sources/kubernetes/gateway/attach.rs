@@ -14,6 +14,7 @@ use crate::sources::kubernetes::services::port_source;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Why a route or one of its parts cannot be served: the condition reason and message.
 pub type Refusal = (&'static str, String);
@@ -354,7 +355,7 @@ pub fn upstream(
         }
         config.tls = Some(tls);
     }
-    fragment.upstreams.push(config);
+    fragment.upstreams.push(Arc::new(config));
     Ok(name)
 }
 
@@ -388,7 +389,7 @@ pub fn place(
             route.name = format!("{}/{t}", template.name);
             route.listener = listener.clone();
             route.hosts = hosts.iter().map(|h| host_match(h)).collect();
-            fragment.routes.push(route);
+            fragment.routes.push(Arc::new(route));
         }
     }
 }

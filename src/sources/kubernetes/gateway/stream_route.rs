@@ -198,7 +198,7 @@ fn translate(
         route.backends = backends.clone();
         route.unresolved = unresolved.clone();
         route.hosts = hosts.iter().map(|h| host_match(h)).collect();
-        fragment.routes.push(route);
+        fragment.routes.push(Arc::new(route));
     }
     out.fragments
         .insert(fragment_key(kind, key), Arc::new(fragment));

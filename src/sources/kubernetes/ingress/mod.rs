@@ -306,7 +306,7 @@ impl Translator<'_> {
                     let mut upstream =
                         self.service_upstream(&upstream_name, &service.name, port)?;
                     upstream.protocol = UpstreamProtocol::Tcp;
-                    self.fragment.upstreams.push(upstream);
+                    self.fragment.upstreams.push(Arc::new(upstream));
                 }
                 Ok(upstream_name)
             });
@@ -321,7 +321,7 @@ impl Translator<'_> {
             let mut route =
                 RouteConfig::new(&route_name, self.origin.clone(), &listener, &upstream);
             route.hosts = vec![host_match(host)];
-            self.fragment.routes.push(route);
+            self.fragment.routes.push(Arc::new(route));
             self.report
                 .serves
                 .push(format!("tls://{host} (passthrough) -> {upstream}"));
@@ -493,7 +493,7 @@ impl Translator<'_> {
                     .map(|c| format!(" (canary {})", c.upstream))
                     .unwrap_or_default()
             ));
-            self.fragment.routes.push(route);
+            self.fragment.routes.push(Arc::new(route));
         }
     }
 
@@ -708,7 +708,7 @@ impl Translator<'_> {
             if spec.tls {
                 upstream.tls = Some(upstream_tls(spec.host.clone(), true));
             }
-            self.fragment.upstreams.push(upstream);
+            self.fragment.upstreams.push(Arc::new(upstream));
         }
         Ok(ExternalAuth {
             upstream: upstream_name,
@@ -739,7 +739,7 @@ impl Translator<'_> {
             .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port));
         let port = u16::try_from(first_port.unwrap_or(80)).unwrap_or(80);
         let upstream = self.service_upstream(&upstream_name, service, PortRef::Number(port))?;
-        self.fragment.upstreams.push(upstream);
+        self.fragment.upstreams.push(Arc::new(upstream));
         Ok(upstream_name)
     }
 
@@ -841,7 +841,7 @@ impl Translator<'_> {
                 upstream.retry.attempts = tries;
             }
         }
-        self.fragment.upstreams.push(upstream);
+        self.fragment.upstreams.push(Arc::new(upstream));
         Ok(upstream_name)
     }
 
@@ -1097,7 +1097,7 @@ impl Translator<'_> {
             self.report
                 .serves
                 .push(format!("http://{other} -> redirect (308) to {host}"));
-            self.fragment.routes.push(route);
+            self.fragment.routes.push(Arc::new(route));
         }
     }
 

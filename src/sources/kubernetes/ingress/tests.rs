@@ -580,6 +580,7 @@ fn ssl_passthrough_routes_each_hosts_root_by_server_name() {
         .fragment
         .routes
         .iter()
+        .map(|r| r.as_ref())
         .filter(|r| r.listener == "tls")
         .collect();
     assert_eq!(passthrough.len(), 1, "only the / path is passed through");

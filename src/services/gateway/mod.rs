@@ -12,7 +12,7 @@
 //! serving. The first batch waits for every watch's first list, and `/readyz` waits for
 //! it.
 
-use crate::model::{GatewaySettings, KubernetesClient, Origin, Rejected};
+use crate::model::{Fragment, GatewaySettings, KubernetesClient, Origin, Rejected};
 use crate::observe::metrics::METRICS;
 use crate::services::leader::Election;
 use crate::services::watch::{client_or_shutdown, spawn_watch, Watched};
@@ -25,8 +25,8 @@ use crate::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
 use crate::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use crate::sources::kubernetes::gateway::{
-    fragment_key, key_of, parse_fragment_key, translate_cached, GatewayObjects, ObjectKey,
-    RouteCache, Translation, CA_KEY,
+    fragment_key, key_of, parse_fragment_key, retranslate_routes, translate_cached, GatewayObjects,
+    ObjectKey, RouteCache, RouteId, RouteKind, Translation, CA_KEY,
 };
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -37,7 +37,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use status::{StatusKind, StatusWriter, UNSTAMPED};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hasher;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -174,6 +174,12 @@ struct Controller {
     route_cache: RouteCache,
     /// Changes whenever an object that is not a route changes: the routes' context.
     context: u64,
+    /// The routes changed since the last batch, when nothing else did: the next batch
+    /// translates only them.
+    changed_routes: HashSet<RouteId>,
+    /// Something else changed (or a watch listed its kind again): the next batch
+    /// translates everything (from the route cache).
+    needs_full: bool,
     /// The last translation, with the compiler's rejections folded in.
     last: Translation,
     /// The last Event per route, so that one is sent per change.
@@ -251,6 +257,8 @@ impl BackgroundService for GatewayController {
             applied: BTreeMap::new(),
             route_cache: RouteCache::default(),
             context: 0,
+            changed_routes: HashSet::new(),
+            needs_full: true,
             last: Translation::default(),
             events: HashMap::new(),
             first_sync_done: false,
@@ -312,6 +320,13 @@ impl Controller {
         let stores = &mut self.stores;
         let status = &mut self.status;
         let mut context_changed = false;
+        let route = match &update {
+            Update::HttpRoutes(e) => Some((RouteKind::Http, event_key(e))),
+            Update::GrpcRoutes(e) => Some((RouteKind::Grpc, event_key(e))),
+            Update::TlsRoutes(e) => Some((RouteKind::Tls, event_key(e))),
+            Update::TcpRoutes(e) => Some((RouteKind::Tcp, event_key(e))),
+            _ => None,
+        };
         let changed = match update {
             Update::Classes(e) => {
                 context_changed =
@@ -389,6 +404,15 @@ impl Controller {
         };
         if context_changed {
             self.context += 1;
+            self.needs_full = true;
+        }
+        match route {
+            Some((kind, Some(key))) if changed => {
+                self.changed_routes.insert((kind, key));
+            }
+            // A relist: which routes changed is not known.
+            Some((_, None)) if changed => self.needs_full = true,
+            _ => {}
         }
         changed
     }
@@ -398,39 +422,54 @@ impl Controller {
         if !self.stores.synced() {
             return;
         }
-        let mut translation = translate_cached(
-            &self.stores.view(),
-            &self.settings,
-            &UNSTAMPED,
-            self.context,
-            &mut self.route_cache,
-        );
-        let mut changes = Vec::new();
-        let mut applied = BTreeMap::new();
-        for (key, fragment) in &translation.fragments {
-            let before = self.applied.get(key);
-            // The same fragment (a route taken from the cache), or an equal one.
-            // The same fragment (a route taken from the cache) needs no fingerprint.
-            let fingerprint = match before {
-                Some(b) if Arc::ptr_eq(&b.fragment, fragment) => b.fingerprint,
-                _ => fingerprint(fragment),
-            };
-            if !before.is_some_and(|b| b.accepted && b.fingerprint == fingerprint) {
-                changes.push((key.clone(), Some(fragment.clone())));
+        let dirty = std::mem::take(&mut self.changed_routes);
+        let mut translation = std::mem::take(&mut self.last);
+        // Routes the compiler refused are translated again (their status says Pending) and
+        // offered again: the conflict may have ended without them changing.
+        let mut retranslated = dirty;
+        let mut incremental = !std::mem::replace(&mut self.needs_full, false);
+        for (key, entry) in &self.applied {
+            if entry.accepted {
+                continue;
             }
-            let entry = Applied {
-                fragment: fragment.clone(),
-                fingerprint,
-                accepted: true,
-            };
-            applied.insert(key.clone(), entry);
-        }
-        // Applied before and gone now.
-        for key in self.applied.keys() {
-            if !translation.fragments.contains_key(key) {
-                changes.push((key.clone(), None));
+            match parse_fragment_key(key).and_then(|(kind, o)| Some((RouteKind::named(kind)?, o))) {
+                Some(id) => {
+                    retranslated.insert(id);
+                }
+                None => incremental = false,
             }
         }
+        let parents_before = Translation {
+            classes: translation.classes.clone(),
+            gateways: translation.gateways.clone(),
+            backend_tls_policies: translation.backend_tls_policies.clone(),
+            ..Translation::default()
+        };
+        let view = self.stores.view();
+        incremental = incremental
+            && retranslate_routes(
+                &view,
+                &self.settings,
+                &UNSTAMPED,
+                self.context,
+                &mut self.route_cache,
+                &retranslated,
+                &mut translation,
+            );
+        let previous = if incremental {
+            None
+        } else {
+            let cache = &mut self.route_cache;
+            let full = translate_cached(&view, &self.settings, &UNSTAMPED, self.context, cache);
+            Some(std::mem::replace(&mut translation, full))
+        };
+        let changes = match previous {
+            None => {
+                let keys = retranslated.iter().map(|(k, o)| fragment_key(k.name(), o));
+                self.offer_changed(&translation, keys)
+            }
+            Some(_) => self.offer_all(&translation),
+        };
         if !changes.is_empty() {
             let state = self.state.clone();
             let batch = changes.len();
@@ -439,6 +478,7 @@ impl Controller {
                 tokio::task::spawn_blocking(move || state.set_fragments(SOURCE, changes)).await;
             let Ok((generation, outcomes)) = done else {
                 log::error!("gateway controller: applying {batch} changes panicked");
+                self.last = translation;
                 return;
             };
             log::info!(
@@ -462,13 +502,13 @@ impl Controller {
                     continue;
                 };
                 let key = fragment_key(kind, &(namespace.clone(), name.clone()));
-                let ours = rejected.source == SOURCE && applied.contains_key(&key);
+                let ours = rejected.source == SOURCE && self.applied.contains_key(&key);
                 if ours && !refused.iter().any(|(k, _)| *k == key) {
                     refused.push((key, rejected.clone()));
                 }
             }
             for (key, rejected) in refused {
-                if let Some(entry) = applied.get_mut(&key) {
+                if let Some(entry) = self.applied.get_mut(&key) {
                     entry.accepted = false;
                 }
                 let message = rejected
@@ -480,8 +520,16 @@ impl Controller {
                 self.rejected(&key, &message, &mut translation).await;
             }
         }
-        self.applied = applied;
-        self.status.mark_changed(&self.last, &translation);
+        match previous {
+            Some(previous) => self.status.mark_changed(&previous, &translation),
+            None => {
+                self.status
+                    .mark_changed_parents(&parents_before, &translation);
+                for (kind, key) in retranslated {
+                    self.status.mark((status_kind(kind), key));
+                }
+            }
+        }
         self.last = translation;
         let routes = self.last.http_routes.len();
         let rejected = self
@@ -514,6 +562,78 @@ impl Controller {
         }
     }
 
+    /// The fragments of `translation` that differ from what was applied (or were refused),
+    /// and the applied ones it no longer has; `applied` becomes the translation's.
+    fn offer_all(&mut self, translation: &Translation) -> Vec<(String, Option<Arc<Fragment>>)> {
+        let mut changes = Vec::new();
+        let mut applied = BTreeMap::new();
+        for (key, fragment) in &translation.fragments {
+            if let Some(change) = self.offer(key, fragment, &mut applied) {
+                changes.push(change);
+            }
+        }
+        // Applied before and gone now.
+        for key in self.applied.keys() {
+            if !translation.fragments.contains_key(key) {
+                changes.push((key.clone(), None));
+            }
+        }
+        self.applied = applied;
+        changes
+    }
+
+    /// [`Self::offer_all`] for the fragments `keys` alone (nothing else changed).
+    fn offer_changed(
+        &mut self,
+        translation: &Translation,
+        keys: impl Iterator<Item = String>,
+    ) -> Vec<(String, Option<Arc<Fragment>>)> {
+        let mut changes = Vec::new();
+        let mut applied = std::mem::take(&mut self.applied);
+        for key in keys {
+            match translation.fragments.get(&key) {
+                Some(fragment) => {
+                    if let Some(change) = self.offer(&key, fragment, &mut applied) {
+                        changes.push(change);
+                    }
+                }
+                None => {
+                    if applied.remove(&key).is_some() {
+                        changes.push((key, None));
+                    }
+                }
+            }
+        }
+        self.applied = applied;
+        changes
+    }
+
+    /// Records `fragment` as applied under `key` in `applied`; returns the change to offer
+    /// if it differs from what was applied under `key` (in `self.applied`, or already
+    /// moved to `applied`), or was refused.
+    fn offer(
+        &self,
+        key: &str,
+        fragment: &Arc<Fragment>,
+        applied: &mut BTreeMap<String, Applied>,
+    ) -> Option<(String, Option<Arc<Fragment>>)> {
+        let before = applied.get(key).or_else(|| self.applied.get(key));
+        // The same fragment (a route taken from the cache) needs no fingerprint.
+        let fingerprint = match before {
+            Some(b) if Arc::ptr_eq(&b.fragment, fragment) => b.fingerprint,
+            _ => fingerprint(fragment),
+        };
+        let change = (!before.is_some_and(|b| b.accepted && b.fingerprint == fingerprint))
+            .then(|| (key.to_string(), Some(fragment.clone())));
+        let entry = Applied {
+            fragment: fragment.clone(),
+            fingerprint,
+            accepted: true,
+        };
+        applied.insert(key.to_string(), entry);
+        change
+    }
+
     /// A fragment the compiler refused: the route is not accepted (its previous version, if
     /// any, keeps serving), with a Warning Event; a TCPRoute stays accepted, unbound.
     async fn rejected(&mut self, key: &str, message: &str, translation: &mut Translation) {
@@ -535,6 +655,10 @@ impl Controller {
             "TCPRoute" => (&mut translation.tcp_routes, true),
             _ => return,
         };
+        if let Some(route_kind) = RouteKind::named(kind) {
+            // Its status changes here, whether or not its translation did.
+            self.status.mark((status_kind(route_kind), object.clone()));
+        }
         if let Some(status) = statuses.get_mut(&object) {
             // A copy: the route cache keeps the translation's own.
             for parent in &mut Arc::make_mut(status).parents {
@@ -665,4 +789,22 @@ fn has_ca_bundle(config_map: &ConfigMap) -> bool {
             .binary_data
             .as_ref()
             .is_some_and(|d| d.contains_key(CA_KEY))
+}
+
+/// The key of the object of a watch event (`None` for the markers of a relist).
+fn event_key<K: Resource>(event: &Event<K>) -> Option<ObjectKey> {
+    match event {
+        Event::Apply(object) | Event::Delete(object) => Some(key_of(object.meta())),
+        Event::Init | Event::InitApply(_) | Event::InitDone => None,
+    }
+}
+
+/// The kind whose status a route of `kind` has.
+fn status_kind(kind: RouteKind) -> StatusKind {
+    match kind {
+        RouteKind::Http => StatusKind::HttpRoute,
+        RouteKind::Grpc => StatusKind::GrpcRoute,
+        RouteKind::Tls => StatusKind::TlsRoute,
+        RouteKind::Tcp => StatusKind::TcpRoute,
+    }
 }

@@ -127,13 +127,7 @@ impl StatusWriter {
 
     /// Marks the objects whose wanted status differs between `before` and `after`.
     pub fn mark_changed(&mut self, before: &Translation, after: &Translation) {
-        let class_key = |name: &String| (String::new(), name.clone());
-        diff(&before.classes, &after.classes, PartialEq::eq, |k| {
-            self.dirty.insert((StatusKind::GatewayClass, class_key(k)));
-        });
-        diff(&before.gateways, &after.gateways, PartialEq::eq, |k| {
-            self.dirty.insert((StatusKind::Gateway, k.clone()));
-        });
+        self.mark_changed_parents(before, after);
         diff(&before.http_routes, &after.http_routes, same_status, |k| {
             self.dirty.insert((StatusKind::HttpRoute, k.clone()));
         });
@@ -145,6 +139,18 @@ impl StatusWriter {
         });
         diff(&before.tcp_routes, &after.tcp_routes, same_status, |k| {
             self.dirty.insert((StatusKind::TcpRoute, k.clone()));
+        });
+    }
+
+    /// [`Self::mark_changed`] for the objects that are not routes: GatewayClasses,
+    /// Gateways and BackendTLSPolicies.
+    pub fn mark_changed_parents(&mut self, before: &Translation, after: &Translation) {
+        let class_key = |name: &String| (String::new(), name.clone());
+        diff(&before.classes, &after.classes, PartialEq::eq, |k| {
+            self.dirty.insert((StatusKind::GatewayClass, class_key(k)));
+        });
+        diff(&before.gateways, &after.gateways, PartialEq::eq, |k| {
+            self.dirty.insert((StatusKind::Gateway, k.clone()));
         });
         let (policies_before, policies_after) =
             (&before.backend_tls_policies, &after.backend_tls_policies);

@@ -500,15 +500,19 @@ fn has_port_named(service: &Service, name: &str) -> bool {
 /// (HTTPRoute, GRPCRoute) using a port the policy targets (`uses`), read from the routes'
 /// statuses in `out`. Policies without one get none (the writer removes sluice's old
 /// entries).
-pub fn statuses(
+pub fn statuses<'u>(
     tls: &BackendTls,
-    uses: &[Use],
+    uses: impl IntoIterator<Item = &'u Use>,
     out: &Translation,
     settings: &GatewaySettings,
     now: &Time,
 ) -> BTreeMap<ObjectKey, BackendTlsPolicyStatus> {
     // Policy → Gateway → the policy's targets through which routes of the Gateway use it.
     let mut reached: BTreeMap<ObjectKey, BTreeMap<ObjectKey, BTreeSet<Target>>> = BTreeMap::new();
+    if tls.claims.is_empty() && tls.missing.is_empty() {
+        // No policy applies anywhere: no route's uses need reading.
+        return BTreeMap::new();
+    }
     for used in uses {
         let gateways = accepting_gateways(out, used.kind, &used.route);
         if gateways.is_empty() {

@@ -38,7 +38,8 @@ impl RouteKind {
         }
     }
 
-    fn named(kind: &str) -> Option<Self> {
+    /// The kind named `kind`.
+    pub fn named(kind: &str) -> Option<Self> {
         [
             RouteKind::Http,
             RouteKind::Grpc,

@@ -92,8 +92,14 @@ pub struct Translation {
 pub struct RouteCache {
     /// The context the entries were made in.
     context: Option<u64>,
-    entries: HashMap<(RouteKind, ObjectKey), CachedRoute>,
+    entries: HashMap<RouteId, CachedRoute>,
+    /// The Gateways' listeners of the context with the routes of `entries` attached: where
+    /// a change of routes alone ([`retranslate_routes`]) starts from.
+    resolved: Option<Vec<ResolvedListener>>,
 }
+
+/// A route, by kind and key.
+pub type RouteId = (RouteKind, ObjectKey);
 
 /// One route's translation.
 #[derive(Debug)]
@@ -152,40 +158,85 @@ pub fn translate_cached(
     // Before the routes, which ask what their Service backends get.
     let tls = backend_tls::resolve(objects);
     let mut seen = HashSet::new();
-    let mut uses = Vec::new();
     let mut routes = Routes {
         cache,
         resolved: &mut resolved,
         out: &mut out,
-        seen: &mut seen,
         tls: &tls,
-        uses: &mut uses,
     };
-    for (key, route) in objects.http_routes {
-        routes.translate(RouteKind::Http, key, &route.metadata, |resolved, part| {
-            http_route::translate(key, route, objects, &tls, resolved, settings, now, part)
-        });
-    }
-    for (key, route) in objects.grpc_routes {
-        routes.translate(RouteKind::Grpc, key, &route.metadata, |resolved, part| {
-            grpc_route::translate(key, route, objects, &tls, resolved, settings, now, part)
-        });
-    }
-    for (key, route) in objects.tls_routes {
-        routes.translate(RouteKind::Tls, key, &route.metadata, |resolved, part| {
-            stream_route::translate_tls(key, route, objects, &tls, resolved, settings, now, part)
-        });
-    }
-    for (key, route) in objects.tcp_routes {
-        routes.translate(RouteKind::Tcp, key, &route.metadata, |resolved, part| {
-            stream_route::translate_tcp(key, route, objects, &tls, resolved, settings, now, part)
-        });
+    let ids = (objects.http_routes.keys().map(|k| (RouteKind::Http, k)))
+        .chain(objects.grpc_routes.keys().map(|k| (RouteKind::Grpc, k)))
+        .chain(objects.tls_routes.keys().map(|k| (RouteKind::Tls, k)))
+        .chain(objects.tcp_routes.keys().map(|k| (RouteKind::Tcp, k)));
+    for (kind, key) in ids {
+        routes.translate(objects, settings, now, kind, key);
+        seen.insert((kind, key.clone()));
     }
     cache.entries.retain(|id, _| seen.contains(id));
-    listeners::finish_gateways(objects, settings, &resolved, now, &mut out);
-    // After the routes: a policy's ancestors are the Gateways that accept routes using it.
-    out.backend_tls_policies = backend_tls::statuses(&tls, &uses, &out, settings, now);
+    finish(objects, settings, now, cache, &tls, resolved, &mut out);
     out
+}
+
+/// Brings `out`, the last translation made with `cache` (by [`translate_cached`] or this
+/// function), up to date after changes of the routes `changed` alone (created, changed or
+/// deleted; nothing else changed, so `context` is the same), translating only them: a
+/// change of one route among thousands costs one route's translation. Returns false,
+/// leaving `out` alone, when `cache` holds no translation made in `context`.
+pub fn retranslate_routes(
+    objects: &GatewayObjects<'_>,
+    settings: &GatewaySettings,
+    now: &Time,
+    context: u64,
+    cache: &mut RouteCache,
+    changed: &HashSet<RouteId>,
+    out: &mut Translation,
+) -> bool {
+    if cache.context != Some(context) {
+        return false;
+    }
+    let Some(mut resolved) = cache.resolved.take() else {
+        return false;
+    };
+    for (kind, key) in changed {
+        let Some(old) = cache.entries.remove(&(*kind, key.clone())) else {
+            continue;
+        };
+        for &(i, added) in &old.attached {
+            resolved[i].attached -= added;
+        }
+        out.fragments.remove(&fragment_key(kind.name(), key));
+        statuses(*kind, out).remove(key);
+    }
+    let tls = backend_tls::resolve(objects);
+    let mut routes = Routes {
+        cache,
+        resolved: &mut resolved,
+        out,
+        tls: &tls,
+    };
+    for (kind, key) in changed {
+        routes.translate(objects, settings, now, *kind, key);
+    }
+    finish(objects, settings, now, cache, &tls, resolved, out);
+    true
+}
+
+/// The part of a translation after the routes: the Gateways' status (with their attached
+/// routes) and the BackendTLSPolicies' (whose ancestors are the Gateways accepting routes
+/// that use them); `resolved` is kept for the next change of routes.
+fn finish(
+    objects: &GatewayObjects<'_>,
+    settings: &GatewaySettings,
+    now: &Time,
+    cache: &mut RouteCache,
+    tls: &BackendTls,
+    resolved: Vec<ResolvedListener>,
+    out: &mut Translation,
+) {
+    listeners::finish_gateways(objects, settings, &resolved, now, out);
+    let uses = cache.entries.values().flat_map(|entry| &entry.uses);
+    out.backend_tls_policies = backend_tls::statuses(tls, uses, out, settings, now);
+    cache.resolved = Some(resolved);
 }
 
 /// The routes' part of a translation under way.
@@ -193,18 +244,65 @@ struct Routes<'t> {
     cache: &'t mut RouteCache,
     resolved: &'t mut [ResolvedListener],
     out: &'t mut Translation,
-    /// The routes met, so that the cache forgets deleted ones.
-    seen: &'t mut HashSet<(RouteKind, ObjectKey)>,
-    /// What BackendTLSPolicies apply, and the routes' backends on their Services.
+    /// What BackendTLSPolicies apply.
     tls: &'t BackendTls,
-    uses: &'t mut Vec<Use>,
 }
 
 impl Routes<'_> {
+    /// Adds route `key` of `kind` of `objects` to the output, if it exists.
+    fn translate(
+        &mut self,
+        objects: &GatewayObjects<'_>,
+        settings: &GatewaySettings,
+        now: &Time,
+        kind: RouteKind,
+        key: &ObjectKey,
+    ) {
+        let tls = self.tls;
+        match kind {
+            RouteKind::Http => {
+                let Some(route) = objects.http_routes.get(key) else {
+                    return;
+                };
+                self.translate_with(kind, key, &route.metadata, |resolved, part| {
+                    http_route::translate(key, route, objects, tls, resolved, settings, now, part)
+                });
+            }
+            RouteKind::Grpc => {
+                let Some(route) = objects.grpc_routes.get(key) else {
+                    return;
+                };
+                self.translate_with(kind, key, &route.metadata, |resolved, part| {
+                    grpc_route::translate(key, route, objects, tls, resolved, settings, now, part)
+                });
+            }
+            RouteKind::Tls => {
+                let Some(route) = objects.tls_routes.get(key) else {
+                    return;
+                };
+                self.translate_with(kind, key, &route.metadata, |resolved, part| {
+                    stream_route::translate_tls(
+                        key, route, objects, tls, resolved, settings, now, part,
+                    )
+                });
+            }
+            RouteKind::Tcp => {
+                let Some(route) = objects.tcp_routes.get(key) else {
+                    return;
+                };
+                self.translate_with(kind, key, &route.metadata, |resolved, part| {
+                    stream_route::translate_tcp(
+                        key, route, objects, tls, resolved, settings, now, part,
+                    )
+                });
+            }
+        }
+    }
+
     /// Adds route `key` of `kind` to the output: from the cache if it was translated in
     /// this context at this version, else by `translate` (into a translation of its own,
     /// whose fragment, status and attachments are then kept).
-    fn translate(
+    fn translate_with(
         &mut self,
         kind: RouteKind,
         key: &ObjectKey,
@@ -249,14 +347,12 @@ impl Routes<'_> {
         for &(i, added) in &entry.attached {
             self.resolved[i].attached += added;
         }
-        self.uses.extend(entry.uses.iter().cloned());
         if let Some(fragment) = &entry.fragment {
             self.out.fragments.insert(fragment_key, fragment.clone());
         }
         if let Some(status) = &entry.status {
             statuses(kind, self.out).insert(key.clone(), status.clone());
         }
-        self.seen.insert(id);
     }
 }
 

@@ -517,3 +517,81 @@ fn a_policy_keeps_its_ancestors_when_its_routes_come_from_the_cache() {
     ));
     assert_eq!(first.backend_tls_policies, second.backend_tls_policies);
 }
+
+/// What a translation says, comparable: fragments by their debug text, statuses as they are.
+fn comparable(t: &Translation) -> String {
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        t.fragments, t.classes, t.gateways, t.http_routes, t.grpc_routes, t.backend_tls_policies
+    )
+}
+
+#[test]
+fn retranslating_changed_routes_gives_what_a_full_translation_gives() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    let mut o = with_policy(ca_ref());
+    o.services.insert(
+        ("apps".into(), "other".into()),
+        object(json!({"metadata": {"name": "other", "namespace": "apps"},
+            "spec": {"ports": [{"name": "http", "port": 8080}]}})),
+    );
+    let mut cache = RouteCache::default();
+    let context = 1;
+    let mut current = translate_cached(&o.view(), &settings(), &now(), context, &mut cache);
+    for round in 0..500 {
+        // A few routes created, changed or deleted; their hosts, listener sections and
+        // backends vary, so attachments, refusals and policy uses change too.
+        let mut changed = HashSet::new();
+        for _ in 0..rng.gen_range(1..4) {
+            let name = format!("r{}", rng.gen_range(0..12));
+            let key: ObjectKey = ("apps".into(), name.clone());
+            if rng.gen_bool(0.2) {
+                o.http_routes.remove(&key);
+            } else {
+                let section = ["web", "only-infra", "nope"][rng.gen_range(0..3)];
+                let host = ["a.example.com", "infra.example.com", "b.test"][rng.gen_range(0..3)];
+                let backend = ["web", "secure", "other", "missing"][rng.gen_range(0..4)];
+                let port = if backend == "secure" { 8443 } else { 8080 };
+                let generation = round + 1;
+                o.http_routes.insert(
+                    key.clone(),
+                    object(json!({
+                        "metadata": {"name": name, "namespace": "apps", "generation": generation,
+                                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+                        "spec": {
+                            "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": section}],
+                            "hostnames": [host],
+                            "rules": [{"backendRefs": [{"name": backend, "port": port}]}],
+                        },
+                    })),
+                );
+            }
+            changed.insert((RouteKind::Http, key));
+        }
+        let view = o.view();
+        assert!(retranslate_routes(
+            &view,
+            &settings(),
+            &now(),
+            context,
+            &mut cache,
+            &changed,
+            &mut current
+        ));
+        let full = translate(&view, &settings(), &now());
+        assert_eq!(comparable(&current), comparable(&full), "round {round}");
+    }
+    // Another context: a full translation is needed.
+    let view = o.view();
+    let changed = HashSet::new();
+    assert!(!retranslate_routes(
+        &view,
+        &settings(),
+        &now(),
+        context + 1,
+        &mut cache,
+        &changed,
+        &mut current
+    ));
+}

@@ -24,6 +24,9 @@ use std::sync::Arc;
 /// model's route of the same index ([`Snapshot::config`]).
 pub struct Route {
     pub name: String,
+    /// The model's route it was built from: a new model with the very same one (its
+    /// fragment did not change) keeps this route if its upstreams did not move.
+    config: Arc<RouteConfig>,
     /// The weighted backends, in the model's order (a backend whose upstream is missing is
     /// left out, so the route answers 503 rather than pick another).
     pub backends: Box<[RouteBackend]>,
@@ -82,7 +85,7 @@ fn client_verifier(route: &RouteConfig, old: Option<&&Route>) -> Option<Arc<Chai
 }
 
 /// An upstream a route sends requests to, with the route's timeouts for it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteBackend {
     /// Index into [`Snapshot::upstreams`].
     pub upstream: usize,
@@ -114,7 +117,8 @@ pub struct Snapshot {
     pub rejected: Arc<[Rejected]>,
     /// Route tables by listener name.
     pub route_tables: Arc<HashMap<String, RouteTable>>,
-    pub routes: Arc<[Route]>,
+    /// Shared with the next snapshot where unchanged.
+    pub routes: Arc<[Arc<Route>]>,
     pub upstreams: Vec<Arc<Upstream>>,
     /// Indexes of the discovered upstreams, by (namespace, service) of their source, so a
     /// discovery event finds its upstreams without scanning them all.
@@ -150,17 +154,16 @@ impl Snapshot {
                 let endpoints = u
                     .source
                     .is_discovered()
-                    .then(|| discovered.get(&u.name).cloned().unwrap_or_default());
+                    .then(|| discovered.get(&u.name).map_or(&[][..], Vec::as_slice));
                 let previous = previous_upstreams.get(u.name.as_str());
                 if let Some(previous) = previous {
                     let same = Arc::ptr_eq(&previous.compiled, u) || previous.compiled == *u;
-                    let same_endpoints = endpoints
-                        .as_ref()
-                        .is_none_or(|e| *e == previous.config.endpoints);
+                    let same_endpoints = endpoints.is_none_or(|e| *e == previous.config.endpoints);
                     if same && same_endpoints {
                         return Arc::clone(previous);
                     }
                 }
+                let endpoints = endpoints.map(<[EndpointConfig]>::to_vec);
                 Arc::new(Upstream::build(u, endpoints, previous.map(|p| p.as_ref())))
             })
             .collect();
@@ -174,14 +177,28 @@ impl Snapshot {
             .enumerate()
             .map(|(i, u)| (u.name.clone(), i))
             .collect();
-        let previous_routes: HashMap<&str, &Route> = previous
+        let previous_routes: HashMap<&str, &Arc<Route>> = previous
             .map(|p| p.routes.iter().map(|r| (r.name.as_str(), r)).collect())
             .unwrap_or_default();
-        let routes: Arc<[Route]> = config
+        // The compiler guarantees that every upstream named exists.
+        let backend_of = |r: &RouteConfig, name: &str| {
+            let upstream = *upstream_by_name.get(name)?;
+            Some(RouteBackend {
+                upstream,
+                timeouts: config.upstreams[upstream]
+                    .timeouts
+                    .with_overrides(&r.timeouts),
+            })
+        };
+        let routes: Arc<[Arc<Route>]> = config
             .routes
             .iter()
             .map(|r| {
-                let old = previous_routes.get(r.name.as_str());
+                let old = previous_routes.get(r.name.as_str()).copied();
+                if let Some(old) = old.filter(|old| old.unchanged(r, |name| backend_of(r, name))) {
+                    return Arc::clone(old);
+                }
+                let old = old.map(Arc::as_ref);
                 let metrics = old
                     .map(|old| old.metrics.clone())
                     .unwrap_or_else(|| Arc::new(RouteMetrics::new(&r.name)));
@@ -195,16 +212,7 @@ impl Snapshot {
                         .filter(|old| old.limit() == limit)
                         .unwrap_or_else(|| Arc::new(ClientConcurrency::new(limit)))
                 });
-                // The compiler guarantees that every upstream named exists.
-                let backend = |name: &str| {
-                    let upstream = *upstream_by_name.get(name)?;
-                    Some(RouteBackend {
-                        upstream,
-                        timeouts: config.upstreams[upstream]
-                            .timeouts
-                            .with_overrides(&r.timeouts),
-                    })
-                };
+                let backend = |name: &str| backend_of(r, name);
                 let weighted: Vec<(RouteBackend, u32)> = r
                     .backends
                     .iter()
@@ -243,8 +251,9 @@ impl Snapshot {
                         upstream: upstream_by_name.get(external.upstream.as_str()).copied(),
                     },
                 });
-                Route {
+                Arc::new(Route {
                     name: r.name.clone(),
+                    config: r.clone(),
                     split: WeightedSplit::new(weighted.iter().map(|(_, w)| *w)),
                     backends: weighted.into_iter().map(|(b, _)| b).collect(),
                     canary: r.canary.as_ref().and_then(|c| backend(&c.upstream)),
@@ -255,17 +264,24 @@ impl Snapshot {
                     metrics,
                     body: r.body,
                     auth,
-                    client_verifier: client_verifier(r, old),
-                }
+                    client_verifier: client_verifier(r, old.as_ref()),
+                })
             })
             .collect();
-        let route_tables = Arc::new(
-            config
-                .listeners
-                .iter()
-                .map(|l| (l.name.clone(), RouteTable::build(&l.name, &config.routes)))
-                .collect(),
-        );
+        // Tables hold route indices and what routes match: a change of backends alone
+        // (the usual change) keeps them.
+        let route_tables = match previous {
+            Some(previous) if same_matching(&previous.config, &config) => {
+                previous.route_tables.clone()
+            }
+            _ => Arc::new(
+                config
+                    .listeners
+                    .iter()
+                    .map(|l| (l.name.clone(), RouteTable::build(&l.name, &config.routes)))
+                    .collect(),
+            ),
+        };
         let mut discovered_by_service: HashMap<(String, String), Vec<usize>> = HashMap::new();
         for (i, upstream) in config.upstreams.iter().enumerate() {
             if let EndpointSource::Kubernetes(source) = &upstream.source {
@@ -331,6 +347,66 @@ impl Snapshot {
     }
 }
 
+impl Route {
+    /// Whether this route is what `config` would build now: the same model route, with
+    /// each upstream it names (`backend` finds them) where it was.
+    fn unchanged(
+        &self,
+        config: &Arc<RouteConfig>,
+        backend: impl Fn(&str) -> Option<RouteBackend>,
+    ) -> bool {
+        if !Arc::ptr_eq(&self.config, config) {
+            return false;
+        }
+        let backends = config.backends.iter().filter_map(|b| backend(&b.upstream));
+        let mirror = config.filters.mirror.as_ref();
+        let external = match &config.auth {
+            Some(Auth::External(external)) => Some(external.upstream.as_str()),
+            _ => None,
+        };
+        let external_now = external.map(|name| backend(name).map(|b| b.upstream));
+        let external_before = match &self.auth {
+            Some(RouteAuth::External { upstream }) => Some(*upstream),
+            _ => None,
+        };
+        backends.eq(self.backends.iter().copied())
+            && config.canary.as_ref().and_then(|c| backend(&c.upstream)) == self.canary
+            && mirror
+                .and_then(|m| backend(&m.upstream))
+                .map(|b| b.upstream)
+                == self.mirror.as_ref().map(|m| m.upstream)
+            && external_now == external_before
+    }
+}
+
+/// Whether two models have the same listeners and routes that match the same requests at
+/// the same indices (what route tables are made of).
+fn same_matching(before: &Config, after: &Config) -> bool {
+    let same_route = |a: &Arc<RouteConfig>, b: &Arc<RouteConfig>| {
+        Arc::ptr_eq(a, b)
+            || (a.name == b.name
+                && a.listener == b.listener
+                && a.fallback == b.fallback
+                && a.hosts == b.hosts
+                // Patterns have no equality of their own: their text is compared (few
+                // routes are not the very same one).
+                && format!("{:?}{:?}", a.paths, a.conditions)
+                    == format!("{:?}{:?}", b.paths, b.conditions))
+    };
+    before.listeners.len() == after.listeners.len()
+        && before
+            .listeners
+            .iter()
+            .zip(&after.listeners)
+            .all(|(a, b)| a.name == b.name)
+        && before.routes.len() == after.routes.len()
+        && before
+            .routes
+            .iter()
+            .zip(&after.routes)
+            .all(|(a, b)| same_route(a, b))
+}
+
 /// The attributes after an affinity cookie's value: always `HttpOnly` (scripts have no use
 /// for it), as ingress-nginx sets them.
 fn cookie_attributes(affinity: &CookieAffinity) -> String {
@@ -347,4 +423,94 @@ fn cookie_attributes(affinity: &CookieAffinity) -> String {
     }
     attributes.push_str("; HttpOnly");
     attributes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The snapshot of config file `yaml`, built on `previous`.
+    fn build(yaml: &str, previous: Option<&Snapshot>) -> Snapshot {
+        let file = crate::sources::file::parse(std::path::Path::new("t.yaml"), yaml)
+            .expect("a valid config");
+        let offered = crate::compile::Offered {
+            source: "file".into(),
+            fragment: file.fragment.clone(),
+        };
+        let compiled = crate::compile::compile(&file.settings, &[offered]);
+        Snapshot::build(compiled, Arc::new(file), 1, previous, &HashMap::new())
+    }
+
+    const TWO: &str = "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n\
+        routes:\n  - { name: a, listener: web, paths: [{ prefix: /a }], upstream: ua }\n  \
+        - { name: b, listener: web, paths: [{ prefix: /b }], upstream: ub }\n\
+        upstreams:\n  - { name: ua, endpoints: [\"127.0.0.1:2\"] }\n  \
+        - { name: ub, endpoints: [\"127.0.0.1:3\"] }\n";
+
+    #[test]
+    fn unchanged_routes_upstreams_and_tables_are_kept() {
+        let first = build(TWO, None);
+        // The same model routes and upstreams (a new compile of the same fragment).
+        let mut again = build(TWO, None);
+        let compiled = Compiled {
+            config: (*first.config).clone(),
+            accepted: Vec::new(),
+            rejected: Vec::new(),
+        };
+        again = Snapshot::build(
+            compiled,
+            again.file.clone(),
+            2,
+            Some(&first),
+            &HashMap::new(),
+        );
+        for (a, b) in first.routes.iter().zip(again.routes.iter()) {
+            assert!(Arc::ptr_eq(a, b), "route {} rebuilt", a.name);
+        }
+        for (a, b) in first.upstreams.iter().zip(&again.upstreams) {
+            assert!(Arc::ptr_eq(a, b), "upstream {} rebuilt", a.name());
+        }
+        assert!(Arc::ptr_eq(&first.route_tables, &again.route_tables));
+    }
+
+    #[test]
+    fn a_route_whose_upstream_moved_is_rebuilt_and_tables_follow_paths() {
+        let first = build(TWO, None);
+        // The very same model routes, with the upstreams in the other order: the routes'
+        // backend indices move, so the routes are rebuilt.
+        let mut config = (*first.config).clone();
+        config.upstreams.reverse();
+        let compiled = Compiled {
+            config,
+            accepted: Vec::new(),
+            rejected: Vec::new(),
+        };
+        let next = Snapshot::build(
+            compiled,
+            first.file.clone(),
+            2,
+            Some(&first),
+            &HashMap::new(),
+        );
+        for route in next.routes.iter() {
+            let backend = route.backends[0].upstream;
+            let expected = if route.name == "a" { "ua" } else { "ub" };
+            assert_eq!(
+                next.upstreams[backend].name(),
+                expected,
+                "route {}",
+                route.name
+            );
+        }
+        // Same paths at the same indices: the tables are kept; other paths are not.
+        assert!(Arc::ptr_eq(&first.route_tables, &next.route_tables));
+        let moved = build(
+            &TWO.replace("paths: [{ prefix: /b }]", "paths: [{ prefix: /c }]"),
+            Some(&next),
+        );
+        assert!(!Arc::ptr_eq(&next.route_tables, &moved.route_tables));
+        let request = pingora::http::RequestHeader::build("GET", b"/c", None).expect("request");
+        let found = moved.route_tables["web"].find("x", b"/c", &request);
+        assert_eq!(found.map(|f| f.route), Some(1));
+    }
 }

@@ -366,3 +366,92 @@ fn proxy_protocol_header_precedes_the_tls_handshake() {
     let seen = backend.requests();
     assert_eq!(seen[0].header("x-forwarded-for"), Some("198.51.100.20"));
 }
+
+/// `upstreams[].tls.subject_alt_names` (Pingora patch 0014): the endpoint's certificate is
+/// verified against the listed names instead of `sni`, which is still sent; connections are
+/// pooled apart per list.
+#[test]
+fn upstream_certificates_are_verified_against_subject_alt_names() {
+    let dir = ScratchDir::new();
+    let ca = tls::TestCa::new();
+    let ca_file = dir.write("ca.pem", &ca.pem);
+    // Identified by a SPIFFE ID only: no DNS name, so it cannot match any SNI.
+    let spiffe = ca.issue_with_uris(
+        &dir,
+        "spiffe",
+        &[],
+        &["spiffe://cluster.test/ns/apps/sa/web"],
+    );
+    let spiffe_backend = tls::HttpsBackend::start("spiffe", &spiffe);
+    let named = ca.issue(&dir, "named", &["web.apps.svc", "*.wild.test"]);
+    let named_backend = tls::HttpsBackend::start("named", &named);
+    let web = listen_address();
+    let tls = |sni: &str, names: &str| {
+        format!(
+            "{{ sni: {sni}, ca_file: \"{}\", subject_alt_names: [{names}] }}",
+            ca_file.display()
+        )
+    };
+    let route = |name: &str| {
+        format!(
+            "  - {{ name: {name}, listener: web, paths: [{{ prefix: /{name}/ }}], upstream: {name} }}\n"
+        )
+    };
+    let upstream = |name: &str, tls: String, endpoint: SocketAddr| {
+        format!(
+            "  - {{ name: {name}, tls: {tls}, endpoints: [\"{endpoint}\"], retry: {{ attempts: 1 }} }}\n"
+        )
+    };
+    let names = ["uri", "other-uri", "either", "wildcard", "hostname"];
+    let body = format!(
+        "listeners: [{{ name: web, listen: \"{web}\" }}]\nroutes:\n{}upstreams:\n{}{}{}{}{}",
+        names.iter().map(|n| route(n)).collect::<String>(),
+        upstream(
+            "uri",
+            tls(
+                "web.test",
+                "{ uri: \"spiffe://cluster.test/ns/apps/sa/web\" }"
+            ),
+            spiffe_backend.address
+        ),
+        upstream(
+            "other-uri",
+            tls(
+                "web.test",
+                "{ uri: \"spiffe://cluster.test/ns/apps/sa/other\" }"
+            ),
+            spiffe_backend.address
+        ),
+        upstream(
+            "either",
+            tls("web.test", "{ uri: \"spiffe://x\" }, { dns: web.apps.svc }"),
+            named_backend.address
+        ),
+        upstream(
+            "wildcard",
+            tls("web.test", "{ dns: a.wild.test }"),
+            named_backend.address
+        ),
+        // The SNI is a name of the certificate, but the list is what authenticates.
+        upstream(
+            "hostname",
+            tls("web.apps.svc", "{ dns: other.test }"),
+            named_backend.address
+        ),
+    );
+    let _sluice = Sluice::start(&body);
+
+    // The SNI is still sent; the URI name authenticates.
+    let ok = get(web, "/uri/a");
+    assert_eq!(
+        (ok.status, ok.backend(), ok.header("x-sni")),
+        (200, "spiffe", Some("web.test"))
+    );
+    // The same address, SNI and CA as `uri`, whose verified connection is pooled by now,
+    // and another SPIFFE ID: that connection is not reused, and the handshake fails.
+    assert_eq!(get(web, "/other-uri/a").status, 502);
+    assert_eq!(get(web, "/uri/b").status, 200);
+    assert_eq!(get(web, "/either/a").status, 200);
+    assert_eq!(get(web, "/wildcard/a").status, 200);
+    assert_eq!(get(web, "/hostname/a").status, 502);
+}

@@ -335,6 +335,20 @@ pub struct UpstreamTls {
     pub ca_file: Option<PathBuf>,
     /// DER certificates of `ca_file`; empty means the system's trust store.
     pub ca_certificates: Vec<Vec<u8>>,
+    /// With `verify`, the certificate must carry one of these names, and `sni` (still
+    /// sent) is not checked against it; empty: it is checked against `sni`.
+    pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+/// A name an upstream's certificate is verified against (`upstreams[].tls.subject_alt_names`,
+/// BackendTLSPolicy `subjectAltNames`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SubjectAltName {
+    /// A DNS name (lower case, no trailing dot); a certificate's wildcard name covers its
+    /// leftmost label.
+    Dns(String),
+    /// A URI such as a SPIFFE ID, compared exactly.
+    Uri(String),
 }
 
 /// `upstreams[].health`.

@@ -9,7 +9,7 @@ pub(crate) mod health;
 pub(crate) mod retry_budget;
 pub(crate) mod stable_hash;
 
-use crate::model::{EndpointConfig, UpstreamConfig};
+use crate::model::{EndpointConfig, SubjectAltName, UpstreamConfig};
 use crate::model::{Timeouts, UpstreamProtocol};
 use crate::observe::metrics::{UpstreamMetrics, METRICS};
 use crate::upstream::retry_budget::RetryBudget;
@@ -18,7 +18,7 @@ use endpoint::{Endpoint, EndpointState};
 use hash_key::RequestFacts;
 use health::{now_ms, EndpointHealth, Transition};
 use pingora::protocols::tls::CaType;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, SubjectAltName as PeerSubjectAltName};
 use pingora::utils::tls::{parse_x509, WrappedX509};
 use rand::Rng;
 use std::collections::HashMap;
@@ -46,6 +46,9 @@ pub struct Upstream {
     pub metrics: Arc<UpstreamMetrics>,
     /// The trust anchors of `tls.ca_file`, in Pingora's form (`None`: the system's store).
     ca: Option<Arc<CaType>>,
+    /// `tls.subject_alt_names` as Pingora takes them (`None`: the certificate is checked
+    /// against the SNI). Pingora pools connections apart per list.
+    subject_alt_names: Option<Arc<[PeerSubjectAltName]>>,
     /// Pingora pools connections by address, SNI and verify flags, not by trust anchors:
     /// this key (a hash of them) keeps a connection verified against one upstream's CAs
     /// from serving another's with the same address and SNI.
@@ -128,6 +131,17 @@ impl Upstream {
                         .map(|der| WrappedX509::new(der.clone(), parse_x509))
                         .collect::<Vec<_>>()
                         .into()
+                })
+            }),
+            subject_alt_names: config.tls.as_ref().and_then(|tls| {
+                (!tls.subject_alt_names.is_empty()).then(|| {
+                    tls.subject_alt_names
+                        .iter()
+                        .map(|name| match name {
+                            SubjectAltName::Dns(name) => PeerSubjectAltName::Dns(name.clone()),
+                            SubjectAltName::Uri(uri) => PeerSubjectAltName::Uri(uri.clone()),
+                        })
+                        .collect()
                 })
             }),
             tls_pool_group: config.tls.as_ref().map_or(0, |tls| {
@@ -332,6 +346,7 @@ impl Upstream {
                 peer.options.verify_cert = tls.verify;
                 peer.options.verify_hostname = tls.verify;
                 peer.options.ca = self.ca.clone();
+                peer.options.subject_alt_names = self.subject_alt_names.clone();
                 peer.group_key = self.tls_pool_group;
                 peer
             }

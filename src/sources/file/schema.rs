@@ -1000,6 +1000,18 @@ pub struct RawUpstreamTls {
     pub verify: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_alt_names: Option<Vec<RawSubjectAltName>>,
+}
+
+/// `upstreams[].tls.subject_alt_names[]`: exactly one of `dns` and `uri`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubjectAltName {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
 }
 
 fn default_true() -> bool {

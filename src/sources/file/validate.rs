@@ -726,6 +726,7 @@ fn check_upstream_tls(check: &mut Checker, at: &str, raw: &RawUpstream) -> Optio
             sni: None,
             verify: true,
             ca_file: None,
+            subject_alt_names: None,
         }),
         (UpstreamProtocol::Http1, Some(tls)) => tls.clone(),
         (UpstreamProtocol::Http1, None) => return None,
@@ -772,12 +773,57 @@ fn check_upstream_tls(check: &mut Checker, at: &str, raw: &RawUpstream) -> Optio
             }
         },
     };
+    let subject_alt_names = match &wanted.subject_alt_names {
+        None => Vec::new(),
+        Some(list) => check_subject_alt_names(check, &format!("{at}.tls"), wanted.verify, list),
+    };
     Some(UpstreamTls {
         sni,
         verify: wanted.verify,
         ca_file: wanted.ca_file.map(PathBuf::from),
         ca_certificates,
+        subject_alt_names,
     })
+}
+
+/// `tls.subject_alt_names` at `at` (`tls`): at least one name, each exactly one of a DNS
+/// name and a URI with a scheme, and `verify` on (nothing is checked without it).
+fn check_subject_alt_names(
+    check: &mut Checker,
+    at: &str,
+    verify: bool,
+    list: &[RawSubjectAltName],
+) -> Vec<SubjectAltName> {
+    let at = format!("{at}.subject_alt_names");
+    if list.is_empty() {
+        check.error(
+            &at,
+            "list at least one name, or leave it out to verify against tls.sni",
+        );
+    }
+    if !verify {
+        check.error(&at, "needs verify: true (nothing is verified without it)");
+    }
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, raw)| match (&raw.dns, &raw.uri) {
+            (Some(dns), None) if !dns.trim().is_empty() => Some(SubjectAltName::Dns(
+                dns.trim().trim_end_matches('.').to_ascii_lowercase(),
+            )),
+            (None, Some(uri)) if uri.contains(':') => Some(SubjectAltName::Uri(uri.clone())),
+            (None, Some(uri)) => {
+                check.error(
+                    &format!("{at}[{i}].uri"),
+                    format!("{uri:?} is not a URI with a scheme (such as spiffe://...)"),
+                );
+                None
+            }
+            _ => {
+                check.error(&format!("{at}[{i}]"), "set exactly one of dns and uri");
+                None
+            }
+        })
+        .collect()
 }
 
 fn check_timeouts(check: &mut Checker, at: &str, raw: &RawTimeouts) -> TimeoutOverrides {

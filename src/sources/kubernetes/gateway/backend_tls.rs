@@ -13,9 +13,9 @@
 //! that accept a route using a targeted port.
 //!
 //! sluice sends `validation.hostname` as SNI and verifies the backend's certificate chain
-//! against the policy's CAs and its DNS names against that hostname. It cannot check other
-//! subject alternative names: a policy that lists any name but the hostname itself is not
-//! accepted (`Invalid`). A policy that cannot be met never falls back to plaintext: its
+//! against the policy's CAs, and its names against that hostname or, if the policy lists
+//! `subjectAltNames`, against those instead (a DNS name matching a Hostname entry, a URI
+//! equal to a URI entry). A policy that cannot be met never falls back to plaintext: its
 //! backends are invalid references of their routes (requests that would reach them are
 //! answered 500), as the HTTPRoute specification orders for a backend whose
 //! BackendTLSPolicy the implementation cannot meet.
@@ -33,7 +33,7 @@ use super::attach::Refusal;
 use super::conditions::condition;
 use super::listeners::RouteKind;
 use super::{created, GatewayObjects, ObjectKey, Translation, GROUP};
-use crate::model::{GatewaySettings, UpstreamTls};
+use crate::model::{GatewaySettings, SubjectAltName, UpstreamTls};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::cell::RefCell;
@@ -330,7 +330,7 @@ fn judge(
         None => Ok(()),
         Some((reason, _)) => Err((*reason, all_problems.clone())),
     };
-    let valid = validity(
+    let verdict = validity(
         &hostname,
         validation,
         well_known,
@@ -338,6 +338,10 @@ fn judge(
         loaded.is_empty(),
         &all_problems,
     );
+    let (valid, subject_alt_names) = match verdict {
+        Ok(names) => (Ok(()), names),
+        Err(refusal) => (Err(refusal), Vec::new()),
+    };
     let options: Vec<&str> = policy
         .spec
         .options
@@ -359,6 +363,7 @@ fn judge(
             ca_file: (!loaded.is_empty())
                 .then(|| PathBuf::from(format!("configmap:{namespace}/{}", loaded.join(",")))),
             ca_certificates: anchors,
+            subject_alt_names,
         }),
         Err((_, message)) => Applied::Refused(format!(
             "BackendTLSPolicy {namespace}/{name} is not accepted: {message}"
@@ -375,8 +380,8 @@ fn judge(
 }
 
 /// Whether the policy can be met at all: a hostname, one source of trust anchors that
-/// sluice knows, at least one usable CA certificate, and subject alternative names sluice
-/// can check. `problems` describes the unusable caCertificateRefs.
+/// sluice knows, at least one usable CA certificate, and well-formed subject alternative
+/// names (returned). `problems` describes the unusable caCertificateRefs.
 fn validity(
     hostname: &str,
     validation: &BackendTlsPolicyValidation,
@@ -384,7 +389,7 @@ fn validity(
     no_refs: bool,
     none_loaded: bool,
     problems: &str,
-) -> Result<(), Refusal> {
+) -> Result<Vec<SubjectAltName>, Refusal> {
     let invalid = |message: String| Err(("Invalid", message));
     if hostname.is_empty() {
         return invalid("validation.hostname is empty".into());
@@ -411,42 +416,41 @@ fn validity(
         }
         (false, None) => {}
     }
-    subject_alt_names(hostname, validation)
+    subject_alt_names(validation)
 }
 
-/// Whether sluice can check the policy's subjectAltNames. It verifies the certificate's
-/// DNS names against the hostname it sends as SNI, so a list naming that hostname alone
-/// means the same; any other name (a URI, another DNS name) cannot be checked, and the
-/// policy is `Invalid` rather than met with a weaker or stricter check.
+/// The policy's subjectAltNames, which the backend's certificate is verified against
+/// instead of the hostname (still sent as SNI): the hostname "MUST NOT be used for
+/// authentication" when they are set. An entry without its name (the CRD's rules forbid
+/// it; an object that skipped them) is refused rather than dropped, which would leave the
+/// hostname to authenticate.
 fn subject_alt_names(
-    hostname: &str,
     validation: &BackendTlsPolicyValidation,
-) -> Result<(), Refusal> {
-    let others: Vec<String> = validation
+) -> Result<Vec<SubjectAltName>, Refusal> {
+    validation
         .subject_alt_names
         .iter()
         .flatten()
-        .filter_map(|san| match san.r#type {
-            BackendTlsPolicyValidationSubjectAltNamesType::Hostname => {
-                let name = san.hostname.as_deref().unwrap_or_default();
-                (!name.eq_ignore_ascii_case(hostname)).then(|| format!("Hostname {name}"))
-            }
-            BackendTlsPolicyValidationSubjectAltNamesType::Uri => {
-                Some(format!("URI {}", san.uri.as_deref().unwrap_or_default()))
+        .enumerate()
+        .map(|(i, san)| {
+            let missing = |what: &str| ("Invalid", format!("subjectAltNames[{i}] has no {what}"));
+            match san.r#type {
+                BackendTlsPolicyValidationSubjectAltNamesType::Hostname => san
+                    .hostname
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(|h| SubjectAltName::Dns(h.trim_end_matches('.').to_ascii_lowercase()))
+                    .ok_or_else(|| missing("hostname")),
+                BackendTlsPolicyValidationSubjectAltNamesType::Uri => san
+                    .uri
+                    .as_deref()
+                    .filter(|u| !u.is_empty())
+                    .map(|u| SubjectAltName::Uri(u.to_string()))
+                    .ok_or_else(|| missing("uri")),
             }
         })
-        .collect();
-    if others.is_empty() {
-        return Ok(());
-    }
-    Err((
-        "Invalid",
-        format!(
-            "subjectAltNames other than the hostname are not supported ({}): sluice \
-             verifies the backend's certificate against the hostname only",
-            others.join(", ")
-        ),
-    ))
+        .collect()
 }
 
 /// The DER certificates of the `ca.crt` of ConfigMap `namespace/name`.
@@ -972,23 +976,17 @@ mod tests {
                 ("False", "Invalid"),
                 ("True", "ResolvedRefs"),
             ),
-            // Subject alternative names: the hostname alone is what sluice checks anyway...
-            (
-                json!({"hostname": "abc.example.com", "caCertificateRefs": [valid_ref],
-                       "subjectAltNames": [{"type": "Hostname", "hostname": "abc.example.com"}]}),
-                ("True", "Accepted"),
-                ("True", "ResolvedRefs"),
-            ),
-            // ...any other name it cannot check.
+            // Subject alternative names, checked instead of the hostname.
             (
                 json!({"hostname": "abc.example.com", "caCertificateRefs": [valid_ref],
                        "subjectAltNames": [{"type": "URI", "uri": "spiffe://abc.example.com/test-identity"}]}),
-                ("False", "Invalid"),
+                ("True", "Accepted"),
                 ("True", "ResolvedRefs"),
             ),
+            // An entry without its name is refused, not dropped.
             (
                 json!({"hostname": "abc.example.com", "caCertificateRefs": [valid_ref],
-                       "subjectAltNames": [{"type": "Hostname", "hostname": "dce.example.com"}]}),
+                       "subjectAltNames": [{"type": "Hostname"}]}),
                 ("False", "Invalid"),
                 ("True", "ResolvedRefs"),
             ),
@@ -1017,6 +1015,37 @@ mod tests {
                 _ => assert!(matches!(served, Some(Applied::Refused(_))), "{validation}"),
             }
         }
+    }
+
+    #[test]
+    fn subject_alt_names_replace_the_hostname_in_verification() {
+        let mut o = Objects::new();
+        let mut validation = with_ca("abc.example.com");
+        validation["subjectAltNames"] = json!([
+            {"type": "URI", "uri": "spiffe://abc.example.com/test-identity"},
+            {"type": "Hostname", "hostname": "Other.Example.com."},
+        ]);
+        o.policy("p", 1, web(None), validation);
+        let tls = o.resolve();
+        let Some(Applied::Tls(upstream)) = applied(&tls, &o, 8443) else {
+            panic!("no TLS");
+        };
+        assert_eq!(upstream.sni, "abc.example.com");
+        assert_eq!(
+            upstream.subject_alt_names,
+            [
+                SubjectAltName::Uri("spiffe://abc.example.com/test-identity".into()),
+                SubjectAltName::Dns("other.example.com".into()),
+            ]
+        );
+        // Without the field, the hostname is what is checked.
+        let mut o = Objects::new();
+        o.policy("p", 1, web(None), with_ca("abc.example.com"));
+        let tls = o.resolve();
+        let Some(Applied::Tls(upstream)) = applied(&tls, &o, 8443) else {
+            panic!("no TLS");
+        };
+        assert!(upstream.subject_alt_names.is_empty());
     }
 
     #[test]

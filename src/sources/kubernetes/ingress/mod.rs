@@ -1176,6 +1176,7 @@ fn port_ref(backend: &IngressServiceBackend) -> Result<PortRef, (Reason, String)
 /// TLS towards an upstream, sending `sni`, trusting the system's roots.
 fn upstream_tls(sni: String, verify: bool) -> UpstreamTls {
     UpstreamTls {
+        subject_alt_names: Vec::new(),
         sni,
         verify,
         ca_file: None,

@@ -146,6 +146,12 @@ pub trait Peer: Display + Clone {
             None => None,
         }
     }
+    /// The subject alternative names to verify the server cert against instead of the SNI.
+    ///
+    /// See [`PeerOptions::subject_alt_names`].
+    fn subject_alt_names(&self) -> Option<&Arc<[SubjectAltName]>> {
+        self.get_peer_options()?.subject_alt_names.as_ref()
+    }
     /// Information about the local source address this connection should be bound to.
     fn bind_to(&self) -> Option<&BindTo> {
         match self.get_peer_options() {
@@ -490,6 +496,18 @@ pub enum H1UpgradePolicy {
     Deny,
 }
 
+/// A subject alternative name a server cert can be verified against, see
+/// [`PeerOptions::subject_alt_names`].
+#[non_exhaustive]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum SubjectAltName {
+    /// A DNS name. It matches a DNS name of the cert that is equal to it (ignoring ASCII case)
+    /// or a wildcard one whose `*` covers its leftmost label.
+    Dns(String),
+    /// A URI, such as a SPIFFE ID. It matches a URI name of the cert that is equal to it.
+    Uri(String),
+}
+
 /// The preferences to connect to a remote server
 ///
 /// See [`Peer`] for the meaning of the fields
@@ -509,6 +527,10 @@ pub struct PeerOptions {
     pub use_system_certs: bool,
     /* accept the cert if it's CN matches the SNI or this name */
     pub alternative_cn: Option<String>,
+    /// Verify the server cert against these names instead of the SNI: with `verify_cert`, the
+    /// cert must carry at least one of them, whatever `verify_hostname` says. The SNI is still
+    /// sent. Only the rustls connector can check them; the others refuse to connect.
+    pub subject_alt_names: Option<Arc<[SubjectAltName]>>,
     pub alpn: ALPN,
     pub ca: Option<Arc<CaType>>,
     pub tcp_keepalive: Option<TcpKeepalive>,
@@ -584,6 +606,7 @@ impl PeerOptions {
             #[cfg(feature = "s2n")]
             use_system_certs: true,
             alternative_cn: None,
+            subject_alt_names: None,
             alpn: ALPN::H1,
             ca: None,
             tcp_keepalive: None,
@@ -643,6 +666,9 @@ impl Display for PeerOptions {
         }
         if let Some(cn) = &self.alternative_cn {
             write!(f, "alt_cn: {},", cn)?;
+        }
+        if let Some(names) = &self.subject_alt_names {
+            write!(f, "subject_alt_names: {:?},", names)?;
         }
         write!(f, "alpn: {},", self.alpn)?;
         if let Some(cas) = &self.ca {
@@ -786,6 +812,7 @@ impl Hash for HttpPeer {
         self.verify_cert().hash(state);
         self.verify_hostname().hash(state);
         self.alternative_cn().hash(state);
+        self.subject_alt_names().hash(state);
         #[cfg(feature = "s2n")]
         self.get_psk().hash(state);
         self.group_key.hash(state);
@@ -907,6 +934,20 @@ mod tests {
         assert!(policy.strip_connection_nominated);
         assert!(policy.reject_malformed_connection_nominations);
         assert_eq!(policy.h1_upgrade, H1UpgradePolicy::WebSocketOnly);
+    }
+
+    #[test]
+    fn subject_alt_names_are_part_of_the_reuse_hash() {
+        let hash = |names: Option<&[SubjectAltName]>| {
+            let mut peer = HttpPeer::new("127.0.0.1:443", true, "a.example.com".into());
+            peer.options.subject_alt_names = names.map(Into::into);
+            peer.reuse_hash()
+        };
+        let x: &[SubjectAltName] = &[SubjectAltName::Uri("spiffe://example.com/x".into())];
+        let y: &[SubjectAltName] = &[SubjectAltName::Uri("spiffe://example.com/y".into())];
+        assert_eq!(hash(Some(x)), hash(Some(x)));
+        assert_ne!(hash(Some(x)), hash(Some(y)));
+        assert_ne!(hash(Some(x)), hash(None));
     }
 
     #[test]

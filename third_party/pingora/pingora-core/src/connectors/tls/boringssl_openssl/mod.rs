@@ -205,6 +205,12 @@ where
         consistent with nginx's behavior */
         ssl_conf.set_verify(SslVerifyMode::NONE);
     } else if peer.verify_cert() {
+        if peer.subject_alt_names().is_some() {
+            return Error::e_explain(
+                InvalidCert,
+                "subject_alt_names are only checked with rustls",
+            );
+        }
         if peer.verify_hostname() {
             let verify_param = ssl_conf.param_mut();
             add_host(verify_param, peer.sni()).or_err(InternalError, "failed to add host")?;

@@ -31,9 +31,11 @@ use pingora_rustls::{
 use pingora_rustls::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier as RusTlsServerCertVerifier,
 };
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::protocols::tls::{client::handshake, TlsStream};
-use crate::{connectors::ConnectorOptions, listeners::ALPN, protocols::IO, upstreams::peer::Peer};
+use crate::upstreams::peer::{Peer, SubjectAltName};
+use crate::{connectors::ConnectorOptions, listeners::ALPN, protocols::IO};
 
 use super::replace_leftmost_underscore;
 
@@ -223,6 +225,12 @@ where
 
     let mut domain = peer.sni().to_string();
 
+    // Checking subject alternative names takes the custom verifier below, set on a config
+    // of this connection's own.
+    if peer.subject_alt_names().is_some() && updated_config_opt.is_none() {
+        updated_config_opt = Some(RusTlsClientConfig::clone(config));
+    }
+
     if let Some(updated_config) = updated_config_opt.as_mut() {
         let verification_mode = if peer.sni().is_empty() {
             updated_config.enable_sni = false;
@@ -231,6 +239,8 @@ where
             Some(VerificationMode::SkipAll) // disable verification if sni does not exist
         } else if !peer.verify_cert() {
             Some(VerificationMode::SkipAll)
+        } else if let Some(names) = peer.subject_alt_names() {
+            Some(VerificationMode::SubjectAltNames(Arc::clone(names)))
         } else if !peer.verify_hostname() {
             Some(VerificationMode::SkipHostname)
         } else {
@@ -299,6 +309,8 @@ pub enum VerificationMode {
     SkipHostname,
     SkipAll,
     Full,
+    /// Verify the chain, then that the cert carries one of these names instead of the SNI.
+    SubjectAltNames(Arc<[SubjectAltName]>),
     // Note: "Full" Included for completeness, making this verifier self-contained
     // and explicit about all possible verification modes, not just exceptions.
 }
@@ -318,10 +330,11 @@ impl CustomServerCertVerifier {
     }
 }
 
-// CustomServerCertVerifier delegates TLS signature verification and allows 3 VerificationMode:
+// CustomServerCertVerifier delegates TLS signature verification and allows 4 VerificationMode:
 // Full: delegates all verification to the original WebPkiServerVerifier
 // SkipHostname: same as "Full" but ignores "NotValidForName" certificate errors
 // SkipAll: all certificate verification checks are skipped.
+// SubjectAltNames: same as "SkipHostname", then the cert must carry one of the names.
 impl RusTlsServerCertVerifier for CustomServerCertVerifier {
     fn verify_server_cert(
         &self,
@@ -359,6 +372,31 @@ impl RusTlsServerCertVerifier for CustomServerCertVerifier {
                 }
             }
             VerificationMode::SkipAll => Ok(ServerCertVerified::assertion()),
+            VerificationMode::SubjectAltNames(ref names) => {
+                // The delegate checks the chain first, so a name error means the chain is
+                // valid: the SNI is just not what the cert is verified against here.
+                match self.delegate.verify_server_cert(
+                    _end_entity,
+                    _intermediates,
+                    _server_name,
+                    _ocsp,
+                    _now,
+                ) {
+                    Ok(_)
+                    | Err(RusTlsError::InvalidCertificate(
+                        CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. },
+                    )) => {}
+                    Err(e) => return Err(e),
+                }
+                if has_subject_alt_name(_end_entity, names) {
+                    Ok(ServerCertVerified::assertion())
+                } else {
+                    Err(RusTlsError::InvalidCertificate(
+                        CertificateError::NotValidForName,
+                    ))
+                }
+            }
         }
     }
 
@@ -382,5 +420,57 @@ impl RusTlsServerCertVerifier for CustomServerCertVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.delegate.supported_verify_schemes()
+    }
+}
+
+/// Whether the subject alternative names of `cert` include one of `names`.
+fn has_subject_alt_name(cert: &CertificateDer<'_>, names: &[SubjectAltName]) -> bool {
+    let Ok((_, cert)) = X509Certificate::from_der(cert.as_ref()) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    san.value.general_names.iter().any(|presented| {
+        names.iter().any(|name| match (name, presented) {
+            (SubjectAltName::Dns(name), GeneralName::DNSName(dns)) => dns_name_matches(dns, name),
+            (SubjectAltName::Uri(name), GeneralName::URI(uri)) => *uri == name.as_str(),
+            _ => false,
+        })
+    })
+}
+
+/// Whether the DNS name `presented` in a cert matches `name`: they are equal ignoring ASCII
+/// case, or `presented` is a wildcard whose `*` covers the leftmost label of `name`.
+fn dns_name_matches(presented: &str, name: &str) -> bool {
+    if presented.eq_ignore_ascii_case(name) {
+        return true;
+    }
+    match (presented.strip_prefix("*."), name.split_once('.')) {
+        (Some(suffix), Some((label, rest))) => {
+            !suffix.is_empty()
+                && !label.is_empty()
+                && label != "*"
+                && suffix.eq_ignore_ascii_case(rest)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_dns_name_matches() {
+        assert!(dns_name_matches("abc.example.com", "abc.example.com"));
+        assert!(dns_name_matches("ABC.example.com", "abc.EXAMPLE.com"));
+        assert!(dns_name_matches("*.example.com", "abc.example.com"));
+        assert!(dns_name_matches("*.example.com", "*.example.com"));
+        assert!(!dns_name_matches("*.example.com", "a.b.example.com"));
+        assert!(!dns_name_matches("*.example.com", "example.com"));
+        assert!(!dns_name_matches("*.example.com", ".example.com"));
+        assert!(!dns_name_matches("abc.example.com", "*.example.com"));
+        assert!(!dns_name_matches("abc.example.com", "dce.example.com"));
     }
 }

@@ -137,6 +137,13 @@ where
     T: IO,
     P: Peer + Send + Sync,
 {
+    if peer.verify_cert() && peer.subject_alt_names().is_some() {
+        return Error::e_explain(
+            InvalidCert,
+            "subject_alt_names are only checked with rustls",
+        );
+    }
+
     // Default security policy with TLS 1.3 support
     // https://aws.github.io/s2n-tls/usage-guide/ch06-security-policies.html
     let security_policy = peer.get_s2n_security_policy().unwrap_or(&DEFAULT_TLS13);

@@ -1580,6 +1580,54 @@ mod tests {
     }
 
     #[test]
+    fn subject_alt_names_need_verify_and_one_name_each() {
+        let with = |tls: &str| {
+            errors_of(&format!(
+                "listeners: [{{ name: web, listen: \"127.0.0.1:1\" }}]\n\
+                 routes: [{{ name: r, listener: web, upstream: u }}]\n\
+                 upstreams: [{{ name: u, endpoints: [\"127.0.0.1:2\"], tls: {tls} }}]\n"
+            ))
+        };
+        assert!(with(
+            "{ sni: a.test, subject_alt_names: [{ dns: A.test. }, { uri: \"spiffe://x/y\" }] }"
+        )
+        .is_empty());
+        let cases = [
+            (
+                "{ sni: a.test, verify: false, subject_alt_names: [{ dns: a.test }] }",
+                "needs verify: true",
+            ),
+            (
+                "{ sni: a.test, subject_alt_names: [] }",
+                "list at least one name",
+            ),
+            (
+                "{ sni: a.test, subject_alt_names: [{ dns: a.test, uri: \"spiffe://a\" }] }",
+                "exactly one of dns and uri",
+            ),
+            (
+                "{ sni: a.test, subject_alt_names: [{}] }",
+                "exactly one of dns and uri",
+            ),
+            (
+                "{ sni: a.test, subject_alt_names: [{ uri: no-scheme }] }",
+                "not a URI with a scheme",
+            ),
+            (
+                "{ sni: a.test, subject_alt_names: [{ ip: 10.0.0.1 }] }",
+                "ip",
+            ),
+        ];
+        for (tls, wanted) in cases {
+            let errors = with(tls);
+            assert!(
+                errors.iter().any(|e| e.contains(wanted)),
+                "{tls}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_ring_over_the_point_limit_is_an_error() {
         let yaml = "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n\
                     routes: [{ name: all, listener: web, upstream: app }]\n\

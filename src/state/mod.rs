@@ -449,25 +449,39 @@ impl State {
         compiled: Compiled,
         previous: &Snapshot,
     ) -> u64 {
+        // The upstreams not at their place in the previous snapshot (all if their number
+        // changed): only they can be gone, new or changed.
+        let upstreams = &compiled.config.upstreams;
+        let changed: Vec<usize> = if previous.upstreams.len() == upstreams.len() {
+            (0..upstreams.len())
+                .filter(|&i| !Arc::ptr_eq(&previous.upstreams[i].compiled, &upstreams[i]))
+                .collect()
+        } else {
+            (0..upstreams.len().max(previous.upstreams.len())).collect()
+        };
         // Forget what was discovered for upstreams that are gone or no longer discovered, so
         // one re-added later starts from its own first sync, not from stale endpoints.
-        let discovered_upstreams: HashSet<&str> = compiled
-            .config
-            .upstreams
+        let discovered_now: HashSet<&str> = changed
             .iter()
+            .filter_map(|&i| upstreams.get(i))
             .filter(|u| u.source.is_discovered())
             .map(|u| u.name.as_str())
             .collect();
-        inputs
-            .discovered
-            .retain(|name, _| discovered_upstreams.contains(name.as_str()));
-        inputs
-            .synced
-            .retain(|name| discovered_upstreams.contains(name.as_str()));
+        for &i in &changed {
+            let Some(old) = previous.upstreams.get(i) else {
+                continue;
+            };
+            // An unchanged place keeps its name; a changed place's old name may have moved
+            // to another changed place (every place is, when their number changed).
+            if !discovered_now.contains(old.name()) {
+                inputs.discovered.remove(old.name());
+                inputs.synced.remove(old.name());
+            }
+        }
         // A new upstream of a Service discovery already watches starts with its endpoints,
         // not with an empty pool until the next discovery event.
         if let Some(seed) = self.endpoint_seed.get() {
-            for upstream in &compiled.config.upstreams {
+            for upstream in changed.iter().filter_map(|&i| upstreams.get(i)) {
                 let EndpointSource::Kubernetes(service) = &upstream.source else {
                     continue;
                 };
@@ -500,9 +514,10 @@ impl State {
             std::iter::once(FILE_SOURCE).chain(inputs.fragments.keys().map(String::as_str));
         count_rejections(&snapshot, sources);
         METRICS.config_generation.set(generation as i64);
-        let before: HashSet<SocketAddr> = previous
-            .upstreams
+        // Endpoints can only have gone with the upstreams that changed.
+        let before: HashSet<SocketAddr> = changed
             .iter()
+            .filter_map(|&i| previous.upstreams.get(i))
             .flat_map(|u| u.endpoints.iter().map(|e| e.address))
             .collect();
         let snapshot = Arc::new(snapshot);

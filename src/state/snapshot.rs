@@ -122,9 +122,9 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Indexes of the discovered upstreams, by (namespace, service) of their source, so a
     /// discovery event finds its upstreams without scanning them all.
-    discovered_by_service: Arc<HashMap<(String, String), Vec<usize>>>,
+    discovered_by_service: Arc<ServiceIndex>,
     /// Index of each upstream in `upstreams`, by name.
-    pub(super) upstream_by_name: Arc<HashMap<String, usize>>,
+    pub(super) upstream_by_name: Arc<HashMap<Arc<str>, usize>>,
 }
 
 impl Snapshot {
@@ -142,22 +142,29 @@ impl Snapshot {
             accepted,
             rejected,
         } = compiled;
-        let previous_upstreams: HashMap<&str, &Arc<Upstream>> = previous
-            .map(|p| p.upstreams.iter().map(|u| (u.name(), u)).collect())
-            .unwrap_or_default();
+        let mut previous_upstreams = Previous::new(
+            previous.map_or(&[][..], |p| p.upstreams.as_slice()),
+            |u: &Arc<Upstream>| u.name(),
+        );
         // An upstream whose settings and endpoints did not change is the previous one: a
         // change to one route among thousands does not rebuild thousands of balancers.
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| {
+            .enumerate()
+            .map(|(i, u)| {
                 let endpoints = u
                     .source
                     .is_discovered()
                     .then(|| discovered.get(&u.name).map_or(&[][..], Vec::as_slice));
-                let previous = previous_upstreams.get(u.name.as_str());
+                let previous = previous_upstreams.find(i, &u.name);
+                // The very same upstream: its endpoints are the discovered ones already
+                // (discovery updates the running snapshot under the same lock).
+                if let Some(previous) = previous.filter(|p| Arc::ptr_eq(&p.compiled, u)) {
+                    return Arc::clone(previous);
+                }
                 if let Some(previous) = previous {
-                    let same = Arc::ptr_eq(&previous.compiled, u) || previous.compiled == *u;
+                    let same = previous.compiled == *u;
                     let same_endpoints = endpoints.is_none_or(|e| *e == previous.config.endpoints);
                     if same && same_endpoints {
                         return Arc::clone(previous);
@@ -171,15 +178,11 @@ impl Snapshot {
         for (config, upstream) in config.upstreams.iter_mut().zip(&upstreams) {
             *config = upstream.config.clone();
         }
-        let upstream_by_name: HashMap<String, usize> = config
-            .upstreams
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.name.clone(), i))
-            .collect();
-        let previous_routes: HashMap<&str, &Arc<Route>> = previous
-            .map(|p| p.routes.iter().map(|r| (r.name.as_str(), r)).collect())
-            .unwrap_or_default();
+        let upstream_by_name = upstream_index(&upstreams, previous);
+        let mut previous_routes = Previous::new(
+            previous.map_or(&[][..], |p| &p.routes[..]),
+            |r: &Arc<Route>| r.name.as_str(),
+        );
         // The compiler guarantees that every upstream named exists.
         let backend_of = |r: &RouteConfig, name: &str| {
             let upstream = *upstream_by_name.get(name)?;
@@ -193,8 +196,9 @@ impl Snapshot {
         let routes: Arc<[Arc<Route>]> = config
             .routes
             .iter()
-            .map(|r| {
-                let old = previous_routes.get(r.name.as_str()).copied();
+            .enumerate()
+            .map(|(i, r)| {
+                let old = previous_routes.find(i, &r.name);
                 if let Some(old) = old.filter(|old| old.unchanged(r, |name| backend_of(r, name))) {
                     return Arc::clone(old);
                 }
@@ -282,15 +286,7 @@ impl Snapshot {
                     .collect(),
             ),
         };
-        let mut discovered_by_service: HashMap<(String, String), Vec<usize>> = HashMap::new();
-        for (i, upstream) in config.upstreams.iter().enumerate() {
-            if let EndpointSource::Kubernetes(source) = &upstream.source {
-                discovered_by_service
-                    .entry((source.namespace.clone(), source.service.clone()))
-                    .or_default()
-                    .push(i);
-            }
-        }
+        let discovered_by_service = service_index(&upstreams, previous);
         Self {
             generation,
             revision: previous.map_or(1, |p| p.revision + 1),
@@ -301,8 +297,8 @@ impl Snapshot {
             route_tables,
             routes,
             upstreams,
-            discovered_by_service: Arc::new(discovered_by_service),
-            upstream_by_name: Arc::new(upstream_by_name),
+            discovered_by_service,
+            upstream_by_name,
         }
     }
 
@@ -345,6 +341,142 @@ impl Snapshot {
             upstream_by_name: self.upstream_by_name.clone(),
         }
     }
+}
+
+/// The indexes of the discovered upstreams by (namespace, service) of their source.
+type ServiceIndex = HashMap<(String, String), Vec<usize>>;
+
+/// The previous snapshot's items (upstreams, routes) found by name: at the same index first
+/// (the model's order is stable, so that is the usual case, and costs no hashing), else
+/// through a map of names built on the first miss.
+struct Previous<'p, T> {
+    items: &'p [T],
+    name: fn(&T) -> &str,
+    by_name: Option<HashMap<&'p str, &'p T>>,
+}
+
+impl<'p, T> Previous<'p, T> {
+    fn new(items: &'p [T], name: fn(&T) -> &str) -> Self {
+        Self {
+            items,
+            name,
+            by_name: None,
+        }
+    }
+
+    /// The item named `name`, which is at `index` in the new list.
+    fn find(&mut self, index: usize, name: &str) -> Option<&'p T> {
+        let (items, name_of) = (self.items, self.name);
+        if let Some(item) = items.get(index).filter(|item| name_of(item) == name) {
+            return Some(item);
+        }
+        let by_name = self
+            .by_name
+            .get_or_insert_with(|| items.iter().map(|item| (name_of(item), item)).collect());
+        by_name.get(name).copied()
+    }
+}
+
+/// The indices of `upstreams` (the new list) whose upstream is not the previous snapshot's
+/// at the same index and differs from it in `key`; `None` if the lists differ in length.
+fn moved<K: PartialEq>(
+    upstreams: &[Arc<Upstream>],
+    previous: &Snapshot,
+    key: impl Fn(&Upstream) -> K,
+) -> Option<Vec<usize>> {
+    (previous.upstreams.len() == upstreams.len()).then(|| {
+        (0..upstreams.len())
+            .filter(|&i| {
+                let (old, new) = (&previous.upstreams[i], &upstreams[i]);
+                !Arc::ptr_eq(old, new) && key(old) != key(new)
+            })
+            .collect()
+    })
+}
+
+/// Above this share of moved upstreams, an index is built afresh rather than patched.
+const PATCHED_SHARE: usize = 8;
+
+/// The index of each upstream by name: the previous snapshot's while every upstream keeps its
+/// name and place, patched where a few moved (a route's backend changed), else built.
+fn upstream_index(
+    upstreams: &[Arc<Upstream>],
+    previous: Option<&Snapshot>,
+) -> Arc<HashMap<Arc<str>, usize>> {
+    if let Some(previous) = previous {
+        let moved = moved(upstreams, previous, |u| u.name().to_string());
+        match moved {
+            Some(moved) if moved.is_empty() => return previous.upstream_by_name.clone(),
+            Some(moved) if moved.len() * PATCHED_SHARE <= upstreams.len() => {
+                let mut index = HashMap::clone(&previous.upstream_by_name);
+                for &i in &moved {
+                    let old = previous.upstreams[i].name();
+                    if index.get(old) == Some(&i) {
+                        index.remove(old);
+                    }
+                }
+                for &i in &moved {
+                    index.insert(Arc::from(upstreams[i].name()), i);
+                }
+                return Arc::new(index);
+            }
+            _ => {}
+        }
+    }
+    let index = upstreams.iter().enumerate();
+    Arc::new(index.map(|(i, u)| (Arc::from(u.name()), i)).collect())
+}
+
+/// The (namespace, service) a discovered upstream's endpoints come from.
+fn service_of(upstream: &Upstream) -> Option<(&str, &str)> {
+    match &upstream.config.source {
+        EndpointSource::Kubernetes(source) => Some((&source.namespace, &source.service)),
+        _ => None,
+    }
+}
+
+/// The discovered upstreams by service, kept and patched as [`upstream_index`] is.
+fn service_index(upstreams: &[Arc<Upstream>], previous: Option<&Snapshot>) -> Arc<ServiceIndex> {
+    let key = |service: (&str, &str)| (service.0.to_string(), service.1.to_string());
+    if let Some(previous) = previous {
+        let moved = moved(upstreams, previous, |u| {
+            service_of(u).map(|(n, s)| (n.to_string(), s.to_string()))
+        });
+        match moved {
+            Some(moved) if moved.is_empty() => return previous.discovered_by_service.clone(),
+            Some(moved) if moved.len() * PATCHED_SHARE <= upstreams.len() => {
+                let mut index = ServiceIndex::clone(&previous.discovered_by_service);
+                for &i in &moved {
+                    let Some(service) = service_of(&previous.upstreams[i]) else {
+                        continue;
+                    };
+                    let service = key(service);
+                    if let Some(list) = index.get_mut(&service) {
+                        list.retain(|&j| j != i);
+                        if list.is_empty() {
+                            index.remove(&service);
+                        }
+                    }
+                }
+                for &i in &moved {
+                    if let Some(service) = service_of(&upstreams[i]) {
+                        let list = index.entry(key(service)).or_default();
+                        list.push(i);
+                        list.sort_unstable();
+                    }
+                }
+                return Arc::new(index);
+            }
+            _ => {}
+        }
+    }
+    let mut index = ServiceIndex::new();
+    for (i, upstream) in upstreams.iter().enumerate() {
+        if let Some(service) = service_of(upstream) {
+            index.entry(key(service)).or_default().push(i);
+        }
+    }
+    Arc::new(index)
 }
 
 impl Route {
@@ -471,6 +603,37 @@ mod tests {
             assert!(Arc::ptr_eq(a, b), "upstream {} rebuilt", a.name());
         }
         assert!(Arc::ptr_eq(&first.route_tables, &again.route_tables));
+    }
+
+    /// A config with upstreams `names` (a route each).
+    fn many(names: &[&str]) -> String {
+        let mut yaml = "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\nroutes:\n".to_string();
+        for (i, name) in names.iter().enumerate() {
+            yaml.push_str(&format!(
+                "  - {{ name: r{i}, listener: web, paths: [{{ prefix: /{i} }}], upstream: {name} }}\n"
+            ));
+        }
+        yaml.push_str("upstreams:\n");
+        for name in names {
+            yaml.push_str(&format!(
+                "  - {{ name: {name}, endpoints: [\"127.0.0.1:2\"] }}\n"
+            ));
+        }
+        yaml
+    }
+
+    #[test]
+    fn the_upstream_index_is_patched_where_a_few_upstreams_moved() {
+        let names: Vec<String> = (0..16).map(|i| format!("u{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let first = build(&many(&names), None);
+        let mut renamed = names.clone();
+        renamed[3] = "v3";
+        let next = build(&many(&renamed), Some(&first));
+        let fresh = build(&many(&renamed), None);
+        assert_eq!(*next.upstream_by_name, *fresh.upstream_by_name);
+        assert_eq!(next.upstream("v3").map(|u| u.name()), Some("v3"));
+        assert!(next.upstream("u3").is_none());
     }
 
     #[test]

@@ -141,6 +141,9 @@ impl BackgroundService for KubernetesDiscovery {
         // The last pass did not apply its snapshot (no API client yet): retry on backoff.
         let mut pending = false;
         let mut first = true;
+        // What each namespace feeds (its upstreams, as text), as of the snapshot `fed`.
+        let mut feeds: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut fed: Option<Arc<crate::state::Snapshot>> = None;
         loop {
             if !first {
                 let retry_at = client_backoff.next_try.filter(|_| pending);
@@ -160,18 +163,8 @@ impl BackgroundService for KubernetesDiscovery {
                 continue;
             }
             pending = true;
-            let mut feeds: HashMap<String, BTreeSet<String>> = HashMap::new();
-            for upstream in &snapshot.config.upstreams {
-                if let EndpointSource::Kubernetes(service) = &upstream.source {
-                    feeds
-                        .entry(service.namespace.clone())
-                        .or_default()
-                        .insert(format!(
-                            "{} {} {:?} {:?}",
-                            upstream.name, service.service, service.port, service.terminating
-                        ));
-                }
-            }
+            update_feeds(&mut feeds, fed.as_deref(), &snapshot);
+            fed = Some(snapshot.clone());
             watches.retain(|namespace, watch| {
                 let keep = feeds.contains_key(namespace);
                 if !keep {
@@ -231,8 +224,8 @@ impl BackgroundService for KubernetesDiscovery {
             let Some((_, client)) = client.as_ref() else {
                 continue;
             };
-            for (namespace, feeds) in feeds {
-                if watches.contains_key(&namespace) {
+            for (namespace, feeds) in &feeds {
+                if watches.contains_key(namespace) {
                     continue;
                 }
                 self.slices
@@ -244,7 +237,8 @@ impl BackgroundService for KubernetesDiscovery {
                     client.clone(),
                     namespace.clone(),
                 ));
-                watches.insert(namespace, NamespaceWatch { feeds, handle });
+                let feeds = feeds.clone();
+                watches.insert(namespace.clone(), NamespaceWatch { feeds, handle });
             }
             applied_generation = snapshot.generation;
             pending = false;
@@ -252,6 +246,54 @@ impl BackgroundService for KubernetesDiscovery {
         for (_, watch) in watches {
             watch.handle.abort();
         }
+    }
+}
+
+/// The namespace an upstream is fed from, and what it is fed (its name, Service, port and
+/// terminating policy, as text); `None` for upstreams not discovered from Kubernetes.
+fn feed_of(upstream: &UpstreamConfig) -> Option<(&str, String)> {
+    let EndpointSource::Kubernetes(service) = &upstream.source else {
+        return None;
+    };
+    let feed = format!(
+        "{} {} {:?} {:?}",
+        upstream.name, service.service, service.port, service.terminating
+    );
+    Some((&service.namespace, feed))
+}
+
+/// Brings `feeds` from the upstreams of `before` to those of `after`, looking only at the
+/// upstreams that are not the very same at the same place (one route's change among
+/// thousands costs one upstream, not all).
+fn update_feeds(
+    feeds: &mut HashMap<String, BTreeSet<String>>,
+    before: Option<&crate::state::Snapshot>,
+    after: &crate::state::Snapshot,
+) {
+    let new = &after.config.upstreams;
+    let old = match before {
+        Some(before) if before.config.upstreams.len() == new.len() => &before.config.upstreams,
+        _ => {
+            feeds.clear();
+            for (namespace, feed) in new.iter().filter_map(|u| feed_of(u)) {
+                feeds.entry(namespace.to_string()).or_default().insert(feed);
+            }
+            return;
+        }
+    };
+    let changed: Vec<usize> = (0..new.len())
+        .filter(|&i| !Arc::ptr_eq(&old[i], &new[i]))
+        .collect();
+    for (namespace, feed) in changed.iter().filter_map(|&i| feed_of(&old[i])) {
+        if let Some(set) = feeds.get_mut(namespace) {
+            set.remove(&feed);
+            if set.is_empty() {
+                feeds.remove(namespace);
+            }
+        }
+    }
+    for (namespace, feed) in changed.iter().filter_map(|&i| feed_of(&new[i])) {
+        feeds.entry(namespace.to_string()).or_default().insert(feed);
     }
 }
 

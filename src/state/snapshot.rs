@@ -199,7 +199,13 @@ impl Snapshot {
             .enumerate()
             .map(|(i, r)| {
                 let old = previous_routes.find(i, &r.name);
-                if let Some(old) = old.filter(|old| old.unchanged(r, |name| backend_of(r, name))) {
+                let same_place = |index: usize| {
+                    let before = previous.and_then(|p| p.upstreams.get(index));
+                    before.is_some_and(|b| upstreams.get(index).is_some_and(|u| Arc::ptr_eq(b, u)))
+                };
+                let unchanged =
+                    |old: &&Arc<Route>| old.unchanged(r, same_place, |n| backend_of(r, n));
+                if let Some(old) = old.filter(unchanged) {
                     return Arc::clone(old);
                 }
                 let old = old.map(Arc::as_ref);
@@ -481,33 +487,48 @@ fn service_index(upstreams: &[Arc<Upstream>], previous: Option<&Snapshot>) -> Ar
 
 impl Route {
     /// Whether this route is what `config` would build now: the same model route, with
-    /// each upstream it names (`backend` finds them) where it was.
+    /// each upstream it names (`backend` finds them) where it was. `same_place` says
+    /// whether the upstream at an index is the very one it was, which answers without
+    /// looking names up when every upstream the route uses is.
     fn unchanged(
         &self,
         config: &Arc<RouteConfig>,
+        same_place: impl Fn(usize) -> bool,
         backend: impl Fn(&str) -> Option<RouteBackend>,
     ) -> bool {
         if !Arc::ptr_eq(&self.config, config) {
             return false;
         }
-        let backends = config.backends.iter().filter_map(|b| backend(&b.upstream));
-        let mirror = config.filters.mirror.as_ref();
-        let external = match &config.auth {
-            Some(Auth::External(external)) => Some(external.upstream.as_str()),
-            _ => None,
-        };
-        let external_now = external.map(|name| backend(name).map(|b| b.upstream));
-        let external_before = match &self.auth {
+        let external = match &self.auth {
             Some(RouteAuth::External { upstream }) => Some(*upstream),
             _ => None,
         };
+        // Every upstream it names was found (the compiler sees to it).
+        let complete = self.backends.len() == config.backends.len()
+            && config.canary.is_some() == self.canary.is_some()
+            && config.filters.mirror.is_some() == self.mirror.is_some()
+            && external != Some(None);
+        let mut used = (self.backends.iter().map(|b| b.upstream))
+            .chain(self.canary.map(|c| c.upstream))
+            .chain(self.mirror.as_ref().map(|m| m.upstream))
+            .chain(external.flatten());
+        if complete && used.all(same_place) {
+            return true;
+        }
+        let backends = config.backends.iter().filter_map(|b| backend(&b.upstream));
+        let mirror = config.filters.mirror.as_ref();
+        let external_name = match &config.auth {
+            Some(Auth::External(external)) => Some(external.upstream.as_str()),
+            _ => None,
+        };
+        let external_now = external_name.map(|name| backend(name).map(|b| b.upstream));
         backends.eq(self.backends.iter().copied())
             && config.canary.as_ref().and_then(|c| backend(&c.upstream)) == self.canary
             && mirror
                 .and_then(|m| backend(&m.upstream))
                 .map(|b| b.upstream)
                 == self.mirror.as_ref().map(|m| m.upstream)
-            && external_now == external_before
+            && external_now == external
     }
 }
 

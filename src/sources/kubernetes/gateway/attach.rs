@@ -3,10 +3,10 @@
 //! and backend references to Services.
 
 use super::api::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
-use super::backend_tls::{Applied, BackendTls, INVALID_POLICY};
+use super::backend_tls::{Applied, INVALID_POLICY};
 use super::conditions::condition;
 use super::listeners::{ResolvedListener, RouteKind};
-use super::{granted, GatewayObjects, ObjectKey, GROUP};
+use super::{granted, GatewayObjects, ObjectKey, RouteInputs, GROUP};
 use crate::model::{
     Fragment, GatewaySettings, HostMatch, RouteConfig, UpstreamConfig, UpstreamProtocol,
 };
@@ -266,8 +266,7 @@ pub fn upstream(
     route_kind: RouteKind,
     key: &ObjectKey,
     reference: &BackendRef,
-    objects: &GatewayObjects<'_>,
-    backend_tls: &BackendTls,
+    inputs: &RouteInputs<'_>,
     fragment: &mut Fragment,
 ) -> Result<String, Refusal> {
     let group = reference.group.unwrap_or_default();
@@ -280,7 +279,7 @@ pub fn upstream(
     }
     let namespace = reference.namespace.unwrap_or(&key.0);
     if !granted(
-        objects,
+        inputs.objects,
         route_kind.name(),
         &key.0,
         namespace,
@@ -301,7 +300,8 @@ pub fn upstream(
             format!("backend Service {} needs a port", reference.name),
         ));
     };
-    let Some(service) = objects
+    let Some(service) = inputs
+        .objects
         .services
         .get(&(namespace.to_string(), reference.name.to_string()))
     else {
@@ -322,30 +322,34 @@ pub fn upstream(
     }
     let source = port_source(service, namespace, reference.name, port)
         .map_err(|e| ("BackendNotFound", e))?;
-    let tls = match backend_tls.backend(route_kind, key, namespace, reference.name, service, port) {
-        None => None,
-        // Never plaintext instead: the backend is an invalid reference (requests get 500).
-        Some(Applied::Refused(why)) => {
-            return Err((
-                INVALID_POLICY,
-                format!(
-                    "backend Service {namespace}/{} port {port}: {why}",
-                    reference.name
-                ),
-            ))
-        }
-        Some(Applied::Tls(_)) if route_kind == RouteKind::Tcp => {
-            return Err((
-                "UnsupportedProtocol",
-                format!(
-                    "Service {namespace}/{} port {port} takes TLS (BackendTLSPolicy), which \
+    let tls =
+        match inputs
+            .backend_tls
+            .backend(route_kind, key, namespace, reference.name, service, port)
+        {
+            None => None,
+            // Never plaintext instead: the backend is an invalid reference (requests get 500).
+            Some(Applied::Refused(why)) => {
+                return Err((
+                    INVALID_POLICY,
+                    format!(
+                        "backend Service {namespace}/{} port {port}: {why}",
+                        reference.name
+                    ),
+                ))
+            }
+            Some(Applied::Tls(_)) if route_kind == RouteKind::Tcp => {
+                return Err((
+                    "UnsupportedProtocol",
+                    format!(
+                        "Service {namespace}/{} port {port} takes TLS (BackendTLSPolicy), which \
                      sluice does not originate on TCPRoute connections",
-                    reference.name
-                ),
-            ))
-        }
-        Some(Applied::Tls(tls)) => Some(tls.clone()),
-    };
+                        reference.name
+                    ),
+                ))
+            }
+            Some(Applied::Tls(tls)) => Some(tls.clone()),
+        };
     let mut config = UpstreamConfig::new(&name, fragment.origin.clone(), source, Vec::new());
     config.protocol = protocol(route_kind, service, port);
     if let Some(tls) = tls {

@@ -668,35 +668,9 @@ fn accepting_gateways(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{GatewayListenerKind, GatewayPort, LeaseSettings};
+    use crate::sources::kubernetes::gateway::tests::{now, object, settings};
     use serde_json::json;
     use std::sync::Arc;
-
-    fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
-        serde_json::from_value(value).expect("a valid object")
-    }
-
-    fn now() -> Time {
-        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
-    }
-
-    fn settings() -> GatewaySettings {
-        GatewaySettings {
-            controller_name: crate::model::DEFAULT_GATEWAY_CONTROLLER.into(),
-            ports: vec![GatewayPort {
-                port: 80,
-                listener: "http".into(),
-                kind: GatewayListenerKind::Http,
-            }],
-            publish: None,
-            lease: LeaseSettings {
-                namespace: "default".into(),
-                name: "lease".into(),
-                identity: "me".into(),
-                duration: std::time::Duration::from_secs(15),
-            },
-        }
-    }
 
     /// A fresh CA's certificate, PEM.
     fn ca_pem() -> String {

@@ -8,10 +8,9 @@ use super::attach::{
     attach, backend_ref, parent_refs, place, upstream, Attachment, ParentRef, Refusal, RouteStatus,
     Verdict,
 };
-use super::backend_tls::BackendTls;
 use super::http_route::{anchored, modifier_edits, settings_of};
 use super::listeners::{ResolvedListener, RouteKind};
-use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, Translation};
+use super::{created, fragment_key, origin, ObjectKey, RouteInputs, Translation};
 use crate::model::{
     Backend, Conditions, Fragment, GatewaySettings, HeaderMatch, Mirror, PathMatch, RouteConfig,
     ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
@@ -20,12 +19,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::sync::Arc;
 
 /// Translates one GRPCRoute: its fragment (if attached anywhere) and its status.
-#[allow(clippy::too_many_arguments)]
 pub fn translate(
     key: &ObjectKey,
     route: &GrpcRoute,
-    objects: &GatewayObjects<'_>,
-    backend_tls: &BackendTls,
+    inputs: &RouteInputs<'_>,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,
@@ -43,7 +40,7 @@ pub fn translate(
         created(&route.metadata),
     );
     let rules = route.spec.rules.as_deref().unwrap_or_default();
-    let (templates, verdict) = build_rules(key, rules, objects, backend_tls, &mut fragment);
+    let (templates, verdict) = build_rules(key, rules, inputs, &mut fragment);
     let parent_refs: Vec<ParentRef> = parent_refs!(route.spec.parent_refs);
     let Attachment { parents, targets } = attach(
         RouteKind::Grpc,
@@ -53,7 +50,7 @@ pub fn translate(
         &hostnames,
         &verdict,
         resolved,
-        objects,
+        inputs.objects,
         settings,
         now,
     );
@@ -74,8 +71,7 @@ pub fn translate(
 fn build_rules(
     key: &ObjectKey,
     rules: &[GrpcRouteRules],
-    objects: &GatewayObjects<'_>,
-    backend_tls: &BackendTls,
+    inputs: &RouteInputs<'_>,
     fragment: &mut Fragment,
 ) -> (Vec<RouteConfig>, Verdict) {
     let mut verdict = Verdict {
@@ -93,14 +89,7 @@ fn build_rules(
                 ));
             }
             let reference = backend_ref!(backend);
-            match upstream(
-                RouteKind::Grpc,
-                key,
-                &reference,
-                objects,
-                backend_tls,
-                fragment,
-            ) {
+            match upstream(RouteKind::Grpc, key, &reference, inputs, fragment) {
                 Ok(upstream) => backends.push(Backend {
                     upstream,
                     weight: backend.weight.unwrap_or(1).max(0) as u32,
@@ -118,8 +107,7 @@ fn build_rules(
         if let Err(refusal) = apply_filters(
             key,
             rule,
-            objects,
-            backend_tls,
+            inputs,
             fragment,
             &mut template,
             &mut verdict.refs,
@@ -211,8 +199,7 @@ fn method_path(method: &GrpcRouteRulesMatchesMethod) -> Result<PathMatch, String
 fn apply_filters(
     key: &ObjectKey,
     rule: &GrpcRouteRules,
-    objects: &GatewayObjects<'_>,
-    backend_tls: &BackendTls,
+    inputs: &RouteInputs<'_>,
     fragment: &mut Fragment,
     route: &mut RouteConfig,
     refs: &mut Result<(), Refusal>,
@@ -240,14 +227,7 @@ fn apply_filters(
                     ));
                 }
                 let reference = backend_ref!(m.backend_ref);
-                match upstream(
-                    RouteKind::Grpc,
-                    key,
-                    &reference,
-                    objects,
-                    backend_tls,
-                    fragment,
-                ) {
+                match upstream(RouteKind::Grpc, key, &reference, inputs, fragment) {
                     Ok(upstream) => {
                         route.filters.mirror = Some(Mirror {
                             upstream,

@@ -7,9 +7,8 @@ use super::attach::{
     attach, backend_ref, parent_refs, place, upstream, Attachment, ParentRef, Refusal, RouteStatus,
     Verdict,
 };
-use super::backend_tls::BackendTls;
 use super::listeners::{ResolvedListener, RouteKind};
-use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, Translation};
+use super::{created, fragment_key, origin, ObjectKey, RouteInputs, Translation};
 use crate::model::{
     Backend, Conditions, Fragment, GatewaySettings, HeaderEdits, HeaderMatch, Mirror, PathMatch,
     PathRewrite, QueryMatch, Redirect, RedirectStatus, RouteConfig, ValueMatch,
@@ -21,12 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Translates one HTTPRoute: its fragment (if attached anywhere) and its status.
-#[allow(clippy::too_many_arguments)]
 pub fn translate(
     key: &ObjectKey,
     route: &HttpRoute,
-    objects: &GatewayObjects<'_>,
-    backend_tls: &BackendTls,
+    inputs: &RouteInputs<'_>,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,
@@ -48,7 +45,7 @@ pub fn translate(
     let rules = route.spec.rules.clone().unwrap_or_default();
     // The rules as routes without listener and hosts; problems make the route unaccepted
     // (UnsupportedValue) or its refs unresolved.
-    let built = build_rules(key, &rules, objects, backend_tls, &mut fragment);
+    let built = build_rules(key, &rules, inputs, &mut fragment);
     let parent_refs: Vec<ParentRef> = parent_refs!(route.spec.parent_refs);
     let verdict = Verdict {
         unsupported: built.unsupported.clone(),
@@ -62,7 +59,7 @@ pub fn translate(
         &hostnames,
         &verdict,
         resolved,
-        objects,
+        inputs.objects,
         settings,
         now,
     );
@@ -91,8 +88,7 @@ struct BuiltRules {
 fn build_rules(
     key: &ObjectKey,
     rules: &[HttpRouteRules],
-    objects: &GatewayObjects<'_>,
-    backend_tls: &BackendTls,
+    inputs: &RouteInputs<'_>,
     fragment: &mut Fragment,
 ) -> BuiltRules {
     let mut built = BuiltRules {
@@ -111,14 +107,7 @@ fn build_rules(
             }
             let weight = backend.weight.unwrap_or(1).max(0) as u32;
             let reference = backend_ref!(backend);
-            match upstream(
-                RouteKind::Http,
-                key,
-                &reference,
-                objects,
-                backend_tls,
-                fragment,
-            ) {
+            match upstream(RouteKind::Http, key, &reference, inputs, fragment) {
                 Ok(upstream) => backends.push(Backend { upstream, weight }),
                 Err(refusal) => {
                     if built.refs.is_ok() {
@@ -130,15 +119,9 @@ fn build_rules(
         let base = format!("HTTPRoute/{}/{}/{i}", key.0, key.1);
         let mut template = RouteConfig::new(&base, fragment.origin.clone(), "", "");
         template.backends = backends;
-        if let Err(refusal) = apply_filters(
-            key,
-            rule,
-            objects,
-            backend_tls,
-            fragment,
-            &mut template,
-            &mut built.refs,
-        ) {
+        if let Err(refusal) =
+            apply_filters(key, rule, inputs, fragment, &mut template, &mut built.refs)
+        {
             built.unsupported.get_or_insert(refusal);
             continue;
         }
@@ -267,8 +250,7 @@ pub(super) fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
 fn apply_filters(
     key: &ObjectKey,
     rule: &HttpRouteRules,
-    objects: &GatewayObjects<'_>,
-    backend_tls: &BackendTls,
+    inputs: &RouteInputs<'_>,
     fragment: &mut Fragment,
     route: &mut RouteConfig,
     refs: &mut Result<(), Refusal>,
@@ -339,14 +321,7 @@ fn apply_filters(
                 let reference = backend_ref!(m.backend_ref);
                 // A mirror that cannot be resolved is an unresolved reference; requests
                 // are served without it.
-                match upstream(
-                    RouteKind::Http,
-                    key,
-                    &reference,
-                    objects,
-                    backend_tls,
-                    fragment,
-                ) {
+                match upstream(RouteKind::Http, key, &reference, inputs, fragment) {
                     Ok(upstream) => {
                         route.filters.mirror = Some(Mirror {
                             upstream,

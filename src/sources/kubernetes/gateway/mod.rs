@@ -60,6 +60,14 @@ pub struct GatewayObjects<'a> {
     pub config_maps: &'a BTreeMap<ObjectKey, ConfigMap>,
 }
 
+/// What a route's translation reads besides the route: the objects, and what the
+/// BackendTLSPolicies among them make of the Service backends.
+#[derive(Clone, Copy)]
+pub struct RouteInputs<'a> {
+    pub objects: &'a GatewayObjects<'a>,
+    pub backend_tls: &'a BackendTls,
+}
+
 /// What the objects become. Fragments and route statuses are shared (`Arc`): a route that
 /// did not change between two translations hands over the same ones.
 #[derive(Debug, Clone, Default)]
@@ -258,14 +266,18 @@ impl Routes<'_> {
         kind: RouteKind,
         key: &ObjectKey,
     ) {
-        let tls = self.tls;
+        let inputs = RouteInputs {
+            objects,
+            backend_tls: self.tls,
+        };
+        let inputs = &inputs;
         match kind {
             RouteKind::Http => {
                 let Some(route) = objects.http_routes.get(key) else {
                     return;
                 };
                 self.translate_with(kind, key, &route.metadata, |resolved, part| {
-                    http_route::translate(key, route, objects, tls, resolved, settings, now, part)
+                    http_route::translate(key, route, inputs, resolved, settings, now, part)
                 });
             }
             RouteKind::Grpc => {
@@ -273,7 +285,7 @@ impl Routes<'_> {
                     return;
                 };
                 self.translate_with(kind, key, &route.metadata, |resolved, part| {
-                    grpc_route::translate(key, route, objects, tls, resolved, settings, now, part)
+                    grpc_route::translate(key, route, inputs, resolved, settings, now, part)
                 });
             }
             RouteKind::Tls => {
@@ -281,9 +293,7 @@ impl Routes<'_> {
                     return;
                 };
                 self.translate_with(kind, key, &route.metadata, |resolved, part| {
-                    stream_route::translate_tls(
-                        key, route, objects, tls, resolved, settings, now, part,
-                    )
+                    stream_route::translate_tls(key, route, inputs, resolved, settings, now, part)
                 });
             }
             RouteKind::Tcp => {
@@ -291,9 +301,7 @@ impl Routes<'_> {
                     return;
                 };
                 self.translate_with(kind, key, &route.metadata, |resolved, part| {
-                    stream_route::translate_tcp(
-                        key, route, objects, tls, resolved, settings, now, part,
-                    )
+                    stream_route::translate_tcp(key, route, inputs, resolved, settings, now, part)
                 });
             }
         }

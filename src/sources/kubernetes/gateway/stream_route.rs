@@ -9,9 +9,8 @@ use super::attach::{
     attach, backend_ref, host_match, parent_refs, upstream, Attachment, BackendRef, ParentRef,
     Verdict,
 };
-use super::backend_tls::BackendTls;
 use super::listeners::{ResolvedListener, RouteKind};
-use super::{created, fragment_key, origin, GatewayObjects, ObjectKey, RouteStatus, Translation};
+use super::{created, fragment_key, origin, ObjectKey, RouteInputs, RouteStatus, Translation};
 use crate::model::{Backend, Fragment, GatewaySettings, RouteConfig};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use std::sync::Arc;
@@ -43,12 +42,10 @@ struct StreamRoute<'r> {
 }
 
 /// Translates one TLSRoute: its fragment (if attached anywhere) and its status.
-#[allow(clippy::too_many_arguments)]
 pub fn translate_tls(
     key: &ObjectKey,
     route: &TlsRoute,
-    objects: &GatewayObjects<'_>,
-    backend_tls: &BackendTls,
+    inputs: &RouteInputs<'_>,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,
@@ -66,27 +63,16 @@ pub fn translate_tls(
         parent_refs: parent_refs!(spec.parent_refs),
         rules: rules!(spec.rules),
     };
-    if let Some(status) = translate(
-        key,
-        &stream,
-        objects,
-        backend_tls,
-        resolved,
-        settings,
-        now,
-        out,
-    ) {
+    if let Some(status) = translate(key, &stream, inputs, resolved, settings, now, out) {
         out.tls_routes.insert(key.clone(), Arc::new(status));
     }
 }
 
 /// Translates one TCPRoute: its fragment (if attached anywhere) and its status.
-#[allow(clippy::too_many_arguments)]
 pub fn translate_tcp(
     key: &ObjectKey,
     route: &TcpRoute,
-    objects: &GatewayObjects<'_>,
-    backend_tls: &BackendTls,
+    inputs: &RouteInputs<'_>,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,
@@ -100,28 +86,17 @@ pub fn translate_tcp(
         parent_refs: parent_refs!(spec.parent_refs),
         rules: rules!(spec.rules),
     };
-    if let Some(status) = translate(
-        key,
-        &stream,
-        objects,
-        backend_tls,
-        resolved,
-        settings,
-        now,
-        out,
-    ) {
+    if let Some(status) = translate(key, &stream, inputs, resolved, settings, now, out) {
         out.tcp_routes.insert(key.clone(), Arc::new(status));
     }
 }
 
 /// The fragment of a stream route (into `out`) and its status, if it names a parent of
 /// sluice's.
-#[allow(clippy::too_many_arguments)]
 fn translate(
     key: &ObjectKey,
     route: &StreamRoute<'_>,
-    objects: &GatewayObjects<'_>,
-    backend_tls: &BackendTls,
+    inputs: &RouteInputs<'_>,
     resolved: &mut [ResolvedListener],
     settings: &GatewaySettings,
     now: &Time,
@@ -143,14 +118,7 @@ fn translate(
     }
     let mut backends = Vec::new();
     for (reference, weight) in route.rules.iter().flatten() {
-        match upstream(
-            route.kind,
-            key,
-            reference,
-            objects,
-            backend_tls,
-            &mut fragment,
-        ) {
+        match upstream(route.kind, key, reference, inputs, &mut fragment) {
             Ok(upstream) => backends.push(Backend {
                 upstream,
                 weight: weight.unwrap_or(1).max(0) as u32,
@@ -170,7 +138,7 @@ fn translate(
         &route.hostnames,
         &verdict,
         resolved,
-        objects,
+        inputs.objects,
         settings,
         now,
     );

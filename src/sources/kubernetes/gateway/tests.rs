@@ -4,7 +4,7 @@ use super::*;
 use crate::model::{GatewayListenerKind, GatewayPort, LeaseSettings, PathMatch};
 use serde_json::json;
 
-fn settings() -> GatewaySettings {
+pub(super) fn settings() -> GatewaySettings {
     GatewaySettings {
         controller_name: crate::model::DEFAULT_GATEWAY_CONTROLLER.into(),
         ports: vec![
@@ -29,11 +29,11 @@ fn settings() -> GatewaySettings {
     }
 }
 
-fn now() -> Time {
+pub(super) fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
 }
 
-fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
+pub(super) fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
     serde_json::from_value(value).expect("a valid object")
 }
 

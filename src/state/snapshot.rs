@@ -384,17 +384,17 @@ impl<'p, T> Previous<'p, T> {
 }
 
 /// The indices of `upstreams` (the new list) whose upstream is not the previous snapshot's
-/// at the same index and differs from it in `key`; `None` if the lists differ in length.
-fn moved<K: PartialEq>(
+/// at the same index and not `same` as it; `None` if the lists differ in length.
+fn moved(
     upstreams: &[Arc<Upstream>],
     previous: &Snapshot,
-    key: impl Fn(&Upstream) -> K,
+    same: impl Fn(&Upstream, &Upstream) -> bool,
 ) -> Option<Vec<usize>> {
     (previous.upstreams.len() == upstreams.len()).then(|| {
         (0..upstreams.len())
             .filter(|&i| {
                 let (old, new) = (&previous.upstreams[i], &upstreams[i]);
-                !Arc::ptr_eq(old, new) && key(old) != key(new)
+                !Arc::ptr_eq(old, new) && !same(old, new)
             })
             .collect()
     })
@@ -410,7 +410,7 @@ fn upstream_index(
     previous: Option<&Snapshot>,
 ) -> Arc<HashMap<Arc<str>, usize>> {
     if let Some(previous) = previous {
-        let moved = moved(upstreams, previous, |u| u.name().to_string());
+        let moved = moved(upstreams, previous, |a, b| a.name() == b.name());
         match moved {
             Some(moved) if moved.is_empty() => return previous.upstream_by_name.clone(),
             Some(moved) if moved.len() * PATCHED_SHARE <= upstreams.len() => {
@@ -445,9 +445,7 @@ fn service_of(upstream: &Upstream) -> Option<(&str, &str)> {
 fn service_index(upstreams: &[Arc<Upstream>], previous: Option<&Snapshot>) -> Arc<ServiceIndex> {
     let key = |service: (&str, &str)| (service.0.to_string(), service.1.to_string());
     if let Some(previous) = previous {
-        let moved = moved(upstreams, previous, |u| {
-            service_of(u).map(|(n, s)| (n.to_string(), s.to_string()))
-        });
+        let moved = moved(upstreams, previous, |a, b| service_of(a) == service_of(b));
         match moved {
             Some(moved) if moved.is_empty() => return previous.discovered_by_service.clone(),
             Some(moved) if moved.len() * PATCHED_SHARE <= upstreams.len() => {

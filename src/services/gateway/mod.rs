@@ -368,15 +368,8 @@ impl Controller {
             // releases) change nothing, and keep the route cache.
             Update::Secrets(e) => {
                 let tls = |s: &Secret| s.type_.as_deref() == Some("kubernetes.io/tls");
-                let relevant = match &*e {
-                    Event::Apply(secret) | Event::Delete(secret) | Event::InitApply(secret) => {
-                        tls(secret) || stores.secrets.objects.contains_key(&key_of(secret.meta()))
-                    }
-                    Event::Init | Event::InitDone => true,
-                };
-                stores.secrets.apply(*e, tls);
-                context_changed = relevant;
-                relevant
+                context_changed = apply_kept(&mut stores.secrets, *e, tls);
+                context_changed
             }
             Update::BackendTlsPolicies(e) => {
                 context_changed = apply_marked(
@@ -390,16 +383,8 @@ impl Controller {
             // Only CA bundles are read: a ConfigMap without `ca.crt` is not kept, and a
             // change to one that neither was nor is kept costs no translation.
             Update::ConfigMaps(e) => {
-                let relevant = match &*e {
-                    Event::Apply(map) | Event::Delete(map) | Event::InitApply(map) => {
-                        has_ca_bundle(map)
-                            || stores.config_maps.objects.contains_key(&key_of(map.meta()))
-                    }
-                    Event::Init | Event::InitDone => true,
-                };
-                stores.config_maps.apply(*e, has_ca_bundle);
-                context_changed = relevant;
-                relevant
+                context_changed = apply_kept(&mut stores.config_maps, *e, has_ca_bundle);
+                context_changed
             }
         };
         if context_changed {
@@ -777,6 +762,23 @@ fn apply_spec<K: Resource + Clone>(watched: &mut Watched<K>, event: Event<K>) ->
     };
     watched.apply(event, |_| true);
     spec_changed
+}
+
+/// Applies a watch event of a kind of which only the objects `keep` accepts are kept;
+/// returns whether it concerns one that is or was kept (a relist always may).
+fn apply_kept<K: Resource + Clone>(
+    watched: &mut Watched<K>,
+    event: Event<K>,
+    keep: impl Fn(&K) -> bool,
+) -> bool {
+    let relevant = match &event {
+        Event::Apply(object) | Event::Delete(object) | Event::InitApply(object) => {
+            keep(object) || watched.objects.contains_key(&key_of(object.meta()))
+        }
+        Event::Init | Event::InitDone => true,
+    };
+    watched.apply(event, keep);
+    relevant
 }
 
 /// Whether a ConfigMap holds a CA bundle under `ca.crt` (what BackendTLSPolicies read).

@@ -328,8 +328,6 @@ impl Routes<'_> {
         if !current {
             let before: Vec<i32> = self.resolved.iter().map(|l| l.attached).collect();
             let mut part = Translation::default();
-            // Left over from a route translated without a cache entry: not this one's.
-            self.tls.take_uses();
             translate(self.resolved, &mut part);
             let mut attached = Vec::new();
             for (i, listener) in self.resolved.iter_mut().enumerate() {

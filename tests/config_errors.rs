@@ -455,6 +455,9 @@ gateway:
     - { port: 80, listener: web2 }
     - { port: 443, listener: nope }
   leader_election: { duration: 1s }
+  dedicated:
+    - { gateway: infra, listeners: [{ port: 80, listener: web }] }
+    - { gateway: infra/own, listeners: [{ port: 80, listener: web2 }] }
 "#;
     let (code, text, file) = check(yaml);
     assert_eq!(code, 1, "{text}");
@@ -479,6 +482,21 @@ gateway:
         11,
         "gateway.leader_election.duration",
         "at least 2s",
+    );
+    assert_error(
+        &text,
+        &file,
+        13,
+        "gateway.dedicated[0].gateway",
+        "write NAMESPACE/NAME",
+    );
+    // A dedicated Gateway's listener serves it alone.
+    assert_error(
+        &text,
+        &file,
+        14,
+        "gateway.dedicated[1].listeners[0].listener",
+        "already serves the shared gateway.listeners",
     );
 }
 

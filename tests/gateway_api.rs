@@ -74,10 +74,26 @@ struct Conformance {
     /// By Gateway port: the sluice tcp listener serving the Gateway listeners of protocol
     /// TCP on that port (one per port the manifests' Gateways use).
     tcp_listeners: std::collections::BTreeMap<u16, SocketAddr>,
+    /// By name (in the conformance namespace): the Gateways served apart
+    /// (`gateway.dedicated`), each on listeners of its own, as the suite gives each
+    /// Gateway an address.
+    dedicated: std::collections::BTreeMap<String, Dedicated>,
+}
+
+/// The sluice listeners of a dedicated Gateway: HTTP on 80, TLS passthrough on 443.
+struct Dedicated {
+    http: SocketAddr,
+    passthrough: SocketAddr,
 }
 
 impl Conformance {
     fn start(manifests: &[&str]) -> Self {
+        Self::start_dedicated(manifests, &[])
+    }
+
+    /// As [`Conformance::start`], with Gateways `dedicated` (of the conformance namespace)
+    /// served apart from the others.
+    fn start_dedicated(manifests: &[&str], dedicated: &[&str]) -> Self {
         let kube = FakeKube::start();
         kube.apply(typed::<GatewayClass>(&serde_json::json!({
             "metadata": {"name": "sluice"},
@@ -179,6 +195,29 @@ impl Conformance {
             .keys()
             .map(|port| format!(", {{ port: {port}, listener: tcp{port} }}"))
             .collect();
+        let dedicated: std::collections::BTreeMap<String, Dedicated> = dedicated
+            .iter()
+            .map(|name| {
+                let listeners = Dedicated {
+                    http: listen_address(),
+                    passthrough: listen_address(),
+                };
+                (name.to_string(), listeners)
+            })
+            .collect();
+        let mut dedicated_config = String::new();
+        let mut dedicated_entries = String::new();
+        for (i, (name, listeners)) in dedicated.iter().enumerate() {
+            dedicated_config.push_str(&format!(
+                "- {{ name: http-own{i}, listen: \"{}\", h2c: true }}\n\
+                 - {{ name: passthrough-own{i}, listen: \"{}\", protocol: tcp, sni_routing: true }}\n",
+                listeners.http, listeners.passthrough
+            ));
+            dedicated_entries.push_str(&format!(
+                "{{ gateway: {INFRA}/{name}, listeners: [{{ port: 80, listener: http-own{i} }}, \
+                 {{ port: 443, listener: passthrough-own{i} }}] }}, "
+            ));
+        }
         let sluice = Sluice::start(&format!(
             "kubernetes: {{ api_server: \"{}\" }}\n\
              listeners:\n\
@@ -186,8 +225,9 @@ impl Conformance {
              - {{ name: https, listen: \"{https}\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}\n\
              - {{ name: passthrough, listen: \"{passthrough}\", protocol: tcp, sni_routing: true }}\n\
              {tcp_config}\
+             {dedicated_config}\
              gateway: {{ listeners: [{{ port: 80, listener: http }}, {{ port: 443, listener: https }}, \
-             {{ port: 443, listener: passthrough }}{tcp_entries}] }}\n\
+             {{ port: 443, listener: passthrough }}{tcp_entries}], dedicated: [{dedicated_entries}] }}\n\
              routes: []\n",
             kube.url(),
             default_certificate.cert_path.display(),
@@ -205,7 +245,20 @@ impl Conformance {
             https,
             passthrough,
             tcp_listeners,
+            dedicated,
         }
+    }
+
+    /// The HTTP listener on port 80 of Gateway `name`.
+    fn http_of(&self, name: &str) -> SocketAddr {
+        self.dedicated.get(name).map_or(self.http, |d| d.http)
+    }
+
+    /// The TLS passthrough listener on port 443 of Gateway `name`.
+    fn passthrough_of(&self, name: &str) -> SocketAddr {
+        self.dedicated
+            .get(name)
+            .map_or(self.passthrough, |d| d.passthrough)
     }
 
     /// Waits until listener `listener` of Gateway `name` has `attached` routes and each of
@@ -333,8 +386,21 @@ impl Conformance {
         status: u16,
         backend: &str,
     ) {
+        self.expect_at(self.http, method, path, headers, status, backend);
+    }
+
+    /// [`Conformance::expect`] on the listener at `gateway`.
+    fn expect_at(
+        &self,
+        gateway: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        status: u16,
+        backend: &str,
+    ) {
         let answer = || {
-            let response = Client::connect(self.http).request(method, path, headers);
+            let response = Client::connect(gateway).request(method, path, headers);
             (response.status, response.backend().to_string())
         };
         let wanted = (status, backend.to_string());
@@ -808,6 +874,45 @@ fn a_route_that_loses_its_path_to_an_older_route_is_no_longer_accepted() {
     c.accepted(INFRA, "older");
     expect_host(&c, "claim.example.com", "/x", 200, &v(1));
     c.route_condition(INFRA, "younger", "Accepted", "False", "Pending");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteMultipleGateways() {
+    // The suite gives each Gateway an address; sluice serves each on listeners of its own
+    // (`gateway.dedicated`), so the two dedicated routes' equal `/` do not conflict.
+    let gateways = ["same-namespace", "all-namespaces"];
+    let c = Conformance::start_dedicated(&["httproute-multiple-gateways.yaml"], &gateways);
+    for (gateway, dedicated_route, dedicated_backend) in [
+        (
+            "same-namespace",
+            "same-namespace-dedicated-route",
+            "infra-backend-v2",
+        ),
+        (
+            "all-namespaces",
+            "all-namespaces-dedicated-route",
+            "infra-backend-v3",
+        ),
+    ] {
+        listeners_ready(&c, gateway);
+        for route in ["multiple-gateways-shared-route", dedicated_route] {
+            c.accepted(INFRA, route);
+            route_has_parent::<HttpRoute>(&c, route, gateway);
+        }
+        let at = c.http_of(gateway);
+        c.expect_at(at, "GET", "/shared", &[], 200, &v(1));
+        c.expect_at(
+            at,
+            "GET",
+            "/",
+            &[],
+            200,
+            &format!("{INFRA}/{dedicated_backend}"),
+        );
+    }
+    // Neither Gateway's routes answer on the listeners the other Gateways share.
+    c.expect("GET", "/shared", &[], 404, "");
 }
 
 #[test]
@@ -2408,16 +2513,16 @@ fn TCPRouteWeightedRouting() {
     panic!("TCP weighted distribution did not converge within tolerance: {failures:#?}");
 }
 
-/// MakeTLSRequestAndExpectEventuallyConsistentResponse through the passthrough listener: a
-/// TLS session for `server_name` is served the suite's `tls-checks-certificate` (by the
-/// backend itself) and `GET /` answers 200 from `backend` (`NAMESPACE/SERVICE`), then three
-/// times more in a row.
-fn expect_passthrough(c: &Conformance, server_name: &str, backend: &str) {
+/// MakeTLSRequestAndExpectEventuallyConsistentResponse through the passthrough listener at
+/// `gateway`: a TLS session for `server_name` is served the suite's `tls-checks-certificate`
+/// (by the backend itself) and `GET /` answers 200 from `backend` (`NAMESPACE/SERVICE`),
+/// then three times more in a row.
+fn expect_passthrough(c: &Conformance, gateway: SocketAddr, server_name: &str, backend: &str) {
     let wanted = format!("{backend} sni={server_name}");
     let served = || {
         runtime().block_on(async {
             let config = tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
-            let Ok(mut stream) = tls::connect(c.passthrough, server_name, config).await else {
+            let Ok(mut stream) = tls::connect(gateway, server_name, config).await else {
                 return false;
             };
             let leaf = stream
@@ -2443,9 +2548,9 @@ fn expect_passthrough(c: &Conformance, server_name: &str, backend: &str) {
     }
 }
 
-/// MakeTLSConnectionAndExpectEventuallyConnectionRejection through the passthrough
-/// listener.
-fn eventually_rejected(c: &Conformance, server_name: &str) {
+/// MakeTLSConnectionAndExpectEventuallyConnectionRejection through the passthrough listener at
+/// `gateway`.
+fn eventually_rejected(gateway: SocketAddr, server_name: &str) {
     wait_until(
         &format!("a TLS connection for {server_name} to be rejected"),
         READY_TIMEOUT,
@@ -2453,9 +2558,7 @@ fn eventually_rejected(c: &Conformance, server_name: &str) {
             runtime().block_on(async {
                 let config =
                     tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
-                tls::connect(c.passthrough, server_name, config)
-                    .await
-                    .is_err()
+                tls::connect(gateway, server_name, config).await.is_err()
             })
         },
     );
@@ -2463,11 +2566,15 @@ fn eventually_rejected(c: &Conformance, server_name: &str) {
 
 #[test]
 #[allow(non_snake_case)]
-#[ignore = "the four Gateways' TLS listeners on 443 share sluice's passthrough listener: their \
-            routes' equal server names conflict (all but the oldest Accepted=False, Pending), \
-            and gw-tlsroute-empty-hostname-x-4's *.com takes non.matching.com for the others"]
 fn TLSRouteHostnameIntersection() {
-    let c = Conformance::start(&["tlsroute-hostname-intersection.yaml"]);
+    // The suite gives each Gateway an address; sluice serves each on listeners of its own.
+    let gateways = [
+        "gw-tlsroute-exact-hostname-x-1",
+        "gw-tlsroute-more-specific-wc-hostname-x-2",
+        "gw-tlsroute-less-specific-wc-hostname-x-3",
+        "gw-tlsroute-empty-hostname-x-4",
+    ];
+    let c = Conformance::start_dedicated(&["tlsroute-hostname-intersection.yaml"], &gateways);
     let abc = ("abc.example.com", "tls-backend");
     let other = ("other.example.com", "tls-backend-2");
     for (gateway, routes, reached, rejected) in [
@@ -2513,10 +2620,11 @@ fn TLSRouteHostnameIntersection() {
             route_has_parent::<TlsRoute>(&c, route, gateway);
             tls_condition(&c, route, "ResolvedRefs", "True", "ResolvedRefs");
         }
+        let at = c.passthrough_of(gateway);
         for (server_name, backend) in reached {
-            expect_passthrough(&c, server_name, &format!("{INFRA}/{backend}"));
+            expect_passthrough(&c, at, server_name, &format!("{INFRA}/{backend}"));
         }
-        eventually_rejected(&c, rejected);
+        eventually_rejected(at, rejected);
     }
 }
 

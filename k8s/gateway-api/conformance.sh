@@ -52,12 +52,40 @@ listeners:
     tls:
       certificates:
         - { cert: /etc/sluice/tls/tls.crt, key: /etc/sluice/tls/tls.key }
+  # The Gateways whose tests need an address each (HTTPRouteMultipleGateways,
+  # TLSRouteHostnameIntersection), each served on listeners of its own behind a
+  # LoadBalancer Service of its own (created below).
+  - { name: http-same-namespace, listen: 0.0.0.0:8180, h2c: true }
+  - { name: http-all-namespaces, listen: 0.0.0.0:8181, h2c: true }
+  - { name: tls-x-1, listen: 0.0.0.0:8541, protocol: tcp, sni_routing: true }
+  - { name: tls-x-2, listen: 0.0.0.0:8542, protocol: tcp, sni_routing: true }
+  - { name: tls-x-3, listen: 0.0.0.0:8543, protocol: tcp, sni_routing: true }
+  - { name: tls-x-4, listen: 0.0.0.0:8544, protocol: tcp, sni_routing: true }
 gateway:
   listeners:
     - { port: 80, listener: http }
     - { port: 443, listener: https }
     - { port: 443, listener: edge }
   publish: { service: sluice/sluice }
+  dedicated:
+    - gateway: gateway-conformance-infra/same-namespace
+      listeners: [{ port: 80, listener: http-same-namespace }]
+      publish: { service: sluice/gw-same-namespace }
+    - gateway: gateway-conformance-infra/all-namespaces
+      listeners: [{ port: 80, listener: http-all-namespaces }]
+      publish: { service: sluice/gw-all-namespaces }
+    - gateway: gateway-conformance-infra/gw-tlsroute-exact-hostname-x-1
+      listeners: [{ port: 443, listener: tls-x-1 }]
+      publish: { service: sluice/gw-tls-x-1 }
+    - gateway: gateway-conformance-infra/gw-tlsroute-more-specific-wc-hostname-x-2
+      listeners: [{ port: 443, listener: tls-x-2 }]
+      publish: { service: sluice/gw-tls-x-2 }
+    - gateway: gateway-conformance-infra/gw-tlsroute-less-specific-wc-hostname-x-3
+      listeners: [{ port: 443, listener: tls-x-3 }]
+      publish: { service: sluice/gw-tls-x-3 }
+    - gateway: gateway-conformance-infra/gw-tlsroute-empty-hostname-x-4
+      listeners: [{ port: 443, listener: tls-x-4 }]
+      publish: { service: sluice/gw-tls-x-4 }
   leader_election: { namespace: sluice }
 routes:
   - { name: terminate, listener: edge, upstream: local-https }
@@ -71,6 +99,20 @@ kubectl -n sluice get secret sluice-default-tls >/dev/null 2>&1 || {
         -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
     kubectl -n sluice create secret tls sluice-default-tls --cert="$work/tls.crt" --key="$work/tls.key"
 }
+# A LoadBalancer Service (so an address) per dedicated Gateway, to its own listener.
+for service in gw-same-namespace:80:8180 gw-all-namespaces:80:8181 \
+    gw-tls-x-1:443:8541 gw-tls-x-2:443:8542 gw-tls-x-3:443:8543 gw-tls-x-4:443:8544; do
+    IFS=: read -r name port target <<< "$service"
+    kubectl apply -f - <<SERVICE
+apiVersion: v1
+kind: Service
+metadata: { name: $name, namespace: sluice }
+spec:
+  type: LoadBalancer
+  selector: { app.kubernetes.io/name: sluice }
+  ports: [{ name: gateway, port: $port, targetPort: $target }]
+SERVICE
+done
 kubectl -n sluice set image deployment/sluice sluice="$image"
 kubectl -n sluice rollout restart deployment/sluice
 kubectl -n sluice rollout status deployment/sluice --timeout=180s

@@ -13,12 +13,52 @@ pub const DEFAULT_GATEWAY_CONTROLLER: &str = "sluice.dev/gateway-controller";
 pub struct GatewaySettings {
     /// GatewayClasses with this `spec.controllerName` are sluice's.
     pub controller_name: String,
-    /// The sluice listeners that serve Gateway listeners, by port and kind.
+    /// The sluice listeners that serve the Gateway listeners of every Gateway not in
+    /// `dedicated`, by port and kind.
     pub ports: Vec<GatewayPort>,
-    /// What `status.addresses` of the Gateways says, if anything.
+    /// What `status.addresses` of those Gateways says, if anything.
     pub publish: Option<PublishAddress>,
+    /// Gateways served by sluice listeners of their own.
+    pub dedicated: Vec<DedicatedGateway>,
     /// The Lease whose holder alone writes status.
     pub lease: LeaseSettings,
+}
+
+impl GatewaySettings {
+    /// The sluice listeners serving Gateway `namespace/name`: its own if it has some,
+    /// else the shared ones.
+    pub fn ports_of(&self, namespace: &str, name: &str) -> &[GatewayPort] {
+        match self.dedicated_to(namespace, name) {
+            Some(dedicated) => &dedicated.ports,
+            None => &self.ports,
+        }
+    }
+
+    /// What `status.addresses` of Gateway `namespace/name` says.
+    pub fn publish_of(&self, namespace: &str, name: &str) -> Option<&PublishAddress> {
+        match self.dedicated_to(namespace, name) {
+            Some(dedicated) => dedicated.publish.as_ref(),
+            None => self.publish.as_ref(),
+        }
+    }
+
+    fn dedicated_to(&self, namespace: &str, name: &str) -> Option<&DedicatedGateway> {
+        self.dedicated
+            .iter()
+            .find(|d| d.namespace == namespace && d.name == name)
+    }
+}
+
+/// `gateway.dedicated[]`: a Gateway isolated from the others. Its routes are served only
+/// by its own sluice listeners (bound apart, e.g. behind a load balancer of its own), so
+/// they neither answer on other Gateways' listeners nor conflict with their routes, as a
+/// Gateway with an address of its own behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedicatedGateway {
+    pub namespace: String,
+    pub name: String,
+    pub ports: Vec<GatewayPort>,
+    pub publish: Option<PublishAddress>,
 }
 
 /// `gateway.listeners[]`: the sluice listener that serves Gateway listeners on `port`

@@ -20,7 +20,9 @@ use crate::tls::LoadedCertificate;
 pub use auth::{Auth, AuthFailure, BasicAuth, ExternalAuth, Htpasswd, PasswordHash};
 pub use error_pages::{ErrorPage, ErrorPages, PageFile, PageSource};
 pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected};
-pub use gateway::{GatewayListenerKind, GatewayPort, GatewaySettings, DEFAULT_GATEWAY_CONTROLLER};
+pub use gateway::{
+    DedicatedGateway, GatewayListenerKind, GatewayPort, GatewaySettings, DEFAULT_GATEWAY_CONTROLLER,
+};
 pub use hash_key::HashKey;
 pub use ingress::{
     IngressSettings, LeaseSettings, PublishAddress, WebhookSettings, DEFAULT_CONTROLLER,

@@ -212,9 +212,13 @@ pub struct RawGateway {
     #[serde(default = "default_gateway_controller")]
     pub controller_name: String,
     /// Gateway listener ports and the sluice listeners that serve them.
+    #[serde(default)]
     pub listeners: Vec<RawGatewayListener>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<RawPublish>,
+    /// Gateways served by sluice listeners of their own, apart from all others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedicated: Vec<RawDedicatedGateway>,
     /// The same Lease as `ingress.leader_election` by default: one replica writes both.
     #[serde(default)]
     pub leader_election: RawLeaderElection,
@@ -226,6 +230,17 @@ pub struct RawGateway {
 pub struct RawGatewayListener {
     pub port: u16,
     pub listener: String,
+}
+
+/// `gateway.dedicated[]`: one Gateway and its own sluice listeners.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDedicatedGateway {
+    /// `NAMESPACE/NAME`.
+    pub gateway: String,
+    pub listeners: Vec<RawGatewayListener>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<RawPublish>,
 }
 
 fn default_gateway_controller() -> String {

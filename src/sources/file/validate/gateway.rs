@@ -23,57 +23,94 @@ pub(super) fn gateway(
         );
         ok = false;
     }
-    if raw.listeners.is_empty() {
+    if raw.listeners.is_empty() && raw.dedicated.is_empty() {
         check.error(
             "gateway.listeners",
             "needs at least one port: Gateway listeners are served only on these",
         );
         ok = false;
     }
-    let mut ports: Vec<GatewayPort> = Vec::new();
-    for (i, entry) in raw.listeners.iter().enumerate() {
-        let at = format!("gateway.listeners[{i}]");
-        let Some(listener) = listeners.iter().find(|l| l.name == entry.listener) else {
+    let ports = gateway_ports(
+        check,
+        "gateway.listeners",
+        &raw.listeners,
+        listeners,
+        &mut ok,
+    );
+    // Which Gateway each sluice listener serves: `None` for the shared ones. A listener
+    // serving two would break the isolation `dedicated` promises.
+    let mut owners: Vec<(String, Option<&str>)> =
+        ports.iter().map(|p| (p.listener.clone(), None)).collect();
+    let mut dedicated: Vec<DedicatedGateway> = Vec::new();
+    for (i, entry) in raw.dedicated.iter().enumerate() {
+        let at = format!("gateway.dedicated[{i}]");
+        let Some((namespace, name)) = entry
+            .gateway
+            .split_once('/')
+            .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        else {
             check.error(
-                &format!("{at}.listener"),
-                format!("no listener named {:?}", entry.listener),
+                &format!("{at}.gateway"),
+                format!("invalid Gateway {:?}: write NAMESPACE/NAME", entry.gateway),
             );
             ok = false;
             continue;
         };
-        let kind = match (
-            listener.protocol,
-            listener.tls.is_some(),
-            listener.sni_routing,
-        ) {
-            (ListenerProtocol::Http, false, _) => GatewayListenerKind::Http,
-            (ListenerProtocol::Http, true, _) => GatewayListenerKind::Https,
-            (ListenerProtocol::Tcp, _, true) => GatewayListenerKind::TlsPassthrough,
-            (ListenerProtocol::Tcp, _, false) => GatewayListenerKind::Tcp,
-        };
-        if entry.port == 0 {
-            check.error(&format!("{at}.port"), "must be a port (1-65535)");
-            ok = false;
-        }
-        if let Some(other) = ports
+        if dedicated
             .iter()
-            .find(|p| p.port == entry.port && p.kind == kind)
+            .any(|d| d.namespace == namespace && d.name == name)
         {
             check.error(
-                &at,
-                format!(
-                    "port {} already has a {} listener ({:?})",
-                    entry.port,
-                    kind.protocol(),
-                    other.listener
-                ),
+                &format!("{at}.gateway"),
+                format!("Gateway {:?} is already dedicated listeners", entry.gateway),
             );
             ok = false;
         }
-        ports.push(GatewayPort {
-            port: entry.port,
-            listener: entry.listener.clone(),
-            kind,
+        if entry.listeners.is_empty() {
+            check.error(
+                &format!("{at}.listeners"),
+                "needs at least one port: the Gateway is served only on these",
+            );
+            ok = false;
+        }
+        let own = gateway_ports(
+            check,
+            &format!("{at}.listeners"),
+            &entry.listeners,
+            listeners,
+            &mut ok,
+        );
+        for (j, port) in own.iter().enumerate() {
+            let clash = owners
+                .iter()
+                .find(|(l, owner)| *l == port.listener && *owner != Some(entry.gateway.as_str()));
+            if let Some((_, owner)) = clash {
+                check.error(
+                    &format!("{at}.listeners[{j}].listener"),
+                    format!(
+                        "listener {:?} already serves {}: a dedicated listener serves its \
+                         Gateway alone",
+                        port.listener,
+                        owner.map_or("the shared gateway.listeners".to_string(), |g| {
+                            format!("Gateway {g:?}")
+                        })
+                    ),
+                );
+                ok = false;
+            }
+            owners.push((port.listener.clone(), Some(entry.gateway.as_str())));
+        }
+        let publish = publish(
+            check,
+            &format!("{at}.publish"),
+            entry.publish.as_ref(),
+            &mut ok,
+        );
+        dedicated.push(DedicatedGateway {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            ports: own,
+            publish,
         });
     }
     let publish = publish(check, "gateway.publish", raw.publish.as_ref(), &mut ok);
@@ -90,6 +127,65 @@ pub(super) fn gateway(
         controller_name: raw.controller_name.clone(),
         ports,
         publish,
+        dedicated,
         lease: lease?,
     })
+}
+
+/// `KEY[]` (`gateway.listeners`, `gateway.dedicated[].listeners`): each port's sluice
+/// listener, whose kind gives the Gateway protocol it serves; one per port and kind.
+fn gateway_ports(
+    check: &mut Checker,
+    key: &str,
+    entries: &[RawGatewayListener],
+    listeners: &[RawListener],
+    ok: &mut bool,
+) -> Vec<GatewayPort> {
+    let mut ports: Vec<GatewayPort> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        let Some(listener) = listeners.iter().find(|l| l.name == entry.listener) else {
+            check.error(
+                &format!("{at}.listener"),
+                format!("no listener named {:?}", entry.listener),
+            );
+            *ok = false;
+            continue;
+        };
+        let kind = match (
+            listener.protocol,
+            listener.tls.is_some(),
+            listener.sni_routing,
+        ) {
+            (ListenerProtocol::Http, false, _) => GatewayListenerKind::Http,
+            (ListenerProtocol::Http, true, _) => GatewayListenerKind::Https,
+            (ListenerProtocol::Tcp, _, true) => GatewayListenerKind::TlsPassthrough,
+            (ListenerProtocol::Tcp, _, false) => GatewayListenerKind::Tcp,
+        };
+        if entry.port == 0 {
+            check.error(&format!("{at}.port"), "must be a port (1-65535)");
+            *ok = false;
+        }
+        if let Some(other) = ports
+            .iter()
+            .find(|p| p.port == entry.port && p.kind == kind)
+        {
+            check.error(
+                &at,
+                format!(
+                    "port {} already has a {} listener ({:?})",
+                    entry.port,
+                    kind.protocol(),
+                    other.listener
+                ),
+            );
+            *ok = false;
+        }
+        ports.push(GatewayPort {
+            port: entry.port,
+            listener: entry.listener.clone(),
+            kind,
+        });
+    }
+    ports
 }

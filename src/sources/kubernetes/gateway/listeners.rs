@@ -4,7 +4,9 @@
 
 use super::conditions::condition;
 use super::{created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation};
-use crate::model::{Fragment, GatewayListenerKind, GatewaySettings, ListenerCertificate};
+use crate::model::{
+    Fragment, GatewayListenerKind, GatewaySettings, ListenerCertificate, PublishAddress,
+};
 use crate::sources::kubernetes::secrets::certificate_of;
 use crate::sources::kubernetes::services::published_addresses;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
@@ -299,7 +301,7 @@ fn resolve(
         }
         Some(kind) => {
             let found = settings
-                .ports
+                .ports_of(&key.0, &key.1)
                 .iter()
                 .find(|p| p.port == port && p.kind == kind);
             if found.is_none() {
@@ -492,7 +494,6 @@ pub fn finish_gateways(
     now: &Time,
     out: &mut Translation,
 ) {
-    let addresses = addresses(objects, settings);
     let mut by_gateway: BTreeMap<&ObjectKey, Vec<&ResolvedListener>> = BTreeMap::new();
     for listener in resolved {
         by_gateway
@@ -559,7 +560,7 @@ pub fn finish_gateways(
         out.gateways.insert(
             key.clone(),
             GatewayStatus {
-                addresses: addresses.clone(),
+                addresses: addresses(objects, settings.publish_of(&key.0, &key.1)),
                 attached_listener_sets: None,
                 conditions: Some(conditions),
                 listeners: Some(listener_status),
@@ -568,10 +569,11 @@ pub fn finish_gateways(
     }
 }
 
-/// `status.addresses` per `gateway.publish`.
+/// `status.addresses` per `publish` (`gateway.publish`, or the Gateway's own in
+/// `gateway.dedicated`).
 fn addresses(
     objects: &GatewayObjects<'_>,
-    settings: &GatewaySettings,
+    publish: Option<&PublishAddress>,
 ) -> Option<Vec<GatewayStatusAddresses>> {
     let entry = |address: &str| GatewayStatusAddresses {
         r#type: Some(
@@ -584,8 +586,7 @@ fn addresses(
         ),
         value: address.to_string(),
     };
-    let publish = settings.publish.as_ref()?;
-    let addresses = published_addresses(publish, |namespace, name| {
+    let addresses = published_addresses(publish?, |namespace, name| {
         objects
             .services
             .get(&(namespace.to_string(), name.to_string()))

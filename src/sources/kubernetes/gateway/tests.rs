@@ -20,6 +20,7 @@ pub(super) fn settings() -> GatewaySettings {
             },
         ],
         publish: None,
+        dedicated: Vec::new(),
         lease: LeaseSettings {
             namespace: "default".into(),
             name: "lease".into(),
@@ -57,6 +58,10 @@ struct Objects {
 impl Objects {
     fn translate(&self) -> Translation {
         translate(&self.view(), &settings(), &now())
+    }
+
+    fn translate_with(&self, settings: &GatewaySettings) -> Translation {
+        translate(&self.view(), settings, &now())
     }
 
     fn view(&self) -> GatewayObjects<'_> {
@@ -175,6 +180,76 @@ fn an_http_route_attaches_with_its_matches_and_hostnames() {
     let listeners = gateway.listeners.clone().unwrap_or_default();
     assert_eq!(listeners[0].attached_routes, 1);
     assert_eq!(listeners[1].attached_routes, 0);
+}
+
+#[test]
+fn a_dedicated_gateway_is_served_by_its_own_listeners_only() {
+    let mut settings = settings();
+    settings.dedicated.push(crate::model::DedicatedGateway {
+        namespace: "infra".into(),
+        name: "own".into(),
+        ports: vec![GatewayPort {
+            port: 80,
+            listener: "http-own".into(),
+            kind: GatewayListenerKind::Http,
+        }],
+        publish: Some(crate::model::PublishAddress::Addresses(vec![
+            "10.0.0.2".into()
+        ])),
+    });
+    let mut o = objects();
+    o.gateways.insert(
+        ("infra".into(), "own".into()),
+        object(
+            json!({"metadata": {"name": "own", "namespace": "infra", "generation": 1},
+            "spec": {"gatewayClassName": "sluice", "listeners": [
+                {"name": "web", "port": 80, "protocol": "HTTP",
+                 "allowedRoutes": {"namespaces": {"from": "All"}}},
+                {"name": "secure", "port": 443, "protocol": "HTTPS"},
+            ]}}),
+        ),
+    );
+    o.http_routes.insert(
+        ("apps".into(), "r".into()),
+        route(json!({
+            "parentRefs": [
+                {"name": "gw", "namespace": "infra", "sectionName": "web"},
+                {"name": "own", "namespace": "infra", "sectionName": "web"},
+            ],
+            "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}],
+        })),
+    );
+    let t = o.translate_with(&settings);
+    let listeners: std::collections::BTreeSet<&str> = t.fragments["HTTPRoute/apps/r"]
+        .routes
+        .iter()
+        .map(|r| r.listener.as_str())
+        .collect();
+    assert_eq!(
+        listeners,
+        std::collections::BTreeSet::from(["http", "http-own"])
+    );
+    let own = &t.gateways[&("infra".into(), "own".into())];
+    let addresses: Vec<&str> = own
+        .addresses
+        .iter()
+        .flatten()
+        .map(|a| a.value.as_str())
+        .collect();
+    assert_eq!(addresses, ["10.0.0.2"]);
+    // The shared port 443 is not the dedicated Gateway's.
+    let secure = own
+        .listeners
+        .iter()
+        .flatten()
+        .find(|l| l.name == "secure")
+        .expect("listener secure");
+    assert_eq!(
+        condition_of(&secure.conditions, "Accepted"),
+        ("False", "PortUnavailable")
+    );
+    let shared = &t.gateways[&("infra".into(), "gw".into())];
+    assert_eq!(shared.addresses, None);
 }
 
 /// The listeners' attached route counts of Gateway `infra/gw`.

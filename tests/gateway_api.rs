@@ -31,7 +31,16 @@ const DATA: &str = concat!(
     "/tests/data/gateway-conformance"
 );
 
-/// The objects of a manifest file, with the suite's class name placeholder filled in.
+/// The address the harness publishes for the Gateways (`gateway.publish`): the one its
+/// clients reach sluice on. The suite's usable static address.
+const PUBLISHED: &str = "127.0.0.1";
+
+/// An address sluice is not reached on: the suite's unusable static address.
+const UNUSABLE: &str = "192.0.2.1";
+
+/// The objects of a manifest file, with the suite's placeholders filled in: the class
+/// name, and a Gateway's usable and unusable static addresses, as the suite overlays them
+/// (its own invalid-type entries first, then the unusable, then the usable ones).
 fn manifest(name: &str) -> Vec<Value> {
     let path = format!("{DATA}/{name}");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
@@ -41,6 +50,29 @@ fn manifest(name: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| serde::Deserialize::deserialize(doc).expect("a YAML document"))
         .filter(|doc: &Value| !doc.is_null())
+        .map(|mut doc: Value| {
+            let addresses = doc["spec"]["addresses"].as_array().cloned();
+            let placeholder = |value: &str| addresses.iter().flatten().any(|a| a["value"] == value);
+            if doc["kind"] == "Gateway"
+                && (placeholder("PLACEHOLDER_USABLE_ADDRS")
+                    || placeholder("PLACEHOLDER_UNUSABLE_ADDRS"))
+            {
+                let mut overlay: Vec<Value> = addresses
+                    .iter()
+                    .flatten()
+                    .filter(|a| a["type"] == "test/fake-invalid-type")
+                    .cloned()
+                    .collect();
+                if placeholder("PLACEHOLDER_UNUSABLE_ADDRS") {
+                    overlay.push(serde_json::json!({"type": "IPAddress", "value": UNUSABLE}));
+                }
+                if placeholder("PLACEHOLDER_USABLE_ADDRS") {
+                    overlay.push(serde_json::json!({"type": "IPAddress", "value": PUBLISHED}));
+                }
+                doc["spec"]["addresses"] = Value::Array(overlay);
+            }
+            doc
+        })
         .collect()
 }
 
@@ -74,6 +106,9 @@ struct Conformance {
     /// By Gateway port: the sluice tcp listener serving the Gateway listeners of protocol
     /// TCP on that port (one per port the manifests' Gateways use).
     tcp_listeners: std::collections::BTreeMap<u16, SocketAddr>,
+    /// By Gateway port: the sluice http listener serving the Gateway listeners of protocol
+    /// HTTP on that port, for the ports other than 80.
+    http_listeners: std::collections::BTreeMap<u16, SocketAddr>,
     /// By name (in the conformance namespace): the Gateways served apart
     /// (`gateway.dedicated`), each on listeners of its own, as the suite gives each
     /// Gateway an address.
@@ -164,9 +199,17 @@ impl Conformance {
         let mut tls_backends = Vec::new();
         // The Gateway ports of TCP listeners: each gets a sluice tcp listener.
         let mut tcp_ports = std::collections::BTreeSet::new();
+        // The Gateway ports of HTTP listeners other than 80: each gets a sluice http
+        // listener, as the suite's Gateways get their ports (GatewayPort8080).
+        let mut http_ports = std::collections::BTreeSet::new();
         for name in std::iter::once("base.yaml").chain(manifests.iter().copied()) {
             for object in manifest(name) {
-                tcp_ports.extend(tcp_listener_ports(&object));
+                tcp_ports.extend(listener_ports(&object, "TCP"));
+                http_ports.extend(
+                    listener_ports(&object, "HTTP")
+                        .into_iter()
+                        .filter(|p| *p != 80),
+                );
                 let stand = apply(&kube, &object, &tls_certificate, &tls_pods, &backends);
                 match stand {
                     Some(Stand::Http(backend)) => backends.push(backend),
@@ -185,15 +228,27 @@ impl Conformance {
             .into_iter()
             .map(|port| (port, listen_address()))
             .collect();
-        let tcp_config: String = tcp_listeners
+        let http_listeners: std::collections::BTreeMap<u16, SocketAddr> = http_ports
+            .into_iter()
+            .map(|port| (port, listen_address()))
+            .collect();
+        let port_config: String = tcp_listeners
             .iter()
             .map(|(port, address)| {
                 format!("- {{ name: tcp{port}, listen: \"{address}\", protocol: tcp }}\n")
             })
+            .chain(http_listeners.iter().map(|(port, address)| {
+                format!("- {{ name: http{port}, listen: \"{address}\", h2c: true }}\n")
+            }))
             .collect();
-        let tcp_entries: String = tcp_listeners
+        let port_entries: String = tcp_listeners
             .keys()
             .map(|port| format!(", {{ port: {port}, listener: tcp{port} }}"))
+            .chain(
+                http_listeners
+                    .keys()
+                    .map(|port| format!(", {{ port: {port}, listener: http{port} }}")),
+            )
             .collect();
         let dedicated: std::collections::BTreeMap<String, Dedicated> = dedicated
             .iter()
@@ -224,10 +279,11 @@ impl Conformance {
              - {{ name: http, listen: \"{http}\", h2c: true }}\n\
              - {{ name: https, listen: \"{https}\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}\n\
              - {{ name: passthrough, listen: \"{passthrough}\", protocol: tcp, sni_routing: true }}\n\
-             {tcp_config}\
+             {port_config}\
              {dedicated_config}\
              gateway: {{ listeners: [{{ port: 80, listener: http }}, {{ port: 443, listener: https }}, \
-             {{ port: 443, listener: passthrough }}{tcp_entries}], dedicated: [{dedicated_entries}] }}\n\
+             {{ port: 443, listener: passthrough }}{port_entries}], dedicated: [{dedicated_entries}], \
+             publish: {{ addresses: [\"{PUBLISHED}\"] }} }}\n\
              routes: []\n",
             kube.url(),
             default_certificate.cert_path.display(),
@@ -245,6 +301,7 @@ impl Conformance {
             https,
             passthrough,
             tcp_listeners,
+            http_listeners,
             dedicated,
         }
     }
@@ -252,6 +309,14 @@ impl Conformance {
     /// The HTTP listener on port 80 of Gateway `name`.
     fn http_of(&self, name: &str) -> SocketAddr {
         self.dedicated.get(name).map_or(self.http, |d| d.http)
+    }
+
+    /// The HTTP listener serving Gateway port `port` (not 80).
+    fn http_port(&self, port: u16) -> SocketAddr {
+        match self.http_listeners.get(&port) {
+            Some(address) => *address,
+            None => panic!("no Gateway listens for HTTP on port {port}"),
+        }
     }
 
     /// The TLS passthrough listener on port 443 of Gateway `name`.
@@ -811,7 +876,7 @@ fn status_overwritten_by_another_writer_is_written_again() {
         &[("Accepted", "True", "Accepted")],
     );
     // Another writer empties the route's status and gives the Gateway an address sluice
-    // does not publish (the harness sets no gateway.publish).
+    // does not publish.
     let mut overwritten = c.kube.get::<HttpRoute>(INFRA, route).expect("the route");
     overwritten.status = None;
     c.kube.apply(overwritten);
@@ -820,16 +885,15 @@ fn status_overwritten_by_another_writer_is_written_again() {
         .get::<Gateway>(INFRA, "same-namespace")
         .expect("the Gateway");
     let mut status = serde_json::to_value(&gateway.status).expect("status JSON");
-    status["addresses"] = serde_json::json!([{"type": "IPAddress", "value": "192.0.2.1"}]);
+    status["addresses"] = serde_json::json!([{"type": "IPAddress", "value": UNUSABLE}]);
     gateway.status = serde_json::from_value(status).expect("a Gateway status");
     c.kube.apply(gateway);
-    // sluice writes its parent entry back, and removes the address (a merge patch keeps
-    // what it does not name: sluice names it with null).
+    // sluice writes its parent entry back, and its own address over the foreign one.
     c.accepted(INFRA, route);
     let address_removed = c.kube.wait_until(READY_TIMEOUT, |kube| {
         kube.get::<Gateway>(INFRA, "same-namespace")
-            .and_then(|g| g.status)
-            .is_some_and(|s| s.addresses.as_ref().is_none_or(|a| a.is_empty()))
+            .and_then(|g| g.status?.addresses)
+            .is_some_and(|a| a.len() == 1 && a[0].value == PUBLISHED)
     });
     assert!(
         address_removed,
@@ -1100,6 +1164,58 @@ fn HTTPRouteInvalidParentRefNotMatchingSectionName() {
         "False",
         "NoMatchingParent",
     );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteInvalidParentRefSectionNameNotMatchingPort() {
+    let c =
+        Conformance::start(&["httproute-invalid-parentref-section-name-not-matching-port.yaml"]);
+    no_matching_parent(
+        &c,
+        "httproute-listener-section-name-not-matching-port",
+        "gateway-with-one-not-matching-port-and-section-name-route",
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteInvalidParentRefNotMatchingListenerPort() {
+    let c = Conformance::start(&["httproute-invalid-parentref-not-matching-listener-port.yaml"]);
+    no_matching_parent(
+        &c,
+        "httproute-listener-not-matching-route-port",
+        "same-namespace",
+    );
+}
+
+/// HTTPRoute `route` is `Accepted=False NoMatchingParent` with no accepted parent, and
+/// Gateway `gateway` counts no route.
+fn no_matching_parent(c: &Conformance, route: &str, gateway: &str) {
+    c.route_condition(INFRA, route, "Accepted", "False", "NoMatchingParent");
+    c.route_condition(INFRA, route, "ResolvedRefs", "True", "ResolvedRefs");
+    c.listener_status_all_zero(gateway);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteListenerPortMatching() {
+    let c = Conformance::start(&["httproute-listener-port-matching.yaml"]);
+    for route in ["backend-v1", "backend-v2", "backend-v3"] {
+        c.accepted(INFRA, route);
+    }
+    let at_80 = c.http;
+    let at_8080 = c.http_port(8080);
+    let at_8090 = c.http_port(8090);
+    for (at, host, status, backend) in [
+        (at_80, "foo.com", 200, v(1)),
+        (at_8080, "foo.com:8080", 200, v(2)),
+        (at_8080, "bar.com:8080", 200, v(2)),
+        (at_8090, "foo.com:8090", 200, v(3)),
+        (at_8090, "bar.com:8090", 404, String::new()),
+    ] {
+        c.expect_at(at, "GET", "/", &[("host", host)], status, &backend);
+    }
 }
 
 /// `Host`-addressed variant of [`Conformance::expect`] for GET requests.
@@ -1503,6 +1619,19 @@ fn GatewayWithAttachedRoutes() {
 
 #[test]
 #[allow(non_snake_case)]
+fn GatewayWithAttachedRoutesWithPort8080() {
+    let c = Conformance::start(&["gateway-with-attached-routes-with-port-8080.yaml"]);
+    let valid = [("Accepted", "True", ""), ("ResolvedRefs", "True", "")];
+    let gateway = "gateway-with-two-listeners-and-one-attached-route";
+    c.listener_status(gateway, "http-unattached", 0, &valid);
+    c.listener_status(gateway, "http", 1, &valid);
+    for listener in ["http-unattached", "http"] {
+        assert_eq!(c.supported_kinds(gateway, listener), ["HTTPRoute"]);
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
 fn GatewaySecretMissingReferenceGrant() {
     let c = Conformance::start(&["gateway-secret-missing-reference-grant.yaml"]);
     c.listener_status(
@@ -1684,6 +1813,12 @@ fn GatewayInvalidTLSConfiguration() {
 
 /// Waits until Gateway `name` says `Accepted` is `status` with `reason`.
 fn gateway_accepted(c: &Conformance, name: &str, status: &str, reason: &str) {
+    gateway_condition(c, name, "Accepted", status, reason);
+}
+
+/// GatewayMustHaveCondition: Gateway `name` has condition `type_` with `status` and
+/// `reason` at its generation.
+fn gateway_condition(c: &Conformance, name: &str, type_: &str, status: &str, reason: &str) {
     let found = c.kube.wait_until(READY_TIMEOUT, |kube| {
         kube.get::<Gateway>(INFRA, name)
             .and_then(|g| {
@@ -1692,14 +1827,77 @@ fn gateway_accepted(c: &Conformance, name: &str, status: &str, reason: &str) {
             })
             .is_some_and(|(list, generation)| {
                 list.iter().any(|c| {
-                    c.type_ == "Accepted"
+                    c.type_ == type_
                         && c.status == status
                         && c.reason == reason
                         && c.observed_generation == generation
                 })
             })
     });
-    assert!(found, "Gateway {name}: no Accepted={status} ({reason})");
+    assert!(
+        found,
+        "Gateway {name}: no {type_}={status} ({reason}); status {:?}",
+        c.kube.get::<Gateway>(INFRA, name).and_then(|g| g.status)
+    );
+}
+
+/// The `status.addresses` (type, value) of Gateway `name`.
+fn gateway_addresses(c: &Conformance, name: &str) -> Vec<(String, String)> {
+    c.kube
+        .get::<Gateway>(INFRA, name)
+        .and_then(|g| g.status?.addresses)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.r#type.unwrap_or_default(), a.value))
+        .collect()
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayStaticAddresses() {
+    let c = Conformance::start(&["gateway-static-addresses.yaml"]);
+    let name = "gateway-static-addresses";
+    gateway_condition(&c, name, "Accepted", "False", "UnsupportedAddress");
+    // The suite removes the addresses one at a time, by value.
+    let without = |value: &str| {
+        let mut gateway: Gateway = c.kube.get(INFRA, name).expect("the Gateway");
+        let addresses = gateway.spec.addresses.get_or_insert_with(Vec::new);
+        addresses.retain(|a| a.value.as_deref() != Some(value));
+        c.kube.apply(gateway);
+    };
+    without("fake address teehee!");
+    gateway_condition(&c, name, "Accepted", "True", "Accepted");
+    gateway_condition(&c, name, "Programmed", "False", "AddressNotUsable");
+    without(UNUSABLE);
+    gateway_condition(&c, name, "Accepted", "True", "Accepted");
+    gateway_condition(&c, name, "Programmed", "True", "Programmed");
+    let valid = [("Accepted", "True", ""), ("ResolvedRefs", "True", "")];
+    c.listener_status(name, "http", 0, &valid);
+    assert!(c
+        .supported_kinds(name, "http")
+        .contains(&"HTTPRoute".to_string()));
+    let wanted = vec![("IPAddress".to_string(), PUBLISHED.to_string())];
+    let assigned = c
+        .kube
+        .wait_until(READY_TIMEOUT, |_| gateway_addresses(&c, name) == wanted);
+    assert!(
+        assigned,
+        "Gateway {name}: addresses {:?}, want {wanted:?}",
+        gateway_addresses(&c, name)
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayOptionalAddressValue() {
+    let c = Conformance::start(&["gateway-optional-address-value.yaml"]);
+    let name = "gateway-without-address-value";
+    gateway_condition(&c, name, "Accepted", "True", "Accepted");
+    // WaitForGatewayAddress: an address is assigned.
+    let assigned = c
+        .kube
+        .wait_until(READY_TIMEOUT, |_| !gateway_addresses(&c, name).is_empty());
+    assert!(assigned, "Gateway {name}: no address assigned");
 }
 
 #[test]
@@ -2056,9 +2254,9 @@ fn TLSRouteInvalidNoMatchingListener() {
 // TCPRoute: the suite's TCP echo server and its exchange
 // ---------------------------------------------------------------------------------------
 
-/// The Gateway ports of a manifest object's TCP listeners (none unless it is a Gateway):
-/// each gets a sluice tcp listener of its own.
-fn tcp_listener_ports(object: &Value) -> Vec<u16> {
+/// The Gateway ports of a manifest object's listeners of `protocol` (none unless it is a
+/// Gateway).
+fn listener_ports(object: &Value, protocol: &str) -> Vec<u16> {
     if object["kind"] != "Gateway" {
         return Vec::new();
     }
@@ -2066,7 +2264,7 @@ fn tcp_listener_ports(object: &Value) -> Vec<u16> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|l| l["protocol"] == "TCP")
+        .filter(|l| l["protocol"] == protocol)
         .filter_map(|l| u16::try_from(l["port"].as_u64()?).ok())
         .collect()
 }
@@ -2657,14 +2855,73 @@ struct Redirected {
 
 /// Sends `method path` (with `headers`) over plain HTTP and splits the answer's `Location`.
 fn redirected(c: &Conformance, method: &str, path: &str, headers: &[(&str, &str)]) -> Redirected {
-    let response = Client::connect(c.http).request(method, path, headers);
-    let location = response.header("location").unwrap_or_default();
+    redirected_at(c.http, method, path, headers)
+}
+
+/// [`redirected`] on the listener at `gateway`.
+fn redirected_at(
+    gateway: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Redirected {
+    let response = Client::connect(gateway).request(method, path, headers);
+    split_redirect(
+        response.status,
+        response.header("location").unwrap_or_default(),
+    )
+}
+
+/// `GET path` with `Host: host` over TLS (server name `host`) to the listener at `gateway`,
+/// as a redirect.
+fn redirected_over_tls(gateway: SocketAddr, host: &str, path: &str) -> Redirected {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    runtime().block_on(async {
+        let config = tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
+        let mut stream = tls::connect(gateway, host, config)
+            .await
+            .expect("TLS handshake with the HTTPS listener");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write request");
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let head = loop {
+            let text = String::from_utf8_lossy(&received).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                break text[..end].to_string();
+            }
+            let n = stream.read(&mut buffer).await.expect("read response");
+            assert!(n > 0, "connection closed before a response head: {text:?}");
+            received.extend_from_slice(&buffer[..n]);
+        };
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let location = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("location")
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_default();
+        split_redirect(status, &location)
+    })
+}
+
+/// A redirect's status and `Location`, as the suite's roundtripper splits them.
+fn split_redirect(status: u16, location: &str) -> Redirected {
     let (scheme, rest) = location.split_once("://").unwrap_or(("", ""));
     let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
     let (host, port) = authority.split_once(':').unwrap_or((authority, ""));
     let path = path.split('?').next().unwrap_or_default();
     Redirected {
-        status: response.status,
+        status,
         scheme: scheme.to_string(),
         host: host.to_string(),
         port: port.to_string(),
@@ -2718,15 +2975,39 @@ fn expect_redirect(
     port: &str,
     wanted_path: &str,
 ) {
+    expect_redirect_by(
+        || redirected(c, method, path, &[]),
+        &format!("{method} {path}"),
+        path,
+        status,
+        scheme,
+        host,
+        port,
+        wanted_path,
+    );
+}
+
+/// [`expect_redirect`] of the redirects `fetch` gets (for request `what` of `path`).
+#[allow(clippy::too_many_arguments)]
+fn expect_redirect_by(
+    fetch: impl Fn() -> Redirected,
+    what: &str,
+    path: &str,
+    status: u16,
+    scheme: &str,
+    host: &str,
+    port: &str,
+    wanted_path: &str,
+) {
     let check = || {
-        let got = redirected(c, method, path, &[]);
+        let got = fetch();
         (
             redirect_matches(&got, path, status, scheme, host, port, wanted_path),
             got,
         )
     };
     let what = format!(
-        "{method} {path} to redirect with {status} to scheme {scheme:?} host {host:?} port {port:?} path {wanted_path:?}"
+        "{what} to redirect with {status} to scheme {scheme:?} host {host:?} port {port:?} path {wanted_path:?}"
     );
     wait_until(&what, READY_TIMEOUT, || check().0);
     for _ in 0..3 {
@@ -2762,6 +3043,67 @@ fn HTTPRouteRedirectPort() {
         ("/port-and-host-and-status", 302, "example.org"),
     ] {
         expect_redirect(&c, "GET", path, status, "", host, "8083", "");
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteRedirectPortAndScheme() {
+    let c = Conformance::start(&["httproute-redirect-port-and-scheme.yaml"]);
+    for route in [
+        "http-route-for-listener-on-port-80",
+        "http-route-for-listener-on-port-8080",
+        "http-route-for-listener-on-port-443",
+    ] {
+        c.accepted(INFRA, route);
+    }
+    // (path, scheme, port) of the Location; port "" is none or the scheme's own.
+    let on_80 = [
+        ("/scheme-nil-and-port-nil", "http", ""),
+        ("/scheme-nil-and-port-80", "http", ""),
+        ("/scheme-nil-and-port-8080", "http", "8080"),
+        ("/scheme-https-and-port-nil", "https", ""),
+        ("/scheme-https-and-port-443", "https", ""),
+        ("/scheme-https-and-port-8443", "https", "8443"),
+    ];
+    let on_8080 = [
+        ("/scheme-nil-and-port-nil", "http", "8080"),
+        ("/scheme-nil-and-port-80", "http", ""),
+        ("/scheme-https-and-port-nil", "https", ""),
+    ];
+    for (at, cases) in [(c.http, &on_80[..]), (c.http_port(8080), &on_8080[..])] {
+        for (path, scheme, port) in cases {
+            expect_redirect_by(
+                || redirected_at(at, "GET", path, &[]),
+                &format!("GET {path} on {at}"),
+                path,
+                302,
+                scheme,
+                "example.org",
+                port,
+                "",
+            );
+        }
+    }
+    let on_443 = [
+        ("/scheme-nil-and-port-nil", "https", ""),
+        ("/scheme-nil-and-port-443", "https", ""),
+        ("/scheme-nil-and-port-8443", "https", "8443"),
+        ("/scheme-http-and-port-nil", "http", ""),
+        ("/scheme-http-and-port-80", "http", ""),
+        ("/scheme-http-and-port-8080", "http", "8080"),
+    ];
+    for (path, scheme, port) in on_443 {
+        expect_redirect_by(
+            || redirected_over_tls(c.https, "example.org", path),
+            &format!("GET {path} over TLS"),
+            path,
+            302,
+            scheme,
+            "example.org",
+            port,
+            "",
+        );
     }
 }
 

@@ -42,6 +42,9 @@ listeners:
   - name: http
     listen: 0.0.0.0:8080
     h2c: true
+  # Gateway ports 8080 (GatewayPort8080) and 8090 (HTTPRouteListenerPortMatching).
+  - { name: http8080, listen: 0.0.0.0:8088, h2c: true }
+  - { name: http8090, listen: 0.0.0.0:8098, h2c: true }
   - name: edge
     listen: 0.0.0.0:8443
     protocol: tcp
@@ -64,6 +67,8 @@ listeners:
 gateway:
   listeners:
     - { port: 80, listener: http }
+    - { port: 8080, listener: http8080 }
+    - { port: 8090, listener: http8090 }
     - { port: 443, listener: https }
     - { port: 443, listener: edge }
   publish: { service: sluice/sluice }
@@ -99,6 +104,10 @@ kubectl -n sluice get secret sluice-default-tls >/dev/null 2>&1 || {
         -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
     kubectl -n sluice create secret tls sluice-default-tls --cert="$work/tls.crt" --key="$work/tls.key"
 }
+kubectl -n sluice get service sluice -o jsonpath='{.spec.ports[*].name}' | grep -qw http8080 ||
+kubectl -n sluice patch service sluice --type=json -p '[
+  {"op": "add", "path": "/spec/ports/-", "value": {"name": "http8080", "port": 8080, "targetPort": 8088}},
+  {"op": "add", "path": "/spec/ports/-", "value": {"name": "http8090", "port": 8090, "targetPort": 8098}}]'
 # A LoadBalancer Service (so an address) per dedicated Gateway, to its own listener.
 for service in gw-same-namespace:80:8180 gw-all-namespaces:80:8181 \
     gw-tls-x-1:443:8541 gw-tls-x-2:443:8542 gw-tls-x-3:443:8543 gw-tls-x-4:443:8544; do
@@ -125,13 +134,17 @@ spec:
   controllerName: sluice.dev/gateway-controller
 CLASS
 
+# GatewayStaticAddresses: the address sluice is reached on (its Service's), and one it is not.
+usable="$(kubectl -n sluice get service sluice -o jsonpath='{.status.loadBalancer.ingress[0].ip}')"
+
 echo "== conformance suite $version"
 git clone --quiet --depth 1 --branch "$version" https://github.com/kubernetes-sigs/gateway-api "$work/gateway-api"
 cd "$work/gateway-api"
 go test ./conformance -run TestConformance -timeout 60m -v -args \
     --gateway-class=sluice \
     --conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS \
-    --supported-features=Gateway,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,BackendTLSPolicy,BackendTLSPolicySANValidation \
+    --supported-features=Gateway,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,BackendTLSPolicy,BackendTLSPolicySANValidation \
+    --usable-network-addresses="$usable" --unusable-network-addresses=192.0.2.1 \
     --report-output="$root/gateway-conformance-report.yaml" \
     --organization=sluice-proxy --project=sluice --version=0.1.0 \
     --url=https://github.com/sluice-proxy/sluice --contact=https://github.com/sluice-proxy/sluice/issues \

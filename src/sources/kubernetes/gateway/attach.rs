@@ -13,7 +13,7 @@ use crate::model::{
 use crate::sources::kubernetes::services::port_source;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Why a route or one of its parts cannot be served: the condition reason and message.
@@ -81,8 +81,10 @@ pub struct Verdict {
 /// Where a route is served, and its status per parent of sluice's.
 pub struct Attachment {
     pub parents: Vec<HttpRouteStatusParents>,
-    /// (sluice listener, hostnames; empty: any) pairs the route is served on.
-    pub targets: BTreeSet<(String, Vec<String>)>,
+    /// (sluice listener, hostnames; empty: any) pairs the route is served on, with the
+    /// Gateway listener port clients reach it on (the first, should a sluice listener
+    /// serve several ports).
+    pub targets: BTreeMap<(String, Vec<String>), u16>,
 }
 
 /// Attaches a route of `kind` in `namespace` to the listeners its `parent_refs` name.
@@ -99,7 +101,7 @@ pub fn attach(
     settings: &GatewaySettings,
     now: &Time,
 ) -> Attachment {
-    let mut targets = BTreeSet::new();
+    let mut targets = BTreeMap::new();
     let mut parents = Vec::new();
     let mut counted = BTreeSet::new();
     for parent in parent_refs {
@@ -179,7 +181,7 @@ pub fn attach(
                     resolved[i].attached += 1;
                 }
                 if resolved[i].programmed {
-                    targets.insert((sluice, hosts));
+                    targets.entry((sluice, hosts)).or_insert(resolved[i].port);
                 }
             }
         }
@@ -382,17 +384,24 @@ fn protocol(kind: RouteKind, service: &Service, port: u16) -> UpstreamProtocol {
 
 /// Adds `templates` (routes without listener and hosts) to `fragment` once per target:
 /// on its sluice listener, with its hostnames, named after the template and the target.
+/// A redirect that keeps the scheme and names no port goes to the Gateway listener's port,
+/// as the specification says (a changed scheme takes its own well-known port).
 pub fn place(
     templates: &[RouteConfig],
-    targets: &BTreeSet<(String, Vec<String>)>,
+    targets: &BTreeMap<(String, Vec<String>), u16>,
     fragment: &mut Fragment,
 ) {
-    for (t, (listener, hosts)) in targets.iter().enumerate() {
+    for (t, ((listener, hosts), port)) in targets.iter().enumerate() {
         for template in templates {
             let mut route = template.clone();
             route.name = format!("{}/{t}", template.name);
             route.listener = listener.clone();
             route.hosts = hosts.iter().map(|h| host_match(h)).collect();
+            if let Some(redirect) = &mut route.filters.redirect {
+                if redirect.scheme.is_none() && redirect.port.is_none() {
+                    redirect.port = Some(*port);
+                }
+            }
             fragment.routes.push(Arc::new(route));
         }
     }

@@ -159,46 +159,35 @@ pub fn resolve_gateways(
             .infrastructure
             .as_ref()
             .and_then(|i| i.parameters_ref.as_ref());
+        let generation = gateway.metadata.generation;
         if let Some(parameters) = parameters {
             // sluice reads no parameters object: the Gateway is not served at all.
-            let generation = gateway.metadata.generation;
             let message = format!(
                 "sluice takes no infrastructure parameters ({}/{} {})",
                 parameters.group, parameters.kind, parameters.name
             );
-            out.gateways.insert(
-                key.clone(),
-                GatewayStatus {
-                    addresses: None,
-                    attached_listener_sets: None,
-                    conditions: Some(vec![
-                        condition(
-                            "Accepted",
-                            false,
-                            "InvalidParameters",
-                            message,
-                            generation,
-                            now,
-                        ),
-                        condition(
-                            "Programmed",
-                            false,
-                            "Invalid",
-                            "not accepted",
-                            generation,
-                            now,
-                        ),
-                    ]),
-                    listeners: None,
-                },
+            not_accepted(key, "InvalidParameters", message, generation, now, out);
+            continue;
+        }
+        let unsupported: Vec<&str> = gateway
+            .spec
+            .addresses
+            .iter()
+            .flatten()
+            .filter_map(|a| a.r#type.as_deref())
+            .filter(|t| !matches!(*t, "IPAddress" | "Hostname"))
+            .collect();
+        if !unsupported.is_empty() {
+            let message = format!(
+                "address types {unsupported:?} are not supported (IPAddress, Hostname are)"
             );
+            not_accepted(key, "UnsupportedAddress", message, generation, now, out);
             continue;
         }
         let mut fragment = Fragment::new(
             origin("Gateway", &gateway.metadata),
             created(&gateway.metadata),
         );
-        let generation = gateway.metadata.generation;
         let mut mine: Vec<ResolvedListener> = gateway
             .spec
             .listeners
@@ -229,6 +218,36 @@ pub fn resolve_gateways(
         }
     }
     resolved
+}
+
+/// The status of a Gateway that is not served at all: `Accepted=False` with `reason`.
+fn not_accepted(
+    key: &ObjectKey,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+    out: &mut Translation,
+) {
+    out.gateways.insert(
+        key.clone(),
+        GatewayStatus {
+            addresses: None,
+            attached_listener_sets: None,
+            conditions: Some(vec![
+                condition("Accepted", false, reason, message, generation, now),
+                condition(
+                    "Programmed",
+                    false,
+                    "Invalid",
+                    "not accepted",
+                    generation,
+                    now,
+                ),
+            ]),
+            listeners: None,
+        },
+    );
 }
 
 /// Marks `listener` as in conflict with another of its Gateway.
@@ -506,6 +525,8 @@ pub fn finish_gateways(
             continue;
         };
         let generation = gateway.metadata.generation;
+        let (addresses, unusable) =
+            gateway_addresses(gateway, objects, settings.publish_of(&key.0, &key.1));
         let programmed = listeners.iter().filter(|l| l.programmed).count();
         let accepted = listeners
             .iter()
@@ -528,7 +549,19 @@ pub fn finish_gateways(
                 now,
             )
         }];
-        conditions.push(if programmed > 0 {
+        conditions.push(if !unusable.is_empty() {
+            condition(
+                "Programmed",
+                false,
+                "AddressNotUsable",
+                format!(
+                    "{unusable:?} {} not among the addresses sluice is reached on (gateway.publish)",
+                    if unusable.len() == 1 { "is" } else { "are" }
+                ),
+                generation,
+                now,
+            )
+        } else if programmed > 0 {
             condition("Programmed", true, "Programmed", "", generation, now)
         } else {
             condition(
@@ -560,7 +593,7 @@ pub fn finish_gateways(
         out.gateways.insert(
             key.clone(),
             GatewayStatus {
-                addresses: addresses(objects, settings.publish_of(&key.0, &key.1)),
+                addresses,
                 attached_listener_sets: None,
                 conditions: Some(conditions),
                 listeners: Some(listener_status),
@@ -569,27 +602,60 @@ pub fn finish_gateways(
     }
 }
 
-/// `status.addresses` per `publish` (`gateway.publish`, or the Gateway's own in
-/// `gateway.dedicated`).
-fn addresses(
+/// The Gateway's `status.addresses` and the addresses it asks for that sluice is not
+/// reached on. sluice cannot take an address a Gateway asks for: those of `publish`
+/// (`gateway.publish`, or the Gateway's own in `gateway.dedicated`) are usable, and a
+/// request without a value takes them all.
+fn gateway_addresses(
+    gateway: &Gateway,
     objects: &GatewayObjects<'_>,
     publish: Option<&PublishAddress>,
-) -> Option<Vec<GatewayStatusAddresses>> {
-    let entry = |address: &str| GatewayStatusAddresses {
+) -> (Option<Vec<GatewayStatusAddresses>>, Vec<String>) {
+    let published = publish
+        .and_then(|publish| {
+            published_addresses(publish, |namespace, name| {
+                objects
+                    .services
+                    .get(&(namespace.to_string(), name.to_string()))
+            })
+        })
+        .unwrap_or_default();
+    let entry = |address: &str, r#type: Option<&str>| GatewayStatusAddresses {
         r#type: Some(
-            if address.parse::<std::net::IpAddr>().is_ok() {
-                "IPAddress"
-            } else {
-                "Hostname"
-            }
-            .into(),
+            r#type
+                .unwrap_or(if address.parse::<std::net::IpAddr>().is_ok() {
+                    "IPAddress"
+                } else {
+                    "Hostname"
+                })
+                .into(),
         ),
         value: address.to_string(),
     };
-    let addresses = published_addresses(publish?, |namespace, name| {
-        objects
-            .services
-            .get(&(namespace.to_string(), name.to_string()))
-    })?;
-    Some(addresses.iter().map(|a| entry(a)).collect())
+    let requested: Vec<(&str, Option<&str>)> = gateway
+        .spec
+        .addresses
+        .iter()
+        .flatten()
+        .filter_map(|a| {
+            Some((
+                a.value.as_deref().filter(|v| !v.is_empty())?,
+                a.r#type.as_deref(),
+            ))
+        })
+        .collect();
+    if requested.is_empty() {
+        let all: Vec<GatewayStatusAddresses> = published.iter().map(|a| entry(a, None)).collect();
+        return ((!all.is_empty()).then_some(all), Vec::new());
+    }
+    let mut usable = Vec::new();
+    let mut unusable = Vec::new();
+    for (value, r#type) in requested {
+        if published.iter().any(|p| p.eq_ignore_ascii_case(value)) {
+            usable.push(entry(value, r#type));
+        } else {
+            unusable.push(value.to_string());
+        }
+    }
+    ((!usable.is_empty()).then_some(usable), unusable)
 }

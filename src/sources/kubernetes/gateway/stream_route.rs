@@ -160,7 +160,7 @@ fn translate(
     if unresolved.is_some() {
         backends.clear();
     }
-    for (t, (listener, hosts)) in targets.iter().enumerate() {
+    for (t, (listener, hosts)) in targets.keys().enumerate() {
         let name = format!("{kind}/{}/{}/{t}", key.0, key.1);
         let mut route = RouteConfig::new(&name, fragment.origin.clone(), listener, "");
         route.backends = backends.clone();

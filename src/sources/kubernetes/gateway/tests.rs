@@ -252,6 +252,70 @@ fn a_dedicated_gateway_is_served_by_its_own_listeners_only() {
     assert_eq!(shared.addresses, None);
 }
 
+#[test]
+fn a_gateway_gets_only_addresses_sluice_is_reached_on() {
+    let mut settings = settings();
+    settings.publish = Some(crate::model::PublishAddress::Addresses(vec![
+        "10.0.0.1".into(),
+        "lb.example.com".into(),
+    ]));
+    let status_with = |addresses: serde_json::Value| {
+        let mut o = objects();
+        o.gateways.insert(
+            ("infra".into(), "gw".into()),
+            object(
+                json!({"metadata": {"name": "gw", "namespace": "infra", "generation": 1},
+                "spec": {"gatewayClassName": "sluice", "addresses": addresses,
+                    "listeners": [{"name": "web", "port": 80, "protocol": "HTTP"}]}}),
+            ),
+        );
+        let t = o.translate_with(&settings);
+        t.gateways[&("infra".into(), "gw".into())].clone()
+    };
+    let values = |status: &GatewayStatus| -> Vec<String> {
+        status
+            .addresses
+            .iter()
+            .flatten()
+            .map(|a| format!("{}={}", a.r#type.clone().unwrap_or_default(), a.value))
+            .collect()
+    };
+    let conditions = |status: &GatewayStatus, type_: &str| -> (String, String) {
+        let (s, r) = condition_of(status.conditions.as_deref().unwrap_or_default(), type_);
+        (s.to_string(), r.to_string())
+    };
+    let pair = |s: &str, r: &str| (s.to_string(), r.to_string());
+    // None asked for, or one without a value: all published.
+    for asked in [json!(null), json!([{"type": "IPAddress"}])] {
+        let status = status_with(asked);
+        assert_eq!(
+            values(&status),
+            ["IPAddress=10.0.0.1", "Hostname=lb.example.com"]
+        );
+        assert_eq!(
+            conditions(&status, "Programmed"),
+            pair("True", "Programmed")
+        );
+    }
+    // A published one: only it.
+    let status = status_with(json!([{"type": "Hostname", "value": "lb.example.com"}]));
+    assert_eq!(values(&status), ["Hostname=lb.example.com"]);
+    // One sluice is not reached on: accepted, not programmed.
+    let status = status_with(json!([{"value": "192.0.2.1"}, {"value": "10.0.0.1"}]));
+    assert_eq!(conditions(&status, "Accepted"), pair("True", "Accepted"));
+    assert_eq!(
+        conditions(&status, "Programmed"),
+        pair("False", "AddressNotUsable")
+    );
+    assert_eq!(values(&status), ["IPAddress=10.0.0.1"]);
+    // A type sluice does not know: not accepted.
+    let status = status_with(json!([{"type": "example.com/named", "value": "x"}]));
+    assert_eq!(
+        conditions(&status, "Accepted"),
+        pair("False", "UnsupportedAddress")
+    );
+}
+
 /// The listeners' attached route counts of Gateway `infra/gw`.
 fn attached(t: &Translation) -> Vec<i32> {
     let gateway = &t.gateways[&("infra".into(), "gw".into())];

@@ -16,6 +16,7 @@ use sluice::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use sluice::sources::kubernetes::gateway::api::gateways::Gateway;
 use sluice::sources::kubernetes::gateway::api::grpcroutes::GrpcRoute;
 use sluice::sources::kubernetes::gateway::api::httproutes::HttpRoute;
+use sluice::sources::kubernetes::gateway::api::listenersets::ListenerSet;
 use sluice::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
 use sluice::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use sluice::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
@@ -129,7 +130,14 @@ impl Conformance {
     /// As [`Conformance::start`], with Gateways `dedicated` (of the conformance namespace)
     /// served apart from the others.
     fn start_dedicated(manifests: &[&str], dedicated: &[&str]) -> Self {
+        Self::start_with(manifests, dedicated, |_| {})
+    }
+
+    /// As [`Conformance::start_dedicated`], with `prepare` run on the API server before
+    /// anything else.
+    fn start_with(manifests: &[&str], dedicated: &[&str], prepare: impl FnOnce(&FakeKube)) -> Self {
         let kube = FakeKube::start();
+        prepare(&kube);
         kube.apply(typed::<GatewayClass>(&serde_json::json!({
             "metadata": {"name": "sluice"},
             "spec": {"controllerName": CONTROLLER},
@@ -542,6 +550,9 @@ fn apply(
         }
         "HTTPRoute" => {
             kube.apply(typed::<HttpRoute>(object));
+        }
+        "ListenerSet" => {
+            kube.apply(typed::<ListenerSet>(object));
         }
         "TLSRoute" => {
             kube.apply(typed::<TlsRoute>(object));
@@ -3984,4 +3995,774 @@ fn BackendTLSPolicySANValidation() {
     ] {
         expect_failure(&c, host, &format!("/backendtlspolicy-{policy}"));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// ListenerSet (GATEWAY-* Extended): listeners other objects add to a Gateway that allows
+// them, in precedence order after the Gateway's own; routes attach by naming the set.
+// ---------------------------------------------------------------------------------------
+
+/// ListenerSetMustHaveCondition: ListenerSet `namespace/name` has condition `type_` with
+/// `status` and `reason` ("" for any), and all its conditions are at its generation.
+fn set_condition(
+    c: &Conformance,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) {
+    let found = c.kube.wait_until(READY_TIMEOUT, |kube| {
+        let Some(set) = kube.get::<ListenerSet>(namespace, name) else {
+            return false;
+        };
+        let generation = set.metadata.generation;
+        let conditions = set.status.and_then(|s| s.conditions).unwrap_or_default();
+        conditions
+            .iter()
+            .all(|c| c.observed_generation == generation)
+            && conditions.iter().any(|c| {
+                c.type_ == type_ && c.status == status && (reason.is_empty() || c.reason == reason)
+            })
+    });
+    assert!(
+        found,
+        "ListenerSet {namespace}/{name}: no {type_}={status} ({reason}); status {:?}",
+        c.kube
+            .get::<ListenerSet>(namespace, name)
+            .and_then(|s| s.status)
+    );
+}
+
+/// Both `Accepted` and `Programmed` of ListenerSet `namespace/name` are `status` with
+/// `reason` ("" for any).
+fn set_state(
+    c: &Conformance,
+    namespace: &str,
+    name: &str,
+    status: &str,
+    accepted: &str,
+    programmed: &str,
+) {
+    set_condition(c, namespace, name, "Accepted", status, accepted);
+    set_condition(c, namespace, name, "Programmed", status, programmed);
+}
+
+/// The listener conditions the suite's generateAcceptedListenerConditions lists.
+const SERVED: [(&str, &str, &str); 3] = [
+    ("Accepted", "True", ""),
+    ("ResolvedRefs", "True", ""),
+    ("Programmed", "True", ""),
+];
+
+/// ListenerSetListenersMustHaveConditions for one listener.
+fn set_listener(
+    c: &Conformance,
+    namespace: &str,
+    name: &str,
+    listener: &str,
+    conditions: &[(&str, &str, &str)],
+) {
+    let matches = |kube: &FakeKube| {
+        kube.get::<ListenerSet>(namespace, name)
+            .and_then(|s| s.status?.listeners)
+            .is_some_and(|listeners| {
+                listeners.iter().any(|l| {
+                    l.name == listener
+                        && conditions.iter().all(|(type_, status, reason)| {
+                            l.conditions.iter().any(|c| {
+                                c.type_ == *type_
+                                    && c.status == *status
+                                    && (reason.is_empty() || c.reason == *reason)
+                            })
+                        })
+                })
+            })
+    };
+    assert!(
+        c.kube.wait_until(READY_TIMEOUT, matches),
+        "ListenerSet {namespace}/{name} listener {listener}: want {conditions:?}; status {:?}",
+        c.kube
+            .get::<ListenerSet>(namespace, name)
+            .and_then(|s| s.status)
+    );
+}
+
+/// ListenerSetStatusMustHaveListeners: exactly these listeners (name, attached routes),
+/// each served and supporting HTTPRoute.
+fn set_listeners(c: &Conformance, namespace: &str, name: &str, wanted: &[(&str, i32)]) {
+    let matches = |kube: &FakeKube| {
+        let Some(set) = kube.get::<ListenerSet>(namespace, name) else {
+            return false;
+        };
+        let generation = set.metadata.generation;
+        let Some(status) = set.status else {
+            return false;
+        };
+        let listeners = status.listeners.unwrap_or_default();
+        status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .all(|c| c.observed_generation == generation)
+            && listeners.len() == wanted.len()
+            && wanted.iter().all(|(listener, attached)| {
+                listeners.iter().any(|l| {
+                    l.name == *listener
+                        && l.attached_routes == *attached
+                        && l.supported_kinds
+                            .iter()
+                            .flatten()
+                            .any(|k| k.kind == "HTTPRoute")
+                        && SERVED.iter().all(|(type_, status, _)| {
+                            l.conditions
+                                .iter()
+                                .any(|c| c.type_ == *type_ && c.status == *status)
+                        })
+                })
+            })
+    };
+    assert!(
+        c.kube.wait_until(READY_TIMEOUT, matches),
+        "ListenerSet {namespace}/{name}: want listeners {wanted:?}; status {:?}",
+        c.kube
+            .get::<ListenerSet>(namespace, name)
+            .and_then(|s| s.status)
+    );
+}
+
+/// GatewayMustHaveAttachedListeners: Gateway `name` counts `sets` ListenerSets.
+fn attached_sets(c: &Conformance, name: &str, sets: i32) {
+    gateway_accepted(c, name, "True", "Accepted");
+    let counted = c.kube.wait_until(READY_TIMEOUT, |kube| {
+        kube.get::<Gateway>(INFRA, name)
+            .and_then(|g| g.status)
+            .is_some_and(|s| s.attached_listener_sets.unwrap_or(0) == sets)
+    });
+    assert!(
+        counted,
+        "Gateway {name}: want {sets} attached ListenerSets; status {:?}",
+        c.kube.get::<Gateway>(INFRA, name).and_then(|g| g.status)
+    );
+}
+
+/// HTTPRoute `route` (conformance namespace) has a parent entry of sluice's for `kind`
+/// `namespace/name` with condition `type_` `status` (`reason`) at its generation.
+#[allow(clippy::too_many_arguments)]
+fn parent_condition(
+    c: &Conformance,
+    route: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) {
+    let status_of = |kube: &FakeKube| {
+        kube.get::<HttpRoute>(INFRA, route)
+            .and_then(|r| serde_json::to_value(r).ok())
+    };
+    let found = c.kube.wait_until(READY_TIMEOUT, |kube| {
+        let Some(object) = status_of(kube) else {
+            return false;
+        };
+        let generation = &object["metadata"]["generation"];
+        object["status"]["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                let parent = &p["parentRef"];
+                let kind_ok =
+                    parent["kind"] == kind || (parent["kind"].is_null() && kind == "Gateway");
+                p["controllerName"] == CONTROLLER
+                    && parent["name"] == name
+                    && kind_ok
+                    && (parent["namespace"].is_null() || parent["namespace"] == namespace)
+                    && p["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|cond| {
+                            cond["type"] == type_
+                                && cond["status"] == status
+                                && cond["reason"] == reason
+                                && &cond["observedGeneration"] == generation
+                        })
+            })
+    });
+    assert!(
+        found,
+        "HTTPRoute {route}: no parent {kind} {namespace}/{name} with {type_}={status} ({reason}) in {:?}",
+        status_of(&c.kube).map(|r| r["status"].clone())
+    );
+}
+
+/// RoutesAndParentMustBeAccepted for ListenerSet `name` of the conformance namespace.
+fn accepted_by_set(c: &Conformance, name: &str, routes: &[&str]) {
+    for route in routes {
+        parent_condition(
+            c,
+            route,
+            "ListenerSet",
+            INFRA,
+            name,
+            "Accepted",
+            "True",
+            "Accepted",
+        );
+    }
+}
+
+#[test]
+fn a_kind_whose_crd_is_missing_counts_as_none_until_it_is_installed() {
+    // A cluster on an older Gateway API release has no ListenerSet CRD: the rest is served.
+    let c = Conformance::start_with(&["listenerset-http-routing.yaml"], &[], |kube| {
+        kube.uninstall::<ListenerSet>()
+    });
+    let gateway = "gateway-with-listener-sets-http-routing";
+    parent_condition(
+        &c,
+        "gateway-route",
+        "Gateway",
+        INFRA,
+        gateway,
+        "Accepted",
+        "True",
+        "Accepted",
+    );
+    expect_host(&c, "gateway-listener-1.com", "/gateway-route", 200, &v(2));
+    expect_host(
+        &c,
+        "listener-set-http-routing-1-listener-1.com",
+        "/route",
+        404,
+        "",
+    );
+    // The CRD comes: the watch, still trying, lists the sets already there.
+    c.kube.install::<ListenerSet>();
+    attached_sets(&c, gateway, 2);
+    expect_host(
+        &c,
+        "listener-set-http-routing-1-listener-1.com",
+        "/route",
+        200,
+        &v(1),
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetAllowedNamespaceNone() {
+    let c = Conformance::start(&["listenerset-allowed-namespace-none.yaml"]);
+    attached_sets(&c, "gateway-does-not-allow-listenerset", 0);
+    set_state(
+        &c,
+        INFRA,
+        "listenerset-not-allowed",
+        "False",
+        "NotAllowed",
+        "NotAllowed",
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetDefaultNotAllowed() {
+    let c = Conformance::start(&["listenerset-default-not-allowed.yaml"]);
+    attached_sets(&c, "gateway-default-does-not-allow-listenerset", 0);
+    set_state(
+        &c,
+        INFRA,
+        "listenerset-default-not-allowed",
+        "False",
+        "NotAllowed",
+        "NotAllowed",
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetAllowedNamespaceSame() {
+    let c = Conformance::start(&["listenerset-allowed-namespace-same.yaml"]);
+    attached_sets(&c, "gateway-allows-listenerset-in-same-namespace", 1);
+    let same = "listenerset-in-same-namespace";
+    set_state(&c, INFRA, same, "True", "Accepted", "Programmed");
+    set_listener(
+        &c,
+        INFRA,
+        same,
+        "listenerset-in-same-namespace-listener",
+        &SERVED,
+    );
+    set_state(
+        &c,
+        "gateway-api-listenerset-not-allowed-ns",
+        "listenerset-in-different-namespace",
+        "False",
+        "NotAllowed",
+        "NotAllowed",
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetAllowedNamespaceSelector() {
+    let c = Conformance::start(&["listenerset-allowed-namespace-selector.yaml"]);
+    attached_sets(&c, "gateway-allows-listenerset-in-selected-namespace", 1);
+    let selected = (
+        "gateway-api-listenerset-selector-allowed-ns",
+        "listenerset-in-selected-namespace",
+    );
+    set_state(&c, selected.0, selected.1, "True", "Accepted", "Programmed");
+    set_listener(
+        &c,
+        selected.0,
+        selected.1,
+        "listenerset-in-selected-namespace-listener",
+        &SERVED,
+    );
+    set_state(
+        &c,
+        "gateway-api-listenerset-selector-not-allowed-ns",
+        "listenerset-not-in-selected-namespace",
+        "False",
+        "NotAllowed",
+        "NotAllowed",
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetAllowedRoutesNamespaces() {
+    let c = Conformance::start(&["listenerset-allowed-routes-namespaces.yaml"]);
+    attached_sets(&c, "gateway-with-listener-sets-test-allowed-routes", 2);
+    // Same-namespace ListenerSet.
+    let set = "listenerset-test-allowed-routes-namespaces";
+    for (namespace, route) in [
+        (INFRA, "route-in-same-namespace"),
+        (
+            "gateway-api-routes-allowed-ns",
+            "route-in-selected-namespace",
+        ),
+        (
+            "gateway-api-routes-not-allowed-ns",
+            "route-not-in-selected-namespace",
+        ),
+    ] {
+        c.condition_of::<HttpRoute>(namespace, route, "Accepted", "True", "Accepted");
+    }
+    set_listeners(
+        &c,
+        INFRA,
+        set,
+        &[
+            ("listener-set-listener-allowed-routes-all", 3),
+            ("listener-set-listener-allowed-routes-same", 1),
+            ("listener-set-listener-allowed-routes-selector", 1),
+        ],
+    );
+    let paths = [
+        "/route-in-same-namespace",
+        "/route-in-selected-namespace",
+        "/route-not-in-selected-namespace",
+    ];
+    for (host, served) in [
+        (
+            "listener-set-listener-allowed-routes-all.com",
+            [Some(1), Some(2), Some(3)],
+        ),
+        (
+            "listener-set-listener-allowed-routes-same.com",
+            [Some(1), None, None],
+        ),
+        (
+            "listener-set-listener-allowed-routes-selector.com",
+            [None, Some(2), None],
+        ),
+    ] {
+        for (path, backend) in paths.iter().zip(served) {
+            match backend {
+                Some(n) => expect_host(&c, host, path, 200, &v(n)),
+                None => expect_host(&c, host, path, 404, ""),
+            }
+        }
+    }
+    // Cross-namespace ListenerSet: its listener's `Same` is the set's namespace.
+    let cross = (
+        "gateway-api-ls-cross-ns",
+        "listenerset-test-allowed-routes-cross-ns",
+    );
+    c.condition_of::<HttpRoute>(
+        cross.0,
+        "route-in-listenerset-namespace",
+        "Accepted",
+        "True",
+        "Accepted",
+    );
+    c.condition_of::<HttpRoute>(
+        INFRA,
+        "route-in-gateway-namespace",
+        "Accepted",
+        "False",
+        "NotAllowedByListeners",
+    );
+    set_listeners(
+        &c,
+        cross.0,
+        cross.1,
+        &[("listener-set-listener-allowed-routes-cross-ns-same", 1)],
+    );
+    let host = "listener-set-listener-allowed-routes-cross-ns-same.com";
+    expect_host(&c, host, "/route-in-listenerset-namespace", 200, &v(1));
+    expect_host(&c, host, "/route-in-gateway-namespace", 404, "");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetAllowedRoutesSupportedKinds() {
+    let c = Conformance::start(&["listenerset-allowed-routes-supported-kinds.yaml"]);
+    gateway_accepted(
+        &c,
+        "gateway-with-listener-sets-test-supported-route-kinds",
+        "True",
+        "Accepted",
+    );
+    set_listener(
+        &c,
+        INFRA,
+        "listenerset-test-allowed-routes-supported-kinds",
+        "listener-set-listener-allowed-routes-tls-only",
+        &[("ResolvedRefs", "False", "InvalidRouteKinds")],
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetDualParentRefIndependence() {
+    let c = Conformance::start(&["listenerset-dual-parentref-independence.yaml"]);
+    let gateway = "gateway-dual-parentref";
+    let set = "ls-dual-parentref";
+    attached_sets(&c, gateway, 1);
+    set_listeners(&c, INFRA, set, &[("ls-dual-parentref-listener", 2)]);
+    let both = "route-dual-parentref-both";
+    parent_condition(
+        &c, both, "Gateway", INFRA, gateway, "Accepted", "True", "Accepted",
+    );
+    accepted_by_set(&c, set, &[both]);
+    expect_host(&c, "gw-dual.com", "/dualboth", 200, &v(1));
+    expect_host(&c, "ls-dual.com", "/dualboth", 200, &v(1));
+    // A Gateway parentRef naming the set's listener matches none of the Gateway's.
+    let one = "route-dual-parentref-one";
+    parent_condition(
+        &c,
+        one,
+        "Gateway",
+        INFRA,
+        gateway,
+        "Accepted",
+        "False",
+        "NoMatchingParent",
+    );
+    accepted_by_set(&c, set, &[one]);
+    expect_host(&c, "ls-dual.com", "/dualone", 200, &v(2));
+    expect_host(&c, "gw-dual.com", "/dualone", 404, "");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetGatewayParentSectionNameNotFound() {
+    let c = Conformance::start(&["listenerset-gateway-parent-section-name-not-found.yaml"]);
+    let gateway = "gateway-section-name";
+    attached_sets(&c, gateway, 1);
+    accepted_by_set(&c, "listenerset-section-name", &["route-via-listenerset"]);
+    parent_condition(
+        &c,
+        "route-via-gateway",
+        "Gateway",
+        INFRA,
+        gateway,
+        "Accepted",
+        "False",
+        "NoMatchingParent",
+    );
+    expect_host(&c, "ls-section-name.com", "/goodsection", 200, &v(1));
+    expect_host(&c, "gw-section.com", "/badsection", 404, "");
+}
+
+/// ListenerSetHostnameConflict and ListenerSetProtocolConflict: the same sets, conflicting
+/// for `reason` (`what` in their names).
+fn listener_set_conflicts(manifest: &str, what: &str, reason: &str) {
+    let c = Conformance::start(&[manifest]);
+    let gateway = format!("gateway-with-listenerset-{what}-conflict");
+    let loser = [
+        ("Accepted", "False", reason),
+        ("Programmed", "False", reason),
+        ("Conflicted", "True", reason),
+    ];
+    let with_gateway = format!("{what}-conflict-with-gateway-listener");
+    let with_set = format!("{what}-conflict-with-listener-set-listener");
+    // The Gateway's listeners win.
+    c.listener_status(&gateway, "gateway-listener", 0, &SERVED);
+    c.listener_status(&gateway, &with_gateway, 0, &SERVED);
+    attached_sets(&c, &gateway, 2);
+    let set = |n: &str| format!("listenerset-with-{what}-conflict-with-{n}");
+    set_condition(&c, INFRA, &set("gateway-1"), "Accepted", "True", "");
+    set_condition(
+        &c,
+        INFRA,
+        &set("gateway-1"),
+        "Programmed",
+        "True",
+        "Programmed",
+    );
+    set_listener(
+        &c,
+        INFRA,
+        &set("gateway-1"),
+        "listener-set-1-listener",
+        &SERVED,
+    );
+    set_listener(&c, INFRA, &set("gateway-1"), &with_gateway, &loser);
+    set_listener(&c, INFRA, &set("gateway-1"), &with_set, &SERVED);
+    set_state(
+        &c,
+        INFRA,
+        &set("gateway-2"),
+        "False",
+        "ListenersNotValid",
+        "ListenersNotValid",
+    );
+    set_listener(&c, INFRA, &set("gateway-2"), &with_gateway, &loser);
+    set_condition(&c, INFRA, &set("listener-set-1"), "Accepted", "True", "");
+    set_condition(
+        &c,
+        INFRA,
+        &set("listener-set-1"),
+        "Programmed",
+        "True",
+        "Programmed",
+    );
+    set_listener(
+        &c,
+        INFRA,
+        &set("listener-set-1"),
+        "listener-set-2-listener",
+        &SERVED,
+    );
+    set_listener(&c, INFRA, &set("listener-set-1"), &with_set, &loser);
+    set_state(
+        &c,
+        INFRA,
+        &set("listener-set-2"),
+        "False",
+        "ListenersNotValid",
+        "ListenersNotValid",
+    );
+    set_listener(&c, INFRA, &set("listener-set-2"), &with_set, &loser);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetHostnameConflict() {
+    listener_set_conflicts(
+        "listenerset-hostname-conflict.yaml",
+        "hostname",
+        "HostnameConflict",
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetProtocolConflict() {
+    listener_set_conflicts(
+        "listenerset-protocol-conflict.yaml",
+        "protocol",
+        "ProtocolConflict",
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetHTTPRouting() {
+    let c = Conformance::start(&["listenerset-http-routing.yaml"]);
+    let gateway = "gateway-with-listener-sets-http-routing";
+    for route in [
+        "attaches-to-all-listeners",
+        "gateway-route",
+        "gateway-section-route",
+    ] {
+        parent_condition(
+            &c, route, "Gateway", INFRA, gateway, "Accepted", "True", "Accepted",
+        );
+    }
+    listeners_ready(&c, gateway);
+    attached_sets(&c, gateway, 2);
+    let (one, two) = ("listener-set-http-routing-1", "listener-set-http-routing-2");
+    accepted_by_set(
+        &c,
+        one,
+        &[
+            "attaches-to-all-listeners",
+            "listener-set-http-routing-1-route",
+            "listener-set-http-routing-1-section-route",
+        ],
+    );
+    set_listeners(
+        &c,
+        INFRA,
+        one,
+        &[
+            ("listener-set-http-routing-1-listener-1", 3),
+            ("listener-set-http-routing-1-listener-2", 2),
+        ],
+    );
+    accepted_by_set(
+        &c,
+        two,
+        &[
+            "attaches-to-all-listeners",
+            "listener-set-http-routing-2-route",
+        ],
+    );
+    set_listeners(
+        &c,
+        INFRA,
+        two,
+        &[
+            ("listener-set-http-routing-2-listener-1", 2),
+            ("listener-set-http-routing-2-listener-2", 2),
+        ],
+    );
+    let hosts = [
+        "gateway-listener-1.com",
+        "gateway-listener-2.com",
+        "listener-set-http-routing-1-listener-1.com",
+        "listener-set-http-routing-1-listener-2.com",
+        "listener-set-http-routing-2-listener-1.com",
+        "listener-set-http-routing-2-listener-2.com",
+    ];
+    // By path: the backend, and on which of `hosts` it answers.
+    let cases: [(&str, u8, [bool; 6]); 6] = [
+        ("/route", 1, [true; 6]),
+        (
+            "/gateway-route",
+            2,
+            [true, true, false, false, false, false],
+        ),
+        (
+            "/gateway-section-route",
+            3,
+            [true, false, false, false, false, false],
+        ),
+        (
+            "/listener-set-http-routing-1-route",
+            2,
+            [false, false, true, true, false, false],
+        ),
+        (
+            "/listener-set-http-routing-1-section-route",
+            3,
+            [false, false, true, false, false, false],
+        ),
+        (
+            "/listener-set-http-routing-2-route",
+            2,
+            [false, false, false, false, true, true],
+        ),
+    ];
+    for (path, backend, served) in cases {
+        for (host, served) in hosts.iter().zip(served) {
+            if served {
+                expect_host(&c, host, path, 200, &v(backend));
+            } else {
+                expect_host(&c, host, path, 404, "");
+            }
+        }
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetReferenceGrant() {
+    let c = Conformance::start(&["listenerset-reference-grant.yaml"]);
+    gateway_accepted(
+        &c,
+        "gateway-with-listener-sets-test-reference-grant",
+        "True",
+        "Accepted",
+    );
+    let granted = "listenerset-with-reference-grant";
+    set_state(&c, INFRA, granted, "True", "", "");
+    set_listener(
+        &c,
+        INFRA,
+        granted,
+        "listenerset-with-reference-grant-listener",
+        &[("ResolvedRefs", "True", "")],
+    );
+    let other = (
+        "gateway-api-listener-sets-test-reference-grant-ns",
+        "listenerset-without-reference-grant",
+    );
+    set_state(
+        &c,
+        other.0,
+        other.1,
+        "False",
+        "ListenersNotValid",
+        "ListenersNotValid",
+    );
+    set_listener(
+        &c,
+        other.0,
+        other.1,
+        "listenerset-without-reference-grant-listener",
+        &[("ResolvedRefs", "False", "RefNotPermitted")],
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn ListenerSetRouteStatusScopedToParentRef() {
+    let c = Conformance::start(&["listenerset-route-status-scoped-to-parentref.yaml"]);
+    let gateway = "gateway-parentref";
+    attached_sets(&c, gateway, 1);
+    // The Gateway's route is not counted on the set's listener.
+    set_listeners(
+        &c,
+        INFRA,
+        "listenerset-parentref",
+        &[("listenerset-parentref-listener", 1)],
+    );
+    parent_condition(
+        &c,
+        "route-parentref-gwonly",
+        "Gateway",
+        INFRA,
+        gateway,
+        "Accepted",
+        "True",
+        "Accepted",
+    );
+    accepted_by_set(&c, "listenerset-parentref", &["route-parentref-lsonly"]);
+    // One parent entry per parentRef: neither route gets the other's parent.
+    let parents = |route: &str| -> Vec<String> {
+        c.kube
+            .get::<HttpRoute>(INFRA, route)
+            .and_then(|r| serde_json::to_value(r.status).ok())
+            .and_then(|s| s["parents"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                p["parentRef"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(parents("route-parentref-gwonly"), [gateway]);
+    assert_eq!(parents("route-parentref-lsonly"), ["listenerset-parentref"]);
 }

@@ -271,6 +271,8 @@ fn the_deployment_shape_is_restricted_and_least_privileged() {
             "gateway.networking.k8s.io/grpcroutes: get,list,watch",
             "gateway.networking.k8s.io/httproutes/status: patch",
             "gateway.networking.k8s.io/httproutes: get,list,watch",
+            "gateway.networking.k8s.io/listenersets/status: patch",
+            "gateway.networking.k8s.io/listenersets: get,list,watch",
             "gateway.networking.k8s.io/referencegrants: get,list,watch",
             "gateway.networking.k8s.io/tcproutes/status: patch",
             "gateway.networking.k8s.io/tcproutes: get,list,watch",

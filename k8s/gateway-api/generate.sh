@@ -15,7 +15,8 @@ kopium_version=0.24.1
 if ! command -v kopium >/dev/null || [[ "$(kopium --version)" != "kopium $kopium_version" ]]; then
     cargo install kopium --version "$kopium_version" --locked --root "${CARGO_HOME:-$HOME/.cargo}"
 fi
-for kind in gatewayclasses gateways httproutes grpcroutes tlsroutes tcproutes referencegrants backendtlspolicies; do
+for kind in gatewayclasses gateways listenersets httproutes grpcroutes tlsroutes tcproutes referencegrants \
+    backendtlspolicies; do
     kopium -f "$here/crds/gateway.networking.k8s.io_$kind.yaml" --api-version v1 \
         --derive PartialEq \
         | sed -e "/^\/\/ kopium command:/d" > "$out/$kind.rs"

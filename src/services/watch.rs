@@ -75,24 +75,55 @@ where
     K::DynamicType: Default,
     U: Send + 'static,
 {
+    let resource = K::plural(&K::DynamicType::default()).to_string();
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-    tokio::spawn(forward(stream, updates, wrap))
+    tokio::spawn(forward(resource, stream, updates, wrap))
 }
 
+/// Sends the events of `stream` (a watch of `resource`). A resource the API server does
+/// not serve (its CRD is not installed, e.g. an older Gateway API release) counts as
+/// synced with no objects, so the kinds that are there are served; the watch keeps trying,
+/// and the objects come once the CRD does.
 async fn forward<K, U>(
+    resource: String,
     stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send,
     updates: mpsc::UnboundedSender<U>,
     wrap: impl Fn(Event<K>) -> U + Send,
 ) {
     let mut stream = std::pin::pin!(stream);
+    let mut missing = false;
     while let Some(event) = stream.next().await {
-        match event {
+        let events = match event {
             Ok(event) => {
-                if updates.send(wrap(event)).is_err() {
-                    return;
-                }
+                missing = false;
+                vec![event]
             }
-            Err(e) => log::warn!("kubernetes watch error (retrying): {e}"),
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                if status.code == 404 && !missing =>
+            {
+                missing = true;
+                log::warn!(
+                    "kubernetes watch: the API server does not serve {resource} (CRD not \
+                     installed?): taken as none until it does"
+                );
+                vec![Event::Init, Event::InitDone]
+            }
+            // Still not served: said once.
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                if status.code == 404 =>
+            {
+                log::debug!("kubernetes watch: {resource} still not served");
+                Vec::new()
+            }
+            Err(e) => {
+                log::warn!("kubernetes watch of {resource} failed (retrying): {e}");
+                Vec::new()
+            }
+        };
+        for event in events {
+            if updates.send(wrap(event)).is_err() {
+                return;
+            }
         }
     }
 }

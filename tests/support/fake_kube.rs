@@ -19,7 +19,7 @@ use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -119,6 +119,8 @@ struct Shared {
     drops: AtomicU64,
     stop: AtomicBool,
     watch_requests: AtomicU64,
+    /// Resources the server answers 404 for, as one whose CRD is not installed.
+    uninstalled: Mutex<BTreeSet<ResourceId>>,
 }
 
 /// The fake API server, stopped on drop.
@@ -229,6 +231,7 @@ fn kind_of(resource: &str) -> String {
         "grpcroutes" => "GRPCRoute",
         "tlsroutes" => "TLSRoute",
         "tcproutes" => "TCPRoute",
+        "listenersets" => "ListenerSet",
         "referencegrants" => "ReferenceGrant",
         "backendtlspolicies" => "BackendTLSPolicy",
         _ => "Object",
@@ -265,6 +268,21 @@ impl FakeKube {
         let s = shared.clone();
         thread::spawn(move || accept_loop(listener, address, s));
         Self { address, shared }
+    }
+
+    /// Serves `K` as if its CRD were not installed (404 for lists and watches) until
+    /// [`FakeKube::install`]; objects applied meanwhile are kept.
+    pub fn uninstall<K: Kind>(&self) {
+        self.uninstalled().insert(resource_of::<K>());
+    }
+
+    /// Serves `K` again, as once its CRD is installed.
+    pub fn install<K: Kind>(&self) {
+        self.uninstalled().remove(&resource_of::<K>());
+    }
+
+    fn uninstalled(&self) -> std::sync::MutexGuard<'_, BTreeSet<ResourceId>> {
+        self.shared.uninstalled.lock().expect("fake API resources")
     }
 
     /// `http://127.0.0.1:PORT`
@@ -568,6 +586,22 @@ fn serve(stream: TcpStream, shared: &Shared) {
             }
             continue;
         };
+        let installed = !shared
+            .uninstalled
+            .lock()
+            .expect("fake API resources")
+            .contains(&target.resource);
+        if !installed {
+            let reply = status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource".into(),
+            );
+            if !respond(stream, reply) {
+                return;
+            }
+            continue;
+        }
         let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
         if method == "GET" && target.name.is_none() && watching {
             shared.watch_requests.fetch_add(1, Ordering::SeqCst);

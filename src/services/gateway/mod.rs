@@ -21,6 +21,7 @@ use crate::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use crate::sources::kubernetes::gateway::api::gateways::Gateway;
 use crate::sources::kubernetes::gateway::api::grpcroutes::GrpcRoute;
 use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
+use crate::sources::kubernetes::gateway::api::listenersets::ListenerSet;
 use crate::sources::kubernetes::gateway::api::referencegrants::ReferenceGrant;
 use crate::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
@@ -79,6 +80,7 @@ impl GatewayController {
 enum Update {
     Classes(Box<Event<GatewayClass>>),
     Gateways(Box<Event<Gateway>>),
+    ListenerSets(Box<Event<ListenerSet>>),
     HttpRoutes(Box<Event<HttpRoute>>),
     GrpcRoutes(Box<Event<GrpcRoute>>),
     TlsRoutes(Box<Event<TlsRoute>>),
@@ -95,6 +97,7 @@ enum Update {
 struct Stores {
     classes: Watched<GatewayClass>,
     gateways: Watched<Gateway>,
+    listener_sets: Watched<ListenerSet>,
     http_routes: Watched<HttpRoute>,
     grpc_routes: Watched<GrpcRoute>,
     tls_routes: Watched<TlsRoute>,
@@ -112,6 +115,7 @@ impl Stores {
         Self {
             classes: Watched::new(),
             gateways: Watched::new(),
+            listener_sets: Watched::new(),
             http_routes: Watched::new(),
             grpc_routes: Watched::new(),
             tls_routes: Watched::new(),
@@ -128,6 +132,7 @@ impl Stores {
     fn synced(&self) -> bool {
         self.classes.synced
             && self.gateways.synced
+            && self.listener_sets.synced
             && self.http_routes.synced
             && self.grpc_routes.synced
             && self.tls_routes.synced
@@ -145,6 +150,7 @@ impl Stores {
         GatewayObjects {
             classes: &self.classes.objects,
             gateways: &self.gateways.objects,
+            listener_sets: &self.listener_sets.objects,
             http_routes: &self.http_routes.objects,
             grpc_routes: &self.grpc_routes.objects,
             tls_routes: &self.tls_routes.objects,
@@ -205,6 +211,9 @@ impl BackgroundService for GatewayController {
             }),
             spawn_watch(Api::<Gateway>::all(c.clone()), updates.clone(), |e| {
                 Update::Gateways(Box::new(e))
+            }),
+            spawn_watch(Api::<ListenerSet>::all(c.clone()), updates.clone(), |e| {
+                Update::ListenerSets(Box::new(e))
             }),
             spawn_watch(Api::<HttpRoute>::all(c.clone()), updates.clone(), |e| {
                 Update::HttpRoutes(Box::new(e))
@@ -338,6 +347,15 @@ impl Controller {
                     apply_marked(&mut stores.gateways, *e, StatusKind::Gateway, status);
                 context_changed
             }
+            Update::ListenerSets(e) => {
+                context_changed = apply_marked(
+                    &mut stores.listener_sets,
+                    *e,
+                    StatusKind::ListenerSet,
+                    status,
+                );
+                context_changed
+            }
             Update::HttpRoutes(e) => {
                 apply_marked(&mut stores.http_routes, *e, StatusKind::HttpRoute, status)
             }
@@ -427,6 +445,7 @@ impl Controller {
         let parents_before = Translation {
             classes: translation.classes.clone(),
             gateways: translation.gateways.clone(),
+            listener_sets: translation.listener_sets.clone(),
             backend_tls_policies: translation.backend_tls_policies.clone(),
             ..Translation::default()
         };

@@ -16,6 +16,7 @@ use crate::sources::kubernetes::gateway::api::gatewayclasses::GatewayClass;
 use crate::sources::kubernetes::gateway::api::gateways::Gateway;
 use crate::sources::kubernetes::gateway::api::grpcroutes::GrpcRoute;
 use crate::sources::kubernetes::gateway::api::httproutes::HttpRoute;
+use crate::sources::kubernetes::gateway::api::listenersets::ListenerSet;
 use crate::sources::kubernetes::gateway::api::tcproutes::TcpRoute;
 use crate::sources::kubernetes::gateway::api::tlsroutes::TlsRoute;
 use crate::sources::kubernetes::gateway::{GatewayObjects, ObjectKey, RouteStatus, Translation};
@@ -48,6 +49,7 @@ const MAX_ANCESTORS: usize = 16;
 pub enum StatusKind {
     GatewayClass,
     Gateway,
+    ListenerSet,
     HttpRoute,
     GrpcRoute,
     TlsRoute,
@@ -60,6 +62,7 @@ impl StatusKind {
         match self {
             Self::GatewayClass => "GatewayClass",
             Self::Gateway => "Gateway",
+            Self::ListenerSet => "ListenerSet",
             Self::HttpRoute => "HTTPRoute",
             Self::GrpcRoute => "GRPCRoute",
             Self::TlsRoute => "TLSRoute",
@@ -143,7 +146,7 @@ impl StatusWriter {
     }
 
     /// [`Self::mark_changed`] for the objects that are not routes: GatewayClasses,
-    /// Gateways and BackendTLSPolicies.
+    /// Gateways, ListenerSets and BackendTLSPolicies.
     pub fn mark_changed_parents(&mut self, before: &Translation, after: &Translation) {
         let class_key = |name: &String| (String::new(), name.clone());
         diff(&before.classes, &after.classes, PartialEq::eq, |k| {
@@ -152,6 +155,14 @@ impl StatusWriter {
         diff(&before.gateways, &after.gateways, PartialEq::eq, |k| {
             self.dirty.insert((StatusKind::Gateway, k.clone()));
         });
+        diff(
+            &before.listener_sets,
+            &after.listener_sets,
+            PartialEq::eq,
+            |k| {
+                self.dirty.insert((StatusKind::ListenerSet, k.clone()));
+            },
+        );
         let (policies_before, policies_after) =
             (&before.backend_tls_policies, &after.backend_tls_policies);
         diff(policies_before, policies_after, PartialEq::eq, |k| {
@@ -173,6 +184,10 @@ impl StatusWriter {
             .extend(keys(StatusKind::GatewayClass, o.classes.keys().collect()));
         self.dirty
             .extend(keys(StatusKind::Gateway, o.gateways.keys().collect()));
+        self.dirty.extend(keys(
+            StatusKind::ListenerSet,
+            o.listener_sets.keys().collect(),
+        ));
         self.dirty
             .extend(keys(StatusKind::HttpRoute, o.http_routes.keys().collect()));
         self.dirty
@@ -236,6 +251,10 @@ impl StatusWriter {
                 StatusKind::Gateway => objects.gateways.get(object).and_then(|gateway| {
                     let status = wanted.gateways.get(object)?;
                     self.write(&key, gateway, status)
+                }),
+                StatusKind::ListenerSet => objects.listener_sets.get(object).and_then(|set| {
+                    let status = wanted.listener_sets.get(object)?;
+                    self.write(&key, set, status)
                 }),
                 StatusKind::HttpRoute => objects.http_routes.get(object).and_then(|route| {
                     self.write_route(&key, route, wanted.http_routes.get(object))
@@ -414,6 +433,10 @@ fn patch(key: StatusKey, written: Written, status: Value, client: Client) -> Pen
             }
             StatusKind::Gateway => {
                 patch_status(Api::<Gateway>::namespaced(client, namespace), name, &patch).await
+            }
+            StatusKind::ListenerSet => {
+                let api = Api::<ListenerSet>::namespaced(client, namespace);
+                patch_status(api, name, &patch).await
             }
             StatusKind::HttpRoute => {
                 patch_status(

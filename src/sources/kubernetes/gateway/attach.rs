@@ -107,26 +107,32 @@ pub fn attach(
     for parent in parent_refs {
         let group = parent.group.as_deref().unwrap_or(GROUP);
         let parent_kind = parent.kind.as_deref().unwrap_or("Gateway");
-        if group != GROUP || parent_kind != "Gateway" {
-            continue;
-        }
-        let gateway = (
+        let parent_key = (
             parent
                 .namespace
                 .clone()
                 .unwrap_or_else(|| namespace.to_string()),
             parent.name.clone(),
         );
-        let of_gateway: Vec<usize> = (0..resolved.len())
-            .filter(|&i| resolved[i].gateway == gateway)
-            .collect();
-        if of_gateway.is_empty() {
-            // Not a Gateway of sluice's (or not there): another controller's business.
+        // A Gateway's routes take its own listeners, a ListenerSet's its own: never the
+        // other's (GEP-1713).
+        let of_parent: Vec<usize> = match (group, parent_kind) {
+            (GROUP, "Gateway") => (0..resolved.len())
+                .filter(|&i| resolved[i].gateway == parent_key && resolved[i].set.is_none())
+                .collect(),
+            (GROUP, "ListenerSet") => (0..resolved.len())
+                .filter(|&i| resolved[i].set.as_ref() == Some(&parent_key))
+                .collect(),
+            _ => continue,
+        };
+        if of_parent.is_empty() {
+            // Not a Gateway of sluice's, or a ListenerSet sluice does not serve (or not
+            // there): another controller's business.
             continue;
         }
         // A port no listener can have matches none.
         let port = parent.port.map(|p| u16::try_from(p).unwrap_or(0));
-        let candidates: Vec<usize> = of_gateway
+        let candidates: Vec<usize> = of_parent
             .into_iter()
             .filter(|&i| {
                 parent

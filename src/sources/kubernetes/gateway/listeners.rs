@@ -64,7 +64,10 @@ enum AllowedNamespaces {
 /// A listener of an accepted Gateway, resolved to the sluice listener that serves it.
 #[derive(Debug, Clone)]
 pub struct ResolvedListener {
+    /// The Gateway it serves (its own listener, or one of its ListenerSets').
     pub gateway: ObjectKey,
+    /// The ListenerSet it belongs to; `None`: the Gateway's own.
+    pub set: Option<ObjectKey>,
     pub name: String,
     pub port: u16,
     /// Lower-case; `None`: any host.
@@ -83,6 +86,35 @@ pub struct ResolvedListener {
 }
 
 impl ResolvedListener {
+    /// Its conditions.
+    pub fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+
+    /// Not served: it conflicts with an earlier listener of its Gateway for `reason`
+    /// (`HostnameConflict`, `ProtocolConflict`), which keeps serving.
+    pub fn lose(&mut self, reason: &str, generation: Option<i64>, now: &Time) {
+        self.programmed = false;
+        self.sluice_listener = None;
+        self.conditions
+            .retain(|c| !matches!(c.type_.as_str(), "Accepted" | "Programmed" | "Conflicted"));
+        let message = "an earlier listener of the Gateway has this port and protocol \
+                       or hostname";
+        for (type_, status) in [
+            ("Accepted", false),
+            ("Programmed", false),
+            ("Conflicted", true),
+        ] {
+            self.conditions
+                .push(condition(type_, status, reason, message, generation, now));
+        }
+    }
+
+    /// The object that declares it: its ListenerSet, else its Gateway.
+    pub fn owner(&self) -> &ObjectKey {
+        self.set.as_ref().unwrap_or(&self.gateway)
+    }
+
     /// Whether a route of `kind` in `namespace` may attach (its namespace's labels are in
     /// `objects`).
     pub fn admits(&self, kind: RouteKind, namespace: &str, objects: &GatewayObjects<'_>) -> bool {
@@ -90,7 +122,7 @@ impl ResolvedListener {
             return false;
         }
         match &self.namespaces {
-            AllowedNamespaces::Same => self.gateway.0 == namespace,
+            AllowedNamespaces::Same => self.owner().0 == namespace,
             AllowedNamespaces::All => true,
             AllowedNamespaces::Selector(selector) => objects
                 .namespaces
@@ -192,7 +224,15 @@ pub fn resolve_gateways(
             .spec
             .listeners
             .iter()
-            .map(|l| resolve(key, gateway, l, objects, settings, &mut fragment, now))
+            .map(|l| {
+                let owner = Owner {
+                    gateway: key,
+                    gateway_object: gateway,
+                    set: None,
+                    generation,
+                };
+                resolve(&owner, l, objects, settings, &mut fragment, now)
+            })
             .collect();
         let identity = |l: &ResolvedListener, spec: &GatewayListeners| {
             (
@@ -217,6 +257,14 @@ pub fn resolve_gateways(
                 .insert(fragment_key("Gateway", key), Arc::new(fragment));
         }
     }
+    super::listener_sets::resolve_listener_sets(
+        objects,
+        settings,
+        classes,
+        &mut resolved,
+        now,
+        out,
+    );
     resolved
 }
 
@@ -274,17 +322,43 @@ fn conflict(listener: &mut ResolvedListener, generation: Option<i64>, now: &Time
     ));
 }
 
+/// The object that declares a listener: a Gateway, or a ListenerSet of one.
+pub(super) struct Owner<'a> {
+    /// The Gateway whose ports serve the listener.
+    pub gateway: &'a ObjectKey,
+    pub gateway_object: &'a Gateway,
+    /// `None`: the Gateway's own listener.
+    pub set: Option<&'a ObjectKey>,
+    pub generation: Option<i64>,
+}
+
+impl Owner<'_> {
+    fn key(&self) -> &ObjectKey {
+        self.set.unwrap_or(self.gateway)
+    }
+
+    /// The kind a ReferenceGrant must let use the listener's certificates.
+    fn kind(&self) -> &'static str {
+        if self.set.is_some() {
+            "ListenerSet"
+        } else {
+            "Gateway"
+        }
+    }
+}
+
 /// One listener: its sluice listener, route kinds, namespaces, certificates, conditions.
-fn resolve(
-    key: &ObjectKey,
-    gateway: &Gateway,
+pub(super) fn resolve(
+    owner: &Owner<'_>,
     listener: &GatewayListeners,
     objects: &GatewayObjects<'_>,
     settings: &GatewaySettings,
     fragment: &mut Fragment,
     now: &Time,
 ) -> ResolvedListener {
-    let generation = gateway.metadata.generation;
+    let generation = owner.generation;
+    let gateway = owner.gateway_object;
+    let key = owner.key();
     let port = u16::try_from(listener.port).unwrap_or(0);
     let mode = listener
         .tls
@@ -320,7 +394,7 @@ fn resolve(
         }
         Some(kind) => {
             let found = settings
-                .ports_of(&key.0, &key.1)
+                .ports_of(&owner.gateway.0, &owner.gateway.1)
                 .iter()
                 .find(|p| p.port == port && p.kind == kind);
             if found.is_none() {
@@ -419,7 +493,7 @@ fn resolve(
             }
             if !granted(
                 objects,
-                "Gateway",
+                owner.kind(),
                 &key.0,
                 &namespace,
                 "Secret",
@@ -428,7 +502,8 @@ fn resolve(
                 resolved_refs = Err((
                     "RefNotPermitted",
                     format!(
-                        "no ReferenceGrant in {namespace} lets this Gateway use Secret {}",
+                        "no ReferenceGrant in {namespace} lets this {} use Secret {}",
+                        owner.kind(),
                         reference.name
                     ),
                 ));
@@ -491,7 +566,8 @@ fn resolve(
         )
     });
     ResolvedListener {
-        gateway: key.clone(),
+        gateway: owner.gateway.clone(),
+        set: owner.set.cloned(),
         name: listener.name.clone(),
         port,
         hostname: listener.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
@@ -513,8 +589,9 @@ pub fn finish_gateways(
     now: &Time,
     out: &mut Translation,
 ) {
+    let attached_sets = super::listener_sets::finish_listener_sets(resolved, objects, now, out);
     let mut by_gateway: BTreeMap<&ObjectKey, Vec<&ResolvedListener>> = BTreeMap::new();
-    for listener in resolved {
+    for listener in resolved.iter().filter(|l| l.set.is_none()) {
         by_gateway
             .entry(&listener.gateway)
             .or_default()
@@ -594,7 +671,7 @@ pub fn finish_gateways(
             key.clone(),
             GatewayStatus {
                 addresses,
-                attached_listener_sets: None,
+                attached_listener_sets: attached_sets.get(key).copied(),
                 conditions: Some(conditions),
                 listeners: Some(listener_status),
             },

@@ -14,6 +14,7 @@ mod backend_tls;
 mod conditions;
 mod grpc_route;
 mod http_route;
+mod listener_sets;
 mod listeners;
 mod stream_route;
 
@@ -23,6 +24,7 @@ use api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use api::gateways::{Gateway, GatewayStatus};
 use api::grpcroutes::GrpcRoute;
 use api::httproutes::HttpRoute;
+use api::listenersets::{ListenerSet, ListenerSetStatus};
 use api::referencegrants::ReferenceGrant;
 use api::tcproutes::TcpRoute;
 use api::tlsroutes::TlsRoute;
@@ -47,6 +49,7 @@ pub const GROUP: &str = "gateway.networking.k8s.io";
 pub struct GatewayObjects<'a> {
     pub classes: &'a BTreeMap<ObjectKey, GatewayClass>,
     pub gateways: &'a BTreeMap<ObjectKey, Gateway>,
+    pub listener_sets: &'a BTreeMap<ObjectKey, ListenerSet>,
     pub http_routes: &'a BTreeMap<ObjectKey, HttpRoute>,
     pub grpc_routes: &'a BTreeMap<ObjectKey, GrpcRoute>,
     pub tls_routes: &'a BTreeMap<ObjectKey, TlsRoute>,
@@ -78,6 +81,8 @@ pub struct Translation {
     pub classes: BTreeMap<String, GatewayClassStatus>,
     /// The status of each Gateway of those classes.
     pub gateways: BTreeMap<ObjectKey, GatewayStatus>,
+    /// The status of each ListenerSet whose parent is one of those Gateways.
+    pub listener_sets: BTreeMap<ObjectKey, ListenerSetStatus>,
     /// The status of each HTTPRoute with a parent among those Gateways (only those
     /// parents' entries).
     pub http_routes: BTreeMap<ObjectKey, Arc<RouteStatus>>,

@@ -43,6 +43,7 @@ pub(super) fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -
 struct Objects {
     classes: BTreeMap<ObjectKey, GatewayClass>,
     gateways: BTreeMap<ObjectKey, Gateway>,
+    listener_sets: BTreeMap<ObjectKey, api::listenersets::ListenerSet>,
     http_routes: BTreeMap<ObjectKey, HttpRoute>,
     tls_routes: BTreeMap<ObjectKey, TlsRoute>,
     tcp_routes: BTreeMap<ObjectKey, TcpRoute>,
@@ -68,6 +69,7 @@ impl Objects {
         GatewayObjects {
             classes: &self.classes,
             gateways: &self.gateways,
+            listener_sets: &self.listener_sets,
             http_routes: &self.http_routes,
             tls_routes: &self.tls_routes,
             tcp_routes: &self.tcp_routes,
@@ -314,6 +316,108 @@ fn a_gateway_gets_only_addresses_sluice_is_reached_on() {
         conditions(&status, "Accepted"),
         pair("False", "UnsupportedAddress")
     );
+}
+
+#[test]
+fn listener_sets_join_after_the_gateway_and_lose_conflicts_to_earlier_listeners() {
+    let mut o = objects();
+    o.gateways.insert(
+        ("infra".into(), "gw".into()),
+        object(json!({"metadata": {"name": "gw", "namespace": "infra", "generation": 1},
+            "spec": {"gatewayClassName": "sluice",
+                "allowedListeners": {"namespaces": {"from": "Same"}},
+                "listeners": [{"name": "a", "port": 80, "protocol": "HTTP", "hostname": "a.com"}]}})),
+    );
+    let set = |namespace: &str, name: &str, created: &str, listeners: serde_json::Value| {
+        object::<api::listenersets::ListenerSet>(json!({
+            "metadata": {"name": name, "namespace": namespace, "generation": 1,
+                "creationTimestamp": created},
+            "spec": {"parentRef": {"name": "gw", "namespace": "infra"}, "listeners": listeners},
+        }))
+    };
+    let http = |name: &str, host: &str| json!({"name": name, "port": 80, "protocol": "HTTP", "hostname": host});
+    // Younger but first by name: precedence is by age.
+    o.listener_sets.insert(
+        ("infra".into(), "a-young".into()),
+        set(
+            "infra",
+            "a-young",
+            "2026-01-02T00:00:00Z",
+            json!([http("b", "b.com")]),
+        ),
+    );
+    o.listener_sets.insert(
+        ("infra".into(), "z-old".into()),
+        set(
+            "infra",
+            "z-old",
+            "2026-01-01T00:00:00Z",
+            json!([
+                http("a", "a.com"),
+                http("b", "B.com"),
+                {"name": "tcp", "port": 80, "protocol": "TCP"},
+            ]),
+        ),
+    );
+    o.listener_sets.insert(
+        ("apps".into(), "elsewhere".into()),
+        set(
+            "apps",
+            "elsewhere",
+            "2026-01-01T00:00:00Z",
+            json!([http("c", "c.com")]),
+        ),
+    );
+    let t = o.translate();
+    let listener = |set: &str, name: &str, type_: &str| -> (String, String) {
+        let status = &t.listener_sets[&("infra".to_string(), set.to_string())];
+        let l = status
+            .listeners
+            .iter()
+            .flatten()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("listener {set}/{name}"));
+        let (s, r) = condition_of(&l.conditions, type_);
+        (s.to_string(), r.to_string())
+    };
+    let pair = |s: &str, r: &str| (s.to_string(), r.to_string());
+    assert_eq!(
+        listener("z-old", "a", "Conflicted"),
+        pair("True", "HostnameConflict")
+    );
+    assert_eq!(
+        listener("z-old", "b", "Programmed"),
+        pair("True", "Programmed")
+    );
+    assert_eq!(
+        listener("z-old", "tcp", "Accepted"),
+        pair("False", "ProtocolConflict")
+    );
+    assert_eq!(
+        listener("a-young", "b", "Accepted"),
+        pair("False", "HostnameConflict")
+    );
+    let set_condition = |namespace: &str, name: &str, type_: &str| -> (String, String) {
+        let status = &t.listener_sets[&(namespace.to_string(), name.to_string())];
+        let (s, r) = condition_of(status.conditions.as_deref().unwrap_or_default(), type_);
+        (s.to_string(), r.to_string())
+    };
+    assert_eq!(
+        set_condition("infra", "z-old", "Accepted"),
+        pair("True", "Accepted")
+    );
+    assert_eq!(
+        set_condition("infra", "a-young", "Programmed"),
+        pair("False", "ListenersNotValid")
+    );
+    assert_eq!(
+        set_condition("apps", "elsewhere", "Accepted"),
+        pair("False", "NotAllowed")
+    );
+    // The Gateway keeps its own listeners only, and counts the set it serves.
+    let gateway = &t.gateways[&("infra".into(), "gw".into())];
+    assert_eq!(gateway.listeners.as_ref().map(Vec::len), Some(1));
+    assert_eq!(gateway.attached_listener_sets, Some(1));
 }
 
 /// The listeners' attached route counts of Gateway `infra/gw`.

@@ -600,7 +600,7 @@ routes:
     request_headers: { set: { "x-a": "bad\u0001value" } }
     redirect: { scheme: ftp, status: 200 }
     rewrite: { prefix: /v2, regex: { pattern: "x", replacement: "/" } }
-    mirror: { upstream: app, max_in_flight: 0 }
+    mirror: { upstream: app, max_in_flight: 0, percent: 120 }
     affinity: { cookie: { name: "a b", same_site: none } }
   - { name: b, listener: web, paths: [{ exact: /x }], rewrite: { prefix: /y } }
 upstreams:
@@ -639,6 +639,7 @@ upstreams:
             "give one of path, prefix or regex",
         ),
         (15, "routes[0].mirror.max_in_flight", "at least 1"),
+        (15, "routes[0].mirror.percent", "not a share of requests"),
         (16, "routes[0].affinity.cookie.name", "invalid cookie name"),
         (16, "routes[0].affinity.cookie.same_site", "without Secure"),
         (17, "routes[1].rewrite.prefix", "no prefix path"),

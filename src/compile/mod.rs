@@ -361,7 +361,7 @@ impl Compiler {
             .chain(
                 route
                     .filters
-                    .mirror
+                    .mirrors
                     .iter()
                     .map(|m| ("mirror.upstream".to_string(), m.upstream.as_str())),
             )
@@ -441,7 +441,7 @@ impl Compiler {
                     || route.filters.redirect.is_some()
                     || route.filters.https_redirect.is_some()
                     || route.filters.app_root.is_some()
-                    || route.filters.mirror.is_some()
+                    || !route.filters.mirrors.is_empty()
                     || route.filters.edits_request()
                     || !route.filters.response_headers.is_empty();
                 if http_only {

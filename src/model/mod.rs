@@ -34,7 +34,7 @@ pub use route::{
     Backend, BodyPolicy, Canary, CanaryHeader, Conditions, CookieAffinity, Cors, Filters,
     HeaderEdits, HeaderMatch, HostMatch, HttpsRedirect, LimitKey, Mirror, OriginPattern, PathMatch,
     PathRewrite, QueryMatch, RateLimit, Redirect, RedirectStatus, Rewrite, RouteConfig, SameSite,
-    TimeoutOverrides, ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
+    TimeoutOverrides, ValueMatch, DEFAULT_MIRROR_IN_FLIGHT, MIRROR_ALL,
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

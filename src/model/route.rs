@@ -96,7 +96,7 @@ impl RouteConfig {
             .iter()
             .map(|b| b.upstream.as_str())
             .chain(self.canary.iter().map(|c| c.upstream.as_str()))
-            .chain(self.filters.mirror.iter().map(|m| m.upstream.as_str()))
+            .chain(self.filters.mirrors.iter().map(|m| m.upstream.as_str()))
             .chain(self.auth.iter().filter_map(|auth| match auth {
                 Auth::External(external) => Some(external.upstream.as_str()),
                 Auth::Basic(_) => None,
@@ -304,7 +304,7 @@ pub struct CanaryHeader {
 
 /// What a route changes on the way, applied in this order: the redirects answer at once
 /// (`app_root`, then `https_redirect`, then `redirect`); otherwise request headers, then
-/// the rewrite, then the mirror copy is sent, then the request goes upstream; response
+/// the rewrite, then the mirror copies are sent, then the request goes upstream; response
 /// headers are edited on the way back.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
@@ -314,7 +314,8 @@ pub struct Filters {
     pub redirect: Option<Redirect>,
     pub request_headers: HeaderEdits,
     pub rewrite: Rewrite,
-    pub mirror: Option<Mirror>,
+    /// Each gets its own copy of the requests it samples.
+    pub mirrors: Vec<Mirror>,
     pub response_headers: HeaderEdits,
 }
 
@@ -453,13 +454,19 @@ impl Rewrite {
 /// Mirror copies in flight at most, unless a source says otherwise.
 pub const DEFAULT_MIRROR_IN_FLIGHT: u32 = 64;
 
-/// A copy of each request sent to another upstream; its answer is discarded.
+/// A copy of requests sent to another upstream; its answer is discarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {
     pub upstream: String,
     /// Copies in flight at most; a request beyond it is not mirrored (and counted).
     pub max_in_flight: u32,
+    /// How many requests per million are copied, each drawn at random
+    /// ([`MIRROR_ALL`]: every one).
+    pub per_million: u32,
 }
+
+/// [`Mirror::per_million`] of a mirror that copies every request.
+pub const MIRROR_ALL: u32 = 1_000_000;
 
 /// Pins each client to an endpoint with a cookie naming it.
 #[derive(Debug, Clone, PartialEq, Eq)]

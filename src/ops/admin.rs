@@ -169,7 +169,7 @@ fn model_view(snapshot: &Snapshot) -> serde_json::Value {
                     "weight": b.weight,
                 })).collect::<Vec<_>>(),
                 "canary": r.canary.as_ref().map(|c| c.upstream.as_str()),
-                "mirror": r.filters.mirror.as_ref().map(|m| m.upstream.as_str()),
+                "mirrors": r.filters.mirrors.iter().map(|m| m.upstream.as_str()).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -579,7 +579,7 @@ impl ProxyHttp for HttpProxy {
             let route = &routed.snapshot.routes[routed.route];
             // Once per request, whichever try gets this far; never an upgrade, whose copy
             // would hold a tunnel to the mirror.
-            if route.mirror.is_some() && !ctx.mirrored && !ctx.websocket {
+            if !route.mirrors.is_empty() && !ctx.mirrored && !ctx.websocket {
                 ctx.mirrored = true;
                 let (body, complete) = match ctx.body_mode {
                     BodyMode::Empty => (None, true),

@@ -4,9 +4,9 @@
 
 use super::mirror::{self, MirrorCopy, Slot};
 use super::request_head::{Inspected, Rejection};
-use crate::model::{Filters, HttpsRedirect, RouteConfig, UpstreamProtocol};
+use crate::model::{Filters, HttpsRedirect, RouteConfig, UpstreamProtocol, MIRROR_ALL};
 use crate::routing::{backends, conditions, filters};
-use crate::state::{Route, RouteBackend, Snapshot};
+use crate::state::{Route, RouteBackend, RouteMirror, Snapshot};
 use crate::upstream::hash_key::RequestFacts;
 use bytes::Bytes;
 use pingora::http::RequestHeader;
@@ -171,25 +171,50 @@ pub fn affinity_cookie(name: &str, attributes: &str, address: std::net::SocketAd
 }
 
 /// Sends a copy of the client's `request`, with the forwarding headers and the route's
-/// filters applied as for the upstream, to the route's mirror if it has one and a slot is
-/// free. A streamed body is not buffered for it: such a request is not mirrored (counted as
-/// `body_not_buffered`).
+/// filters applied as for the upstream, to each mirror of the route that samples it and
+/// has a slot free. A streamed body is not buffered for them: such a request is not
+/// mirrored (counted as `body_not_buffered`).
 pub fn mirror(
     route: &Route,
     snapshot: &Snapshot,
     request: &RequestHeader,
-    prepare: impl FnOnce(&mut RequestHeader) -> pingora::Result<()>,
+    prepare: impl Fn(&mut RequestHeader) -> pingora::Result<()>,
     body: Option<Bytes>,
     body_complete: bool,
     facts: &RequestFacts,
 ) {
-    let Some(target) = &route.mirror else {
-        return;
-    };
-    if !body_complete {
-        mirror::count(&route.name, "body_not_buffered");
-        return;
+    for target in &route.mirrors {
+        let sampled = target.per_million >= MIRROR_ALL
+            || rand::thread_rng().gen_range(0..MIRROR_ALL) < target.per_million;
+        if !sampled {
+            continue;
+        }
+        if !body_complete {
+            mirror::count(&route.name, "body_not_buffered");
+            continue;
+        }
+        mirror_to(
+            target,
+            route,
+            snapshot,
+            request,
+            &prepare,
+            body.clone(),
+            facts,
+        );
     }
+}
+
+/// Sends a copy of `request` to `target`, a mirror of `route`.
+fn mirror_to(
+    target: &RouteMirror,
+    route: &Route,
+    snapshot: &Snapshot,
+    request: &RequestHeader,
+    prepare: &impl Fn(&mut RequestHeader) -> pingora::Result<()>,
+    body: Option<Bytes>,
+    facts: &RequestFacts,
+) {
     let upstream = &snapshot.upstreams[target.upstream];
     let mut copy = request.clone();
     let http2 = matches!(

@@ -33,7 +33,7 @@ pub struct Route {
     /// Picks among `backends` by weight.
     pub split: WeightedSplit,
     pub canary: Option<RouteBackend>,
-    pub mirror: Option<RouteMirror>,
+    pub mirrors: Vec<RouteMirror>,
     /// `Path`, `Max-Age`, `SameSite` and the flags of the affinity cookie, after its value.
     pub affinity_attributes: Option<String>,
     /// Kept across rebuilds that keep the route's limit, so counts carry on.
@@ -93,11 +93,12 @@ pub struct RouteBackend {
     pub timeouts: Timeouts,
 }
 
-/// Where a route's mirror copies go, and how many are in flight (kept across rebuilds
-/// that keep the mirror).
+/// Where a route's mirror copies go, which share of requests, and how many are in
+/// flight (kept across rebuilds that keep the mirror).
 pub struct RouteMirror {
     pub upstream: usize,
     pub max_in_flight: u32,
+    pub per_million: u32,
     pub in_flight: Arc<AtomicU32>,
 }
 
@@ -228,18 +229,27 @@ impl Snapshot {
                     .iter()
                     .filter_map(|b| Some((backend(&b.upstream)?, b.weight)))
                     .collect();
-                let mirror = r.filters.mirror.as_ref().and_then(|m| {
-                    let upstream = *upstream_by_name.get(m.upstream.as_str())?;
-                    let in_flight = old
-                        .and_then(|old| old.mirror.as_ref())
-                        .map(|old| old.in_flight.clone())
-                        .unwrap_or_default();
-                    Some(RouteMirror {
-                        upstream,
-                        max_in_flight: m.max_in_flight,
-                        in_flight,
+                let mirrors = r
+                    .filters
+                    .mirrors
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, m)| {
+                        let upstream = *upstream_by_name.get(m.upstream.as_str())?;
+                        // The same mirror keeps counting its copies in flight.
+                        let in_flight = old
+                            .and_then(|old| old.mirrors.get(i))
+                            .filter(|old| old.upstream == upstream)
+                            .map(|old| old.in_flight.clone())
+                            .unwrap_or_default();
+                        Some(RouteMirror {
+                            upstream,
+                            max_in_flight: m.max_in_flight,
+                            per_million: m.per_million,
+                            in_flight,
+                        })
                     })
-                });
+                    .collect();
                 let auth = r.auth.as_ref().map(|auth| match auth {
                     Auth::Basic(basic) => {
                         let verified = old
@@ -267,7 +277,7 @@ impl Snapshot {
                     split: WeightedSplit::new(weighted.iter().map(|(_, w)| *w)),
                     backends: weighted.into_iter().map(|(b, _)| b).collect(),
                     canary: r.canary.as_ref().and_then(|c| backend(&c.upstream)),
-                    mirror,
+                    mirrors,
                     affinity_attributes: r.affinity.as_ref().map(cookie_attributes),
                     limiter,
                     concurrency,
@@ -504,17 +514,17 @@ impl Route {
         // Every upstream it names was found (the compiler sees to it).
         let complete = self.backends.len() == config.backends.len()
             && config.canary.is_some() == self.canary.is_some()
-            && config.filters.mirror.is_some() == self.mirror.is_some()
+            && config.filters.mirrors.len() == self.mirrors.len()
             && external != Some(None);
         let mut used = (self.backends.iter().map(|b| b.upstream))
             .chain(self.canary.map(|c| c.upstream))
-            .chain(self.mirror.as_ref().map(|m| m.upstream))
+            .chain(self.mirrors.iter().map(|m| m.upstream))
             .chain(external.flatten());
         if complete && used.all(same_place) {
             return true;
         }
         let backends = config.backends.iter().filter_map(|b| backend(&b.upstream));
-        let mirror = config.filters.mirror.as_ref();
+
         let external_name = match &config.auth {
             Some(Auth::External(external)) => Some(external.upstream.as_str()),
             _ => None,
@@ -522,10 +532,12 @@ impl Route {
         let external_now = external_name.map(|name| backend(name).map(|b| b.upstream));
         backends.eq(self.backends.iter().copied())
             && config.canary.as_ref().and_then(|c| backend(&c.upstream)) == self.canary
-            && mirror
-                .and_then(|m| backend(&m.upstream))
-                .map(|b| b.upstream)
-                == self.mirror.as_ref().map(|m| m.upstream)
+            && config
+                .filters
+                .mirrors
+                .iter()
+                .map(|m| backend(&m.upstream).map(|b| b.upstream))
+                .eq(self.mirrors.iter().map(|m| Some(m.upstream)))
             && external_now == external
     }
 }

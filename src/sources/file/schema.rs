@@ -685,6 +685,13 @@ pub struct RawMirror {
     pub upstream: String,
     #[serde(default = "default_mirror_in_flight")]
     pub max_in_flight: u32,
+    /// The share of requests copied, 0-100.
+    #[serde(default = "default_mirror_percent")]
+    pub percent: f64,
+}
+
+fn default_mirror_percent() -> f64 {
+    100.0
 }
 
 fn default_mirror_in_flight() -> u32 {

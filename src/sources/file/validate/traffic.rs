@@ -489,9 +489,17 @@ pub(super) fn filters(check: &mut Checker, at: &str, raw: &RawRoute) -> Filters 
     };
     if let Some(mirror) = &raw.mirror {
         check.nonzero(&format!("{at}.mirror.max_in_flight"), mirror.max_in_flight);
-        filters.mirror = Some(Mirror {
+        if !(0.0..=100.0).contains(&mirror.percent) {
+            check.error(
+                &format!("{at}.mirror.percent"),
+                format!("{} is not a share of requests (0-100)", mirror.percent),
+            );
+        }
+        filters.mirrors.push(Mirror {
             upstream: mirror.upstream.clone(),
             max_in_flight: mirror.max_in_flight,
+            // Within 0-100 (checked above): at most a million.
+            per_million: (mirror.percent.clamp(0.0, 100.0) * 10_000.0).round() as u32,
         });
     }
     filters

@@ -8,7 +8,7 @@ use super::conditions::condition;
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{granted, GatewayObjects, ObjectKey, RouteInputs, GROUP};
 use crate::model::{
-    Fragment, GatewaySettings, HostMatch, RouteConfig, UpstreamConfig, UpstreamProtocol,
+    Fragment, GatewaySettings, HostMatch, RouteConfig, UpstreamConfig, UpstreamProtocol, MIRROR_ALL,
 };
 use crate::sources::kubernetes::services::port_source;
 use k8s_openapi::api::core::v1::Service;
@@ -259,6 +259,29 @@ pub fn host_match(host: &str) -> HostMatch {
     }
 }
 
+/// A RequestMirror's share of requests in copies per million: `percent` (0-100), or
+/// `fraction` (numerator, denominator: 100 if absent); every request when neither is given.
+pub fn mirror_share(
+    percent: Option<i32>,
+    fraction: Option<(i32, Option<i32>)>,
+) -> Result<u32, String> {
+    let (numerator, denominator) = match (percent, fraction) {
+        (Some(_), Some(_)) => return Err("a RequestMirror with both percent and fraction".into()),
+        (Some(percent), None) => (i64::from(percent), 100),
+        (None, Some((numerator, denominator))) => {
+            (i64::from(numerator), i64::from(denominator.unwrap_or(100)))
+        }
+        (None, None) => return Ok(MIRROR_ALL),
+    };
+    if denominator <= 0 || numerator < 0 || numerator > denominator {
+        return Err(format!(
+            "RequestMirror share {numerator}/{denominator} is not a share of requests"
+        ));
+    }
+    // At most a million (numerator <= denominator).
+    Ok((numerator * i64::from(MIRROR_ALL) / denominator) as u32)
+}
+
 /// A backend reference of a rule or a mirror.
 pub struct BackendRef<'a> {
     pub group: Option<&'a str>,
@@ -410,5 +433,22 @@ pub fn place(
             }
             fragment.routes.push(Arc::new(route));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_shares_are_per_million() {
+        assert_eq!(mirror_share(None, None), Ok(MIRROR_ALL));
+        assert_eq!(mirror_share(Some(20), None), Ok(200_000));
+        assert_eq!(mirror_share(None, Some((25, Some(50)))), Ok(500_000));
+        assert_eq!(mirror_share(None, Some((1, None))), Ok(10_000));
+        assert_eq!(mirror_share(Some(0), None), Ok(0));
+        assert!(mirror_share(None, Some((3, Some(2)))).is_err());
+        assert!(mirror_share(None, Some((1, Some(0)))).is_err());
+        assert!(mirror_share(Some(10), Some((1, None))).is_err());
     }
 }

@@ -5,8 +5,8 @@
 
 use super::api::grpcroutes::*;
 use super::attach::{
-    attach, backend_ref, parent_refs, place, upstream, Attachment, ParentRef, Refusal, RouteStatus,
-    Verdict,
+    attach, backend_ref, mirror_share, parent_refs, place, upstream, Attachment, ParentRef,
+    Refusal, RouteStatus, Verdict,
 };
 use super::http_route::{anchored, modifier_edits, settings_of};
 use super::listeners::{ResolvedListener, RouteKind};
@@ -216,24 +216,16 @@ fn apply_filters(
             }
             GrpcRouteRulesFiltersType::RequestMirror => {
                 let m = settings_of(&filter.request_mirror, "RequestMirror")?;
-                let partial = m.percent.is_some_and(|p| p < 100)
-                    || m.fraction
-                        .as_ref()
-                        .is_some_and(|f| f.numerator < f.denominator.unwrap_or(100));
-                if partial || route.filters.mirror.is_some() {
-                    return Err((
-                        "UnsupportedValue",
-                        "mirroring a share of requests, or to more than one backend".into(),
-                    ));
-                }
+                let fraction = m.fraction.as_ref().map(|f| (f.numerator, f.denominator));
+                let per_million =
+                    mirror_share(m.percent, fraction).map_err(|e| ("UnsupportedValue", e))?;
                 let reference = backend_ref!(m.backend_ref);
                 match upstream(RouteKind::Grpc, key, &reference, inputs, fragment) {
-                    Ok(upstream) => {
-                        route.filters.mirror = Some(Mirror {
-                            upstream,
-                            max_in_flight: DEFAULT_MIRROR_IN_FLIGHT,
-                        })
-                    }
+                    Ok(upstream) => route.filters.mirrors.push(Mirror {
+                        upstream,
+                        max_in_flight: DEFAULT_MIRROR_IN_FLIGHT,
+                        per_million,
+                    }),
                     Err(refusal) => {
                         if refs.is_ok() {
                             *refs = Err(refusal);

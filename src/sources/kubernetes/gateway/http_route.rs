@@ -4,8 +4,8 @@
 
 use super::api::httproutes::*;
 use super::attach::{
-    attach, backend_ref, parent_refs, place, upstream, Attachment, ParentRef, Refusal, RouteStatus,
-    Verdict,
+    attach, backend_ref, mirror_share, parent_refs, place, upstream, Attachment, ParentRef,
+    Refusal, RouteStatus, Verdict,
 };
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, ObjectKey, RouteInputs, Translation};
@@ -305,29 +305,18 @@ fn apply_filters(
                 });
             }
             HttpRouteRulesFiltersType::RequestMirror => {
-                if route.filters.mirror.is_some() {
-                    return Err(unsupported("more than one RequestMirror per rule".into()));
-                }
                 let m = settings_of(&filter.request_mirror, "RequestMirror")?;
-                let partial = m.percent.is_some_and(|p| p < 100)
-                    || m.fraction
-                        .as_ref()
-                        .is_some_and(|f| f.numerator < f.denominator.unwrap_or(100));
-                if partial {
-                    return Err(unsupported(
-                        "mirroring a share of requests (percent, fraction)".into(),
-                    ));
-                }
+                let fraction = m.fraction.as_ref().map(|f| (f.numerator, f.denominator));
+                let per_million = mirror_share(m.percent, fraction).map_err(unsupported)?;
                 let reference = backend_ref!(m.backend_ref);
                 // A mirror that cannot be resolved is an unresolved reference; requests
                 // are served without it.
                 match upstream(RouteKind::Http, key, &reference, inputs, fragment) {
-                    Ok(upstream) => {
-                        route.filters.mirror = Some(Mirror {
-                            upstream,
-                            max_in_flight: DEFAULT_MIRROR_IN_FLIGHT,
-                        })
-                    }
+                    Ok(upstream) => route.filters.mirrors.push(Mirror {
+                        upstream,
+                        max_in_flight: DEFAULT_MIRROR_IN_FLIGHT,
+                        per_million,
+                    }),
                     Err(refusal) => {
                         if refs.is_ok() {
                             *refs = Err(refusal);

@@ -1119,7 +1119,48 @@ fn HTTPRouteReferenceGrant() {
 #[test]
 #[allow(non_snake_case)]
 fn HTTPRouteRequestHeaderModifier() {
-    let c = Conformance::start(&["httproute-request-header-modifier.yaml"]);
+    request_header_modifier("httproute-request-header-modifier.yaml");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteBackendRequestHeaderModifier() {
+    // The same test, with the filters on the backendRefs.
+    request_header_modifier("httproute-request-header-modifier-backend.yaml");
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteRequestHeaderModifierBackendWeights() {
+    let c = Conformance::start(&["httproute-request-header-modifier-backend-weights.yaml"]);
+    c.accepted(INFRA, "request-header-modifier-backend-weights");
+    c.expect_status("GET", "/", 200);
+    // Each request carries the header of the backend that took it, set once.
+    let mut client = Client::connect(c.http);
+    for _ in 0..100 {
+        let response = client.request("GET", "/", &[]);
+        assert_eq!(response.status, 200);
+        let backend = response.backend().to_string();
+        let seen = c.requests_of(&backend);
+        let last = seen.last().expect("the backend saw the request");
+        let values: Vec<&str> = last
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "backend")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(values.len(), 1, "{backend}: Backend headers {values:?}");
+        assert!(
+            backend.ends_with(values[0]),
+            "{backend} got Backend: {}",
+            values[0]
+        );
+    }
+}
+
+/// HTTPRouteRequestHeaderModifier's checks, on the route of `manifest`.
+fn request_header_modifier(manifest: &str) {
+    let c = Conformance::start(&[manifest]);
     c.accepted(INFRA, "request-header-modifier");
     c.expect(
         "GET",

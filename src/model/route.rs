@@ -66,10 +66,7 @@ impl RouteConfig {
             hosts: Vec::new(),
             paths: Vec::new(),
             conditions: Conditions::default(),
-            backends: vec![Backend {
-                upstream: upstream.to_string(),
-                weight: 1,
-            }],
+            backends: vec![Backend::new(upstream, 1)],
             unresolved: None,
             canary: None,
             filters: Filters::default(),
@@ -275,6 +272,19 @@ pub struct Backend {
     pub upstream: String,
     /// Share of requests relative to the other backends' weights; 0 takes none.
     pub weight: u32,
+    /// Edits of the requests it takes, after the route's (HTTPRoute backendRef filters).
+    pub request_headers: HeaderEdits,
+}
+
+impl Backend {
+    /// `upstream` with `weight`, its requests as the route sends them.
+    pub fn new(upstream: impl Into<String>, weight: u32) -> Self {
+        Self {
+            upstream: upstream.into(),
+            weight,
+            request_headers: HeaderEdits::default(),
+        }
+    }
 }
 
 /// A canary upstream beside a route's backends, as ingress-nginx's `canary-*` annotations
@@ -332,7 +342,7 @@ impl Filters {
 }
 
 /// Header edits: set (replace every value), add (append a value), remove; in that order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderEdits {
     pub set: Vec<(http::HeaderName, http::HeaderValue)>,
     pub add: Vec<(http::HeaderName, http::HeaderValue)>,

@@ -576,6 +576,10 @@ impl ProxyHttp for HttpProxy {
             if route_filters.edits_request() {
                 filters::apply_request(route_filters, upstream_request, routed.prefix_len)?;
             }
+            if let Some(backend) = routed.backend.edits {
+                let edits = &routed.config().backends[backend].request_headers;
+                filters::edit_request_headers(edits, upstream_request)?;
+            }
             let route = &routed.snapshot.routes[routed.route];
             // Once per request, whichever try gets this far; never an upgrade, whose copy
             // would hold a tunnel to the mirror.

@@ -133,7 +133,10 @@ impl ServerApp for TcpProxy {
         };
         let route = &snapshot.routes[route_index];
         // One backend by weight per connection (the compiler gives a tcp route at least one).
-        let Some(RouteBackend { upstream, timeouts }) = weighted_backend(route) else {
+        let Some(RouteBackend {
+            upstream, timeouts, ..
+        }) = weighted_backend(route)
+        else {
             log.route = Some(&route.name);
             log.write(
                 if snapshot.config.routes[route_index].unresolved.is_some() {

@@ -188,7 +188,8 @@ fn invalid(message: String) -> Box<pingora::Error> {
     pingora::Error::explain(pingora::ErrorType::HTTPStatus(500), message)
 }
 
-fn edit_request_headers(edits: &HeaderEdits, request: &mut RequestHeader) -> Result<()> {
+/// Applies request header edits (a route's, or one backend's after them).
+pub fn edit_request_headers(edits: &HeaderEdits, request: &mut RequestHeader) -> Result<()> {
     for (name, value) in &edits.set {
         request.insert_header(name.clone(), value.clone())?;
     }

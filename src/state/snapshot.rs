@@ -91,6 +91,9 @@ pub struct RouteBackend {
     pub upstream: usize,
     /// The upstream's timeouts with the route's overrides applied.
     pub timeouts: Timeouts,
+    /// The entry of the route's `backends` whose request header edits its requests get;
+    /// `None` when there are none (the canary, a mirror, or a backend without edits).
+    pub edits: Option<usize>,
 }
 
 /// Where a route's mirror copies go, which share of requests, and how many are in
@@ -192,6 +195,7 @@ impl Snapshot {
                 timeouts: config.upstreams[upstream]
                     .timeouts
                     .with_overrides(&r.timeouts),
+                edits: None,
             })
         };
         let routes: Arc<[Arc<Route>]> = config
@@ -227,7 +231,17 @@ impl Snapshot {
                 let weighted: Vec<(RouteBackend, u32)> = r
                     .backends
                     .iter()
-                    .filter_map(|b| Some((backend(&b.upstream)?, b.weight)))
+                    .enumerate()
+                    .filter_map(|(i, b)| {
+                        let edits = (!b.request_headers.is_empty()).then_some(i);
+                        Some((
+                            RouteBackend {
+                                edits,
+                                ..backend(&b.upstream)?
+                            },
+                            b.weight,
+                        ))
+                    })
                     .collect();
                 let mirrors = r
                     .filters
@@ -530,7 +544,11 @@ impl Route {
             _ => None,
         };
         let external_now = external_name.map(|name| backend(name).map(|b| b.upstream));
-        backends.eq(self.backends.iter().copied())
+        // The same config: the same edits.
+        let place = |b: RouteBackend| (b.upstream, b.timeouts);
+        backends
+            .map(place)
+            .eq(self.backends.iter().copied().map(place))
             && config.canary.as_ref().and_then(|c| backend(&c.upstream)) == self.canary
             && config
                 .filters

@@ -102,10 +102,7 @@ pub(super) fn backends(check: &mut Checker, at: &str, raw: &RawRoute) -> Vec<Bac
     // An HTTPS redirect still needs backends for the requests that come over HTTPS.
     let redirects = raw.redirect.is_some();
     match (&raw.upstream, raw.backends.is_empty()) {
-        (Some(upstream), true) => vec![Backend {
-            upstream: upstream.clone(),
-            weight: 1,
-        }],
+        (Some(upstream), true) => vec![Backend::new(upstream, 1)],
         (None, false) => {
             if raw.backends.iter().all(|b| b.weight == 0) {
                 check.error(
@@ -115,10 +112,7 @@ pub(super) fn backends(check: &mut Checker, at: &str, raw: &RawRoute) -> Vec<Bac
             }
             raw.backends
                 .iter()
-                .map(|b| Backend {
-                    upstream: b.upstream.clone(),
-                    weight: b.weight,
-                })
+                .map(|b| Backend::new(&b.upstream, b.weight))
                 .collect()
         }
         (None, true) if redirects => Vec::new(),

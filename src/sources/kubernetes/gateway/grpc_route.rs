@@ -90,10 +90,10 @@ fn build_rules(
             }
             let reference = backend_ref!(backend);
             match upstream(RouteKind::Grpc, key, &reference, inputs, fragment) {
-                Ok(upstream) => backends.push(Backend {
+                Ok(upstream) => backends.push(Backend::new(
                     upstream,
-                    weight: backend.weight.unwrap_or(1).max(0) as u32,
-                }),
+                    backend.weight.unwrap_or(1).max(0) as u32,
+                )),
                 Err(refusal) => {
                     if verdict.refs.is_ok() {
                         verdict.refs = Err(refusal);

@@ -99,16 +99,36 @@ fn build_rules(
     for (i, rule) in rules.iter().enumerate() {
         let mut backends = Vec::new();
         for backend in rule.backend_refs.iter().flatten() {
-            if backend.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-                built.unsupported.get_or_insert((
-                    "UnsupportedValue",
-                    format!("filters on backendRef {} are not supported", backend.name),
-                ));
+            let mut request_headers = HeaderEdits::default();
+            for filter in backend.filters.iter().flatten() {
+                let edits = match &filter.r#type {
+                    HttpRouteRulesBackendRefsFiltersType::RequestHeaderModifier => {
+                        settings_of(&filter.request_header_modifier, "RequestHeaderModifier")
+                            .and_then(|m| modifier_edits!(m))
+                    }
+                    other => Err((
+                        "UnsupportedValue",
+                        format!(
+                            "filter {other:?} on backendRef {} is not supported",
+                            backend.name
+                        ),
+                    )),
+                };
+                match edits {
+                    Ok(edits) => request_headers = edits,
+                    Err(refusal) => {
+                        built.unsupported.get_or_insert(refusal);
+                    }
+                }
             }
             let weight = backend.weight.unwrap_or(1).max(0) as u32;
             let reference = backend_ref!(backend);
             match upstream(RouteKind::Http, key, &reference, inputs, fragment) {
-                Ok(upstream) => backends.push(Backend { upstream, weight }),
+                Ok(upstream) => backends.push(Backend {
+                    upstream,
+                    weight,
+                    request_headers,
+                }),
                 Err(refusal) => {
                     if built.refs.is_ok() {
                         built.refs = Err(refusal);

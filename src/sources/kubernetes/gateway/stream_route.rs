@@ -119,10 +119,9 @@ fn translate(
     let mut backends = Vec::new();
     for (reference, weight) in route.rules.iter().flatten() {
         match upstream(route.kind, key, reference, inputs, &mut fragment) {
-            Ok(upstream) => backends.push(Backend {
-                upstream,
-                weight: weight.unwrap_or(1).max(0) as u32,
-            }),
+            Ok(upstream) => {
+                backends.push(Backend::new(upstream, weight.unwrap_or(1).max(0) as u32))
+            }
             Err(refusal) => {
                 if verdict.refs.is_ok() {
                     verdict.refs = Err(refusal);

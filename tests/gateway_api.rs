@@ -3382,6 +3382,224 @@ fn HTTPRouteRequestPercentageMirror() {
     }
 }
 
+/// One HTTPRouteCORS case: the request, whether the backend answers it (a preflight is
+/// answered by sluice), the response headers it must have (any of the values, spaces
+/// ignored) and those it must not.
+struct CorsCase {
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    proxied: bool,
+    wanted: Vec<(&'static str, Vec<&'static str>)>,
+    absent: Vec<&'static str>,
+}
+
+const ACAO: &str = "access-control-allow-origin";
+const ACAM: &str = "access-control-allow-methods";
+const ACAH: &str = "access-control-allow-headers";
+const ACEH: &str = "access-control-expose-headers";
+const ACMA: &str = "access-control-max-age";
+const ACAC: &str = "access-control-allow-credentials";
+
+/// A request from `origin` asking for `method` and the headers `x-header-1, x-header-2`.
+fn asking(origin: &'static str, method: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Origin", origin),
+        ("Access-Control-Request-Method", method),
+        ("Access-Control-Request-Headers", "x-header-1, x-header-2"),
+    ]
+}
+
+impl CorsCase {
+    fn preflight(path: &'static str, headers: Vec<(&'static str, &'static str)>) -> Self {
+        Self {
+            method: "OPTIONS",
+            path,
+            headers,
+            proxied: false,
+            wanted: Vec::new(),
+            absent: Vec::new(),
+        }
+    }
+
+    fn request(
+        method: &'static str,
+        path: &'static str,
+        headers: Vec<(&'static str, &'static str)>,
+    ) -> Self {
+        Self {
+            proxied: true,
+            method,
+            ..Self::preflight(path, headers)
+        }
+    }
+
+    fn wants(mut self, name: &'static str, values: &[&'static str]) -> Self {
+        self.wanted.push((name, values.to_vec()));
+        self
+    }
+
+    fn lacks(mut self, name: &'static str) -> Self {
+        self.absent.push(name);
+        self
+    }
+
+    /// The answer to a preflight of `/cors-1` from an origin it lists.
+    fn cors_1(origin: &'static str) -> Self {
+        Self::preflight("/cors-1", asking(origin, "GET"))
+            .wants(ACAO, &[origin])
+            .wants(ACAM, &["GET,OPTIONS", "OPTIONS,GET"])
+            .wants(ACAH, &["x-header-1,x-header-2", "x-header-2,x-header-1"])
+            .wants(ACEH, &["x-header-3,x-header-4", "x-header-4,x-header-3"])
+            .wants(ACMA, &["3600"])
+            .wants(ACAC, &["true"])
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteCORS() {
+    let c = Conformance::start(&["httproute-cors.yaml"]);
+    for route in [
+        "cors-multiple-origins-methods-headers",
+        "cors-wildcard-methods",
+        "cors-wildcard-origin",
+        "cors-wildcard-methods-headers",
+    ] {
+        c.accepted(INFRA, route);
+    }
+    let foobar = || {
+        vec![
+            ("Origin", "https://foobar.com"),
+            ("Access-Control-Request-Method", "GET"),
+        ]
+    };
+    let other = "https://other.foo.com";
+    let cases = [
+        // /cors-1: listed origins (one a wildcard), methods, headers, credentials.
+        CorsCase::cors_1("https://www.foo.com"),
+        CorsCase::cors_1("https://www.bar.com"),
+        CorsCase::cors_1("https://xpto.www.bar.com"),
+        CorsCase::preflight("/cors-1", foobar()).lacks(ACAO),
+        CorsCase::request("GET", "/cors-1", asking("https://www.foo.com", "GET"))
+            .wants(ACAO, &["https://www.foo.com"]),
+        CorsCase::request("GET", "/cors-1", asking("https://www.bar.com", "GET"))
+            .wants(ACAO, &["https://www.bar.com"]),
+        CorsCase::request("GET", "/cors-1", foobar()).lacks(ACAO),
+        // /cors-2: any method, no credentials.
+        CorsCase::preflight(
+            "/cors-2",
+            vec![
+                ("Origin", "https://www.foo.com"),
+                ("Access-Control-Request-Method", "POST"),
+            ],
+        )
+        .wants(ACAM, &["POST", "*"])
+        .wants(ACAO, &["https://www.foo.com"])
+        .lacks(ACAC),
+        // Any origin, one method.
+        CorsCase::preflight(
+            "/cors-wildcard-origin",
+            vec![
+                ("Origin", "https://foobar.com"),
+                ("Access-Control-Request-Method", "PUT"),
+            ],
+        )
+        .wants(ACAO, &["https://foobar.com", "*"])
+        .wants(ACAM, &["PUT"])
+        .lacks(ACAC),
+        CorsCase::preflight(
+            "/cors-wildcard-origin",
+            vec![
+                ("Origin", "https://foobar.com:12345"),
+                ("Access-Control-Request-Method", "PUT"),
+            ],
+        )
+        .wants(ACAO, &["https://foobar.com:12345", "*"])
+        .wants(ACAM, &["PUT"])
+        .lacks(ACAC),
+        CorsCase::request(
+            "PUT",
+            "/cors-wildcard-origin",
+            vec![("Origin", "https://foobar.com:12345")],
+        )
+        .wants(ACAO, &["https://foobar.com:12345", "*"]),
+        CorsCase::request(
+            "PUT",
+            "/cors-wildcard-origin",
+            vec![("Origin", "https://foobar.com")],
+        )
+        .wants(ACAO, &["https://foobar.com", "*"])
+        .lacks(ACAC),
+        // Any origin, method and header: with credentials, named rather than `*`.
+        CorsCase::preflight("/cors-wildcard-methods-headers", asking(other, "PUT"))
+            .wants(ACAO, &[other])
+            .wants(ACAM, &["PUT"])
+            .wants(ACAH, &["x-header-1,x-header-2", "x-header-2,x-header-1"])
+            .wants(ACAC, &["true"]),
+        CorsCase::preflight(
+            "/cors-wildcard-methods-headers-unauth",
+            asking(other, "PUT"),
+        )
+        .wants(ACAO, &[other, "*"])
+        .wants(ACAM, &["PUT", "*"])
+        .wants(
+            ACAH,
+            &["x-header-1,x-header-2", "x-header-2,x-header-1", "*"],
+        )
+        .lacks(ACAC),
+        CorsCase::request(
+            "GET",
+            "/cors-wildcard-methods-headers",
+            vec![("Origin", other)],
+        )
+        .wants(ACAO, &[other])
+        .wants(ACAC, &["true"]),
+        CorsCase::request(
+            "GET",
+            "/cors-wildcard-methods-headers-unauth",
+            vec![("Origin", other)],
+        )
+        .wants(ACAO, &[other, "*"])
+        .lacks(ACAC),
+    ];
+    for case in &cases {
+        let what = format!("{} {} {:?}", case.method, case.path, case.headers);
+        let response = Client::connect(c.http).request(case.method, case.path, &case.headers);
+        if case.proxied {
+            assert_eq!(response.status, 200, "{what}");
+            assert_eq!(response.backend(), v(1), "{what}");
+            // The request reaches the backend as sent.
+            let seen = last_request(&c, &v(1), case.path);
+            for (name, value) in &case.headers {
+                let name = name.to_ascii_lowercase();
+                assert_eq!(seen.header(&name), Some(*value), "{what}: {name} upstream");
+            }
+        } else {
+            assert!(
+                matches!(response.status, 200 | 204),
+                "{what}: {}",
+                response.status
+            );
+            assert_eq!(
+                response.backend(),
+                "",
+                "{what}: a preflight reached the backend"
+            );
+        }
+        for (name, values) in &case.wanted {
+            let got = response.header(name).map(|v| v.replace(' ', ""));
+            assert!(
+                got.as_deref().is_some_and(|g| values.contains(&g)),
+                "{what}: {name} is {got:?}, want one of {values:?}"
+            );
+        }
+        for name in &case.absent {
+            assert_eq!(response.header(name), None, "{what}: {name}");
+        }
+    }
+}
+
 #[test]
 #[allow(non_snake_case)]
 fn HTTPRouteNamedRule() {

@@ -531,6 +531,33 @@ pub enum OriginPattern {
     Wildcard { before: String, after: String },
 }
 
+impl OriginPattern {
+    /// `*`, `http(s)://host[:port]` or `http(s)://*.domain[:port]`; `None` for anything
+    /// else.
+    pub fn parse(origin: &str) -> Option<Self> {
+        let origin = origin.trim().to_ascii_lowercase();
+        if origin == "*" {
+            return Some(OriginPattern::Any);
+        }
+        let scheme_ok = origin.starts_with("http://") || origin.starts_with("https://");
+        match origin.split_once('*') {
+            None if scheme_ok && !origin.ends_with('/') => Some(OriginPattern::Exact(origin)),
+            Some((before, after))
+                if scheme_ok
+                    && before.ends_with("://")
+                    && after.starts_with('.')
+                    && !after.contains('*') =>
+            {
+                Some(OriginPattern::Wildcard {
+                    before: before.to_string(),
+                    after: after.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Timeouts that a route overrides (unset fields keep the upstream's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimeoutOverrides {

@@ -258,7 +258,7 @@ impl ProxyHttp for HttpProxy {
             if cors::is_preflight(session.req_header()) {
                 ctx.answered_by = Some(snapshot.routes[route].metrics.clone());
                 ctx.rejected = Some("cors_preflight");
-                let answer = cors::preflight_response(cors, origin)?;
+                let answer = cors::preflight_response(cors, origin, session.req_header())?;
                 session
                     .write_response_header(Box::new(answer), true)
                     .await?;

@@ -578,27 +578,7 @@ pub(super) fn cors(check: &mut Checker, at: &str, raw: &RawCors) -> Cors {
     let c = format!("{at}.cors");
     let mut allow_origins = Vec::new();
     for (i, origin) in raw.allow_origins.iter().enumerate() {
-        let origin = origin.trim().to_ascii_lowercase();
-        let scheme_ok = origin.starts_with("http://") || origin.starts_with("https://");
-        let pattern = match origin.split_once('*') {
-            _ if origin == "*" => Some(OriginPattern::Any),
-            None if scheme_ok && !origin.ends_with('/') => {
-                Some(OriginPattern::Exact(origin.clone()))
-            }
-            Some((before, after))
-                if scheme_ok
-                    && before.ends_with("://")
-                    && after.starts_with('.')
-                    && !after.contains('*') =>
-            {
-                Some(OriginPattern::Wildcard {
-                    before: before.to_string(),
-                    after: after.to_string(),
-                })
-            }
-            _ => None,
-        };
-        match pattern {
+        match OriginPattern::parse(origin) {
             Some(pattern) => allow_origins.push(pattern),
             None => check.error(
                 &format!("{c}.allow_origins[{i}]"),

@@ -10,9 +10,9 @@ use super::attach::{
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, ObjectKey, RouteInputs, Translation};
 use crate::model::{
-    Backend, Conditions, Fragment, GatewaySettings, HeaderEdits, HeaderMatch, Mirror, PathMatch,
-    PathRewrite, QueryMatch, Redirect, RedirectStatus, RouteConfig, ValueMatch,
-    DEFAULT_MIRROR_IN_FLIGHT,
+    Backend, Conditions, Cors, Fragment, GatewaySettings, HeaderEdits, HeaderMatch, Mirror,
+    OriginPattern, PathMatch, PathRewrite, QueryMatch, Redirect, RedirectStatus, RouteConfig,
+    ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use regex::Regex;
@@ -344,7 +344,11 @@ fn apply_filters(
                     }
                 }
             }
-            HttpRouteRulesFiltersType::ExtensionRef | HttpRouteRulesFiltersType::Cors => {
+            HttpRouteRulesFiltersType::Cors => {
+                let c = settings_of(&filter.cors, "CORS")?;
+                route.cors = Some(gateway_cors(c).map_err(unsupported)?);
+            }
+            HttpRouteRulesFiltersType::ExtensionRef => {
                 return Err(unsupported(format!(
                     "filter {:?} is not supported",
                     filter.r#type
@@ -375,6 +379,40 @@ macro_rules! modifier_edits {
     };
 }
 pub(super) use modifier_edits;
+
+/// A CORS filter as the model's: the specification's defaults (no credentials, preflights
+/// kept 5 s), not ingress-nginx's; `*` alone in the methods or headers is any.
+fn gateway_cors(c: &HttpRouteRulesFiltersCors) -> Result<Cors, String> {
+    let allow_origins = c
+        .allow_origins
+        .iter()
+        .flatten()
+        .map(|o| OriginPattern::parse(o).ok_or_else(|| format!("CORS origin {o:?}")))
+        .collect::<Result<_, _>>()?;
+    let allow_methods = c
+        .allow_methods
+        .iter()
+        .flatten()
+        .map(|m| http::Method::from_bytes(m.as_bytes()).map_err(|_| format!("CORS method {m:?}")))
+        .collect::<Result<_, _>>()?;
+    let names = |list: &Option<Vec<String>>| {
+        list.iter()
+            .flatten()
+            .map(|h| {
+                http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("CORS header {h:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let max_age = c.max_age.unwrap_or(5).max(1);
+    Ok(Cors {
+        allow_origins,
+        allow_methods,
+        allow_headers: names(&c.allow_headers)?,
+        expose_headers: names(&c.expose_headers)?,
+        allow_credentials: c.allow_credentials.unwrap_or(false),
+        max_age: Some(Duration::from_secs(max_age.unsigned_abs().into())),
+    })
+}
 
 /// A filter's settings, which its type requires.
 pub(super) fn settings_of<'a, T>(settings: &'a Option<T>, filter: &str) -> Result<&'a T, Refusal> {

@@ -640,6 +640,11 @@ fn apply(
                     Some("kubernetes.io/h2c") if matches!(stand, Stand::Http(_)) => {
                         grpc_backend(full_name.clone())
                     }
+                    // And one of `kubernetes.io/ws` (its 8082) by a WebSocket echo, which
+                    // lives as long as the test process, as the gRPC stand-ins do.
+                    Some("kubernetes.io/ws") if matches!(stand, Stand::Http(_)) => {
+                        Box::leak(Box::new(support::WsEcho::start())).address
+                    }
                     _ => address,
                 };
                 kube.apply(slice(
@@ -2124,6 +2129,18 @@ fn HTTPRouteBackendProtocolH2C() {
     for _ in 0..3 {
         assert_eq!(get(), wanted);
     }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn HTTPRouteBackendProtocolWebSocket() {
+    let c = Conformance::start(&["httproute-backend-protocol-websocket.yaml"]);
+    c.accepted(INFRA, "backend-protocol-ws");
+    // The Service port of `appProtocol: kubernetes.io/ws` takes the upgrade, and the
+    // tunnel carries text and binary frames both ways.
+    let mut ws = support::websocket_connect(c.http);
+    support::echo(&mut ws, b"\x81\x12Websocket Support!");
+    support::echo(&mut ws, &[0x82, 7, 1, 2, 3, 4, 5, 6, 7]);
 }
 
 #[test]

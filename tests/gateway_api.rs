@@ -2133,6 +2133,57 @@ fn HTTPRouteBackendProtocolH2C() {
 
 #[test]
 #[allow(non_snake_case)]
+fn GatewayHTTPListenerIsolation() {
+    // Two Gateways with the same listeners: the suite gives each an address.
+    let gateways = [
+        "http-listener-isolation",
+        "http-listener-isolation-with-hostname-intersection",
+    ];
+    let c = Conformance::start_dedicated(
+        &[
+            "gateway-http-listener-isolation.yaml",
+            "gateway-http-listener-isolation-with-hostname-intersection.yaml",
+        ],
+        &gateways,
+    );
+    for route in [
+        "attaches-to-empty-hostname",
+        "attaches-to-wildcard-example-com",
+        "attaches-to-wildcard-foo-example-com",
+        "attaches-to-abc-foo-example-com",
+    ] {
+        c.accepted(INFRA, route);
+        c.accepted(INFRA, &format!("{route}-with-hostname-intersection"));
+    }
+    let paths = [
+        "/empty-hostname",
+        "/wildcard-example-com",
+        "/wildcard-foo-example-com",
+        "/abc-foo-example-com",
+    ];
+    // A request takes the routes of the most specific listener its host matches, only.
+    let hosts = [
+        ("bar.com", "/empty-hostname"),
+        ("bar.example.com", "/wildcard-example-com"),
+        ("bar.foo.example.com", "/wildcard-foo-example-com"),
+        ("abc.foo.example.com", "/abc-foo-example-com"),
+    ];
+    for gateway in gateways {
+        let at = c.http_of(gateway);
+        for (host, served) in hosts {
+            for path in paths {
+                if path == served {
+                    c.expect_at(at, "GET", path, &[("host", host)], 200, &v(1));
+                } else {
+                    c.expect_at(at, "GET", path, &[("host", host)], 404, "");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
 fn HTTPRouteBackendProtocolWebSocket() {
     let c = Conformance::start(&["httproute-backend-protocol-websocket.yaml"]);
     c.accepted(INFRA, "backend-protocol-ws");

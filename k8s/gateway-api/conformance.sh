@@ -56,10 +56,12 @@ listeners:
       certificates:
         - { cert: /etc/sluice/tls/tls.crt, key: /etc/sluice/tls/tls.key }
   # The Gateways whose tests need an address each (HTTPRouteMultipleGateways,
-  # TLSRouteHostnameIntersection), each served on listeners of its own behind a
-  # LoadBalancer Service of its own (created below).
+  # GatewayHTTPListenerIsolation, TLSRouteHostnameIntersection), each served on listeners of
+  # its own behind a LoadBalancer Service of its own (created below).
   - { name: http-same-namespace, listen: 0.0.0.0:8180, h2c: true }
   - { name: http-all-namespaces, listen: 0.0.0.0:8181, h2c: true }
+  - { name: http-isolation, listen: 0.0.0.0:8182, h2c: true }
+  - { name: http-isolation-intersection, listen: 0.0.0.0:8183, h2c: true }
   - { name: tls-x-1, listen: 0.0.0.0:8541, protocol: tcp, sni_routing: true }
   - { name: tls-x-2, listen: 0.0.0.0:8542, protocol: tcp, sni_routing: true }
   - { name: tls-x-3, listen: 0.0.0.0:8543, protocol: tcp, sni_routing: true }
@@ -79,6 +81,12 @@ gateway:
     - gateway: gateway-conformance-infra/all-namespaces
       listeners: [{ port: 80, listener: http-all-namespaces }]
       publish: { service: sluice/gw-all-namespaces }
+    - gateway: gateway-conformance-infra/http-listener-isolation
+      listeners: [{ port: 80, listener: http-isolation }]
+      publish: { service: sluice/gw-isolation }
+    - gateway: gateway-conformance-infra/http-listener-isolation-with-hostname-intersection
+      listeners: [{ port: 80, listener: http-isolation-intersection }]
+      publish: { service: sluice/gw-isolation-intersection }
     - gateway: gateway-conformance-infra/gw-tlsroute-exact-hostname-x-1
       listeners: [{ port: 443, listener: tls-x-1 }]
       publish: { service: sluice/gw-tls-x-1 }
@@ -110,6 +118,7 @@ kubectl -n sluice patch service sluice --type=json -p '[
   {"op": "add", "path": "/spec/ports/-", "value": {"name": "http8090", "port": 8090, "targetPort": 8098}}]'
 # A LoadBalancer Service (so an address) per dedicated Gateway, to its own listener.
 for service in gw-same-namespace:80:8180 gw-all-namespaces:80:8181 \
+    gw-isolation:80:8182 gw-isolation-intersection:80:8183 \
     gw-tls-x-1:443:8541 gw-tls-x-2:443:8542 gw-tls-x-3:443:8543 gw-tls-x-4:443:8544; do
     IFS=: read -r name port target <<< "$service"
     kubectl apply -f - <<SERVICE
@@ -143,7 +152,7 @@ cd "$work/gateway-api"
 go test ./conformance -run TestConformance -timeout 60m -v -args \
     --gateway-class=sluice \
     --conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS \
-    --supported-features=Gateway,ListenerSet,HTTPRouteBackendProtocolWebSocket,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,BackendTLSPolicy,BackendTLSPolicySANValidation \
+    --supported-features=Gateway,ListenerSet,GatewayHTTPListenerIsolation,HTTPRouteBackendProtocolWebSocket,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,BackendTLSPolicy,BackendTLSPolicySANValidation \
     --usable-network-addresses="$usable" --unusable-network-addresses=192.0.2.1 \
     --report-output="$root/gateway-conformance-report.yaml" \
     --organization=sluice-proxy --project=sluice --version=0.1.0 \

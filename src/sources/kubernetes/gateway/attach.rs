@@ -154,7 +154,7 @@ pub fn attach(
                 continue;
             };
             if let Some(hosts) = intersect(resolved[i].hostname.as_deref(), hostnames) {
-                attached.push((i, sluice, hosts));
+                attached.push((i, sluice, isolated(resolved, i, hosts)));
             }
         }
         let accepted: Result<(), Refusal> = if let Some(problem) = &verdict.unsupported {
@@ -186,7 +186,8 @@ pub fn attach(
                 if counted.insert(i) {
                     resolved[i].attached += 1;
                 }
-                if resolved[i].programmed {
+                // A route whose names all belong to narrower listeners serves none here.
+                if let (true, Some(hosts)) = (resolved[i].programmed, hosts) {
                     targets.entry((sluice, hosts)).or_insert(resolved[i].port);
                 }
             }
@@ -225,19 +226,49 @@ pub fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>
     if route.is_empty() {
         return Some(vec![listener.to_string()]);
     }
-    let hosts: Vec<String> = route
-        .iter()
-        .filter_map(|h| {
-            if covers(listener, h) {
-                Some(h.clone())
-            } else if covers(h, listener) {
-                Some(listener.to_string())
-            } else {
-                None
-            }
-        })
-        .collect();
+    let mut hosts: Vec<String> = Vec::new();
+    for h in route {
+        let host = if covers(listener, h) {
+            h.clone()
+        } else if covers(h, listener) {
+            listener.to_string()
+        } else {
+            continue;
+        };
+        // `*.example.com` and `*.foo.example.com` on `*.foo.example.com` are one name.
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
     (!hosts.is_empty()).then_some(hosts)
+}
+
+/// `hosts` (of a route on listener `i`; empty: any) without the names a more specific
+/// listener of the same Gateway and port takes: a request goes to the most specific
+/// listener its host matches, and only that listener's routes serve it (listener
+/// isolation). `None` when nothing is left.
+fn isolated(resolved: &[ResolvedListener], i: usize, hosts: Vec<String>) -> Option<Vec<String>> {
+    let own = &resolved[i];
+    let narrower: Vec<&str> = resolved
+        .iter()
+        .filter(|l| l.gateway == own.gateway && l.port == own.port && l.programmed)
+        .filter_map(|l| l.hostname.as_deref())
+        .filter(|h| Some(*h) != own.hostname.as_deref())
+        .filter(|h| own.hostname.as_deref().is_none_or(|o| covers(o, h)))
+        .collect();
+    if narrower.is_empty() {
+        return Some(hosts);
+    }
+    if hosts.is_empty() {
+        // Any host: the narrower listeners' names are served before it anyway, as more
+        // specific host groups come first in routing.
+        return Some(hosts);
+    }
+    let kept: Vec<String> = hosts
+        .into_iter()
+        .filter(|h| !narrower.iter().any(|n| covers(n, h)))
+        .collect();
+    (!kept.is_empty()).then_some(kept)
 }
 
 /// Whether hostname pattern `pattern` takes every name `name` takes.

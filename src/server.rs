@@ -222,7 +222,7 @@ fn add_serving_services(
         if listener.protocol == ListenerProtocol::Tcp {
             let mut service = Service::new(
                 format!("listener {}", listener.name),
-                TcpProxy::new(state.clone(), listener.name.clone()),
+                TcpProxy::new(state.clone(), listener.name.clone())?,
             );
             service.add_tcp(&listener.listen.to_string());
             if let Some(admission) = Admission::for_listener(&listener) {

@@ -110,6 +110,12 @@ struct Conformance {
     /// By Gateway port: the sluice http listener serving the Gateway listeners of protocol
     /// HTTP on that port, for the ports other than 80.
     http_listeners: std::collections::BTreeMap<u16, SocketAddr>,
+    /// By Gateway port: the sluice tcp listener with `tls` serving the Gateway listeners of
+    /// protocol TLS in mode Terminate on that port.
+    terminate_listeners: std::collections::BTreeMap<u16, SocketAddr>,
+    /// The suite's `tls-terminate-checks-certificate` (name `tls.example.com`), issued by
+    /// the CA of ConfigMap `tls-checks-ca-certificate`.
+    tls_terminate_certificate: TestCertificate,
     /// By name (in the conformance namespace): the Gateways served apart
     /// (`gateway.dedicated`), each on listeners of its own, as the suite gives each
     /// Gateway an address.
@@ -160,6 +166,12 @@ impl Conformance {
             &["abc.example.com", "other.example.com"],
             &["spiffe://abc.example.com/test-identity"],
         );
+        // The suite's certificate of the TLS listeners in mode Terminate.
+        let tls_terminate_certificate = tls_checks_ca.issue(
+            &dir,
+            "tls-terminate-checks-certificate",
+            &["tls.example.com"],
+        );
         for (name, ca) in [
             ("tls-checks-ca-certificate", tls_checks_ca.pem.clone()),
             ("mismatch-ca-certificate", tls::TestCa::new().pem),
@@ -194,6 +206,11 @@ impl Conformance {
                 &validity_certificate,
             ),
             (INFRA, "tls-checks-certificate", &tls_checks_certificate),
+            (
+                INFRA,
+                "tls-terminate-checks-certificate",
+                &tls_terminate_certificate,
+            ),
         ] {
             kube.apply(typed::<Secret>(&serde_json::json!({
                 "metadata": {"name": name, "namespace": namespace},
@@ -210,9 +227,13 @@ impl Conformance {
         // The Gateway ports of HTTP listeners other than 80: each gets a sluice http
         // listener, as the suite's Gateways get their ports (GatewayPort8080).
         let mut http_ports = std::collections::BTreeSet::new();
+        // The Gateway ports of TLS listeners in mode Terminate: each gets a sluice tcp
+        // listener with `tls`.
+        let mut terminate_ports = std::collections::BTreeSet::new();
         for name in std::iter::once("base.yaml").chain(manifests.iter().copied()) {
             for object in manifest(name) {
                 tcp_ports.extend(listener_ports(&object, "TCP"));
+                terminate_ports.extend(terminating_ports(&object));
                 http_ports.extend(
                     listener_ports(&object, "HTTP")
                         .into_iter()
@@ -240,11 +261,23 @@ impl Conformance {
             .into_iter()
             .map(|port| (port, listen_address()))
             .collect();
+        let terminate_listeners: std::collections::BTreeMap<u16, SocketAddr> = terminate_ports
+            .into_iter()
+            .map(|port| (port, listen_address()))
+            .collect();
         let port_config: String = tcp_listeners
             .iter()
             .map(|(port, address)| {
                 format!("- {{ name: tcp{port}, listen: \"{address}\", protocol: tcp }}\n")
             })
+            .chain(terminate_listeners.iter().map(|(port, address)| {
+                format!(
+                    "- {{ name: terminate{port}, listen: \"{address}\", protocol: tcp, \
+                     tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}\n",
+                    default_certificate.cert_path.display(),
+                    default_certificate.key_path.display(),
+                )
+            }))
             .chain(http_listeners.iter().map(|(port, address)| {
                 format!("- {{ name: http{port}, listen: \"{address}\", h2c: true }}\n")
             }))
@@ -256,6 +289,11 @@ impl Conformance {
                 http_listeners
                     .keys()
                     .map(|port| format!(", {{ port: {port}, listener: http{port} }}")),
+            )
+            .chain(
+                terminate_listeners
+                    .keys()
+                    .map(|port| format!(", {{ port: {port}, listener: terminate{port} }}")),
             )
             .collect();
         let dedicated: std::collections::BTreeMap<String, Dedicated> = dedicated
@@ -310,6 +348,8 @@ impl Conformance {
             passthrough,
             tcp_listeners,
             http_listeners,
+            terminate_listeners,
+            tls_terminate_certificate,
             dedicated,
         }
     }
@@ -644,6 +684,11 @@ fn apply(
                     // lives as long as the test process, as the gRPC stand-ins do.
                     Some("kubernetes.io/ws") if matches!(stand, Stand::Http(_)) => {
                         Box::leak(Box::new(support::WsEcho::start())).address
+                    }
+                    // tcp-backend's plain port (3000) is echo-basic's TCP echo server, its
+                    // 8443 the TLS one.
+                    _ if name == "tcp-backend" && port.port == 3000 => {
+                        tcp_echo_backend(&namespace, &name)
                     }
                     _ => address,
                 };
@@ -2279,13 +2324,17 @@ fn TLSRouteSimpleSameNamespace() {
 #[test]
 #[allow(non_snake_case)]
 fn TLSRouteListenerTerminateNotSupported() {
+    // Upstream checks this only of implementations without TLSRouteModeTerminate, which
+    // sluice has: the listener is accepted, for TLSRoutes.
     let c = Conformance::start(&["tlsroute-listener-terminate-not-supported.yaml"]);
+    let gateway = "gateway-tlsroute-terminate-unsupported";
     c.listener_status(
-        "gateway-tlsroute-terminate-unsupported",
+        gateway,
         "tls-terminate",
         0,
-        &[("Accepted", "False", "UnsupportedValue")],
+        &[("Accepted", "True", "Accepted")],
     );
+    assert_eq!(c.supported_kinds(gateway, "tls-terminate"), ["TLSRoute"]);
 }
 
 #[test]
@@ -2374,6 +2423,21 @@ fn TLSRouteInvalidNoMatchingListener() {
 // TCPRoute: the suite's TCP echo server and its exchange
 // ---------------------------------------------------------------------------------------
 
+/// The Gateway ports of a manifest object's TLS listeners in mode Terminate (none unless
+/// it is a Gateway).
+fn terminating_ports(object: &Value) -> Vec<u16> {
+    if object["kind"] != "Gateway" {
+        return Vec::new();
+    }
+    object["spec"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["protocol"] == "TLS" && l["tls"]["mode"] != "Passthrough")
+        .filter_map(|l| u16::try_from(l["port"].as_u64()?).ok())
+        .collect()
+}
+
 /// The Gateway ports of a manifest object's listeners of `protocol` (none unless it is a
 /// Gateway).
 fn listener_ports(object: &Value, protocol: &str) -> Vec<u16> {
@@ -2448,28 +2512,67 @@ fn serve_tcp_echo(stream: std::net::TcpStream, test: &str) {
 /// `NAMESPACE/SERVICE` (the pod's name without its two hash suffixes, as
 /// weight.extractBackendName reads it), or what went wrong.
 fn tcp_echo(gateway: SocketAddr) -> Result<String, String> {
-    use std::io::{BufRead, Write};
     let timeout = std::time::Duration::from_secs(5);
-    let stream = std::net::TcpStream::connect_timeout(&gateway, timeout)
+    let mut stream = std::net::TcpStream::connect_timeout(&gateway, timeout)
         .map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut reader = std::io::BufReader::new(stream);
+    tcp_echo_over(&mut stream)
+}
+
+/// [`tcp_echo`] over TLS for `server_name`, which must be served `certificate`.
+fn tls_tcp_echo(
+    gateway: SocketAddr,
+    server_name: &str,
+    certificate: &TestCertificate,
+) -> Result<String, String> {
+    let timeout = std::time::Duration::from_secs(5);
+    let socket = std::net::TcpStream::connect_timeout(&gateway, timeout)
+        .map_err(|e| format!("connect: {e}"))?;
+    socket
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| e.to_string())?;
+    let config = tls::client_config(&[], tokio_rustls::rustls::DEFAULT_VERSIONS);
+    let connection =
+        rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS client: {e}"))?;
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    let echoed = tcp_echo_over(&mut stream)?;
+    let leaf = stream
+        .conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| leaf.as_ref().to_vec());
+    if leaf.as_deref() != Some(certificate.der.as_slice()) {
+        return Err(format!(
+            "{server_name}: not served the Gateway's certificate"
+        ));
+    }
+    Ok(echoed)
+}
+
+/// The suite's TCP echo exchange over `stream`: the backend it reached.
+fn tcp_echo_over<S: std::io::Read + std::io::Write>(stream: &mut S) -> Result<String, String> {
     // Sends `send` (nothing when empty) and reads one line back.
     let mut exchange = |send: &str| -> Result<String, String> {
         if !send.is_empty() {
-            writer
+            stream
                 .write_all(send.as_bytes())
+                .and_then(|()| stream.flush())
                 .map_err(|e| format!("send {send:?}: {e}"))?;
         }
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) => Err(format!("closed before an answer to {send:?}")),
-            Ok(_) => Ok(line),
-            Err(e) => Err(format!("read the answer to {send:?}: {e}")),
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\n") {
+            match stream.read(&mut byte) {
+                Ok(0) => return Err(format!("closed before an answer to {send:?}")),
+                Ok(_) => line.push(byte[0]),
+                Err(e) => return Err(format!("read the answer to {send:?}: {e}")),
+            }
         }
+        Ok(String::from_utf8_lossy(&line).into_owned())
     };
     let welcome = exchange("")?;
     if welcome != TCP_WELCOME {
@@ -2943,6 +3046,61 @@ fn TLSRouteHostnameIntersection() {
             expect_passthrough(&c, at, server_name, &format!("{INFRA}/{backend}"));
         }
         eventually_rejected(at, rejected);
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteTerminateSimpleSameNamespace() {
+    let c = Conformance::start(&["tlsroute-terminate-simple-same-namespace.yaml"]);
+    route_has_parent::<TlsRoute>(&c, "tlsroute-terminated-test", "gateway-tlsroute-terminate");
+    tls_condition(
+        &c,
+        "tlsroute-terminated-test",
+        "ResolvedRefs",
+        "True",
+        "ResolvedRefs",
+    );
+    // The Gateway's certificate is served, and the backend's plain port gets the stream
+    // in the clear (its IS_TLS says false).
+    let at = c.terminate_listeners[&8443];
+    let backend = format!("{INFRA}/tcp-backend");
+    wait_until(
+        &format!("a TLS connection for tls.example.com to reach {backend} in the clear"),
+        READY_TIMEOUT,
+        || {
+            tls_tcp_echo(at, "tls.example.com", &c.tls_terminate_certificate).as_deref()
+                == Ok(&backend)
+        },
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteListenerTerminateSupportedKinds() {
+    let c = Conformance::start(&["tlsroute-listener-terminate-supported-kinds.yaml"]);
+    let gateway = "gateway-tlsroute-terminate-supported";
+    c.listener_status(
+        gateway,
+        "tls-terminate",
+        0,
+        &[("Accepted", "True", "Accepted")],
+    );
+    assert_eq!(c.supported_kinds(gateway, "tls-terminate"), ["TLSRoute"]);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteListenerMixedTerminationNotSupported() {
+    let c = Conformance::start(&["tlsroute-listener-mixed-termination-not-supported.yaml"]);
+    let gateway = "gateway-tlsroute-mixed-termination-not-supported";
+    for listener in ["tls-terminate", "tls-passthrough"] {
+        c.listener_status(
+            gateway,
+            listener,
+            0,
+            &[("Accepted", "False", "ProtocolConflict")],
+        );
     }
 }
 

@@ -162,3 +162,52 @@ fn connections_that_are_not_tls_take_the_route_without_hosts() {
     stream.read_exact(&mut received).expect("echo");
     assert_eq!(String::from_utf8_lossy(&received), expected);
 }
+
+#[test]
+fn a_tcp_listener_with_tls_terminates_it_and_relays_what_it_carries() {
+    let certs = ScratchDir::new();
+    let db_certificate = tls::self_signed(&certs, "db", &["db.test"]);
+    let other_certificate = tls::self_signed(&certs, "other", &["other.test"]);
+    let db = TcpEcho::start_on(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let edge = listen_address();
+    let _sluice = Sluice::start(&format!(
+        "listeners:\n\
+         \x20 - name: edge\n\
+         \x20   listen: \"{edge}\"\n\
+         \x20   protocol: tcp\n\
+         \x20   tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}, {{ cert: \"{}\", key: \"{}\" }}] }}\n\
+         routes:\n\
+         \x20 - {{ name: db, listener: edge, hosts: [db.test], upstream: db }}\n\
+         upstreams:\n\
+         \x20 - {{ name: db, protocol: tcp, endpoints: [\"{}\"] }}\n",
+        other_certificate.cert_path.display(),
+        other_certificate.key_path.display(),
+        db_certificate.cert_path.display(),
+        db_certificate.key_path.display(),
+        db.address,
+    ));
+    runtime().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // sluice's certificate for the name, not the backend's (which speaks no TLS).
+        assert_eq!(
+            tls::served_certificate(edge, "db.test").await,
+            db_certificate.der
+        );
+        let mut stream = connect_from([127, 0, 0, 1], edge, "db.test")
+            .await
+            .expect("handshake with sluice");
+        // The backend echoes the cleartext.
+        stream.write_all(b"SELECT 1;").await.expect("send");
+        let mut echoed = [0u8; 9];
+        stream.read_exact(&mut echoed).await.expect("echo");
+        assert_eq!(&echoed, b"SELECT 1;");
+        // A name without a route is closed before the handshake.
+        let refused = tls::connect(
+            edge,
+            "other.test",
+            tls::client_config(&[b"http/1.1"], rustls::DEFAULT_VERSIONS),
+        )
+        .await;
+        assert!(refused.is_err(), "no route for other.test");
+    });
+}

@@ -45,6 +45,13 @@ listeners:
   # Gateway ports 8080 (GatewayPort8080) and 8090 (HTTPRouteListenerPortMatching).
   - { name: http8080, listen: 0.0.0.0:8088, h2c: true }
   - { name: http8090, listen: 0.0.0.0:8098, h2c: true }
+  # Gateway port 8443: TLS listeners in mode Terminate (TLSRouteModeTerminate).
+  - name: terminate8443
+    listen: 0.0.0.0:9443
+    protocol: tcp
+    tls:
+      certificates:
+        - { cert: /etc/sluice/tls/tls.crt, key: /etc/sluice/tls/tls.key }
   - name: edge
     listen: 0.0.0.0:8443
     protocol: tcp
@@ -71,6 +78,7 @@ gateway:
     - { port: 80, listener: http }
     - { port: 8080, listener: http8080 }
     - { port: 8090, listener: http8090 }
+    - { port: 8443, listener: terminate8443 }
     - { port: 443, listener: https }
     - { port: 443, listener: edge }
   publish: { service: sluice/sluice }
@@ -115,7 +123,8 @@ kubectl -n sluice get secret sluice-default-tls >/dev/null 2>&1 || {
 kubectl -n sluice get service sluice -o jsonpath='{.spec.ports[*].name}' | grep -qw http8080 ||
 kubectl -n sluice patch service sluice --type=json -p '[
   {"op": "add", "path": "/spec/ports/-", "value": {"name": "http8080", "port": 8080, "targetPort": 8088}},
-  {"op": "add", "path": "/spec/ports/-", "value": {"name": "http8090", "port": 8090, "targetPort": 8098}}]'
+  {"op": "add", "path": "/spec/ports/-", "value": {"name": "http8090", "port": 8090, "targetPort": 8098}},
+  {"op": "add", "path": "/spec/ports/-", "value": {"name": "tls8443", "port": 8443, "targetPort": 9443}}]'
 # A LoadBalancer Service (so an address) per dedicated Gateway, to its own listener.
 for service in gw-same-namespace:80:8180 gw-all-namespaces:80:8181 \
     gw-isolation:80:8182 gw-isolation-intersection:80:8183 \
@@ -152,7 +161,7 @@ cd "$work/gateway-api"
 go test ./conformance -run TestConformance -timeout 60m -v -args \
     --gateway-class=sluice \
     --conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS \
-    --supported-features=Gateway,ListenerSet,GatewayHTTPListenerIsolation,HTTPRouteBackendProtocolWebSocket,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,BackendTLSPolicy,BackendTLSPolicySANValidation \
+    --supported-features=Gateway,ListenerSet,TLSRouteModeTerminate,GatewayHTTPListenerIsolation,HTTPRouteBackendProtocolWebSocket,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,BackendTLSPolicy,BackendTLSPolicySANValidation \
     --usable-network-addresses="$usable" --unusable-network-addresses=192.0.2.1 \
     --report-output="$root/gateway-conformance-report.yaml" \
     --organization=sluice-proxy --project=sluice --version=0.1.0 \

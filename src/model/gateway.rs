@@ -81,6 +81,8 @@ pub enum GatewayListenerKind {
     Https,
     /// A `tcp` listener with `sni_routing`: protocol `TLS` in mode `Passthrough`.
     TlsPassthrough,
+    /// A `tcp` listener with `tls`: protocol `TLS` in mode `Terminate`.
+    TlsTerminate,
     /// A `tcp` listener without: protocol `TCP`.
     Tcp,
 }
@@ -91,7 +93,7 @@ impl GatewayListenerKind {
         match self {
             GatewayListenerKind::Http => "HTTP",
             GatewayListenerKind::Https => "HTTPS",
-            GatewayListenerKind::TlsPassthrough => "TLS",
+            GatewayListenerKind::TlsPassthrough | GatewayListenerKind::TlsTerminate => "TLS",
             GatewayListenerKind::Tcp => "TCP",
         }
     }

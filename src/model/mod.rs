@@ -176,7 +176,8 @@ pub struct ListenerConfig {
     /// Every connection starts with a PROXY protocol header naming the client.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// A tcp listener that reads each connection's TLS ClientHello and routes it by the
-    /// server name (SNI) it sends, relaying the TLS untouched (TLS passthrough).
+    /// server name (SNI) it sends: it relays the TLS untouched (TLS passthrough), or, with
+    /// `tls`, terminates it and relays what it carries.
     pub sni_routing: bool,
     pub connections: ConnectionLimits,
     /// Client certificates a TLS listener asks for (mTLS).

@@ -17,6 +17,7 @@ pub mod report;
 pub mod request_body;
 pub mod request_head;
 pub mod retry;
+mod rewind;
 pub mod subrequest;
 pub mod tcp;
 pub mod traffic;

@@ -12,6 +12,9 @@
 //!   bytes read are then sent on unchanged, so TLS runs end to end between the client and
 //!   the endpoint (TLS passthrough). A connection that is not TLS, or names no server,
 //!   takes the route without hosts, as nginx's `ssl_preread` leaves the name empty.
+//! - A listener with `tls` terminates it instead (TLSRoute in mode Terminate): once routed,
+//!   the handshake completes (within the same timeout) with the listener's certificate for
+//!   the name, and what the TLS carries is relayed in the clear.
 //! - An upstream with `proxy_protocol` gets a PROXY header naming the client first.
 //! - An established connection belongs to no config: reloads, route removal and endpoint
 //!   changes leave it alone. It ignores Pingora's shutdown signal too, so a graceful upgrade
@@ -22,6 +25,7 @@ use super::context::{Attempt, AttemptResult};
 use super::headers::new_request_id;
 use super::proxy_protocol::{self, Header};
 use super::report::{attempt_records, millis};
+use super::rewind::Rewound;
 use super::traffic::weighted_backend;
 use crate::observe::access_log::{self, Record};
 use crate::observe::metrics::METRICS;
@@ -40,6 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 /// Bytes read from one side before they are written to the other.
 const RELAY_BUFFER: usize = 16 * 1024;
@@ -48,14 +53,38 @@ const RELAY_BUFFER: usize = 16 * 1024;
 pub struct TcpProxy {
     state: Arc<State>,
     listener: String,
+    /// Terminates the client's TLS (a listener with `tls`), with the listener's
+    /// certificates as the state swaps them.
+    terminate: Option<TlsAcceptor>,
 }
 
 impl TcpProxy {
     /// A proxy for tcp listener `listener`, routing with the state's current snapshot.
-    pub fn new(state: Arc<State>, listener: String) -> Self {
-        Self { state, listener }
+    pub fn new(state: Arc<State>, listener: String) -> Result<Self, String> {
+        let terminate = match state.tls_resolver(&listener) {
+            Some(resolver) => {
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ServerConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("TLS settings of tcp listener {listener}: {e}"))?
+                    .with_no_client_auth()
+                    .with_cert_resolver(resolver);
+                Some(TlsAcceptor::from(Arc::new(config)))
+            }
+            None => None,
+        };
+        Ok(Self {
+            state,
+            listener,
+            terminate,
+        })
     }
 }
+
+/// The client side of a relay: the connection, or the TLS it carries.
+trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
 
 /// Which side of a relayed connection failed.
 #[derive(Debug, Clone, Copy)]
@@ -104,8 +133,10 @@ impl ServerApp for TcpProxy {
             .iter()
             .find(|l| l.name == self.listener);
         let mut client = client;
-        // What was read of the ClientHello, sent on before anything else.
+        // What was read of the ClientHello, sent on before anything else (or handed to
+        // the TLS handshake).
         let mut first_bytes = Vec::new();
+        let handshake_timeout = listener.map(|l| l.requests.header_timeout);
         if let Some(listener) = listener.filter(|l| l.sni_routing) {
             let timeout = listener.requests.header_timeout;
             match read_client_hello(&mut client, &mut first_bytes, timeout).await {
@@ -160,14 +191,36 @@ impl ServerApp for TcpProxy {
         active.inc();
 
         let client_ip = client_address.map(|a| a.ip());
+        let local = client
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+        let client: Box<dyn ClientIo> = match &self.terminate {
+            None => Box::new(client),
+            Some(acceptor) => {
+                let read = std::mem::take(&mut first_bytes);
+                let accepting = acceptor.accept(Rewound::new(read, client));
+                let timeout = handshake_timeout.unwrap_or(Duration::from_secs(60));
+                match tokio::time::timeout(timeout, accepting).await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(e)) => {
+                        log::debug!("tcp listener {}: TLS handshake: {e}", self.listener);
+                        active.dec();
+                        log.write("tls_handshake_failed");
+                        return None;
+                    }
+                    Err(_) => {
+                        active.dec();
+                        log.write("tls_handshake_timeout");
+                        return None;
+                    }
+                }
+            }
+        };
         let ended = match connect(upstream, client_ip, timeouts.connect, &mut log).await {
             Some((backend, endpoint)) => {
                 let _in_flight = upstream.endpoints[endpoint].state.start_request();
                 let mut preamble = match upstream.config.proxy_protocol {
                     Some(version) => {
-                        let local = client
-                            .get_socket_digest()
-                            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
                         let header = match (client_address, local) {
                             (Some(source), Some(destination)) => Header::Proxied {
                                 source,
@@ -328,7 +381,7 @@ impl Relay {
     /// (`Some(Ok)`), a side fails (`Some(Err)`), or nothing moves for `idle` (`None`).
     async fn run(
         &self,
-        client: Stream,
+        client: Box<dyn ClientIo>,
         mut backend: TcpStream,
         preamble: &[u8],
         idle: Duration,

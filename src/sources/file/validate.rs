@@ -442,10 +442,10 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                         "needs at least one certificate",
                     );
                 }
-                if listener.protocol == ListenerProtocol::Tcp {
+                if listener.protocol == ListenerProtocol::Tcp && tls.client_auth.is_some() {
                     check.error(
-                        &format!("{at}.tls"),
-                        "TLS termination applies to http listeners only",
+                        &format!("{at}.tls.client_auth"),
+                        "client certificates are asked for on http listeners only",
                     );
                 }
                 if listener.h2c {
@@ -528,7 +528,9 @@ fn check_listeners(check: &mut Checker, raw: &[RawListener]) -> Vec<Option<Liste
                 trusted_proxies,
                 access,
                 proxy_protocol: proxy_protocol?,
-                sni_routing: listener.sni_routing,
+                // A tcp listener that terminates TLS routes by the server name it is sent.
+                sni_routing: listener.sni_routing
+                    || (listener.protocol == ListenerProtocol::Tcp && listener.tls.is_some()),
                 connections,
                 client_auth,
             })

@@ -159,6 +159,7 @@ fn gateway_ports(
         ) {
             (ListenerProtocol::Http, false, _) => GatewayListenerKind::Http,
             (ListenerProtocol::Http, true, _) => GatewayListenerKind::Https,
+            (ListenerProtocol::Tcp, true, _) => GatewayListenerKind::TlsTerminate,
             (ListenerProtocol::Tcp, _, true) => GatewayListenerKind::TlsPassthrough,
             (ListenerProtocol::Tcp, _, false) => GatewayListenerKind::Tcp,
         };

@@ -111,7 +111,9 @@ pub fn resolve_listener_sets(
                 Some(reason) => {
                     let mut scratch = fragment.clone();
                     let mut l = resolve(&owner, &listener, objects, settings, &mut scratch, now);
-                    l.lose(reason, generation, now);
+                    let message = "an earlier listener of the Gateway has this port and \
+                                   protocol, or hostname";
+                    l.lose(reason, message, generation, now);
                     l
                 }
                 None => {

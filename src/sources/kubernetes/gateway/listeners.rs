@@ -91,15 +91,13 @@ impl ResolvedListener {
         &self.conditions
     }
 
-    /// Not served: it conflicts with an earlier listener of its Gateway for `reason`
-    /// (`HostnameConflict`, `ProtocolConflict`), which keeps serving.
-    pub fn lose(&mut self, reason: &str, generation: Option<i64>, now: &Time) {
+    /// Not served: it conflicts with another listener of its Gateway for `reason`
+    /// (`HostnameConflict`, `ProtocolConflict`), as `message` says.
+    pub fn lose(&mut self, reason: &str, message: &str, generation: Option<i64>, now: &Time) {
         self.programmed = false;
         self.sluice_listener = None;
         self.conditions
             .retain(|c| !matches!(c.type_.as_str(), "Accepted" | "Programmed" | "Conflicted"));
-        let message = "an earlier listener of the Gateway has this port and protocol \
-                       or hostname";
         for (type_, status) in [
             ("Accepted", false),
             ("Programmed", false),
@@ -251,6 +249,28 @@ pub fn resolve_gateways(
                 conflict(l, generation, now);
             }
         }
+        // TLS terminated and passed through on one port: one sluice listener takes a
+        // port's TLS, and it either terminates or passes through (no mixed mode).
+        let mixed: BTreeSet<u16> = mine
+            .iter()
+            .filter(|l| l.kind == Some(GatewayListenerKind::TlsTerminate))
+            .map(|l| l.port)
+            .filter(|port| {
+                mine.iter()
+                    .any(|l| l.port == *port && l.kind == Some(GatewayListenerKind::TlsPassthrough))
+            })
+            .collect();
+        for l in mine.iter_mut().filter(|l| {
+            mixed.contains(&l.port)
+                && matches!(
+                    l.kind,
+                    Some(GatewayListenerKind::TlsTerminate | GatewayListenerKind::TlsPassthrough)
+                )
+        }) {
+            let message = "TLS is terminated and passed through on this port: sluice serves \
+                           one mode per port";
+            l.lose("ProtocolConflict", message, generation, now);
+        }
         resolved.extend(mine);
         if !fragment.certificates.is_empty() {
             out.fragments
@@ -369,16 +389,11 @@ pub(super) fn resolve(
         ("HTTP", _) => Some(GatewayListenerKind::Http),
         ("HTTPS", GatewayListenersTlsMode::Terminate) => Some(GatewayListenerKind::Https),
         ("TLS", GatewayListenersTlsMode::Passthrough) => Some(GatewayListenerKind::TlsPassthrough),
+        ("TLS", GatewayListenersTlsMode::Terminate) => Some(GatewayListenerKind::TlsTerminate),
         ("TCP", _) => Some(GatewayListenerKind::Tcp),
         _ => None,
     };
     let mut accepted: Result<(), (&str, String)> = Ok(());
-    if listener.protocol == "TLS" && mode == GatewayListenersTlsMode::Terminate {
-        accepted = Err((
-            "UnsupportedValue",
-            "TLS listeners in mode Terminate are not supported (use HTTPS, or Passthrough)".into(),
-        ));
-    }
     let mut resolved_refs: Result<(), (&str, String)> = Ok(());
     let sluice = match kind {
         None if accepted.is_err() => None,
@@ -413,7 +428,9 @@ pub(super) fn resolve(
         Some(GatewayListenerKind::Http | GatewayListenerKind::Https) => {
             &[RouteKind::Http, RouteKind::Grpc]
         }
-        Some(GatewayListenerKind::TlsPassthrough) => &[RouteKind::Tls],
+        Some(GatewayListenerKind::TlsPassthrough | GatewayListenerKind::TlsTerminate) => {
+            &[RouteKind::Tls]
+        }
         Some(GatewayListenerKind::Tcp) => &[RouteKind::Tcp],
         None => &[],
     };
@@ -473,7 +490,11 @@ pub(super) fn resolve(
             "spec.tls.frontend (client certificate validation) is not supported yet".into(),
         ));
     }
-    if kind == Some(GatewayListenerKind::Https) {
+    let terminates = matches!(
+        kind,
+        Some(GatewayListenerKind::Https | GatewayListenerKind::TlsTerminate)
+    );
+    if terminates {
         let refs = listener
             .tls
             .as_ref()
@@ -542,8 +563,7 @@ pub(super) fn resolve(
             resolved_refs = Err(("InvalidCertificateRef", "no certificate loaded".into()));
         }
     }
-    let programmed =
-        accepted.is_ok() && (resolved_refs.is_ok() || kind != Some(GatewayListenerKind::Https));
+    let programmed = accepted.is_ok() && (resolved_refs.is_ok() || !terminates);
     let verdict = |type_: &str, result: &Result<(), (&str, String)>, ok_reason: &str| match result {
         Ok(()) => condition(type_, true, ok_reason, "", generation, now),
         Err((reason, message)) => condition(type_, false, reason, message.clone(), generation, now),

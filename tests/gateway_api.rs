@@ -116,6 +116,8 @@ struct Conformance {
     /// The suite's `tls-terminate-checks-certificate` (name `tls.example.com`), issued by
     /// the CA of ConfigMap `tls-checks-ca-certificate`.
     tls_terminate_certificate: TestCertificate,
+    /// The suite's `tls-checks-client-certificate`, issued by the same CA.
+    tls_checks_client_certificate: TestCertificate,
     /// By name (in the conformance namespace): the Gateways served apart
     /// (`gateway.dedicated`), each on listeners of its own, as the suite gives each
     /// Gateway an address.
@@ -185,7 +187,7 @@ impl Conformance {
         // `app` label: every Service selecting one reaches the same backend, as Services
         // reach the same pods in the suite (so connections sluice pools for one Service
         // are candidates for the others). They live as long as the test process.
-        let tls_pods: std::collections::BTreeMap<String, SocketAddr> =
+        let mut tls_pods: std::collections::BTreeMap<String, SocketAddr> =
             ["tls-backend", "tls-backend-2"]
                 .into_iter()
                 .map(|app| {
@@ -194,6 +196,17 @@ impl Conformance {
                     (app.to_string(), backend.address)
                 })
                 .collect();
+        // The suite's client certificate issued by the same CA, and the pod that asks
+        // clients for one of that CA (GatewayTLSBackendClientCertificate).
+        let tls_checks_client_certificate =
+            tls_checks_ca.issue(&dir, "tls-checks-client-certificate", &["client.test"]);
+        let app = "tls-backend-with-client-cert-validation";
+        let verifying = tls::HttpsBackend::start_verifying_clients(
+            Box::leak(format!("{INFRA}/{app}").into_boxed_str()),
+            &tls_checks_certificate,
+            &tls_checks_ca.pem,
+        );
+        tls_pods.insert(app.to_string(), verifying.address);
         for (namespace, name, certificate) in [
             (
                 "gateway-conformance-web-backend",
@@ -206,6 +219,11 @@ impl Conformance {
                 &validity_certificate,
             ),
             (INFRA, "tls-checks-certificate", &tls_checks_certificate),
+            (
+                INFRA,
+                "tls-checks-client-certificate",
+                &tls_checks_client_certificate,
+            ),
             (
                 INFRA,
                 "tls-terminate-checks-certificate",
@@ -350,6 +368,7 @@ impl Conformance {
             http_listeners,
             terminate_listeners,
             tls_terminate_certificate,
+            tls_checks_client_certificate,
             dedicated,
         }
     }
@@ -1952,6 +1971,61 @@ fn gateway_addresses(c: &Conformance, name: &str) -> Vec<(String, String)> {
         .into_iter()
         .map(|a| (a.r#type.unwrap_or_default(), a.value))
         .collect()
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayTLSBackendClientCertificate() {
+    let c = Conformance::start(&["gateway-tls-backend-client-certificate.yaml"]);
+    let name = "gateway-tls-backend-client-certificate";
+    c.accepted(INFRA, name);
+    policy_accepted(&c, "gateway-tls-backend-client-certificate-test", name);
+    gateway_condition(&c, name, "ResolvedRefs", "True", "ResolvedRefs");
+    // The backend asks for a certificate of the suite's CA and gets the Gateway's.
+    let presented = tls::sha256_hex(&c.tls_checks_client_certificate.der);
+    let answer = || {
+        let response = Client::connect(c.http).request("GET", "/", &[("host", "abc.example.com")]);
+        (
+            response.status,
+            response.header("x-client-cert").unwrap_or("").to_string(),
+        )
+    };
+    wait_until(
+        "a request to reach the backend with the Gateway's client certificate",
+        READY_TIMEOUT,
+        || answer() == (200, presented.clone()),
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayInvalidTLSBackendConfiguration() {
+    let c = Conformance::start(&["gateway-invalid-tls-backend-configuration.yaml"]);
+    for (name, reason) in [
+        (
+            "gateway-client-certificate-nonexistent-secret",
+            "InvalidClientCertificateRef",
+        ),
+        (
+            "gateway-client-certificate-unsupported-group",
+            "InvalidClientCertificateRef",
+        ),
+        (
+            "gateway-client-certificate-unsupported-kind",
+            "InvalidClientCertificateRef",
+        ),
+        (
+            "gateway-client-certificate-malformed-secret",
+            "InvalidClientCertificateRef",
+        ),
+        (
+            "gateway-client-certificate-missing-reference-grant",
+            "RefNotPermitted",
+        ),
+    ] {
+        gateway_condition(&c, name, "ResolvedRefs", "False", reason);
+        gateway_condition(&c, name, "Accepted", "True", "Accepted");
+    }
 }
 
 #[test]

@@ -455,3 +455,47 @@ fn upstream_certificates_are_verified_against_subject_alt_names() {
     assert_eq!(get(web, "/wildcard/a").status, 200);
     assert_eq!(get(web, "/hostname/a").status, 502);
 }
+
+#[test]
+fn upstreams_that_ask_for_a_client_certificate_get_the_configured_one() {
+    let dir = ScratchDir::new();
+    let ca = tls::TestCa::new();
+    let ca_file = dir.write("ca.pem", &ca.pem);
+    let server = ca.issue(&dir, "server", &["db.test"]);
+    let client = ca.issue(&dir, "client", &["sluice.test"]);
+    let backend = tls::HttpsBackend::start_verifying_clients("mtls", &server, &ca.pem);
+    let web = listen_address();
+    let tls = |certificate: &str| {
+        format!(
+            "{{ sni: db.test, ca_file: \"{}\"{certificate} }}",
+            ca_file.display()
+        )
+    };
+    let with_certificate = format!(
+        ", client_certificate: {{ cert: \"{}\", key: \"{}\" }}",
+        client.cert_path.display(),
+        client.key_path.display()
+    );
+    let _sluice = Sluice::start(&format!(
+        "listeners: [{{ name: web, listen: \"{web}\" }}]\n\
+         routes:\n\
+         \x20 - {{ name: with, listener: web, paths: [{{ prefix: /with/ }}], upstream: with }}\n\
+         \x20 - {{ name: without, listener: web, paths: [{{ prefix: /without/ }}], upstream: without }}\n\
+         upstreams:\n\
+         \x20 - {{ name: with, tls: {}, endpoints: [\"{}\"], retry: {{ attempts: 1 }} }}\n\
+         \x20 - {{ name: without, tls: {}, endpoints: [\"{}\"], retry: {{ attempts: 1 }} }}\n",
+        tls(&with_certificate),
+        backend.address,
+        tls(""),
+        backend.address,
+    ));
+    let response = Client::connect(web).request("GET", "/with/", &[]);
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("x-client-cert"),
+        Some(tls::sha256_hex(&client.der).as_str())
+    );
+    // Pooled apart: the same address and SNI without the certificate is refused.
+    let response = Client::connect(web).request("GET", "/without/", &[]);
+    assert_eq!(response.status, 502);
+}

@@ -341,6 +341,26 @@ pub struct UpstreamTls {
     /// With `verify`, the certificate must carry one of these names, and `sni` (still
     /// sent) is not checked against it; empty: it is checked against `sni`.
     pub subject_alt_names: Vec<SubjectAltName>,
+    /// The certificate sluice presents when the endpoint asks for one (mTLS to backends).
+    pub client_certificate: Option<Arc<ClientCertificate>>,
+}
+
+/// A certificate chain and its private key that sluice presents as a TLS client.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientCertificate {
+    /// DER, the leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// DER (PKCS#8, PKCS#1 or SEC1).
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ClientCertificate")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A name an upstream's certificate is verified against (`upstreams[].tls.subject_alt_names`,

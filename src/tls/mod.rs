@@ -75,6 +75,26 @@ impl LoadedCertificate {
     }
 }
 
+/// The DER chain and private key of a PEM chain and key that go together: a certificate
+/// sluice presents as a client (to backends that ask for one). `cert_name` and `key_name`
+/// say where they come from in errors.
+pub fn chain_and_key_from_pem(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    cert_name: &str,
+    key_name: &str,
+) -> Result<(Vec<Vec<u8>>, Vec<u8>), String> {
+    // Checks the chain, the key and that they go together.
+    LoadedCertificate::from_pem(chain_pem, key_pem, cert_name, key_name)?;
+    let chain = CertificateDer::pem_slice_iter(chain_pem)
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{cert_name} is not valid PEM: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("cannot read a private key from {key_name}: {e}"))?;
+    Ok((chain, key.secret_der().to_vec()))
+}
+
 impl fmt::Debug for LoadedCertificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadedCertificate")

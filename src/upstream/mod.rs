@@ -19,7 +19,7 @@ use hash_key::RequestFacts;
 use health::{now_ms, EndpointHealth, Transition};
 use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::{HttpPeer, SubjectAltName as PeerSubjectAltName};
-use pingora::utils::tls::{parse_x509, WrappedX509};
+use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use rand::Rng;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -49,6 +49,9 @@ pub struct Upstream {
     /// `tls.subject_alt_names` as Pingora takes them (`None`: the certificate is checked
     /// against the SNI). Pingora pools connections apart per list.
     subject_alt_names: Option<Arc<[PeerSubjectAltName]>>,
+    /// `tls.client_certificate` as Pingora takes it; Pingora pools connections apart per
+    /// certificate.
+    client_certificate: Option<Arc<CertKey>>,
     /// Pingora pools connections by address, SNI and verify flags, not by trust anchors:
     /// this key (a hash of them) keeps a connection verified against one upstream's CAs
     /// from serving another's with the same address and SNI.
@@ -144,6 +147,11 @@ impl Upstream {
                         .collect()
                 })
             }),
+            client_certificate: config
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.client_certificate.as_ref())
+                .map(|c| Arc::new(CertKey::new(c.chain.clone(), c.key.clone()))),
             tls_pool_group: config.tls.as_ref().map_or(0, |tls| {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 tls.ca_certificates.hash(&mut hasher);
@@ -347,6 +355,7 @@ impl Upstream {
                 peer.options.verify_hostname = tls.verify;
                 peer.options.ca = self.ca.clone();
                 peer.options.subject_alt_names = self.subject_alt_names.clone();
+                peer.client_cert_key = self.client_certificate.clone();
                 peer.group_key = self.tls_pool_group;
                 peer
             }

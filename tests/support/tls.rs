@@ -292,11 +292,50 @@ pub struct HttpsBackend {
 impl HttpsBackend {
     /// Starts the backend on its own thread.
     pub fn start(name: &'static str, certificate: &TestCertificate) -> Self {
+        let mut config = (*server_config(certificate)).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self::start_with(name, config)
+    }
+
+    /// As [`HttpsBackend::start`], refusing clients without a certificate issued by
+    /// `client_ca` (PEM); its answers name the certificate in `x-client-cert` (the SHA-256
+    /// of its DER, in hex).
+    pub fn start_verifying_clients(
+        name: &'static str,
+        certificate: &TestCertificate,
+        client_ca: &str,
+    ) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in <CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+            client_ca.as_bytes(),
+        ) {
+            roots.add(ca.expect("client CA PEM")).expect("client CA");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
+        let chain = vec![CertificateDer::from(certificate.der.clone())];
+        let key = rustls::pki_types::pem::PemObject::from_pem_slice(certificate.key_pem.as_bytes())
+            .map(|k: PrivateKeyDer<'static>| k)
+            .expect("key PEM");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .expect("server config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self::start_with(name, config)
+    }
+
+    fn start_with(name: &'static str, config: rustls::ServerConfig) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TLS backend");
         let address = listener.local_addr().expect("address");
         listener.set_nonblocking(true).expect("nonblocking");
-        let mut config = (*server_config(certificate)).clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -312,6 +351,12 @@ impl HttpsBackend {
                             return;
                         };
                         let sni = stream.get_ref().1.server_name().unwrap_or("").to_string();
+                        let client_cert = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map_or_else(|| "none".to_string(), |leaf| sha256_hex(leaf.as_ref()));
                         let mut received = Vec::new();
                         let mut buffer = [0u8; 1024];
                         // Requests one after the other on the connection, until the client
@@ -336,7 +381,8 @@ impl HttpsBackend {
                             let body = format!("{name} sni={sni}");
                             let response = format!(
                                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-backend: {name}\r\n\
-                                 x-sni: {sni}\r\nx-path: {path}\r\n\r\n{body}",
+                                 x-sni: {sni}\r\nx-path: {path}\r\n\
+                                 x-client-cert: {client_cert}\r\n\r\n{body}",
                                 body.len()
                             );
                             if stream.write_all(response.as_bytes()).await.is_err() {
@@ -398,4 +444,13 @@ impl H2TlsBackend {
     pub fn accepts(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -1024,6 +1024,10 @@ pub struct RawUpstreamTls {
     pub ca_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_alt_names: Option<Vec<RawSubjectAltName>>,
+    /// The certificate presented when the upstream asks for one (nginx's
+    /// `proxy_ssl_certificate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<RawCertificate>,
 }
 
 /// `upstreams[].tls.subject_alt_names[]`: exactly one of `dns` and `uri`.

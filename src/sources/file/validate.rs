@@ -729,6 +729,7 @@ fn check_upstream_tls(check: &mut Checker, at: &str, raw: &RawUpstream) -> Optio
             verify: true,
             ca_file: None,
             subject_alt_names: None,
+            client_certificate: None,
         }),
         (UpstreamProtocol::Http1, Some(tls)) => tls.clone(),
         (UpstreamProtocol::Http1, None) => return None,
@@ -779,12 +780,32 @@ fn check_upstream_tls(check: &mut Checker, at: &str, raw: &RawUpstream) -> Optio
         None => Vec::new(),
         Some(list) => check_subject_alt_names(check, &format!("{at}.tls"), wanted.verify, list),
     };
+    let client_certificate = wanted.client_certificate.as_ref().and_then(|raw| {
+        let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
+        let loaded = read(&raw.cert).and_then(|chain| {
+            let key = read(&raw.key)?;
+            crate::tls::chain_and_key_from_pem(
+                &chain,
+                &key,
+                &format!("certificate file {}", raw.cert),
+                &format!("key {}", raw.key),
+            )
+        });
+        match loaded {
+            Ok((chain, key)) => Some(Arc::new(ClientCertificate { chain, key })),
+            Err(e) => {
+                check.error(&format!("{at}.tls.client_certificate"), e);
+                None
+            }
+        }
+    });
     Some(UpstreamTls {
         sni,
         verify: wanted.verify,
         ca_file: wanted.ca_file.map(PathBuf::from),
         ca_certificates,
         subject_alt_names,
+        client_certificate,
     })
 }
 

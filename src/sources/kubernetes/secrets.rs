@@ -35,6 +35,19 @@ pub fn secret_keys(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// The certificate of a `kubernetes.io/tls` Secret.
+/// The DER chain and key of TLS Secret `namespace/name`, to present as a client.
+pub fn client_certificate_of(
+    secret: &Secret,
+    namespace: &str,
+    name: &str,
+) -> Result<(Vec<Vec<u8>>, Vec<u8>), String> {
+    let cert_name = format!("Secret {namespace}/{name} tls.crt");
+    let key_name = format!("Secret {namespace}/{name} tls.key");
+    let chain = secret_bytes(secret, "tls.crt").ok_or_else(|| format!("{cert_name} is missing"))?;
+    let key = secret_bytes(secret, "tls.key").ok_or_else(|| format!("{key_name} is missing"))?;
+    crate::tls::chain_and_key_from_pem(&chain, &key, &cert_name, &key_name)
+}
+
 pub fn certificate_of(
     secret: &Secret,
     namespace: &str,

@@ -8,7 +8,8 @@ use super::conditions::condition;
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{granted, GatewayObjects, ObjectKey, RouteInputs, GROUP};
 use crate::model::{
-    Fragment, GatewaySettings, HostMatch, RouteConfig, UpstreamConfig, UpstreamProtocol, MIRROR_ALL,
+    ClientCertificate, Fragment, GatewaySettings, HostMatch, RouteConfig, UpstreamConfig,
+    UpstreamProtocol, MIRROR_ALL,
 };
 use crate::sources::kubernetes::services::port_source;
 use k8s_openapi::api::core::v1::Service;
@@ -85,6 +86,28 @@ pub struct Attachment {
     /// Gateway listener port clients reach it on (the first, should a sluice listener
     /// serve several ports).
     pub targets: BTreeMap<(String, Vec<String>), u16>,
+    /// The certificates the Gateways serving it present to TLS backends (`None` for a
+    /// Gateway that presents none), each once.
+    pub client_certificates: Vec<Option<Arc<ClientCertificate>>>,
+}
+
+impl Attachment {
+    /// Gives the TLS upstreams of `fragment` the certificate the route's Gateways present
+    /// to backends. A route served by Gateways that present different ones presents none
+    /// (a backend that asks for one refuses the handshake: 502).
+    pub fn present_client_certificate(&self, fragment: &mut Fragment) {
+        let certificate = match self.client_certificates.as_slice() {
+            [Some(only)] => only.clone(),
+            _ => return,
+        };
+        for upstream in &mut fragment.upstreams {
+            if upstream.tls.is_some() {
+                if let Some(tls) = &mut Arc::make_mut(upstream).tls {
+                    tls.client_certificate = Some(certificate.clone());
+                }
+            }
+        }
+    }
 }
 
 /// Attaches a route of `kind` in `namespace` to the listeners its `parent_refs` name.
@@ -102,6 +125,7 @@ pub fn attach(
     now: &Time,
 ) -> Attachment {
     let mut targets = BTreeMap::new();
+    let mut client_certificates: Vec<Option<Arc<ClientCertificate>>> = Vec::new();
     let mut parents = Vec::new();
     let mut counted = BTreeSet::new();
     for parent in parent_refs {
@@ -189,6 +213,10 @@ pub fn attach(
                 // A route whose names all belong to narrower listeners serves none here.
                 if let (true, Some(hosts)) = (resolved[i].programmed, hosts) {
                     targets.entry((sluice, hosts)).or_insert(resolved[i].port);
+                    let certificate = &resolved[i].backend_client_certificate;
+                    if !client_certificates.contains(certificate) {
+                        client_certificates.push(certificate.clone());
+                    }
                 }
             }
         }
@@ -214,7 +242,11 @@ pub fn attach(
             },
         });
     }
-    Attachment { parents, targets }
+    Attachment {
+        parents,
+        targets,
+        client_certificates,
+    }
 }
 
 /// The hostnames a route serves on a listener: `None` when none of the route's hostnames

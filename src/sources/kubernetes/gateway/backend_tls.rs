@@ -364,6 +364,8 @@ fn judge(
                 .then(|| PathBuf::from(format!("configmap:{namespace}/{}", loaded.join(",")))),
             ca_certificates: anchors,
             subject_alt_names,
+            // The Gateway's (`spec.tls.backend`), once the route is attached.
+            client_certificate: None,
         }),
         Err((_, message)) => Applied::Refused(format!(
             "BackendTLSPolicy {namespace}/{name} is not accepted: {message}"

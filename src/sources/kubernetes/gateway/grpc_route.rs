@@ -5,8 +5,8 @@
 
 use super::api::grpcroutes::*;
 use super::attach::{
-    attach, backend_ref, mirror_share, parent_refs, place, upstream, Attachment, ParentRef,
-    Refusal, RouteStatus, Verdict,
+    attach, backend_ref, mirror_share, parent_refs, place, upstream, ParentRef, Refusal,
+    RouteStatus, Verdict,
 };
 use super::http_route::{anchored, modifier_edits, settings_of};
 use super::listeners::{ResolvedListener, RouteKind};
@@ -42,7 +42,7 @@ pub fn translate(
     let rules = route.spec.rules.as_deref().unwrap_or_default();
     let (templates, verdict) = build_rules(key, rules, inputs, &mut fragment);
     let parent_refs: Vec<ParentRef> = parent_refs!(route.spec.parent_refs);
-    let Attachment { parents, targets } = attach(
+    let attachment = attach(
         RouteKind::Grpc,
         &key.0,
         route.metadata.generation,
@@ -54,11 +54,17 @@ pub fn translate(
         settings,
         now,
     );
-    if parents.is_empty() {
+    if attachment.parents.is_empty() {
         return;
     }
-    out.grpc_routes
-        .insert(key.clone(), Arc::new(RouteStatus { parents }));
+    attachment.present_client_certificate(&mut fragment);
+    let targets = attachment.targets;
+    out.grpc_routes.insert(
+        key.clone(),
+        Arc::new(RouteStatus {
+            parents: attachment.parents,
+        }),
+    );
     if targets.is_empty() {
         return;
     }

@@ -4,8 +4,8 @@
 
 use super::api::httproutes::*;
 use super::attach::{
-    attach, backend_ref, mirror_share, parent_refs, place, upstream, Attachment, ParentRef,
-    Refusal, RouteStatus, Verdict,
+    attach, backend_ref, mirror_share, parent_refs, place, upstream, ParentRef, Refusal,
+    RouteStatus, Verdict,
 };
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, ObjectKey, RouteInputs, Translation};
@@ -51,7 +51,7 @@ pub fn translate(
         unsupported: built.unsupported.clone(),
         refs: built.refs.clone(),
     };
-    let Attachment { parents, targets } = attach(
+    let attachment = attach(
         RouteKind::Http,
         namespace,
         generation,
@@ -63,11 +63,17 @@ pub fn translate(
         settings,
         now,
     );
-    if parents.is_empty() {
+    if attachment.parents.is_empty() {
         return;
     }
-    out.http_routes
-        .insert(key.clone(), Arc::new(RouteStatus { parents }));
+    attachment.present_client_certificate(&mut fragment);
+    let targets = attachment.targets;
+    out.http_routes.insert(
+        key.clone(),
+        Arc::new(RouteStatus {
+            parents: attachment.parents,
+        }),
+    );
     if targets.is_empty() {
         return;
     }

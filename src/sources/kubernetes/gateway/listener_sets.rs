@@ -79,6 +79,10 @@ pub fn resolve_listener_sets(
                 .insert(key.clone(), unserved("NotAllowed", message));
             continue;
         }
+        let backend_certificate =
+            super::listeners::backend_client_certificate(&gateway_key, gateway, objects)
+                .ok()
+                .flatten();
         let owner = Owner {
             gateway: &gateway_key,
             gateway_object: gateway,
@@ -105,7 +109,7 @@ pub fn resolve_listener_sets(
                 listener.hostname.as_deref(),
             );
             let conflict = taken.iter().find_map(|t| identity.conflict_with(t));
-            let resolved_listener = match conflict {
+            let mut resolved_listener = match conflict {
                 // Resolved apart, so that a listener that is not served installs no
                 // certificate.
                 Some(reason) => {
@@ -124,6 +128,7 @@ pub fn resolve_listener_sets(
                     l
                 }
             };
+            resolved_listener.backend_client_certificate = backend_certificate.clone();
             resolved.push(resolved_listener);
         }
         if !fragment.certificates.is_empty() {

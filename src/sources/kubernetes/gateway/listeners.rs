@@ -5,9 +5,10 @@
 use super::conditions::condition;
 use super::{created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation};
 use crate::model::{
-    Fragment, GatewayListenerKind, GatewaySettings, ListenerCertificate, PublishAddress,
+    ClientCertificate, Fragment, GatewayListenerKind, GatewaySettings, ListenerCertificate,
+    PublishAddress,
 };
-use crate::sources::kubernetes::secrets::certificate_of;
+use crate::sources::kubernetes::secrets::{certificate_of, client_certificate_of};
 use crate::sources::kubernetes::services::published_addresses;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use std::collections::{BTreeMap, BTreeSet};
@@ -82,6 +83,8 @@ pub struct ResolvedListener {
     namespaces: AllowedNamespaces,
     /// Routes attached so far.
     pub attached: i32,
+    /// The certificate its Gateway presents to backends that ask (`spec.tls.backend`).
+    pub backend_client_certificate: Option<Arc<ClientCertificate>>,
     conditions: Vec<Condition>,
 }
 
@@ -271,6 +274,11 @@ pub fn resolve_gateways(
                            one mode per port";
             l.lose("ProtocolConflict", message, generation, now);
         }
+        if let Ok(Some(certificate)) = backend_client_certificate(key, gateway, objects) {
+            for l in &mut mine {
+                l.backend_client_certificate = Some(certificate.clone());
+            }
+        }
         resolved.extend(mine);
         if !fragment.certificates.is_empty() {
             out.fragments
@@ -286,6 +294,63 @@ pub fn resolve_gateways(
         out,
     );
     resolved
+}
+
+/// The certificate Gateway `key` presents to backends (`spec.tls.backend
+/// .clientCertificateRef`, a TLS Secret, across namespaces with a ReferenceGrant); `Ok(None)`
+/// when it names none; `Err` is its `ResolvedRefs` reason and message.
+pub fn backend_client_certificate(
+    key: &ObjectKey,
+    gateway: &Gateway,
+    objects: &GatewayObjects<'_>,
+) -> Result<Option<Arc<ClientCertificate>>, (&'static str, String)> {
+    let Some(reference) = gateway
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.backend.as_ref())
+        .and_then(|b| b.client_certificate_ref.as_ref())
+    else {
+        return Ok(None);
+    };
+    let invalid = |message: String| ("InvalidClientCertificateRef", message);
+    let group = reference.group.as_deref().unwrap_or_default();
+    let kind = reference.kind.as_deref().unwrap_or("Secret");
+    if !group.is_empty() || kind != "Secret" {
+        return Err(invalid(format!(
+            "clientCertificateRef {group}/{kind} {} is not a Secret",
+            reference.name
+        )));
+    }
+    let namespace = reference.namespace.clone().unwrap_or_else(|| key.0.clone());
+    if !granted(
+        objects,
+        "Gateway",
+        &key.0,
+        &namespace,
+        "Secret",
+        &reference.name,
+    ) {
+        return Err((
+            "RefNotPermitted",
+            format!(
+                "no ReferenceGrant in {namespace} lets this Gateway use Secret {}",
+                reference.name
+            ),
+        ));
+    }
+    let secret = objects
+        .secrets
+        .get(&(namespace.clone(), reference.name.clone()))
+        .ok_or_else(|| {
+            invalid(format!(
+                "Secret {namespace}/{} not found (or not of type kubernetes.io/tls)",
+                reference.name
+            ))
+        })?;
+    let (chain, key) =
+        client_certificate_of(secret, &namespace, &reference.name).map_err(invalid)?;
+    Ok(Some(Arc::new(ClientCertificate { chain, key })))
 }
 
 /// The status of a Gateway that is not served at all: `Accepted=False` with `reason`.
@@ -586,6 +651,7 @@ pub(super) fn resolve(
         )
     });
     ResolvedListener {
+        backend_client_certificate: None,
         gateway: owner.gateway.clone(),
         set: owner.set.cloned(),
         name: listener.name.clone(),
@@ -630,6 +696,7 @@ pub fn finish_gateways(
             .filter(|l| l.sluice_listener.is_some())
             .count();
         // Accepted while any listener is; `ListenersNotValid` says some are not.
+        let client_certificate = backend_client_certificate(key, gateway, objects);
         let mut conditions = vec![if programmed == listeners.len() {
             condition("Accepted", true, "Accepted", "", generation, now)
         } else {
@@ -646,6 +713,26 @@ pub fn finish_gateways(
                 now,
             )
         }];
+        // Only a Gateway that names references of its own has the condition.
+        match &client_certificate {
+            Ok(None) => {}
+            Ok(Some(_)) => conditions.push(condition(
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                "",
+                generation,
+                now,
+            )),
+            Err((reason, message)) => conditions.push(condition(
+                "ResolvedRefs",
+                false,
+                reason,
+                message.clone(),
+                generation,
+                now,
+            )),
+        }
         conditions.push(if !unusable.is_empty() {
             condition(
                 "Programmed",

@@ -129,7 +129,9 @@ fn translate(
             }
         }
     }
-    let Attachment { parents, targets } = attach(
+    let Attachment {
+        parents, targets, ..
+    } = attach(
         route.kind,
         &key.0,
         route.metadata.generation,

@@ -1177,6 +1177,7 @@ fn port_ref(backend: &IngressServiceBackend) -> Result<PortRef, (Reason, String)
 fn upstream_tls(sni: String, verify: bool) -> UpstreamTls {
     UpstreamTls {
         subject_alt_names: Vec::new(),
+        client_certificate: None,
         sni,
         verify,
         ca_file: None,

@@ -167,9 +167,19 @@ fn model_view(snapshot: &Snapshot) -> serde_json::Value {
                 "backends": r.backends.iter().map(|b| json!({
                     "upstream": b.upstream,
                     "weight": b.weight,
+                    // The names it edits (values may be secrets).
+                    "request_headers": (!b.request_headers.is_empty()).then(|| {
+                        let edits = &b.request_headers;
+                        edits.set.iter().chain(&edits.add).map(|(n, _)| n.as_str())
+                            .chain(edits.remove.iter().map(|n| n.as_str()))
+                            .collect::<Vec<_>>()
+                    }),
                 })).collect::<Vec<_>>(),
                 "canary": r.canary.as_ref().map(|c| c.upstream.as_str()),
-                "mirrors": r.filters.mirrors.iter().map(|m| m.upstream.as_str()).collect::<Vec<_>>(),
+                "mirrors": r.filters.mirrors.iter().map(|m| json!({
+                    "upstream": m.upstream,
+                    "percent": f64::from(m.per_million) / 10_000.0,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -136,7 +136,9 @@ impl ServerApp for TcpProxy {
         // What was read of the ClientHello, sent on before anything else (or handed to
         // the TLS handshake).
         let mut first_bytes = Vec::new();
-        let handshake_timeout = listener.map(|l| l.requests.header_timeout);
+        // The ClientHello and the handshake share the listener's header timeout.
+        let handshake_deadline = tokio::time::Instant::now()
+            + listener.map_or(Duration::from_secs(60), |l| l.requests.header_timeout);
         if let Some(listener) = listener.filter(|l| l.sni_routing) {
             let timeout = listener.requests.header_timeout;
             match read_client_hello(&mut client, &mut first_bytes, timeout).await {
@@ -199,8 +201,7 @@ impl ServerApp for TcpProxy {
             Some(acceptor) => {
                 let read = std::mem::take(&mut first_bytes);
                 let accepting = acceptor.accept(Rewound::new(read, client));
-                let timeout = handshake_timeout.unwrap_or(Duration::from_secs(60));
-                match tokio::time::timeout(timeout, accepting).await {
+                match tokio::time::timeout_at(handshake_deadline, accepting).await {
                     Ok(Ok(tls)) => Box::new(tls),
                     Ok(Err(e)) => {
                         log::debug!("tcp listener {}: TLS handshake: {e}", self.listener);

@@ -81,9 +81,10 @@ where
 }
 
 /// Sends the events of `stream` (a watch of `resource`). A resource the API server does
-/// not serve (its CRD is not installed, e.g. an older Gateway API release) counts as
-/// synced with no objects, so the kinds that are there are served; the watch keeps trying,
-/// and the objects come once the CRD does.
+/// not serve (404: its CRD is not installed, e.g. an older Gateway API release) or does
+/// not let sluice list (403: a ClusterRole not updated with the binary) counts as synced
+/// with no objects, so the kinds that are there are served; the watch keeps trying, and
+/// the objects come once the CRD or the permission does.
 async fn forward<K, U>(
     resource: String,
     stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send,
@@ -92,25 +93,34 @@ async fn forward<K, U>(
 ) {
     let mut stream = std::pin::pin!(stream);
     let mut missing = false;
+    // Once listed, a failure keeps what was listed: an API server that starts refusing
+    // (a ClusterRole edited under a running sluice) must not empty the store.
+    let mut listed = false;
     while let Some(event) = stream.next().await {
         let events = match event {
             Ok(event) => {
                 missing = false;
+                listed |= matches!(event, Event::InitDone);
                 vec![event]
             }
             Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
-                if status.code == 404 && !missing =>
+                if matches!(status.code, 403 | 404) && !missing && !listed =>
             {
                 missing = true;
+                let why = if status.code == 404 {
+                    "does not serve it (CRD not installed?)"
+                } else {
+                    "does not let sluice list it (RBAC: apply the shipped ClusterRole)"
+                };
                 log::warn!(
-                    "kubernetes watch: the API server does not serve {resource} (CRD not \
-                     installed?): taken as none until it does"
+                    "kubernetes watch of {resource}: the API server {why}; taken as none \
+                     until it does"
                 );
                 vec![Event::Init, Event::InitDone]
             }
             // Still not served: said once.
             Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
-                if status.code == 404 =>
+                if matches!(status.code, 403 | 404) && missing =>
             {
                 log::debug!("kubernetes watch: {resource} still not served");
                 Vec::new()

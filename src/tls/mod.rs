@@ -90,6 +90,11 @@ pub fn chain_and_key_from_pem(
         .map(|c| c.map(|c| c.as_ref().to_vec()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{cert_name} is not valid PEM: {e}"))?;
+    // Every certificate, not only the leaf: Pingora parses them all when it connects.
+    for (i, der) in chain.iter().enumerate() {
+        X509Certificate::from_der(der)
+            .map_err(|e| format!("{cert_name}: certificate {} cannot be parsed: {e}", i + 1))?;
+    }
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| format!("cannot read a private key from {key_name}: {e}"))?;
     Ok((chain, key.secret_der().to_vec()))
@@ -323,6 +328,22 @@ mod tests {
             leaf_names(&set.select(Some("shared.test"))),
             ["first.test", "shared.test"]
         );
+    }
+
+    #[test]
+    fn every_certificate_of_a_client_chain_must_parse() {
+        let leaf =
+            rcgen::generate_simple_self_signed(vec!["client.test".to_string()]).expect("leaf");
+        let cert = leaf.cert.pem();
+        let key = leaf.key_pair.serialize_pem();
+        let (chain, _) = chain_and_key_from_pem(cert.as_bytes(), key.as_bytes(), "cert", "key")
+            .expect("a good chain");
+        assert_eq!(chain.len(), 1);
+        // A second block that is base64 but no certificate: refused here, not in Pingora.
+        let junk = format!("{cert}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let refused = chain_and_key_from_pem(junk.as_bytes(), key.as_bytes(), "cert", "key")
+            .expect_err("junk in the chain");
+        assert!(refused.contains("certificate 2"), "{refused}");
     }
 
     #[test]

@@ -53,8 +53,9 @@ pub struct Upstream {
     /// certificate.
     client_certificate: Option<Arc<CertKey>>,
     /// Pingora pools connections by address, SNI and verify flags, not by trust anchors:
-    /// this key (a hash of them) keeps a connection verified against one upstream's CAs
-    /// from serving another's with the same address and SNI.
+    /// this key (a hash of them and of the client certificate) keeps a connection verified
+    /// against one upstream's CAs, or presenting its certificate, from serving another's
+    /// with the same address and SNI.
     tls_pool_group: u64,
 }
 
@@ -155,6 +156,8 @@ impl Upstream {
             tls_pool_group: config.tls.as_ref().map_or(0, |tls| {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 tls.ca_certificates.hash(&mut hasher);
+                // Pingora's own key has the certificates' serial numbers only.
+                tls.client_certificate.hash(&mut hasher);
                 hasher.finish()
             }),
             config,

@@ -40,9 +40,12 @@ pub(super) fn ingress(
         let found = listeners.iter().find(|l| &l.name == name);
         let problem = match found {
             None => Some(format!("no listener named {name:?}")),
-            Some(l) if l.protocol != ListenerProtocol::Tcp || !l.sni_routing => Some(format!(
-                "listener {name:?} is not a tcp listener with sni_routing: true"
-            )),
+            Some(l) if l.protocol != ListenerProtocol::Tcp || !l.sni_routing || l.tls.is_some() => {
+                Some(format!(
+                    "listener {name:?} is not a tcp listener with sni_routing: true and no tls \
+                     (it must pass TLS through)"
+                ))
+            }
             Some(_) => None,
         };
         if let Some(problem) = problem {

@@ -4,7 +4,9 @@
 //! namespace and name); a listener that conflicts with an earlier one is not served, and
 //! the earlier one keeps serving. Routes attach to a set's listeners only by naming the set.
 
-use super::api::gateways::{Gateway, GatewayAllowedListenersNamespacesFrom, GatewayListeners};
+use super::api::gateways::{
+    Gateway, GatewayAllowedListenersNamespacesFrom, GatewayListeners, GatewayListenersTlsMode,
+};
 use super::api::listenersets::ListenerSetStatusListenersSupportedKinds;
 use super::api::listenersets::{ListenerSet, ListenerSetStatus, ListenerSetStatusListeners};
 use super::conditions::condition;
@@ -89,25 +91,16 @@ pub fn resolve_listener_sets(
             set: Some(key),
             generation,
         };
-        let taken = taken.entry(gateway_key.clone()).or_insert_with(|| {
-            gateway
-                .spec
-                .listeners
-                .iter()
-                .map(|l| Identity::of(l.port, &l.protocol, l.hostname.as_deref()))
-                .collect()
-        });
+        let taken = taken
+            .entry(gateway_key.clone())
+            .or_insert_with(|| gateway.spec.listeners.iter().map(Identity::of).collect());
         let mut fragment =
             Fragment::new(origin("ListenerSet", &set.metadata), created(&set.metadata));
         for entry in &set.spec.listeners {
             let Some(listener) = as_gateway_listener(entry) else {
                 continue;
             };
-            let identity = Identity::of(
-                listener.port,
-                &listener.protocol,
-                listener.hostname.as_deref(),
-            );
+            let identity = Identity::of(&listener);
             let conflict = taken.iter().find_map(|t| identity.conflict_with(t));
             let mut resolved_listener = match conflict {
                 // Resolved apart, so that a listener that is not served installs no
@@ -192,24 +185,30 @@ fn as_gateway_listener(
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Identity {
     port: i32,
-    /// HTTP; HTTPS and TLS (both over TLS, told apart by server name); TCP; UDP; others.
+    /// HTTP; HTTPS and TLS passed through (both over TLS, told apart by server name); TLS
+    /// terminated (by a tcp listener of its own); TCP; UDP; others.
     family: String,
-    protocol: String,
     /// Lower-case; `None`: any host.
     hostname: Option<String>,
 }
 
 impl Identity {
-    fn of(port: i32, protocol: &str, hostname: Option<&str>) -> Self {
-        let family = match protocol {
-            "HTTPS" | "TLS" => "TLS",
+    fn of(listener: &GatewayListeners) -> Self {
+        let passthrough = listener
+            .tls
+            .as_ref()
+            .and_then(|t| t.mode.as_ref())
+            .is_some_and(|m| *m == GatewayListenersTlsMode::Passthrough);
+        let family = match listener.protocol.as_str() {
+            "HTTPS" => "TLS",
+            "TLS" if passthrough => "TLS",
+            "TLS" => "TLS terminated",
             other => other,
         };
         Self {
-            port,
+            port: listener.port,
             family: family.to_string(),
-            protocol: protocol.to_string(),
-            hostname: hostname.map(str::to_ascii_lowercase),
+            hostname: listener.hostname.as_deref().map(str::to_ascii_lowercase),
         }
     }
 

@@ -547,7 +547,11 @@ pub(super) fn resolve(
         .tls
         .as_ref()
         .is_some_and(|t| t.frontend.is_some());
-    if kind == Some(GatewayListenerKind::Https) && client_validation && accepted.is_ok() {
+    let terminates = matches!(
+        kind,
+        Some(GatewayListenerKind::Https | GatewayListenerKind::TlsTerminate)
+    );
+    if terminates && client_validation && accepted.is_ok() {
         // Serving without the client certificate checks the Gateway asks for would open
         // what it means to close.
         accepted = Err((
@@ -555,10 +559,6 @@ pub(super) fn resolve(
             "spec.tls.frontend (client certificate validation) is not supported yet".into(),
         ));
     }
-    let terminates = matches!(
-        kind,
-        Some(GatewayListenerKind::Https | GatewayListenerKind::TlsTerminate)
-    );
     if terminates {
         let refs = listener
             .tls

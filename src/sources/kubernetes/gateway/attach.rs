@@ -4,7 +4,7 @@
 
 use super::api::httproutes::{HttpRouteStatusParents, HttpRouteStatusParentsParentRef};
 use super::backend_tls::{Applied, INVALID_POLICY};
-use super::conditions::condition;
+use super::conditions::outcome;
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{granted, GatewayObjects, ObjectKey, RouteInputs, GROUP};
 use crate::model::{
@@ -220,16 +220,16 @@ pub fn attach(
                 }
             }
         }
-        let condition_of = |type_: &str, result: &Result<(), Refusal>, ok: &str| match result {
-            Ok(()) => condition(type_, true, ok, "", generation, now),
-            Err((reason, message)) => {
-                condition(type_, false, reason, message.clone(), generation, now)
-            }
-        };
         parents.push(HttpRouteStatusParents {
             conditions: vec![
-                condition_of("Accepted", &accepted, "Accepted"),
-                condition_of("ResolvedRefs", &verdict.refs, "ResolvedRefs"),
+                outcome("Accepted", &accepted, "Accepted", generation, now),
+                outcome(
+                    "ResolvedRefs",
+                    &verdict.refs,
+                    "ResolvedRefs",
+                    generation,
+                    now,
+                ),
             ],
             controller_name: settings.controller_name.clone(),
             parent_ref: HttpRouteStatusParentsParentRef {

@@ -30,7 +30,7 @@ use super::api::backendtlspolicies::{
     BackendTlsPolicyValidationSubjectAltNamesType,
 };
 use super::attach::Refusal;
-use super::conditions::condition;
+use super::conditions::{condition, outcome};
 use super::listeners::RouteKind;
 use super::{created, GatewayObjects, ObjectKey, Translation, GROUP};
 use crate::model::{GatewaySettings, SubjectAltName, UpstreamTls};
@@ -566,17 +566,13 @@ pub fn statuses<'u>(
                         condition("Accepted", false, reason, message, generation, now)
                     }
                 };
-                let resolved = match &judgement.refs {
-                    Ok(()) => condition("ResolvedRefs", true, "ResolvedRefs", "", generation, now),
-                    Err((reason, message)) => condition(
-                        "ResolvedRefs",
-                        false,
-                        reason,
-                        message.clone(),
-                        generation,
-                        now,
-                    ),
-                };
+                let resolved = outcome(
+                    "ResolvedRefs",
+                    &judgement.refs,
+                    "ResolvedRefs",
+                    generation,
+                    now,
+                );
                 BackendTlsPolicyStatusAncestors {
                     ancestor_ref: BackendTlsPolicyStatusAncestorsAncestorRef {
                         group: Some(GROUP.into()),

@@ -2,7 +2,7 @@
 //! Gateway listener, which routes each may take, the certificates of HTTPS listeners, and
 //! their status conditions.
 
-use super::conditions::condition;
+use super::conditions::{condition, outcome};
 use super::{created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation};
 use crate::model::{
     ClientCertificate, Fragment, GatewayListenerKind, GatewaySettings, ListenerCertificate,
@@ -629,13 +629,15 @@ pub(super) fn resolve(
         }
     }
     let programmed = accepted.is_ok() && (resolved_refs.is_ok() || !terminates);
-    let verdict = |type_: &str, result: &Result<(), (&str, String)>, ok_reason: &str| match result {
-        Ok(()) => condition(type_, true, ok_reason, "", generation, now),
-        Err((reason, message)) => condition(type_, false, reason, message.clone(), generation, now),
-    };
     let mut conditions = vec![
-        verdict("Accepted", &accepted, "Accepted"),
-        verdict("ResolvedRefs", &resolved_refs, "ResolvedRefs"),
+        outcome("Accepted", &accepted, "Accepted", generation, now),
+        outcome(
+            "ResolvedRefs",
+            &resolved_refs,
+            "ResolvedRefs",
+            generation,
+            now,
+        ),
         condition("Conflicted", false, "NoConflicts", "", generation, now),
     ];
     conditions.push(if programmed {
@@ -714,24 +716,18 @@ pub fn finish_gateways(
             )
         }];
         // Only a Gateway that names references of its own has the condition.
-        match &client_certificate {
-            Ok(None) => {}
-            Ok(Some(_)) => conditions.push(condition(
+        if !matches!(client_certificate, Ok(None)) {
+            let resolved = client_certificate
+                .as_ref()
+                .map(|_| ())
+                .map_err(Clone::clone);
+            conditions.push(outcome(
                 "ResolvedRefs",
-                true,
+                &resolved,
                 "ResolvedRefs",
-                "",
                 generation,
                 now,
-            )),
-            Err((reason, message)) => conditions.push(condition(
-                "ResolvedRefs",
-                false,
-                reason,
-                message.clone(),
-                generation,
-                now,
-            )),
+            ));
         }
         conditions.push(if !unusable.is_empty() {
             condition(

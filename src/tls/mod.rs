@@ -37,12 +37,7 @@ impl LoadedCertificate {
     /// Loads the PEM chain at `cert` and the PEM private key at `key`, checking that the key
     /// belongs to the leaf certificate. Reads files: not on an async worker thread.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
-        let chain_pem = std::fs::read(cert)
-            .map_err(|e| format!("cannot read certificate file {}: {e}", cert.display()))?;
-        let key_pem = std::fs::read(key)
-            .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
-        let cert_name = format!("certificate file {}", cert.display());
-        let key_name = format!("key {}", key.display());
+        let (chain_pem, key_pem, cert_name, key_name) = read_pem_pair(cert, key)?;
         Self::from_pem(&chain_pem, &key_pem, &cert_name, &key_name)
     }
 
@@ -73,6 +68,24 @@ impl LoadedCertificate {
             key: Arc::new(certified),
         })
     }
+}
+
+/// The PEM files `cert` and `key`, with the names errors give them.
+fn read_pem_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>, String, String), String> {
+    let chain_pem = std::fs::read(cert)
+        .map_err(|e| format!("cannot read certificate file {}: {e}", cert.display()))?;
+    let key_pem = std::fs::read(key)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
+    let cert_name = format!("certificate file {}", cert.display());
+    let key_name = format!("key {}", key.display());
+    Ok((chain_pem, key_pem, cert_name, key_name))
+}
+
+/// [`chain_and_key_from_pem`] of the PEM files `cert` and `key`. Reads files: not on an
+/// async worker thread.
+pub fn load_chain_and_key(cert: &Path, key: &Path) -> Result<(Vec<Vec<u8>>, Vec<u8>), String> {
+    let (chain_pem, key_pem, cert_name, key_name) = read_pem_pair(cert, key)?;
+    chain_and_key_from_pem(&chain_pem, &key_pem, &cert_name, &key_name)
 }
 
 /// The DER chain and private key of a PEM chain and key that go together: a certificate

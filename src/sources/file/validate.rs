@@ -781,17 +781,7 @@ fn check_upstream_tls(check: &mut Checker, at: &str, raw: &RawUpstream) -> Optio
         Some(list) => check_subject_alt_names(check, &format!("{at}.tls"), wanted.verify, list),
     };
     let client_certificate = wanted.client_certificate.as_ref().and_then(|raw| {
-        let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
-        let loaded = read(&raw.cert).and_then(|chain| {
-            let key = read(&raw.key)?;
-            crate::tls::chain_and_key_from_pem(
-                &chain,
-                &key,
-                &format!("certificate file {}", raw.cert),
-                &format!("key {}", raw.key),
-            )
-        });
-        match loaded {
+        match crate::tls::load_chain_and_key(Path::new(&raw.cert), Path::new(&raw.key)) {
             Ok((chain, key)) => Some(Arc::new(ClientCertificate { chain, key })),
             Err(e) => {
                 check.error(&format!("{at}.tls.client_certificate"), e);

@@ -213,9 +213,10 @@ pub fn attach(
                 // A route whose names all belong to narrower listeners serves none here.
                 if let (true, Some(hosts)) = (resolved[i].programmed, hosts) {
                     targets.entry((sluice, hosts)).or_insert(resolved[i].port);
-                    let certificate = &resolved[i].backend_client_certificate;
-                    if !client_certificates.contains(certificate) {
-                        client_certificates.push(certificate.clone());
+                    let certificate = resolved[i].backend_client_certificate.clone();
+                    let certificate = certificate.ok().flatten();
+                    if !client_certificates.contains(&certificate) {
+                        client_certificates.push(certificate);
                     }
                 }
             }
@@ -280,6 +281,11 @@ pub fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>
 /// listener its host matches, and only that listener's routes serve it (listener
 /// isolation). `None` when nothing is left.
 fn isolated(resolved: &[ResolvedListener], i: usize, hosts: Vec<String>) -> Option<Vec<String>> {
+    // Any host: the narrower listeners' names are served before it anyway, as more
+    // specific host groups come first in routing.
+    if hosts.is_empty() {
+        return Some(hosts);
+    }
     let own = &resolved[i];
     let narrower: Vec<&str> = resolved
         .iter()
@@ -288,14 +294,6 @@ fn isolated(resolved: &[ResolvedListener], i: usize, hosts: Vec<String>) -> Opti
         .filter(|h| Some(*h) != own.hostname.as_deref())
         .filter(|h| own.hostname.as_deref().is_none_or(|o| covers(o, h)))
         .collect();
-    if narrower.is_empty() {
-        return Some(hosts);
-    }
-    if hosts.is_empty() {
-        // Any host: the narrower listeners' names are served before it anyway, as more
-        // specific host groups come first in routing.
-        return Some(hosts);
-    }
     let kept: Vec<String> = hosts
         .into_iter()
         .filter(|h| !narrower.iter().any(|n| covers(n, h)))

@@ -59,10 +59,12 @@ pub fn resolve_listener_sets(
             ]),
             listeners: None,
         };
-        let gateway_accepted = resolved
+        // One of the Gateway's own listeners, if it is accepted: what they share.
+        let of_gateway = resolved
             .iter()
-            .any(|l| l.gateway == gateway_key && l.set.is_none());
-        if !gateway_accepted {
+            .find(|l| l.gateway == gateway_key && l.set.is_none());
+        let Some(backend_certificate) = of_gateway.map(|l| l.backend_client_certificate.clone())
+        else {
             let message = format!(
                 "Gateway {}/{} is not accepted",
                 gateway_key.0, gateway_key.1
@@ -70,7 +72,7 @@ pub fn resolve_listener_sets(
             out.listener_sets
                 .insert(key.clone(), unserved("ParentNotAccepted", message));
             continue;
-        }
+        };
         if !allowed(gateway, &key.0, objects) {
             let message = format!(
                 "Gateway {}/{} does not allow ListenerSets from namespace {} \
@@ -81,10 +83,6 @@ pub fn resolve_listener_sets(
                 .insert(key.clone(), unserved("NotAllowed", message));
             continue;
         }
-        let backend_certificate =
-            super::listeners::backend_client_certificate(&gateway_key, gateway, objects)
-                .ok()
-                .flatten();
         let owner = Owner {
             gateway: &gateway_key,
             gateway_object: gateway,

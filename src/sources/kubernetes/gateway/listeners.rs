@@ -83,8 +83,9 @@ pub struct ResolvedListener {
     namespaces: AllowedNamespaces,
     /// Routes attached so far.
     pub attached: i32,
-    /// The certificate its Gateway presents to backends that ask (`spec.tls.backend`).
-    pub backend_client_certificate: Option<Arc<ClientCertificate>>,
+    /// The certificate its Gateway presents to backends that ask (`spec.tls.backend`),
+    /// resolved once per Gateway; `Err` is the Gateway's `ResolvedRefs` refusal.
+    pub backend_client_certificate: BackendCertificate,
     conditions: Vec<Condition>,
 }
 
@@ -274,10 +275,9 @@ pub fn resolve_gateways(
                            one mode per port";
             l.lose("ProtocolConflict", message, generation, now);
         }
-        if let Ok(Some(certificate)) = backend_client_certificate(key, gateway, objects) {
-            for l in &mut mine {
-                l.backend_client_certificate = Some(certificate.clone());
-            }
+        let certificate = backend_client_certificate(key, gateway, objects);
+        for l in &mut mine {
+            l.backend_client_certificate = certificate.clone();
         }
         resolved.extend(mine);
         if !fragment.certificates.is_empty() {
@@ -296,14 +296,17 @@ pub fn resolve_gateways(
     resolved
 }
 
+/// What a Gateway presents to backends: `Ok(None)` when it names no certificate; `Err` is
+/// its `ResolvedRefs` reason and message.
+pub type BackendCertificate = Result<Option<Arc<ClientCertificate>>, (&'static str, String)>;
+
 /// The certificate Gateway `key` presents to backends (`spec.tls.backend
-/// .clientCertificateRef`, a TLS Secret, across namespaces with a ReferenceGrant); `Ok(None)`
-/// when it names none; `Err` is its `ResolvedRefs` reason and message.
-pub fn backend_client_certificate(
+/// .clientCertificateRef`, a TLS Secret, across namespaces with a ReferenceGrant).
+fn backend_client_certificate(
     key: &ObjectKey,
     gateway: &Gateway,
     objects: &GatewayObjects<'_>,
-) -> Result<Option<Arc<ClientCertificate>>, (&'static str, String)> {
+) -> BackendCertificate {
     let Some(reference) = gateway
         .spec
         .tls
@@ -653,7 +656,7 @@ pub(super) fn resolve(
         )
     });
     ResolvedListener {
-        backend_client_certificate: None,
+        backend_client_certificate: Ok(None),
         gateway: owner.gateway.clone(),
         set: owner.set.cloned(),
         name: listener.name.clone(),
@@ -698,7 +701,11 @@ pub fn finish_gateways(
             .filter(|l| l.sluice_listener.is_some())
             .count();
         // Accepted while any listener is; `ListenersNotValid` says some are not.
-        let client_certificate = backend_client_certificate(key, gateway, objects);
+        // Resolved with the listeners: the same for each of them.
+        let Some(client_certificate) = listeners.first().map(|l| &l.backend_client_certificate)
+        else {
+            continue;
+        };
         let mut conditions = vec![if programmed == listeners.len() {
             condition("Accepted", true, "Accepted", "", generation, now)
         } else {

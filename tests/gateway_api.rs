@@ -3933,6 +3933,51 @@ fn HTTPRouteTimeoutRequest() {
 
 #[test]
 #[allow(non_snake_case)]
+fn HTTPRouteRetry() {
+    let c = Conformance::start(&["httproute-retry.yaml"]);
+    c.accepted(INFRA, "retries");
+    // A `/retry/` request without uuid is answered as any other: the route is programmed.
+    c.expect("GET", "/retry/code-all-attempts-2", &[], 200, &v(3));
+    let mut uuid = 0;
+    // (path, simulated failure, failed tries before success, method, status, tries seen)
+    let cases = [
+        // Upstream's cases: `attempts` counts retries, so 3 allows 4 tries.
+        ("/retry/code-500-attempts-3", "500", 2, "GET", 200, 3),
+        ("/retry/code-500-attempts-3", "500", 4, "GET", 500, 4),
+        ("/retry/code-500-attempts-3", "503", 2, "GET", 503, 1),
+        ("/retry/code-all-attempts-2", "500", 1, "GET", 200, 2),
+        ("/retry/code-all-attempts-2", "500", 3, "GET", 500, 3),
+        ("/retry/code-all-attempts-2", "502", 1, "GET", 200, 2),
+        ("/retry/code-all-attempts-2", "502", 3, "GET", 502, 3),
+        ("/retry/code-all-attempts-2", "503", 1, "GET", 200, 2),
+        ("/retry/code-all-attempts-2", "503", 3, "GET", 503, 3),
+        ("/retry/code-all-attempts-2", "504", 1, "GET", 200, 2),
+        ("/retry/code-all-attempts-2", "504", 3, "GET", 504, 3),
+        // sluice's own: a reset before the response is retried too (the suite's
+        // HTTPRouteRetryConnectionError), and a POST is never sent twice.
+        ("/retry/code-all-attempts-2", "", 1, "GET", 200, 2),
+        ("/retry/code-all-attempts-2", "503", 1, "POST", 503, 1),
+    ];
+    for (path, failure, succeed_after, method, status, tries) in cases {
+        uuid += 1;
+        let code = if failure.is_empty() {
+            String::new()
+        } else {
+            format!("&responseCode={failure}")
+        };
+        let target = format!("{path}?succeedAfter={succeed_after}&uuid={uuid}{code}");
+        let got = Client::connect(c.http).request(method, &target, &[]).status;
+        let seen = c
+            .requests_of(&v(3))
+            .iter()
+            .filter(|r| r.target == target)
+            .count();
+        assert_eq!((got, seen), (status, tries), "{method} {target}");
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
 fn HTTPRouteTimeoutBackendRequest() {
     let c = Conformance::start(&["httproute-timeout-backend-request.yaml"]);
     c.accepted(INFRA, "backend-request-timeout");

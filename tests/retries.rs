@@ -256,3 +256,66 @@ fn client_going_away_is_not_retried() {
     assert_eq!(attempts[0]["result"], "client_error");
     assert_eq!(slow_a.requests().len() + slow_b.requests().len(), 1);
 }
+
+#[test]
+fn statuses_in_on_status_are_retried_with_the_body_and_the_last_answer_is_passed_on() {
+    // The backend fails the first `succeedAfter` tries of a uuid with `responseCode` (the
+    // Gateway API suite's retry simulation).
+    let flaky = Backend::start("flaky", Behavior::Echo);
+    let web = listen_address();
+    let sluice = Sluice::start(&config(
+        web,
+        &[flaky.address.to_string()],
+        ", retry: { attempts: 3, on_status: [502, 503], methods: all }",
+    ));
+    let tries_of = |target: &str| {
+        flaky
+            .requests()
+            .iter()
+            .filter(|r| r.target == target)
+            .count()
+    };
+    let mut client = Client::connect(web);
+    let body = b"{\"put\": 1}";
+    let headers = [("host", "retry.test")];
+
+    // A PUT with a body, answered 503 twice: the third try gets the body again and succeeds.
+    let target = "/retry/a?uuid=1&succeedAfter=2&responseCode=503";
+    let response = client
+        .try_request("PUT", target, &headers, body)
+        .expect("a response");
+    assert_eq!((response.status, tries_of(target)), (200, 3));
+
+    // Failing every try: the client gets the last 502 itself, after exactly `attempts`.
+    let target = "/retry/a?uuid=2&succeedAfter=9&responseCode=502";
+    let response = client
+        .try_request("GET", target, &headers, b"")
+        .expect("a response");
+    assert_eq!((response.status, tries_of(target)), (502, 3));
+
+    // A status not in the list is passed on at once.
+    let target = "/retry/a?uuid=3&succeedAfter=9&responseCode=500";
+    let response = client
+        .try_request("GET", target, &headers, b"")
+        .expect("a response");
+    assert_eq!((response.status, tries_of(target)), (500, 1));
+
+    let log = sluice.wait_access_log(3);
+    let first = &log[0];
+    assert_eq!(first["status"], 200, "{first}");
+    let results: Vec<_> = first["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| (a["result"].clone(), a["status"].clone()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("retried_status".into(), 503.into()),
+            ("retried_status".into(), 503.into()),
+            ("ok".into(), 200.into()),
+        ],
+        "{first}"
+    );
+}

@@ -18,6 +18,8 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== Gateway API $version CRDs"
 kubectl apply -k "$here"
+# The experimental channel's HTTPRoute: `rules[].retry` (HTTPRouteRetry).
+kubectl apply --server-side --force-conflicts -f "$here/crds/experimental/"
 
 echo "== image $image"
 docker build -f "$root/docker/Dockerfile" -t "$image" "$root"
@@ -161,7 +163,7 @@ cd "$work/gateway-api"
 go test ./conformance -run TestConformance -timeout 60m -v -args \
     --gateway-class=sluice \
     --conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS \
-    --supported-features=Gateway,ListenerSet,GatewayBackendClientCertificate,TLSRouteModeTerminate,GatewayHTTPListenerIsolation,HTTPRouteBackendProtocolWebSocket,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,BackendTLSPolicy,BackendTLSPolicySANValidation \
+    --supported-features=Gateway,ListenerSet,GatewayBackendClientCertificate,TLSRouteModeTerminate,GatewayHTTPListenerIsolation,HTTPRouteBackendProtocolWebSocket,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteRetry,HTTPRouteRetryConnectionError,BackendTLSPolicy,BackendTLSPolicySANValidation \
     --usable-network-addresses="$usable" --unusable-network-addresses=192.0.2.1 \
     --report-output="$root/gateway-conformance-report.yaml" \
     --organization=sluice-proxy --project=sluice --version=0.1.0 \

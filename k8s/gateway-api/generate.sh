@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates sluice's typed Gateway API definitions (src/sources/kubernetes/gateway/api/)
 # from the CRDs in crds/, which are Gateway API v1.6.1's standard channel, unchanged
-# (config/crd/standard/ of kubernetes-sigs/gateway-api at tag v1.6.1).
+# (config/crd/standard/ of kubernetes-sigs/gateway-api at tag v1.6.1). HTTPRoute is read from
+# the experimental channel's CRD (crds/experimental/, config/crd/experimental/ at the same tag),
+# a superset of the standard one, so that sluice sees `rules[].retry` and refuses the
+# experimental fields it does not implement instead of never seeing them.
 #
 # The `gateway-api` crate would be the usual choice, but its releases are built on kube 4
 # and k8s-openapi 0.28, and sluice is on kube 5 and k8s-openapi 0.29; kopium, the generator
@@ -17,7 +20,11 @@ if ! command -v kopium >/dev/null || [[ "$(kopium --version)" != "kopium $kopium
 fi
 for kind in gatewayclasses gateways listenersets httproutes grpcroutes tlsroutes tcproutes referencegrants \
     backendtlspolicies; do
-    kopium -f "$here/crds/gateway.networking.k8s.io_$kind.yaml" --api-version v1 \
+    crd="$here/crds/gateway.networking.k8s.io_$kind.yaml"
+    if [[ -f "$here/crds/experimental/gateway.networking.k8s.io_$kind.yaml" ]]; then
+        crd="$here/crds/experimental/gateway.networking.k8s.io_$kind.yaml"
+    fi
+    kopium -f "$crd" --api-version v1 \
         --derive PartialEq \
         | sed -e "/^\/\/ kopium command:/d" > "$out/$kind.rs"
 done

@@ -588,6 +588,11 @@ pub struct RetryPolicy {
     pub on_connect_failure: bool,
     pub on_reset_before_response: bool,
     pub methods: RetryMethods,
+    /// Responses with these statuses are not passed on but retried (nginx's
+    /// `proxy_next_upstream http_502`, Gateway API's `retry.codes`).
+    pub on_status: RetryStatuses,
+    /// Time between a failed try and the next (none for a request that was never sent).
+    pub backoff: Option<Duration>,
     /// Retries in flight may not exceed this share of the upstream's active requests.
     pub budget_percent: u32,
 }
@@ -600,8 +605,47 @@ impl RetryPolicy {
         on_connect_failure: true,
         on_reset_before_response: true,
         methods: RetryMethods::Idempotent,
+        on_status: RetryStatuses::NONE,
+        backoff: None,
         budget_percent: 20,
     };
+}
+
+/// A set of response statuses from 400 to 599: the ones worth retrying on another try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryStatuses([u64; 4]);
+
+impl RetryStatuses {
+    pub const NONE: Self = Self([0; 4]);
+    const FIRST: u16 = 400;
+    const LAST: u16 = 599;
+
+    /// Adds `status`; false (and nothing added) when it is outside 400–599.
+    pub fn insert(&mut self, status: u16) -> bool {
+        if !(Self::FIRST..=Self::LAST).contains(&status) {
+            return false;
+        }
+        let bit = usize::from(status - Self::FIRST);
+        self.0[bit / 64] |= 1 << (bit % 64);
+        true
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        if !(Self::FIRST..=Self::LAST).contains(&status) {
+            return false;
+        }
+        let bit = usize::from(status - Self::FIRST);
+        self.0[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::NONE
+    }
+
+    /// The statuses, in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (Self::FIRST..=Self::LAST).filter(|s| self.contains(*s))
+    }
 }
 
 /// What happens to a request path with `%2F` or `%5C` (an encoded `/` or `\`) in it.

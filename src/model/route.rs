@@ -3,7 +3,7 @@
 //! cookie affinity). Plain data: `routing` decides with it, `proxy` applies it.
 
 use super::{
-    AccessList, Auth, ClientCertificateRequirement, ErrorPages, Origin, PageSource,
+    AccessList, Auth, ClientCertificateRequirement, ErrorPages, Origin, PageSource, RetryPolicy,
     DEFAULT_MAX_BODY_SIZE,
 };
 use regex::Regex;
@@ -48,6 +48,9 @@ pub struct RouteConfig {
     pub fallback: bool,
     /// Per-route overrides of the upstream's timeouts.
     pub timeouts: TimeoutOverrides,
+    /// Replaces the upstream's retry policy for this route's requests (Gateway API's
+    /// `rules[].retry`).
+    pub retry: Option<RetryPolicy>,
     pub rate_limit: Option<RateLimit>,
     /// At most this many requests in flight per client IP (ingress-nginx's
     /// `limit-connections`); more are answered 503.
@@ -78,6 +81,7 @@ impl RouteConfig {
             error_pages: None,
             fallback: false,
             timeouts: TimeoutOverrides::default(),
+            retry: None,
             rate_limit: None,
             max_concurrent_per_client: None,
             body: BodyPolicy {

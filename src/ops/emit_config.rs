@@ -348,11 +348,14 @@ fn upstream(upstream: &UpstreamConfig) -> Value {
             RetryMethods::Idempotent => "idempotent",
             RetryMethods::All => "all",
         };
-        put(
-            &mut u,
-            "retry",
-            json!({ "attempts": retry.attempts, "on": on, "methods": methods }),
-        );
+        let mut r = json!({ "attempts": retry.attempts, "on": on, "methods": methods });
+        if !retry.on_status.is_empty() {
+            r["on_status"] = json!(retry.on_status.iter().collect::<Vec<_>>());
+        }
+        if let Some(backoff) = retry.backoff {
+            r["backoff"] = json!(format!("{}ms", backoff.as_millis()));
+        }
+        put(&mut u, "retry", r);
     }
     Value::Object(u)
 }

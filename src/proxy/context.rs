@@ -30,6 +30,8 @@ pub enum AttemptResult {
     Reset,
     /// A read or write timed out.
     Timeout,
+    /// The response had a status the retry policy retries; it was not passed on.
+    RetriedStatus,
     /// The client closed the connection or failed mid-request.
     ClientError,
     /// Any other failure (including a break after the response started).
@@ -47,6 +49,7 @@ impl AttemptResult {
             AttemptResult::Unsent => "unsent",
             AttemptResult::Reset => "reset",
             AttemptResult::Timeout => "timeout",
+            AttemptResult::RetriedStatus => "retried_status",
             AttemptResult::ClientError => "client_error",
             AttemptResult::Error => "error",
         }
@@ -146,6 +149,9 @@ pub struct RequestContext {
     pub in_flight: Option<InFlightGuard>,
     /// A response header from the upstream was received.
     pub response_started: bool,
+    /// The try's response status is being retried (set by `upstream_response_filter`, taken
+    /// by `error_while_proxy`).
+    pub retried_status: bool,
     /// Send `Connection: close` upstream: the connection reached `keepalive.max_requests`.
     pub close_upstream_connection: bool,
     /// The client asked for a WebSocket upgrade: timeouts are `timeouts.idle`.
@@ -225,6 +231,7 @@ impl RequestContext {
             retry_slots: Vec::new(),
             in_flight: None,
             response_started: false,
+            retried_status: false,
             close_upstream_connection: false,
             websocket: false,
             grpc: false,

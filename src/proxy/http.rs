@@ -460,6 +460,12 @@ impl ProxyHttp for HttpProxy {
             // A retry of a canary with `fallback` goes to the backends, unless the canary
             // never saw the request.
             routed.leave_canary(attempts_made);
+            if let Some(backoff) = routed.backend.retry.backoff {
+                let left = routed
+                    .deadline
+                    .map_or(backoff, |d| d.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(backoff.min(left)).await;
+            }
         }
         let routed = &*routed;
         let upstream = routed.upstream();
@@ -703,7 +709,7 @@ impl ProxyHttp for HttpProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -723,6 +729,22 @@ impl ProxyHttp for HttpProxy {
                 passive.as_ref().is_some_and(|p| p.on_5xx)
             });
         record_outcome(ctx, counts_as_failure);
+        let retried = ctx
+            .routed
+            .as_ref()
+            .is_some_and(|r| r.backend.retry.on_status.contains(status));
+        if retried && !ctx.websocket && self.retry_allowed(session, ctx, Failure::Status(status)) {
+            // Nothing of the response has reached the client: Pingora's retry loop drops this
+            // connection and asks `upstream_peer` again.
+            ctx.retried_status = true;
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                format!("upstream answered {status}, a status the retry policy retries"),
+            );
+            e.as_up();
+            e.set_retry(true);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -734,6 +756,11 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut Self::CTX,
         connection_reused: bool,
     ) -> Box<Error> {
+        if std::mem::take(&mut ctx.retried_status) {
+            // upstream_response_filter decided this retry (and took its budget).
+            ctx.end_attempt(AttemptResult::RetriedStatus);
+            return e;
+        }
         let unsent = connection_reused && errors::is_request_head_unsent(&e);
         let mut e = e.more_context(format!("peer: {peer}"));
         let (failure, result) = if unsent {
@@ -1090,7 +1117,8 @@ impl HttpProxy {
             attempts_made: ctx.attempts.len() as u32,
             body_replayable: !session.as_ref().retry_buffer_truncated(),
         };
-        if !retry::allows_retry(&upstream.config.retry, failure, facts) {
+        let policy = &routed.backend.retry;
+        if !retry::allows_retry(policy, failure, facts) {
             return false;
         }
         ctx.retry_stays = failure == Failure::RequestUnsent;
@@ -1098,10 +1126,7 @@ impl HttpProxy {
             // The upstream never saw the request: a retry adds no load to it.
             return true;
         }
-        match upstream
-            .retry_budget
-            .try_retry(upstream.config.retry.budget_percent)
-        {
+        match upstream.retry_budget.try_retry(policy.budget_percent) {
             Some(slot) => {
                 ctx.retry_slots.push(slot);
                 true

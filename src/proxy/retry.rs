@@ -4,8 +4,10 @@
 //! Retries are safe only when the upstream cannot have acted on the request: the connection
 //! failed or the request head could not be written to a reused connection (nothing was
 //! sent), or it broke before any response header arrived and the method is idempotent (or
-//! the operator allowed all methods) and the whole body can be replayed. How many retries
-//! an upstream carries at once is bounded by its `crate::upstream::retry_budget`.
+//! the operator allowed all methods) and the whole body can be replayed. A response whose
+//! status the policy names (`on_status`) is retried on the same terms as a reset, before any
+//! of it reaches the client; the last try's response is passed on whatever its status. How
+//! many retries an upstream carries at once is bounded by its `crate::upstream::retry_budget`.
 
 use crate::model::{RetryMethods, RetryPolicy};
 use pingora::http::Method;
@@ -20,6 +22,8 @@ pub enum Failure {
     RequestUnsent,
     /// The connection broke before a response header arrived.
     BeforeResponse,
+    /// The response header has a status the policy retries; nothing of it was passed on.
+    Status(u16),
     /// A read or write timed out: the upstream may still be working on the request.
     Timeout,
     /// The response had started: a retry would send the client a second response.
@@ -52,14 +56,16 @@ pub fn allows_retry(policy: &RetryPolicy, failure: Failure, facts: AttemptFacts)
     }
     match failure {
         Failure::Connect => policy.on_connect_failure,
-        Failure::BeforeResponse => {
-            policy.on_reset_before_response
-                && facts.body_replayable
-                && (policy.methods == RetryMethods::All || is_idempotent(facts.method))
-        }
+        Failure::BeforeResponse => policy.on_reset_before_response && replayable(policy, facts),
+        Failure::Status(status) => policy.on_status.contains(status) && replayable(policy, facts),
         Failure::RequestUnsent => true,
         Failure::Timeout | Failure::AfterResponseStarted | Failure::Downstream => false,
     }
+}
+
+/// Whether the upstream may have acted on the request and it can still be sent again.
+fn replayable(policy: &RetryPolicy, facts: AttemptFacts) -> bool {
+    facts.body_replayable && (policy.methods == RetryMethods::All || is_idempotent(facts.method))
 }
 
 /// RFC 9110 idempotent methods.
@@ -80,7 +86,7 @@ mod tests {
             on_connect_failure: true,
             on_reset_before_response: true,
             methods,
-            budget_percent: 20,
+            ..RetryPolicy::DEFAULT
         }
     }
 
@@ -149,6 +155,45 @@ mod tests {
             &p,
             Failure::RequestUnsent,
             facts(&Method::POST, 3)
+        ));
+    }
+
+    #[test]
+    fn statuses_retry_only_when_named_and_replayable_within_attempts() {
+        let mut p = policy(RetryMethods::Idempotent);
+        p.attempts = 3;
+        assert!(p.on_status.insert(500));
+        assert!(!p.on_status.insert(600));
+        assert!(allows_retry(
+            &p,
+            Failure::Status(500),
+            facts(&Method::GET, 2)
+        ));
+        assert!(!allows_retry(
+            &p,
+            Failure::Status(500),
+            facts(&Method::GET, 3)
+        ));
+        assert!(!allows_retry(
+            &p,
+            Failure::Status(503),
+            facts(&Method::GET, 1)
+        ));
+        assert!(!allows_retry(
+            &p,
+            Failure::Status(500),
+            facts(&Method::POST, 1)
+        ));
+        let truncated = AttemptFacts {
+            body_replayable: false,
+            ..facts(&Method::GET, 1)
+        };
+        assert!(!allows_retry(&p, Failure::Status(500), truncated));
+        p.methods = RetryMethods::All;
+        assert!(allows_retry(
+            &p,
+            Failure::Status(500),
+            facts(&Method::POST, 1)
         ));
     }
 

@@ -5,7 +5,7 @@
 use crate::compile::Compiled;
 use crate::model::{
     Auth, BodyPolicy, Config, CookieAffinity, EndpointConfig, EndpointSource, Htpasswd, Rejected,
-    RouteConfig, Timeouts,
+    RetryPolicy, RouteConfig, Timeouts,
 };
 use crate::observe::metrics::RouteMetrics;
 use crate::routing::auth::VerifiedCredentials;
@@ -91,6 +91,8 @@ pub struct RouteBackend {
     pub upstream: usize,
     /// The upstream's timeouts with the route's overrides applied.
     pub timeouts: Timeouts,
+    /// The route's retry policy, or else the upstream's.
+    pub retry: RetryPolicy,
     /// The entry of the route's `backends` whose request header edits its requests get;
     /// `None` when there are none (the canary, a mirror, or a backend without edits).
     pub edits: Option<usize>,
@@ -195,6 +197,7 @@ impl Snapshot {
                 timeouts: config.upstreams[upstream]
                     .timeouts
                     .with_overrides(&r.timeouts),
+                retry: r.retry.unwrap_or(config.upstreams[upstream].retry),
                 edits: None,
             })
         };
@@ -545,7 +548,7 @@ impl Route {
         };
         let external_now = external_name.map(|name| backend(name).map(|b| b.upstream));
         // The same config: the same edits.
-        let place = |b: RouteBackend| (b.upstream, b.timeouts);
+        let place = |b: RouteBackend| (b.upstream, b.timeouts, b.retry);
         backends
             .map(place)
             .eq(self.backends.iter().copied().map(place))

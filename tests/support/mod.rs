@@ -124,6 +124,9 @@ pub struct Backend {
     stop: Arc<AtomicBool>,
 }
 
+/// Failed tries so far per `uuid` of the suite's retry simulation (`/retry/` paths).
+type RetryAttempts = Mutex<HashMap<String, u32>>;
+
 impl Backend {
     /// Starts a backend named `name` on a free port of 127.0.0.1.
     pub fn start(name: &str, behavior: Behavior) -> Self {
@@ -149,6 +152,7 @@ impl Backend {
         );
         let h = health_status.clone();
         let o = open.clone();
+        let t: Arc<RetryAttempts> = Arc::default();
         thread::spawn(move || {
             for stream in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
@@ -156,10 +160,10 @@ impl Backend {
                 }
                 let Ok(stream) = stream else { continue };
                 let connection = a.fetch_add(1, Ordering::SeqCst) + 1;
-                let (r, n, h, o) = (r.clone(), n.clone(), h.clone(), o.clone());
+                let (r, n, h, o, t) = (r.clone(), n.clone(), h.clone(), o.clone(), t.clone());
                 o.fetch_add(1, Ordering::SeqCst);
                 thread::spawn(move || {
-                    serve_connection(stream, connection, behavior, &n, &r, &h);
+                    serve_connection(stream, connection, behavior, &n, &r, &h, &t);
                     o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -212,6 +216,7 @@ fn serve_connection(
     name: &str,
     requests: &Mutex<Vec<SeenRequest>>,
     health_status: &AtomicUsize,
+    retry_attempts: &RetryAttempts,
 ) {
     let mut reader = BufReader::new(stream);
     loop {
@@ -242,6 +247,23 @@ fn serve_connection(
                 return;
             }
             Behavior::Delay(d) => d,
+            Behavior::Echo if request.target.starts_with("/retry/") => {
+                match simulate_retry(&request.target, retry_attempts) {
+                    RetrySimulation::Echo => Duration::ZERO,
+                    RetrySimulation::Status(status) => {
+                        let response =
+                            format!("HTTP/1.1 {status} Simulated\r\ncontent-length: 0\r\n\r\n");
+                        if reader.get_mut().write_all(response.as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    RetrySimulation::Reset => {
+                        reset_on_close(reader.get_ref());
+                        return;
+                    }
+                }
+            }
             // The suite's echo server waits `?delay=DURATION` before answering.
             Behavior::Echo => query_delay(&request.target),
         };
@@ -277,15 +299,71 @@ fn serve_connection(
     }
 }
 
+/// Makes closing `stream` send a TCP reset instead of a FIN (`SO_LINGER` 0).
+pub fn reset_on_close(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a descriptor `stream` owns, with a value of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+/// What the suite's echo server does with a `/retry/` request.
+enum RetrySimulation {
+    /// `succeedAfter` tries of this `uuid` have failed: answer as usual.
+    Echo,
+    /// Fail this try with `responseCode`.
+    Status(u16),
+    /// Fail this try with a TCP reset (no `responseCode`).
+    Reset,
+}
+
+/// Counts a try of the request's `uuid` and says how it ends, as the suite's echo server
+/// does: the first `succeedAfter` tries of a `uuid` fail. A request without both answers
+/// like any other (the suite's server would answer 400; no test sends one).
+fn simulate_retry(target: &str, attempts: &RetryAttempts) -> RetrySimulation {
+    let (Some(uuid), Some(succeed_after)) = (
+        query_param(target, "uuid"),
+        query_param(target, "succeedAfter").and_then(|v| v.parse::<u32>().ok()),
+    ) else {
+        return RetrySimulation::Echo;
+    };
+    let mut attempts = attempts.lock().expect("retry attempts lock");
+    let failed = attempts.entry(uuid.to_string()).or_default();
+    if *failed >= succeed_after {
+        return RetrySimulation::Echo;
+    }
+    *failed += 1;
+    match query_param(target, "responseCode").and_then(|v| v.parse().ok()) {
+        Some(status) => RetrySimulation::Status(status),
+        None => RetrySimulation::Reset,
+    }
+}
+
+/// The value of query parameter `name` in `target`, undecoded.
+fn query_param<'a>(target: &'a str, name: &str) -> Option<&'a str> {
+    let (_, query) = target.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
 /// The `delay` query parameter of `target` (`1s`, `500ms`, as the suite's echo server
 /// reads it); zero when absent or unreadable.
 fn query_delay(target: &str) -> Duration {
-    let Some((_, query)) = target.split_once('?') else {
-        return Duration::ZERO;
-    };
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("delay="))
+    query_param(target, "delay")
         .and_then(|value| {
             if let Some(ms) = value.strip_suffix("ms") {
                 ms.parse::<u64>().ok().map(Duration::from_millis)

@@ -912,6 +912,11 @@ pub struct RawRetry {
     pub attempts: u32,
     pub on: Vec<RetryCondition>,
     pub methods: RetryMethods,
+    /// Response statuses (400–599) that are retried instead of passed on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_status: Vec<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
     pub budget_percent: u32,
 }
 
@@ -924,6 +929,8 @@ impl Default for RawRetry {
                 RetryCondition::ResetBeforeResponse,
             ],
             methods: RetryMethods::Idempotent,
+            on_status: Vec::new(),
+            backoff: None,
             budget_percent: 20,
         }
     }

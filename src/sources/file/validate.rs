@@ -971,6 +971,19 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
             if let Some(message) = values::percent(retry.budget_percent) {
                 check.error(&format!("{at}.retry.budget_percent"), message);
             }
+            let mut on_status = RetryStatuses::NONE;
+            for (i, status) in retry.on_status.iter().enumerate() {
+                if !on_status.insert(*status) {
+                    check.error(
+                        &format!("{at}.retry.on_status[{i}]"),
+                        format!("status {status} cannot be retried; write one from 400 to 599"),
+                    );
+                }
+            }
+            let backoff = retry
+                .backoff
+                .as_ref()
+                .map(|text| check.duration(&format!("{at}.retry.backoff"), text));
             Some(UpstreamConfig {
                 name: upstream.name.clone(),
                 origin: check.origin(&at),
@@ -1001,6 +1014,11 @@ fn check_upstreams(check: &mut Checker, raw: &[RawUpstream]) -> Vec<Option<Upstr
                         .on
                         .contains(&RetryCondition::ResetBeforeResponse),
                     methods: retry.methods,
+                    on_status,
+                    backoff: match backoff {
+                        Some(parsed) => Some(parsed?),
+                        None => None,
+                    },
                     budget_percent: retry.budget_percent,
                 },
                 proxy_protocol: upstream.proxy_protocol,
@@ -1413,6 +1431,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 error_pages: error_pages(check, &at, &route.error_pages),
                 fallback: false,
                 timeouts,
+                retry: None,
                 rate_limit,
                 max_concurrent_per_client: route.max_concurrent_per_client.inspect(|n| {
                     if *n == 0 {

@@ -11,8 +11,8 @@ use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, ObjectKey, RouteInputs, Translation};
 use crate::model::{
     Backend, Conditions, Cors, Fragment, GatewaySettings, HeaderEdits, HeaderMatch, Mirror,
-    OriginPattern, PathMatch, PathRewrite, QueryMatch, Redirect, RedirectStatus, RouteConfig,
-    ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
+    OriginPattern, PathMatch, PathRewrite, QueryMatch, Redirect, RedirectStatus, RetryPolicy,
+    RouteConfig, ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use regex::Regex;
@@ -170,6 +170,22 @@ fn build_rules(
                 }
             }
         }
+        if let Some(retry) = &rule.retry {
+            match retry_policy(retry) {
+                Ok(policy) => template.retry = Some(policy),
+                Err(e) => {
+                    built.unsupported.get_or_insert(("UnsupportedValue", e));
+                    continue;
+                }
+            }
+        }
+        if rule.session_persistence.is_some() {
+            built.unsupported.get_or_insert((
+                "UnsupportedValue",
+                format!("rule {i}: sessionPersistence is not supported"),
+            ));
+            continue;
+        }
         if template.backends.is_empty() && template.filters.redirect.is_none() {
             // Every backend is invalid (or there is none): requests get 500.
             template.unresolved = Some(match &built.refs {
@@ -205,6 +221,29 @@ fn duration(text: &str) -> Result<Option<Duration>, String> {
     let parsed = humantime::parse_duration(text)
         .map_err(|e| format!("timeout {text:?} is not a duration: {e}"))?;
     Ok((!parsed.is_zero()).then_some(parsed))
+}
+
+/// A rule's `retry` as a retry policy: `attempts` counts retries (the model counts tries),
+/// two tries when unset; the codes are retried for idempotent requests only, as resets are,
+/// so that a POST is never sent twice.
+fn retry_policy(retry: &HttpRouteRulesRetry) -> Result<RetryPolicy, String> {
+    let mut policy = RetryPolicy::DEFAULT;
+    if let Some(attempts) = retry.attempts {
+        let retries = u32::try_from(attempts).map_err(|_| format!("retry attempts {attempts}"))?;
+        policy.attempts = retries.saturating_add(1);
+    }
+    for code in retry.codes.iter().flatten() {
+        let inserted = u16::try_from(*code).is_ok_and(|c| policy.on_status.insert(c));
+        if !inserted {
+            return Err(format!("retry code {code} is not from 400 to 599"));
+        }
+    }
+    if let Some(backoff) = &retry.backoff {
+        policy.backoff = humantime::parse_duration(backoff)
+            .map_err(|e| format!("retry backoff {backoff:?} is not a duration: {e}"))?
+            .into();
+    }
+    Ok(policy)
 }
 
 /// The path and conditions of one match.
@@ -354,7 +393,7 @@ fn apply_filters(
                 let c = settings_of(&filter.cors, "CORS")?;
                 route.cors = Some(gateway_cors(c).map_err(unsupported)?);
             }
-            HttpRouteRulesFiltersType::ExtensionRef => {
+            HttpRouteRulesFiltersType::ExtensionRef | HttpRouteRulesFiltersType::ExternalAuth => {
                 return Err(unsupported(format!(
                     "filter {:?} is not supported",
                     filter.r#type
@@ -453,4 +492,38 @@ pub(super) fn header_edits<'a>(
             })
             .collect::<Result<_, _>>()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RetryMethods;
+
+    fn retry(attempts: Option<i64>, codes: &[i64], backoff: Option<&str>) -> HttpRouteRulesRetry {
+        HttpRouteRulesRetry {
+            attempts,
+            backoff: backoff.map(str::to_string),
+            codes: Some(codes.to_vec()),
+        }
+    }
+
+    #[test]
+    fn retry_attempts_count_retries_and_codes_become_statuses() {
+        let policy = retry_policy(&retry(Some(3), &[500, 503], Some("100ms"))).expect("valid");
+        assert_eq!(policy.attempts, 4);
+        assert_eq!(policy.on_status.iter().collect::<Vec<_>>(), [500, 503]);
+        assert_eq!(policy.backoff, Some(Duration::from_millis(100)));
+        assert_eq!(policy.methods, RetryMethods::Idempotent);
+        let unset = retry_policy(&retry(None, &[], None)).expect("valid");
+        assert_eq!(unset.attempts, RetryPolicy::DEFAULT.attempts);
+        assert!(unset.on_status.is_empty());
+    }
+
+    #[test]
+    fn retry_codes_outside_400_to_599_and_bad_backoffs_are_refused() {
+        assert!(retry_policy(&retry(None, &[302], None)).is_err());
+        assert!(retry_policy(&retry(None, &[70_000], None)).is_err());
+        assert!(retry_policy(&retry(Some(-1), &[], None)).is_err());
+        assert!(retry_policy(&retry(None, &[], Some("soon"))).is_err());
+    }
 }

@@ -7,7 +7,7 @@
 
 use crate::model::{
     AccessList, BalancePolicy, CookieAffinity, Cors, HashKey, IpNet, OriginPattern, RedirectStatus,
-    SameSite, TimeoutOverrides, UpstreamProtocol,
+    RetryStatuses, SameSite, TimeoutOverrides, UpstreamProtocol,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -151,6 +151,8 @@ pub struct NextUpstream {
     pub on_error: bool,
     /// `non_idempotent`: POST and PATCH too.
     pub non_idempotent: bool,
+    /// `http_500`, `http_502`, ...: responses with these statuses are retried.
+    pub on_status: RetryStatuses,
 }
 
 /// The typed annotations of one Ingress.
@@ -566,6 +568,7 @@ fn one<'v>(
                     off: false,
                     on_error: false,
                     non_idempotent: false,
+                    on_status: RetryStatuses::NONE,
                 };
                 let mut ignored = Vec::new();
                 for token in value.split_whitespace() {
@@ -573,16 +576,22 @@ fn one<'v>(
                         "off" => next.off = true,
                         "error" | "timeout" => next.on_error = true,
                         "non_idempotent" => next.non_idempotent = true,
-                        "invalid_header" | "http_500" | "http_502" | "http_503" | "http_504"
-                        | "http_403" | "http_404" | "http_429" => ignored.push(token),
+                        "http_500" | "http_502" | "http_503" | "http_504" | "http_403"
+                        | "http_404" | "http_429" => {
+                            let status = token["http_".len()..]
+                                .parse()
+                                .map_err(|_| format!("condition {token:?}"))?;
+                            next.on_status.insert(status);
+                        }
+                        "invalid_header" => ignored.push(token),
                         other => return Err(format!("unknown condition {other:?}")),
                     }
                 }
                 out.next_upstream = Some(next);
                 if !ignored.is_empty() {
                     return mapped(format!(
-                        "retry on connection errors; not on {} (sluice never retries a \
-                         request that got a response)",
+                        "retry policy; not on {} (an upstream's malformed response is \
+                         answered 502, not retried)",
                         ignored.join(" ")
                     ));
                 }

@@ -833,6 +833,7 @@ impl Translator<'_> {
                 } else {
                     RetryMethods::Idempotent
                 },
+                on_status: next.on_status,
                 ..upstream.retry
             };
         }

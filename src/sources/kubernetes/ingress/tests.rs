@@ -464,7 +464,10 @@ fn upstream_annotations_shape_the_upstream() {
         &[
             ("upstream-hash-by", "$host$request_uri"),
             ("backend-protocol", "HTTPS"),
-            ("proxy-next-upstream", "error timeout non_idempotent"),
+            (
+                "proxy-next-upstream",
+                "error timeout http_502 http_503 non_idempotent",
+            ),
             ("proxy-next-upstream-tries", "3"),
         ],
     );
@@ -480,6 +483,7 @@ fn upstream_annotations_shape_the_upstream() {
         Some(("web.shop.svc", false))
     );
     assert_eq!((u.retry.attempts, u.retry.methods), (3, RetryMethods::All));
+    assert_eq!(u.retry.on_status.iter().collect::<Vec<_>>(), [502, 503]);
 }
 
 #[test]

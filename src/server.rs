@@ -20,7 +20,8 @@ use crate::services::ingress::IngressController;
 use crate::sockets;
 use crate::sources::file::FileConfig;
 use crate::state::State;
-use crate::tls::client_auth::{ClientCertificateRecorder, ClientVerifier};
+use crate::tls::client_auth::ClientVerifier;
+use crate::tls::handshake::HandshakeRecorder;
 use crate::tls::SniResolver;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -349,19 +350,22 @@ fn head_limits(limits: &RequestLimits) -> RequestHeadLimits {
 
 /// TLS 1.2 and 1.3 (Pingora's rustls acceptor allows no older version), certificates chosen
 /// by SNI through `resolver`, ALPN `h2` then `http/1.1`, and client certificates when the
-/// listener asks for them (the recorder keeps the verified one for the proxy).
+/// listener asks for them (the recorder keeps the server name and the verified certificate
+/// for the proxy).
 fn tls_settings(
     resolver: Arc<SniResolver>,
     listener: &crate::model::ListenerConfig,
 ) -> Result<TlsSettings, String> {
     // The paths are unused: the resolver supplies every certificate.
-    let mut settings = match &listener.client_auth {
-        Some(auth) => TlsSettings::with_callbacks(Box::new(ClientCertificateRecorder {
-            verified_by_listener: !auth.ca_certificates.is_empty(),
-        })),
-        None => TlsSettings::intermediate("", ""),
-    }
-    .map_err(|e| e.to_string())?;
+    let recorder = HandshakeRecorder {
+        asks_client_certificate: listener.client_auth.is_some(),
+        verified_by_listener: listener
+            .client_auth
+            .as_ref()
+            .is_some_and(|auth| !auth.ca_certificates.is_empty()),
+    };
+    let mut settings =
+        TlsSettings::with_callbacks(Box::new(recorder)).map_err(|e| e.to_string())?;
     settings.set_cert_resolver(resolver);
     if let Some(auth) = &listener.client_auth {
         settings.set_client_cert_verifier(Arc::new(ClientVerifier::new(

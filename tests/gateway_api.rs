@@ -1847,6 +1847,108 @@ fn HTTPRouteHTTPSListener() {
 
 #[test]
 #[allow(non_snake_case)]
+fn HTTPRouteHTTPSListenerDetectMisdirectedRequests() {
+    let c = Conformance::start(&["httproute-https-listener-detect-misdirected-requests.yaml"]);
+    for n in 1..=4 {
+        c.accepted(
+            INFRA,
+            &format!("https-listener-detect-misdirected-requests-test-{n}"),
+        );
+    }
+    // Upstream's cases, by server name; each group's hosts go over one HTTP/2 connection,
+    // as a browser coalescing them would send them. (host, status, backend)
+    type Answers<'a> = &'a [(&'a str, u16, String)];
+    let cases: [(&str, Answers); 5] = [
+        (
+            "example.org",
+            &[
+                ("example.org", 200, v(1)),
+                ("second-example.org", 421, String::new()),
+                ("unknown-example.org", 404, String::new()),
+            ],
+        ),
+        (
+            "second-example.org",
+            &[
+                ("second-example.org", 200, v(2)),
+                ("example.org", 421, String::new()),
+                ("unknown-example.org", 421, String::new()),
+            ],
+        ),
+        (
+            "third-example.wildcard.org",
+            &[
+                ("third-example.wildcard.org", 200, v(3)),
+                ("fith-example.wildcard.org", 200, v(3)),
+                ("fourth-example.wildcard.org", 421, String::new()),
+                ("second-example.org", 421, String::new()),
+                ("unknown-example.org", 421, String::new()),
+            ],
+        ),
+        (
+            "fourth-example.wildcard.org",
+            &[
+                ("fourth-example.wildcard.org", 200, v(1)),
+                ("fith-example.wildcard.org", 421, String::new()),
+            ],
+        ),
+        (
+            "unknown-example.org",
+            &[
+                ("example.org", 200, v(1)),
+                ("unknown-example.org", 404, String::new()),
+            ],
+        ),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let answers = |server_name: &str, hosts: Answers| {
+        runtime.block_on(async {
+            let config = tls::client_config(&[b"h2"], tokio_rustls::rustls::DEFAULT_VERSIONS);
+            let stream = tls::connect(c.https, server_name, config)
+                .await
+                .expect("handshake");
+            let (mut client, connection) = h2::client::handshake(stream).await.expect("h2");
+            tokio::spawn(connection);
+            let mut answers = Vec::new();
+            for (host, _, _) in hosts {
+                let request = http::Request::builder()
+                    .uri(format!("https://{host}/detect-misdirected-requests"))
+                    .body(())
+                    .expect("request");
+                let (response, _) = client.send_request(request, true).expect("send");
+                let response = response.await.expect("response");
+                let status = response.status().as_u16();
+                let body = h2_util::read_body(&mut response.into_body()).await;
+                let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let backend = body["backend"].as_str().unwrap_or_default().to_string();
+                let backend = if status == 200 {
+                    backend
+                } else {
+                    String::new()
+                };
+                answers.push((host.to_string(), status, backend));
+            }
+            answers
+        })
+    };
+    for (server_name, hosts) in cases {
+        let wanted: Vec<_> = hosts
+            .iter()
+            .map(|(h, s, b)| (h.to_string(), *s, b.clone()))
+            .collect();
+        wait_until(
+            &format!("the answers on a connection to {server_name}: {wanted:?}"),
+            READY_TIMEOUT,
+            || answers(server_name, hosts) == wanted,
+        );
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
 fn HTTPRouteInvalidBackendRefUnknownKind() {
     let c = Conformance::start(&["httproute-invalid-backendref-unknown-kind.yaml"]);
     let route = "invalid-backend-ref-unknown-kind";

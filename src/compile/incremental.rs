@@ -10,7 +10,7 @@
 //! conflicts by precedence.
 
 use super::{Admission, Compiled, Compiler, OwnedClaims};
-use crate::model::{Config, Fragment, Problem, Rejected};
+use crate::model::{Config, Fragment, HostMatch, Problem, Rejected};
 use crate::tls::LoadedCertificate;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -164,6 +164,7 @@ impl Compilation {
         let mut accepted = Vec::new();
         let mut rejected = Vec::new();
         let mut certificates: HashMap<&str, Vec<LoadedCertificate>> = HashMap::new();
+        let mut scopes: HashMap<&str, Vec<Option<HostMatch>>> = HashMap::new();
         for ((_, source, _), entry) in &self.entries {
             let fragment = &entry.fragment;
             match &entry.outcome {
@@ -175,6 +176,12 @@ impl Compilation {
                             .entry(offered.listener.as_str())
                             .or_default()
                             .push(offered.certificate.clone());
+                    }
+                    for scope in &fragment.server_name_scopes {
+                        let listed = scopes.entry(scope.listener.as_str()).or_default();
+                        if !listed.contains(&scope.hostname) {
+                            listed.push(scope.hostname.clone());
+                        }
                     }
                     accepted.push((source.clone(), fragment.origin.clone()));
                 }
@@ -190,6 +197,9 @@ impl Compilation {
                 let mut all = listener.certificates.to_vec();
                 all.extend(extra.iter().cloned());
                 listener.certificates = all.into();
+            }
+            if let Some(listed) = scopes.remove(listener.listener.as_str()) {
+                listener.server_name_scopes = listed;
             }
         }
         Compiled {

@@ -1,7 +1,7 @@
 //! Fragments: what one source says about one object, the unit the compiler accepts or
 //! rejects as a whole, and the record of a rejection.
 
-use super::{Origin, RouteConfig, UpstreamConfig};
+use super::{HostMatch, Origin, RouteConfig, UpstreamConfig};
 use crate::tls::LoadedCertificate;
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +20,9 @@ pub struct Fragment {
     pub upstreams: Vec<Arc<UpstreamConfig>>,
     /// Certificates for TLS listeners of the config file (a Kubernetes Secret, say).
     pub certificates: Vec<ListenerCertificate>,
+    /// Names that TLS listeners of the config file serve as listeners of their own (a
+    /// Gateway's HTTPS listeners).
+    pub server_name_scopes: Vec<ServerNameScope>,
 }
 
 impl Fragment {
@@ -31,6 +34,7 @@ impl Fragment {
             routes: Vec::new(),
             upstreams: Vec::new(),
             certificates: Vec::new(),
+            server_name_scopes: Vec::new(),
         }
     }
 
@@ -51,6 +55,14 @@ pub struct ListenerCertificate {
     pub listener: String,
     pub origin: Origin,
     pub certificate: LoadedCertificate,
+}
+
+/// A Gateway listener's names on a TLS listener of the config file (`hostname: None`: any
+/// name); see [`super::ListenerTls::server_name_scopes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerNameScope {
+    pub listener: String,
+    pub hostname: Option<HostMatch>,
 }
 
 /// One thing wrong with an item of a fragment.

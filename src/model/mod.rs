@@ -19,7 +19,7 @@ pub use crate::tls::client_auth::ClientAuthMode;
 use crate::tls::LoadedCertificate;
 pub use auth::{Auth, AuthFailure, BasicAuth, ExternalAuth, Htpasswd, PasswordHash};
 pub use error_pages::{ErrorPage, ErrorPages, PageFile, PageSource};
-pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected};
+pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected, ServerNameScope};
 pub use gateway::{
     DedicatedGateway, GatewayListenerKind, GatewayPort, GatewaySettings, DEFAULT_GATEWAY_CONTROLLER,
 };
@@ -89,6 +89,9 @@ pub struct ListenerTls {
     /// (certificate chain, private key) paths, in config order.
     pub files: Vec<(PathBuf, PathBuf)>,
     pub certificates: Arc<[LoadedCertificate]>,
+    /// The names of the Gateway listeners it serves (`None`: any name): a request for a
+    /// host another of them takes than the connection's server name is answered 421.
+    pub server_name_scopes: Vec<Option<HostMatch>>,
 }
 
 /// `server:` settings.

@@ -15,9 +15,9 @@ use crate::model::{
 };
 use crate::observe::metrics::METRICS;
 use crate::observe::{access_log, events};
-use crate::routing::{conditions, cors, filters, rate_limit};
-use crate::state::State;
-use crate::tls::client_auth::ClientCertificate;
+use crate::routing::{conditions, cors, filters, misdirected, rate_limit};
+use crate::state::{Snapshot, State};
+use crate::tls::handshake::Handshake;
 use crate::upstream::hash_key::RequestFacts;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -161,10 +161,8 @@ impl ProxyHttp for HttpProxy {
             .req_header_mut()
             .insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(names) = &self.client_cert_headers {
-            ctx.client_certificate = session
-                .digest()
-                .and_then(|d| d.ssl_digest.clone())
-                .and_then(|ssl| ssl.extension.get::<ClientCertificate>().cloned())
+            ctx.client_certificate = handshake(session)
+                .and_then(|h| h.client_certificate.clone())
                 .map(Box::new);
             // Whatever the client sent under these names is not believed.
             for name in names.names() {
@@ -201,6 +199,11 @@ impl ProxyHttp for HttpProxy {
             }
         }
         let snapshot = self.state.snapshot();
+        if self.is_misdirected(session, &snapshot, &inspected.host) {
+            ctx.rejected = Some("misdirected");
+            self.answer_error(session, ctx, 421, None, false).await?;
+            return Ok(true);
+        }
         let found = snapshot
             .route_tables
             .get(&self.listener)
@@ -1107,6 +1110,26 @@ impl HttpProxy {
     }
 
     /// Whether the failed try may be retried; takes a retry-budget slot when it may.
+    /// Whether `host` belongs to another Gateway listener of this TLS listener than the
+    /// connection's server name (see `routing::misdirected`).
+    fn is_misdirected(&self, session: &Session, snapshot: &Snapshot, host: &str) -> bool {
+        if self.scheme != "https" {
+            return false;
+        }
+        let scopes = snapshot
+            .config
+            .tls
+            .iter()
+            .find(|t| t.listener == self.listener)
+            .map(|t| t.server_name_scopes.as_slice())
+            .unwrap_or_default();
+        if scopes.is_empty() {
+            return false;
+        }
+        let server_name = handshake(session).and_then(|h| h.server_name.as_deref());
+        misdirected::misdirected(scopes, server_name, host)
+    }
+
     fn retry_allowed(&self, session: &Session, ctx: &mut RequestContext, failure: Failure) -> bool {
         let Some(routed) = ctx.routed.as_ref() else {
             return false;
@@ -1141,6 +1164,11 @@ impl HttpProxy {
             }
         }
     }
+}
+
+/// What the connection's TLS handshake recorded (none on plain listeners).
+fn handshake(session: &Session) -> Option<&Handshake> {
+    session.digest()?.ssl_digest.as_ref()?.extension.get()
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod concurrency;
 pub mod conditions;
 pub mod cors;
 pub mod filters;
+pub mod misdirected;
 pub(crate) mod rate_limit;
 
 use crate::model::{Conditions, HostMatch, PathMatch, RouteConfig};

@@ -7,8 +7,8 @@
 //! (nginx's `optional_no_ca`) it asks for a certificate, checks only that the client holds
 //! its key, and leaves the issuer to the routes, each of which may name its own CA bundle
 //! ([`ChainVerifier`]): one listener serves hosts with different client CAs.
-//! [`ClientCertificateRecorder`] runs when a handshake completes and keeps the client's
-//! chain, subject, issuer and fingerprint in the connection's TLS digest.
+//! [`ClientCertificate`] is what the proxy learns of the one a client sent (recorded by
+//! `super::handshake::HandshakeRecorder`): its chain, subject, issuer and fingerprint.
 
 use crate::observe::metrics::METRICS;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -17,7 +17,6 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
-use std::any::Any;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
@@ -310,26 +309,6 @@ pub fn rfc2253(name: &X509Name<'_>) -> String {
         .collect();
     rdns.reverse();
     rdns.join(",")
-}
-
-/// Records the client certificate of each handshake in the connection's TLS digest (read
-/// back with `SslDigest::extension`).
-#[derive(Debug)]
-pub struct ClientCertificateRecorder {
-    /// The listener has a CA bundle, so a certificate that got through is verified.
-    pub verified_by_listener: bool,
-}
-
-#[async_trait::async_trait]
-impl pingora::listeners::TlsAccept for ClientCertificateRecorder {
-    async fn handshake_complete_callback(
-        &self,
-        tls: &pingora::protocols::tls::TlsRef,
-    ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let chain = tls.peer_cert_chain_der()?;
-        let certificate = ClientCertificate::from_chain(chain, self.verified_by_listener)?;
-        Some(Arc::new(certificate))
-    }
 }
 
 #[cfg(test)]

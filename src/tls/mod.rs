@@ -8,6 +8,7 @@
 
 pub mod client_auth;
 pub mod client_hello;
+pub mod handshake;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;

@@ -716,6 +716,7 @@ fn check_certificates(check: &mut Checker, raw: &[RawListener]) -> Vec<ListenerT
             listener: listener.name.clone(),
             files,
             certificates: certificates.into(),
+            server_name_scopes: Vec::new(),
         });
     }
     loaded

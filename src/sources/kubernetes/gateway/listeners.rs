@@ -6,7 +6,7 @@ use super::conditions::{condition, outcome};
 use super::{created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation};
 use crate::model::{
     ClientCertificate, Fragment, GatewayListenerKind, GatewaySettings, ListenerCertificate,
-    PublishAddress,
+    PublishAddress, ServerNameScope,
 };
 use crate::sources::kubernetes::secrets::{certificate_of, client_certificate_of};
 use crate::sources::kubernetes::services::published_addresses;
@@ -632,6 +632,17 @@ pub(super) fn resolve(
         }
     }
     let programmed = accepted.is_ok() && (resolved_refs.is_ok() || !terminates);
+    if let (Some(GatewayListenerKind::Https), Some(sluice_listener), true) =
+        (kind, &sluice, accepted.is_ok())
+    {
+        fragment.server_name_scopes.push(ServerNameScope {
+            listener: sluice_listener.clone(),
+            hostname: listener
+                .hostname
+                .as_deref()
+                .map(|h| super::attach::host_match(&h.to_ascii_lowercase())),
+        });
+    }
     let mut conditions = vec![
         outcome("Accepted", &accepted, "Accepted", generation, now),
         outcome(

@@ -20,7 +20,7 @@ use crate::services::ingress::IngressController;
 use crate::sockets;
 use crate::sources::file::FileConfig;
 use crate::state::State;
-use crate::tls::client_auth::ClientVerifier;
+use crate::tls::client_auth::{ClientVerifier, GatewayClientVerifier};
 use crate::tls::handshake::HandshakeRecorder;
 use crate::tls::SniResolver;
 use pingora::apps::http_app::HttpServer;
@@ -258,7 +258,8 @@ fn add_serving_services(
             let resolver = state
                 .tls_resolver(&listener.name)
                 .ok_or_else(|| format!("listener {} has no loaded certificate", listener.name))?;
-            endpoint = endpoint.tls(tls_settings(resolver, &listener)?);
+            let gateway_verifier = state.client_verifier(&listener.name);
+            endpoint = endpoint.tls(tls_settings(resolver, gateway_verifier, &listener)?);
         }
         service.add_listener(endpoint);
         if let Some(admission) = Admission::for_listener(&listener) {
@@ -354,6 +355,7 @@ fn head_limits(limits: &RequestLimits) -> RequestHeadLimits {
 /// for the proxy).
 fn tls_settings(
     resolver: Arc<SniResolver>,
+    gateway_verifier: Option<Arc<GatewayClientVerifier>>,
     listener: &crate::model::ListenerConfig,
 ) -> Result<TlsSettings, String> {
     // The paths are unused: the resolver supplies every certificate.
@@ -374,6 +376,8 @@ fn tls_settings(
             auth.mode,
             auth.verify_depth,
         )?));
+    } else if let Some(verifier) = gateway_verifier {
+        settings.set_client_cert_verifier(verifier);
     }
     settings.enable_h2();
     Ok(settings)

@@ -118,6 +118,10 @@ struct Conformance {
     tls_terminate_certificate: TestCertificate,
     /// The suite's `tls-checks-client-certificate`, issued by the same CA.
     tls_checks_client_certificate: TestCertificate,
+    /// Client certificates issued by the CAs of ConfigMaps tls-validity-checks-ca-certificate
+    /// and tls-validity-checks-per-port-ca-certificate (the suite's Secrets of the same names).
+    validity_client_certificate: TestCertificate,
+    per_port_client_certificate: TestCertificate,
     /// By name (in the conformance namespace): the Gateways served apart
     /// (`gateway.dedicated`), each on listeners of its own, as the suite gives each
     /// Gateway an address.
@@ -128,6 +132,8 @@ struct Conformance {
 struct Dedicated {
     http: SocketAddr,
     passthrough: SocketAddr,
+    /// By Gateway port: a sluice HTTPS listener for each HTTPS port of the Gateway.
+    https: std::collections::BTreeMap<u16, SocketAddr>,
 }
 
 impl Conformance {
@@ -174,9 +180,31 @@ impl Conformance {
             "tls-terminate-checks-certificate",
             &["tls.example.com"],
         );
+        // The suite's CAs of client certificates to Gateways, each with a certificate it issued
+        // (GatewayFrontendClientCertificateValidation).
+        let validity_ca = tls::TestCa::new();
+        let per_port_ca = tls::TestCa::new();
+        let validity_client_certificate = validity_ca.issue(
+            &dir,
+            "tls-validity-checks-client-certificate",
+            &["client.test"],
+        );
+        let per_port_client_certificate = per_port_ca.issue(
+            &dir,
+            "tls-validity-checks-per-port-client-certificate",
+            &["client.test"],
+        );
         for (name, ca) in [
             ("tls-checks-ca-certificate", tls_checks_ca.pem.clone()),
             ("mismatch-ca-certificate", tls::TestCa::new().pem),
+            (
+                "tls-validity-checks-ca-certificate",
+                validity_ca.pem.clone(),
+            ),
+            (
+                "tls-validity-checks-per-port-ca-certificate",
+                per_port_ca.pem.clone(),
+            ),
         ] {
             kube.apply(typed::<ConfigMap>(&serde_json::json!({
                 "metadata": {"name": name, "namespace": INFRA},
@@ -229,6 +257,16 @@ impl Conformance {
                 "tls-terminate-checks-certificate",
                 &tls_terminate_certificate,
             ),
+            (
+                INFRA,
+                "tls-validity-checks-client-certificate",
+                &validity_client_certificate,
+            ),
+            (
+                INFRA,
+                "tls-validity-checks-per-port-client-certificate",
+                &per_port_client_certificate,
+            ),
         ] {
             kube.apply(typed::<Secret>(&serde_json::json!({
                 "metadata": {"name": name, "namespace": namespace},
@@ -248,8 +286,16 @@ impl Conformance {
         // The Gateway ports of TLS listeners in mode Terminate: each gets a sluice tcp
         // listener with `tls`.
         let mut terminate_ports = std::collections::BTreeSet::new();
+        // The HTTPS ports of each Gateway, for those in `dedicated`.
+        let mut https_ports: std::collections::BTreeMap<String, Vec<u16>> = Default::default();
         for name in std::iter::once("base.yaml").chain(manifests.iter().copied()) {
             for object in manifest(name) {
+                if let Some(gateway) = object["metadata"]["name"].as_str() {
+                    let ports = listener_ports(&object, "HTTPS");
+                    if !ports.is_empty() {
+                        https_ports.insert(gateway.to_string(), ports);
+                    }
+                }
                 tcp_ports.extend(listener_ports(&object, "TCP"));
                 terminate_ports.extend(terminating_ports(&object));
                 http_ports.extend(
@@ -320,6 +366,12 @@ impl Conformance {
                 let listeners = Dedicated {
                     http: listen_address(),
                     passthrough: listen_address(),
+                    https: https_ports
+                        .get(*name)
+                        .into_iter()
+                        .flatten()
+                        .map(|port| (*port, listen_address()))
+                        .collect(),
                 };
                 (name.to_string(), listeners)
             })
@@ -332,9 +384,21 @@ impl Conformance {
                  - {{ name: passthrough-own{i}, listen: \"{}\", protocol: tcp, sni_routing: true }}\n",
                 listeners.http, listeners.passthrough
             ));
+            let mut https_entries = String::new();
+            for (port, address) in &listeners.https {
+                dedicated_config.push_str(&format!(
+                    "- {{ name: https{port}-own{i}, listen: \"{address}\", tls: {{ certificates: \
+                     [{{ cert: \"{}\", key: \"{}\" }}] }} }}\n",
+                    default_certificate.cert_path.display(),
+                    default_certificate.key_path.display(),
+                ));
+                https_entries.push_str(&format!(
+                    ", {{ port: {port}, listener: https{port}-own{i} }}"
+                ));
+            }
             dedicated_entries.push_str(&format!(
                 "{{ gateway: {INFRA}/{name}, listeners: [{{ port: 80, listener: http-own{i} }}, \
-                 {{ port: 443, listener: passthrough-own{i} }}] }}, "
+                 {{ port: 443, listener: passthrough-own{i} }}{https_entries}] }}, "
             ));
         }
         let sluice = Sluice::start(&format!(
@@ -369,6 +433,8 @@ impl Conformance {
             terminate_listeners,
             tls_terminate_certificate,
             tls_checks_client_certificate,
+            validity_client_certificate,
+            per_port_client_certificate,
             dedicated,
         }
     }
@@ -383,6 +449,14 @@ impl Conformance {
         match self.http_listeners.get(&port) {
             Some(address) => *address,
             None => panic!("no Gateway listens for HTTP on port {port}"),
+        }
+    }
+
+    /// The HTTPS listener on port `port` of dedicated Gateway `name`.
+    fn https_of(&self, name: &str, port: u16) -> SocketAddr {
+        match self.dedicated.get(name).and_then(|d| d.https.get(&port)) {
+            Some(address) => *address,
+            None => panic!("Gateway {name} has no HTTPS listener of its own on port {port}"),
         }
     }
 
@@ -1944,6 +2018,236 @@ fn HTTPRouteHTTPSListenerDetectMisdirectedRequests() {
             READY_TIMEOUT,
             || answers(server_name, hosts) == wanted,
         );
+    }
+}
+
+/// One GET of `host` over TLS to `address` with server name `sni`, presenting
+/// `certificate` when asked: the status and the body, or `None` when the handshake or the
+/// request fails (a refused client certificate ends the connection with an alert).
+fn tls_get(
+    address: SocketAddr,
+    sni: &str,
+    host: &str,
+    certificate: Option<&TestCertificate>,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let config = match certificate {
+            Some(certificate) => tls::client_config_with_certificate(certificate),
+            None => tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS),
+        };
+        let mut stream = tls::connect(address, sni, config).await.ok()?;
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buffer).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            received.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&received).to_string();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })?;
+            if body.len() >= length {
+                let status = head.split(' ').nth(1)?.parse().ok()?;
+                return Some((status, body[..length].to_string()));
+            }
+        }
+    })
+}
+
+/// [`tls_get`] answers 200 from `backend`, once the Gateway's routes are served.
+fn expect_tls_backend(
+    address: SocketAddr,
+    host: &str,
+    certificate: Option<&TestCertificate>,
+    backend: &str,
+) {
+    wait_until(
+        &format!("{host} on {address} to be answered by {backend}"),
+        READY_TIMEOUT,
+        || {
+            tls_get(address, host, host, certificate).is_some_and(|(status, body)| {
+                status == 200 && body.contains(&format!("\"backend\":\"{backend}\""))
+            })
+        },
+    );
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayFrontendClientCertificateValidation() {
+    let gateway = "client-validation-default";
+    let c = Conformance::start_dedicated(
+        &["gateway-with-clientcertificate-validation.yaml"],
+        &[gateway],
+    );
+    c.accepted(INFRA, "client-certificate-validation-https-test");
+    c.accepted(
+        INFRA,
+        "client-certificate-validation-https-test-no-hostname",
+    );
+    let (default, per_port) = (c.https_of(gateway, 443), c.https_of(gateway, 8443));
+    let (default_certificate, per_port_certificate) = (
+        &c.validity_client_certificate,
+        &c.per_port_client_certificate,
+    );
+    // Port 443 takes the default CA's certificates; 8443 its own CA's.
+    expect_tls_backend(default, "example.org", Some(default_certificate), &v(1));
+    assert_eq!(
+        tls_get(
+            default,
+            "example.org",
+            "example.org",
+            Some(per_port_certificate)
+        ),
+        None
+    );
+    expect_tls_backend(
+        per_port,
+        "second-example.org",
+        Some(per_port_certificate),
+        &v(2),
+    );
+    assert_eq!(
+        tls_get(
+            per_port,
+            "second-example.org",
+            "second-example.org",
+            Some(default_certificate)
+        ),
+        None
+    );
+    // sluice's own: a certificate is required, not only checked when sent.
+    assert_eq!(tls_get(default, "example.org", "example.org", None), None);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayFrontendClientCertificateValidationInsecureFallback() {
+    let gateway = "client-validation-insecure-fallback";
+    let c = Conformance::start_dedicated(
+        &["gateway-with-clientcertificate-validation-insecure-fallback.yaml"],
+        &[gateway],
+    );
+    c.accepted(INFRA, "client-cert-validation-insecure-fallback-test");
+    c.accepted(
+        INFRA,
+        "client-cert-validation-insecure-fallback-test-no-hostname",
+    );
+    gateway_condition(
+        &c,
+        gateway,
+        "InsecureFrontendValidationMode",
+        "True",
+        "ConfigurationChanged",
+    );
+    for (port, host, backend) in [
+        (443, "example.org", v(1)),
+        (8443, "second-example.org", v(2)),
+    ] {
+        let address = c.https_of(gateway, port);
+        for certificate in [
+            Some(&c.validity_client_certificate),
+            Some(&c.per_port_client_certificate),
+            None,
+        ] {
+            expect_tls_backend(address, host, certificate, &backend);
+        }
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayInvalidFrontendClientCertificateValidation() {
+    let gateway = "gateway-with-invalid-client-cert-validation";
+    let c = Conformance::start_dedicated(
+        &["gateway-with-invalid-clientcertificate-validation.yaml"],
+        &[gateway],
+    );
+    c.listener_status(
+        gateway,
+        "https",
+        0,
+        &[
+            ("ResolvedRefs", "True", ""),
+            ("Accepted", "True", ""),
+            ("Programmed", "True", ""),
+        ],
+    );
+    for (listener, reason) in [
+        ("https-unresolved", "InvalidCACertificateRef"),
+        ("https-invalid-kind", "InvalidCACertificateKind"),
+        ("https-grant-missing", "RefNotPermitted"),
+    ] {
+        c.listener_status(
+            gateway,
+            listener,
+            0,
+            &[
+                ("ResolvedRefs", "False", reason),
+                ("Accepted", "False", "NoValidCACertificate"),
+                ("Programmed", "False", ""),
+            ],
+        );
+    }
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn GatewayFrontendInvalidDefaultClientCertificateValidation() {
+    let gateway = "invalid-default-client-validation-config";
+    let c = Conformance::start_dedicated(
+        &["gateway-invalid-default-frontend-client-certificate-validation.yaml"],
+        &[gateway],
+    );
+    c.listener_status(
+        gateway,
+        "http",
+        1,
+        &[
+            ("ResolvedRefs", "True", ""),
+            ("Accepted", "True", ""),
+            ("Programmed", "True", ""),
+        ],
+    );
+    c.expect_at(
+        c.http_of(gateway),
+        "GET",
+        "/",
+        &[("host", "example.org")],
+        200,
+        &v(1),
+    );
+    c.listener_status(
+        gateway,
+        "https",
+        0,
+        &[
+            ("ResolvedRefs", "False", "InvalidCACertificateRef"),
+            ("Accepted", "False", "NoValidCACertificate"),
+            ("Programmed", "False", ""),
+        ],
+    );
+    // The port fails closed: no client passes the check its Gateway asked for (until the
+    // Gateway is served, its listener answers 404 without asking for a certificate).
+    let https = c.https_of(gateway, 443);
+    for certificate in [None, Some(&c.validity_client_certificate)] {
+        wait_until("the handshake to fail", READY_TIMEOUT, || {
+            tls_get(https, "example.org", "example.org", certificate).is_none()
+        });
     }
 }
 

@@ -31,7 +31,7 @@ fi
 echo "== sluice as the Gateway controller"
 kubectl apply -k "$root/k8s"
 # The shipped config serves Ingresses; this one serves Gateways on the same listeners.
-cat > "$work/sluice.yaml" <<'CONFIG'
+cat > "$work/sluice.yaml" <<'CONFIG_HEAD'
 server:
   grace_period: 30s
 admin:
@@ -75,6 +75,23 @@ listeners:
   - { name: tls-x-2, listen: 0.0.0.0:8542, protocol: tcp, sni_routing: true }
   - { name: tls-x-3, listen: 0.0.0.0:8543, protocol: tcp, sni_routing: true }
   - { name: tls-x-4, listen: 0.0.0.0:8544, protocol: tcp, sni_routing: true }
+  # The Gateways that validate client certificates (spec.tls.frontend): a sluice listener
+  # checks the certificates of every name it serves, so each Gateway port gets its own.
+  - { name: http-cv-invalid-default, listen: 0.0.0.0:8184, h2c: true }
+CONFIG_HEAD
+for listener in cv-default-443:8641 cv-default-8443:8642 cv-fallback-443:8643 cv-fallback-8443:8644 \
+    cv-invalid-443:8645 cv-invalid-7443:8646 cv-invalid-8443:8647 cv-invalid-6443:8648 \
+    cv-invalid-default-443:8649; do
+    IFS=: read -r name target <<< "$listener"
+    cat >> "$work/sluice.yaml" <<LISTENER
+  - name: https-$name
+    listen: 0.0.0.0:$target
+    tls:
+      certificates:
+        - { cert: /etc/sluice/tls/tls.crt, key: /etc/sluice/tls/tls.key }
+LISTENER
+done
+cat >> "$work/sluice.yaml" <<'CONFIG'
 gateway:
   listeners:
     - { port: 80, listener: http }
@@ -109,6 +126,22 @@ gateway:
     - gateway: gateway-conformance-infra/gw-tlsroute-empty-hostname-x-4
       listeners: [{ port: 443, listener: tls-x-4 }]
       publish: { service: sluice/gw-tls-x-4 }
+    - gateway: gateway-conformance-infra/client-validation-default
+      listeners: [{ port: 443, listener: https-cv-default-443 }, { port: 8443, listener: https-cv-default-8443 }]
+      publish: { service: sluice/gw-cv-default }
+    - gateway: gateway-conformance-infra/client-validation-insecure-fallback
+      listeners: [{ port: 443, listener: https-cv-fallback-443 }, { port: 8443, listener: https-cv-fallback-8443 }]
+      publish: { service: sluice/gw-cv-fallback }
+    - gateway: gateway-conformance-infra/gateway-with-invalid-client-cert-validation
+      listeners:
+        - { port: 443, listener: https-cv-invalid-443 }
+        - { port: 7443, listener: https-cv-invalid-7443 }
+        - { port: 8443, listener: https-cv-invalid-8443 }
+        - { port: 6443, listener: https-cv-invalid-6443 }
+      publish: { service: sluice/gw-cv-invalid }
+    - gateway: gateway-conformance-infra/invalid-default-client-validation-config
+      listeners: [{ port: 80, listener: http-cv-invalid-default }, { port: 443, listener: https-cv-invalid-default-443 }]
+      publish: { service: sluice/gw-cv-invalid-default }
   leader_election: { namespace: sluice }
 routes:
   - { name: terminate, listener: edge, upstream: local-https }
@@ -127,11 +160,19 @@ kubectl -n sluice patch service sluice --type=json -p '[
   {"op": "add", "path": "/spec/ports/-", "value": {"name": "http8080", "port": 8080, "targetPort": 8088}},
   {"op": "add", "path": "/spec/ports/-", "value": {"name": "http8090", "port": 8090, "targetPort": 8098}},
   {"op": "add", "path": "/spec/ports/-", "value": {"name": "tls8443", "port": 8443, "targetPort": 9443}}]'
-# A LoadBalancer Service (so an address) per dedicated Gateway, to its own listener.
-for service in gw-same-namespace:80:8180 gw-all-namespaces:80:8181 \
-    gw-isolation:80:8182 gw-isolation-intersection:80:8183 \
-    gw-tls-x-1:443:8541 gw-tls-x-2:443:8542 gw-tls-x-3:443:8543 gw-tls-x-4:443:8544; do
-    IFS=: read -r name port target <<< "$service"
+# A LoadBalancer Service (so an address) per dedicated Gateway, to its own listeners
+# (NAME:PORT/TARGET,PORT/TARGET...).
+for service in gw-same-namespace:80/8180 gw-all-namespaces:80/8181 \
+    gw-isolation:80/8182 gw-isolation-intersection:80/8183 \
+    gw-tls-x-1:443/8541 gw-tls-x-2:443/8542 gw-tls-x-3:443/8543 gw-tls-x-4:443/8544 \
+    gw-cv-default:443/8641,8443/8642 gw-cv-fallback:443/8643,8443/8644 \
+    gw-cv-invalid:443/8645,7443/8646,8443/8647,6443/8648 \
+    gw-cv-invalid-default:80/8184,443/8649; do
+    IFS=: read -r name mappings <<< "$service"
+    ports=""
+    for mapping in ${mappings//,/ }; do
+        ports="$ports{ name: p${mapping%/*}, port: ${mapping%/*}, targetPort: ${mapping#*/} },"
+    done
     kubectl apply -f - <<SERVICE
 apiVersion: v1
 kind: Service
@@ -139,7 +180,7 @@ metadata: { name: $name, namespace: sluice }
 spec:
   type: LoadBalancer
   selector: { app.kubernetes.io/name: sluice }
-  ports: [{ name: gateway, port: $port, targetPort: $target }]
+  ports: [${ports%,}]
 SERVICE
 done
 kubectl -n sluice set image deployment/sluice sluice="$image"
@@ -163,7 +204,7 @@ cd "$work/gateway-api"
 go test ./conformance -run TestConformance -timeout 60m -v -args \
     --gateway-class=sluice \
     --conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS \
-    --supported-features=Gateway,ListenerSet,GatewayBackendClientCertificate,TLSRouteModeTerminate,GatewayHTTPListenerIsolation,HTTPRouteBackendProtocolWebSocket,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteRetry,HTTPRouteRetryConnectionError,BackendTLSPolicy,BackendTLSPolicySANValidation \
+    --supported-features=Gateway,ListenerSet,GatewayBackendClientCertificate,TLSRouteModeTerminate,GatewayHTTPListenerIsolation,HTTPRouteBackendProtocolWebSocket,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteRetry,HTTPRouteRetryConnectionError,GatewayHTTPSListenerDetectMisdirectedRequests,GatewayFrontendClientCertificateValidation,GatewayFrontendClientCertificateValidationInsecureFallback,BackendTLSPolicy,BackendTLSPolicySANValidation \
     --usable-network-addresses="$usable" --unusable-network-addresses=192.0.2.1 \
     --report-output="$root/gateway-conformance-report.yaml" \
     --organization=sluice-proxy --project=sluice --version=0.1.0 \

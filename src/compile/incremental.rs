@@ -10,7 +10,7 @@
 //! conflicts by precedence.
 
 use super::{Admission, Compiled, Compiler, OwnedClaims};
-use crate::model::{Config, Fragment, HostMatch, Problem, Rejected};
+use crate::model::{ClientValidation, Config, Fragment, HostMatch, Problem, Rejected};
 use crate::tls::LoadedCertificate;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -165,6 +165,7 @@ impl Compilation {
         let mut rejected = Vec::new();
         let mut certificates: HashMap<&str, Vec<LoadedCertificate>> = HashMap::new();
         let mut scopes: HashMap<&str, Vec<Option<HostMatch>>> = HashMap::new();
+        let mut validations: HashMap<&str, &Arc<ClientValidation>> = HashMap::new();
         for ((_, source, _), entry) in &self.entries {
             let fragment = &entry.fragment;
             match &entry.outcome {
@@ -176,6 +177,13 @@ impl Compilation {
                             .entry(offered.listener.as_str())
                             .or_default()
                             .push(offered.certificate.clone());
+                    }
+                    // The first fragment in precedence order decides (a Gateway's own
+                    // listeners have one Gateway).
+                    for asked in &fragment.client_validations {
+                        validations
+                            .entry(asked.listener.as_str())
+                            .or_insert(&asked.validation);
                     }
                     for scope in &fragment.server_name_scopes {
                         let listed = scopes.entry(scope.listener.as_str()).or_default();
@@ -201,6 +209,10 @@ impl Compilation {
             if let Some(listed) = scopes.remove(listener.listener.as_str()) {
                 listener.server_name_scopes = listed;
             }
+            listener.client_validation = validations
+                .get(listener.listener.as_str())
+                .cloned()
+                .cloned();
         }
         Compiled {
             config,

@@ -257,6 +257,25 @@ impl Compiler {
                 });
             }
         }
+        for asked in &fragment.client_validations {
+            let facts = self.listeners.get(asked.listener.as_str());
+            let message = match facts {
+                Some(f) if !f.tls || f.protocol != ListenerProtocol::Http => {
+                    format!("{:?} is not an http listener with TLS", asked.listener)
+                }
+                Some(f) if f.client_certificates => format!(
+                    "{:?} checks client certificates itself (tls.client_auth)",
+                    asked.listener
+                ),
+                Some(_) => continue,
+                None => format!("no listener {:?}", asked.listener),
+            };
+            problems.push(Problem {
+                origin: asked.origin.clone(),
+                field: "spec.tls.frontend".into(),
+                message,
+            });
+        }
         let mut footprint = std::mem::take(&mut claims.footprint);
         footprint.sort_unstable();
         footprint.dedup();

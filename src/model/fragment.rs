@@ -1,7 +1,7 @@
 //! Fragments: what one source says about one object, the unit the compiler accepts or
 //! rejects as a whole, and the record of a rejection.
 
-use super::{HostMatch, Origin, RouteConfig, UpstreamConfig};
+use super::{ClientValidation, HostMatch, Origin, RouteConfig, UpstreamConfig};
 use crate::tls::LoadedCertificate;
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +23,8 @@ pub struct Fragment {
     /// Names that TLS listeners of the config file serve as listeners of their own (a
     /// Gateway's HTTPS listeners).
     pub server_name_scopes: Vec<ServerNameScope>,
+    /// Client certificate checks asked of TLS listeners of the config file.
+    pub client_validations: Vec<ListenerClientValidation>,
 }
 
 impl Fragment {
@@ -35,6 +37,7 @@ impl Fragment {
             upstreams: Vec::new(),
             certificates: Vec::new(),
             server_name_scopes: Vec::new(),
+            client_validations: Vec::new(),
         }
     }
 
@@ -63,6 +66,14 @@ pub struct ListenerCertificate {
 pub struct ServerNameScope {
     pub listener: String,
     pub hostname: Option<HostMatch>,
+}
+
+/// A Gateway's client certificate checks on a TLS listener of the config file.
+#[derive(Debug, Clone)]
+pub struct ListenerClientValidation {
+    pub listener: String,
+    pub origin: Origin,
+    pub validation: Arc<ClientValidation>,
 }
 
 /// One thing wrong with an item of a fragment.

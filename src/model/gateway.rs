@@ -42,6 +42,11 @@ impl GatewaySettings {
         }
     }
 
+    /// Whether Gateway `namespace/name` has sluice listeners of its own.
+    pub fn is_dedicated(&self, namespace: &str, name: &str) -> bool {
+        self.dedicated_to(namespace, name).is_some()
+    }
+
     fn dedicated_to(&self, namespace: &str, name: &str) -> Option<&DedicatedGateway> {
         self.dedicated
             .iter()

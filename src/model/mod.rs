@@ -15,11 +15,13 @@ mod origin;
 mod route;
 
 pub use crate::observe::access_log::AccessLogTarget;
-pub use crate::tls::client_auth::ClientAuthMode;
+pub use crate::tls::client_auth::{ClientAuthMode, ClientValidation};
 use crate::tls::LoadedCertificate;
 pub use auth::{Auth, AuthFailure, BasicAuth, ExternalAuth, Htpasswd, PasswordHash};
 pub use error_pages::{ErrorPage, ErrorPages, PageFile, PageSource};
-pub use fragment::{Fragment, ListenerCertificate, Problem, Rejected, ServerNameScope};
+pub use fragment::{
+    Fragment, ListenerCertificate, ListenerClientValidation, Problem, Rejected, ServerNameScope,
+};
 pub use gateway::{
     DedicatedGateway, GatewayListenerKind, GatewayPort, GatewaySettings, DEFAULT_GATEWAY_CONTROLLER,
 };
@@ -92,6 +94,9 @@ pub struct ListenerTls {
     /// The names of the Gateway listeners it serves (`None`: any name): a request for a
     /// host another of them takes than the connection's server name is answered 421.
     pub server_name_scopes: Vec<Option<HostMatch>>,
+    /// Client certificates a Gateway asks of this listener's clients (`spec.tls.frontend`);
+    /// a listener with `client_auth` of its own never has one.
+    pub client_validation: Option<Arc<ClientValidation>>,
 }
 
 /// `server:` settings.

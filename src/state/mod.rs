@@ -14,12 +14,14 @@ use crate::compile::incremental::Compilation;
 use crate::compile::Compiled;
 use crate::lifecycle::Lifecycle;
 use crate::model::{
-    EndpointConfig, EndpointSource, Fragment, ListenerConfig, Origin, Rejected, ServiceRef,
+    EndpointConfig, EndpointSource, Fragment, ListenerConfig, ListenerProtocol, Origin, Rejected,
+    ServiceRef,
 };
 use crate::observe::metrics::METRICS;
 use crate::sockets;
 use crate::sources::file::{self, ConfigErrors, FileConfig};
 use crate::sources::FILE_SOURCE;
+use crate::tls::client_auth::GatewayClientVerifier;
 use crate::tls::{CertificateSet, SniResolver};
 use crate::upstream::connections::UpstreamConnections;
 use arc_swap::ArcSwap;
@@ -217,6 +219,9 @@ pub struct State {
     pub lifecycle: Arc<Lifecycle>,
     /// The certificate resolver of each TLS listener, by listener name.
     tls_resolvers: HashMap<String, Arc<SniResolver>>,
+    /// Of the TLS http listeners without `tls.client_auth`: the client certificate checks
+    /// Gateways ask of them, swapped like the certificates.
+    client_verifiers: HashMap<String, Arc<GatewayClientVerifier>>,
     /// The config file the process started with: its `server` and `access_log` settings
     /// stay in effect until the next start or upgrade, whatever later reloads say.
     started: Arc<FileConfig>,
@@ -245,10 +250,23 @@ impl State {
                 Some((listener.listener.clone(), Arc::new(SniResolver::new(set))))
             })
             .collect();
+        let client_verifiers = snapshot
+            .config
+            .listeners
+            .iter()
+            .filter(|l| l.tls && l.protocol == ListenerProtocol::Http && l.client_auth.is_none())
+            .map(|l| {
+                (
+                    l.name.clone(),
+                    Arc::new(GatewayClientVerifier::new(&l.name)),
+                )
+            })
+            .collect();
         let snapshot = Arc::new(snapshot);
-        Self {
+        let state = Self {
             started: file,
             tls_resolvers,
+            client_verifiers,
             current: ArcSwap::new(snapshot.clone()),
             published: watch::Sender::new(snapshot),
             rebuild: Mutex::new(inputs),
@@ -259,6 +277,23 @@ impl State {
             endpoint_seed: OnceLock::new(),
             connections: UpstreamConnections::default(),
             lifecycle: Arc::default(),
+        };
+        state.swap_client_validations(&state.snapshot());
+        state
+    }
+
+    /// The Gateways' client certificate checks of TLS listener `listener`, if it has no
+    /// `tls.client_auth` of its own.
+    pub fn client_verifier(&self, listener: &str) -> Option<Arc<GatewayClientVerifier>> {
+        self.client_verifiers.get(listener).cloned()
+    }
+
+    /// Makes the next handshakes check what `snapshot` asks of the listeners' clients.
+    fn swap_client_validations(&self, snapshot: &Snapshot) {
+        for listener in &snapshot.config.tls {
+            if let Some(verifier) = self.client_verifiers.get(&listener.listener) {
+                verifier.replace(listener.client_validation.as_ref());
+            }
         }
     }
 
@@ -510,6 +545,7 @@ impl State {
                 resolver.replace(set);
             }
         }
+        self.swap_client_validations(&snapshot);
         let sources =
             std::iter::once(FILE_SOURCE).chain(inputs.fragments.keys().map(String::as_str));
         count_rejections(&snapshot, sources);

@@ -11,6 +11,7 @@
 //! `super::handshake::HandshakeRecorder`): its chain, subject, issuer and fingerprint.
 
 use crate::observe::metrics::METRICS;
+use arc_swap::ArcSwapOption;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -149,6 +150,201 @@ impl ClientCertVerifier for ClientVerifier {
                 Ok(verified)
             }
             Err(e) => Err(self.refuse(format!("{} ({e})", subject_of(end_entity)))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// How a TLS listener checks client certificates for a Gateway (`spec.tls.frontend`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientValidation {
+    /// The CAs (DER) a client certificate must chain to.
+    pub ca_certificates: Vec<Vec<u8>>,
+    /// `AllowInsecureFallback`: ask for a certificate, but admit a client without a valid one.
+    pub insecure_fallback: bool,
+}
+
+impl ClientValidation {
+    /// Validation that no client passes: a listener whose Gateway asks for client
+    /// certificates it cannot check fails closed.
+    pub fn refusing_all() -> Self {
+        Self {
+            ca_certificates: Vec::new(),
+            insecure_fallback: false,
+        }
+    }
+}
+
+/// The client certificate checks a Gateway asks of a listener without `tls.client_auth`
+/// (`spec.tls.frontend`), changed at run time: none (no certificate is asked for, as on
+/// any TLS listener), a CA bundle that every client's certificate must chain to, or one
+/// that is asked for but not required (`AllowInsecureFallback`). rustls asks the verifier
+/// at each handshake, so a change applies to the next handshake; open connections keep
+/// what they were admitted with.
+#[derive(Debug)]
+pub struct GatewayClientVerifier {
+    listener: String,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwapOption<ActiveValidation>,
+}
+
+/// A validation in force, with its verifier built once.
+#[derive(Debug)]
+struct ActiveValidation {
+    model: Arc<ClientValidation>,
+    /// `None`: the CA bundle could not be used, so no certificate is valid.
+    roots: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl GatewayClientVerifier {
+    /// A verifier for `listener` that asks for no certificate until [`Self::replace`].
+    pub fn new(listener: &str) -> Self {
+        Self {
+            listener: listener.to_string(),
+            provider: Arc::new(super::crypto_provider()),
+            current: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Checks `validation` from the next handshake on; builds a verifier only when it
+    /// differs from the one in force.
+    pub fn replace(&self, validation: Option<&Arc<ClientValidation>>) {
+        let same = match (self.current.load().as_deref(), validation) {
+            (None, None) => true,
+            (Some(active), Some(wanted)) => active.model == *wanted,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        let next = validation.map(|wanted| {
+            // No CA (a Gateway whose CA references cannot be resolved): no certificate is
+            // valid, so the listener fails closed.
+            let usable = !wanted.ca_certificates.is_empty();
+            let roots = usable
+                .then(|| {
+                    webpki_verifier(
+                        &wanted.ca_certificates,
+                        &self.provider,
+                        ClientAuthMode::Required,
+                    )
+                    .inspect_err(|e| {
+                        log::error!(
+                    "listener {}: the Gateway's client CA bundle cannot be used, so no client \
+                     certificate is valid: {e}",
+                    self.listener
+                );
+                    })
+                    .ok()
+                })
+                .flatten();
+            Arc::new(ActiveValidation {
+                model: Arc::clone(wanted),
+                roots,
+            })
+        });
+        self.current.store(next);
+    }
+
+    fn count(&self, result: &str) {
+        METRICS
+            .tls_client_certificates
+            .with_label_values(&[&self.listener, result])
+            .inc();
+    }
+}
+
+impl ClientCertVerifier for GatewayClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|active| !active.model.insecure_fallback)
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // The CA names change at run time and cannot be lent from here; without hints a
+        // client offers the certificate it has.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let current = self.current.load();
+        let Some(active) = current.as_ref() else {
+            return Err(rustls::Error::General(
+                "no client certificate is asked for".into(),
+            ));
+        };
+        let verified = match &active.roots {
+            Some(roots) => roots
+                .verify_client_cert(end_entity, intermediates, now)
+                .map_err(|e| format!("{} ({e})", subject_of(end_entity))),
+            None => Err("the Gateway's client CA bundle cannot be used".into()),
+        };
+        match verified {
+            Ok(verified) => {
+                self.count("verified");
+                Ok(verified)
+            }
+            Err(why) if active.model.insecure_fallback => {
+                self.count("unverified");
+                log::debug!(
+                    "listener {}: client certificate not verified, admitted \
+                     (AllowInsecureFallback): {why}",
+                    self.listener
+                );
+                Ok(ClientCertVerified::assertion())
+            }
+            Err(why) => {
+                self.count("rejected");
+                log::warn!(
+                    "listener {}: client certificate refused: {why}",
+                    self.listener
+                );
+                Err(rustls::Error::General(why))
+            }
         }
     }
 

@@ -717,6 +717,7 @@ fn check_certificates(check: &mut Checker, raw: &[RawListener]) -> Vec<ListenerT
             files,
             certificates: certificates.into(),
             server_name_scopes: Vec::new(),
+            client_validation: None,
         });
     }
     loaded

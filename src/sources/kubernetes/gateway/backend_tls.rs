@@ -456,7 +456,7 @@ fn subject_alt_names(
 }
 
 /// The DER certificates of the `ca.crt` of ConfigMap `namespace/name`.
-fn ca_certificates(
+pub(super) fn ca_certificates(
     config_maps: &BTreeMap<ObjectKey, ConfigMap>,
     namespace: &str,
     name: &str,

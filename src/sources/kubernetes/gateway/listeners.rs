@@ -5,8 +5,8 @@
 use super::conditions::{condition, outcome};
 use super::{created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation};
 use crate::model::{
-    ClientCertificate, Fragment, GatewayListenerKind, GatewaySettings, ListenerCertificate,
-    PublishAddress, ServerNameScope,
+    ClientCertificate, ClientValidation, Fragment, GatewayListenerKind, GatewaySettings,
+    ListenerCertificate, ListenerClientValidation, PublishAddress, ServerNameScope,
 };
 use crate::sources::kubernetes::secrets::{certificate_of, client_certificate_of};
 use crate::sources::kubernetes::services::published_addresses;
@@ -18,7 +18,8 @@ use super::api::gatewayclasses::GatewayClassStatus;
 use super::api::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom,
     GatewayListenersTlsMode, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
-    GatewayStatusListenersSupportedKinds,
+    GatewayStatusListenersSupportedKinds, GatewayTlsFrontendDefaultValidationMode,
+    GatewayTlsFrontendPerPortTlsValidationMode,
 };
 
 /// The route kinds sluice serves.
@@ -545,22 +546,46 @@ pub(super) fn resolve(
             }
             _ => AllowedNamespaces::Same,
         });
-    let client_validation = gateway
-        .spec
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.frontend.is_some());
     let terminates = matches!(
         kind,
         Some(GatewayListenerKind::Https | GatewayListenerKind::TlsTerminate)
     );
-    if terminates && client_validation && accepted.is_ok() {
+    let mut client_validation = None;
+    if terminates {
         // Serving without the client certificate checks the Gateway asks for would open
-        // what it means to close.
-        accepted = Err((
-            "UnsupportedValue",
-            "spec.tls.frontend (client certificate validation) is not supported yet".into(),
-        ));
+        // what it means to close: a listener that cannot have them is not accepted.
+        let validation = frontend_validation(gateway, owner.gateway, port, objects);
+        match validation {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) if kind == Some(GatewayListenerKind::TlsTerminate) => {
+                if accepted.is_ok() {
+                    accepted = Err((
+                        "UnsupportedValue",
+                        "spec.tls.frontend is not supported on TLS listeners".into(),
+                    ));
+                }
+            }
+            Ok(Some(_)) | Err(_) if !settings.is_dedicated(&owner.gateway.0, &owner.gateway.1) => {
+                if accepted.is_ok() {
+                    accepted = Err((
+                        "UnsupportedValue",
+                        "spec.tls.frontend needs sluice listeners of the Gateway's own \
+                         (gateway.dedicated): a listener checks the client certificates of \
+                         every name it serves"
+                            .into(),
+                    ));
+                }
+            }
+            Ok(Some(validation)) => client_validation = Some(Arc::new(validation)),
+            Err((reason, message)) => {
+                resolved_refs = Err((reason, message.clone()));
+                if accepted.is_ok() {
+                    accepted = Err(("NoValidCACertificate", message));
+                }
+                // Fail closed: the port's clients get no handshake rather than no check.
+                client_validation = Some(Arc::new(ClientValidation::refusing_all()));
+            }
+        }
     }
     if terminates {
         let refs = listener
@@ -631,6 +656,27 @@ pub(super) fn resolve(
             resolved_refs = Err(("InvalidCertificateRef", "no certificate loaded".into()));
         }
     }
+    if let (Some(validation), Some(sluice_listener)) = (&client_validation, &sluice) {
+        let other = fragment
+            .client_validations
+            .iter()
+            .find(|v| v.listener == *sluice_listener && v.validation != *validation);
+        if other.is_some() {
+            accepted = Err((
+                "UnsupportedValue",
+                format!(
+                    "another port of the Gateway served by sluice listener {sluice_listener} \
+                     validates client certificates differently"
+                ),
+            ));
+        } else {
+            fragment.client_validations.push(ListenerClientValidation {
+                listener: sluice_listener.clone(),
+                origin: fragment.origin.clone(),
+                validation: Arc::clone(validation),
+            });
+        }
+    }
     let programmed = accepted.is_ok() && (resolved_refs.is_ok() || !terminates);
     if let (Some(GatewayListenerKind::Https), Some(sluice_listener), true) =
         (kind, &sluice, accepted.is_ok())
@@ -681,6 +727,98 @@ pub(super) fn resolve(
         attached: 0,
         conditions,
     }
+}
+
+/// The client certificate checks `gateway` (`key`) asks of its listeners on `port`
+/// (`spec.tls.frontend`: the port's own, else the default); `Ok(None)` when none. An
+/// unusable CA reference is `Err` with the listener's `ResolvedRefs` reason.
+fn frontend_validation(
+    gateway: &Gateway,
+    key: &ObjectKey,
+    port: u16,
+    objects: &GatewayObjects<'_>,
+) -> Result<Option<ClientValidation>, (&'static str, String)> {
+    let Some(frontend) = gateway.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+        return Ok(None);
+    };
+    // (group, kind, name, namespace) of each reference, and the mode.
+    let per_port = frontend
+        .per_port
+        .iter()
+        .flatten()
+        .find(|p| p.port == i32::from(port));
+    let (refs, insecure_fallback): (Vec<_>, bool) = match per_port {
+        Some(per_port) => match &per_port.tls.validation {
+            None => return Ok(None),
+            Some(v) => (
+                v.ca_certificate_refs
+                    .iter()
+                    .map(|r| (&r.group, &r.kind, &r.name, &r.namespace))
+                    .collect(),
+                v.mode == Some(GatewayTlsFrontendPerPortTlsValidationMode::AllowInsecureFallback),
+            ),
+        },
+        None => match &frontend.default.validation {
+            None => return Ok(None),
+            Some(v) => (
+                v.ca_certificate_refs
+                    .iter()
+                    .map(|r| (&r.group, &r.kind, &r.name, &r.namespace))
+                    .collect(),
+                v.mode == Some(GatewayTlsFrontendDefaultValidationMode::AllowInsecureFallback),
+            ),
+        },
+    };
+    let mut ca_certificates = Vec::new();
+    for (group, kind, name, namespace) in refs {
+        if !group.is_empty() || kind != "ConfigMap" {
+            return Err((
+                "InvalidCACertificateKind",
+                format!("caCertificateRef {kind} {name} is not a ConfigMap"),
+            ));
+        }
+        let namespace = namespace.as_deref().unwrap_or(&key.0);
+        if !granted(objects, "Gateway", &key.0, namespace, "ConfigMap", name) {
+            return Err((
+                "RefNotPermitted",
+                format!("no ReferenceGrant in {namespace} lets this Gateway use ConfigMap {name}"),
+            ));
+        }
+        let found = super::backend_tls::ca_certificates(objects.config_maps, namespace, name)
+            .map_err(|e| ("InvalidCACertificateRef", e))?;
+        ca_certificates.extend(found);
+    }
+    if ca_certificates.is_empty() {
+        return Err((
+            "InvalidCACertificateRef",
+            "spec.tls.frontend names no CA certificate".into(),
+        ));
+    }
+    Ok(Some(ClientValidation {
+        ca_certificates,
+        insecure_fallback,
+    }))
+}
+
+/// Whether any client certificate check of `gateway` is `AllowInsecureFallback`.
+fn insecure_fallback(gateway: &Gateway) -> bool {
+    let Some(frontend) = gateway.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
+        return false;
+    };
+    let default = frontend
+        .default
+        .validation
+        .as_ref()
+        .and_then(|v| v.mode.as_ref());
+    let per_port = frontend
+        .per_port
+        .iter()
+        .flatten()
+        .filter_map(|p| p.tls.validation.as_ref()?.mode.as_ref());
+    default == Some(&GatewayTlsFrontendDefaultValidationMode::AllowInsecureFallback)
+        || per_port
+            .into_iter()
+            .any(|m| *m == GatewayTlsFrontendPerPortTlsValidationMode::AllowInsecureFallback)
 }
 
 /// The Gateways' status, with the routes attached to each listener.
@@ -743,6 +881,17 @@ pub fn finish_gateways(
                 "ResolvedRefs",
                 &resolved,
                 "ResolvedRefs",
+                generation,
+                now,
+            ));
+        }
+        if insecure_fallback(gateway) {
+            conditions.push(condition(
+                "InsecureFrontendValidationMode",
+                true,
+                "ConfigurationChanged",
+                "spec.tls.frontend admits clients without a valid certificate \
+                 (AllowInsecureFallback)",
                 generation,
                 now,
             ));

@@ -351,8 +351,8 @@ fn head_limits(limits: &RequestLimits) -> RequestHeadLimits {
 
 /// TLS 1.2 and 1.3 (Pingora's rustls acceptor allows no older version), certificates chosen
 /// by SNI through `resolver`, ALPN `h2` then `http/1.1`, and client certificates when the
-/// listener asks for them (the recorder keeps the server name and the verified certificate
-/// for the proxy).
+/// listener asks for them, or else when a Gateway does (`gateway_verifier`); the recorder
+/// keeps the server name and the verified certificate for the proxy.
 fn tls_settings(
     resolver: Arc<SniResolver>,
     gateway_verifier: Option<Arc<GatewayClientVerifier>>,

@@ -469,6 +469,9 @@ fn accept_loop(listener: TcpListener, address: SocketAddr, shared: Arc<Shared>) 
         };
         if let Ok((stream, _)) = active.accept() {
             if !shared.down.load(Ordering::SeqCst) && !shared.stop.load(Ordering::SeqCst) {
+                // As the API server (Go's net/http) does: answers and watch events leave
+                // when written.
+                let _ = stream.set_nodelay(true);
                 let s = shared.clone();
                 thread::spawn(move || serve(stream, &s));
             }
@@ -624,14 +627,14 @@ fn serve(stream: TcpStream, shared: &Shared) {
     }
 }
 
+/// Writes the whole answer in one write (see [`chunk`]).
 fn respond(stream: &mut TcpStream, Reply(code, body): Reply) -> bool {
     let body = body.to_string();
-    write!(
-        stream,
+    let answer = format!(
         "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .is_ok()
+    );
+    stream.write_all(answer.as_bytes()).is_ok()
 }
 
 /// Everything but a watch.
@@ -781,10 +784,14 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Writes `event` as one chunk of a watch, in one write: `write!` on the socket would send
+/// each piece as a segment of its own, and with Nagle's algorithm the client's delayed ACK
+/// (40 ms) would hold the rest back.
 fn chunk(stream: &mut TcpStream, event: &Value) -> bool {
     let mut line = event.to_string();
     line.push('\n');
-    write!(stream, "{:x}\r\n{line}\r\n", line.len()).is_ok() && stream.flush().is_ok()
+    let framed = format!("{:x}\r\n{line}\r\n", line.len());
+    stream.write_all(framed.as_bytes()).is_ok()
 }
 
 fn watch(stream: &mut TcpStream, shared: &Shared, filter: &Filter, from: u64, timeout: Duration) {
@@ -848,11 +855,15 @@ fn watch(stream: &mut TcpStream, shared: &Shared, filter: &Filter, from: u64, ti
             return;
         }
         store = shared.store.lock().expect("fake API store");
-        store = shared
-            .changed
-            .wait_timeout(store, Duration::from_millis(100))
-            .expect("fake API store")
-            .0;
+        // A change made while the events were written has already been notified: waiting
+        // now would hold it back until the timeout.
+        if store.resource_version == current {
+            store = shared
+                .changed
+                .wait_timeout(store, Duration::from_millis(100))
+                .expect("fake API store")
+                .0;
+        }
         if shared.drops.load(Ordering::SeqCst) != drops {
             // Cut the stream without the final chunk, as a dropped connection would.
             let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -362,26 +362,6 @@ fn missing_runtime_directories_are_created() {
     assert_eq!(get(web, "/").status, 200);
 }
 
-/// Makes closing `stream` send a reset (SO_LINGER with a zero timeout) instead of a FIN.
-fn reset_on_close(stream: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a correctly sized option value.
-    let set = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(set, 0, "setsockopt SO_LINGER");
-}
-
 /// A backend on `127.0.0.1` that reads each request head, writes `response` and closes the
 /// connection, with a reset (SO_LINGER 0) when `reset`.
 fn scripted_backend(response: Vec<u8>, reset: bool) -> std::net::SocketAddr {

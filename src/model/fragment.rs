@@ -41,6 +41,15 @@ impl Fragment {
         }
     }
 
+    /// Whether it offers nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+            && self.upstreams.is_empty()
+            && self.certificates.is_empty()
+            && self.server_name_scopes.is_empty()
+            && self.client_validations.is_empty()
+    }
+
     /// The order in which fragments claim names, hosts and paths: the config file first,
     /// then objects by creation time, then by namespace/name (deterministic on ties).
     pub fn precedence(&self) -> (bool, i64, String) {

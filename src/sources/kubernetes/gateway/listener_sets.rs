@@ -122,7 +122,7 @@ pub fn resolve_listener_sets(
             resolved_listener.backend_client_certificate = backend_certificate.clone();
             resolved.push(resolved_listener);
         }
-        if !fragment.certificates.is_empty() {
+        if !fragment.is_empty() {
             out.fragments
                 .insert(fragment_key("ListenerSet", key), Arc::new(fragment));
         }

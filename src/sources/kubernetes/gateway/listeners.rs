@@ -281,7 +281,7 @@ pub fn resolve_gateways(
             l.backend_client_certificate = certificate.clone();
         }
         resolved.extend(mine);
-        if !fragment.certificates.is_empty() {
+        if !fragment.is_empty() {
             out.fragments
                 .insert(fragment_key("Gateway", key), Arc::new(fragment));
         }

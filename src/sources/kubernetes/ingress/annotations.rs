@@ -587,15 +587,32 @@ fn one<'v>(
                         other => return Err(format!("unknown condition {other:?}")),
                     }
                 }
-                out.next_upstream = Some(next);
+                let mut on = Vec::new();
+                if next.on_error {
+                    on.push("connection errors".to_string());
+                }
+                if !next.on_status.is_empty() {
+                    let statuses: Vec<String> =
+                        next.on_status.iter().map(|s| s.to_string()).collect();
+                    on.push(format!("status {}", statuses.join(" ")));
+                }
+                let mut summary = if next.off || on.is_empty() {
+                    "no retry".to_string()
+                } else {
+                    format!("retry on {}", on.join(" and "))
+                };
+                if next.non_idempotent {
+                    summary.push_str(", every method");
+                }
                 if !ignored.is_empty() {
-                    return mapped(format!(
-                        "retry policy; not on {} (an upstream's malformed response is \
-                         answered 502, not retried)",
+                    summary.push_str(&format!(
+                        "; not on {} (an upstream's malformed response is answered 502, not \
+                         retried)",
                         ignored.join(" ")
                     ));
                 }
-                return mapped("retry policy".into());
+                out.next_upstream = Some(next);
+                return mapped(summary);
             }
             "proxy-next-upstream-tries" => {
                 let tries: u32 = number(value)?;

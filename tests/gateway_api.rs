@@ -150,6 +150,21 @@ impl Conformance {
     /// As [`Conformance::start_dedicated`], with `prepare` run on the API server before
     /// anything else.
     fn start_with(manifests: &[&str], dedicated: &[&str], prepare: impl FnOnce(&FakeKube)) -> Self {
+        Self::start_full(manifests, dedicated, prepare, false)
+    }
+
+    /// As [`Conformance::start`], with the sluice listeners of TLS ports in mode Terminate
+    /// relaying the names of Passthrough listeners too (`sni_routing: true`: mixed ports).
+    fn start_mixed(manifests: &[&str]) -> Self {
+        Self::start_full(manifests, &[], |_| {}, true)
+    }
+
+    fn start_full(
+        manifests: &[&str],
+        dedicated: &[&str],
+        prepare: impl FnOnce(&FakeKube),
+        mixed: bool,
+    ) -> Self {
         let kube = FakeKube::start();
         prepare(&kube);
         kube.apply(typed::<GatewayClass>(&serde_json::json!({
@@ -337,6 +352,7 @@ impl Conformance {
             .chain(terminate_listeners.iter().map(|(port, address)| {
                 format!(
                     "- {{ name: terminate{port}, listen: \"{address}\", protocol: tcp, \
+                     sni_routing: {mixed}, \
                      tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}\n",
                     default_certificate.cert_path.display(),
                     default_certificate.key_path.display(),
@@ -3567,6 +3583,48 @@ fn TLSRouteListenerTerminateSupportedKinds() {
         &[("Accepted", "True", "Accepted")],
     );
     assert_eq!(c.supported_kinds(gateway, "tls-terminate"), ["TLSRoute"]);
+}
+
+#[test]
+#[allow(non_snake_case)]
+fn TLSRouteMixedTerminationSameNamespace() {
+    let c = Conformance::start_mixed(&["tlsroute-mixed-termination-same-namespace.yaml"]);
+    let gateway = "gateway-tlsroute-mixed-termination";
+    for listener in ["tls-terminate", "tls-passthrough"] {
+        c.listener_status(gateway, listener, 1, &[("Accepted", "True", "Accepted")]);
+    }
+    for route in [
+        "gateway-conformance-mixed-passthroughroute",
+        "gateway-conformance-mixed-terminateroute",
+    ] {
+        tls_condition(&c, route, "Accepted", "True", "Accepted");
+    }
+    let at = c.terminate_listeners[&8883];
+    // tls.example.com is terminated with the Gateway's certificate and reaches the backend's
+    // plain port in the clear.
+    let backend = format!("{INFRA}/tcp-backend");
+    wait_until(
+        &format!("a TLS connection for tls.example.com to reach {backend} in the clear"),
+        READY_TIMEOUT,
+        || {
+            tls_tcp_echo(at, "tls.example.com", &c.tls_terminate_certificate).as_deref()
+                == Ok(&backend)
+        },
+    );
+    // abc.example.com on the same port is relayed untouched: the backend's own certificate,
+    // and it sees the client's server name.
+    runtime().block_on(async {
+        assert_eq!(
+            tls::served_certificate(at, "abc.example.com").await,
+            c.tls_certificate.der
+        );
+        let config = tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
+        let mut stream = tls::connect(at, "abc.example.com", config)
+            .await
+            .expect("handshake with the backend");
+        let (_, body) = tls::get_over(&mut stream, "abc.example.com", "/").await;
+        assert_eq!(body, format!("{INFRA}/tcp-backend sni=abc.example.com"));
+    });
 }
 
 #[test]

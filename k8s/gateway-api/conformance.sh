@@ -54,6 +54,14 @@ listeners:
     tls:
       certificates:
         - { cert: /etc/sluice/tls/tls.crt, key: /etc/sluice/tls/tls.key }
+  # Gateway port 8883: TLS listeners of both modes (TLSRouteModeMixed).
+  - name: mixed8883
+    listen: 0.0.0.0:9883
+    protocol: tcp
+    sni_routing: true
+    tls:
+      certificates:
+        - { cert: /etc/sluice/tls/tls.crt, key: /etc/sluice/tls/tls.key }
   - name: edge
     listen: 0.0.0.0:8443
     protocol: tcp
@@ -98,6 +106,7 @@ gateway:
     - { port: 8080, listener: http8080 }
     - { port: 8090, listener: http8090 }
     - { port: 8443, listener: terminate8443 }
+    - { port: 8883, listener: mixed8883 }
     - { port: 443, listener: https }
     - { port: 443, listener: edge }
   publish: { service: sluice/sluice }
@@ -159,7 +168,8 @@ kubectl -n sluice get service sluice -o jsonpath='{.spec.ports[*].name}' | grep 
 kubectl -n sluice patch service sluice --type=json -p '[
   {"op": "add", "path": "/spec/ports/-", "value": {"name": "http8080", "port": 8080, "targetPort": 8088}},
   {"op": "add", "path": "/spec/ports/-", "value": {"name": "http8090", "port": 8090, "targetPort": 8098}},
-  {"op": "add", "path": "/spec/ports/-", "value": {"name": "tls8443", "port": 8443, "targetPort": 9443}}]'
+  {"op": "add", "path": "/spec/ports/-", "value": {"name": "tls8443", "port": 8443, "targetPort": 9443}},
+  {"op": "add", "path": "/spec/ports/-", "value": {"name": "tls8883", "port": 8883, "targetPort": 9883}}]'
 # A LoadBalancer Service (so an address) per dedicated Gateway, to its own listeners
 # (NAME:PORT/TARGET,PORT/TARGET...).
 for service in gw-same-namespace:80/8180 gw-all-namespaces:80/8181 \
@@ -204,7 +214,7 @@ cd "$work/gateway-api"
 go test ./conformance -run TestConformance -timeout 60m -v -args \
     --gateway-class=sluice \
     --conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS \
-    --supported-features=Gateway,ListenerSet,GatewayBackendClientCertificate,TLSRouteModeTerminate,GatewayHTTPListenerIsolation,HTTPRouteBackendProtocolWebSocket,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteRetry,HTTPRouteRetryConnectionError,GatewayHTTPSListenerDetectMisdirectedRequests,GatewayFrontendClientCertificateValidation,GatewayFrontendClientCertificateValidationInsecureFallback,BackendTLSPolicy,BackendTLSPolicySANValidation \
+    --supported-features=Gateway,ListenerSet,GatewayBackendClientCertificate,TLSRouteModeTerminate,TLSRouteModeMixed,GatewayHTTPListenerIsolation,HTTPRouteBackendProtocolWebSocket,HTTPRouteCORS,HTTPRouteBackendRequestHeaderModification,HTTPRouteRequestMultipleMirrors,HTTPRouteRequestPercentageMirror,GatewayPort8080,GatewayStaticAddresses,GatewayAddressEmpty,HTTPRouteParentRefPort,HTTPRouteDestinationPortMatching,HTTPRoute,GRPCRoute,ReferenceGrant,TLSRoute,HTTPRouteQueryParamMatching,HTTPRouteMethodMatching,HTTPRouteResponseHeaderModification,HTTPRoutePathRedirect,HTTPRouteHostRewrite,HTTPRoutePathRewrite,HTTPRouteRequestMirror,HTTPRouteRequestTimeout,HTTPRouteBackendTimeout,HTTPRouteSchemeRedirect,HTTPRoutePortRedirect,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,HTTPRouteNamedRouteRule,HTTPRouteBackendProtocolH2C,HTTPRouteRetry,HTTPRouteRetryConnectionError,GatewayHTTPSListenerDetectMisdirectedRequests,GatewayFrontendClientCertificateValidation,GatewayFrontendClientCertificateValidationInsecureFallback,BackendTLSPolicy,BackendTLSPolicySANValidation \
     --usable-network-addresses="$usable" --unusable-network-addresses=192.0.2.1 \
     --report-output="$root/gateway-conformance-report.yaml" \
     --organization=sluice-proxy --project=sluice --version=0.1.0 \

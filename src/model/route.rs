@@ -51,6 +51,10 @@ pub struct RouteConfig {
     /// Replaces the upstream's retry policy for this route's requests (Gateway API's
     /// `rules[].retry`).
     pub retry: Option<RetryPolicy>,
+    /// On a `tcp` listener with `tls`: relay this route's connections with their TLS
+    /// untouched instead of terminating it (a TLSRoute of a Passthrough Gateway listener on
+    /// a port that also terminates).
+    pub relay_tls: bool,
     pub rate_limit: Option<RateLimit>,
     /// At most this many requests in flight per client IP (ingress-nginx's
     /// `limit-connections`); more are answered 503.
@@ -82,6 +86,7 @@ impl RouteConfig {
             fallback: false,
             timeouts: TimeoutOverrides::default(),
             retry: None,
+            relay_tls: false,
             rate_limit: None,
             max_concurrent_per_client: None,
             body: BodyPolicy {

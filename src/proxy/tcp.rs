@@ -14,7 +14,8 @@
 //!   takes the route without hosts, as nginx's `ssl_preread` leaves the name empty.
 //! - A listener with `tls` terminates it instead (TLSRoute in mode Terminate): once routed,
 //!   the handshake completes (within the same timeout) with the listener's certificate for
-//!   the name, and what the TLS carries is relayed in the clear.
+//!   the name, and what the TLS carries is relayed in the clear; a route with `relay_tls`
+//!   (a TLSRoute in mode Passthrough on the same port) is relayed untouched.
 //! - An upstream with `proxy_protocol` gets a PROXY header naming the client first.
 //! - An established connection belongs to no config: reloads, route removal and endpoint
 //!   changes leave it alone. It ignores Pingora's shutdown signal too, so a graceful upgrade
@@ -196,7 +197,11 @@ impl ServerApp for TcpProxy {
         let local = client
             .get_socket_digest()
             .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
-        let client: Box<dyn ClientIo> = match &self.terminate {
+        let terminate = self
+            .terminate
+            .as_ref()
+            .filter(|_| !snapshot.config.routes[route_index].relay_tls);
+        let client: Box<dyn ClientIo> = match terminate {
             None => Box::new(client),
             Some(acceptor) => {
                 let read = std::mem::take(&mut first_bytes);

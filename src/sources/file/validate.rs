@@ -1434,6 +1434,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 fallback: false,
                 timeouts,
                 retry: None,
+                relay_tls: false,
                 rate_limit,
                 max_concurrent_per_client: route.max_concurrent_per_client.inspect(|n| {
                     if *n == 0 {

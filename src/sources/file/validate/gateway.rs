@@ -152,41 +152,49 @@ fn gateway_ports(
             *ok = false;
             continue;
         };
-        let kind = match (
+        // A tcp listener with `tls` and `sni_routing: true` terminates some names and
+        // relays the others untouched: it serves both TLS modes of its port.
+        let kinds: &[GatewayListenerKind] = match (
             listener.protocol,
             listener.tls.is_some(),
             listener.sni_routing,
         ) {
-            (ListenerProtocol::Http, false, _) => GatewayListenerKind::Http,
-            (ListenerProtocol::Http, true, _) => GatewayListenerKind::Https,
-            (ListenerProtocol::Tcp, true, _) => GatewayListenerKind::TlsTerminate,
-            (ListenerProtocol::Tcp, _, true) => GatewayListenerKind::TlsPassthrough,
-            (ListenerProtocol::Tcp, _, false) => GatewayListenerKind::Tcp,
+            (ListenerProtocol::Http, false, _) => &[GatewayListenerKind::Http],
+            (ListenerProtocol::Http, true, _) => &[GatewayListenerKind::Https],
+            (ListenerProtocol::Tcp, true, true) => &[
+                GatewayListenerKind::TlsTerminate,
+                GatewayListenerKind::TlsPassthrough,
+            ],
+            (ListenerProtocol::Tcp, true, false) => &[GatewayListenerKind::TlsTerminate],
+            (ListenerProtocol::Tcp, false, true) => &[GatewayListenerKind::TlsPassthrough],
+            (ListenerProtocol::Tcp, false, false) => &[GatewayListenerKind::Tcp],
         };
         if entry.port == 0 {
             check.error(&format!("{at}.port"), "must be a port (1-65535)");
             *ok = false;
         }
-        if let Some(other) = ports
-            .iter()
-            .find(|p| p.port == entry.port && p.kind == kind)
-        {
-            check.error(
-                &at,
-                format!(
-                    "port {} already has a {} listener ({:?})",
-                    entry.port,
-                    kind.protocol(),
-                    other.listener
-                ),
-            );
-            *ok = false;
+        for &kind in kinds {
+            if let Some(other) = ports
+                .iter()
+                .find(|p| p.port == entry.port && p.kind == kind)
+            {
+                check.error(
+                    &at,
+                    format!(
+                        "port {} already has a {} listener ({:?})",
+                        entry.port,
+                        kind.protocol(),
+                        other.listener
+                    ),
+                );
+                *ok = false;
+            }
+            ports.push(GatewayPort {
+                port: entry.port,
+                listener: entry.listener.clone(),
+                kind,
+            });
         }
-        ports.push(GatewayPort {
-            port: entry.port,
-            listener: entry.listener.clone(),
-            kind,
-        });
     }
     ports
 }

@@ -8,8 +8,8 @@ use super::conditions::outcome;
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{granted, GatewayObjects, ObjectKey, RouteInputs, GROUP};
 use crate::model::{
-    ClientCertificate, Fragment, GatewaySettings, HostMatch, RouteConfig, UpstreamConfig,
-    UpstreamProtocol, MIRROR_ALL,
+    ClientCertificate, Fragment, GatewayListenerKind, GatewaySettings, HostMatch, RouteConfig,
+    UpstreamConfig, UpstreamProtocol, MIRROR_ALL,
 };
 use crate::sources::kubernetes::services::port_source;
 use k8s_openapi::api::core::v1::Service;
@@ -89,6 +89,9 @@ pub struct Attachment {
     /// The certificates the Gateways serving it present to TLS backends (`None` for a
     /// Gateway that presents none), each once.
     pub client_certificates: Vec<Option<Arc<ClientCertificate>>>,
+    /// The sluice listeners of `targets` it reaches through a TLS listener in mode
+    /// Passthrough: on one that also terminates (a mixed port), its TLS is relayed untouched.
+    pub relayed: BTreeSet<String>,
 }
 
 impl Attachment {
@@ -125,6 +128,7 @@ pub fn attach(
     now: &Time,
 ) -> Attachment {
     let mut targets = BTreeMap::new();
+    let mut relayed = BTreeSet::new();
     let mut client_certificates: Vec<Option<Arc<ClientCertificate>>> = Vec::new();
     let mut parents = Vec::new();
     let mut counted = BTreeSet::new();
@@ -212,6 +216,9 @@ pub fn attach(
                 }
                 // A route whose names all belong to narrower listeners serves none here.
                 if let (true, Some(hosts)) = (resolved[i].programmed, hosts) {
+                    if resolved[i].kind == Some(GatewayListenerKind::TlsPassthrough) {
+                        relayed.insert(sluice.clone());
+                    }
                     targets.entry((sluice, hosts)).or_insert(resolved[i].port);
                     let certificate = resolved[i].backend_client_certificate.clone();
                     let certificate = certificate.ok().flatten();
@@ -247,6 +254,7 @@ pub fn attach(
         parents,
         targets,
         client_certificates,
+        relayed,
     }
 }
 

@@ -254,15 +254,28 @@ pub fn resolve_gateways(
                 conflict(l, generation, now);
             }
         }
-        // TLS terminated and passed through on one port: one sluice listener takes a
-        // port's TLS, and it either terminates or passes through (no mixed mode).
+        // TLS terminated and passed through on one port: served only by a sluice listener
+        // that does both (a `tcp` listener with `tls` and `sni_routing: true`), which
+        // then takes every TLS listener of the port.
+        let tls_on = |port: u16, kind: GatewayListenerKind| {
+            mine.iter()
+                .filter(move |l| l.port == port && l.kind == Some(kind))
+                .map(|l| l.sluice_listener.as_deref())
+        };
         let mixed: BTreeSet<u16> = mine
             .iter()
             .filter(|l| l.kind == Some(GatewayListenerKind::TlsTerminate))
             .map(|l| l.port)
             .filter(|port| {
-                mine.iter()
-                    .any(|l| l.port == *port && l.kind == Some(GatewayListenerKind::TlsPassthrough))
+                tls_on(*port, GatewayListenerKind::TlsPassthrough)
+                    .next()
+                    .is_some()
+            })
+            .filter(|port| {
+                let mut served = tls_on(*port, GatewayListenerKind::TlsTerminate)
+                    .chain(tls_on(*port, GatewayListenerKind::TlsPassthrough));
+                let first = served.next().flatten();
+                first.is_none() || served.any(|s| s != first)
             })
             .collect();
         for l in mine.iter_mut().filter(|l| {
@@ -272,8 +285,8 @@ pub fn resolve_gateways(
                     Some(GatewayListenerKind::TlsTerminate | GatewayListenerKind::TlsPassthrough)
                 )
         }) {
-            let message = "TLS is terminated and passed through on this port: sluice serves \
-                           one mode per port";
+            let message = "TLS is terminated and passed through on this port, and its sluice \
+                           listener does not do both (a tcp listener with tls and sni_routing)";
             l.lose("ProtocolConflict", message, generation, now);
         }
         let certificate = backend_client_certificate(key, gateway, objects);

@@ -130,7 +130,10 @@ fn translate(
         }
     }
     let Attachment {
-        parents, targets, ..
+        parents,
+        targets,
+        relayed,
+        ..
     } = attach(
         route.kind,
         &key.0,
@@ -167,6 +170,7 @@ fn translate(
         route.backends = backends.clone();
         route.unresolved = unresolved.clone();
         route.hosts = hosts.iter().map(|h| host_match(h)).collect();
+        route.relay_tls = relayed.contains(listener);
         fragment.routes.push(Arc::new(route));
     }
     out.fragments

@@ -4377,6 +4377,48 @@ fn HTTPRouteNamedRule() {
 }
 
 #[test]
+fn an_invalid_weighted_backend_takes_its_share_of_requests_as_500() {
+    let c = Conformance::start(&["httproute-simple-same-namespace.yaml"]);
+    c.kube.apply(typed::<HttpRoute>(&serde_json::json!({
+        "metadata": {"name": "half-invalid", "namespace": INFRA},
+        "spec": {
+            "parentRefs": [{"name": "same-namespace"}],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/half"}}],
+                "backendRefs": [
+                    {"name": "infra-backend-v1", "port": 8080, "weight": 1},
+                    {"name": "no-such-service", "port": 8080, "weight": 1},
+                ],
+            }],
+        },
+    })));
+    c.route_condition(
+        INFRA,
+        "half-invalid",
+        "ResolvedRefs",
+        "False",
+        "BackendNotFound",
+    );
+    // Gateway API: "the proportion of requests that would otherwise have been routed to an
+    // invalid backend MUST receive a 500".
+    c.expect_status("GET", "/half", 500);
+    let mut client = Client::connect(c.http);
+    const REQUESTS: usize = 400;
+    let served = (0..REQUESTS)
+        .filter(|_| {
+            let response = client.request("GET", "/half", &[]);
+            assert!(matches!(response.status, 200 | 500), "{}", response.status);
+            response.status == 200
+        })
+        .count();
+    // Half each, within 5 standard deviations (10 requests) of 200.
+    assert!(
+        (150..=250).contains(&served),
+        "{served} of {REQUESTS} served"
+    );
+}
+
+#[test]
 #[allow(non_snake_case)]
 fn HTTPRouteTimeoutRequest() {
     let c = Conformance::start(&["httproute-timeout-request.yaml"]);

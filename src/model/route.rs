@@ -28,6 +28,9 @@ pub struct RouteConfig {
     /// Why the route's backends could not be resolved (a Gateway API backendRef to a
     /// missing Service, say): its requests are answered 500, as Gateway API specifies.
     pub unresolved: Option<String>,
+    /// The weight of the backends that could not be resolved, beside `backends`: that share
+    /// of the requests is answered 500 too (`unresolved` says why).
+    pub unresolved_weight: u32,
     /// A canary upstream that takes requests before `backends` when its rules say so.
     pub canary: Option<Canary>,
     pub filters: Filters,
@@ -75,6 +78,7 @@ impl RouteConfig {
             conditions: Conditions::default(),
             backends: vec![Backend::new(upstream, 1)],
             unresolved: None,
+            unresolved_weight: 0,
             canary: None,
             filters: Filters::default(),
             affinity: None,

@@ -367,6 +367,13 @@ impl ProxyHttp for HttpProxy {
         let Some(chosen) =
             traffic::choose_backend(runtime_route, route_config, &snapshot, session.req_header())
         else {
+            if route_config.unresolved.is_some() {
+                // Gateway API: the share of an invalid backend is answered 500.
+                ctx.answered_by = Some(runtime_route.metrics.clone());
+                ctx.rejected = Some("backend_unresolved");
+                self.answer_error(session, ctx, 500, None, false).await?;
+                return Ok(true);
+            }
             ctx.rejected = Some("no_backend");
             self.answer_error(session, ctx, 503, None, false).await?;
             return Ok(true);

@@ -117,13 +117,17 @@ pub fn choose_backend(
 }
 
 /// One of the route's backends by weight (no roll for a single one); `None` when every
-/// weight is 0. A tcp route's connection takes one too.
+/// weight is 0, or when the roll falls on the share of backends that could not be resolved
+/// (`unresolved_weight`). A tcp route's connection takes one too.
 pub fn weighted_backend(route: &Route) -> Option<RouteBackend> {
     match route.backends.as_ref() {
-        [only] => Some(*only),
+        [only] if route.split.shares() == 1 => Some(*only),
         _ => {
             let roll = rand::thread_rng().gen::<u64>();
-            route.split.pick(roll).map(|i| route.backends[i])
+            route
+                .split
+                .pick(roll)
+                .and_then(|i| route.backends.get(i).copied())
         }
     }
 }

@@ -25,6 +25,11 @@ impl WeightedSplit {
         Self { cumulative }
     }
 
+    /// How many shares it picks among (a backend's each, and any others given).
+    pub fn shares(&self) -> usize {
+        self.cumulative.len()
+    }
+
     /// The backend for `roll`, a uniformly random number; `None` when every weight is 0.
     pub fn pick(&self, roll: u64) -> Option<usize> {
         let total = *self.cumulative.last()?;

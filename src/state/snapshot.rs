@@ -291,7 +291,14 @@ impl Snapshot {
                 Arc::new(Route {
                     name: r.name.clone(),
                     config: r.clone(),
-                    split: WeightedSplit::new(weighted.iter().map(|(_, w)| *w)),
+                    // The unresolved backends' share comes last: a pick past the backends
+                    // is answered 500.
+                    split: WeightedSplit::new(
+                        weighted
+                            .iter()
+                            .map(|(_, w)| *w)
+                            .chain((r.unresolved_weight > 0).then_some(r.unresolved_weight)),
+                    ),
                     backends: weighted.into_iter().map(|(b, _)| b).collect(),
                     canary: r.canary.as_ref().and_then(|c| backend(&c.upstream)),
                     mirrors,

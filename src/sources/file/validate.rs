@@ -1420,6 +1420,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 conditions,
                 backends,
                 unresolved: None,
+                unresolved_weight: 0,
                 canary,
                 filters,
                 affinity,

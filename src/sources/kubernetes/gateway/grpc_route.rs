@@ -87,6 +87,7 @@ fn build_rules(
     let mut routes = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let mut backends = Vec::new();
+        let mut unresolved_weight = 0u32;
         for backend in rule.backend_refs.iter().flatten() {
             if backend.filters.as_ref().is_some_and(|f| !f.is_empty()) {
                 verdict.unsupported.get_or_insert((
@@ -95,12 +96,11 @@ fn build_rules(
                 ));
             }
             let reference = backend_ref!(backend);
+            let weight = backend.weight.unwrap_or(1).max(0) as u32;
             match upstream(RouteKind::Grpc, key, &reference, inputs, fragment) {
-                Ok(upstream) => backends.push(Backend::new(
-                    upstream,
-                    backend.weight.unwrap_or(1).max(0) as u32,
-                )),
+                Ok(upstream) => backends.push(Backend::new(upstream, weight)),
                 Err(refusal) => {
+                    unresolved_weight += weight;
                     if verdict.refs.is_ok() {
                         verdict.refs = Err(refusal);
                     }
@@ -110,6 +110,7 @@ fn build_rules(
         let base = format!("GRPCRoute/{}/{}/{i}", key.0, key.1);
         let mut template = RouteConfig::new(&base, fragment.origin.clone(), "", "");
         template.backends = backends;
+        template.unresolved_weight = unresolved_weight;
         if let Err(refusal) = apply_filters(
             key,
             rule,
@@ -121,7 +122,7 @@ fn build_rules(
             verdict.unsupported.get_or_insert(refusal);
             continue;
         }
-        if template.backends.is_empty() {
+        if template.backends.is_empty() || template.unresolved_weight > 0 {
             template.unresolved = Some(match &verdict.refs {
                 Err((_, message)) => message.clone(),
                 Ok(()) => "the rule has no backendRefs".into(),

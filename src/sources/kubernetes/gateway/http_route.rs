@@ -104,6 +104,7 @@ fn build_rules(
     };
     for (i, rule) in rules.iter().enumerate() {
         let mut backends = Vec::new();
+        let mut unresolved_weight = 0u32;
         for backend in rule.backend_refs.iter().flatten() {
             let mut request_headers = HeaderEdits::default();
             for filter in backend.filters.iter().flatten() {
@@ -136,6 +137,7 @@ fn build_rules(
                     request_headers,
                 }),
                 Err(refusal) => {
+                    unresolved_weight += weight;
                     if built.refs.is_ok() {
                         built.refs = Err(refusal);
                     }
@@ -145,6 +147,7 @@ fn build_rules(
         let base = format!("HTTPRoute/{}/{}/{i}", key.0, key.1);
         let mut template = RouteConfig::new(&base, fragment.origin.clone(), "", "");
         template.backends = backends;
+        template.unresolved_weight = unresolved_weight;
         if let Err(refusal) =
             apply_filters(key, rule, inputs, fragment, &mut template, &mut built.refs)
         {
@@ -186,8 +189,10 @@ fn build_rules(
             ));
             continue;
         }
-        if template.backends.is_empty() && template.filters.redirect.is_none() {
-            // Every backend is invalid (or there is none): requests get 500.
+        let none_served = template.backends.is_empty() && template.filters.redirect.is_none();
+        if none_served || template.unresolved_weight > 0 {
+            // Every backend is invalid (or there is none): requests get 500; some are: their
+            // share of the requests does.
             template.unresolved = Some(match &built.refs {
                 Err((_, message)) => message.clone(),
                 Ok(()) => "the rule has no backendRefs".into(),

@@ -2802,19 +2802,38 @@ fn TLSRouteSimpleSameNamespace() {
     tls_condition(&c, route, "Accepted", "True", "Accepted");
     tls_condition(&c, route, "ResolvedRefs", "True", "ResolvedRefs");
     assert_eq!(c.tls_backends.len(), 1);
+    expect_relayed_to_tcp_backend(&c, c.passthrough);
+}
+
+/// A TLS connection to `at` for abc.example.com reaches tcp-backend's TLS port untouched: the
+/// backend's own certificate, and it sees the client's server name.
+fn expect_relayed_to_tcp_backend(c: &Conformance, at: SocketAddr) {
     runtime().block_on(async {
-        // The backend's own certificate: sluice relays the TLS untouched.
         assert_eq!(
-            tls::served_certificate(c.passthrough, "abc.example.com").await,
+            tls::served_certificate(at, "abc.example.com").await,
             c.tls_certificate.der
         );
         let config = tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
-        let mut stream = tls::connect(c.passthrough, "abc.example.com", config)
+        let mut stream = tls::connect(at, "abc.example.com", config)
             .await
             .expect("handshake with the backend");
         let (_, body) = tls::get_over(&mut stream, "abc.example.com", "/").await;
         assert_eq!(body, format!("{INFRA}/tcp-backend sni=abc.example.com"));
     });
+}
+
+/// A TLS connection to `at` for tls.example.com is terminated with the Gateway's certificate
+/// and reaches tcp-backend's plain port in the clear (its IS_TLS says false).
+fn expect_terminated_to_tcp_backend(c: &Conformance, at: SocketAddr) {
+    let backend = format!("{INFRA}/tcp-backend");
+    wait_until(
+        &format!("a TLS connection for tls.example.com to reach {backend} in the clear"),
+        READY_TIMEOUT,
+        || {
+            tls_tcp_echo(at, "tls.example.com", &c.tls_terminate_certificate).as_deref()
+                == Ok(&backend)
+        },
+    );
 }
 
 #[test]
@@ -3557,18 +3576,7 @@ fn TLSRouteTerminateSimpleSameNamespace() {
         "True",
         "ResolvedRefs",
     );
-    // The Gateway's certificate is served, and the backend's plain port gets the stream
-    // in the clear (its IS_TLS says false).
-    let at = c.terminate_listeners[&8443];
-    let backend = format!("{INFRA}/tcp-backend");
-    wait_until(
-        &format!("a TLS connection for tls.example.com to reach {backend} in the clear"),
-        READY_TIMEOUT,
-        || {
-            tls_tcp_echo(at, "tls.example.com", &c.tls_terminate_certificate).as_deref()
-                == Ok(&backend)
-        },
-    );
+    expect_terminated_to_tcp_backend(&c, c.terminate_listeners[&8443]);
 }
 
 #[test]
@@ -3599,32 +3607,10 @@ fn TLSRouteMixedTerminationSameNamespace() {
     ] {
         tls_condition(&c, route, "Accepted", "True", "Accepted");
     }
+    // One port: tls.example.com terminated, abc.example.com relayed untouched.
     let at = c.terminate_listeners[&8883];
-    // tls.example.com is terminated with the Gateway's certificate and reaches the backend's
-    // plain port in the clear.
-    let backend = format!("{INFRA}/tcp-backend");
-    wait_until(
-        &format!("a TLS connection for tls.example.com to reach {backend} in the clear"),
-        READY_TIMEOUT,
-        || {
-            tls_tcp_echo(at, "tls.example.com", &c.tls_terminate_certificate).as_deref()
-                == Ok(&backend)
-        },
-    );
-    // abc.example.com on the same port is relayed untouched: the backend's own certificate,
-    // and it sees the client's server name.
-    runtime().block_on(async {
-        assert_eq!(
-            tls::served_certificate(at, "abc.example.com").await,
-            c.tls_certificate.der
-        );
-        let config = tls::client_config(&[b"http/1.1"], tokio_rustls::rustls::DEFAULT_VERSIONS);
-        let mut stream = tls::connect(at, "abc.example.com", config)
-            .await
-            .expect("handshake with the backend");
-        let (_, body) = tls::get_over(&mut stream, "abc.example.com", "/").await;
-        assert_eq!(body, format!("{INFRA}/tcp-backend sni=abc.example.com"));
-    });
+    expect_terminated_to_tcp_backend(&c, at);
+    expect_relayed_to_tcp_backend(&c, at);
 }
 
 #[test]

@@ -1078,36 +1078,60 @@ fn status_overwritten_by_another_writer_is_written_again() {
 }
 
 #[test]
-fn a_route_that_loses_its_path_to_an_older_route_is_no_longer_accepted() {
+fn a_match_two_routes_share_is_the_older_ones_and_both_serve_the_rest() {
     let c = Conformance::start(&[]);
-    let route = |name: &str, parent: &str, backend: &str| {
+    let route = |name: &str, parent: &str, rules: serde_json::Value| {
         typed::<HttpRoute>(&serde_json::json!({
             "metadata": {"name": name, "namespace": INFRA},
             "spec": {
                 "parentRefs": [{"name": parent}],
                 "hostnames": ["claim.example.com"],
-                "rules": [{
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/x"}}],
-                    "backendRefs": [{"name": backend, "port": 8080}],
-                }],
+                "rules": rules,
             },
         }))
     };
+    let rule = |path: &str, backend: &str| {
+        serde_json::json!({
+            "matches": [{"path": {"type": "PathPrefix", "value": path}}],
+            "backendRefs": [{"name": backend, "port": 8080}],
+        })
+    };
     // The older route is created first, attached to no Gateway of sluice's: the younger
-    // one serves the path.
-    c.kube
-        .apply(route("older", "no-such-gateway", "infra-backend-v1"));
-    c.kube
-        .apply(route("younger", "same-namespace", "infra-backend-v2"));
+    // one serves the shared path. Within the younger route, the first of two rules with
+    // one match is the one served.
+    c.kube.apply(route(
+        "older",
+        "no-such-gateway",
+        serde_json::json!([rule("/x", "infra-backend-v1")]),
+    ));
+    let younger = route(
+        "younger",
+        "same-namespace",
+        serde_json::json!([
+            rule("/x", "infra-backend-v2"),
+            rule("/y", "infra-backend-v2"),
+            rule("/y", "infra-backend-v3"),
+        ]),
+    );
+    c.kube.apply(younger);
     c.accepted(INFRA, "younger");
     expect_host(&c, "claim.example.com", "/x", 200, &v(2));
-    // Attached now, the older route takes the path (the oldest claim wins), and the
-    // younger one, which did not change, is no longer accepted.
-    c.kube
-        .apply(route("older", "same-namespace", "infra-backend-v1"));
+    expect_host(&c, "claim.example.com", "/y", 200, &v(2));
+    // Attached now, the older route takes the shared path (the oldest route wins a tie),
+    // and the younger one, which did not change, stays accepted and keeps serving the
+    // rest.
+    c.kube.apply(route(
+        "older",
+        "same-namespace",
+        serde_json::json!([rule("/x", "infra-backend-v1")]),
+    ));
     c.accepted(INFRA, "older");
     expect_host(&c, "claim.example.com", "/x", 200, &v(1));
-    c.route_condition(INFRA, "younger", "Accepted", "False", "Pending");
+    expect_host(&c, "claim.example.com", "/y", 200, &v(2));
+    c.route_condition(INFRA, "younger", "Accepted", "True", "Accepted");
+    // Once the older route is gone, the younger one serves the path again.
+    c.kube.delete_object::<HttpRoute>(INFRA, "older");
+    expect_host(&c, "claim.example.com", "/x", 200, &v(2));
 }
 
 #[test]

@@ -26,6 +26,8 @@ struct Entry {
     outcome: Result<OwnedClaims, Vec<Problem>>,
     /// Hashes of every key it tried to claim, sorted.
     footprint: Vec<u64>,
+    /// It left a match another fragment holds to that one.
+    yielded: bool,
 }
 
 impl Entry {
@@ -35,11 +37,13 @@ impl Entry {
             result,
             footprint,
             conflicted,
+            yielded,
         } = compiler.admit_tracked(&fragment);
         let entry = Self {
             fragment,
             outcome: result,
             footprint,
+            yielded,
         };
         (entry, conflicted)
     }
@@ -122,7 +126,7 @@ impl Compilation {
             })
             .collect();
         added.sort_by(|a, b| a.0.cmp(&b.0));
-        self.no_rejection_meets(&touched)?;
+        self.no_dependent_meets(&touched)?;
         let mut admitted = Vec::with_capacity(added.len());
         for (rank, fragment) in added {
             let (entry, conflicted) = Entry::admitted(&mut self.compiler, fragment);
@@ -135,7 +139,7 @@ impl Compilation {
             .iter()
             .flat_map(|(_, entry)| entry.footprint.iter().copied())
             .collect();
-        self.no_rejection_meets(&touched_now)?;
+        self.no_dependent_meets(&touched_now)?;
         for (rank, entry) in admitted {
             self.ranks
                 .insert((rank.1.clone(), rank.2.clone()), rank.clone());
@@ -144,14 +148,13 @@ impl Compilation {
         Ok(())
     }
 
-    /// Fails if a rejected fragment tried to claim one of the keys of `footprint`: its
-    /// problems list the claims older fragments hold, so it may be accepted now, or have
-    /// other problems.
-    fn no_rejection_meets(&self, footprint: &[u64]) -> Result<(), NeedsFullCompile> {
-        let met = self
-            .entries
-            .values()
-            .any(|entry| entry.outcome.is_err() && entry.shares_a_key_with(footprint));
+    /// Fails if a rejected or yielding fragment tried to claim one of the keys of
+    /// `footprint`: a rejected one's problems list the claims older fragments hold, so it
+    /// may be accepted now, or have other problems; a yielding one may hold a match now.
+    fn no_dependent_meets(&self, footprint: &[u64]) -> Result<(), NeedsFullCompile> {
+        let met = self.entries.values().any(|entry| {
+            (entry.outcome.is_err() || entry.yielded) && entry.shares_a_key_with(footprint)
+        });
         if met {
             return Err(NeedsFullCompile);
         }
@@ -227,7 +230,7 @@ mod tests {
     use super::*;
     use crate::compile::{compile, Offered};
     use crate::model::{EndpointConfig, EndpointSource, Origin, PathMatch, RouteConfig};
-    use crate::model::{HostMatch, UpstreamConfig};
+    use crate::model::{HostMatch, Overlap, UpstreamConfig};
     use std::net::SocketAddr;
 
     fn settings() -> Config {
@@ -244,6 +247,10 @@ mod tests {
     fn object(name: &str, created: i64, host: &str, path: &str, bad: bool) -> Fragment {
         let origin = Origin::object("Test", "default", name);
         let mut fragment = Fragment::new(origin.clone(), Some(created));
+        // Odd creation times yield overlapping matches, as Gateway API routes do.
+        if created % 2 == 1 {
+            fragment.overlap = Overlap::Yielded;
+        }
         let upstream_name = format!("u-{name}");
         let address: SocketAddr = ([127, 0, 0, 1], 2).into();
         let mut upstream = UpstreamConfig::new(

@@ -6,7 +6,9 @@
 //! and upstream names, references to listeners and upstreams (a route uses an upstream of
 //! its own fragment or of the config file), and (listener, host, path) triples. A fragment with any problem is rejected as a whole, with every problem, and
 //! the others go live: one team's bad object never blocks another team's change. So a
-//! conflict is always lost by the later claim, and reported on it.
+//! conflict is always lost by the later claim, and reported on it; except that a fragment
+//! of Gateway API routes leaves a match held before it to its holder and keeps the rest
+//! ([`Overlap::Yielded`]).
 //!
 //! Limits of single values (ranges, counts, the ring size) are checked here for every
 //! fragment, with the rules in [`values`] that the config file's own checks use too; parsing
@@ -17,8 +19,8 @@ pub mod incremental;
 pub mod values;
 
 use crate::model::{
-    Auth, Config, Fragment, HostMatch, ListenerConfig, ListenerProtocol, Origin, PageSource,
-    Problem, Rejected, UpstreamProtocol,
+    Auth, Config, Fragment, HostMatch, ListenerConfig, ListenerProtocol, Origin, Overlap,
+    PageSource, Problem, Rejected, UpstreamProtocol,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,6 +93,8 @@ struct Claims<'f> {
     /// A claim was refused because another fragment holds it (not a problem of the
     /// fragment alone).
     conflicted: bool,
+    /// A match another fragment holds was left to it ([`Overlap::Yielded`]).
+    yielded: bool,
 }
 
 impl Claims<'_> {
@@ -133,8 +137,11 @@ pub struct Admission {
     pub result: Result<OwnedClaims, Vec<Problem>>,
     /// Hashes of every key the fragment tried to claim, sorted.
     pub footprint: Vec<u64>,
-    /// A problem was a claim another fragment holds.
+    /// A claim another fragment holds was refused or yielded: precedence decided it.
     pub conflicted: bool,
+    /// The fragment left a match another fragment holds to it: it takes the match if the
+    /// holder lets go.
+    pub yielded: bool,
 }
 
 impl Compiler {
@@ -242,7 +249,7 @@ impl Compiler {
         }
         for route in &fragment.routes {
             problems.extend(value_problems(&route.origin, values::route(route)));
-            self.check_route(route, &mut claims, &mut problems);
+            self.check_route(route, fragment.overlap, &mut claims, &mut problems);
         }
         for certificate in &fragment.certificates {
             if !self
@@ -279,12 +286,13 @@ impl Compiler {
         let mut footprint = std::mem::take(&mut claims.footprint);
         footprint.sort_unstable();
         footprint.dedup();
-        let conflicted = claims.conflicted;
+        let (conflicted, yielded) = (claims.conflicted, claims.yielded);
         if !problems.is_empty() {
             return Admission {
                 result: Err(problems),
                 footprint,
                 conflicted,
+                yielded,
             };
         }
         let mut owned = OwnedClaims::default();
@@ -310,12 +318,14 @@ impl Compiler {
             result: Ok(owned),
             footprint,
             conflicted,
+            yielded,
         }
     }
 
     fn check_route<'f>(
         &self,
         route: &'f crate::model::RouteConfig,
+        overlap: Overlap,
         claims: &mut Claims<'f>,
         problems: &mut Vec<Problem>,
     ) {
@@ -601,13 +611,22 @@ impl Compiler {
                 };
                 claims.touch(ClaimKind::Path, &[&route.listener, host, &path_key]);
                 let key = (route.listener.clone(), host.clone(), path_key);
+                let yields = overlap == Overlap::Yielded;
                 if let Some((other, _)) = claims.paths.get(&key) {
+                    // The fragment's earlier route keeps it.
+                    if yields {
+                        continue;
+                    }
                     problem(
                         field,
                         format!("{claimed} already routed by route {other:?}"),
                     );
                 } else if let Some((other, origin)) = self.paths.get(&key) {
                     claims.conflicted = true;
+                    if yields {
+                        claims.yielded = true;
+                        continue;
+                    }
                     problem(
                         field,
                         format!(
@@ -718,5 +737,62 @@ mod tests {
             assert_eq!(compiled.config.routes.len(), 1);
             assert_eq!(compiled.config.routes[0].name, "older");
         }
+    }
+
+    #[test]
+    fn a_yielding_fragment_leaves_a_held_match_to_its_holder_and_keeps_the_rest() {
+        let settings = crate::sources::file::parse(
+            std::path::Path::new("t.yaml"),
+            "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n",
+        )
+        .expect("valid")
+        .settings;
+        let same = |name: &str, created: i64, overlap: Overlap| {
+            let mut fragment = object(name, created, upstream(&format!("u-{name}")));
+            fragment.overlap = overlap;
+            let mut shared = (*fragment.routes[0]).clone();
+            shared.name = format!("{name}-same");
+            shared.paths = vec![PathMatch::Prefix("/same".into())];
+            // Twice: within a fragment, the first of equal matches is the one served.
+            let mut again = shared.clone();
+            again.name = format!("{name}-again");
+            fragment.routes.push(Arc::new(shared));
+            fragment.routes.push(Arc::new(again));
+            fragment
+        };
+        let compiled_of = |fragments: &[&Fragment]| {
+            let offered: Vec<Offered> = fragments
+                .iter()
+                .map(|f| Offered {
+                    source: "test".into(),
+                    fragment: Arc::new((*f).clone()),
+                })
+                .collect();
+            compile(&settings, &offered)
+        };
+        let served = |compiled: &Compiled, path: &str| {
+            let table = crate::routing::RouteTable::build("web", &compiled.config.routes);
+            let request =
+                pingora::http::RequestHeader::build("GET", path.as_bytes(), None).expect("request");
+            let found = table.find("h", path.as_bytes(), &request).expect("routed");
+            compiled.config.routes[found.route].name.clone()
+        };
+        let older = same("older", 100, Overlap::Yielded);
+        let newer = same("newer", 200, Overlap::Yielded);
+        // Offered in either order, both are admitted; the older serves the shared match.
+        for order in [[&newer, &older], [&older, &newer]] {
+            let compiled = compiled_of(&order);
+            assert!(compiled.rejected.is_empty(), "{:?}", compiled.rejected);
+            assert_eq!(served(&compiled, "/same"), "older-same");
+            assert_eq!(served(&compiled, "/older"), "older");
+            assert_eq!(served(&compiled, "/newer"), "newer");
+        }
+        // Without the older one, the newer serves the match.
+        assert_eq!(served(&compiled_of(&[&newer]), "/same"), "newer-same");
+        // A fragment that refuses overlaps still loses to the older claim, as a whole.
+        let refusing = same("refusing", 300, Overlap::Refused);
+        let compiled = compiled_of(&[&older, &refusing]);
+        assert_eq!(compiled.rejected.len(), 1);
+        assert_eq!(compiled.rejected[0].origin.name(), "default/refusing");
     }
 }

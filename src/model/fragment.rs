@@ -25,6 +25,23 @@ pub struct Fragment {
     pub server_name_scopes: Vec<ServerNameScope>,
     /// Client certificate checks asked of TLS listeners of the config file.
     pub client_validations: Vec<ListenerClientValidation>,
+    /// What its routes do with a match a route before them already holds.
+    pub overlap: Overlap,
+}
+
+/// What a route does with a match (listener, host, path and conditions) that a route before
+/// it holds: one of an older fragment, or an earlier one of its own fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overlap {
+    /// The fragment is rejected: in the config file or an Ingress the overlap is a mistake to
+    /// fix, and the older claim keeps serving.
+    #[default]
+    Refused,
+    /// The route before keeps the match and the fragment is admitted with the rest, as
+    /// Gateway API orders matches: the oldest route wins a tie across routes, and the first
+    /// rule a tie within one. The router tries routes of one match in model order, so the
+    /// yielding route serves the match again once the holder is gone.
+    Yielded,
 }
 
 impl Fragment {
@@ -38,6 +55,7 @@ impl Fragment {
             certificates: Vec::new(),
             server_name_scopes: Vec::new(),
             client_validations: Vec::new(),
+            overlap: Overlap::Refused,
         }
     }
 

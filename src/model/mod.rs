@@ -20,7 +20,8 @@ use crate::tls::LoadedCertificate;
 pub use auth::{Auth, AuthFailure, BasicAuth, ExternalAuth, Htpasswd, PasswordHash};
 pub use error_pages::{ErrorPage, ErrorPages, PageFile, PageSource};
 pub use fragment::{
-    Fragment, ListenerCertificate, ListenerClientValidation, Problem, Rejected, ServerNameScope,
+    Fragment, ListenerCertificate, ListenerClientValidation, Overlap, Problem, Rejected,
+    ServerNameScope,
 };
 pub use gateway::{
     DedicatedGateway, GatewayListenerKind, GatewayPort, GatewaySettings, DEFAULT_GATEWAY_CONTROLLER,

@@ -12,8 +12,8 @@ use super::http_route::{anchored, modifier_edits, settings_of};
 use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, ObjectKey, RouteInputs, Translation};
 use crate::model::{
-    Backend, Conditions, Fragment, GatewaySettings, HeaderMatch, Mirror, PathMatch, RouteConfig,
-    ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
+    Backend, Conditions, Fragment, GatewaySettings, HeaderMatch, Mirror, Overlap, PathMatch,
+    RouteConfig, ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::sync::Arc;
@@ -39,6 +39,9 @@ pub fn translate(
         origin("GRPCRoute", &route.metadata),
         created(&route.metadata),
     );
+    // The oldest route keeps a match several routes share, the first rule one several
+    // rules share; the rest of this route is served either way.
+    fragment.overlap = Overlap::Yielded;
     let rules = route.spec.rules.as_deref().unwrap_or_default();
     let (templates, verdict) = build_rules(key, rules, inputs, &mut fragment);
     let parent_refs: Vec<ParentRef> = parent_refs!(route.spec.parent_refs);

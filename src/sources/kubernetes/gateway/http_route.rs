@@ -11,8 +11,8 @@ use super::listeners::{ResolvedListener, RouteKind};
 use super::{created, fragment_key, origin, ObjectKey, RouteInputs, Translation};
 use crate::model::{
     Backend, Conditions, Cors, Fragment, GatewaySettings, HeaderEdits, HeaderMatch, Mirror,
-    OriginPattern, PathMatch, PathRewrite, QueryMatch, Redirect, RedirectStatus, RetryPolicy,
-    RouteConfig, ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
+    OriginPattern, Overlap, PathMatch, PathRewrite, QueryMatch, Redirect, RedirectStatus,
+    RetryPolicy, RouteConfig, ValueMatch, DEFAULT_MIRROR_IN_FLIGHT,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use regex::Regex;
@@ -42,6 +42,9 @@ pub fn translate(
         origin("HTTPRoute", &route.metadata),
         created(&route.metadata),
     );
+    // The oldest route keeps a match several routes share, the first rule one several
+    // rules share; the rest of this route is served either way.
+    fragment.overlap = Overlap::Yielded;
     let rules = route.spec.rules.clone().unwrap_or_default();
     // The rules as routes without listener and hosts; problems make the route unaccepted
     // (UnsupportedValue) or its refs unresolved.

@@ -2748,6 +2748,31 @@ fn GatewayHTTPListenerIsolation() {
 }
 
 #[test]
+fn a_narrower_listener_without_routes_keeps_its_names_from_the_broader_ones() {
+    let gateway = "http-listener-isolation";
+    let c = Conformance::start_dedicated(&["gateway-http-listener-isolation.yaml"], &[gateway]);
+    c.accepted(INFRA, "attaches-to-abc-foo-example-com");
+    let at = c.http_of(gateway);
+    let abc = [("host", "abc.foo.example.com")];
+    c.expect_at(at, "GET", "/abc-foo-example-com", &abc, 200, &v(1));
+    // The listener for abc.foo.example.com has no route now: its names are still its own,
+    // and the broader listeners' routes do not answer for them.
+    c.kube
+        .delete_object::<HttpRoute>(INFRA, "attaches-to-abc-foo-example-com");
+    c.expect_at(at, "GET", "/abc-foo-example-com", &abc, 404, "");
+    for path in [
+        "/wildcard-foo-example-com",
+        "/wildcard-example-com",
+        "/empty-hostname",
+    ] {
+        c.expect_at(at, "GET", path, &abc, 404, "");
+    }
+    // Other names of the broader listeners are served as before.
+    let bar = [("host", "bar.foo.example.com")];
+    c.expect_at(at, "GET", "/wildcard-foo-example-com", &bar, 200, &v(1));
+}
+
+#[test]
 #[allow(non_snake_case)]
 fn HTTPRouteBackendProtocolWebSocket() {
     let c = Conformance::start(&["httproute-backend-protocol-websocket.yaml"]);

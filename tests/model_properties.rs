@@ -408,7 +408,7 @@ fn routing_matches_the_reference_model() {
                 .enumerate()
                 .map(|(i, (hosts, paths))| std::sync::Arc::new(route_config(i, hosts, paths)))
                 .collect();
-            let table = RouteTable::build("web", &routes);
+            let table = RouteTable::build("web", &routes, &[]);
             for host in QUERY_HOSTS {
                 for path in QUERY_PATHS {
                     let request =

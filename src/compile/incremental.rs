@@ -188,6 +188,11 @@ impl Compilation {
                             .entry(asked.listener.as_str())
                             .or_insert(&asked.validation);
                     }
+                    for reserved in &fragment.reserved_hosts {
+                        if !config.reserved_hosts.contains(reserved) {
+                            config.reserved_hosts.push(reserved.clone());
+                        }
+                    }
                     for scope in &fragment.server_name_scopes {
                         let listed = scopes.entry(scope.listener.as_str()).or_default();
                         if !listed.contains(&scope.hostname) {

@@ -771,7 +771,7 @@ mod tests {
             compile(&settings, &offered)
         };
         let served = |compiled: &Compiled, path: &str| {
-            let table = crate::routing::RouteTable::build("web", &compiled.config.routes);
+            let table = crate::routing::RouteTable::build("web", &compiled.config.routes, &[]);
             let request =
                 pingora::http::RequestHeader::build("GET", path.as_bytes(), None).expect("request");
             let found = table.find("h", path.as_bytes(), &request).expect("routed");

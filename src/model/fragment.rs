@@ -27,6 +27,18 @@ pub struct Fragment {
     pub client_validations: Vec<ListenerClientValidation>,
     /// What its routes do with a match a route before them already holds.
     pub overlap: Overlap,
+    /// Host names that listeners of the config file route as groups of their own.
+    pub reserved_hosts: Vec<ReservedHost>,
+}
+
+/// A host group that exists on a listener whether or not a route names it: a request for
+/// one of its names is answered by its routes only, 404 when there are none, and never by
+/// a broader group (a Gateway listener's hostname that a broader listener of its Gateway
+/// must not serve: listener isolation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservedHost {
+    pub listener: String,
+    pub host: HostMatch,
 }
 
 /// What a route does with a match (listener, host, path and conditions) that a route before
@@ -56,6 +68,7 @@ impl Fragment {
             server_name_scopes: Vec::new(),
             client_validations: Vec::new(),
             overlap: Overlap::Refused,
+            reserved_hosts: Vec::new(),
         }
     }
 
@@ -66,6 +79,7 @@ impl Fragment {
             && self.certificates.is_empty()
             && self.server_name_scopes.is_empty()
             && self.client_validations.is_empty()
+            && self.reserved_hosts.is_empty()
     }
 
     /// The order in which fragments claim names, hosts and paths: the config file first,

@@ -21,7 +21,7 @@ pub use auth::{Auth, AuthFailure, BasicAuth, ExternalAuth, Htpasswd, PasswordHas
 pub use error_pages::{ErrorPage, ErrorPages, PageFile, PageSource};
 pub use fragment::{
     Fragment, ListenerCertificate, ListenerClientValidation, Overlap, Problem, Rejected,
-    ServerNameScope,
+    ReservedHost, ServerNameScope,
 };
 pub use gateway::{
     DedicatedGateway, GatewayListenerKind, GatewayPort, GatewaySettings, DEFAULT_GATEWAY_CONTROLLER,
@@ -66,6 +66,8 @@ pub struct Config {
     /// assembles a new model without copying the others' routes and upstreams.
     pub routes: Vec<Arc<RouteConfig>>,
     pub upstreams: Vec<Arc<UpstreamConfig>>,
+    /// Host groups that exist on a listener even without routes of their own.
+    pub reserved_hosts: Vec<ReservedHost>,
 }
 
 impl Config {

@@ -24,7 +24,7 @@ pub mod filters;
 pub mod misdirected;
 pub(crate) mod rate_limit;
 
-use crate::model::{Conditions, HostMatch, PathMatch, RouteConfig};
+use crate::model::{Conditions, HostMatch, PathMatch, ReservedHost, RouteConfig};
 use pingora::http::RequestHeader;
 use regex::Regex;
 use std::cmp::Reverse;
@@ -202,10 +202,17 @@ impl PathTable {
 }
 
 impl RouteTable {
-    /// Builds the table of `listener` from all routes (routes of other listeners are skipped).
-    pub fn build(listener: &str, routes: &[Arc<RouteConfig>]) -> Self {
+    /// Builds the table of `listener` from all routes (routes of other listeners are
+    /// skipped), with a group for each host `reserved` on it even if no route names it.
+    pub fn build(listener: &str, routes: &[Arc<RouteConfig>], reserved: &[ReservedHost]) -> Self {
         let mut table = Self::default();
         let mut suffixes: HashMap<String, PathTable> = HashMap::new();
+        for reserved in reserved.iter().filter(|r| r.listener == listener) {
+            match &reserved.host {
+                HostMatch::Exact(name) => table.exact_hosts.entry(name.clone()).or_default(),
+                HostMatch::Suffix(suffix) => suffixes.entry(suffix.clone()).or_default(),
+            };
+        }
         for (id, route) in routes.iter().enumerate() {
             if route.listener != listener {
                 continue;
@@ -368,14 +375,14 @@ mod tests {
             route("deeper", &["*.eu.example.com"], vec![]),
             route("other", &[], vec![]),
         ];
-        let table = RouteTable::build("web", &shared(&routes));
+        let table = RouteTable::build("web", &shared(&routes), &[]);
         let name = |n: Option<&str>| table.find_server_name(n).map(|id| routes[id].name.clone());
         assert_eq!(name(Some("db.example.com")).as_deref(), Some("exact"));
         assert_eq!(name(Some("shop.example.com")).as_deref(), Some("wild"));
         assert_eq!(name(Some("a.eu.example.com")).as_deref(), Some("deeper"));
         assert_eq!(name(Some("example.com")).as_deref(), Some("other"));
         assert_eq!(name(None).as_deref(), Some("other"));
-        let without_default = RouteTable::build("web", &shared(&routes[..3]));
+        let without_default = RouteTable::build("web", &shared(&routes[..3]), &[]);
         assert_eq!(without_default.find_server_name(Some("example.com")), None);
         assert_eq!(without_default.find_server_name(None), None);
     }
@@ -400,7 +407,7 @@ mod tests {
             route("api", &[], vec![PathMatch::SegmentPrefix("/api/".into())]),
             route("root", &[], vec![PathMatch::SegmentPrefix("/".into())]),
         ];
-        let table = RouteTable::build("web", &shared(&routes));
+        let table = RouteTable::build("web", &shared(&routes), &[]);
         assert_eq!(table.route_of("a", b"/api"), Some(0));
         assert_eq!(table.route_of("a", b"/api/x"), Some(0));
         assert_eq!(table.route_of("a", b"/apix"), Some(1));
@@ -421,7 +428,7 @@ mod tests {
         method.conditions.methods = vec![http::Method::POST];
         plain.conditions = Default::default();
         let routes = vec![plain, one_query, one_header, two_headers, method];
-        let table = RouteTable::build("web", &shared(&routes));
+        let table = RouteTable::build("web", &shared(&routes), &[]);
         let pick = |r: &RequestHeader| table.find("h", b"/p", r).map(|f| f.route);
         let all = [("x-a", "1"), ("x-b", "1")];
         assert_eq!(
@@ -454,7 +461,7 @@ mod tests {
         );
         let mut posts = route("posts", &[], vec![regex()]);
         posts.conditions.methods = vec![http::Method::POST];
-        let table = RouteTable::build("web", &shared(&[plain, other, posts]));
+        let table = RouteTable::build("web", &shared(&[plain, other, posts]), &[]);
         let pick = |r: &RequestHeader| table.find("h", b"/x", r).map(|f| f.route);
         assert_eq!(pick(&request("POST", "/x", &[])), Some(2));
         assert_eq!(pick(&request("GET", "/x", &[])), Some(0));
@@ -465,7 +472,7 @@ mod tests {
         let mut exact = route("exact", &[], vec![PathMatch::Exact("/a/b".into())]);
         exact.conditions.headers = vec![header("x-a", "1")];
         let routes = vec![exact, route("prefix", &[], vec![prefix("/a")])];
-        let table = RouteTable::build("web", &shared(&routes));
+        let table = RouteTable::build("web", &shared(&routes), &[]);
         let pick = |r: &RequestHeader| table.find("h", b"/a/b", r).map(|f| f.route);
         assert_eq!(pick(&request("GET", "/a/b", &[("x-a", "1")])), Some(0));
         assert_eq!(pick(&request("GET", "/a/b", &[("x-a", "2")])), Some(1));
@@ -489,7 +496,7 @@ mod tests {
             route("long", &[], vec![prefix("/api/v1")]),
             route("exact", &[], vec![PathMatch::Exact("/api/v1/x".into())]),
         ];
-        let table = RouteTable::build("web", &shared(&routes));
+        let table = RouteTable::build("web", &shared(&routes), &[]);
         assert_eq!(table.route_of("a", b"/api/v1/x"), Some(3));
         assert_eq!(table.route_of("a", b"/api/v1/y"), Some(2));
         assert_eq!(table.route_of("a", b"/api/v2/x"), Some(0));
@@ -505,7 +512,7 @@ mod tests {
             route("deeper", &["*.shop.example.com"], vec![prefix("/")]),
             route("exact", &["shop.example.com"], vec![prefix("/only")]),
         ];
-        let table = RouteTable::build("web", &shared(&routes));
+        let table = RouteTable::build("web", &shared(&routes), &[]);
         assert_eq!(table.route_of("shop.example.com", b"/only/x"), Some(3));
         assert_eq!(
             table.route_of("shop.example.com", b"/"),
@@ -523,11 +530,39 @@ mod tests {
     }
 
     #[test]
+    fn a_reserved_host_without_routes_is_a_404_not_a_broader_groups() {
+        let routes = vec![
+            route("any", &[], vec![prefix("/")]),
+            route("wild", &["*.example.com"], vec![prefix("/")]),
+        ];
+        let reserve = |host: HostMatch| ReservedHost {
+            listener: "web".into(),
+            host,
+        };
+        let reserved = [
+            reserve(HostMatch::Exact("admin.example.com".into())),
+            reserve(HostMatch::Suffix(".eu.example.com".into())),
+            reserve(HostMatch::Exact("elsewhere.org".into())),
+        ];
+        let table = RouteTable::build("web", &shared(&routes), &reserved);
+        assert_eq!(table.route_of("admin.example.com", b"/"), None);
+        assert_eq!(table.route_of("db.eu.example.com", b"/"), None);
+        assert_eq!(table.route_of("elsewhere.org", b"/"), None);
+        assert_eq!(table.route_of("www.example.com", b"/"), Some(1));
+        assert_eq!(table.route_of("other.org", b"/"), Some(0));
+        // Reserved on another listener: no effect here.
+        let mut elsewhere = reserved[0].clone();
+        elsewhere.listener = "admin".into();
+        let table = RouteTable::build("web", &shared(&routes), &[elsewhere]);
+        assert_eq!(table.route_of("admin.example.com", b"/"), Some(1));
+    }
+
+    #[test]
     fn other_listeners_routes_are_ignored() {
         let mut other = route("x", &[], vec![prefix("/")]);
         other.listener = "admin".into();
         assert_eq!(
-            RouteTable::build("web", &shared(&[other])).route_of("a", b"/"),
+            RouteTable::build("web", &shared(&[other]), &[]).route_of("a", b"/"),
             None
         );
     }

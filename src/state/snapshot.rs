@@ -322,7 +322,11 @@ impl Snapshot {
                 config
                     .listeners
                     .iter()
-                    .map(|l| (l.name.clone(), RouteTable::build(&l.name, &config.routes)))
+                    .map(|l| {
+                        let table =
+                            RouteTable::build(&l.name, &config.routes, &config.reserved_hosts);
+                        (l.name.clone(), table)
+                    })
                     .collect(),
             ),
         };

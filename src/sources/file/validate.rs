@@ -303,6 +303,7 @@ pub(super) fn validate(
                     tls,
                     routes: Vec::new(),
                     upstreams: Vec::new(),
+                    reserved_hosts: Vec::new(),
                 },
                 fragment: Arc::new(fragment),
             });

@@ -310,7 +310,7 @@ fn isolated(resolved: &[ResolvedListener], i: usize, hosts: Vec<String>) -> Opti
 }
 
 /// Whether hostname pattern `pattern` takes every name `name` takes.
-fn covers(pattern: &str, name: &str) -> bool {
+pub(super) fn covers(pattern: &str, name: &str) -> bool {
     if pattern == name {
         return true;
     }

@@ -2,11 +2,12 @@
 //! Gateway listener, which routes each may take, the certificates of HTTPS listeners, and
 //! their status conditions.
 
+use super::attach::{covers, host_match};
 use super::conditions::{condition, outcome};
 use super::{created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation};
 use crate::model::{
     ClientCertificate, ClientValidation, Fragment, GatewayListenerKind, GatewaySettings,
-    ListenerCertificate, ListenerClientValidation, PublishAddress, ServerNameScope,
+    ListenerCertificate, ListenerClientValidation, PublishAddress, ReservedHost, ServerNameScope,
 };
 use crate::sources::kubernetes::secrets::{certificate_of, client_certificate_of};
 use crate::sources::kubernetes::services::published_addresses;
@@ -307,7 +308,62 @@ pub fn resolve_gateways(
         now,
         out,
     );
+    reserve_narrower_hostnames(objects, &resolved, out);
     resolved
+}
+
+/// Reserves, on its sluice listener, the hostname of each served HTTP or HTTPS listener
+/// that a broader listener of its Gateway and port also takes (its ListenerSets'
+/// included): a request for it is answered by its own routes only, 404 when it has none,
+/// never by the broader listener's routes (listener isolation). The reservations go in
+/// the Gateway's fragment.
+fn reserve_narrower_hostnames(
+    objects: &GatewayObjects<'_>,
+    resolved: &[ResolvedListener],
+    out: &mut Translation,
+) {
+    let serves_http = |l: &&ResolvedListener| {
+        l.programmed
+            && matches!(
+                l.kind,
+                Some(GatewayListenerKind::Http | GatewayListenerKind::Https)
+            )
+    };
+    let mut reserved: BTreeMap<&ObjectKey, Vec<ReservedHost>> = BTreeMap::new();
+    for narrow in resolved.iter().filter(serves_http) {
+        let (Some(hostname), Some(listener)) = (&narrow.hostname, &narrow.sluice_listener) else {
+            continue;
+        };
+        let broader = resolved.iter().filter(serves_http).any(|l| {
+            l.gateway == narrow.gateway
+                && l.port == narrow.port
+                && l.hostname.as_deref() != Some(hostname)
+                && l.hostname.as_deref().is_none_or(|h| covers(h, hostname))
+        });
+        let host = ReservedHost {
+            listener: listener.clone(),
+            host: host_match(hostname),
+        };
+        let hosts = reserved.entry(&narrow.gateway).or_default();
+        if broader && !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    for (key, hosts) in reserved.into_iter().filter(|(_, h)| !h.is_empty()) {
+        let Some(gateway) = objects.gateways.get(key) else {
+            continue;
+        };
+        let fragment = out
+            .fragments
+            .entry(fragment_key("Gateway", key))
+            .or_insert_with(|| {
+                Arc::new(Fragment::new(
+                    origin("Gateway", &gateway.metadata),
+                    created(&gateway.metadata),
+                ))
+            });
+        Arc::make_mut(fragment).reserved_hosts = hosts;
+    }
 }
 
 /// What a Gateway presents to backends: `Ok(None)` when it names no certificate; `Err` is

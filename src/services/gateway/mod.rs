@@ -284,8 +284,11 @@ impl BackgroundService for GatewayController {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {
                     let was = election.is_leader();
-                    if election.try_lead().await && !was {
+                    let leads = election.try_lead().await;
+                    if leads && !was {
                         controller.status.lead(&controller.stores.view());
+                    } else if was && !leads {
+                        controller.status.follow();
                     }
                     controller.status.retry_failed();
                 }

@@ -28,6 +28,7 @@ use kube::{Api, Client, Resource};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -80,14 +81,46 @@ pub type StatusKey = (StatusKind, ObjectKey);
 pub struct Outcome {
     key: StatusKey,
     written: Written,
-    result: Result<(), kube::Error>,
+    result: Sent,
+}
+
+/// What became of one write.
+enum Sent {
+    Written,
+    Failed(kube::Error),
+    /// Not sent: this replica stopped leading while it waited for a slot.
+    Dropped,
 }
 
 /// An object's resourceVersion when its status was written, and the hash of the status
 /// written (transition times aside).
 type Written = (Option<String>, u64);
 
-type PendingWrite = futures::future::BoxFuture<'static, Outcome>;
+/// A write waiting for a slot in the writer task; `send` does nothing until polled.
+struct PendingWrite {
+    key: StatusKey,
+    written: Written,
+    send: futures::future::BoxFuture<'static, Result<(), kube::Error>>,
+}
+
+impl PendingWrite {
+    /// Sends it, or reports it dropped when this replica no longer leads.
+    async fn run(self, leading: Arc<AtomicBool>) -> Outcome {
+        let result = if leading.load(Ordering::Acquire) {
+            match self.send.await {
+                Ok(()) => Sent::Written,
+                Err(e) => Sent::Failed(e),
+            }
+        } else {
+            Sent::Dropped
+        };
+        Outcome {
+            key: self.key,
+            written: self.written,
+            result,
+        }
+    }
+}
 
 /// The status-writing state of the controller.
 pub struct StatusWriter {
@@ -103,6 +136,9 @@ pub struct StatusWriter {
     /// does not cause a second one of the same status.
     written: HashMap<StatusKey, Written>,
     writes: mpsc::UnboundedSender<Vec<PendingWrite>>,
+    /// Whether this replica leads, as the writer task sees it: a write still queued when
+    /// the Lease is lost is dropped, so it cannot overwrite the new leader's.
+    leading: Arc<AtomicBool>,
 }
 
 impl StatusWriter {
@@ -110,7 +146,8 @@ impl StatusWriter {
     pub fn new(client: Client, controller_name: &str) -> (Self, mpsc::UnboundedReceiver<Outcome>) {
         let (writes, batches) = mpsc::unbounded_channel();
         let (outcomes, received) = mpsc::unbounded_channel();
-        tokio::spawn(send_writes(batches, outcomes));
+        let leading = Arc::new(AtomicBool::new(false));
+        tokio::spawn(send_writes(batches, outcomes, leading.clone()));
         let writer = Self {
             client,
             controller_name: controller_name.to_string(),
@@ -119,6 +156,7 @@ impl StatusWriter {
             in_flight: BTreeSet::new(),
             written: HashMap::new(),
             writes,
+            leading,
         };
         (writer, received)
     }
@@ -173,6 +211,7 @@ impl StatusWriter {
     /// This replica has just become the leader: every object is compared again, as
     /// another leader may have written since.
     pub fn lead(&mut self, objects: &GatewayObjects<'_>) {
+        self.leading.store(true, Ordering::Release);
         self.written.clear();
         let keys = |kind, keys: Vec<&ObjectKey>| {
             keys.into_iter()
@@ -201,6 +240,14 @@ impl StatusWriter {
             .extend(keys(StatusKind::BackendTlsPolicy, policies));
     }
 
+    /// This replica has lost the Lease: writes not sent yet are dropped, and nothing is
+    /// compared until it leads again (then everything is).
+    pub fn follow(&mut self) {
+        self.leading.store(false, Ordering::Release);
+        self.dirty.clear();
+        self.failed.clear();
+    }
+
     /// Failed writes are tried again (at the leader's next tick).
     pub fn retry_failed(&mut self) {
         self.dirty.append(&mut self.failed);
@@ -215,11 +262,13 @@ impl StatusWriter {
         } = outcome;
         self.in_flight.remove(&key);
         match result {
-            Ok(()) => {
+            Sent::Written => {
                 self.written.insert(key.clone(), written);
                 self.dirty.insert(key);
             }
-            Err(e) => {
+            // Compared again when this replica leads again.
+            Sent::Dropped => {}
+            Sent::Failed(e) => {
                 log::warn!(
                     "gateway controller: cannot update the status of {} {}/{}: {e}",
                     key.0.as_str(),
@@ -424,10 +473,11 @@ fn same_status(a: &Arc<RouteStatus>, b: &Arc<RouteStatus>) -> bool {
 /// The merge patch of `key`'s status to `status`, as a future for the writer task.
 fn patch(key: StatusKey, written: Written, status: Value, client: Client) -> PendingWrite {
     let body = json!({ "status": status });
-    Box::pin(async move {
-        let (kind, (namespace, name)) = &key;
+    let (kind, (namespace, name)) = (key.0, key.1.clone());
+    let send = Box::pin(async move {
+        let (namespace, name) = (&namespace, &name);
         let patch = Patch::Merge(&body);
-        let result = match kind {
+        match kind {
             StatusKind::GatewayClass => {
                 patch_status(Api::<GatewayClass>::all(client), name, &patch).await
             }
@@ -464,13 +514,9 @@ fn patch(key: StatusKey, written: Written, status: Value, client: Client) -> Pen
                 let api = Api::<BackendTlsPolicy>::namespaced(client, namespace);
                 patch_status(api, name, &patch).await
             }
-        };
-        Outcome {
-            key,
-            written,
-            result,
         }
-    })
+    });
+    PendingWrite { key, written, send }
 }
 
 /// Merge-patches the status of object `name` of `api`.
@@ -488,10 +534,11 @@ where
 async fn send_writes(
     mut batches: mpsc::UnboundedReceiver<Vec<PendingWrite>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
+    leading: Arc<AtomicBool>,
 ) {
     // Writes of every batch share the slots: a write queued behind a burst starts as soon
     // as one of the burst's finishes, not after all of them.
-    let mut queued = std::collections::VecDeque::new();
+    let mut queued: std::collections::VecDeque<PendingWrite> = std::collections::VecDeque::new();
     let mut running = futures::stream::FuturesUnordered::new();
     let mut open = true;
     loop {
@@ -499,7 +546,7 @@ async fn send_writes(
             let Some(write) = queued.pop_front() else {
                 break;
             };
-            running.push(write);
+            running.push(write.run(leading.clone()));
         }
         tokio::select! {
             batch = batches.recv(), if open => match batch {
@@ -620,6 +667,51 @@ fn keep_transition_times(wanted: &mut Value, current: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn writes_still_queued_when_the_lease_is_lost_are_dropped() {
+        let (writes, batches) = mpsc::unbounded_channel();
+        let (outcomes, mut received) = mpsc::unbounded_channel();
+        let leading = Arc::new(AtomicBool::new(true));
+        tokio::spawn(send_writes(batches, outcomes, leading.clone()));
+        let (started, mut starts) = mpsc::unbounded_channel();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let total = WRITES_IN_FLIGHT * 3;
+        let batch = (0..total)
+            .map(|i| {
+                let (started, gate) = (started.clone(), gate.clone());
+                PendingWrite {
+                    key: (StatusKind::HttpRoute, ("ns".into(), format!("r{i}"))),
+                    written: (None, 0),
+                    send: Box::pin(async move {
+                        let _ = started.send(i);
+                        let _permit = gate.acquire().await;
+                        Ok(())
+                    }),
+                }
+            })
+            .collect();
+        writes.send(batch).expect("the writer task runs");
+        for _ in 0..WRITES_IN_FLIGHT {
+            starts.recv().await.expect("a write starts");
+        }
+        // The Lease is lost while the first writes are under way.
+        leading.store(false, Ordering::Release);
+        gate.add_permits(total);
+        let (mut sent, mut dropped) = (0, 0);
+        for _ in 0..total {
+            match received.recv().await.expect("an outcome").result {
+                Sent::Written => sent += 1,
+                Sent::Dropped => dropped += 1,
+                Sent::Failed(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(
+            (sent, dropped),
+            (WRITES_IN_FLIGHT, total - WRITES_IN_FLIGHT)
+        );
+        assert!(starts.try_recv().is_err(), "a dropped write was sent");
+    }
 
     #[test]
     fn unchanged_conditions_keep_their_time_and_new_ones_get_the_write_time() {

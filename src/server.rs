@@ -5,6 +5,7 @@
 use crate::cli::Cli;
 use crate::lifecycle::{ExitMonitor, Signals};
 use crate::model::{Config, ListenerProtocol, RequestLimits};
+use crate::observe::spans;
 use crate::observe::{access_log, metrics, metrics::METRICS};
 use crate::ops::admin::{AdminApp, AdminScope};
 use crate::ops::webhook::AdmissionWebhook;
@@ -17,6 +18,7 @@ use crate::services::discovery::KubernetesDiscovery;
 use crate::services::dns::DnsDiscovery;
 use crate::services::gateway::GatewayController;
 use crate::services::ingress::IngressController;
+use crate::services::trace_export::TraceExporter;
 use crate::sockets;
 use crate::sources::file::FileConfig;
 use crate::state::State;
@@ -109,6 +111,16 @@ pub fn run(cli: &Cli, file: FileConfig) -> Result<(), String> {
     let mut log_writer = background_service("access log writer", access_log::Writer);
     log_writer.threads = Some(1);
     server.add_service(log_writer);
+    // The queue is set up at start only: a config without `tracing:` at start exports
+    // nothing until a restart or upgrade.
+    if let Some(tracing) = &config.tracing {
+        if let Some(queue) = spans::open(tracing.queue_spans) {
+            let exporter = TraceExporter::new(state.clone(), tracing.clone(), queue);
+            let mut exporter = background_service("trace exporter", exporter);
+            exporter.threads = Some(1);
+            server.add_service(exporter);
+        }
+    }
     let mut exit_monitor = background_service(
         "exit monitor",
         ExitMonitor {

@@ -149,6 +149,7 @@ fn log_cut(request: &OpenRequest, now: SystemTime) {
     access_log::write(&Record {
         ts: Timestamp(now),
         request_id: &request.request_id,
+        trace_id: None,
         listener: &request.listener,
         route: Some(&request.route),
         client: request.client,

@@ -13,7 +13,9 @@ mod ingress;
 mod net;
 mod origin;
 mod route;
+mod tracing;
 
+pub use self::tracing::{OtlpEndpoint, Sampler, TracingSettings};
 pub use crate::observe::access_log::AccessLogTarget;
 pub use crate::tls::client_auth::{ClientAuthMode, ClientValidation};
 use crate::tls::LoadedCertificate;
@@ -59,6 +61,8 @@ pub struct Config {
     pub ingress: Option<IngressSettings>,
     /// The Kubernetes Gateway API source, if enabled (issue #19).
     pub gateway: Option<GatewaySettings>,
+    /// Spans to an OpenTelemetry collector, if enabled (issue #20).
+    pub tracing: Option<TracingSettings>,
     pub listeners: Vec<ListenerConfig>,
     /// The certificates of each TLS listener.
     pub tls: Vec<ListenerTls>,

@@ -63,6 +63,9 @@ pub struct RouteConfig {
     /// `limit-connections`); more are answered 503.
     pub max_concurrent_per_client: Option<u32>,
     pub body: BodyPolicy,
+    /// Its requests are traced when `tracing:` is set (the default); off, a request's
+    /// `traceparent` passes through untouched and no span is made.
+    pub tracing: bool,
 }
 
 impl RouteConfig {
@@ -97,6 +100,7 @@ impl RouteConfig {
                 buffering: true,
                 max_size: Some(DEFAULT_MAX_BODY_SIZE),
             },
+            tracing: true,
         }
     }
 

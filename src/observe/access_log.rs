@@ -10,6 +10,7 @@
 //! nginx): lines queued before the reopen go to the old file, later ones to the new.
 
 use super::metrics::METRICS;
+use super::trace_context::TraceId;
 use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
@@ -56,6 +57,9 @@ pub struct Timestamp(pub SystemTime);
 pub struct Record<'a> {
     pub ts: Timestamp,
     pub request_id: &'a str,
+    /// The request's trace (`tracing:` set and its route traced), sampled or not: a line
+    /// finds its spans by it.
+    pub trace_id: Option<TraceId>,
     pub listener: &'a str,
     pub route: Option<&'a str>,
     pub client: Option<IpAddr>,
@@ -247,6 +251,8 @@ impl Record<'_> {
         let _ = write!(out, "{}", humantime::format_rfc3339_millis(self.ts.0));
         out.extend_from_slice(b"\",\"request_id\":");
         json_string(out, self.request_id);
+        out.extend_from_slice(b",\"trace_id\":");
+        json_option_display(out, self.trace_id, true);
         out.extend_from_slice(b",\"listener\":");
         json_string(out, self.listener);
         out.extend_from_slice(b",\"route\":");
@@ -359,6 +365,7 @@ mod tests {
         let record = Record {
             ts: Timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)),
             request_id: "id-1",
+            trace_id: Some(TraceId([0xab; 16])),
             listener: "web",
             route: Some("shop"),
             client: Some("10.0.0.7".parse().expect("ip")),
@@ -404,5 +411,6 @@ mod tests {
         assert_eq!(json["user_agent"], "curl/8.5.0");
         assert_eq!(json["referer"], serde_json::Value::Null);
         assert_eq!(json["x_forwarded_for"], "1.2.3.4, 10.0.0.1");
+        assert_eq!(json["trace_id"], "ab".repeat(16));
     }
 }

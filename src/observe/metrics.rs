@@ -34,6 +34,7 @@ pub struct Metrics {
     pub connections_rejected: IntCounterVec,
     pub auth_requests: IntCounterVec,
     pub tls_client_certificates: IntCounterVec,
+    pub tracing_spans: IntCounterVec,
     pub kubernetes_objects: IntGaugeVec,
     pub kubernetes_rejections: IntCounterVec,
     pub kubernetes_leader: IntGaugeVec,
@@ -236,6 +237,14 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Client certificates checked on listeners with tls.client_auth, by listener and \
              result (verified, rejected: the handshake was refused).",
             &["listener", "result"],
+        ),
+        tracing_spans: counter(
+            "sluice_tracing_spans_total",
+            "Spans of sampled requests, by result (exported: the collector took them, \
+             queue_full: dropped because tracing.queue_spans were waiting, export_failed: \
+             dropped because the collector refused them, or did not answer within \
+             tracing.export_timeout).",
+            &["result"],
         ),
     }
 });

@@ -1,10 +1,12 @@
-//! What sluice tells operators: Prometheus metrics and the JSON access log; and how its
-//! dependencies' `tracing` events reach the log.
+//! What sluice tells operators: Prometheus metrics, the JSON access log and OpenTelemetry
+//! spans; and how its dependencies' `tracing` events reach the log.
 
 pub mod access_log;
 pub(crate) mod events;
 pub mod metrics;
 pub(crate) mod redact;
+pub mod spans;
+pub mod trace_context;
 pub mod tracing_events;
 
 /// `text` on one line: line breaks become ` | ` (a multi-line message, such as a list of

@@ -1,8 +1,10 @@
 //! Per-request state carried through Pingora's hooks.
 
 use super::error_pages::RoutePages;
+use super::trace::RequestTrace;
 use crate::lifecycle::{OpenRequest, OpenWork};
 use crate::observe::metrics::{RouteMetrics, METRICS};
+use crate::observe::trace_context::SpanId;
 use crate::proxy::request_body::BodyMode;
 use crate::routing::concurrency::ConcurrencySlot;
 use crate::state::{RouteBackend, Snapshot};
@@ -68,6 +70,10 @@ pub struct Attempt {
     pub result: AttemptResult,
     pub status: Option<u16>,
     pub reused: bool,
+    /// From the try's start to its response head.
+    pub first_byte: Option<Duration>,
+    /// The try's span, when the request is traced.
+    pub span_id: Option<SpanId>,
 }
 
 impl Attempt {
@@ -82,6 +88,8 @@ impl Attempt {
             result: AttemptResult::Ok,
             status: None,
             reused: false,
+            first_byte: None,
+            span_id: None,
         }
     }
 }
@@ -196,6 +204,9 @@ pub struct RequestContext {
     /// The request as registered for its access-log line should a stop's grace period cut
     /// it; takes the response status.
     pub open_request: Option<Arc<OpenRequest>>,
+    /// The request's trace, when `tracing:` is set and its route traces. Boxed: the
+    /// context is moved per request.
+    pub trace: Option<Box<RequestTrace>>,
 }
 
 /// An upgraded (WebSocket) connection, counted in `sluice_tcp_connections_active` until
@@ -252,6 +263,7 @@ impl RequestContext {
             body_deadline: None,
             open,
             open_request: None,
+            trace: None,
         }
     }
 

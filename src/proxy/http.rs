@@ -8,12 +8,14 @@ use super::report::{self, Exchange};
 use super::request_body::{self, BodyMode};
 use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
+use super::trace::RequestTrace;
 use super::{auth, client_ip, errors, grpc, headers, traffic};
 use crate::model::{
     AccessList, ClientCertHeaders, HttpsRedirect, IpNet, ListenerConfig, RequestLimits,
     UpstreamProtocol,
 };
 use crate::observe::metrics::METRICS;
+use crate::observe::trace_context::SpanId;
 use crate::observe::{access_log, events};
 use crate::routing::{conditions, cors, filters, misdirected, rate_limit};
 use crate::state::{Snapshot, State};
@@ -199,6 +201,10 @@ impl ProxyHttp for HttpProxy {
             }
         }
         let snapshot = self.state.snapshot();
+        if let Some(tracing) = &snapshot.config.tracing {
+            let trace = RequestTrace::start(session.req_header(), &tracing.sampler, ctx.started);
+            ctx.trace = Some(Box::new(trace));
+        }
         if self.is_misdirected(session, &snapshot, &inspected.host) {
             ctx.rejected = Some("misdirected");
             self.answer_error(session, ctx, 421, None, false).await?;
@@ -216,6 +222,9 @@ impl ProxyHttp for HttpProxy {
         };
         let route = found.route;
         let route_config = &snapshot.config.routes[route];
+        if !route_config.tracing {
+            ctx.trace = None;
+        }
         let client_certificate = self.client_cert_headers.as_ref().map(|names| {
             let certificate = ctx.client_certificate.as_deref();
             let verifier = snapshot.routes[route].client_verifier.as_deref();
@@ -533,7 +542,11 @@ impl ProxyHttp for HttpProxy {
         }
         let chosen = &upstream.endpoints[endpoint];
         ctx.in_flight = Some(chosen.state.start_request());
-        ctx.attempts.push(Attempt::start(endpoint, chosen.address));
+        let mut attempt = Attempt::start(endpoint, chosen.address);
+        if ctx.trace.is_some() {
+            attempt.span_id = Some(SpanId::random());
+        }
+        ctx.attempts.push(attempt);
         ctx.response_started = false;
         ctx.close_upstream_connection = false;
         Ok(Box::new(upstream.peer(endpoint, &timeouts)))
@@ -628,6 +641,10 @@ impl ProxyHttp for HttpProxy {
             }
         }
         upstream_request.insert_header(headers::ATTEMPT, ctx.attempts.len().to_string())?;
+        let attempt_span = ctx.attempts.last().and_then(|a| a.span_id);
+        if let (Some(trace), Some(span)) = (&ctx.trace, attempt_span) {
+            upstream_request.insert_header("traceparent", trace.traceparent(span))?;
+        }
         if ctx.close_upstream_connection {
             upstream_request.insert_header("connection", "close")?;
         }
@@ -732,6 +749,7 @@ impl ProxyHttp for HttpProxy {
         }
         if let Some(attempt) = ctx.current_attempt() {
             attempt.status = Some(status);
+            attempt.first_byte = Some(attempt.started.elapsed());
         }
         let counts_as_failure = status >= 500
             && ctx.routed.as_ref().is_some_and(|r| {
@@ -879,6 +897,7 @@ impl ProxyHttp for HttpProxy {
             bytes_in: 0,
             bytes_out: 0,
             ended: None,
+            scheme: self.scheme,
         };
         report::report(&ctx, &exchange);
     }
@@ -905,6 +924,7 @@ impl ProxyHttp for HttpProxy {
                 Some(e) if errors::is_timeout(e) => "idle_timeout",
                 Some(_) => "error",
             }),
+            scheme: self.scheme,
         };
         report::report(ctx, &exchange);
     }

@@ -20,4 +20,5 @@ pub mod retry;
 mod rewind;
 pub mod subrequest;
 pub mod tcp;
+pub mod trace;
 pub mod traffic;

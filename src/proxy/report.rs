@@ -1,9 +1,11 @@
 //! What a finished request tells operators: its metrics and its access-log line.
 
 use super::context::{Attempt, RequestContext};
+use super::trace::Finished;
 use crate::lifecycle::OpenRequest;
 use crate::observe::access_log::{self, AttemptRecord, Record};
 use crate::observe::metrics::{status_label, METRICS};
+use crate::observe::spans;
 use pingora::http::{RequestHeader, Version};
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -22,6 +24,8 @@ pub struct Exchange<'a> {
     pub bytes_out: usize,
     /// How an upgraded (WebSocket) connection ended; `None` for plain requests.
     pub ended: Option<&'static str>,
+    /// `http` or `https`.
+    pub scheme: &'a str,
 }
 
 /// Records the metrics and the access-log line of a finished request.
@@ -80,6 +84,21 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
                 .observe(duration.as_secs_f64());
         }
     }
+    if let Some(trace) = ctx.trace.as_deref().filter(|t| t.sampled) {
+        if spans::is_enabled() {
+            let finished = Finished {
+                request: exchange.request,
+                status: exchange.status,
+                listener: exchange.listener,
+                route,
+                upstream,
+                client: ctx.client_ip,
+                request_id: &ctx.request_id,
+                scheme: exchange.scheme,
+            };
+            spans::submit(trace.spans(&finished, &ctx.attempts, Instant::now()));
+        }
+    }
     if !access_log::is_enabled() {
         return;
     }
@@ -92,6 +111,7 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
     access_log::write(&Record {
         ts: access_log::Timestamp(SystemTime::now()),
         request_id: &ctx.request_id,
+        trace_id: ctx.trace.as_ref().map(|t| t.trace_id),
         listener: exchange.listener,
         route,
         client: ctx.client_ip,
@@ -174,7 +194,7 @@ pub fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
-fn version_label(version: Version) -> &'static str {
+pub(super) fn version_label(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "HTTP/0.9",
         Version::HTTP_10 => "HTTP/1.0",

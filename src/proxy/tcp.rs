@@ -480,6 +480,7 @@ impl ConnectionLog<'_> {
         access_log::write(&Record {
             ts: access_log::Timestamp(SystemTime::now()),
             request_id: &new_request_id(),
+            trace_id: None,
             listener: self.listener,
             route: self.route,
             client: self.client.map(|a| a.ip()),

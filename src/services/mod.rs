@@ -7,4 +7,5 @@ pub mod dns;
 pub mod gateway;
 pub mod ingress;
 pub mod leader;
+pub mod trace_export;
 pub mod watch;

@@ -6,6 +6,7 @@ pub mod fake_kube;
 pub mod grpc;
 pub mod h2_util;
 pub mod ingress_objects;
+pub mod otlp;
 pub mod raw_backend;
 pub mod tls;
 

@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub ingress: Option<RawIngress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<RawGateway>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<RawTracing>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
@@ -110,6 +112,66 @@ impl Default for RawAccessLog {
         Self {
             path: "stdout".into(),
             format: AccessLogFormat::Json,
+        }
+    }
+}
+
+/// `tracing:` spans to an OpenTelemetry collector (issue #20).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// The collector's OTLP/HTTP traces URL: `http://HOST:4318/v1/traces` (a URL without a
+    /// path gets `/v1/traces`).
+    pub otlp_endpoint: String,
+    #[serde(default = "default_export_timeout")]
+    pub export_timeout: String,
+    #[serde(default)]
+    pub sampling: RawSampling,
+    #[serde(default = "default_queue_spans")]
+    pub queue_spans: usize,
+    #[serde(default = "default_batch_spans")]
+    pub batch_spans: usize,
+    #[serde(default = "default_batch_delay")]
+    pub batch_delay: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_export_timeout() -> String {
+    "10s".into()
+}
+
+fn default_queue_spans() -> usize {
+    8192
+}
+
+fn default_batch_spans() -> usize {
+    512
+}
+
+fn default_batch_delay() -> String {
+    "1s".into()
+}
+
+fn default_service_name() -> String {
+    "sluice".into()
+}
+
+/// `tracing.sampling:` head sampling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSampling {
+    /// Share of traces recorded that no caller decided (0 to 1).
+    pub ratio: f64,
+    /// A caller's `traceparent` sampled flag decides for its trace.
+    pub parent_based: bool,
+}
+
+impl Default for RawSampling {
+    fn default() -> Self {
+        Self {
+            ratio: 1.0,
+            parent_based: true,
         }
     }
 }
@@ -484,6 +546,10 @@ pub struct RawRoute {
     /// At most this many requests in flight per client IP; more get 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_per_client: Option<u32>,
+    /// Trace its requests when `tracing:` is set; `false` makes no span and passes the
+    /// caller's `traceparent` through untouched.
+    #[serde(default = "default_true")]
+    pub tracing: bool,
     /// Read the whole request body before choosing an endpoint (ingress-nginx's
     /// `proxy-request-buffering: on`); `false` streams it (uploads, gRPC).
     #[serde(default = "default_true")]

@@ -178,6 +178,10 @@ pub(super) fn validate(
         "off" => AccessLogTarget::Off,
         file => AccessLogTarget::File(PathBuf::from(file)),
     };
+    let tracing = raw
+        .tracing
+        .as_ref()
+        .and_then(|t| check_tracing(&mut check, t));
     let kubernetes = raw.kubernetes.as_ref().map(|k| {
         if let Some(server) = &k.api_server {
             let valid = server.parse::<http::Uri>().is_ok_and(|u| {
@@ -299,6 +303,7 @@ pub(super) fn validate(
                     kubernetes,
                     ingress,
                     gateway,
+                    tracing,
                     listeners,
                     tls,
                     routes: Vec::new(),
@@ -1450,6 +1455,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                     buffering: route.request_buffering,
                     max_size: (max_body_size > 0).then_some(max_body_size),
                 },
+                tracing: route.tracing,
             },
             matchable,
         ));
@@ -1553,6 +1559,79 @@ fn check_paths(check: &mut Checker, at: &str, raw: &[RawPathMatch]) -> Vec<PathM
 
 /// `routes[].error_pages`; page files are read here, so a missing one is an error at the
 /// rule naming it.
+/// `tracing:` checked: the collector's URL, durations, sizes and the sampling ratio.
+fn check_tracing(check: &mut Checker, raw: &RawTracing) -> Option<TracingSettings> {
+    let collector = otlp_endpoint(&raw.otlp_endpoint).map_err(|why| {
+        check.error(
+            "tracing.otlp_endpoint",
+            format!(
+                "invalid URL {:?}: {why}; write e.g. http://otel-collector:4318/v1/traces",
+                raw.otlp_endpoint
+            ),
+        )
+    });
+    let export_timeout = check.duration("tracing.export_timeout", &raw.export_timeout);
+    let batch_delay = check.duration("tracing.batch_delay", &raw.batch_delay);
+    let ratio = raw.sampling.ratio;
+    if !(0.0..=1.0).contains(&ratio) {
+        check.error(
+            "tracing.sampling.ratio",
+            format!("{ratio} is not a share: write 0 to 1 (0.05 traces 5% of requests)"),
+        );
+    }
+    if raw.batch_spans == 0 {
+        check.error("tracing.batch_spans", "must be at least 1");
+    }
+    if raw.queue_spans < raw.batch_spans {
+        check.error(
+            "tracing.queue_spans",
+            format!("must be at least batch_spans ({})", raw.batch_spans),
+        );
+    }
+    if raw.service_name.trim().is_empty() {
+        check.error("tracing.service_name", "must not be empty");
+    }
+    Some(TracingSettings {
+        collector: collector.ok()?,
+        export_timeout: export_timeout?,
+        sampler: Sampler {
+            ratio,
+            parent_based: raw.sampling.parent_based,
+        },
+        queue_spans: raw.queue_spans,
+        batch_spans: raw.batch_spans,
+        batch_delay: batch_delay?,
+        service_name: raw.service_name.clone(),
+    })
+}
+
+/// An OTLP/HTTP URL as its parts; a URL without a path gets OTLP's `/v1/traces`.
+fn otlp_endpoint(text: &str) -> Result<OtlpEndpoint, String> {
+    let uri = text
+        .parse::<http::Uri>()
+        .map_err(|e| format!("not a URL ({e})"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err("the scheme must be http or https".into()),
+    };
+    let host = uri.host().ok_or("no host")?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let path = match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("") | Some("/") => "/v1/traces".to_string(),
+        Some(path) => path.to_string(),
+    };
+    Ok(OtlpEndpoint {
+        tls,
+        host,
+        port: uri.port_u16().unwrap_or(if tls { 443 } else { 4318 }),
+        path,
+    })
+}
+
 fn error_pages(check: &mut Checker, at: &str, raw: &[RawErrorPage]) -> Option<Arc<ErrorPages>> {
     if raw.is_empty() {
         return None;

@@ -238,9 +238,9 @@ fn add_serving_services(
                 TcpProxy::new(state.clone(), listener.name.clone())?,
             );
             service.add_tcp(&listener.listen.to_string());
-            if let Some(admission) = Admission::for_listener(&listener) {
-                service.endpoints().set_pre_tls_callback(admission);
-            }
+            service
+                .endpoints()
+                .set_pre_tls_callback(Admission::for_listener(&listener));
             server.add_service(service);
             continue;
         }
@@ -274,9 +274,9 @@ fn add_serving_services(
             endpoint = endpoint.tls(tls_settings(resolver, gateway_verifier, &listener)?);
         }
         service.add_listener(endpoint);
-        if let Some(admission) = Admission::for_listener(&listener) {
-            service.endpoints().set_pre_tls_callback(admission);
-        }
+        service
+            .endpoints()
+            .set_pre_tls_callback(Admission::for_listener(&listener));
         server.add_service(service);
     }
 
@@ -372,6 +372,7 @@ fn tls_settings(
 ) -> Result<TlsSettings, String> {
     // The paths are unused: the resolver supplies every certificate.
     let recorder = HandshakeRecorder {
+        listener: listener.name.clone(),
         asks_client_certificate: listener.client_auth.is_some(),
         verified_by_listener: listener
             .client_auth

@@ -35,6 +35,13 @@ pub struct Metrics {
     pub auth_requests: IntCounterVec,
     pub tls_client_certificates: IntCounterVec,
     pub tracing_spans: IntCounterVec,
+    pub upstream_response: HistogramVec,
+    pub endpoint_requests: IntCounterVec,
+    pub http_request_size: HistogramVec,
+    pub http_response_size: HistogramVec,
+    pub downstream_connections_open: IntGaugeVec,
+    pub downstream_connections: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
     pub kubernetes_objects: IntGaugeVec,
     pub kubernetes_rejections: IntCounterVec,
     pub kubernetes_leader: IntGaugeVec,
@@ -46,6 +53,31 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(Box::new(metric.clone()));
     metric
 }
+
+fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("metric names and labels are static and valid");
+    register(Box::new(metric.clone()));
+    metric
+}
+
+/// Buckets of durations in seconds: 0.5 ms to a minute.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Buckets of body sizes in bytes: 64 B to 64 MiB, by factors of 4.
+const SIZE_BUCKETS: [f64; 11] = [
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    67108864.0,
+];
+
+/// The Pingora release sluice is built on (Cargo.toml pins it).
+const PINGORA_VERSION: &str = "0.9.1";
+
+/// The last patch of the series applied to Pingora: its number and name.
+const PINGORA_PATCHES: &str = "0015-listeners-tell-tls-accept-callbacks-of-failed-handshakes";
 
 fn register(metric: Box<dyn prometheus::core::Collector>) {
     if let Err(e) = prometheus::register(metric) {
@@ -60,10 +92,7 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "sluice_http_request_duration_seconds",
             "Time from request start to the end of the response, by route.",
         )
-        .buckets(vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0, 60.0,
-        ]),
+        .buckets(DURATION_BUCKETS.to_vec()),
         &["route"],
     )
     .expect("metric names and labels are static and valid");
@@ -127,7 +156,71 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     )
     .expect("metric names and labels are static and valid");
     register(Box::new(kubernetes_leader.clone()));
+    let downstream_connections_open = IntGaugeVec::new(
+        Opts::new(
+            "sluice_downstream_connections_open",
+            "Client connections open, by listener and protocol (http, https, tcp).",
+        ),
+        &["listener", "protocol"],
+    )
+    .expect("metric names and labels are static and valid");
+    register(Box::new(downstream_connections_open.clone()));
+    let build_info = IntGaugeVec::new(
+        Opts::new(
+            "sluice_build_info",
+            "1, with the version of sluice, of Pingora, and the last patch of the series \
+             sluice applies to Pingora (third_party/pingora/PATCHES.md).",
+        ),
+        &["version", "pingora", "pingora_patches"],
+    )
+    .expect("metric names and labels are static and valid");
+    register(Box::new(build_info.clone()));
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), PINGORA_VERSION, PINGORA_PATCHES])
+        .set(1);
+    register(Box::new(super::process::ProcessCollector::new()));
     Metrics {
+        upstream_response: histogram(
+            "sluice_upstream_response_seconds",
+            "Time of each try of an upstream, by upstream and phase (first_byte: from the \
+             try's start to the response head; total: to the end of a try that succeeded).",
+            &["upstream", "phase"],
+            DURATION_BUCKETS.to_vec(),
+        ),
+        endpoint_requests: counter(
+            "sluice_endpoint_requests_total",
+            "Tries of each endpoint, by upstream, endpoint (IP:port, from the config or \
+             discovery) and result (the answer's status class, 2xx to 5xx, or how the try \
+             failed: connect_refused, connect_timeout, reset, timeout, ...).",
+            &["upstream", "endpoint", "result"],
+        ),
+        http_request_size: histogram(
+            "sluice_http_request_size_bytes",
+            "Request body bytes received from clients, by route.",
+            &["route"],
+            SIZE_BUCKETS.to_vec(),
+        ),
+        http_response_size: histogram(
+            "sluice_http_response_size_bytes",
+            "Response body bytes sent to clients, by route.",
+            &["route"],
+            SIZE_BUCKETS.to_vec(),
+        ),
+        downstream_connections_open,
+        downstream_connections: counter(
+            "sluice_downstream_connections_total",
+            "Client connections accepted, by listener and protocol (http, https, tcp).",
+            &["listener", "protocol"],
+        ),
+        tls_handshakes: counter(
+            "sluice_tls_handshakes_total",
+            "TLS handshakes with clients, by listener and result (ok, or why it failed: \
+             no_client_certificate, bad_client_certificate, unknown_server_name, \
+             incompatible: no shared version or cipher, alert_received: the client refused \
+             the handshake, often sluice's certificate, not_tls: plain text on a TLS port, \
+             protocol_error, closed: the client left mid-handshake, other).",
+            &["listener", "result"],
+        ),
         kubernetes_objects,
         kubernetes_leader,
         kubernetes_rejections: counter(
@@ -290,7 +383,20 @@ const COMMON_STATUSES: [u16; 16] = [
 pub struct RouteMetrics {
     route: String,
     duration: OnceLock<Histogram>,
+    request_size: OnceLock<Histogram>,
+    response_size: OnceLock<Histogram>,
     requests: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
+}
+
+/// What a finished request measured.
+pub struct Measured<'a> {
+    pub status: u16,
+    pub seconds: f64,
+    /// Why sluice refused it, empty when it did not.
+    pub reason: &'a str,
+    /// Body bytes received and sent.
+    pub bytes_in: usize,
+    pub bytes_out: usize,
 }
 
 impl RouteMetrics {
@@ -299,6 +405,8 @@ impl RouteMetrics {
         Self {
             route: route.to_string(),
             duration: OnceLock::new(),
+            request_size: OnceLock::new(),
+            response_size: OnceLock::new(),
             requests: Default::default(),
         }
     }
@@ -308,16 +416,20 @@ impl RouteMetrics {
         &self.route
     }
 
-    /// Counts a finished request with `status` that took `seconds`; `reason` says why
-    /// sluice refused it, empty when it did not.
-    pub fn record_request(&self, status: u16, seconds: f64, reason: &str) {
-        self.duration
-            .get_or_init(|| {
-                METRICS
-                    .http_request_duration
-                    .with_label_values(&[&self.route])
-            })
-            .observe(seconds);
+    /// Counts a finished request and observes its duration and sizes.
+    pub fn record_request(&self, measured: &Measured) {
+        let Measured {
+            status,
+            seconds,
+            reason,
+            ..
+        } = *measured;
+        let route = &self.route;
+        resolved(&self.duration, &METRICS.http_request_duration, route).observe(seconds);
+        resolved(&self.request_size, &METRICS.http_request_size, route)
+            .observe(measured.bytes_in as f64);
+        resolved(&self.response_size, &METRICS.http_response_size, route)
+            .observe(measured.bytes_out as f64);
         let common = COMMON_STATUSES.iter().position(|s| *s == status);
         match common.filter(|_| reason.is_empty()) {
             Some(i) => self.requests[i]
@@ -337,8 +449,15 @@ impl RouteMetrics {
     }
 }
 
+/// The histogram of `vec` for `route`, looked up once.
+fn resolved<'a>(cell: &'a OnceLock<Histogram>, vec: &HistogramVec, route: &str) -> &'a Histogram {
+    cell.get_or_init(|| vec.with_label_values(&[route]))
+}
+
 /// An upstream's most used metric handles, resolved at first use.
 pub struct UpstreamMetrics {
+    first_byte: OnceLock<Histogram>,
+    total: OnceLock<Histogram>,
     attempts_ok: OnceLock<IntCounter>,
     connections_new: OnceLock<IntCounter>,
     connections_reused: OnceLock<IntCounter>,
@@ -355,6 +474,8 @@ impl UpstreamMetrics {
             METRICS.discovery_errors.with_label_values(&[upstream]);
         }
         Self {
+            first_byte: OnceLock::new(),
+            total: OnceLock::new(),
             attempts_ok: OnceLock::new(),
             connections_new: OnceLock::new(),
             connections_reused: OnceLock::new(),
@@ -375,6 +496,37 @@ impl UpstreamMetrics {
         }
     }
 
+    /// Observes a try of upstream `upstream`: its time to the response head, if one came,
+    /// and its whole time, if it succeeded; and counts it against its endpoint.
+    pub fn observe_attempt(&self, upstream: &str, attempt: &AttemptTimes) {
+        if let Some(first_byte) = attempt.first_byte {
+            self.first_byte
+                .get_or_init(|| {
+                    METRICS
+                        .upstream_response
+                        .with_label_values(&[upstream, "first_byte"])
+                })
+                .observe(first_byte.as_secs_f64());
+        }
+        if let Some(total) = attempt.total {
+            self.total
+                .get_or_init(|| {
+                    METRICS
+                        .upstream_response
+                        .with_label_values(&[upstream, "total"])
+                })
+                .observe(total.as_secs_f64());
+        }
+        let result = match attempt.status {
+            Some(status) => STATUS_CLASSES[usize::from(status / 100).min(5)],
+            None => attempt.result,
+        };
+        METRICS
+            .endpoint_requests
+            .with_label_values(&[upstream, &attempt.endpoint, result])
+            .inc();
+    }
+
     /// Counts a connection to upstream `upstream`, new or taken from the pool.
     pub fn count_connection(&self, upstream: &str, reused: bool) {
         let (cell, label) = if reused {
@@ -390,6 +542,21 @@ impl UpstreamMetrics {
         .inc();
     }
 }
+
+/// What [`UpstreamMetrics::observe_attempt`] needs of a try.
+pub struct AttemptTimes {
+    /// `IP:port`.
+    pub endpoint: String,
+    pub first_byte: Option<std::time::Duration>,
+    /// Set for a try that succeeded.
+    pub total: Option<std::time::Duration>,
+    pub status: Option<u16>,
+    /// How it ended (`ok`, `connect_refused`, ...), for a try without an answer.
+    pub result: &'static str,
+}
+
+/// Status classes by hundreds (1xx counts with 2xx: an interim answer was followed).
+const STATUS_CLASSES: [&str; 6] = ["other", "2xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The status code as a metric label, without allocating per request.
 pub fn status_label(status: u16) -> &'static str {

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub(crate) mod events;
 pub mod metrics;
+pub mod process;
 pub(crate) mod redact;
 pub mod spans;
 pub mod trace_context;

@@ -328,7 +328,11 @@ impl ServeHttp for AdminApp {
                     Err(e) => response(500, "text/plain", format!("{e}\n").into_bytes()),
                 }
             }
-            "/metrics" => response(200, "text/plain; version=0.0.4", metrics::render()),
+            // Reads /proc (process_* metrics): off the async worker thread.
+            "/metrics" => match tokio::task::spawn_blocking(metrics::render).await {
+                Ok(text) => response(200, "text/plain; version=0.0.4", text),
+                Err(e) => response(500, "text/plain", format!("{e}\n").into_bytes()),
+            },
             "/config" => json_response(200, &self.config()),
             "/upstreams" => json_response(200, &self.upstreams()),
             _ => json_response(404, &json!({ "status": 404, "error": "not found" })),

@@ -4,10 +4,11 @@
 //!
 //! Pingora runs [`Admission`] after `accept()` and before the TLS handshake (patch 0013 runs
 //! it on plain listeners too), so a refused connection costs no handshake. An admitted one
-//! holds a [`Slot`] in its stream's tracer, which Pingora tells when the stream is dropped:
-//! the count then falls whatever ended the connection.
+//! holds its place in the open-connections gauge (and a [`Slot`] in the listener's limits)
+//! in its stream's tracer, which Pingora tells when the stream is dropped: the counts then
+//! fall whatever ended the connection.
 
-use crate::model::{ConnectionLimits, ListenerConfig};
+use crate::model::{ConnectionLimits, ListenerConfig, ListenerProtocol};
 use crate::observe::metrics::METRICS;
 use crate::proxy::proxy_protocol::{self, Header};
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use pingora::protocols::GetSocketDigest;
 use pingora::protocols::SocketDigest;
 use pingora::upstreams::peer::{Tracer, Tracing};
 use pingora::{Error, ErrorType};
+use pingora_prometheus::prometheus::{IntCounter, IntGauge};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
@@ -32,24 +34,34 @@ pub struct Admission {
     /// Read a PROXY header within this time; `None`: the listener takes none.
     proxy_protocol: Option<Duration>,
     counts: Option<Arc<OpenConnections>>,
+    /// `sluice_downstream_connections_open` and `_total` of the listener.
+    open: IntGauge,
+    accepted: IntCounter,
 }
 
 impl Admission {
-    /// What `listener` asks of new connections, or `None` if it asks nothing.
-    pub fn for_listener(listener: &ListenerConfig) -> Option<Arc<Self>> {
+    /// What `listener` asks of new connections; every connection is counted.
+    pub fn for_listener(listener: &ListenerConfig) -> Arc<Self> {
         let counts = (!listener.connections.is_unlimited()).then(|| {
             Arc::new(OpenConnections {
                 limits: listener.connections,
                 open: Mutex::default(),
             })
         });
-        let proxy_protocol = listener.proxy_protocol.map(|p| p.timeout);
-        (proxy_protocol.is_some() || counts.is_some()).then(|| {
-            Arc::new(Self {
-                listener: listener.name.clone(),
-                proxy_protocol,
-                counts,
-            })
+        let protocol = match (listener.protocol, listener.tls) {
+            (ListenerProtocol::Tcp, _) => "tcp",
+            (ListenerProtocol::Http, true) => "https",
+            (ListenerProtocol::Http, false) => "http",
+        };
+        let labels = [listener.name.as_str(), protocol];
+        Arc::new(Self {
+            listener: listener.name.clone(),
+            proxy_protocol: listener.proxy_protocol.map(|p| p.timeout),
+            counts,
+            open: METRICS
+                .downstream_connections_open
+                .with_label_values(&labels),
+            accepted: METRICS.downstream_connections.with_label_values(&labels),
         })
     }
 
@@ -94,12 +106,21 @@ impl PreTlsProcess for Admission {
                 client = Some(source.ip().to_canonical());
             }
         }
-        if let Some(counts) = &self.counts {
-            match counts.admit(client) {
-                Ok(slot) => stream.tracer = Some(Tracer(Box::new(slot))),
+        let slot = match &self.counts {
+            Some(counts) => match counts.admit(client) {
+                Ok(slot) => Some(slot),
                 Err(refusal) => return Err(self.refuse(refusal.reason(), refusal.to_string())),
-            }
-        }
+            },
+            None => None,
+        };
+        self.accepted.inc();
+        self.open.inc();
+        let held = Held {
+            open: self.open.clone(),
+            slot,
+            released: Arc::new(AtomicBool::new(false)),
+        };
+        stream.tracer = Some(Tracer(Box::new(held)));
         Ok(())
     }
 }
@@ -168,7 +189,6 @@ impl OpenConnections {
         Ok(Slot {
             counts: self.clone(),
             client: counted_client,
-            released: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -186,21 +206,32 @@ impl OpenConnections {
     }
 }
 
-/// One admitted connection's place in the counts, given back when its stream is dropped.
+/// One admitted connection's place in a listener's limits.
 #[derive(Debug, Clone)]
 struct Slot {
     counts: Arc<OpenConnections>,
     client: Option<IpAddr>,
+}
+
+/// What a connection holds until its stream is dropped: its place in the open-connections
+/// gauge and, on a listener with limits, in the counts.
+#[derive(Debug, Clone)]
+struct Held {
+    open: IntGauge,
+    slot: Option<Slot>,
     /// Shared by clones, so that a clone of the tracer cannot give the place back twice.
     released: Arc<AtomicBool>,
 }
 
-impl Tracing for Slot {
+impl Tracing for Held {
     fn on_connected(&self) {}
 
     fn on_disconnected(&self) {
         if !self.released.swap(true, Ordering::AcqRel) {
-            self.counts.release(self.client);
+            self.open.dec();
+            if let Some(slot) = &self.slot {
+                slot.counts.release(slot.client);
+            }
         }
     }
 
@@ -232,8 +263,15 @@ mod tests {
         let _second = counts.admit(Some(a)).unwrap();
         assert_eq!(counts.admit(Some(a)).unwrap_err(), Refusal::Client(a, 2));
         let _other = counts.admit(Some(b)).unwrap();
-        first.on_disconnected();
-        first.clone().on_disconnected();
+        let held = Held {
+            open: IntGauge::new("open", "open").unwrap(),
+            slot: Some(first),
+            released: Arc::new(AtomicBool::new(false)),
+        };
+        held.open.inc();
+        held.on_disconnected();
+        held.clone().on_disconnected();
+        assert_eq!(held.open.get(), 0);
         let _again = counts.admit(Some(a)).unwrap();
         assert_eq!(counts.admit(Some(a)).unwrap_err(), Refusal::Client(a, 2));
     }
@@ -245,7 +283,7 @@ mod tests {
         let first = counts.admit(Some(a)).unwrap();
         let _second = counts.admit(None).unwrap();
         assert_eq!(counts.admit(Some(a)).unwrap_err(), Refusal::Listener(2));
-        first.on_disconnected();
+        counts.release(first.client);
         assert!(counts.admit(Some(a)).is_ok());
         assert!(counts.open.lock().unwrap().per_client[&a] == 1);
     }

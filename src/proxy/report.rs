@@ -1,11 +1,13 @@
 //! What a finished request tells operators: its metrics and its access-log line.
 
-use super::context::{Attempt, RequestContext};
+use super::context::{Attempt, AttemptResult, RequestContext};
 use super::trace::Finished;
 use crate::lifecycle::OpenRequest;
 use crate::observe::access_log::{self, AttemptRecord, Record};
 use crate::observe::metrics::{status_label, METRICS};
+use crate::observe::metrics::{AttemptTimes, Measured};
 use crate::observe::spans;
+use crate::upstream::Upstream;
 use pingora::http::{RequestHeader, Version};
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -37,36 +39,31 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
         .or_else(|| ctx.answered_by.as_ref().map(|m| m.route()));
     let upstream = ctx.routed.as_ref().map(|r| r.upstream().name());
     let duration = ctx.started.elapsed();
+    let measured = Measured {
+        status: exchange.status,
+        seconds: duration.as_secs_f64(),
+        reason: ctx.rejected.unwrap_or_default(),
+        bytes_in: exchange.bytes_in,
+        bytes_out: exchange.bytes_out,
+    };
     match &ctx.routed {
         Some(routed) => {
             let route = &routed.snapshot.routes[routed.route];
-            route.metrics.record_request(
-                exchange.status,
-                duration.as_secs_f64(),
-                ctx.rejected.unwrap_or_default(),
-            );
+            route.metrics.record_request(&measured);
             if let Some((canary, count)) = routed.left_canary {
                 let canary = &routed.snapshot.upstreams[canary];
                 for attempt in ctx.attempts.iter().take(count) {
-                    canary
-                        .metrics
-                        .count_attempt(canary.name(), attempt.result.as_str());
+                    record_attempt(canary, attempt);
                 }
             }
             let upstream = routed.upstream();
             for attempt in routed.own_attempts(&ctx.attempts) {
-                upstream
-                    .metrics
-                    .count_attempt(upstream.name(), attempt.result.as_str());
+                record_attempt(upstream, attempt);
             }
         }
         None if ctx.answered_by.is_some() => {
             if let Some(metrics) = &ctx.answered_by {
-                metrics.record_request(
-                    exchange.status,
-                    duration.as_secs_f64(),
-                    ctx.rejected.unwrap_or_default(),
-                );
+                metrics.record_request(&measured);
             }
         }
         None => {
@@ -132,6 +129,25 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
         referer: referer.as_deref(),
         x_forwarded_for: forwarded_for.as_deref(),
     });
+}
+
+/// Counts and times a try of `upstream`.
+fn record_attempt(upstream: &Upstream, attempt: &Attempt) {
+    let metrics = &upstream.metrics;
+    let result = attempt.result.as_str();
+    metrics.count_attempt(upstream.name(), result);
+    let ok = attempt.result == AttemptResult::Ok;
+    let times = AttemptTimes {
+        endpoint: attempt.address.to_string(),
+        first_byte: attempt.first_byte,
+        total: attempt
+            .ended
+            .filter(|_| ok)
+            .map(|ended| ended.saturating_duration_since(attempt.started)),
+        status: attempt.status,
+        result,
+    };
+    metrics.observe_attempt(upstream.name(), &times);
 }
 
 /// The value of header `name` as text, the lines of a repeated header joined with `, `;

@@ -873,6 +873,13 @@ impl Sluice {
             .unwrap_or(0)
     }
 
+    /// The whole `/metrics` text (empty if the admin listener does not answer).
+    pub fn metrics_text(&self) -> String {
+        self.admin_get("/metrics")
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .unwrap_or_default()
+    }
+
     /// The value of a metric line starting with `series` (e.g. `sluice_x{a="b"}`), or 0.
     pub fn metric(&self, series: &str) -> f64 {
         let Some(response) = self.admin_get("/metrics") else {

@@ -80,7 +80,7 @@ use crate::protocols::{l4::socket::SocketAddr, tls::TlsRef, Stream};
 use crate::server::ListenFds;
 
 use async_trait::async_trait;
-use pingora_error::Result;
+use pingora_error::{Error, Result};
 use std::{any::Any, fs::Permissions, sync::Arc};
 
 use l4::{ListenerEndpoint, Stream as L4Stream};
@@ -116,6 +116,16 @@ pub trait TlsAccept {
         _ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         None
+    }
+
+    /// This function is called when a TLS handshake fails, with the error; the connection
+    /// is closed afterwards.
+    ///
+    /// It lets the application count or log failed handshakes by cause (a client that sent
+    /// no certificate, a plain-text request on a TLS port, no shared protocol version...),
+    /// which otherwise only reach the log of the service.
+    async fn handshake_failure_callback(&self, _error: &Error) {
+        // does nothing by default
     }
 }
 

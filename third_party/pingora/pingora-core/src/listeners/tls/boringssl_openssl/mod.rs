@@ -182,6 +182,14 @@ impl TlsSettings {
 impl Acceptor {
     pub async fn tls_handshake<S: IO + 'static>(&self, stream: S) -> Result<SslStream<S>> {
         debug!("new ssl session");
+        let result = self.handshake_once(stream).await;
+        if let (Err(e), Some(cb)) = (&result, self.callbacks.as_ref()) {
+            cb.handshake_failure_callback(e).await;
+        }
+        result
+    }
+
+    async fn handshake_once<S: IO + 'static>(&self, stream: S) -> Result<SslStream<S>> {
         if let Some(offload) = self.offload.as_ref() {
             let ssl_acceptor = self.ssl_acceptor.clone();
             let callbacks = self.callbacks.clone();

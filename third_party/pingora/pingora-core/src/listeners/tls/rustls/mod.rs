@@ -243,6 +243,14 @@ impl Acceptor {
 
     pub async fn tls_handshake<S: IO + 'static>(&self, stream: S) -> Result<TlsStream<S>> {
         debug!("new tls session");
+        let result = self.handshake_once(stream).await;
+        if let (Err(e), Some(cb)) = (&result, self.callbacks.as_ref()) {
+            cb.handshake_failure_callback(e).await;
+        }
+        result
+    }
+
+    async fn handshake_once<S: IO + 'static>(&self, stream: S) -> Result<TlsStream<S>> {
         if let Some(offload) = self.offload.as_ref() {
             // Clone without offload to prevent recursive offloading on the worker runtime.
             let acceptor = Acceptor {

@@ -5,6 +5,8 @@ mod support;
 
 use std::net::{SocketAddr, TcpStream};
 use support::fake_kube::{ready, slice, FakeKube};
+use support::otlp::Collector;
+use support::tls;
 use support::*;
 
 /// The `sluice_*` metric names in the dashboard's queries.
@@ -54,10 +56,15 @@ fn every_dashboard_metric_is_exported() {
         ("http", port),
         &[ready("127.0.0.2")],
     ));
-    let (web, sql) = (listen_address(), listen_address());
+    let (web, sql, secure) = (listen_address(), listen_address(), listen_address());
+    let certs = ScratchDir::new();
+    let certificate = tls::self_signed(&certs, "secure", &["secure.test"]);
+    let collector = Collector::start();
     let body = format!(
         "kubernetes: {{ api_server: \"{kube}\" }}\n\
+         tracing: {{ otlp_endpoint: \"{collector}\", batch_delay: 10ms }}\n\
          listeners:\n  - {{ name: web, listen: \"{web}\" }}\n  - {{ name: sql, listen: \"{sql}\", protocol: tcp }}\n\
+         \x20 - {{ name: secure, listen: \"{secure}\", tls: {{ certificates: [{{ cert: \"{cert}\", key: \"{key}\" }}] }} }}\n\
          routes:\n  - {{ name: app, listener: web, paths: [{{ prefix: / }}], upstream: app }}\n\
          \x20 - {{ name: flaky, listener: web, paths: [{{ prefix: /flaky }}], upstream: flaky }}\n\
          \x20 - {{ name: db, listener: sql, upstream: db }}\n\
@@ -65,12 +72,25 @@ fn every_dashboard_metric_is_exported() {
          \x20 - {{ name: flaky, endpoints: [\"{refused}\", \"{good}\"], health: {{ passive: {{ consecutive_failures: 1 }} }} }}\n\
          \x20 - {{ name: db, protocol: tcp, endpoints: [\"{tcp}\"] }}\n",
         kube = kube.url(),
+        collector = collector.endpoint(),
+        cert = certificate.cert_path.display(),
+        key = certificate.key_path.display(),
         refused = refused_address(),
         good = good.address,
         tcp = echo_backend.address,
     );
     let sluice = Sluice::start(&body);
     assert_eq!(get(web, "/").backend(), "pod");
+    // One TLS handshake, and the request's spans exported.
+    let handshake = TcpStream::connect(secure).expect("connect");
+    drop(handshake);
+    sluice.wait_metric(
+        "sluice_tls_handshakes_total{listener=\"secure\",result=\"closed\"}",
+        1.0,
+    );
+    wait_until("spans exported", READY_TIMEOUT, || {
+        sluice.metric("sluice_tracing_spans_total{result=\"exported\"}") > 0.0
+    });
     for i in 0..4 {
         assert_eq!(get(web, &format!("/flaky/{i}")).status, 200);
     }

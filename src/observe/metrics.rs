@@ -498,7 +498,7 @@ impl UpstreamMetrics {
 
     /// Observes a try of upstream `upstream`: its time to the response head, if one came,
     /// and its whole time, if it succeeded; and counts it against its endpoint.
-    pub fn observe_attempt(&self, upstream: &str, attempt: &AttemptTimes) {
+    pub fn observe_attempt(&self, upstream: &str, attempt: &AttemptTimes<'_>) {
         if let Some(first_byte) = attempt.first_byte {
             self.first_byte
                 .get_or_init(|| {
@@ -521,10 +521,16 @@ impl UpstreamMetrics {
             Some(status) => STATUS_CLASSES[usize::from(status / 100).min(5)],
             None => attempt.result,
         };
-        METRICS
-            .endpoint_requests
-            .with_label_values(&[upstream, &attempt.endpoint, result])
-            .inc();
+        let lookup = || {
+            let endpoint = attempt.endpoint.to_string();
+            METRICS
+                .endpoint_requests
+                .with_label_values(&[upstream, &endpoint, result])
+        };
+        match (result, attempt.answered_2xx) {
+            ("2xx", Some(cell)) => cell.get_or_init(lookup).inc(),
+            _ => lookup().inc(),
+        }
     }
 
     /// Counts a connection to upstream `upstream`, new or taken from the pool.
@@ -544,9 +550,10 @@ impl UpstreamMetrics {
 }
 
 /// What [`UpstreamMetrics::observe_attempt`] needs of a try.
-pub struct AttemptTimes {
-    /// `IP:port`.
-    pub endpoint: String,
+pub struct AttemptTimes<'a> {
+    pub endpoint: std::net::SocketAddr,
+    /// The endpoint's cached 2xx counter, if it is still the upstream's.
+    pub answered_2xx: Option<&'a OnceLock<IntCounter>>,
     pub first_byte: Option<std::time::Duration>,
     /// Set for a try that succeeded.
     pub total: Option<std::time::Duration>,

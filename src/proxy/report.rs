@@ -137,8 +137,14 @@ fn record_attempt(upstream: &Upstream, attempt: &Attempt) {
     let result = attempt.result.as_str();
     metrics.count_attempt(upstream.name(), result);
     let ok = attempt.result == AttemptResult::Ok;
+    let answered_2xx = upstream
+        .endpoints
+        .get(attempt.endpoint)
+        .filter(|e| e.address == attempt.address)
+        .map(|e| &e.state.answered_2xx);
     let times = AttemptTimes {
-        endpoint: attempt.address.to_string(),
+        endpoint: attempt.address,
+        answered_2xx,
         first_byte: attempt.first_byte,
         total: attempt
             .ended

@@ -3,7 +3,8 @@
 use super::health::EndpointHealth;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use pingora_prometheus::prometheus::IntCounter;
+use std::sync::{Arc, OnceLock};
 
 /// One address of an upstream, as the current snapshot sees it.
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct Endpoint {
 pub struct EndpointState {
     in_flight: AtomicUsize,
     pub health: EndpointHealth,
+    /// Its `sluice_endpoint_requests_total{result="2xx"}`, looked up at its first answer.
+    pub answered_2xx: OnceLock<IntCounter>,
 }
 
 impl EndpointState {
@@ -29,6 +32,7 @@ impl EndpointState {
         Self {
             in_flight: AtomicUsize::new(0),
             health,
+            answered_2xx: OnceLock::new(),
         }
     }
 

@@ -75,6 +75,9 @@ NGINX_PORT=${NGINX_PORT:-19080} HAPROXY_PORT=${HAPROXY_PORT:-19081}
 SLUICE_PORT=${SLUICE_PORT:-19082} SLUICE_ADMIN=${SLUICE_ADMIN:-19901}
 LEAN_PORT=$((SLUICE_PORT + 1)) BIG_PORT=$((SLUICE_PORT + 2))
 LEAN_ADMIN=$((SLUICE_ADMIN + 1)) BIG_ADMIN=$((SLUICE_ADMIN + 2))
+# sluice-traced (TRACING=1, issue #20): `sluice` with every request traced and exported.
+TRACING=${TRACING:-1}
+TRACED_PORT=${TRACED_PORT:-19088} TRACED_ADMIN=${TRACED_ADMIN:-19915}
 NGINX_FILTERS=${NGINX_FILTERS:-19085} HAPROXY_FILTERS=${HAPROXY_FILTERS:-19086} SLUICE_FILTERS=${SLUICE_FILTERS:-19087}
 FILTERS_ADMIN=$((SLUICE_ADMIN + 3))
 CG_NGINX=19180 CG_HAPROXY=19181 CG_SLUICE=19182 CG_ADMIN=19911
@@ -108,6 +111,7 @@ install_missing
 
 ports="$BACKEND1 $BACKEND2 $BACKEND_STATUS $NGINX_TLS $HAPROXY_TLS $SLUICE_TLS $NGINX_PORT $HAPROXY_PORT $SLUICE_PORT $LEAN_PORT $BIG_PORT $SLUICE_ADMIN $LEAN_ADMIN $BIG_ADMIN"
 [ "$FILTERS" = 0 ] || ports+=" $NGINX_FILTERS $HAPROXY_FILTERS $SLUICE_FILTERS $FILTERS_ADMIN"
+[ "$TRACING" = 0 ] || ports+=" $TRACED_PORT $TRACED_ADMIN"
 for port in $ports; do
   if ss -Hltn "sport = :$port" | grep -q .; then
     echo "port $port is already in use; set BACKEND1/BACKEND2/NGINX_PORT/HAPROXY_PORT/SLUICE_PORT/SLUICE_ADMIN/*_FILTERS" >&2
@@ -166,7 +170,8 @@ mkdir -p "$tmp/backend" "$tmp/nginx" "$tmp/nginx-filters"
   nginx_common "$tmp/backend"
   echo "http {"; http_common "$tmp/backend"
   for port in $BACKEND1 $BACKEND2; do
-    echo "  server { listen $port; location / { default_type text/plain; return 200 \"$body\n\"; } }"
+    # /v1/traces: the OTLP collector sluice-traced exports to (takes the spans, answers 200).
+    echo "  server { listen $port; location / { default_type text/plain; return 200 \"$body\n\"; } location = /v1/traces { return 200; } }"
   done
   # Connections accepted from the proxies: upstream connections opened.
   echo "  server { listen 127.0.0.1:$BACKEND_STATUS; location / { stub_status; } }"
@@ -272,6 +277,8 @@ sluice_conf() {  # NAME PORT ADMIN THREADS FORM (full | lean | big | filters: fu
     endpoints="\"127.0.0.1:$BACKEND1\", \"127.0.0.1:$BACKEND2\""
     for i in $(seq 2 999); do endpoints+=", \"127.0.$((i / 250)).$((i % 250 + 2)):$BACKEND1\""; done
   fi
+  # Every request sampled and its spans exported to the backend nginx (the worst case).
+  [ "$form" != traced ] || echo "tracing: { otlp_endpoint: \"http://127.0.0.1:$BACKEND1/v1/traces\", sampling: { ratio: 1 } }"
   cat <<EOC
 server: { threads: $threads, grace_period: 1s, drain_delay: 0s, watch_config: false, upgrade_sock: $tmp/$name-upgrade.sock, pid_file: $tmp/$name.pid }
 admin: { listen: "127.0.0.1:$admin" }
@@ -299,6 +306,7 @@ sluice_conf sluice "$SLUICE_PORT" "$SLUICE_ADMIN" 2 full > "$tmp/sluice.yaml"
 sluice_conf sluice-lean "$LEAN_PORT" "$LEAN_ADMIN" 2 lean > "$tmp/sluice-lean.yaml"
 sluice_conf sluice-big "$BIG_PORT" "$BIG_ADMIN" 2 big > "$tmp/sluice-big.yaml"
 sluice_conf sluice-filters "$SLUICE_FILTERS" "$FILTERS_ADMIN" 2 filters > "$tmp/sluice-filters.yaml"
+sluice_conf sluice-traced "$TRACED_PORT" "$TRACED_ADMIN" 2 traced > "$tmp/sluice-traced.yaml"
 
 # --- start ---------------------------------------------------------------------------------
 
@@ -330,7 +338,9 @@ wait_for "http://127.0.0.1:$HAPROXY_PORT/" $haproxy_pid "$tmp/haproxy.err"
 declare -A proxy_pid
 proxy_pid[nginx]=$nginx_pid proxy_pid[haproxy]=$haproxy_pid
 if [ -x "$SLUICE_BIN" ]; then
-  for form in sluice:$SLUICE_PORT:$SLUICE_ADMIN sluice-lean:$LEAN_PORT:$LEAN_ADMIN sluice-big:$BIG_PORT:$BIG_ADMIN; do
+  forms="sluice:$SLUICE_PORT:$SLUICE_ADMIN sluice-lean:$LEAN_PORT:$LEAN_ADMIN sluice-big:$BIG_PORT:$BIG_ADMIN"
+  [ "$TRACING" = 0 ] || forms+=" sluice-traced:$TRACED_PORT:$TRACED_ADMIN"
+  for form in $forms; do
     IFS=: read -r name port admin <<<"$form"
     RUST_LOG=warn "$SLUICE_BIN" -c "$tmp/$name.yaml" > "$tmp/$name.err" 2>&1 & pids+=($!); proxy_pid[$name]=$!
     wait_for "http://127.0.0.1:$admin/readyz" "${proxy_pid[$name]}" "$tmp/$name.err"
@@ -360,7 +370,8 @@ fi
 port_of() {
   case $1 in nginx) echo $NGINX_PORT;; haproxy) echo $HAPROXY_PORT;; sluice) echo $SLUICE_PORT;;
     sluice-lean) echo $LEAN_PORT;; sluice-big) echo $BIG_PORT;; nginx-filters) echo $NGINX_FILTERS;;
-    haproxy-filters) echo $HAPROXY_FILTERS;; sluice-filters) echo $SLUICE_FILTERS;; esac
+    haproxy-filters) echo $HAPROXY_FILTERS;; sluice-filters) echo $SLUICE_FILTERS;;
+    sluice-traced) echo $TRACED_PORT;; esac
 }
 pid_of() { echo "${proxy_pid[$1]}"; }
 # The proxy's process and its children (the nginx workers; none for haproxy and sluice).
@@ -568,6 +579,12 @@ if [ "$CALLGRIND" != 0 ]; then
     echo "callgrind: sluice (1 thread, every feature on)" >&2
     RUST_LOG=warn "${vg[@]}" --callgrind-out-file="$tmp/cg-sluice.out.%p" "$SLUICE_BIN" -c "$tmp/cg-sluice.yaml" 2> "$tmp/cg-sluice.err" &
     count_instructions sluice "$CG_SLUICE" $!
+    if [ "$TRACING" != 0 ]; then
+      sluice_conf cg-sluice-traced "$CG_SLUICE" "$CG_ADMIN" 1 traced > "$tmp/cg-sluice-traced.yaml"
+      echo "callgrind: sluice-traced (1 thread, every request traced and exported)" >&2
+      RUST_LOG=warn "${vg[@]}" --callgrind-out-file="$tmp/cg-sluice-traced.out.%p" "$SLUICE_BIN" -c "$tmp/cg-sluice-traced.yaml" 2> "$tmp/cg-sluice-traced.err" &
+      count_instructions sluice-traced "$CG_SLUICE" $!
+    fi
     if [ "$FILTERS" != 0 ]; then
       sluice_conf cg-sluice-filters "$CG_SLUICE" "$CG_ADMIN" 1 filters > "$tmp/cg-sluice-filters.yaml"
       echo "callgrind: sluice-filters (1 thread, the filtered route hit)" >&2
@@ -597,7 +614,7 @@ report() {
     echo "- sluice: not run ($SLUICE_BIN not found)"
   fi
   echo "- load: wrk -t1 -c$CONNECTIONS -d$DURATION, HTTP/1.1 keepalive, 100-byte responses from two nginx backends, $ROUNDS alternating rounds after a 2 s warm-up; all on 127.0.0.1"
-  echo "- proxies: backend chosen by consistent hashing of the URI with upstream keepalive; nginx 2 workers (hash \$request_uri consistent, keepalive 64), HAProxy 2 threads (balance uri, hash-type consistent, http-reuse safe), sluice 2 threads: \`sluice\` = consistent_hash on \$request_uri + access log to a file + metrics; \`sluice-lean\` = round robin, access log off; \`sluice-big\` = \`sluice\` with 100 routes (hosts, prefixes, regexes) and 1,000 endpoints"
+  echo "- proxies: backend chosen by consistent hashing of the URI with upstream keepalive; nginx 2 workers (hash \$request_uri consistent, keepalive 64), HAProxy 2 threads (balance uri, hash-type consistent, http-reuse safe), sluice 2 threads: \`sluice\` = consistent_hash on \$request_uri + access log to a file + metrics; \`sluice-lean\` = round robin, access log off; \`sluice-big\` = \`sluice\` with 100 routes (hosts, prefixes, regexes) and 1,000 endpoints; \`sluice-traced\` = \`sluice\` with \`tracing:\` on, every request sampled and its 2 spans exported over OTLP/HTTP to the backend nginx"
   [ "$FILTERS" = 0 ] || echo "- filters+header match (\`*-filters\` rows): each proxy with a second route selected by the header X-Tenant: blue that sets X-Env, removes X-Secret and adds X-Served-By to the response (sluice: \`headers\`, \`request_headers\`, \`response_headers\` on top of \`sluice\`; nginx: \`map\` on \$http_x_tenant, \`proxy_set_header\`, \`add_header\`; HAProxy: \`acl\`, \`use_backend\`, \`http-request set-header\`/\`del-header\`, \`http-response add-header\`); their load sends X-Tenant: blue and X-Secret: 1, so every request is the filtered route's"
   echo "- CPU: utime+stime of the proxy's processes during the run (/proc/PID/stat); RSS (VmRSS summed over the same processes) after the run"
   echo

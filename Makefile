@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build run test fuzz bench lint clean
+.PHONY: deps test-deps build run test fuzz bench lint clean
 
 ## Install the system packages the build needs (only those missing).
 deps:
@@ -14,6 +14,12 @@ deps:
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake; }
 	@command -v cc >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential; }
+
+## What the tests need besides: a headless browser for the status page test.
+test-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium (the status page test loads the page in it)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 build: deps
 	$(CARGO) build --release --bins
@@ -26,7 +32,7 @@ run: build
 ## Run the whole test suite: the check that the vendored Pingora is pristine 0.9.1 plus
 ## third_party/pingora/patches, unit tests and integration tests against the real binary,
 ## then each benchmark once as a smoke test (criterion's test mode takes no libtest flags).
-test: deps
+test: deps test-deps
 	third_party/pingora/check.sh
 	$(CARGO) test --lib --bins --tests -- --test-threads=4
 	$(CARGO) test --benches

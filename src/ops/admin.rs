@@ -12,6 +12,7 @@
 
 use crate::model::{HostMatch, PathMatch};
 use crate::observe::{metrics, redact};
+use crate::ops::status_page;
 use crate::state::{Snapshot, State};
 use crate::upstream::health::now_ms;
 use async_trait::async_trait;
@@ -56,7 +57,27 @@ impl AdminApp {
                     .map(|(i, e)| {
                         let health = &e.state.health;
                         let share = health.slow_start_share(now, u.config.slow_start);
+                        let ejected = health.ejected_until(now).is_some();
+                        let verdict = health.verdict().as_str();
+                        // One word for the status page, the most pressing first.
+                        let state = if e.terminating {
+                            "terminating"
+                        } else if ejected {
+                            "ejected"
+                        } else if checked && verdict != "healthy" {
+                            verdict
+                        } else if share < 1.0 {
+                            "slow_start"
+                        } else {
+                            "serving"
+                        };
+                        let tries = e.state.tries.seen(now / 1000);
                         json!({
+                            "state": state,
+                            "tries": tries.tries,
+                            "failures": tries.failures,
+                            "tries_per_second": tries.tries_per_second,
+                            "failures_per_second": tries.failures_per_second,
                             "address": e.address.to_string(),
                             "weight": e.weight,
                             "ready": !e.terminating,
@@ -93,6 +114,40 @@ impl AdminApp {
 }
 
 impl AdminApp {
+    /// What the status page shows, as JSON: listeners, routes with their origin, upstreams
+    /// with every endpoint's state and recent tries, the last reloads, rejected objects.
+    fn status(&self) -> serde_json::Value {
+        let snapshot = self.state.snapshot();
+        let model = model_view(&snapshot);
+        let reloads: Vec<_> = self
+            .state
+            .reloads
+            .recent()
+            .into_iter()
+            .map(|r| {
+                json!({
+                    "at": humantime::format_rfc3339_seconds(r.at).to_string(),
+                    "trigger": r.trigger,
+                    "generation": r.outcome.as_ref().ok(),
+                    "error": r.outcome.as_ref().err(),
+                })
+            })
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "generation": snapshot.generation,
+            "listeners": model["listeners"],
+            "routes": model["routes"],
+            "upstreams": self.upstreams()["upstreams"],
+            "reloads": reloads,
+            "rejected": snapshot.rejected.iter().map(|r| json!({
+                "source": r.source,
+                "origin": r.origin.to_string(),
+                "errors": r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
     /// The config in effect: the file's last accepted version, except for the settings
     /// that change only at a start or upgrade, which show the values in effect; the file's
     /// values for those are under `restart_pending`. Credentials are redacted.
@@ -296,7 +351,10 @@ impl ServeHttp for AdminApp {
                 &json!({ "status": 403, "error": "Host not allowed (add it to admin.allowed_hosts)" }),
             );
         }
-        let private = matches!(path.as_str(), "/config" | "/upstreams");
+        let private = matches!(
+            path.as_str(),
+            "/config" | "/upstreams" | "/status" | "/status.json"
+        );
         if private && self.scope == AdminScope::MetricsAndProbes {
             return json_response(404, &json!({ "status": 404, "error": "not found" }));
         }
@@ -334,6 +392,12 @@ impl ServeHttp for AdminApp {
                 Err(e) => response(500, "text/plain", format!("{e}\n").into_bytes()),
             },
             "/config" => json_response(200, &self.config()),
+            "/status.json" => json_response(200, &self.status()),
+            "/status" => response(
+                200,
+                "text/html; charset=utf-8",
+                status_page::render(&self.status()).into_bytes(),
+            ),
             "/upstreams" => json_response(200, &self.upstreams()),
             _ => json_response(404, &json!({ "status": 404, "error": "not found" })),
         }

@@ -4,4 +4,5 @@ pub(crate) mod admin;
 pub mod doctor;
 pub mod emit_config;
 pub mod ingress_check;
+pub mod status_page;
 pub mod webhook;

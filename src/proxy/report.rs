@@ -137,11 +137,18 @@ fn record_attempt(upstream: &Upstream, attempt: &Attempt) {
     let result = attempt.result.as_str();
     metrics.count_attempt(upstream.name(), result);
     let ok = attempt.result == AttemptResult::Ok;
-    let answered_2xx = upstream
+    let endpoint = upstream
         .endpoints
         .get(attempt.endpoint)
-        .filter(|e| e.address == attempt.address)
-        .map(|e| &e.state.answered_2xx);
+        .filter(|e| e.address == attempt.address);
+    if let Some(endpoint) = endpoint {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let failed = !ok || attempt.status.is_some_and(|s| s >= 500);
+        endpoint.state.tries.count(now, failed);
+    }
+    let answered_2xx = endpoint.map(|e| &e.state.answered_2xx);
     let times = AttemptTimes {
         endpoint: attempt.address,
         answered_2xx,

@@ -3,7 +3,7 @@
 //! leaves the path's own modification time unchanged).
 
 use crate::observe::metrics::{self, METRICS};
-use crate::state::State;
+use crate::state::{ReloadRecord, State};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -52,7 +52,16 @@ impl Reloader {
 /// Re-reads `path` into `state`, logging and counting the outcome. The line is written
 /// before the count moves, so whoever sees the count can read the line.
 fn reload(state: &State, path: &Path, trigger: &str) {
-    match state.reload() {
+    let outcome = state.reload();
+    state.reloads.record(ReloadRecord {
+        at: std::time::SystemTime::now(),
+        trigger: trigger.to_string(),
+        outcome: match &outcome {
+            Ok(generation) => Ok(*generation),
+            Err(e) => Err(e.to_string().lines().next().unwrap_or_default().to_string()),
+        },
+    });
+    match outcome {
         Ok(generation) => {
             log::info!(
                 "config reloaded ({trigger}): {} is generation {generation}",

@@ -8,7 +8,10 @@
 //! request path, swaps it in, and publishes it on a `watch` channel, which background
 //! services follow instead of polling.
 
+mod reload_log;
 mod snapshot;
+
+pub use reload_log::{ReloadLog, ReloadRecord};
 
 use crate::compile::incremental::Compilation;
 use crate::compile::Compiled;
@@ -225,6 +228,8 @@ pub struct State {
     /// The config file the process started with: its `server` and `access_log` settings
     /// stay in effect until the next start or upgrade, whatever later reloads say.
     started: Arc<FileConfig>,
+    /// The last reloads of the config file.
+    pub reloads: ReloadLog,
 }
 
 impl State {
@@ -264,6 +269,7 @@ impl State {
             .collect();
         let snapshot = Arc::new(snapshot);
         let state = Self {
+            reloads: ReloadLog::default(),
             started: file,
             tls_resolvers,
             client_verifiers,

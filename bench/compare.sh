@@ -270,7 +270,9 @@ sluice_conf() {  # NAME PORT ADMIN THREADS FORM (full | lean | big | filters: fu
   endpoints="\"127.0.0.1:$BACKEND1\", \"127.0.0.1:$BACKEND2\""
   [ "$form" = lean ] && log="{ path: \"off\" }" && balance="balance: round_robin"
   if [ "$form" = full ] && [ "$name" = sluice ]; then
-    tls_listener=", { name: webtls, listen: \"127.0.0.1:$SLUICE_TLS\", tls: { certificates: [ { cert: \"$tmp/tls-cert.pem\", key: \"$tmp/tls-key.pem\" } ] } }"
+    # keepalive.max_requests raised as nginx's keepalive_requests is: h2load does not
+    # reconnect after a GOAWAY, so a connection closed at 10,000 requests ends its share.
+    tls_listener=", { name: webtls, listen: \"127.0.0.1:$SLUICE_TLS\", keepalive: { max_requests: 1000000 }, tls: { certificates: [ { cert: \"$tmp/tls-cert.pem\", key: \"$tmp/tls-key.pem\" } ] } }"
     tls_route="  - { name: bench-tls, listener: webtls, paths: [ { prefix: / } ], upstream: backends }"
   fi
   if [ "$form" = big ]; then

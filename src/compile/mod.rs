@@ -665,11 +665,16 @@ mod tests {
     use crate::model::{EndpointConfig, EndpointSource, PathMatch, RouteConfig, UpstreamConfig};
     use std::net::SocketAddr;
 
-    fn listener() -> ListenerConfig {
+    /// The settings of a file with one listener, `web`.
+    fn settings() -> Config {
         let text = "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n";
         crate::sources::file::parse(std::path::Path::new("t.yaml"), text)
-            .map(|file| file.settings.listeners[0].clone())
-            .expect("valid listener")
+            .map(|file| file.settings)
+            .expect("valid settings")
+    }
+
+    fn listener() -> ListenerConfig {
+        settings().listeners[0].clone()
     }
 
     fn object(name: &str, created: i64, upstream: UpstreamConfig) -> Fragment {
@@ -713,12 +718,7 @@ mod tests {
 
     #[test]
     fn precedence_not_arrival_decides_a_conflict() {
-        let settings = crate::sources::file::parse(
-            std::path::Path::new("t.yaml"),
-            "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n",
-        )
-        .expect("valid")
-        .settings;
+        let settings = settings();
         let mut newer = object("newer", 200, upstream("u-newer"));
         let mut older = object("older", 100, upstream("u-older"));
         Arc::make_mut(&mut newer.routes[0]).paths = vec![PathMatch::Prefix("/same".into())];
@@ -741,12 +741,7 @@ mod tests {
 
     #[test]
     fn a_yielding_fragment_leaves_a_held_match_to_its_holder_and_keeps_the_rest() {
-        let settings = crate::sources::file::parse(
-            std::path::Path::new("t.yaml"),
-            "listeners: [{ name: web, listen: \"127.0.0.1:1\" }]\n",
-        )
-        .expect("valid")
-        .settings;
+        let settings = settings();
         let same = |name: &str, created: i64, overlap: Overlap| {
             let mut fragment = object(name, created, upstream(&format!("u-{name}")));
             fragment.overlap = overlap;

@@ -424,11 +424,11 @@ impl RouteMetrics {
             reason,
             ..
         } = *measured;
-        let route = &self.route;
-        resolved(&self.duration, &METRICS.http_request_duration, route).observe(seconds);
-        resolved(&self.request_size, &METRICS.http_request_size, route)
+        let route = [self.route.as_str()];
+        resolved(&self.duration, &METRICS.http_request_duration, &route).observe(seconds);
+        resolved(&self.request_size, &METRICS.http_request_size, &route)
             .observe(measured.bytes_in as f64);
-        resolved(&self.response_size, &METRICS.http_response_size, route)
+        resolved(&self.response_size, &METRICS.http_response_size, &route)
             .observe(measured.bytes_out as f64);
         let common = COMMON_STATUSES.iter().position(|s| *s == status);
         match common.filter(|_| reason.is_empty()) {
@@ -449,9 +449,13 @@ impl RouteMetrics {
     }
 }
 
-/// The histogram of `vec` for `route`, looked up once.
-fn resolved<'a>(cell: &'a OnceLock<Histogram>, vec: &HistogramVec, route: &str) -> &'a Histogram {
-    cell.get_or_init(|| vec.with_label_values(&[route]))
+/// The histogram of `vec` with `labels`, looked up once.
+fn resolved<'a>(
+    cell: &'a OnceLock<Histogram>,
+    vec: &HistogramVec,
+    labels: &[&str],
+) -> &'a Histogram {
+    cell.get_or_init(|| vec.with_label_values(labels))
 }
 
 /// An upstream's most used metric handles, resolved at first use.
@@ -499,23 +503,15 @@ impl UpstreamMetrics {
     /// Observes a try of upstream `upstream`: its time to the response head, if one came,
     /// and its whole time, if it succeeded; and counts it against its endpoint.
     pub fn observe_attempt(&self, upstream: &str, attempt: &AttemptTimes<'_>) {
-        if let Some(first_byte) = attempt.first_byte {
-            self.first_byte
-                .get_or_init(|| {
-                    METRICS
-                        .upstream_response
-                        .with_label_values(&[upstream, "first_byte"])
-                })
-                .observe(first_byte.as_secs_f64());
-        }
-        if let Some(total) = attempt.total {
-            self.total
-                .get_or_init(|| {
-                    METRICS
-                        .upstream_response
-                        .with_label_values(&[upstream, "total"])
-                })
-                .observe(total.as_secs_f64());
+        let phases = [
+            (&self.first_byte, "first_byte", attempt.first_byte),
+            (&self.total, "total", attempt.total),
+        ];
+        for (cell, phase, time) in phases {
+            if let Some(time) = time {
+                resolved(cell, &METRICS.upstream_response, &[upstream, phase])
+                    .observe(time.as_secs_f64());
+            }
         }
         let result = match attempt.status {
             Some(status) => STATUS_CLASSES[usize::from(status / 100).min(5)],

@@ -44,73 +44,78 @@ impl AdminApp {
 
     fn upstreams(&self) -> serde_json::Value {
         let snapshot = self.state.snapshot();
-        let now = now_ms();
-        let upstreams: Vec<_> = snapshot
-            .upstreams
-            .iter()
-            .map(|u| {
-                let checked = u.config.health.active.is_some();
-                let endpoints: Vec<_> = u
-                    .endpoints
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        let health = &e.state.health;
-                        let share = health.slow_start_share(now, u.config.slow_start);
-                        let ejected = health.ejected_until(now).is_some();
-                        let verdict = health.verdict().as_str();
-                        // One word for the status page, the most pressing first.
-                        let state = if e.terminating {
-                            "terminating"
-                        } else if ejected {
-                            "ejected"
-                        } else if checked && verdict != "healthy" {
-                            verdict
-                        } else if share < 1.0 {
-                            "slow_start"
-                        } else {
-                            "serving"
-                        };
-                        let tries = e.state.tries.seen(now / 1000);
-                        json!({
-                            "state": state,
-                            "tries": tries.tries,
-                            "failures": tries.failures,
-                            "tries_per_second": tries.tries_per_second,
-                            "failures_per_second": tries.failures_per_second,
-                            "address": e.address.to_string(),
-                            "weight": e.weight,
-                            "ready": !e.terminating,
-                            "terminating": e.terminating,
-                            "available": u.is_available(i, now),
-                            "health": if checked { health.verdict().as_str() } else { "not_checked" },
-                            "last_check": health.last_check().map(|c| json!({
-                                "result": c.result,
-                                "detail": c.detail,
-                                "at": humantime::format_rfc3339_millis(c.at).to_string(),
-                            })),
-                            "ejected_until": health
-                                .ejected_until(now)
-                                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
-                            "slow_start": (share < 1.0).then(|| json!({ "share": share })),
-                            "in_flight": e.state.in_flight(),
-                        })
-                    })
-                    .collect();
-                let summary = u.health_summary();
-                json!({
-                    "name": u.name(),
-                    "balance": u.config.balance,
-                    "hash_key": u.config.hash_key.as_ref().map(|k| k.template()),
-                    "panic": u.in_panic(),
-                    "healthy": summary.healthy,
-                    "retries_in_flight": u.retry_budget.retries_in_flight(),
-                    "endpoints": endpoints,
-                })
-            })
-            .collect();
-        json!({ "generation": snapshot.generation, "upstreams": upstreams })
+        json!({ "generation": snapshot.generation, "upstreams": upstreams_view(&snapshot) })
     }
+}
+
+/// Every upstream with each endpoint's state, health and tries (`/upstreams`, `/status`).
+fn upstreams_view(snapshot: &Snapshot) -> serde_json::Value {
+    let now = now_ms();
+    let upstreams: Vec<_> = snapshot
+        .upstreams
+        .iter()
+        .map(|u| {
+            let checked = u.config.health.active.is_some();
+            let endpoints: Vec<_> = u
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let health = &e.state.health;
+                    let share = health.slow_start_share(now, u.config.slow_start);
+                    let ejected = health.ejected_until(now).is_some();
+                    let verdict = health.verdict().as_str();
+                    // One word for the status page, the most pressing first.
+                    let state = if e.terminating {
+                        "terminating"
+                    } else if ejected {
+                        "ejected"
+                    } else if checked && verdict != "healthy" {
+                        verdict
+                    } else if share < 1.0 {
+                        "slow_start"
+                    } else {
+                        "serving"
+                    };
+                    let tries = e.state.tries.seen(now / 1000);
+                    json!({
+                        "state": state,
+                        "tries": tries.tries,
+                        "failures": tries.failures,
+                        "tries_per_second": tries.tries_per_second,
+                        "failures_per_second": tries.failures_per_second,
+                        "address": e.address.to_string(),
+                        "weight": e.weight,
+                        "ready": !e.terminating,
+                        "terminating": e.terminating,
+                        "available": u.is_available(i, now),
+                        "health": if checked { health.verdict().as_str() } else { "not_checked" },
+                        "last_check": health.last_check().map(|c| json!({
+                            "result": c.result,
+                            "detail": c.detail,
+                            "at": humantime::format_rfc3339_millis(c.at).to_string(),
+                        })),
+                        "ejected_until": health
+                            .ejected_until(now)
+                            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                        "slow_start": (share < 1.0).then(|| json!({ "share": share })),
+                        "in_flight": e.state.in_flight(),
+                    })
+                })
+                .collect();
+            let summary = u.health_summary();
+            json!({
+                "name": u.name(),
+                "balance": u.config.balance,
+                "hash_key": u.config.hash_key.as_ref().map(|k| k.template()),
+                "panic": u.in_panic(),
+                "healthy": summary.healthy,
+                "retries_in_flight": u.retry_budget.retries_in_flight(),
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(upstreams)
 }
 
 impl AdminApp {
@@ -138,13 +143,9 @@ impl AdminApp {
             "generation": snapshot.generation,
             "listeners": model["listeners"],
             "routes": model["routes"],
-            "upstreams": self.upstreams()["upstreams"],
+            "upstreams": upstreams_view(&snapshot),
             "reloads": reloads,
-            "rejected": snapshot.rejected.iter().map(|r| json!({
-                "source": r.source,
-                "origin": r.origin.to_string(),
-                "errors": r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+            "rejected": rejected_view(&snapshot),
         })
     }
 
@@ -168,15 +169,23 @@ impl AdminApp {
             "config": config,
             "restart_pending": pending,
             "model": model_view(&snapshot),
-            "rejected": snapshot.rejected.iter().map(|r| json!({
-                "source": r.source,
-                "origin": r.origin.to_string(),
-                "errors": r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+            "rejected": rejected_view(&snapshot),
         });
         redact::credentials(&mut answer);
         answer
     }
+}
+
+/// The fragments the compiler rejects, each with its source, origin and errors.
+fn rejected_view(snapshot: &Snapshot) -> serde_json::Value {
+    let rejected = snapshot.rejected.iter().map(|r| {
+        json!({
+            "source": r.source,
+            "origin": r.origin.to_string(),
+            "errors": r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        })
+    });
+    serde_json::Value::Array(rejected.collect())
 }
 
 /// The effective model: each listener, route and upstream with where it came from, and

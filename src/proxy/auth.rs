@@ -12,6 +12,7 @@ use crate::routing::auth as basic;
 use crate::routing::filters::{self, Origin};
 use crate::state::{Route, RouteAuth, Snapshot};
 use crate::upstream::hash_key::RequestFacts;
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Result;
@@ -314,7 +315,7 @@ pub async fn ask(
     check: RequestHeader,
     original_url: &str,
 ) -> Verdict {
-    let exchange = subrequest::exchange(peer, check, MAX_DRAINED_BODY);
+    let exchange = subrequest::exchange(peer, check, Bytes::new(), MAX_DRAINED_BODY);
     match tokio::time::timeout(external.timeout, exchange).await {
         Ok(Ok(answer)) => verdict(external, &answer.header, original_url),
         Ok(Err(e)) => Verdict::Failed(format!("asking {peer}: {e}")),

@@ -88,7 +88,7 @@ impl RoutePages {
         let deadline = timeouts.connect + timeouts.read;
         let answer = match tokio::time::timeout(
             deadline,
-            subrequest::exchange(&peer, ask, MAX_PAGE),
+            subrequest::exchange(&peer, ask, Bytes::new(), MAX_PAGE),
         )
         .await
         {

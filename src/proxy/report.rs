@@ -50,15 +50,18 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
         Some(routed) => {
             let route = &routed.snapshot.routes[routed.route];
             route.metrics.record_request(&measured);
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             if let Some((canary, count)) = routed.left_canary {
                 let canary = &routed.snapshot.upstreams[canary];
                 for attempt in ctx.attempts.iter().take(count) {
-                    record_attempt(canary, attempt);
+                    record_attempt(canary, attempt, now);
                 }
             }
             let upstream = routed.upstream();
             for attempt in routed.own_attempts(&ctx.attempts) {
-                record_attempt(upstream, attempt);
+                record_attempt(upstream, attempt, now);
             }
         }
         None if ctx.answered_by.is_some() => {
@@ -132,7 +135,8 @@ pub fn report(ctx: &RequestContext, exchange: &Exchange) {
 }
 
 /// Counts and times a try of `upstream`.
-fn record_attempt(upstream: &Upstream, attempt: &Attempt) {
+/// `now`: seconds since the epoch, read once per request.
+fn record_attempt(upstream: &Upstream, attempt: &Attempt, now: u64) {
     let metrics = &upstream.metrics;
     let result = attempt.result.as_str();
     metrics.count_attempt(upstream.name(), result);
@@ -142,9 +146,6 @@ fn record_attempt(upstream: &Upstream, attempt: &Attempt) {
         .get(attempt.endpoint)
         .filter(|e| e.address == attempt.address);
     if let Some(endpoint) = endpoint {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let failed = !ok || attempt.status.is_some_and(|s| s >= 500);
         endpoint.state.tries.count(now, failed);
     }

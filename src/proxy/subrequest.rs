@@ -1,4 +1,5 @@
-//! Requests sluice makes on its own behalf (authentication checks, error pages), on a
+//! Requests sluice makes on its own behalf (authentication checks, error pages, trace
+//! exports), on a
 //! connection pool apart from the proxy's, so they never take a connection a proxied
 //! request could reuse.
 
@@ -20,15 +21,19 @@ pub struct Answer {
     pub body: Option<Bytes>,
 }
 
-/// Sends `request` (no body) to `peer` and reads the answer, keeping at most `body_limit`
-/// bytes of its body.
+/// Sends `request` with `body` (empty: none) to `peer` and reads the answer, keeping at
+/// most `body_limit` bytes of its body.
 pub async fn exchange(
     peer: &HttpPeer,
     request: RequestHeader,
+    body: Bytes,
     body_limit: usize,
 ) -> Result<Answer> {
     let (mut session, _reused) = CONNECTOR.get_http_session(peer).await?;
     session.write_request_header(Box::new(request)).await?;
+    if !body.is_empty() {
+        session.write_request_body(body, true).await?;
+    }
     session.finish_request_body().await?;
     session.read_response_header().await?;
     let header = session

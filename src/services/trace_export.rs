@@ -10,15 +10,14 @@
 use crate::model::{OtlpEndpoint, TracingSettings};
 use crate::observe::metrics::METRICS;
 use crate::observe::spans::{attribute, Value};
+use crate::proxy::subrequest;
 use crate::state::State;
 use async_trait::async_trait;
 use bytes::Bytes;
-use once_cell::sync::Lazy;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -28,9 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-/// Connections to the collector, apart from the proxy's pool.
-static CONNECTOR: Lazy<Connector> = Lazy::new(|| Connector::new(None));
 
 /// Most bytes of a collector's answer read (its body is a small protobuf message).
 const MAX_ANSWER: usize = 64 * 1024;
@@ -198,45 +194,17 @@ async fn post(collector: &OtlpEndpoint, body: Bytes) -> Result<(), String> {
             .insert_header(name, value)
             .map_err(|e| format!("cannot build the request: {e}"))?;
     }
-    let (mut session, _reused) = CONNECTOR
-        .get_http_session(&peer)
+    let answer = subrequest::exchange(&peer, request, body, MAX_ANSWER)
         .await
         .map_err(|e| e.to_string())?;
-    session
-        .write_request_header(Box::new(request))
-        .await
-        .map_err(|e| e.to_string())?;
-    session
-        .write_request_body(body, true)
-        .await
-        .map_err(|e| e.to_string())?;
-    session
-        .finish_request_body()
-        .await
-        .map_err(|e| e.to_string())?;
-    session
-        .read_response_header()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = session.response_header().map_or(0, |h| h.status.as_u16());
-    let mut read = 0;
-    while let Some(chunk) = session
-        .read_response_body()
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        read += chunk.len();
-        if read > MAX_ANSWER {
-            return Err(format!(
-                "answered {status} with more than {MAX_ANSWER} bytes"
-            ));
-        }
+    let status = answer.header.status.as_u16();
+    if answer.body.is_none() {
+        return Err(format!(
+            "answered {status} with more than {MAX_ANSWER} bytes"
+        ));
     }
     if !(200..300).contains(&status) {
         return Err(format!("answered {status}"));
     }
-    CONNECTOR
-        .release_http_session(session, &peer, Some(Duration::from_secs(60)))
-        .await;
     Ok(())
 }

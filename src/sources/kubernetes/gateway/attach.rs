@@ -297,10 +297,8 @@ fn isolated(resolved: &[ResolvedListener], i: usize, hosts: Vec<String>) -> Opti
     let own = &resolved[i];
     let narrower: Vec<&str> = resolved
         .iter()
-        .filter(|l| l.gateway == own.gateway && l.port == own.port && l.programmed)
+        .filter(|l| l.programmed && is_narrower(l, own))
         .filter_map(|l| l.hostname.as_deref())
-        .filter(|h| Some(*h) != own.hostname.as_deref())
-        .filter(|h| own.hostname.as_deref().is_none_or(|o| covers(o, h)))
         .collect();
     let kept: Vec<String> = hosts
         .into_iter()
@@ -309,8 +307,23 @@ fn isolated(resolved: &[ResolvedListener], i: usize, hosts: Vec<String>) -> Opti
     (!kept.is_empty()).then_some(kept)
 }
 
+/// Whether `narrow` takes names of its own within `broad`'s: a listener of the same
+/// Gateway and port whose hostname `broad`'s covers (or `broad` has none) and differs.
+pub(super) fn is_narrower(narrow: &ResolvedListener, broad: &ResolvedListener) -> bool {
+    let Some(hostname) = narrow.hostname.as_deref() else {
+        return false;
+    };
+    narrow.gateway == broad.gateway
+        && narrow.port == broad.port
+        && broad.hostname.as_deref() != Some(hostname)
+        && broad
+            .hostname
+            .as_deref()
+            .is_none_or(|b| covers(b, hostname))
+}
+
 /// Whether hostname pattern `pattern` takes every name `name` takes.
-pub(super) fn covers(pattern: &str, name: &str) -> bool {
+fn covers(pattern: &str, name: &str) -> bool {
     if pattern == name {
         return true;
     }

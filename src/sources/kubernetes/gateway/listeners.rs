@@ -2,7 +2,7 @@
 //! Gateway listener, which routes each may take, the certificates of HTTPS listeners, and
 //! their status conditions.
 
-use super::attach::{covers, host_match};
+use super::attach::{host_match, is_narrower};
 use super::conditions::{condition, outcome};
 use super::{created, fragment_key, granted, origin, GatewayObjects, ObjectKey, Translation};
 use crate::model::{
@@ -334,12 +334,10 @@ fn reserve_narrower_hostnames(
         let (Some(hostname), Some(listener)) = (&narrow.hostname, &narrow.sluice_listener) else {
             continue;
         };
-        let broader = resolved.iter().filter(serves_http).any(|l| {
-            l.gateway == narrow.gateway
-                && l.port == narrow.port
-                && l.hostname.as_deref() != Some(hostname)
-                && l.hostname.as_deref().is_none_or(|h| covers(h, hostname))
-        });
+        let broader = resolved
+            .iter()
+            .filter(serves_http)
+            .any(|broad| is_narrower(narrow, broad));
         let host = ReservedHost {
             listener: listener.clone(),
             host: host_match(hostname),

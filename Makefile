@@ -15,11 +15,15 @@ deps:
 	@command -v cc >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential; }
 
-## What the tests need besides: a headless browser for the status page test.
+## What the tests need besides: a headless browser for the status page test, and Redis for
+## the fleet rate limit tests.
 test-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing chromium (the status page test loads the page in it)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (the fleet rate limit tests start their own on loopback ports)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 build: deps
 	$(CARGO) build --release --bins

@@ -14,6 +14,7 @@
 //! | compile | `compile` | fragments of every source → one model; rejections |
 //! | sources | `sources` | where configuration comes from: the file, Kubernetes |
 //! | runtime | `routing`, `upstream` | route tables; endpoints, balancing, health, pools |
+//! | fleet | `fleet` | rate limits shared by every replica, counted in Redis |
 //! | lifecycle | `lifecycle` | draining, open work, signals, graceful upgrade |
 //! | state | `state` | the current snapshot, rebuilt and published on every change |
 //! | proxy | `proxy` | the request path: HTTP and TCP |
@@ -25,6 +26,7 @@
 
 pub mod cli;
 pub(crate) mod compile;
+pub mod fleet;
 pub mod lifecycle;
 pub mod model;
 pub mod observe;

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["compile"],
     &["sources"],
     &["routing", "upstream"],
+    &["fleet"],
     &["lifecycle"],
     &["state"],
     &["proxy"],

@@ -81,7 +81,7 @@ impl Compilation {
             .map(|(source, key, fragment)| ((fragment.precedence(), source, key), fragment))
             .collect();
         ranked.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut compiler = Compiler::new(&settings.listeners);
+        let mut compiler = Compiler::new(&settings.listeners).with_redis(settings.redis.is_some());
         let mut entries = BTreeMap::new();
         let mut ranks = HashMap::with_capacity(ranked.len());
         for (rank, fragment) in ranked {

@@ -65,6 +65,8 @@ pub struct Compiler {
     tcp_routes: HashMap<String, String>,
     /// (listener, host, path) → the route that has it.
     paths: HashMap<(String, String, String), (String, Origin)>,
+    /// `redis:` is set, so routes may have a `global_rate_limit`.
+    redis: bool,
 }
 
 /// What the compiler knows of a listener.
@@ -168,7 +170,14 @@ impl Compiler {
             routes: HashMap::new(),
             tcp_routes: HashMap::new(),
             paths: HashMap::new(),
+            redis: false,
         }
+    }
+
+    /// Whether `redis:` is set: without it a route's `global_rate_limit` is refused.
+    pub fn with_redis(mut self, configured: bool) -> Self {
+        self.redis = configured;
+        self
     }
 
     /// Records that a listener named `name` exists though it could not be built, so that
@@ -336,6 +345,13 @@ impl Compiler {
                 message,
             })
         };
+        if route.global_rate_limit.is_some() && !self.redis {
+            problem(
+                "global_rate_limit",
+                "needs `redis:` in sluice's config file, where every replica counts the limit"
+                    .into(),
+            );
+        }
         if !route.name.is_empty() {
             claims.touch(ClaimKind::Route, &[&route.name]);
             if claims.routes.contains_key(route.name.as_str()) {
@@ -520,6 +536,10 @@ impl Compiler {
                 }
                 if route.rate_limit.is_some() {
                     problem("rate_limit", "rate limits apply to HTTP routes only".into());
+                }
+                if route.global_rate_limit.is_some() {
+                    let message = "rate limits apply to HTTP routes only".into();
+                    problem("global_rate_limit", message);
                 }
             }
             Some(ListenerProtocol::Http) => {

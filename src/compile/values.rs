@@ -131,5 +131,14 @@ pub fn route(route: &RouteConfig) -> Vec<(String, String)> {
             problems.push(("rate_limit.requests_per_second".into(), message));
         }
     }
+    if let Some(limit) = &route.global_rate_limit {
+        if let Some(message) = at_least_one(limit.requests) {
+            problems.push(("global_rate_limit.requests".into(), message));
+        }
+        if limit.window < std::time::Duration::from_millis(100) {
+            let message = "must be at least 100ms".to_string();
+            problems.push(("global_rate_limit.window".into(), message));
+        }
+    }
     problems
 }

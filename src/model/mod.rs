@@ -12,6 +12,7 @@ pub mod hash_key;
 mod ingress;
 mod net;
 mod origin;
+mod redis;
 mod route;
 mod tracing;
 
@@ -35,6 +36,10 @@ pub use ingress::{
 };
 pub use net::{AccessList, IpNet};
 pub use origin::Origin;
+pub use redis::{
+    BreakerSettings, GlobalRateLimit, RedisAddress, RedisAddressing, RedisAuth, RedisFailureMode,
+    RedisSettings, RedisTls,
+};
 pub use route::{
     Backend, BodyPolicy, Canary, CanaryHeader, Conditions, CookieAffinity, Cors, Filters,
     HeaderEdits, HeaderMatch, HostMatch, HttpsRedirect, LimitKey, Mirror, OriginPattern, PathMatch,
@@ -63,6 +68,8 @@ pub struct Config {
     pub gateway: Option<GatewaySettings>,
     /// Spans to an OpenTelemetry collector, if enabled (issue #20).
     pub tracing: Option<TracingSettings>,
+    /// Where fleet-wide rate limits are counted, if anywhere (issue #21).
+    pub redis: Option<RedisSettings>,
     pub listeners: Vec<ListenerConfig>,
     /// The certificates of each TLS listener.
     pub tls: Vec<ListenerTls>,

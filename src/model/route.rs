@@ -59,6 +59,8 @@ pub struct RouteConfig {
     /// a port that also terminates).
     pub relay_tls: bool,
     pub rate_limit: Option<RateLimit>,
+    /// A limit shared by every replica, counted in Redis (`redis:`).
+    pub global_rate_limit: Option<super::GlobalRateLimit>,
     /// At most this many requests in flight per client IP (ingress-nginx's
     /// `limit-connections`); more are answered 503.
     pub max_concurrent_per_client: Option<u32>,
@@ -95,6 +97,7 @@ impl RouteConfig {
             retry: None,
             relay_tls: false,
             rate_limit: None,
+            global_rate_limit: None,
             max_concurrent_per_client: None,
             body: BodyPolicy {
                 buffering: true,
@@ -153,6 +156,8 @@ pub enum LimitKey {
     ClientIp,
     /// Each value of this request header has its own (a missing header is one more value).
     Header(http::HeaderName),
+    /// Each value of this template of request variables (`$remote_addr$uri`) has its own.
+    Template(super::HashKey),
 }
 
 /// How a route matches the request's host.

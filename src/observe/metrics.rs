@@ -45,6 +45,11 @@ pub struct Metrics {
     pub kubernetes_objects: IntGaugeVec,
     pub kubernetes_rejections: IntCounterVec,
     pub kubernetes_leader: IntGaugeVec,
+    pub global_rate_limit: IntCounterVec,
+    pub global_rate_limit_waits: IntCounterVec,
+    pub redis_calls: IntCounterVec,
+    pub redis_call_duration: HistogramVec,
+    pub redis_breaker_open: IntGauge,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -106,6 +111,13 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     )
     .expect("metric names and labels are static and valid");
     register(Box::new(upstream_endpoints.clone()));
+    let redis_breaker_open = IntGauge::new(
+        "sluice_redis_breaker_open",
+        "1 while the circuit breaker in front of Redis is open (fleet-wide rate limits are \
+         decided by each route's on_redis_failure), else 0.",
+    )
+    .expect("metric names and labels are static and valid");
+    register(Box::new(redis_breaker_open.clone()));
     let config_generation = IntGauge::new(
         "sluice_config_generation",
         "Generation number of the running config (1 at start, +1 per successful reload).",
@@ -331,6 +343,32 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
              result (verified, rejected: the handshake was refused).",
             &["listener", "result"],
         ),
+        global_rate_limit: counter(
+            "sluice_global_rate_limit_total",
+            "Decisions of routes' fleet-wide rate limits, by route and result (admitted, \
+             limited: answered 429, redis_unavailable_allowed, redis_unavailable_rejected: \
+             Redis could not say and on_redis_failure decided).",
+            &["route", "result"],
+        ),
+        global_rate_limit_waits: counter(
+            "sluice_global_rate_limit_waits_total",
+            "Requests that waited for a reservation from Redis (the others were decided from \
+             tokens this replica held), by route.",
+            &["route"],
+        ),
+        redis_calls: counter(
+            "sluice_redis_calls_total",
+            "Reservations asked of Redis, by result (ok, error, timeout, breaker_open: not \
+             made because the circuit breaker is open).",
+            &["result"],
+        ),
+        redis_call_duration: histogram(
+            "sluice_redis_call_seconds",
+            "Time of the reservations asked of Redis that it answered.",
+            &[],
+            DURATION_BUCKETS.to_vec(),
+        ),
+        redis_breaker_open,
         tracing_spans: counter(
             "sluice_tracing_spans_total",
             "Spans of sampled requests, by result (exported: the collector took them, \

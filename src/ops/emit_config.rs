@@ -6,11 +6,21 @@
 
 use crate::model::{
     Auth, BalancePolicy, EndpointSource, Fragment, HostMatch, LimitKey, OriginPattern, PageSource,
-    PathMatch, PathRewrite, RetryMethods, RouteConfig, ServicePort, UpstreamConfig,
-    UpstreamProtocol,
+    PathMatch, PathRewrite, RedisFailureMode, RetryMethods, RouteConfig, ServicePort,
+    UpstreamConfig, UpstreamProtocol,
 };
 use serde_json::{json, Map, Value};
 use std::time::Duration;
+
+/// `by:` of a rate limit as the file writes it.
+fn limit_key(by: &LimitKey) -> String {
+    match by {
+        LimitKey::Route => "route".to_string(),
+        LimitKey::ClientIp => "client_ip".to_string(),
+        LimitKey::Header(name) => format!("header:{name}"),
+        LimitKey::Template(template) => template.to_string(),
+    }
+}
 
 fn seconds(duration: Duration) -> String {
     match duration.subsec_millis() {
@@ -237,11 +247,6 @@ fn route(route: &RouteConfig) -> Value {
         None => {}
     }
     if let Some(limit) = &route.rate_limit {
-        let by = match &limit.by {
-            LimitKey::Route => "route".to_string(),
-            LimitKey::ClientIp => "client_ip".to_string(),
-            LimitKey::Header(name) => format!("header:{name}"),
-        };
         let mut l = Map::new();
         put(
             &mut l,
@@ -249,9 +254,21 @@ fn route(route: &RouteConfig) -> Value {
             json!(limit.requests_per_second),
         );
         put(&mut l, "burst", json!(limit.burst));
-        put(&mut l, "by", json!(by));
+        put(&mut l, "by", json!(limit_key(&limit.by)));
         put(&mut l, "exempt", json!(networks(&limit.exempt)));
         put(&mut r, "rate_limit", Value::Object(l));
+    }
+    if let Some(limit) = &route.global_rate_limit {
+        let mut l = Map::new();
+        put(&mut l, "requests", json!(limit.requests));
+        put(&mut l, "window", json!(seconds(limit.window)));
+        put(&mut l, "by", json!(limit_key(&limit.by)));
+        put(&mut l, "exempt", json!(networks(&limit.exempt)));
+        if let RedisFailureMode::Reject(status) = limit.on_redis_failure {
+            put(&mut l, "on_redis_failure", json!("reject"));
+            put(&mut l, "failure_status", json!(status));
+        }
+        put(&mut r, "global_rate_limit", Value::Object(l));
     }
     put(
         &mut r,

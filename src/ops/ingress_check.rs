@@ -233,7 +233,9 @@ pub fn check(
     // compiler takes them.
     let mut order: Vec<usize> = (0..translations.len()).collect();
     order.sort_by_cached_key(|&i| translations[i].fragment.precedence());
-    let mut compiler = Compiler::new(listeners);
+    // What annotations become is checked, not the deployment's `redis:`: a global rate
+    // limit is reported as mapped.
+    let mut compiler = Compiler::new(listeners).with_redis(true);
     for i in order {
         if translations[i].report.rejected() || claimed[i].is_none() {
             continue;

@@ -10,6 +10,7 @@ use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
 use super::trace::RequestTrace;
 use super::{auth, client_ip, errors, grpc, headers, traffic};
+use crate::fleet::limiter::Answer;
 use crate::model::{
     AccessList, ClientCertHeaders, HttpsRedirect, IpNet, ListenerConfig, RequestLimits,
     UpstreamProtocol,
@@ -315,18 +316,41 @@ impl ProxyHttp for HttpProxy {
                 }
             }
         }
+        let facts = RequestFacts {
+            header: Some(session.req_header()),
+            client_ip: ctx.client_ip,
+            scheme: self.scheme,
+        };
         if let Some(limiter) = &runtime_route.limiter {
-            if let Err(wait) = limiter.admit(session.req_header(), ctx.client_ip) {
+            if let Err(wait) = limiter.admit(&facts) {
                 METRICS
                     .rate_limited
                     .with_label_values(&[&runtime_route.name])
                     .inc();
                 ctx.rejected = Some("rate_limited");
-                let retry_after = rate_limit::retry_after_seconds(wait);
-                let retry_after = (http::header::RETRY_AFTER, retry_after.into());
-                self.answer_error(session, ctx, 429, Some(retry_after), false)
-                    .await?;
+                self.answer_rate_limited(session, ctx, wait).await?;
                 return Ok(true);
+            }
+        }
+        if let Some(limiter) = &runtime_route.global_limiter {
+            let verdict = limiter.admit(&facts).await;
+            let (result, answer) = verdict.answer();
+            METRICS
+                .global_rate_limit
+                .with_label_values(&[&runtime_route.name, result])
+                .inc();
+            match answer {
+                Answer::Proceed => {}
+                Answer::Limited(wait) => {
+                    ctx.rejected = Some("global_rate_limited");
+                    self.answer_rate_limited(session, ctx, wait).await?;
+                    return Ok(true);
+                }
+                Answer::Refuse(status) => {
+                    ctx.rejected = Some("rate_limit_unavailable");
+                    self.answer_error(session, ctx, status, None, false).await?;
+                    return Ok(true);
+                }
             }
         }
         if runtime_route.auth.is_some() {
@@ -933,6 +957,19 @@ impl ProxyHttp for HttpProxy {
 impl HttpProxy {
     /// Answers with an error of sluice's own: a trailers-only `grpc-status` to gRPC calls, a
     /// small JSON body to everything else. `close` ends an HTTP/1 client connection after it.
+    /// 429 with `Retry-After` for a client over a rate limit.
+    async fn answer_rate_limited(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        wait: std::time::Duration,
+    ) -> Result<()> {
+        let retry_after = rate_limit::retry_after_seconds(wait);
+        let retry_after = (http::header::RETRY_AFTER, retry_after.into());
+        self.answer_error(session, ctx, 429, Some(retry_after), false)
+            .await
+    }
+
     async fn answer_error(
         &self,
         session: &mut Session,

@@ -9,12 +9,13 @@
 //! stays within `burst + 1`. Windows are at least 100 ms, with the allowance scaled to match.
 //!
 //! Limits are per sluice process: N replicas behind a load balancer admit up to N times the
-//! configured rate. Keys that collide in the sketch share a count (over-limiting, never
+//! configured rate (`routes[].global_rate_limit`, [`crate::fleet`], holds across replicas). Keys that collide in the sketch share a count (over-limiting, never
 //! under-limiting).
 
-use crate::model::{LimitKey, RateLimit};
-use pingora::http::RequestHeader;
+use crate::model::{IpNet, LimitKey, RateLimit};
+pub use crate::upstream::hash_key::RequestFacts;
 use pingora_limits::rate::{Rate, RateComponents};
+use std::io::Write;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -48,22 +49,18 @@ impl RouteLimiter {
     }
 
     /// Counts a request and admits it, or says how long the client should wait.
-    pub fn admit(
-        &self,
-        request: &RequestHeader,
-        client_ip: Option<IpAddr>,
-    ) -> Result<(), Duration> {
-        let exempt = &self.config.exempt;
-        if client_ip.is_some_and(|ip| exempt.iter().any(|net| net.contains(ip))) {
+    pub fn admit(&self, facts: &RequestFacts) -> Result<(), Duration> {
+        if exempt(&self.config.exempt, facts.client_ip) {
             return Ok(());
         }
         match &self.config.by {
             LimitKey::Route => self.admit_key(&()),
-            LimitKey::ClientIp => self.admit_key(&client_ip),
+            LimitKey::ClientIp => self.admit_key(&facts.client_ip),
             LimitKey::Header(name) => {
-                let value = request.headers.get(name).map(|v| v.as_bytes());
-                self.admit_key(&value)
+                let value = (facts.header).and_then(|h| h.headers.get(name));
+                self.admit_key(&value.map(|v| v.as_bytes()))
             }
+            LimitKey::Template(template) => template.with_key(facts, |key| self.admit_key(&key)),
         }
     }
 
@@ -82,6 +79,30 @@ impl RouteLimiter {
     }
 }
 
+/// Whether `client_ip` is in one of the `exempt` networks.
+pub fn exempt(exempt: &[IpNet], client_ip: Option<IpAddr>) -> bool {
+    client_ip.is_some_and(|ip| exempt.iter().any(|net| net.contains(ip)))
+}
+
+/// Appends what a limit keyed `by` counts `facts` under to `out`: the same bytes for the
+/// same key in every replica, so that it can name a shared counter.
+pub fn key_into(by: &LimitKey, facts: &RequestFacts, out: &mut Vec<u8>) {
+    match by {
+        LimitKey::Route => {}
+        LimitKey::ClientIp => {
+            if let Some(ip) = facts.client_ip {
+                // Infallible: writing to a Vec.
+                let _ = write!(out, "{ip}");
+            }
+        }
+        LimitKey::Header(name) => {
+            let value = (facts.header).and_then(|h| h.headers.get(name));
+            out.extend_from_slice(value.map_or(&[][..], |v| v.as_bytes()));
+        }
+        LimitKey::Template(template) => template.evaluate_into(facts, out),
+    }
+}
+
 /// `Retry-After` seconds for a wait of `wait` (at least 1).
 pub fn retry_after_seconds(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
@@ -90,6 +111,8 @@ pub fn retry_after_seconds(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::HashKey;
+    use pingora::http::RequestHeader;
 
     fn limiter(requests_per_second: u32, burst: u32, by: LimitKey) -> RouteLimiter {
         RouteLimiter::new(&RateLimit {
@@ -97,6 +120,18 @@ mod tests {
             burst,
             by,
             exempt: Vec::new(),
+        })
+    }
+
+    fn admit(
+        limiter: &RouteLimiter,
+        header: &RequestHeader,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(), Duration> {
+        limiter.admit(&RequestFacts {
+            header: Some(header),
+            client_ip,
+            scheme: "http",
         })
     }
 
@@ -112,10 +147,10 @@ mod tests {
     fn a_burst_gets_burst_plus_one_then_waits() {
         let route = limiter(5, 10, LimitKey::Route);
         let admitted = (0..40)
-            .filter(|_| route.admit(&request(None), None).is_ok())
+            .filter(|_| admit(&route, &request(None), None).is_ok())
             .count();
         assert_eq!(admitted, 11);
-        let wait = route.admit(&request(None), None).expect_err("limited");
+        let wait = admit(&route, &request(None), None).expect_err("limited");
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(3),
             "{wait:?}"
@@ -130,21 +165,43 @@ mod tests {
             0,
             LimitKey::Header(http::HeaderName::from_static("x-api-key")),
         );
-        assert!(by_header.admit(&request(Some("a")), None).is_ok());
-        assert!(by_header.admit(&request(Some("a")), None).is_err());
-        assert!(by_header.admit(&request(Some("b")), None).is_ok());
+        assert!(admit(&by_header, &request(Some("a")), None).is_ok());
+        assert!(admit(&by_header, &request(Some("a")), None).is_err());
+        assert!(admit(&by_header, &request(Some("b")), None).is_ok());
         let by_ip = limiter(1, 0, LimitKey::ClientIp);
         let (one, two) = ("10.0.0.1".parse().ok(), "10.0.0.2".parse().ok());
-        assert!(by_ip.admit(&request(None), one).is_ok());
-        assert!(by_ip.admit(&request(None), one).is_err());
-        assert!(by_ip.admit(&request(None), two).is_ok());
+        assert!(admit(&by_ip, &request(None), one).is_ok());
+        assert!(admit(&by_ip, &request(None), one).is_err());
+        assert!(admit(&by_ip, &request(None), two).is_ok());
+    }
+
+    #[test]
+    fn a_template_key_counts_each_value_apart() {
+        let template = HashKey::parse("$http_x_api_key:$uri").expect("template");
+        let by_template = limiter(1, 0, LimitKey::Template(template.clone()));
+        assert!(admit(&by_template, &request(Some("a")), None).is_ok());
+        assert!(admit(&by_template, &request(Some("a")), None).is_err());
+        assert!(admit(&by_template, &request(Some("b")), None).is_ok());
+        let facts = |header| RequestFacts {
+            header: Some(header),
+            client_ip: "10.0.0.1".parse().ok(),
+            scheme: "http",
+        };
+        let mut key = Vec::new();
+        let with_key = request(Some("a"));
+        key_into(&LimitKey::Template(template), &facts(&with_key), &mut key);
+        assert_eq!(key, b"a:/");
+        key.clear();
+        let without = request(None);
+        key_into(&LimitKey::ClientIp, &facts(&without), &mut key);
+        assert_eq!(key, b"10.0.0.1");
     }
 
     #[test]
     fn high_rates_use_the_minimum_window_with_a_scaled_allowance() {
         let route = limiter(1000, 0, LimitKey::Route);
         let admitted = (0..500)
-            .filter(|_| route.admit(&request(None), None).is_ok())
+            .filter(|_| admit(&route, &request(None), None).is_ok())
             .count();
         // 1000/s over a 100 ms window; a little more if the loop straddles two windows.
         assert!((100..=110).contains(&admitted), "{admitted}");

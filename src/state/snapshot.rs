@@ -3,6 +3,7 @@
 //! rate-limit counts, metric handles) of the upstreams and routes that remain.
 
 use crate::compile::Compiled;
+use crate::fleet::{GlobalLimiter, Store};
 use crate::model::{
     Auth, BodyPolicy, Config, CookieAffinity, EndpointConfig, EndpointSource, Htpasswd, Rejected,
     RetryPolicy, RouteConfig, Timeouts,
@@ -38,6 +39,9 @@ pub struct Route {
     pub affinity_attributes: Option<String>,
     /// Kept across rebuilds that keep the route's limit, so counts carry on.
     pub limiter: Option<Arc<RouteLimiter>>,
+    /// The fleet-wide limit; kept across rebuilds that keep it and `redis:`, so the tokens
+    /// this replica holds carry on.
+    pub global_limiter: Option<Arc<GlobalLimiter>>,
     /// Requests in flight per client; kept across rebuilds that keep the limit.
     pub concurrency: Option<Arc<ClientConcurrency>>,
     /// Resolved metric handles, kept across rebuilds.
@@ -131,6 +135,8 @@ pub struct Snapshot {
     discovered_by_service: Arc<ServiceIndex>,
     /// Index of each upstream in `upstreams`, by name.
     pub(super) upstream_by_name: Arc<HashMap<Arc<str>, usize>>,
+    /// Where global rate limits are counted (`redis:`); kept while `redis:` is unchanged.
+    pub redis: Option<Arc<Store>>,
 }
 
 impl Snapshot {
@@ -185,6 +191,17 @@ impl Snapshot {
             *config = upstream.config.clone();
         }
         let upstream_by_name = upstream_index(&upstreams, previous);
+        let redis = config.redis.as_ref().map(|settings| {
+            previous
+                .and_then(|p| p.redis.clone())
+                .filter(|old| old.settings() == settings)
+                .unwrap_or_else(|| Arc::new(Store::new(settings)))
+        });
+        let same_redis = |limiter: &Arc<GlobalLimiter>| {
+            redis
+                .as_ref()
+                .is_some_and(|store| Arc::ptr_eq(store, limiter.store()))
+        };
         let mut previous_routes = Previous::new(
             previous.map_or(&[][..], |p| &p.routes[..]),
             |r: &Arc<Route>| r.name.as_str(),
@@ -211,8 +228,10 @@ impl Snapshot {
                     let before = previous.and_then(|p| p.upstreams.get(index));
                     before.is_some_and(|b| upstreams.get(index).is_some_and(|u| Arc::ptr_eq(b, u)))
                 };
-                let unchanged =
-                    |old: &&Arc<Route>| old.unchanged(r, same_place, |n| backend_of(r, n));
+                let unchanged = |old: &&Arc<Route>| {
+                    old.unchanged(r, same_place, |n| backend_of(r, n))
+                        && old.global_limiter.as_ref().is_none_or(same_redis)
+                };
                 if let Some(old) = old.filter(unchanged) {
                     return Arc::clone(old);
                 }
@@ -224,6 +243,15 @@ impl Snapshot {
                     old.and_then(|old| old.limiter.clone())
                         .filter(|old| old.config() == limit)
                         .unwrap_or_else(|| Arc::new(RouteLimiter::new(limit)))
+                });
+                let global_limiter = r.global_rate_limit.as_ref().and_then(|limit| {
+                    let store = redis.as_ref()?;
+                    let kept = old
+                        .and_then(|old| old.global_limiter.clone())
+                        .filter(|old| old.config() == limit && same_redis(old));
+                    Some(kept.unwrap_or_else(|| {
+                        Arc::new(GlobalLimiter::new(&r.name, limit, Arc::clone(store)))
+                    }))
                 });
                 let concurrency = r.max_concurrent_per_client.map(|limit| {
                     old.and_then(|old| old.concurrency.clone())
@@ -304,6 +332,7 @@ impl Snapshot {
                     mirrors,
                     affinity_attributes: r.affinity.as_ref().map(cookie_attributes),
                     limiter,
+                    global_limiter,
                     concurrency,
                     metrics,
                     body: r.body,
@@ -343,6 +372,7 @@ impl Snapshot {
             upstreams,
             discovered_by_service,
             upstream_by_name,
+            redis,
         }
     }
 
@@ -383,6 +413,7 @@ impl Snapshot {
             upstreams,
             discovered_by_service: self.discovered_by_service.clone(),
             upstream_by_name: self.upstream_by_name.clone(),
+            redis: self.redis.clone(),
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub gateway: Option<RawGateway>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<RawTracing>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RawRedis>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
@@ -155,6 +157,96 @@ fn default_batch_delay() -> String {
 
 fn default_service_name() -> String {
     "sluice".into()
+}
+
+/// `redis:` where fleet-wide rate limits are counted (issue #21). Exactly one of
+/// `address`, `sentinel` and `cluster`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `host:port` of one Redis server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RawRedisSentinel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<RawRedisCluster>,
+    #[serde(default)]
+    pub database: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// A file holding the password (its trailing newline is not part of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawRedisTls>,
+    #[serde(default = "default_redis_connections")]
+    pub connections: usize,
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: String,
+    #[serde(default)]
+    pub breaker: RawBreaker,
+    #[serde(default = "default_reserve_ahead")]
+    pub reserve_ahead: String,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_redis_connections() -> usize {
+    2
+}
+
+fn default_redis_timeout() -> String {
+    "50ms".into()
+}
+
+fn default_reserve_ahead() -> String {
+    "20ms".into()
+}
+
+fn default_key_prefix() -> String {
+    "sluice:".into()
+}
+
+/// `redis.sentinel:` the master of `service`, as these Sentinels know it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisSentinel {
+    pub service: String,
+    pub addresses: Vec<String>,
+}
+
+/// `redis.cluster:` seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisCluster {
+    pub addresses: Vec<String>,
+}
+
+/// `redis.tls:` present turns TLS on.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedisTls {
+    /// PEM file of the CAs that sign Redis's certificate; absent: the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+/// `redis.breaker:` when to stop calling Redis for a while.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBreaker {
+    pub failures: u32,
+    pub open_for: String,
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        Self {
+            failures: 3,
+            open_for: "2s".into(),
+        }
+    }
 }
 
 /// `tracing.sampling:` head sampling.
@@ -543,6 +635,8 @@ pub struct RawRoute {
     pub timeouts: RawTimeouts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RawRateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_rate_limit: Option<RawGlobalRateLimit>,
     /// At most this many requests in flight per client IP; more get 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_per_client: Option<u32>,
@@ -843,6 +937,37 @@ pub struct RawRateLimit {
     /// Networks whose clients are not limited.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exempt: Vec<String>,
+}
+
+/// `routes[].global_rate_limit` (issue #21): counted in `redis:` for every replica.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobalRateLimit {
+    pub requests: u32,
+    #[serde(default = "default_global_window")]
+    pub window: String,
+    #[serde(default = "default_rate_limit_by")]
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<String>,
+    /// `allow` (fail open) or `reject` (fail closed) while Redis cannot answer.
+    #[serde(default = "default_on_redis_failure")]
+    pub on_redis_failure: String,
+    /// The status of a request rejected because Redis cannot answer: 429 or 503.
+    #[serde(default = "default_failure_status")]
+    pub failure_status: u16,
+}
+
+fn default_global_window() -> String {
+    "1s".into()
+}
+
+fn default_on_redis_failure() -> String {
+    "allow".into()
+}
+
+fn default_failure_status() -> u16 {
+    503
 }
 
 fn default_rate_limit_by() -> String {

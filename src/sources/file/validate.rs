@@ -17,6 +17,7 @@ use std::time::Duration;
 mod auth;
 mod gateway;
 mod ingress;
+mod limits;
 mod traffic;
 
 /// Collects errors with their positions while checking.
@@ -182,6 +183,10 @@ pub(super) fn validate(
         .tracing
         .as_ref()
         .and_then(|t| check_tracing(&mut check, t));
+    let redis = raw
+        .redis
+        .as_ref()
+        .and_then(|r| limits::redis(&mut check, r));
     let kubernetes = raw.kubernetes.as_ref().map(|k| {
         if let Some(server) = &k.api_server {
             let valid = server.parse::<http::Uri>().is_ok_and(|u| {
@@ -304,6 +309,7 @@ pub(super) fn validate(
                     ingress,
                     gateway,
                     tracing,
+                    redis,
                     listeners,
                     tls,
                     routes: Vec::new(),
@@ -1356,36 +1362,12 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
         if route.name.is_empty() {
             check.error(&format!("{at}.name"), "must not be empty");
         }
-        let rate_limit = route.rate_limit.as_ref().and_then(|limit| {
-            let r = format!("{at}.rate_limit");
-            check.nonzero(
-                &format!("{r}.requests_per_second"),
-                limit.requests_per_second,
-            );
-            let by = limit.by.as_str();
-            let key = match by {
-                "route" => Some(LimitKey::Route),
-                "client_ip" => Some(LimitKey::ClientIp),
-                _ => by
-                    .strip_prefix("header:")
-                    .filter(|h| !h.is_empty())
-                    .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
-                    .map(LimitKey::Header),
-            };
-            if key.is_none() {
-                check.error(
-                    &format!("{r}.by"),
-                    format!("invalid {by:?}: expected route, client_ip or header:NAME"),
-                );
-            }
-            let exempt = traffic::networks(check, &r, "exempt", &limit.exempt);
-            Some(RateLimit {
-                requests_per_second: limit.requests_per_second,
-                burst: limit.burst,
-                by: key?,
-                exempt,
-            })
-        });
+        let rate_limit =
+            (route.rate_limit.as_ref()).and_then(|limit| limits::rate_limit(check, &at, limit));
+        let global_rate_limit = route
+            .global_rate_limit
+            .as_ref()
+            .and_then(|limit| limits::global_rate_limit(check, &at, limit, raw.redis.is_some()));
 
         let errors_before = check.errors.len();
         let hosts = check_hosts(check, &at, &route.hosts);
@@ -1443,6 +1425,7 @@ fn check_routes(check: &mut Checker, raw: &RawConfig) -> Vec<(RouteConfig, bool)
                 retry: None,
                 relay_tls: false,
                 rate_limit,
+                global_rate_limit,
                 max_concurrent_per_client: route.max_concurrent_per_client.inspect(|n| {
                     if *n == 0 {
                         check.error(

@@ -6,8 +6,9 @@
 //! (a bad value). A value is parsed here, never pasted into anything.
 
 use crate::model::{
-    AccessList, BalancePolicy, CookieAffinity, Cors, HashKey, IpNet, OriginPattern, RedirectStatus,
-    RetryStatuses, SameSite, TimeoutOverrides, UpstreamProtocol,
+    AccessList, BalancePolicy, CookieAffinity, Cors, GlobalRateLimit, HashKey, IpNet, LimitKey,
+    OriginPattern, RedirectStatus, RedisFailureMode, RetryStatuses, SameSite, TimeoutOverrides,
+    UpstreamProtocol,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -185,6 +186,8 @@ pub struct Annotations {
     pub limit_burst: Option<u32>,
     pub limit_exempt: Vec<IpNet>,
     pub limit_connections: Option<u32>,
+    /// `global-rate-limit` and its `-window`, `-key` and `-ignored-cidrs`.
+    pub global_rate_limit: Option<GlobalRateLimit>,
     pub upstream_vhost: Option<String>,
     /// `server-alias`: more names for the hosts of the object's rules.
     pub server_aliases: Vec<String>,
@@ -253,6 +256,14 @@ fn seconds(value: &str) -> Parsed<Duration> {
         return Ok(Duration::from_secs(n));
     }
     humantime::parse_duration(value).map_err(|_| format!("{value:?} is not a number of seconds"))
+}
+
+/// `global-rate-limit-key`: nginx variables, `$remote_addr` when absent.
+fn global_limit_key(value: Option<&str>) -> Parsed<LimitKey> {
+    match value.map(str::trim) {
+        None | Some("$remote_addr") => Ok(LimitKey::ClientIp),
+        Some(template) => Ok(LimitKey::Template(HashKey::parse(template)?)),
+    }
 }
 
 fn networks(value: &str) -> Parsed<Vec<IpNet>> {
@@ -871,6 +882,51 @@ fn one<'v>(
                 out.limit_exempt = networks(value)?;
                 return mapped("rate_limit.exempt".into());
             }
+            "global-rate-limit" => {
+                let requests: u32 = number(value)?;
+                if requests == 0 {
+                    return mapped("no limit".into());
+                }
+                let window = match get("global-rate-limit-window") {
+                    Some(window) => seconds(window)?,
+                    None => {
+                        return Err("needs global-rate-limit-window (ingress-nginx silently \
+                                    limits nothing without it)"
+                            .into())
+                    }
+                };
+                if window < Duration::from_millis(100) {
+                    return Err("global-rate-limit-window must be at least 100ms".into());
+                }
+                let by = global_limit_key(get("global-rate-limit-key"))?;
+                let exempt = match get("global-rate-limit-ignored-cidrs") {
+                    Some(cidrs) => networks(cidrs)?,
+                    None => Vec::new(),
+                };
+                let report = format!("global_rate_limit {requests} per {window:?} per {by:?}");
+                out.global_rate_limit = Some(GlobalRateLimit {
+                    requests,
+                    window,
+                    by,
+                    exempt,
+                    // As ingress-nginx, whose limit lets requests through when memcached
+                    // cannot be reached.
+                    on_redis_failure: RedisFailureMode::Allow,
+                });
+                return mapped(report);
+            }
+            "global-rate-limit-window" => {
+                seconds(value)?;
+                return mapped("global_rate_limit.window".into());
+            }
+            "global-rate-limit-key" => {
+                global_limit_key(Some(value))?;
+                return mapped("global_rate_limit.by".into());
+            }
+            "global-rate-limit-ignored-cidrs" => {
+                networks(value)?;
+                return mapped("global_rate_limit.exempt".into());
+            }
             "upstream-vhost" => {
                 let host = value.trim();
                 if host.is_empty() || host.chars().any(|c| c.is_control() || c == ' ' || c == '/') {
@@ -1015,6 +1071,50 @@ mod tests {
         assert_eq!(size("0"), Ok(None));
         assert!(size("8mb").is_err());
         assert!(size("lots").is_err());
+    }
+
+    #[test]
+    fn global_rate_limits_map_with_their_window_key_and_cidrs() {
+        let a = parsed(&[
+            ("global-rate-limit", "100"),
+            ("global-rate-limit-window", "1m"),
+            ("global-rate-limit-key", "$http_x_api_client"),
+            ("global-rate-limit-ignored-cidrs", "10.0.0.0/8,192.168.1.1"),
+        ]);
+        assert!(!a.rejects(), "{:?}", a.reports);
+        let limit = a.global_rate_limit.expect("mapped");
+        assert_eq!(
+            (limit.requests, limit.window),
+            (100, Duration::from_secs(60))
+        );
+        assert!(matches!(&limit.by, LimitKey::Template(t) if t.template() == "$http_x_api_client"));
+        assert_eq!(limit.exempt.len(), 2);
+        assert_eq!(limit.on_redis_failure, RedisFailureMode::Allow);
+        let by_ip = parsed(&[
+            ("global-rate-limit", "5"),
+            ("global-rate-limit-window", "10s"),
+        ]);
+        let limit = by_ip.global_rate_limit.expect("mapped");
+        assert_eq!(
+            limit.by,
+            LimitKey::ClientIp,
+            "the default key is $remote_addr"
+        );
+    }
+
+    #[test]
+    fn a_global_rate_limit_without_window_or_with_a_bad_key_is_invalid() {
+        let no_window = parsed(&[("global-rate-limit", "100")]);
+        assert!(no_window.rejects());
+        assert!(no_window.global_rate_limit.is_none());
+        let bad_key = parsed(&[
+            ("global-rate-limit", "100"),
+            ("global-rate-limit-window", "1s"),
+            ("global-rate-limit-key", "$no_such_variable"),
+        ]);
+        assert!(bad_key.rejects());
+        let off = parsed(&[("global-rate-limit", "0")]);
+        assert!(!off.rejects() && off.global_rate_limit.is_none());
     }
 
     #[test]

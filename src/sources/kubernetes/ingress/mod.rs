@@ -543,6 +543,7 @@ impl Translator<'_> {
                 exempt: a.limit_exempt.clone(),
             });
         }
+        route.global_rate_limit = a.global_rate_limit.clone();
         route.max_concurrent_per_client = a.limit_connections;
         route.filters.rewrite.host = a.upstream_vhost.clone();
         route.filters.rewrite.forwarded_prefix = a.forwarded_prefix.clone();

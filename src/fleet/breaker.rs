@@ -76,6 +76,15 @@ impl Breaker {
         !matches!(*self.lock(), State::Closed { .. })
     }
 
+    /// Whether [`Self::allow`] would refuse a call at `now` (without taking the probe).
+    pub fn refusing(&self, now: Instant) -> bool {
+        match *self.lock() {
+            State::Closed { .. } => false,
+            State::Open { until } => now < until,
+            State::Probing => true,
+        }
+    }
+
     fn open(&self, now: Instant) -> State {
         State::Open {
             until: now + self.settings.open_for,
@@ -114,7 +123,9 @@ mod tests {
         assert!(b.allow(now));
         assert_eq!(b.record(false, now), Some(Change::Opened));
         assert!(b.is_open());
+        assert!(b.refusing(now + Duration::from_millis(1999)));
         assert!(!b.allow(now + Duration::from_millis(1999)));
+        assert!(!b.refusing(now + Duration::from_secs(2)), "a probe may go");
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl GlobalLimiter {
                 Take::Empty {
                     reserve: Some(want),
                 } => {
-                    if self.store.breaker_open() {
+                    if self.store.refusing_calls() {
                         entry.pool().failed();
                         return unavailable;
                     }

@@ -81,23 +81,26 @@ impl Pool {
 
     /// A request for a token at `now`.
     pub fn take(&mut self, now: Instant, sizing: &Sizing) -> Take {
-        if let Some(until) = self.refused_until {
-            if now < until {
-                return Take::Limited { wait: until - now };
-            }
-            self.refused_until = None;
-        }
         if now >= self.expires {
             self.tokens = 0;
         }
-        self.demand = self.demand.saturating_add(1);
+        // Tokens held are spent even after a refusal: Redis counted them when it granted
+        // them, so leaving them would admit fewer than the limit.
+        let refused = self.refused_until.filter(|until| now < *until);
         if self.tokens == 0 {
+            if let Some(until) = refused {
+                return Take::Limited { wait: until - now };
+            }
+            self.refused_until = None;
+            self.demand = self.demand.saturating_add(1);
             return Take::Empty {
                 reserve: self.start(now, sizing),
             };
         }
+        self.demand = self.demand.saturating_add(1);
         self.tokens -= 1;
-        let reserve = if self.tokens.saturating_mul(2) <= self.last_asked {
+        let low = self.tokens.saturating_mul(2) <= self.last_asked;
+        let reserve = if low && refused.is_none() {
             self.start(now, sizing)
         } else {
             None
@@ -226,6 +229,29 @@ mod tests {
             pool.take(later, &s),
             Take::Empty { reserve: Some(_) }
         ));
+    }
+
+    #[test]
+    fn tokens_held_are_spent_after_a_refusal() {
+        let now = Instant::now();
+        let s = sizing();
+        let mut pool = Pool::new(now);
+        pool.take(now, &s);
+        pool.granted(now, 4, Duration::ZERO, &s);
+        // The first reservation asked for 2: the next starts once at most 1 is left.
+        assert_eq!(pool.take(now, &s), Take::Admitted { reserve: None });
+        assert_eq!(pool.take(now, &s), Take::Admitted { reserve: None });
+        assert!(matches!(pool.take(now, &s), Take::Admitted { reserve: Some(_) }));
+        pool.granted(now, 0, Duration::from_secs(5), &s);
+        for _ in 0..1 {
+            assert_eq!(pool.take(now, &s), Take::Admitted { reserve: None });
+        }
+        assert_eq!(
+            pool.take(now, &s),
+            Take::Limited {
+                wait: Duration::from_secs(5)
+            }
+        );
     }
 
     #[test]

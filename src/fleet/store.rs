@@ -16,6 +16,7 @@ use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo};
 use redis::{RedisConnectionInfo, RedisResult, Script, TlsCertificates, TlsMode};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
@@ -112,8 +113,8 @@ enum Connector {
 /// `redis:` as it is).
 pub struct Store {
     settings: RedisSettings,
-    connector: Result<Connector, String>,
-    slots: Vec<Mutex<Option<Connection>>>,
+    connector: Arc<Result<Connector, String>>,
+    slots: Vec<Arc<Mutex<Option<Connection>>>>,
     next: AtomicUsize,
     breaker: Breaker,
     script: Script,
@@ -132,9 +133,9 @@ impl Store {
             RedisAddressing::Cluster(seeds) => format!("Cluster {}", list(seeds)),
         };
         Self {
-            connector: connector(settings).map_err(|e| e.to_string()),
+            connector: Arc::new(connector(settings).map_err(|e| e.to_string())),
             slots: (0..settings.connections)
-                .map(|_| Mutex::new(None))
+                .map(|_| Arc::new(Mutex::new(None)))
                 .collect(),
             next: AtomicUsize::new(0),
             breaker: Breaker::new(settings.breaker),
@@ -149,9 +150,9 @@ impl Store {
         &self.settings
     }
 
-    /// Whether calls are being refused by the circuit breaker.
-    pub fn breaker_open(&self) -> bool {
-        self.breaker.is_open()
+    /// Whether a call made now would be refused by the circuit breaker.
+    pub fn refusing_calls(&self) -> bool {
+        self.breaker.refusing(Instant::now())
     }
 
     /// Reserves up to `want` of the `requests` per `window` of `key`.
@@ -190,6 +191,7 @@ impl Store {
                 "ok"
             }
             Err(StoreError::Timeout) => "timeout",
+            Err(StoreError::Redis(e)) if e.is_timeout() => "timeout",
             Err(_) => "error",
         };
         METRICS.redis_calls.with_label_values(&[result]).inc();
@@ -226,17 +228,7 @@ impl Store {
         want: u32,
     ) -> RedisResult<(u32, u64)> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        let mut connection = {
-            let mut held = slot.lock().await;
-            match &*held {
-                Some(connection) => connection.clone(),
-                None => {
-                    let connection = self.connect().await?;
-                    *held = Some(connection.clone());
-                    connection
-                }
-            }
-        };
+        let mut connection = self.connection(slot).await?;
         let mut invocation = self.script.key(key);
         invocation.arg(requests).arg(window_ms).arg(want);
         let answer = match &mut connection {
@@ -257,14 +249,51 @@ impl Store {
         answer
     }
 
-    async fn connect(&self) -> RedisResult<Connection> {
-        let connector = self.connector.as_ref().map_err(|e| {
-            let kind = redis::ErrorKind::InvalidClientConfig;
-            redis::RedisError::from((kind, "invalid redis settings", e.clone()))
-        })?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.settings.timeout))
-            .set_response_timeout(Some(self.settings.timeout));
+    /// The connection of `slot`, made if there is none. Connecting runs in a task of its
+    /// own, bounded by [`connect_timeout`] rather than by the calls waiting for it: a TLS
+    /// handshake to a distant Redis may take longer than one call may wait, and must still
+    /// finish for the calls after it.
+    async fn connection(&self, slot: &Arc<Mutex<Option<Connection>>>) -> RedisResult<Connection> {
+        let mut held = Arc::clone(slot).lock_owned().await;
+        if let Some(connection) = &*held {
+            return Ok(connection.clone());
+        }
+        let connector = Arc::clone(&self.connector);
+        let timeout = connect_timeout(&self.settings);
+        let connecting = tokio::spawn(async move {
+            let connection = connect(&connector, timeout).await?;
+            *held = Some(connection.clone());
+            Ok(connection)
+        });
+        connecting.await.unwrap_or_else(|e| {
+            let kind = redis::ErrorKind::Io;
+            Err(redis::RedisError::from((
+                kind,
+                "connecting to redis",
+                e.to_string(),
+            )))
+        })
+    }
+}
+
+/// How long making a connection (TCP, TLS, AUTH, asking Sentinel) may take.
+fn connect_timeout(settings: &RedisSettings) -> Duration {
+    settings.timeout.max(Duration::from_secs(2))
+}
+
+async fn connect(
+    connector: &Result<Connector, String>,
+    timeout: Duration,
+) -> RedisResult<Connection> {
+    let connector = connector.as_ref().map_err(|e| {
+        let kind = redis::ErrorKind::InvalidClientConfig;
+        redis::RedisError::from((kind, "invalid redis settings", e.clone()))
+    })?;
+    // Calls are bounded by `redis.timeout` around them, not by the client.
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(None);
+    let connecting = async {
         match connector {
             Connector::Single(client) => client
                 .get_multiplexed_async_connection_with_config(&config)
@@ -280,7 +309,17 @@ impl Store {
                 client.get_async_connection().await.map(Connection::Cluster)
             }
         }
-    }
+    };
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .unwrap_or_else(|_| {
+            let kind = redis::ErrorKind::Io;
+            Err(redis::RedisError::from((
+                kind,
+                "connecting to redis",
+                "timed out".into(),
+            )))
+        })
 }
 
 fn list(addresses: &[RedisAddress]) -> String {
@@ -358,7 +397,7 @@ fn connector(settings: &RedisSettings) -> RedisResult<Connector> {
         RedisAddressing::Cluster(seeds) => {
             let nodes = seeds.iter().map(|s| address(s, tls));
             let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
-                .connection_timeout(settings.timeout)
+                .connection_timeout(connect_timeout(settings))
                 .response_timeout(settings.timeout);
             if let Some(auth) = &settings.auth {
                 builder = builder.password(auth.password.clone());

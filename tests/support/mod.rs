@@ -8,6 +8,7 @@ pub mod h2_util;
 pub mod ingress_objects;
 pub mod otlp;
 pub mod raw_backend;
+pub mod redis;
 pub mod tls;
 
 use std::collections::HashMap;

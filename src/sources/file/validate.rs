@@ -248,7 +248,7 @@ pub(super) fn validate(
         .filter(|u| !fragment.upstreams.iter().any(|typed| typed.name == u.name))
         .map(|u| (u.name.as_str(), u.protocol))
         .collect();
-    let mut compiler = Compiler::new(&listeners);
+    let mut compiler = Compiler::new(&listeners).with_redis(raw.redis.is_some());
     for listener in &raw.listeners {
         if !listeners.iter().any(|typed| typed.name == listener.name) {
             compiler.declare_listener(&listener.name, listener.protocol);

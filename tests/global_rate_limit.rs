@@ -365,3 +365,77 @@ fn a_global_limit_without_redis_is_a_config_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn ingress_nginx_global_rate_limit_annotations_map_onto_it() {
+    use support::fake_kube::FakeKube;
+    use support::ingress_objects::*;
+    let redis = RedisServer::start();
+    let kube = FakeKube::start();
+    let web = Backend::start("web", Behavior::Echo);
+    kube.apply(ingress_class("sluice", CONTROLLER));
+    service(&kube, "web", &web);
+    let limited = [
+        ("global-rate-limit", "2"),
+        ("global-rate-limit-window", "1m"),
+        ("global-rate-limit-key", "$http_x_user"),
+    ];
+    kube.apply(annotated(
+        ingress(
+            "limited",
+            "sluice",
+            &[("limited.test", &[("/", "Prefix", "web")])],
+        ),
+        &limited,
+    ));
+    let mut ignored = limited.to_vec();
+    ignored.push((
+        "global-rate-limit-ignored-cidrs",
+        "10.0.0.0/8, 127.0.0.1/32",
+    ));
+    kube.apply(annotated(
+        ingress(
+            "ignored",
+            "sluice",
+            &[("ignored.test", &[("/", "Prefix", "web")])],
+        ),
+        &ignored,
+    ));
+    let sources = |http: SocketAddr| {
+        format!(
+            "kubernetes: {{ api_server: \"{}\" }}\n\
+             listeners: [{{ name: http, listen: \"{http}\" }}]\n\
+             ingress: {{ http_listener: http }}\n\
+             routes: []\n",
+            kube.url()
+        )
+    };
+    let http = listen_address();
+    let redis_settings = standalone(&redis);
+    let sluice = Sluice::start(&format!("redis: {{ {redis_settings} }}\n{}", sources(http)));
+    let rejected = sluice.admin_get("/config").expect("/config").json()["rejected"].clone();
+    assert_eq!(rejected, serde_json::json!([]));
+    let mut client = Client::connect(http);
+    let mut get = |host: &str, user: &str| {
+        client
+            .request("GET", "/", &[("host", host), ("x-user", user)])
+            .status
+    };
+    let a: Vec<u16> = (0..4).map(|_| get("limited.test", "a")).collect();
+    assert_eq!(a, [200, 200, 429, 429]);
+    assert_eq!(get("limited.test", "b"), 200, "the key is $http_x_user");
+    let exempt: Vec<u16> = (0..4).map(|_| get("ignored.test", "a")).collect();
+    assert_eq!(
+        exempt, [200; 4],
+        "127.0.0.1 is in global-rate-limit-ignored-cidrs"
+    );
+
+    // Without `redis:` the annotated Ingresses are refused, each with the reason.
+    let without = Sluice::start(&sources(listen_address()));
+    let rejected = without.admin_get("/config").expect("/config").json()["rejected"].to_string();
+    assert!(rejected.contains("needs `redis:`"), "{rejected}");
+    assert!(
+        rejected.contains("limited") && rejected.contains("ignored"),
+        "{rejected}"
+    );
+}

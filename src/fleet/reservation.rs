@@ -241,7 +241,10 @@ mod tests {
         // The first reservation asked for 2: the next starts once at most 1 is left.
         assert_eq!(pool.take(now, &s), Take::Admitted { reserve: None });
         assert_eq!(pool.take(now, &s), Take::Admitted { reserve: None });
-        assert!(matches!(pool.take(now, &s), Take::Admitted { reserve: Some(_) }));
+        assert!(matches!(
+            pool.take(now, &s),
+            Take::Admitted { reserve: Some(_) }
+        ));
         pool.granted(now, 0, Duration::from_secs(5), &s);
         for _ in 0..1 {
             assert_eq!(pool.take(now, &s), Take::Admitted { reserve: None });

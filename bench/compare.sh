@@ -78,6 +78,10 @@ LEAN_ADMIN=$((SLUICE_ADMIN + 1)) BIG_ADMIN=$((SLUICE_ADMIN + 2))
 # sluice-traced (TRACING=1, issue #20): `sluice` with every request traced and exported.
 TRACING=${TRACING:-1}
 TRACED_PORT=${TRACED_PORT:-19088} TRACED_ADMIN=${TRACED_ADMIN:-19915}
+# sluice-global (GLOBAL_LIMIT=1, issue #21): `sluice` with a fleet-wide rate limit counted in a
+# redis-server started here, high enough to admit every request: the cost of the limit itself.
+GLOBAL_LIMIT=${GLOBAL_LIMIT:-1}
+GLOBAL_PORT=${GLOBAL_PORT:-19089} GLOBAL_ADMIN=${GLOBAL_ADMIN:-19916} REDIS_PORT=${REDIS_PORT:-19379}
 NGINX_FILTERS=${NGINX_FILTERS:-19085} HAPROXY_FILTERS=${HAPROXY_FILTERS:-19086} SLUICE_FILTERS=${SLUICE_FILTERS:-19087}
 FILTERS_ADMIN=$((SLUICE_ADMIN + 3))
 CG_NGINX=19180 CG_HAPROXY=19181 CG_SLUICE=19182 CG_ADMIN=19911
@@ -98,6 +102,7 @@ install_missing() {
   command -v openssl >/dev/null || missing+=(openssl)
   command -v python3 >/dev/null || missing+=(python3)
   [ "$CALLGRIND" = 0 ] || command -v valgrind >/dev/null || missing+=(valgrind)
+  [ "$GLOBAL_LIMIT" = 0 ] || command -v redis-server >/dev/null || missing+=(redis-server)
   [ ${#missing[@]} -gt 0 ] || return 0
   local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
@@ -112,6 +117,7 @@ install_missing
 ports="$BACKEND1 $BACKEND2 $BACKEND_STATUS $NGINX_TLS $HAPROXY_TLS $SLUICE_TLS $NGINX_PORT $HAPROXY_PORT $SLUICE_PORT $LEAN_PORT $BIG_PORT $SLUICE_ADMIN $LEAN_ADMIN $BIG_ADMIN"
 [ "$FILTERS" = 0 ] || ports+=" $NGINX_FILTERS $HAPROXY_FILTERS $SLUICE_FILTERS $FILTERS_ADMIN"
 [ "$TRACING" = 0 ] || ports+=" $TRACED_PORT $TRACED_ADMIN"
+[ "$GLOBAL_LIMIT" = 0 ] || ports+=" $GLOBAL_PORT $GLOBAL_ADMIN $REDIS_PORT"
 for port in $ports; do
   if ss -Hltn "sport = :$port" | grep -q .; then
     echo "port $port is already in use; set BACKEND1/BACKEND2/NGINX_PORT/HAPROXY_PORT/SLUICE_PORT/SLUICE_ADMIN/*_FILTERS" >&2
@@ -281,6 +287,12 @@ sluice_conf() {  # NAME PORT ADMIN THREADS FORM (full | lean | big | filters: fu
   fi
   # Every request sampled and its spans exported to the backend nginx (the worst case).
   [ "$form" != traced ] || echo "tracing: { otlp_endpoint: \"http://127.0.0.1:$BACKEND1/v1/traces\", sampling: { ratio: 1 } }"
+  # Every request counted against one key (wrk's address); nothing is refused.
+  local limit=""
+  if [ "$form" = global ]; then
+    echo "redis: { address: \"127.0.0.1:$REDIS_PORT\" }"
+    limit=", global_rate_limit: { requests: 1000000000, window: 1s, by: client_ip }"
+  fi
   cat <<EOC
 server: { threads: $threads, grace_period: 1s, drain_delay: 0s, watch_config: false, upgrade_sock: $tmp/$name-upgrade.sock, pid_file: $tmp/$name.pid }
 admin: { listen: "127.0.0.1:$admin" }
@@ -296,7 +308,7 @@ EOC
     done
   fi
   cat <<EOC
-  - { name: bench, listener: web, paths: [ { prefix: / } ], upstream: backends }
+  - { name: bench, listener: web, paths: [ { prefix: / } ], upstream: backends$limit }
 upstreams:
   - name: backends
     endpoints: [ $endpoints ]
@@ -309,6 +321,7 @@ sluice_conf sluice-lean "$LEAN_PORT" "$LEAN_ADMIN" 2 lean > "$tmp/sluice-lean.ya
 sluice_conf sluice-big "$BIG_PORT" "$BIG_ADMIN" 2 big > "$tmp/sluice-big.yaml"
 sluice_conf sluice-filters "$SLUICE_FILTERS" "$FILTERS_ADMIN" 2 filters > "$tmp/sluice-filters.yaml"
 sluice_conf sluice-traced "$TRACED_PORT" "$TRACED_ADMIN" 2 traced > "$tmp/sluice-traced.yaml"
+sluice_conf sluice-global "$GLOBAL_PORT" "$GLOBAL_ADMIN" 2 global > "$tmp/sluice-global.yaml"
 
 # --- start ---------------------------------------------------------------------------------
 
@@ -342,6 +355,12 @@ proxy_pid[nginx]=$nginx_pid proxy_pid[haproxy]=$haproxy_pid
 if [ -x "$SLUICE_BIN" ]; then
   forms="sluice:$SLUICE_PORT:$SLUICE_ADMIN sluice-lean:$LEAN_PORT:$LEAN_ADMIN sluice-big:$BIG_PORT:$BIG_ADMIN"
   [ "$TRACING" = 0 ] || forms+=" sluice-traced:$TRACED_PORT:$TRACED_ADMIN"
+  if [ "$GLOBAL_LIMIT" != 0 ]; then
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+      > "$tmp/redis.err" 2>&1 & pids+=($!)
+    for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    forms+=" sluice-global:$GLOBAL_PORT:$GLOBAL_ADMIN"
+  fi
   for form in $forms; do
     IFS=: read -r name port admin <<<"$form"
     RUST_LOG=warn "$SLUICE_BIN" -c "$tmp/$name.yaml" > "$tmp/$name.err" 2>&1 & pids+=($!); proxy_pid[$name]=$!
@@ -373,7 +392,7 @@ port_of() {
   case $1 in nginx) echo $NGINX_PORT;; haproxy) echo $HAPROXY_PORT;; sluice) echo $SLUICE_PORT;;
     sluice-lean) echo $LEAN_PORT;; sluice-big) echo $BIG_PORT;; nginx-filters) echo $NGINX_FILTERS;;
     haproxy-filters) echo $HAPROXY_FILTERS;; sluice-filters) echo $SLUICE_FILTERS;;
-    sluice-traced) echo $TRACED_PORT;; esac
+    sluice-traced) echo $TRACED_PORT;; sluice-global) echo $GLOBAL_PORT;; esac
 }
 pid_of() { echo "${proxy_pid[$1]}"; }
 # The proxy's process and its children (the nginx workers; none for haproxy and sluice).
@@ -587,6 +606,12 @@ if [ "$CALLGRIND" != 0 ]; then
       RUST_LOG=warn "${vg[@]}" --callgrind-out-file="$tmp/cg-sluice-traced.out.%p" "$SLUICE_BIN" -c "$tmp/cg-sluice-traced.yaml" 2> "$tmp/cg-sluice-traced.err" &
       count_instructions sluice-traced "$CG_SLUICE" $!
     fi
+    if [ "$GLOBAL_LIMIT" != 0 ]; then
+      sluice_conf cg-sluice-global "$CG_SLUICE" "$CG_ADMIN" 1 global > "$tmp/cg-sluice-global.yaml"
+      echo "callgrind: sluice-global (1 thread, every request counted by the fleet-wide limit)" >&2
+      RUST_LOG=warn "${vg[@]}" --callgrind-out-file="$tmp/cg-sluice-global.out.%p" "$SLUICE_BIN" -c "$tmp/cg-sluice-global.yaml" 2> "$tmp/cg-sluice-global.err" &
+      count_instructions sluice-global "$CG_SLUICE" $!
+    fi
     if [ "$FILTERS" != 0 ]; then
       sluice_conf cg-sluice-filters "$CG_SLUICE" "$CG_ADMIN" 1 filters > "$tmp/cg-sluice-filters.yaml"
       echo "callgrind: sluice-filters (1 thread, the filtered route hit)" >&2
@@ -616,7 +641,7 @@ report() {
     echo "- sluice: not run ($SLUICE_BIN not found)"
   fi
   echo "- load: wrk -t1 -c$CONNECTIONS -d$DURATION, HTTP/1.1 keepalive, 100-byte responses from two nginx backends, $ROUNDS alternating rounds after a 2 s warm-up; all on 127.0.0.1"
-  echo "- proxies: backend chosen by consistent hashing of the URI with upstream keepalive; nginx 2 workers (hash \$request_uri consistent, keepalive 64), HAProxy 2 threads (balance uri, hash-type consistent, http-reuse safe), sluice 2 threads: \`sluice\` = consistent_hash on \$request_uri + access log to a file + metrics; \`sluice-lean\` = round robin, access log off; \`sluice-big\` = \`sluice\` with 100 routes (hosts, prefixes, regexes) and 1,000 endpoints; \`sluice-traced\` = \`sluice\` with \`tracing:\` on, every request sampled and its 2 spans exported over OTLP/HTTP to the backend nginx"
+  echo "- proxies: backend chosen by consistent hashing of the URI with upstream keepalive; nginx 2 workers (hash \$request_uri consistent, keepalive 64), HAProxy 2 threads (balance uri, hash-type consistent, http-reuse safe), sluice 2 threads: \`sluice\` = consistent_hash on \$request_uri + access log to a file + metrics; \`sluice-lean\` = round robin, access log off; \`sluice-big\` = \`sluice\` with 100 routes (hosts, prefixes, regexes) and 1,000 endpoints; \`sluice-traced\` = \`sluice\` with \`tracing:\` on, every request sampled and its 2 spans exported over OTLP/HTTP to the backend nginx; \`sluice-global\` = \`sluice\` with a fleet-wide rate limit (\`global_rate_limit\`, one key) counted in a local redis-server, high enough to admit every request"
   [ "$FILTERS" = 0 ] || echo "- filters+header match (\`*-filters\` rows): each proxy with a second route selected by the header X-Tenant: blue that sets X-Env, removes X-Secret and adds X-Served-By to the response (sluice: \`headers\`, \`request_headers\`, \`response_headers\` on top of \`sluice\`; nginx: \`map\` on \$http_x_tenant, \`proxy_set_header\`, \`add_header\`; HAProxy: \`acl\`, \`use_backend\`, \`http-request set-header\`/\`del-header\`, \`http-response add-header\`); their load sends X-Tenant: blue and X-Secret: 1, so every request is the filtered route's"
   echo "- CPU: utime+stime of the proxy's processes during the run (/proc/PID/stat); RSS (VmRSS summed over the same processes) after the run"
   echo

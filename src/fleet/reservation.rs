@@ -6,8 +6,8 @@
 //! and the next is asked for in the background once half of the last is spent. Only a
 //! request that finds the pool empty (the key's first here, or a burst past the
 //! reservation) waits for Redis. Tokens not spent within one window are dropped, and a
-//! refusal from Redis is remembered until the time Redis said one more request fits, so
-//! refused requests cost no round trip either.
+//! refusal from Redis is remembered until the time Redis said one more request fits (at
+//! least `reserve_ahead`), so refused requests cost no round trip either.
 //!
 //! Accuracy: Redis grants each window's tokens once, so the fleet admits what Redis
 //! granted less what replicas hold unspent; that difference is at most what is reserved at
@@ -113,7 +113,11 @@ impl Pool {
     pub fn granted(&mut self, now: Instant, granted: u32, wait: Duration, sizing: &Sizing) {
         self.reserving = false;
         if granted == 0 {
-            self.refused_until = Some(now + wait);
+            // A sliding window frees capacity continuously, so "one more fits" is often a
+            // fraction of a millisecond away under load; holding the refusal at least
+            // `reserve_ahead` keeps a flood from costing a Redis call per freed token, while
+            // the capacity freed meanwhile goes to the next replica that asks.
+            self.refused_until = Some(now + wait.max(sizing.reserve_ahead));
             return;
         }
         if now >= self.expires {
@@ -229,6 +233,17 @@ mod tests {
             pool.take(later, &s),
             Take::Empty { reserve: Some(_) }
         ));
+    }
+
+    #[test]
+    fn a_refusal_is_held_at_least_reserve_ahead() {
+        let now = Instant::now();
+        let s = sizing();
+        let mut pool = Pool::new(now);
+        pool.take(now, &s);
+        pool.granted(now, 0, Duration::from_micros(300), &s);
+        let wait = Duration::from_millis(20);
+        assert_eq!(pool.take(now, &s), Take::Limited { wait });
     }
 
     #[test]

@@ -15,6 +15,9 @@ use tokio::sync::watch;
 /// Keys longer than this are hashed (SHA-256) to name their counter.
 const MAX_RAW_KEY: usize = 128;
 
+/// The most keys one route's limiter holds pools for.
+const MAX_KEYS: usize = 100_000;
+
 /// The decision on one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -75,6 +78,23 @@ impl Entry {
     }
 }
 
+/// A request waiting for a reservation of an [`Entry`]; counted until dropped, so that a
+/// request cancelled while it waits (its client gone) stops counting too.
+struct Waiting<'a>(&'a Entry);
+
+impl<'a> Waiting<'a> {
+    fn begin(entry: &'a Entry) -> Self {
+        entry.pool().wait_begins();
+        Self(entry)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.pool().wait_ends();
+    }
+}
+
 /// The global rate limit of one route.
 pub struct GlobalLimiter {
     config: GlobalRateLimit,
@@ -130,41 +150,44 @@ impl GlobalLimiter {
         }
         let mut key = Vec::with_capacity(64);
         rate_limit::key_into(&self.config.by, facts, &mut key);
-        let entry = self.entry(&key);
+        let counter = self.counter_key(&key);
+        let entry = self.entry(&counter);
         let deadline = tokio::time::Instant::now() + self.store.settings().timeout;
         let unavailable = Verdict::Unavailable(self.config.on_redis_failure);
+        let mut waited = false;
         loop {
             let (take, mut reserved) = {
                 let mut pool = entry.pool();
-                (
-                    pool.take(Instant::now(), &self.sizing),
-                    entry.done.subscribe(),
-                )
+                let take = pool.take(Instant::now(), &self.sizing);
+                (take, entry.done.subscribe())
             };
-            let waiting = match take {
+            match take {
                 Take::Admitted { reserve } => {
                     if let Some(want) = reserve {
-                        self.reserve_in_background(&entry, &key, want);
+                        self.reserve_in_background(&entry, &counter, want);
                     }
                     return Verdict::Admitted;
                 }
                 Take::Limited { wait } => return Verdict::Limited { wait },
-                Take::Empty {
-                    reserve: Some(want),
-                } => {
-                    if self.store.refusing_calls() {
-                        entry.pool().failed();
-                        return unavailable;
-                    }
-                    self.reserve_in_background(&entry, &key, want);
-                    true
+                Take::Empty { reserve: Some(_) } if self.store.refusing_calls() => {
+                    entry.pool().failed();
+                    return unavailable;
                 }
-                Take::Empty { reserve: None } => true,
-            };
-            if waiting {
+                Take::Empty { reserve } => {
+                    if let Some(want) = reserve {
+                        self.reserve_in_background(&entry, &counter, want);
+                    }
+                }
+            }
+            if !waited {
+                waited = true;
                 self.waits.inc();
             }
-            match tokio::time::timeout_at(deadline, reserved.changed()).await {
+            let woke = {
+                let _waiting = Waiting::begin(&entry);
+                tokio::time::timeout_at(deadline, reserved.changed()).await
+            };
+            match woke {
                 Ok(Ok(())) if *reserved.borrow() == Reserved::Answered => continue,
                 _ => return unavailable,
             }
@@ -173,10 +196,10 @@ impl GlobalLimiter {
 
     /// Asks Redis for `want` tokens of `key` in a task of its own, so that a request that
     /// gives up waiting does not cancel what other requests wait for.
-    fn reserve_in_background(self: &Arc<Self>, entry: &Arc<Entry>, key: &[u8], want: u32) {
+    fn reserve_in_background(self: &Arc<Self>, entry: &Arc<Entry>, counter: &[u8], want: u32) {
         let limiter = Arc::clone(self);
         let entry = Arc::clone(entry);
-        let counter = self.counter_key(key);
+        let counter = counter.to_vec();
         tokio::spawn(async move {
             let (requests, window) = (limiter.config.requests, limiter.config.window);
             let grant = limiter
@@ -215,7 +238,7 @@ impl GlobalLimiter {
         counter
     }
 
-    /// The pool of `key`, made if new; idle pools are forgotten now and then.
+    /// The pool of the counter `key`, made if new; idle pools are forgotten now and then.
     fn entry(&self, key: &[u8]) -> Arc<Entry> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = pools.entries.get(key) {
@@ -224,6 +247,15 @@ impl GlobalLimiter {
         let now = Instant::now();
         if pools.entries.len() >= pools.sweep_at {
             pools.entries.retain(|_, entry| !entry.pool().idle(now));
+            if pools.entries.len() >= MAX_KEYS {
+                // Keys sprayed faster than their tokens lapse: forget them all. The tokens
+                // they held are lost to the fleet (it admits less, never more).
+                log::warn!(
+                    "global rate limit {:?}: over {MAX_KEYS} keys held at once; dropping them",
+                    String::from_utf8_lossy(&self.prefix)
+                );
+                pools.entries.clear();
+            }
             pools.sweep_at = (pools.entries.len() * 2).max(1024);
         }
         let entry = Arc::new(Entry {

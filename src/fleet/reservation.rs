@@ -64,6 +64,8 @@ pub struct Pool {
     /// Requests since `since` (admitted or waiting), to size the next reservation.
     demand: u32,
     since: Instant,
+    /// Requests waiting for a reservation now: the next one asks for at least them all.
+    blocked: u32,
 }
 
 impl Pool {
@@ -76,7 +78,18 @@ impl Pool {
             last_asked: 0,
             demand: 0,
             since: now,
+            blocked: 0,
         }
+    }
+
+    /// A request starts waiting for a reservation.
+    pub fn wait_begins(&mut self) {
+        self.blocked = self.blocked.saturating_add(1);
+    }
+
+    /// A request stops waiting (served, refused or given up).
+    pub fn wait_ends(&mut self) {
+        self.blocked = self.blocked.saturating_sub(1);
     }
 
     /// A request for a token at `now`.
@@ -117,7 +130,8 @@ impl Pool {
             // fraction of a millisecond away under load; holding the refusal at least
             // `reserve_ahead` keeps a flood from costing a Redis call per freed token, while
             // the capacity freed meanwhile goes to the next replica that asks.
-            self.refused_until = Some(now + wait.max(sizing.reserve_ahead));
+            let hold = sizing.reserve_ahead.min(sizing.lifetime);
+            self.refused_until = Some(now + wait.max(hold));
             return;
         }
         if now >= self.expires {
@@ -135,6 +149,7 @@ impl Pool {
     /// Whether the pool holds nothing worth keeping at `now` (it may be forgotten).
     pub fn idle(&self, now: Instant) -> bool {
         !self.reserving
+            && self.blocked == 0
             && (self.tokens == 0 || now >= self.expires)
             && self.refused_until.is_none_or(|until| now >= until)
     }
@@ -149,10 +164,12 @@ impl Pool {
             .max(Duration::from_millis(1));
         let rate = f64::from(self.demand) / elapsed.as_secs_f64();
         let wanted = (rate * sizing.reserve_ahead.as_secs_f64()).ceil() as u32;
+        // Requests already waiting are asked for beyond the cap: a burst of a key's first
+        // requests is served by one round trip rather than one per tenth of the limit.
         let asked = wanted
             .min(self.demand.saturating_mul(2))
             .min(sizing.cap)
-            .max(1);
+            .max(self.blocked.saturating_add(1));
         self.reserving = true;
         self.last_asked = asked;
         self.demand = 0;
@@ -233,6 +250,23 @@ mod tests {
             pool.take(later, &s),
             Take::Empty { reserve: Some(_) }
         ));
+    }
+
+    #[test]
+    fn a_reservation_asks_for_every_request_waiting() {
+        let now = Instant::now();
+        let s = Sizing::new(100, Duration::from_secs(1), Duration::from_millis(20));
+        let mut pool = Pool::new(now);
+        for _ in 0..30 {
+            pool.wait_begins();
+        }
+        assert_eq!(pool.take(now, &s), Take::Empty { reserve: Some(31) });
+        assert!(!pool.idle(now));
+        pool.failed();
+        for _ in 0..30 {
+            pool.wait_ends();
+        }
+        assert!(pool.idle(now));
     }
 
     #[test]

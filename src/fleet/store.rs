@@ -23,8 +23,10 @@ use tokio::sync::Mutex;
 /// Reserves up to `ARGV[3]` of the `ARGV[1]` requests per `ARGV[2]` ms of the key
 /// `KEYS[1]`, counted in a sliding window as ingress-nginx's global rate limit counts
 /// (this window's count plus the previous one's, weighted by how much of it the sliding
-/// window still covers). Redis's clock, so replicas' clocks need not agree. Returns the
-/// tokens granted and, when none, the milliseconds until one more request fits.
+/// window still covers). Redis's clock, so replicas' clocks need not agree; a window index
+/// from the future (the route's window changed, or Redis's clock stepped back) starts the
+/// count afresh. Returns the tokens granted and, when none, the milliseconds until one more
+/// request fits.
 const RESERVE: &str = r#"
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -37,7 +39,7 @@ local state = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
 local w = tonumber(state[1])
 local current = tonumber(state[2]) or 0
 local previous = tonumber(state[3]) or 0
-if w == nil or w < index - 1 then
+if w == nil or w < index - 1 or w > index then
   current, previous, w = 0, 0, index
 elseif w == index - 1 then
   previous, current, w = current, 0, index
@@ -132,8 +134,15 @@ impl Store {
             }
             RedisAddressing::Cluster(seeds) => format!("Cluster {}", list(seeds)),
         };
+        // A new store (a start, or a reload that changed `redis:`) starts with its breaker
+        // closed.
+        METRICS.redis_breaker_open.set(0);
+        let connector = connector(settings).map_err(|e| {
+            log::error!("redis {name}: {e}; fleet-wide rate limits follow on_redis_failure");
+            e.to_string()
+        });
         Self {
-            connector: Arc::new(connector(settings).map_err(|e| e.to_string())),
+            connector: Arc::new(connector),
             slots: (0..settings.connections)
                 .map(|_| Arc::new(Mutex::new(None)))
                 .collect(),
@@ -172,14 +181,23 @@ impl Store {
         }
         let started = Instant::now();
         let window_ms = window.as_millis().max(1) as u64;
-        let call = self.call(key, requests, window_ms, want);
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let call = self.call(slot, key, requests, window_ms, want);
         let outcome = match tokio::time::timeout(self.settings.timeout, call).await {
             Ok(Ok((tokens, wait_ms))) => Ok(Grant {
                 tokens,
                 wait: Duration::from_millis(wait_ms),
             }),
             Ok(Err(e)) => Err(StoreError::Redis(e)),
-            Err(_) => Err(StoreError::Timeout),
+            Err(_) => {
+                // A silent partition leaves a socket that never answers: the next call makes
+                // a new connection (asking Sentinel again) instead of waiting on it. A slot
+                // being connected keeps its connect.
+                if let Ok(mut held) = slot.try_lock() {
+                    *held = None;
+                }
+                Err(StoreError::Timeout)
+            }
         };
         let result = match &outcome {
             Ok(_) => {
@@ -195,7 +213,13 @@ impl Store {
             Err(_) => "error",
         };
         METRICS.redis_calls.with_label_values(&[result]).inc();
-        match self.breaker.record(outcome.is_ok(), Instant::now()) {
+        // An error answer about one key (e.g. WRONGTYPE) is not Redis being unavailable.
+        let answered = match &outcome {
+            Ok(_) => true,
+            Err(StoreError::Redis(e)) => !unavailable(e),
+            Err(_) => false,
+        };
+        match self.breaker.record(answered, Instant::now()) {
             Some(Change::Opened) => {
                 METRICS.redis_breaker_open.set(1);
                 let error = outcome.as_ref().err().map(|e| e.to_string());
@@ -222,12 +246,12 @@ impl Store {
 
     async fn call(
         &self,
+        slot: &Arc<Mutex<Option<Connection>>>,
         key: &[u8],
         requests: u32,
         window_ms: u64,
         want: u32,
     ) -> RedisResult<(u32, u64)> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         let mut connection = self.connection(slot).await?;
         let mut invocation = self.script.key(key);
         invocation.arg(requests).arg(window_ms).arg(want);
@@ -238,11 +262,7 @@ impl Store {
         if let Err(e) = &answer {
             // A connection that may be broken, or a master that is now a replica, is
             // replaced on the next call.
-            let stale = e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_unrecoverable_error()
-                || e.to_string().contains("READONLY");
-            if stale {
+            if unavailable(e) || e.is_unrecoverable_error() {
                 *slot.lock().await = None;
             }
         }
@@ -320,6 +340,25 @@ async fn connect(
                 "timed out".into(),
             )))
         })
+}
+
+/// Whether `error` says Redis (or this connection to it) cannot serve, rather than that one
+/// call was wrong: these count toward the breaker and replace the connection.
+fn unavailable(error: &redis::RedisError) -> bool {
+    let text = error.to_string();
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || [
+            "READONLY",
+            "LOADING",
+            "MASTERDOWN",
+            "CLUSTERDOWN",
+            "TRYAGAIN",
+        ]
+        .iter()
+        .any(|code| text.contains(code))
 }
 
 fn list(addresses: &[RedisAddress]) -> String {

@@ -92,11 +92,18 @@ impl RedisServer {
         let child = command
             .spawn()
             .expect("start redis-server (make test installs Debian's redis-server)");
+        let pid = child.id();
         self.child = Some(child);
         let plain = SocketAddr::from(([127, 0, 0, 1], self.plain_port));
         let password = self.password();
-        wait_until("redis-server to answer PING", READY_TIMEOUT, || {
-            try_command(plain, password.as_deref(), &["PING"]).is_ok_and(|r| r == "PONG")
+        // Our own server answers, not another process that took the port meanwhile.
+        let ours = format!("process_id:{pid}\r\n");
+        wait_until("redis-server to answer", READY_TIMEOUT, || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server on port {} exited: {status}", self.plain_port);
+            }
+            try_command(plain, password.as_deref(), &["INFO", "server"])
+                .is_ok_and(|info| info.contains(&ours))
         });
     }
 

@@ -164,16 +164,15 @@ pub(super) fn redis(check: &mut Checker, raw: &RawRedis) -> Option<RedisSettings
         }
     };
     let tls = raw.tls.as_ref().map(|tls| RedisTls {
-        ca_pem: tls
-            .ca_file
-            .as_ref()
-            .and_then(|file| match std::fs::read(file) {
-                Ok(pem) => Some(pem),
-                Err(e) => {
-                    check.error("redis.tls.ca_file", format!("cannot read {file}: {e}"));
-                    None
-                }
-            }),
+        ca_pem: tls.ca_file.as_ref().and_then(|file| {
+            // Parsed here so that a bad bundle is a config error, not every call failing.
+            let checked = std::fs::read(file)
+                .map_err(|e| format!("cannot read {file}: {e}"))
+                .and_then(|pem| crate::tls::parse_ca_certificates(&pem, file).map(|_| pem));
+            checked
+                .map_err(|e| check.error("redis.tls.ca_file", e))
+                .ok()
+        }),
     });
     if raw.connections == 0 {
         check.error("redis.connections", "must be at least 1");
@@ -185,6 +184,12 @@ pub(super) fn redis(check: &mut Checker, raw: &RawRedis) -> Option<RedisSettings
     let open_for = check.duration("redis.breaker.open_for", &raw.breaker.open_for);
     check.nonzero("redis.breaker.failures", raw.breaker.failures);
     let reserve_ahead = check.duration("redis.reserve_ahead", &raw.reserve_ahead);
+    if reserve_ahead.is_some_and(|ahead| ahead > Duration::from_secs(1)) {
+        check.error(
+            "redis.reserve_ahead",
+            "must be at most 1s: replicas would hold tokens (and refusals) that long",
+        );
+    }
     Some(RedisSettings {
         addressing: addressing?,
         database: raw.database,

@@ -36,6 +36,33 @@ fn standalone_with_timeout(redis: &RedisServer, timeout: &str) -> String {
     )
 }
 
+/// One sluice in front of one backend, limited by `limit` in its own Redis.
+struct Served {
+    redis: RedisServer,
+    _backend: Backend,
+    web: SocketAddr,
+    sluice: Sluice,
+}
+
+/// Starts a Redis and one sluice with `limit` (see [`config`]) and Redis `timeout`.
+fn serve(limit: &str, timeout: &str) -> Served {
+    let redis = RedisServer::start();
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let body = config(
+        web,
+        &backend,
+        limit,
+        &standalone_with_timeout(&redis, timeout),
+    );
+    Served {
+        sluice: Sluice::start(&body),
+        redis,
+        _backend: backend,
+        web,
+    }
+}
+
 /// Statuses of `count` requests as `user` (the `x-user` header) on one connection.
 fn statuses(web: SocketAddr, user: &str, count: usize) -> Vec<u16> {
     let mut client = Client::connect(web);
@@ -114,16 +141,12 @@ fn three_replicas_sharing_one_redis_admit_one_limit() {
 
 #[test]
 fn keys_are_counted_apart_and_most_requests_make_no_round_trip() {
-    let redis = RedisServer::start();
-    let backend = Backend::start("app", Behavior::Echo);
-    let web = listen_address();
-    let body = config(
+    let Served {
+        redis,
         web,
-        &backend,
-        "requests: 1000, window: 60s, by: \"$http_x_user\"",
-        &standalone(&redis),
-    );
-    let sluice = Sluice::start(&body);
+        sluice,
+        _backend,
+    } = serve("requests: 1000, window: 60s, by: \"$http_x_user\"", "2s");
     let a = statuses(web, "a", 300);
     assert_eq!(count(&a, 200), 300);
     let b = statuses(web, "b", 10);
@@ -148,16 +171,12 @@ fn keys_are_counted_apart_and_most_requests_make_no_round_trip() {
 
 #[test]
 fn with_redis_stopped_fail_open_serves_and_the_limit_returns_with_redis() {
-    let mut redis = RedisServer::start();
-    let backend = Backend::start("app", Behavior::Echo);
-    let web = listen_address();
-    let body = config(
+    let Served {
+        mut redis,
         web,
-        &backend,
-        "requests: 5, window: 60s, by: \"header:x-user\"",
-        &standalone(&redis),
-    );
-    let sluice = Sluice::start(&body);
+        sluice,
+        _backend,
+    } = serve("requests: 5, window: 60s, by: \"header:x-user\"", "2s");
     let before = statuses(web, "a", 8);
     assert_eq!(
         (count(&before, 200), count(&before, 429)),
@@ -253,16 +272,12 @@ fn with_redis_stopped_fail_closed_answers_the_configured_status() {
 
 #[test]
 fn a_slow_redis_delays_requests_by_the_timeout_at_most() {
-    let redis = RedisServer::start();
-    let backend = Backend::start("app", Behavior::Echo);
-    let web = listen_address();
-    let body = config(
+    let Served {
+        redis,
         web,
-        &backend,
-        "requests: 100, window: 60s, by: \"header:x-user\"",
-        &standalone_with_timeout(&redis, "100ms"),
-    );
-    let sluice = Sluice::start(&body);
+        sluice,
+        _backend,
+    } = serve("requests: 100, window: 60s, by: \"header:x-user\"", "100ms");
     assert_eq!(statuses(web, "warm", 1), [200]);
     // Redis blocked for 10 s; a PING that gets no answer shows the sleep has begun.
     let _sleeping = redis.send(&["DEBUG", "SLEEP", "10"]);

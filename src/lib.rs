@@ -14,7 +14,7 @@
 //! | compile | `compile` | fragments of every source → one model; rejections |
 //! | sources | `sources` | where configuration comes from: the file, Kubernetes |
 //! | runtime | `routing`, `upstream` | route tables; endpoints, balancing, health, pools |
-//! | fleet | `fleet` | rate limits shared by every replica, counted in Redis |
+//! | limits | `limits` | rate limits: per replica, and shared by every replica (Redis) |
 //! | lifecycle | `lifecycle` | draining, open work, signals, graceful upgrade |
 //! | state | `state` | the current snapshot, rebuilt and published on every change |
 //! | proxy | `proxy` | the request path: HTTP and TCP |
@@ -26,8 +26,8 @@
 
 pub mod cli;
 pub(crate) mod compile;
-pub mod fleet;
 pub mod lifecycle;
+pub mod limits;
 pub mod model;
 pub mod observe;
 pub mod ops;

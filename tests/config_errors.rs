@@ -522,7 +522,7 @@ upstreams: [{ name: u, endpoints: ["127.0.0.1:1"] }]
         &file,
         4,
         "routes[0].rate_limit.by",
-        "expected route, client_ip or header:NAME",
+        "expected route, client_ip, header:NAME or a template",
     );
 }
 

@@ -491,3 +491,63 @@ fn ingress_nginx_global_rate_limit_annotations_map_onto_it() {
         "{rejected}"
     );
 }
+
+#[test]
+fn cluster_addressing_follows_keys_to_their_nodes() {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+        })
+        .collect();
+    let addresses: Vec<String> = nodes.iter().map(RedisServer::address).collect();
+    let created = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("run redis-cli --cluster create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    wait_until("the cluster to agree", READY_TIMEOUT, || {
+        nodes.iter().all(|node| {
+            node.command(&["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+        })
+    });
+    let backend = Backend::start("app", Behavior::Echo);
+    let web = listen_address();
+    let list: Vec<String> = addresses.iter().map(|a| format!("\"{a}\"")).collect();
+    let settings = format!(
+        "cluster: {{ addresses: [{}] }}, timeout: 2s",
+        list.join(", ")
+    );
+    let limit = "requests: 2, window: 60s, by: \"header:x-user\"";
+    let sluice = Sluice::start(&config(web, &backend, limit, &settings));
+    let users: Vec<String> = (0..6).map(|i| format!("user{i}")).collect();
+    for user in &users {
+        assert_eq!(
+            statuses(web, user, 3),
+            [200, 200, 429],
+            "{}",
+            sluice.stderr()
+        );
+    }
+    // Each user's counter lives on the node of its key's slot.
+    let held: Vec<usize> = nodes
+        .iter()
+        .map(|node| {
+            let keys = node.command(&["KEYS", "sluice:all:*"]);
+            keys.split(' ').filter(|k| !k.is_empty()).count()
+        })
+        .collect();
+    assert_eq!(held.iter().sum::<usize>(), users.len(), "{held:?}");
+    assert!(held.iter().filter(|n| **n > 0).count() > 1, "{held:?}");
+}

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["compile"],
     &["sources"],
     &["routing", "upstream"],
-    &["fleet"],
+    &["limits"],
     &["lifecycle"],
     &["state"],
     &["proxy"],

@@ -10,7 +10,8 @@ use super::request_head::{self, Inspected, Rejection};
 use super::retry::{self, AttemptFacts, Failure};
 use super::trace::RequestTrace;
 use super::{auth, client_ip, errors, grpc, headers, traffic};
-use crate::fleet::limiter::Answer;
+use crate::limits::global::Answer;
+use crate::limits::rate_limit;
 use crate::model::{
     AccessList, ClientCertHeaders, HttpsRedirect, IpNet, ListenerConfig, RequestLimits,
     UpstreamProtocol,
@@ -18,7 +19,7 @@ use crate::model::{
 use crate::observe::metrics::METRICS;
 use crate::observe::trace_context::SpanId;
 use crate::observe::{access_log, events};
-use crate::routing::{conditions, cors, filters, misdirected, rate_limit};
+use crate::routing::{conditions, cors, filters, misdirected};
 use crate::state::{Snapshot, State};
 use crate::tls::handshake::Handshake;
 use crate::upstream::hash_key::RequestFacts;

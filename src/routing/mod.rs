@@ -22,7 +22,6 @@ pub mod conditions;
 pub mod cors;
 pub mod filters;
 pub mod misdirected;
-pub(crate) mod rate_limit;
 
 use crate::model::{Conditions, HostMatch, PathMatch, ReservedHost, RouteConfig};
 use pingora::http::RequestHeader;

@@ -3,7 +3,8 @@
 //! rate-limit counts, metric handles) of the upstreams and routes that remain.
 
 use crate::compile::Compiled;
-use crate::fleet::{GlobalLimiter, Store};
+use crate::limits::rate_limit::RouteLimiter;
+use crate::limits::{GlobalLimiter, Store};
 use crate::model::{
     Auth, BodyPolicy, Config, CookieAffinity, EndpointConfig, EndpointSource, Htpasswd, Rejected,
     RetryPolicy, RouteConfig, Timeouts,
@@ -12,7 +13,6 @@ use crate::observe::metrics::RouteMetrics;
 use crate::routing::auth::VerifiedCredentials;
 use crate::routing::backends::WeightedSplit;
 use crate::routing::concurrency::ClientConcurrency;
-use crate::routing::rate_limit::RouteLimiter;
 use crate::routing::RouteTable;
 use crate::sources::file::FileConfig;
 use crate::tls::client_auth::ChainVerifier;

@@ -1,11 +1,11 @@
 //! A route's fleet-wide rate limit: the key of each request, the pools of tokens this
 //! replica holds per key, and what a request gets when Redis cannot say.
 
+use super::rate_limit::{self, RequestFacts};
 use super::reservation::{Pool, Sizing, Take};
 use super::store::Store;
 use crate::model::{GlobalRateLimit, RedisFailureMode};
 use crate::observe::metrics::METRICS;
-use crate::routing::rate_limit::{self, RequestFacts};
 use pingora_prometheus::prometheus;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

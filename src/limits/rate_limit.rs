@@ -9,8 +9,8 @@
 //! stays within `burst + 1`. Windows are at least 100 ms, with the allowance scaled to match.
 //!
 //! Limits are per sluice process: N replicas behind a load balancer admit up to N times the
-//! configured rate (`routes[].global_rate_limit`, [`crate::fleet`], holds across replicas). Keys that collide in the sketch share a count (over-limiting, never
-//! under-limiting).
+//! configured rate (`routes[].global_rate_limit`, [`super::global`], holds across replicas).
+//! Keys that collide in the sketch share a count (over-limiting, never under-limiting).
 
 use crate::model::{IpNet, LimitKey, RateLimit};
 pub use crate::upstream::hash_key::RequestFacts;

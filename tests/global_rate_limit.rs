@@ -494,16 +494,7 @@ fn ingress_nginx_global_rate_limit_annotations_map_onto_it() {
 
 #[test]
 fn cluster_addressing_follows_keys_to_their_nodes() {
-    let nodes: Vec<RedisServer> = (0..3)
-        .map(|_| {
-            RedisServer::start_with(&[
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
-        })
-        .collect();
+    let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
     let addresses: Vec<String> = nodes.iter().map(RedisServer::address).collect();
     let created = std::process::Command::new("redis-cli")
         .args(["--cluster", "create"])

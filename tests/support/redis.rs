@@ -26,6 +26,20 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// A Redis Cluster node. Its cluster bus port is one of `free_port`'s too: the default
+    /// (port + 10000) can fall in the kernel's ephemeral range, where a client may hold it.
+    pub fn start_cluster_node() -> Self {
+        let bus = free_port().to_string();
+        Self::start_with(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-port",
+            &bus,
+        ])
+    }
+
     /// A server with `extra` arguments (`--requirepass`, ...).
     pub fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
@@ -82,6 +96,8 @@ impl RedisServer {
             .args(["--enable-debug-command", "yes", "--protected-mode", "no"])
             .arg("--dir")
             .arg(&self.dir.0)
+            .arg("--logfile")
+            .arg(self.dir.0.join("redis.log"))
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -100,7 +116,11 @@ impl RedisServer {
         let ours = format!("process_id:{pid}\r\n");
         wait_until("redis-server to answer", READY_TIMEOUT, || {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("redis-server on port {} exited: {status}", self.plain_port);
+                let log = std::fs::read_to_string(self.dir.0.join("redis.log")).unwrap_or_default();
+                panic!(
+                    "redis-server on port {} exited ({status}):\n{log}",
+                    self.plain_port
+                );
             }
             try_command(plain, password.as_deref(), &["INFO", "server"])
                 .is_ok_and(|info| info.contains(&ours))

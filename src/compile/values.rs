@@ -24,6 +24,12 @@ pub fn percent(value: u32) -> Option<String> {
     (value > 100).then(|| "must be between 0 and 100".to_string())
 }
 
+/// The shortest `global_rate_limit.window`: shorter ones count too few requests to mean
+/// a rate, and Redis's clock is read in milliseconds.
+pub fn limit_window(window: std::time::Duration) -> Option<String> {
+    (window < std::time::Duration::from_millis(100)).then(|| "must be at least 100ms".to_string())
+}
+
 /// A count that must not be zero.
 pub fn at_least_one(value: u32) -> Option<String> {
     (value == 0).then(|| "must be at least 1".to_string())
@@ -135,8 +141,7 @@ pub fn route(route: &RouteConfig) -> Vec<(String, String)> {
         if let Some(message) = at_least_one(limit.requests) {
             problems.push(("global_rate_limit.requests".into(), message));
         }
-        if limit.window < std::time::Duration::from_millis(100) {
-            let message = "must be at least 100ms".to_string();
+        if let Some(message) = limit_window(limit.window) {
             problems.push(("global_rate_limit.window".into(), message));
         }
     }

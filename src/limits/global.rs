@@ -7,7 +7,9 @@ use super::store::Store;
 use crate::model::{GlobalRateLimit, RedisFailureMode};
 use crate::observe::metrics::METRICS;
 use pingora_prometheus::prometheus;
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -66,6 +68,8 @@ enum Reserved {
 
 /// One key's pool and the signal of its reservations.
 struct Entry {
+    /// The limit key (hashed when long), as the pools map and the Redis counter name it.
+    key: Box<[u8]>,
     pool: Mutex<Pool>,
     done: watch::Sender<Reserved>,
 }
@@ -148,10 +152,7 @@ impl GlobalLimiter {
         if rate_limit::exempt(&self.config.exempt, facts.client_ip) {
             return Verdict::Admitted;
         }
-        let mut key = Vec::with_capacity(64);
-        rate_limit::key_into(&self.config.by, facts, &mut key);
-        let counter = self.counter_key(&key);
-        let entry = self.entry(&counter);
+        let entry = rate_limit::with_key(&self.config.by, facts, |key| self.entry(key));
         let deadline = tokio::time::Instant::now() + self.store.settings().timeout;
         let unavailable = Verdict::Unavailable(self.config.on_redis_failure);
         let mut waited = false;
@@ -164,7 +165,7 @@ impl GlobalLimiter {
             match take {
                 Take::Admitted { reserve } => {
                     if let Some(want) = reserve {
-                        self.reserve_in_background(&entry, &counter, want);
+                        self.reserve_in_background(&entry, want);
                     }
                     return Verdict::Admitted;
                 }
@@ -175,7 +176,7 @@ impl GlobalLimiter {
                 }
                 Take::Empty { reserve } => {
                     if let Some(want) = reserve {
-                        self.reserve_in_background(&entry, &counter, want);
+                        self.reserve_in_background(&entry, want);
                     }
                 }
             }
@@ -194,13 +195,14 @@ impl GlobalLimiter {
         }
     }
 
-    /// Asks Redis for `want` tokens of `key` in a task of its own, so that a request that
-    /// gives up waiting does not cancel what other requests wait for.
-    fn reserve_in_background(self: &Arc<Self>, entry: &Arc<Entry>, counter: &[u8], want: u32) {
+    /// Asks Redis for `want` tokens of `entry`'s key in a task of its own, so that a request
+    /// that gives up waiting does not cancel what other requests wait for.
+    fn reserve_in_background(self: &Arc<Self>, entry: &Arc<Entry>, want: u32) {
         let limiter = Arc::clone(self);
         let entry = Arc::clone(entry);
-        let counter = counter.to_vec();
         tokio::spawn(async move {
+            // The Redis key: `redis.key_prefix` + the route's name + `:` + the limit key.
+            let counter = [&limiter.prefix[..], &entry.key[..]].concat();
             let (requests, window) = (limiter.config.requests, limiter.config.window);
             let grant = limiter
                 .store
@@ -224,24 +226,11 @@ impl GlobalLimiter {
         });
     }
 
-    /// The Redis key of `key`'s counter.
-    fn counter_key(&self, key: &[u8]) -> Vec<u8> {
-        let mut counter = self.prefix.clone();
-        if key.len() <= MAX_RAW_KEY {
-            counter.extend_from_slice(key);
-        } else {
-            let digest = ring::digest::digest(&ring::digest::SHA256, key);
-            for byte in digest.as_ref() {
-                counter.extend_from_slice(format!("{byte:02x}").as_bytes());
-            }
-        }
-        counter
-    }
-
-    /// The pool of the counter `key`, made if new; idle pools are forgotten now and then.
+    /// The pool of the limit key `key`, made if new; idle pools are forgotten now and then.
     fn entry(&self, key: &[u8]) -> Arc<Entry> {
+        let key = short_key(key);
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = pools.entries.get(key) {
+        if let Some(entry) = pools.entries.get(&key[..]) {
             return Arc::clone(entry);
         }
         let now = Instant::now();
@@ -258,11 +247,28 @@ impl GlobalLimiter {
             }
             pools.sweep_at = (pools.entries.len() * 2).max(1024);
         }
+        let key: Box<[u8]> = key.into();
         let entry = Arc::new(Entry {
+            key: key.clone(),
             pool: Mutex::new(Pool::new(now)),
             done: watch::Sender::new(Reserved::Answered),
         });
-        pools.entries.insert(key.into(), Arc::clone(&entry));
+        pools.entries.insert(key, Arc::clone(&entry));
         entry
     }
+}
+
+/// `key`, or its SHA-256 in hex when longer than [`MAX_RAW_KEY`] (a header value may be
+/// long; the pools map and Redis then hold 64 bytes for it).
+fn short_key(key: &[u8]) -> Cow<'_, [u8]> {
+    if key.len() <= MAX_RAW_KEY {
+        return Cow::Borrowed(key);
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, key);
+    let mut hex = String::with_capacity(64);
+    for byte in digest.as_ref() {
+        // Infallible: writing to a String.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    Cow::Owned(hex.into_bytes())
 }

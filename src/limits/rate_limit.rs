@@ -15,6 +15,7 @@
 use crate::model::{IpNet, LimitKey, RateLimit};
 pub use crate::upstream::hash_key::RequestFacts;
 use pingora_limits::rate::{Rate, RateComponents};
+use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -53,15 +54,7 @@ impl RouteLimiter {
         if exempt(&self.config.exempt, facts.client_ip) {
             return Ok(());
         }
-        match &self.config.by {
-            LimitKey::Route => self.admit_key(&()),
-            LimitKey::ClientIp => self.admit_key(&facts.client_ip),
-            LimitKey::Header(name) => {
-                let value = (facts.header).and_then(|h| h.headers.get(name));
-                self.admit_key(&value.map(|v| v.as_bytes()))
-            }
-            LimitKey::Template(template) => template.with_key(facts, |key| self.admit_key(&key)),
-        }
+        with_key(&self.config.by, facts, |key| self.admit_key(&key))
     }
 
     fn admit_key<K: std::hash::Hash>(&self, key: &K) -> Result<(), Duration> {
@@ -101,6 +94,20 @@ pub fn key_into(by: &LimitKey, facts: &RequestFacts, out: &mut Vec<u8>) {
         }
         LimitKey::Template(template) => template.evaluate_into(facts, out),
     }
+}
+
+/// Evaluates the key of a limit keyed `by` into a per-thread buffer and passes it to
+/// `use_key`: one evaluation for both kinds of limit, without allocating per request.
+pub fn with_key<R>(by: &LimitKey, facts: &RequestFacts, use_key: impl FnOnce(&[u8]) -> R) -> R {
+    thread_local! {
+        static KEY_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    KEY_BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        buffer.clear();
+        key_into(by, facts, &mut buffer);
+        use_key(&buffer)
+    })
 }
 
 /// `Retry-After` seconds for a wait of `wait` (at least 1).

@@ -90,18 +90,11 @@ pub struct Grant {
     pub wait: Duration,
 }
 
+/// A multiplexed connection: clones share it.
+#[derive(Clone)]
 enum Connection {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
-}
-
-impl Clone for Connection {
-    fn clone(&self) -> Self {
-        match self {
-            Connection::Single(c) => Connection::Single(c.clone()),
-            Connection::Cluster(c) => Connection::Cluster(c.clone()),
-        }
-    }
 }
 
 /// How connections are made.
@@ -285,14 +278,9 @@ impl Store {
             *held = Some(connection.clone());
             Ok(connection)
         });
-        connecting.await.unwrap_or_else(|e| {
-            let kind = redis::ErrorKind::Io;
-            Err(redis::RedisError::from((
-                kind,
-                "connecting to redis",
-                e.to_string(),
-            )))
-        })
+        connecting
+            .await
+            .unwrap_or_else(|e| Err(connect_error(e.to_string())))
     }
 }
 
@@ -332,14 +320,12 @@ async fn connect(
     };
     tokio::time::timeout(timeout, connecting)
         .await
-        .unwrap_or_else(|_| {
-            let kind = redis::ErrorKind::Io;
-            Err(redis::RedisError::from((
-                kind,
-                "connecting to redis",
-                "timed out".into(),
-            )))
-        })
+        .unwrap_or_else(|_| Err(connect_error(format!("timed out after {timeout:?}"))))
+}
+
+/// A connection that could not be made (an I/O error: it counts toward the breaker).
+fn connect_error(detail: String) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "connecting to redis", detail))
 }
 
 /// Whether `error` says Redis (or this connection to it) cannot serve, rather than that one

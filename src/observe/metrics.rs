@@ -66,6 +66,19 @@ fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> Hist
     metric
 }
 
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+        .expect("metric names and labels are static and valid");
+    register(Box::new(metric.clone()));
+    metric
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("metric names and labels are static and valid");
+    register(Box::new(metric.clone()));
+    metric
+}
+
 /// Buckets of durations in seconds: 0.5 ms to a minute.
 const DURATION_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -92,101 +105,63 @@ fn register(metric: Box<dyn prometheus::core::Collector>) {
 
 /// The process's metrics.
 pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
-    let http_request_duration = HistogramVec::new(
-        HistogramOpts::new(
-            "sluice_http_request_duration_seconds",
-            "Time from request start to the end of the response, by route.",
-        )
-        .buckets(DURATION_BUCKETS.to_vec()),
+    let http_request_duration = histogram(
+        "sluice_http_request_duration_seconds",
+        "Time from request start to the end of the response, by route.",
         &["route"],
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(http_request_duration.clone()));
-    let upstream_endpoints = IntGaugeVec::new(
-        Opts::new(
-            "sluice_upstream_endpoints",
-            "Endpoints of each upstream, by state.",
-        ),
+        DURATION_BUCKETS.to_vec(),
+    );
+    let upstream_endpoints = gauge_vec(
+        "sluice_upstream_endpoints",
+        "Endpoints of each upstream, by state.",
         &["upstream", "state"],
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(upstream_endpoints.clone()));
-    let redis_breaker_open = IntGauge::new(
+    );
+    let redis_breaker_open = gauge(
         "sluice_redis_breaker_open",
         "1 while the circuit breaker in front of Redis is open (fleet-wide rate limits are \
          decided by each route's on_redis_failure), else 0.",
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(redis_breaker_open.clone()));
-    let config_generation = IntGauge::new(
+    );
+    let config_generation = gauge(
         "sluice_config_generation",
         "Generation number of the running config (1 at start, +1 per successful reload).",
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(config_generation.clone()));
-    let config_last_reload_success = IntGauge::new(
+    );
+    let config_last_reload_success = gauge(
         "sluice_config_last_reload_success_timestamp_seconds",
         "When the config file was last loaded successfully (the start counts), in seconds \
          since the epoch.",
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(config_last_reload_success.clone()));
-    let config_rejected_fragments = IntGaugeVec::new(
-        Opts::new(
-            "sluice_config_rejected_fragments",
-            "Fragments (objects) the compiler rejects now, by source.",
-        ),
+    );
+    let config_rejected_fragments = gauge_vec(
+        "sluice_config_rejected_fragments",
+        "Fragments (objects) the compiler rejects now, by source.",
         &["source"],
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(config_rejected_fragments.clone()));
-    let tcp_connections_active = IntGaugeVec::new(
-        Opts::new(
-            "sluice_tcp_connections_active",
-            "Open tcp-route connections and upgraded (WebSocket) HTTP connections, by route.",
-        ),
+    );
+    let tcp_connections_active = gauge_vec(
+        "sluice_tcp_connections_active",
+        "Open tcp-route connections and upgraded (WebSocket) HTTP connections, by route.",
         &["route"],
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(tcp_connections_active.clone()));
+    );
 
-    let kubernetes_objects = IntGaugeVec::new(
-        Opts::new(
-            "sluice_kubernetes_objects",
-            "Kubernetes objects sluice serves from (served) or refuses (rejected), by kind.",
-        ),
+    let kubernetes_objects = gauge_vec(
+        "sluice_kubernetes_objects",
+        "Kubernetes objects sluice serves from (served) or refuses (rejected), by kind.",
         &["kind", "state"],
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(kubernetes_objects.clone()));
-    let kubernetes_leader = IntGaugeVec::new(
-        Opts::new(
-            "sluice_kubernetes_leader",
-            "1 while this replica holds the Lease (and alone writes object status).",
-        ),
+    );
+    let kubernetes_leader = gauge_vec(
+        "sluice_kubernetes_leader",
+        "1 while this replica holds the Lease (and alone writes object status).",
         &["lease"],
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(kubernetes_leader.clone()));
-    let downstream_connections_open = IntGaugeVec::new(
-        Opts::new(
-            "sluice_downstream_connections_open",
-            "Client connections open, by listener and protocol (http, https, tcp).",
-        ),
+    );
+    let downstream_connections_open = gauge_vec(
+        "sluice_downstream_connections_open",
+        "Client connections open, by listener and protocol (http, https, tcp).",
         &["listener", "protocol"],
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(downstream_connections_open.clone()));
-    let build_info = IntGaugeVec::new(
-        Opts::new(
-            "sluice_build_info",
-            "1, with the version of sluice, of Pingora, and the last patch of the series \
+    );
+    let build_info = gauge_vec(
+        "sluice_build_info",
+        "1, with the version of sluice, of Pingora, and the last patch of the series \
              sluice applies to Pingora (third_party/pingora/PATCHES.md).",
-        ),
         &["version", "pingora", "pingora_patches"],
-    )
-    .expect("metric names and labels are static and valid");
-    register(Box::new(build_info.clone()));
+    );
     build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION"), PINGORA_VERSION, PINGORA_PATCHES])
         .set(1);

@@ -3,6 +3,7 @@
 
 use super::traffic::networks;
 use super::Checker;
+use crate::compile::values;
 use crate::model::*;
 use crate::sources::file::schema::*;
 use std::time::Duration;
@@ -69,8 +70,8 @@ pub(super) fn global_rate_limit(
     }
     check.nonzero(&format!("{r}.requests"), raw.requests);
     let window = check.duration(&format!("{r}.window"), &raw.window);
-    if window.is_some_and(|w| w < Duration::from_millis(100)) {
-        check.error(&format!("{r}.window"), "must be at least 100ms");
+    if let Some(message) = window.and_then(values::limit_window) {
+        check.error(&format!("{r}.window"), message);
     }
     let by = limit_key(check, &format!("{r}.by"), &raw.by);
     let exempt = networks(check, &r, "exempt", &raw.exempt);

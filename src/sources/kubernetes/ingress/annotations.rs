@@ -895,8 +895,8 @@ fn one<'v>(
                             .into())
                     }
                 };
-                if window < Duration::from_millis(100) {
-                    return Err("global-rate-limit-window must be at least 100ms".into());
+                if let Some(message) = crate::compile::values::limit_window(window) {
+                    return Err(format!("global-rate-limit-window {message}"));
                 }
                 let by = global_limit_key(get("global-rate-limit-key"))?;
                 let exempt = match get("global-rate-limit-ignored-cidrs") {
